@@ -1,0 +1,68 @@
+# Smart shelf: `make test` bootstraps everything on a fresh machine and runs every check.
+# Idempotent: a second run only re-installs what changed (stamp files track pyproject/package-lock).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STUBS_VERSION := 1.27.0.post1
+STDLIB_STUBS_VERSION := 1.27.0.post2
+PORTS := esp32 rp2
+PYTEST_ARGS ?=
+
+.PHONY: all bootstrap test check lint format typecheck mpy-check pytest bench clean help
+
+all: test
+
+help:
+	@echo "make test       bootstrap (venv, npm, stubs) then lint, type checks, mpy-cross and all tests"
+	@echo "make bootstrap  install everything the project needs (idempotent)"
+	@echo "make pytest     only the test suite (PYTEST_ARGS=... to pass options)"
+	@echo "make bench      protocol benchmark (CPython vs MicroPython)"
+
+bootstrap: $(VENV)/.stamp node_modules/.stamp $(foreach p,$(PORTS),.stubs/$(p)/.stamp)
+
+$(VENV)/.stamp: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+node_modules/.stamp: package.json package-lock.json
+	@command -v node >/dev/null && command -v npm >/dev/null || tools/bootstrap/install-node.sh
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+.stubs/%/.stamp: Makefile $(VENV)/.stamp
+	rm -rf .stubs/$*
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --target .stubs/$* \
+		micropython-$*-stubs==$(STUBS_VERSION) micropython-stdlib-stubs==$(STDLIB_STUBS_VERSION)
+	@touch $@
+
+lint: $(VENV)/.stamp
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.stamp
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+typecheck: bootstrap
+	$(VENV)/bin/mypy hub shared_protocol tools
+	$(PY) -m tools.typecheck.micropython_ports
+
+mpy-check: $(VENV)/.stamp
+	$(PY) -m tools.mpy_compile_check
+
+pytest: bootstrap
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+check: lint typecheck mpy-check
+
+test: bootstrap check pytest
+
+bench: bootstrap
+	$(VENV)/bin/smartshelf bench protocol
+
+clean:
+	rm -rf $(VENV) node_modules .stubs .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,91 @@
+"""Test harness: run the same test body under CPython and the real MicroPython (WebAssembly) runtime.
+
+* ``mpy`` (session): a MicroPythonRuntime; one Node.js process serves every MicroPython test, each call in a
+  fresh interpreter with ``shared_protocol/``, ``firmware/`` and ``tests/portable/`` on its ``/lib``.
+* ``runtime``: parametrized ``cpython`` / ``micropython``; ``runtime.call("tests.portable.x", "f", *args)``
+  imports the module on that runtime and returns ``f(*args)`` as JSON. Put the portable code in
+  ``tests/portable/`` (pure Python that runs on both) and keep the assertions in the test.
+
+Tests that need MicroPython fail (never skip) when Node.js or the npm package is missing, so CI cannot
+go green without them; set SMARTSHELF_ALLOW_NO_MPY=1 to skip them on a machine without Node.js.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tools.mpy_runtime import REPO_ROOT, MicroPythonRuntime, MicroPythonUnavailable
+
+PORTABLE_PACKAGES = ("shared_protocol", "firmware", (REPO_ROOT / "tests" / "portable", "tests/portable"))
+
+
+class CPythonRuntime:
+    name = "cpython"
+
+    def call(self, module: str, func: str, *args: Any, timeout_s: float | None = None) -> Any:
+        # Round-trip arguments and result through JSON so both runtimes see and return the same things.
+        args = json.loads(json.dumps(list(args)))
+        result = getattr(importlib.import_module(module), func)(*args)
+        if asyncio.iscoroutine(result):
+            result = asyncio.run(result)
+        return json.loads(json.dumps(result))
+
+
+class MicroPythonCaller:
+    name = "micropython"
+
+    def __init__(self, rt: MicroPythonRuntime) -> None:
+        self._rt = rt
+
+    def call(self, module: str, func: str, *args: Any, timeout_s: float | None = None) -> Any:
+        return self._rt.call(module, func, *args, timeout_s=timeout_s)
+
+    def exec(self, code: str, **kw: Any) -> Any:
+        return self._rt.exec(code, **kw)
+
+
+@pytest.fixture(scope="session")
+def mpy_runtime() -> Iterator[MicroPythonRuntime]:
+    rt = MicroPythonRuntime(packages=PORTABLE_PACKAGES)
+    try:
+        rt.start()
+    except MicroPythonUnavailable as exc:
+        if os.environ.get("SMARTSHELF_ALLOW_NO_MPY") == "1":
+            pytest.skip(f"MicroPython unavailable and SMARTSHELF_ALLOW_NO_MPY=1: {exc}")
+        pytest.fail(f"MicroPython runtime unavailable: {exc}", pytrace=False)
+    yield rt
+    rt.close()
+
+
+@pytest.fixture
+def mpy(mpy_runtime: MicroPythonRuntime) -> MicroPythonCaller:
+    return MicroPythonCaller(mpy_runtime)
+
+
+@pytest.fixture(params=["cpython", "micropython"])
+def runtime(request: pytest.FixtureRequest) -> CPythonRuntime | MicroPythonCaller:
+    if request.param == "cpython":
+        return CPythonRuntime()
+    return MicroPythonCaller(request.getfixturevalue("mpy_runtime"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        callspec = getattr(item, "callspec", None)
+        params = callspec.params if callspec else {}
+        if "mpy" in names or "mpy_runtime" in names or params.get("runtime") == "micropython":
+            item.add_marker(pytest.mark.micropython)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    passed = terminalreporter.stats.get("passed", [])
+    n = sum(1 for r in passed if "micropython" in r.keywords)
+    terminalreporter.write_line(f"MicroPython-run tests passed: {n}")

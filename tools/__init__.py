@@ -1,0 +1,1 @@
+"""Developer tools: the MicroPython runtime host, emulators, benchmarks."""
