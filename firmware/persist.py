@@ -1,9 +1,10 @@
 """Small records on flash that survive power loss mid-write.
 
-A record is ``magic (2) | value u32 | crc32 of the first 6 bytes``. It is written to ``path + ".tmp"``
-and renamed over ``path``: littlefs (ESP32, RP2 defaults) renames atomically. Where the rename cannot
-replace (FAT), the old file is removed first, and the loader still finds the value in the temp file.
-The loader takes the largest valid value of the two files, so a torn write can never lower a counter.
+A record is ``magic u16 | generation u32 | length u16 | payload | crc32``. It is written to
+``path + ".tmp"`` and renamed over ``path``: littlefs (the ESP32 and RP2 default) renames atomically.
+Where a rename cannot replace (FAT), the old file is removed first, and the loader still finds the new
+record in the temp file. The loader takes the valid record with the higher generation of the two files, so
+a torn or interrupted write leaves the previous record in force, never a mix.
 """
 
 import binascii
@@ -13,52 +14,51 @@ import struct
 from shared_protocol.compat import const
 
 _MAGIC = const(0x5353)  # "SS"
-_FMT = ">HI"
-RECORD_LEN = const(10)
+_HEAD = ">HIH"
+_HEAD_LEN = const(8)
+MAX_PAYLOAD = const(4096)
 
 
-def _encode(value: int) -> bytes:
-    body = struct.pack(_FMT, _MAGIC, value)
-    return body + struct.pack(">I", binascii.crc32(body) & 0xFFFFFFFF)
+def _crc(data: bytes) -> int:
+    return int(binascii.crc32(data)) & 0xFFFFFFFF
 
 
-def _decode(data: bytes) -> "int | None":
-    if len(data) != RECORD_LEN:
-        return None
-    body = data[:6]
-    if struct.unpack(">I", data[6:])[0] != binascii.crc32(body) & 0xFFFFFFFF:
-        return None
-    magic, value = struct.unpack(_FMT, body)
-    if magic != _MAGIC:
-        return None
-    return int(value)
-
-
-def _read(path: str) -> "int | None":
+def _read(path: str) -> "tuple[int, bytes] | None":
     try:
         with open(path, "rb") as f:
-            return _decode(f.read(RECORD_LEN + 1))
+            data = f.read(_HEAD_LEN + MAX_PAYLOAD + 5)
     except OSError:
         return None
+    if len(data) < _HEAD_LEN + 4:
+        return None
+    magic, gen, length = struct.unpack(_HEAD, data[:_HEAD_LEN])
+    if magic != _MAGIC or len(data) != _HEAD_LEN + length + 4:
+        return None
+    body = data[: _HEAD_LEN + length]
+    if struct.unpack(">I", data[_HEAD_LEN + length :])[0] != _crc(body):
+        return None
+    return gen, data[_HEAD_LEN : _HEAD_LEN + length]
 
 
-def load(path: str) -> "int | None":
-    """The stored value, or None when neither the file nor its temp copy holds a valid record."""
+def load_record(path: str) -> "tuple[int, bytes] | None":
+    """(generation, payload) of the newest valid copy, or None when there is none."""
     a = _read(path)
     b = _read(path + ".tmp")
     if a is None:
         return b
-    if b is None or a >= b:
+    if b is None or a[0] >= b[0]:
         return a
     return b
 
 
-def store(path: str, value: int) -> None:
-    if not 0 <= value <= 0xFFFFFFFF:
-        raise ValueError("record value out of u32 range")
+def store_record(path: str, payload: bytes, generation: int) -> None:
+    if len(payload) > MAX_PAYLOAD:
+        raise ValueError("record payload too large")
+    body = struct.pack(_HEAD, _MAGIC, generation & 0xFFFFFFFF, len(payload)) + payload
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
-        f.write(_encode(value))
+        f.write(body)
+        f.write(struct.pack(">I", _crc(body)))
     try:
         os.rename(tmp, path)
     except OSError:
@@ -67,3 +67,43 @@ def store(path: str, value: int) -> None:
         except OSError:
             pass
         os.rename(tmp, path)
+
+
+class Record:
+    """A payload on flash with its generation; ``save`` writes atomically, ``load`` validates."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.generation = 0
+        self.writes = 0
+
+    def load(self) -> "bytes | None":
+        got = load_record(self.path)
+        if got is None:
+            return None
+        self.generation = got[0]
+        return got[1]
+
+    def save(self, payload: bytes) -> None:
+        if not self.generation:
+            got = load_record(self.path)
+            if got is not None:
+                self.generation = got[0]
+        self.generation += 1
+        store_record(self.path, payload, self.generation)
+        self.writes += 1
+
+
+def load(path: str) -> "int | None":
+    """A stored u32 counter, or None."""
+    got = load_record(path)
+    if got is None or len(got[1]) != 4:
+        return None
+    return int(struct.unpack(">I", got[1])[0])
+
+
+def store(path: str, value: int) -> None:
+    """Store a u32 counter that only ever grows: the counter is its own generation."""
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise ValueError("record value out of u32 range")
+    store_record(path, struct.pack(">I", value), value)

@@ -44,7 +44,7 @@ class SeqStore:
 
     def next(self) -> int:
         """The next sequence number; reserves a new block on flash when the current one is used up."""
-        if self._next >= MAX_SEQ:
+        if self._next > MAX_SEQ:
             raise SeqExhausted("uplink sequence space exhausted; re-key this node")
         if self._next >= self._reserved:
             self._reserve()

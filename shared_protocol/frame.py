@@ -55,7 +55,8 @@ class Frame:
 
 
 def _check_u32(name: str, value: int, lo: int) -> None:
-    if not isinstance(value, int) or value < lo or value > MAX_U32:
+    # bool is an int on CPython but not on MicroPython: reject it on both.
+    if not isinstance(value, int) or isinstance(value, bool) or value < lo or value > MAX_U32:
         raise ProtocolError(BAD_FIELD, name + "=" + str(value) + " outside " + str(lo) + "..4294967295")
 
 
@@ -115,7 +116,7 @@ def decode_frame(data: bytes, direction: int, key: "Key | None", session: int = 
 
 
 class RejectCounter:
-    """Counts rejected frames by (node_id, reason); node 0 when the header was unreadable."""
+    """Counts rejected frames by (node_id, reason); node 0 when the header was unreadable or the node unknown."""
 
     def __init__(self) -> None:
         self.counts: dict[tuple[int, int], int] = {}
@@ -156,7 +157,10 @@ class UplinkReceiver:
             if seq <= last:
                 raise ProtocolError(REPLAY, "node " + str(node_id) + " seq " + str(seq) + " <= " + str(last))
         except ProtocolError as err:
-            self.rejected.record(_node_of(data), err)
+            # Count under the node only when it is provisioned: ids read from unauthenticated bytes must
+            # not be able to grow the table without bound.
+            nid = _node_of(data)
+            self.rejected.record(nid if nid in self.keys else 0, err)
             raise
         self.last_seq[node_id] = seq
         return frame

@@ -87,10 +87,11 @@ def _check_var(name: str, kind: str, value: object) -> bytes:
     if kind == "S":
         if not isinstance(value, str):
             raise ProtocolError(BAD_FIELD, name + " must be a string")
-        raw = value.encode()
-        for c in raw:
-            if c < 0x20 or c > 0x7E:
+        # Check characters before encoding: CPython cannot encode lone surrogates (UnicodeEncodeError).
+        for ch in value:
+            if ord(ch) < 0x20 or ord(ch) > 0x7E:
                 raise ProtocolError(BAD_FIELD, name + " must be printable ASCII")
+        raw = value.encode()
     else:
         if not isinstance(value, (bytes, bytearray)):
             raise ProtocolError(BAD_FIELD, name + " must be bytes")
@@ -156,7 +157,9 @@ class Message:
                     for c in raw:
                         if c < 0x20 or c > 0x7E:
                             raise ProtocolError(BAD_FIELD, name + " must be printable ASCII")
-                    values.append(_check_var(name, kind, raw.decode()))
+                    text = raw.decode()
+                    _check_var(name, kind, text)  # returns the encoded bytes; the field holds the str
+                    values.append(text)
                 else:
                     values.append(_check_var(name, kind, raw))
         if pos != n:
@@ -291,7 +294,7 @@ class CommandResult(Message):
 
 
 class Health(Message):
-    """Periodic node health: uptime, memory, achieved sampling rate and link counters."""
+    """Periodic node health: uptime, memory, achieved sampling rate, link and outbox counters."""
 
     TYPE = HEALTH
     NAME = "health"
@@ -304,6 +307,7 @@ class Health(Message):
         ("rx_rejected", "I", 0, 0xFFFFFFFF),
         ("outbox_depth", "H", 0, 0xFFFF),
         ("outbox_dropped", "I", 0, 0xFFFFFFFF),
+        ("outbox_first", "I", 0, 0xFFFFFFFF),
     )
 
     def __init__(
@@ -316,6 +320,7 @@ class Health(Message):
         rx_rejected: int,
         outbox_depth: int,
         outbox_dropped: int,
+        outbox_first: int,
     ) -> None:
         self.uptime_s = uptime_s
         self.free_heap = free_heap
@@ -325,6 +330,9 @@ class Health(Message):
         self.rx_rejected = rx_rejected
         self.outbox_depth = outbox_depth
         self.outbox_dropped = outbox_dropped
+        # Lowest event_seq still held for retransmission (0 = outbox empty). Events below it that the hub
+        # never received were dropped by an overflowing outbox: the hub books them as a sensor gap.
+        self.outbox_first = outbox_first
 
 
 class RfidSeen(Message):
@@ -420,7 +428,7 @@ class Identify(Message):
 
 
 class SetConfig(Message):
-    """Set a numbered node setting (see README "Config keys")."""
+    """Set a numbered node setting; keys are assigned in ``firmware/`` (see the protocol README)."""
 
     TYPE = CMD_SET_CONFIG
     NAME = "set_config"

@@ -38,3 +38,7 @@ def test_torn_writes_never_lower_the_counter(runtime: Any, tmp_path: Path) -> No
 
 def test_boot_counter_increments(runtime: Any, tmp_path: Path) -> None:
     assert runtime.call(M, "boots", _base(runtime, tmp_path), 4) == [1, 2, 3, 4]
+
+
+def test_records_keep_the_newest_valid_copy(runtime: Any, tmp_path: Path) -> None:
+    assert runtime.call(M, "records", _base(runtime, tmp_path)) == [None, "second", 3, None]

@@ -34,23 +34,49 @@ def torn_writes(base):
     out = []
     persist.store(path, 100)
     out.append(persist.load(path))
-    # A crash after writing the temp file but before the rename: the larger temp value wins.
-    with open(path + ".tmp", "wb") as f:
-        f.write(persist._encode(200))
+    main = _raw(path)
+    # A crash after writing the temp file but before the rename: the newer temp record wins.
+    persist.store(base + "/other", 200)
+    _write(path + ".tmp", _raw(base + "/other"))
     out.append(persist.load(path))
     # A torn temp file (half written) is ignored.
-    with open(path + ".tmp", "wb") as f:
-        f.write(persist._encode(300)[:5])
+    persist.store(base + "/other", 300)
+    _write(path + ".tmp", _raw(base + "/other")[:7])
     out.append(persist.load(path))
     # A flipped bit in the main record: CRC rejects it, the loader falls back to nothing valid.
-    data = bytearray(persist._encode(400))
-    data[3] ^= 0x01
-    with open(path, "wb") as f:
-        f.write(data)
+    data = bytearray(main)
+    data[9] ^= 0x01
+    _write(path, data)
     out.append(persist.load(path))
     os.remove(path)
     os.remove(path + ".tmp")
     out.append(persist.load(path))
+    return out
+
+
+def _raw(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _write(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def records(base):
+    """Blob records: generations advance, the newest valid copy wins, garbage is rejected."""
+    _mkdir(base)
+    rec = persist.Record(base + "/cal")
+    out = [rec.load()]
+    rec.save(b"first")
+    rec.save(b"second")
+    out.append(persist.Record(base + "/cal").load().decode())
+    fresh = persist.Record(base + "/cal")
+    fresh.save(b"third")
+    out.append(fresh.generation)
+    _write(base + "/cal", b"\x53\x53garbage")
+    out.append(persist.Record(base + "/cal").load())
     return out
 
 

@@ -194,3 +194,129 @@ def ble_roundtrip(frames_hex, mtu):
             got = r.feed(piece)
         out.append(got.hex() if got is not None else None)
     return out
+
+
+# -- batched bodies for the protocol test suite (one MicroPython call each) -----------------------
+
+
+def decode_any_groups(groups):
+    """groups: [[key_hex, session, [input_hex...]], ...] -> [decode_any(...) result per group]."""
+    return [decode_any(g[0], g[2], g[1]) for g in groups]
+
+
+def serial_streams(key_hex, streams):
+    """Several independent serial streams, each a list of hex chunks fed one by one."""
+    return [serial_stream(key_hex, chunks) for chunks in streams]
+
+
+def _error_text(err):
+    return {"reason": err.reason_name, "detail": str(err)}
+
+
+def uplink_session(keys, frames_hex):
+    """Like uplink_accept, plus what was applied, the detail of each error and the final last_seq."""
+    rx = UplinkReceiver({int(k): Key(bytes.fromhex(v)) for k, v in keys.items()})
+    results = []
+    details = []
+    applied = []
+    for h in frames_hex:
+        try:
+            f = rx.accept(bytes.fromhex(h))
+        except ProtocolError as err:
+            results.append(err.reason_name)
+            details.append(str(err))
+            continue
+        results.append("ok:" + str(f.seq))
+        details.append("")
+        applied.append([f.node_id, f.seq, f.message.to_dict()])
+    counts = {}
+    for (nid, reason), n in rx.rejected.counts.items():
+        counts[str(nid) + "/" + str(reason)] = n
+    last_seq = {}
+    for nid, seq in rx.last_seq.items():
+        last_seq[str(nid)] = seq
+    return {"results": results, "details": details, "applied": applied, "rejected": counts, "last_seq": last_seq}
+
+
+def downlink_session(node_id, key_hex, session, frames_hex):
+    """Like downlink_accept, plus what was applied, the detail of each error and the final last_seq."""
+    rx = DownlinkReceiver(node_id, Key(bytes.fromhex(key_hex)), session)
+    results = []
+    details = []
+    applied = []
+    for h in frames_hex:
+        try:
+            f = rx.accept(bytes.fromhex(h))
+        except ProtocolError as err:
+            results.append(err.reason_name)
+            details.append(str(err))
+            continue
+        results.append("ok:" + str(f.seq))
+        details.append("")
+        applied.append([f.node_id, f.seq, f.message.to_dict()])
+    return {
+        "results": results,
+        "details": details,
+        "applied": applied,
+        "rejected": rx.rejected,
+        "last_seq": rx.last_seq,
+    }
+
+
+def text_cases(frames_hex, lines_hex, streams):
+    """encode_line for each frame, decode_line (hex or reason) for each line, text_lines for each stream."""
+    encoded = []
+    for h in frames_hex:
+        try:
+            encoded.append(downlink_text.encode_line(bytes.fromhex(h)).hex())
+        except ProtocolError as err:
+            encoded.append(err.reason_name)
+    decoded = []
+    for h in lines_hex:
+        try:
+            decoded.append(downlink_text.decode_line(bytes.fromhex(h)).hex())
+        except ProtocolError as err:
+            decoded.append(err.reason_name)
+    return {"encoded": encoded, "decoded": decoded, "streams": [text_lines(s) for s in streams]}
+
+
+def ble_fragments_many(cases):
+    """cases: [[mtu, msg_id, frame_hex], ...] -> the fragments (hex list) or the reason, per case."""
+    out = []
+    for c in cases:
+        try:
+            out.append([p.hex() for p in ble_fragments.fragment(bytes.fromhex(c[2]), c[0], c[1])])
+        except ProtocolError as err:
+            out.append(err.reason_name)
+    return out
+
+
+def ble_feed_many(sequences):
+    """Each sequence of fragments (hex) goes to a fresh Reassembler; per piece "more", "done:<hex>" or a reason."""
+    out = []
+    for seq in sequences:
+        r = ble_fragments.Reassembler()
+        res = []
+        for h in seq:
+            try:
+                got = r.feed(bytes.fromhex(h))
+                res.append("more" if got is None else "done:" + got.hex())
+            except ProtocolError as err:
+                res.append(err.reason_name)
+        out.append({"results": res, "dropped": r.dropped})
+    return out
+
+
+def cobs_cases(datas_hex):
+    """cobs_encode of each input, and what a SerialDecoder returns for its encode_serial form (or the reason)."""
+    out = []
+    for h in datas_hex:
+        data = bytes.fromhex(h)
+        item = {"cobs": serial_framing.cobs_encode(data).hex()}
+        try:
+            wire = serial_framing.encode_serial(data)
+            item["serial"] = [f.hex() for f in serial_framing.SerialDecoder().feed(wire)]
+        except ProtocolError as err:
+            item["serial"] = err.reason_name
+        out.append(item)
+    return out
