@@ -486,7 +486,8 @@ def class_for(msg_type: int, direction: int) -> "type[Message]":
 
 def from_dict(d: "dict[str, Any]") -> Message:
     """Inverse of ``Message.to_dict``."""
-    cls = BY_NAME.get(d.get("type", ""))
+    type_name = d.get("type", "")
+    cls = BY_NAME.get(type_name) if isinstance(type_name, str) else None
     if cls is None:
         raise ProtocolError(BAD_TYPE, "unknown message name " + str(d.get("type")))
     args: list[Any] = []

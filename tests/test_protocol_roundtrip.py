@@ -22,6 +22,7 @@ from tests.conftest import CPythonRuntime, MicroPythonCaller
 from tests.portable import protocol_cases
 
 MOD = "tests.portable.protocol_cases"
+CASES: Any = protocol_cases  # the portable bodies are unannotated (MicroPython code)
 U32_MAX = 2**32 - 1
 TAG_BYTES = 8
 
@@ -77,7 +78,7 @@ def message_dict_for(cls: type[Message]) -> st.SearchStrategy[dict[str, Any]]:
 
 def message_dicts(direction: int | None = None) -> st.SearchStrategy[dict[str, Any]]:
     """Valid message dicts of every type (or of every type travelling in ``direction``)."""
-    classes = [c for c in MESSAGE_CLASSES if direction is None or c.DIRECTION == direction]
+    classes = [c for c in MESSAGE_CLASSES if direction in (None, c.DIRECTION)]
     return st.sampled_from(classes).flatmap(message_dict_for)
 
 
@@ -172,7 +173,7 @@ def test_roundtrip_micropython_matches_cpython(mpy: MicroPythonCaller) -> None:
         cases += collect(frame_cases(cls=cls), 22)
     assert len(cases) >= 250
     cases = json.loads(json.dumps(cases))
-    expected = protocol_cases.roundtrip_messages(cases)
+    expected = CASES.roundtrip_messages(cases)
     for case, exp in zip(cases, expected, strict=True):
         assert "error" not in exp, (case, exp)
         assert exp["message"] == case["message"]
@@ -294,7 +295,7 @@ def test_header_values_rejected(runtime: CPythonRuntime | MicroPythonCaller) -> 
 
 def test_invalid_values_raise_protocol_error_in_process() -> None:
     # The same lists straight through the CPython API (no JSON): only ProtocolError, never TypeError and co.
-    results: list[str] = protocol_cases.encode_errors(invalid_messages())
+    results: list[str] = CASES.encode_errors(invalid_messages())
     assert set(results) == {"bad_field"}
-    check: Callable[[list[Case]], list[Any]] = protocol_cases.roundtrip_messages
+    check: Callable[[list[Case]], list[Any]] = CASES.roundtrip_messages
     assert all(r == {"error": "bad_field"} for r in check(_header_cases()[0]))

@@ -83,3 +83,9 @@ def records(base):
 def boots(base, n):
     _mkdir(base)
     return [next_boot(base + "/boot") for _ in range(n)]
+
+
+def implementation():
+    import sys
+
+    return "micropython" if sys.implementation.name == "micropython" else "cpython"
