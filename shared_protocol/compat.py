@@ -2,12 +2,18 @@
 
 __all__ = ["const", "ct_equal"]
 
-try:
-    from micropython import const  # type: ignore[import-not-found, unused-ignore]
-except ImportError:  # CPython
+TYPE_CHECKING = False
+if TYPE_CHECKING:
 
-    def const(x: int) -> int:  # type: ignore[misc, unused-ignore]
-        return x
+    def const(x: int) -> int: ...
+
+else:
+    try:
+        from micropython import const
+    except ImportError:  # CPython
+
+        def const(x):
+            return x
 
 
 def ct_equal(a: bytes, b: bytes) -> bool:

@@ -1,7 +1,8 @@
 """Test harness: run the same test body under CPython and the real MicroPython (WebAssembly) runtime.
 
 * ``mpy`` (session): a MicroPythonRuntime; one Node.js process serves every MicroPython test, each call in a
-  fresh interpreter with ``shared_protocol/``, ``firmware/`` and ``tests/portable/`` on its ``/lib``.
+  fresh interpreter with ``shared_protocol/``, ``firmware/``, ``tools/emulation/`` and ``tests/portable/`` on its
+  ``/lib``.
 * ``runtime``: parametrized ``cpython`` / ``micropython``; ``runtime.call("tests.portable.x", "f", *args)``
   imports the module on that runtime and returns ``f(*args)`` as JSON. Put the portable code in
   ``tests/portable/`` (pure Python that runs on both) and keep the assertions in the test.
@@ -23,7 +24,12 @@ import pytest
 
 from tools.mpy_runtime import REPO_ROOT, MicroPythonRuntime, MicroPythonUnavailable
 
-PORTABLE_PACKAGES = ("shared_protocol", "firmware", (REPO_ROOT / "tests" / "portable", "tests/portable"))
+PORTABLE_PACKAGES = (
+    "shared_protocol",
+    "firmware",
+    (REPO_ROOT / "tools" / "emulation", "tools/emulation"),  # emulated sensors run beside the firmware
+    (REPO_ROOT / "tests" / "portable", "tests/portable"),
+)
 
 
 class CPythonRuntime:

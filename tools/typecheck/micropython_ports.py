@@ -15,7 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PORTS = ("esp32", "rp2")
-TARGETS = ("shared_protocol", "firmware")
+TARGETS = ("shared_protocol", "firmware", "tools/emulation")
 CONFIG = Path(__file__).with_name("micropython-mypy.ini")
 
 
