@@ -7,34 +7,49 @@ from shared_protocol.compat import const
 MAX_AVERAGE = const(64)
 
 
-class SpikeFilter:
-    """Median of the last three samples: removes single-sample spikes (ESD, a bit error on the wire)
-    with one sample of delay and without rounding the edges of a real step."""
+class OutlierFilter:
+    """Hampel-style outlier rejection with one sample of delay.
+
+    The middle of the last three samples is passed through unchanged unless it lies more than
+    ``threshold`` from their median, in which case the median replaces it. Ordinary noise is left
+    untouched (so a downstream noise estimate stays honest), a real step passes intact, and a
+    single-sample spike (ESD, a bit error on the wire) is removed. ``threshold`` is given per call so it
+    can follow the lane's current noise estimate."""
 
     def __init__(self) -> None:
         self._a = 0
         self._b = 0
         self._n = 0
+        self.rejected = 0
 
     def reset(self) -> None:
         self._n = 0
 
-    def feed(self, x: int) -> int:
+    def feed(self, x: int, threshold: int) -> int:
         a = self._a
         b = self._b
         self._a = b
         self._b = x
         if self._n < 2:
             self._n += 1
-            return x
-        if a > b:
-            a, b = b, a
-        # now a <= b; median of (a, b, x)
-        if x <= a:
-            return a
-        if x >= b:
-            return b
-        return x
+            return x if self._n == 1 else b
+        lo = a
+        hi = b
+        if lo > hi:
+            lo = b
+            hi = a
+        # median of (a, b, x)
+        if x <= lo:
+            med = lo
+        elif x >= hi:
+            med = hi
+        else:
+            med = x
+        d = b - med
+        if d > threshold or -d > threshold:
+            self.rejected += 1
+            return med
+        return b
 
 
 class MovingAverage:

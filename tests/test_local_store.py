@@ -55,11 +55,11 @@ def _mean_half_away(xs: list[int]) -> int:
 
 
 def test_filters(runtime: Any) -> None:
-    samples = [0, 0, 0, 900, 0, 0, 500, 500, 500, -7, -7, -7, -3, -2]
-    spike, avg = runtime.call(M, "filters", samples, 4)
-    assert spike[:6] == [0, 0, 0, 0, 0, 0]  # a one-sample spike is removed
-    assert spike[6] == 0 and spike[7] == 500  # a real step survives, one sample late
-    assert spike[-1] == -3
+    samples = [0, 3, -2, 900, 1, 0, 500, 504, 497, -7, -9, -5, -3, -2]
+    out, avg, rejected = runtime.call(M, "filters", samples, 4, 50)
+    # One sample of delay; noise within the threshold passes unchanged; the spike becomes the median.
+    assert out == [0, 0, 3, -2, 1, 1, 0, 500, 504, 497, -7, -9, -5, -3]
+    assert rejected == 1
     assert avg == [_mean_half_away(samples[max(0, i - 3) : i + 1]) for i in range(len(samples))]
 
 

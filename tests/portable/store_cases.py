@@ -4,7 +4,7 @@ import os
 
 from firmware.calibration import Calibration, CalibrationError, CalibrationStore
 from firmware.counters import CHECKPOINT_EVERY, CountersStore
-from firmware.filters import MovingAverage, SpikeFilter
+from firmware.filters import MovingAverage, OutlierFilter
 from firmware.outbox import AGE_UNKNOWN, Outbox
 from shared_protocol.errors import ProtocolError
 
@@ -136,10 +136,10 @@ def counters_recover(base, n_events, crash_after):
     return {"got": got, "expected": full, "writes": cs.writes, "checkpoint_every": CHECKPOINT_EVERY}
 
 
-def filters(samples, n):
-    sf = SpikeFilter()
+def filters(samples, n, threshold):
+    of = OutlierFilter()
     ma = MovingAverage(n)
-    return [[sf.feed(x) for x in samples], [ma.feed(x) for x in samples]]
+    return [[of.feed(x, threshold) for x in samples], [ma.feed(x) for x in samples], of.rejected]
 
 
 def calibration(base):
