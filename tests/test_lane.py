@@ -122,3 +122,20 @@ def test_per_sample_path_allocates_nothing(mpy: Any, load_g: int) -> None:
     assert r["delta"] == 0, r
     assert r["locked_ok"] is True, r
     assert r["bad_delta"] > 0, r  # the measurement is real
+
+
+def test_shelf_keeps_counts_across_a_reboot(runtime: Any, tmp_path: Any) -> None:
+    base = str(tmp_path) if runtime.name == "cpython" else "/shelf"
+    r = runtime.call(M, "shelf_reboot", base, 11, timeout_s=T)
+    lane0 = r["first"][0]
+    assert (lane0["count"], lane0["removed_total"], lane0["added_total"]) == (-1, 2, 1)
+    assert lane0["last_event"] == 2
+    assert r["first"][1]["count"] == 0 and r["first"][1]["last_event"] == 0
+    assert [(e["event_seq"], e["count_delta"]) for e in r["pending"]] == [(1, -2), (2, 1)]
+    assert all(e["age_ms"] > 0 for e in r["pending"])
+    # After the reboot the counters come back exactly (checkpoint + journal), and the unacknowledged
+    # events are still waiting (the ack was never compacted to flash, so re-sending is the safe side).
+    for before, after in zip(r["first"], r["second"], strict=True):
+        for key in ("count", "removed_total", "added_total", "last_event"):
+            assert after[key] == before[key]
+    assert r["depth_after"] == 2

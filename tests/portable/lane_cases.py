@@ -118,3 +118,46 @@ def tare_while_loaded(seed):
     busy_or_offset = lane.tare()
     _run(clk, lane, 4000, events)
     return {"before": before, "tare": busy_or_offset, "after": lane.weight_dg, "events": events}
+
+
+def shelf_reboot(base, seed):
+    """Two lanes record events into the outbox and counters; a reboot rebuilds the same counters."""
+    import os
+
+    from firmware.counters import CountersStore
+    from firmware.outbox import Outbox
+    from firmware.shelf import Shelf
+
+    try:
+        os.mkdir(base)
+    except OSError:
+        pass
+
+    def build(clk_and_lanes, boot):
+        lanes = [cl[2] for cl in clk_and_lanes]
+        for i, lane in enumerate(lanes):
+            lane.index = i
+        return Shelf(lanes, Outbox(base + "/ob", boot, 64), CountersStore(base + "/cnt", len(lanes)))
+
+    first_rig = _rig(shelf_load, 420, seed)
+    clk = first_rig[0]
+    # One virtual clock for both lanes: the second lane's chip follows the first's clock.
+    rigs = [first_rig, _rig_on(clk, 500, 420, seed + 1)]
+    shelf = build(rigs, 1)
+    while clk.ticks_ms() < 9000:
+        shelf.poll(clk.ticks_ms())
+    first = [shelf.lane_state(i).to_dict() for i in range(2)]
+    pending = [e.to_dict() for e in shelf.pending(clk.ticks_ms(), 10)]
+    shelf.outbox.ack(1)
+    again = build([_rig(1, 0, 1), _rig(1, 0, 1)], 2)
+    second = [again.lane_state(i).to_dict() for i in range(2)]
+    return {"first": first, "second": second, "pending": pending, "depth_after": again.outbox.depth}
+
+
+def _rig_on(clk, grams_at, noise_counts, seed):
+    src = LoadCellSource(grams_at, counts_per_g=CPG, offset=OFFSET, noise_counts=noise_counts, seed=seed)
+    chip = HX711Chip(clk, src, rate_sps=80, pin_cost_us=1)
+    hx = HX711(chip.sck, chip.dout, clock=clk, poll_us=1000)
+    cal = Calibration(1, OFFSET, CPG * 10)
+    cal.calibrated = True
+    return clk, [chip], Lane(0, [hx], cal, Detector(1000, 10))

@@ -1,0 +1,57 @@
+"""A node's lanes with their outbox and counters: where a detected event becomes a kept, counted fact.
+
+Order matters for power cuts: an event is journalled in the outbox first, then applied to the lane counters.
+At start-up the counters are rebuilt from their last checkpoint plus the journalled events after it, so a
+power cut between the two steps loses nothing. The outbox checkpoints the counters before it forgets any
+event (overflow or compaction), which keeps that rebuild exact.
+"""
+
+from firmware.counters import CountersStore
+from firmware.lane import Lane
+from firmware.outbox import Outbox
+from shared_protocol.messages import FLAG_OUTBOX_OVERFLOW, Event, LaneState
+
+_WRAP = 0x3FFFFFFF
+
+
+class Shelf:
+    def __init__(self, lanes: "list[Lane]", outbox: Outbox, counters: CountersStore) -> None:
+        if len(counters.lanes) != len(lanes):
+            raise ValueError("counters are for " + str(len(counters.lanes)) + " lanes")
+        self.lanes = lanes
+        self.outbox = outbox
+        self.counters = counters
+        outbox.before_forget = counters.checkpoint
+        for i in range(outbox.depth):
+            m = outbox.message(i, 0)
+            if m.lane < len(lanes):
+                counters.apply(m.lane, m.event_seq, m.kind, m.count_delta)
+
+    def poll(self, t_ms: int) -> int:
+        """Sample every lane once; returns the number of events recorded."""
+        n = 0
+        for lane in self.lanes:
+            if lane.sample(t_ms):
+                self._record(lane)
+                n += 1
+        return n
+
+    def _record(self, lane: Lane) -> int:
+        d = lane.det
+        t_start = (d.ev_t_ms - d.ev_duration_ms) & _WRAP
+        seq = self.outbox.add(lane.index, d.ev_kind, d.ev_count, d.ev_delta_dg, d.ev_confidence, t_start)
+        self.counters.apply(lane.index, seq, d.ev_kind, d.ev_count)
+        return seq
+
+    def lane_state(self, i: int) -> LaneState:
+        lane = self.lanes[i]
+        c = self.counters.lanes[i]
+        flags = lane.flags()
+        if self.outbox.dropped:
+            flags |= FLAG_OUTBOX_OVERFLOW
+        return LaneState(i, c.count, c.removed_total, c.added_total, lane.weight_dg, flags, c.last_event)
+
+    def pending(self, now_ms: int, limit: int) -> "list[Event]":
+        """Up to ``limit`` unacknowledged events, oldest first, for (re)transmission."""
+        n = self.outbox.depth if self.outbox.depth < limit else limit
+        return [self.outbox.message(i, now_ms) for i in range(n)]
