@@ -12,7 +12,38 @@ def _bench(args: argparse.Namespace) -> int:
 
         protocol.run(min_ms=args.min_ms, as_json=args.json)
         return 0
+    if args.target == "sensing":
+        from tools.bench import sensing
+
+        sensing.run(seed=args.seed, quick=args.quick, as_json=args.json)
+        return 0
     raise AssertionError(args.target)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from tools import replay
+
+    return replay.run(args.trace, args.unit_weight, args.spread, args.runtime)
+
+
+def _grams(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 1.0 <= value <= 100000.0:
+        raise argparse.ArgumentTypeError("unit weight must be between 1 g and 100 kg")
+    return value
+
+
+def _percent(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 30.0:
+        raise argparse.ArgumentTypeError("spread must be between 0 and 30 %")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,10 +51,35 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     bench = sub.add_parser("bench", help="print benchmark figures measured side by side in one run")
-    bench.add_argument("target", choices=["protocol"], help="what to benchmark")
-    bench.add_argument("--min-ms", type=int, default=1000, help="minimum time per measured stage (default 1000)")
+    bench.add_argument("target", choices=["protocol", "sensing"], help="what to benchmark")
+    bench.add_argument("--min-ms", type=int, default=1000, help="protocol: minimum time per measured stage (default 1000)")
+    bench.add_argument("--seed", type=int, default=1, help="sensing: scenario generator seed (default 1)")
+    bench.add_argument("--quick", action="store_true", help="sensing: a small set (a few seconds)")
     bench.add_argument("--json", action="store_true", help="print machine-readable JSON")
     bench.set_defaults(func=_bench)
+
+    replay = sub.add_parser(
+        "replay",
+        help="feed a recorded weight trace (CSV) through the node's detector, one JSON event per line",
+        description="Rows 'timestamp_seconds,grams' (optional header, # comments, any sample rate; '-' reads "
+        "stdin). Bad input: a message naming the line, exit status 2, no events printed.",
+    )
+    replay.add_argument("trace", metavar="TRACE.csv", help="the trace file, or - for standard input")
+    replay.add_argument("--unit-weight", type=_grams, metavar="GRAMS", help="the SKU's unit weight: events get a count")
+    replay.add_argument(
+        "--spread", type=_percent, default=2.0, metavar="PERCENT", help="unit weight spread, 1 sigma (default 2)"
+    )
+    replay.add_argument(
+        "--runtime",
+        choices=["cpython", "micropython"],
+        default="cpython",
+        help="run the detector on CPython or on the real MicroPython runtime (same events)",
+    )
+    replay.set_defaults(func=_replay)
+
+    from hub.ledger.cli import add_ledger_parser
+
+    add_ledger_parser(sub)
     return parser
 
 

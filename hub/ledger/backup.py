@@ -1,0 +1,216 @@
+"""Online backups, scheduled backups and a restore that refuses bad files.
+
+* ``backup_database(db, dest)`` uses SQLite's online backup API on its own read-only connection: it copies one
+  committed state (a single backup step = one read transaction), so it works while the hub's writer is committing
+  and never contains part of a transaction. The copy is written to a temporary file beside ``dest``, switched to
+  a self-contained rollback journal (no ``-wal`` needed), checked (``quick_check``, schema version), fsynced and
+  renamed into place: ``dest`` is either the old file or a complete new backup, never half of one.
+* ``BackupPolicy`` (interval, directory, keep the last N) is run by ``LedgerService``; file names are
+  ``smartshelf-YYYYmmddTHHMMSS.fffZ.db`` (UTC, sortable), and only files of that pattern are ever pruned.
+* ``restore_database(src, db)`` refuses a file that is not SQLite, fails ``PRAGMA integrity_check``, is not a
+  smartshelf ledger, has a newer schema than this version, or whose balances disagree with its movements. It then
+  takes the database's lock exclusively (refusing while a hub has it open), copies ``src`` beside the target,
+  moves the current database (with its ``-wal``) to ``<db>.bak`` and renames the copy into place. An older-schema
+  backup is accepted and upgraded the next time the hub opens it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from hub.ledger.dblock import DbLock
+from hub.ledger.models import LedgerError, SchemaError
+from hub.ledger.reader import CONSISTENCY_SQL
+from hub.ledger.schema import check_sqlite_version, current_version, refuse_newer
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+BACKUP_NAME_RE = re.compile(r"smartshelf-\d{8}T\d{6}\.\d{3}Z\.db")
+
+
+class BackupError(LedgerError):
+    pass
+
+
+class RestoreRefused(LedgerError):
+    """The file was not restored; the message says why. The current database is untouched."""
+
+
+@dataclass(frozen=True)
+class BackupInfo:
+    path: Path
+    schema_version: int
+    movements: int
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class BackupPolicy:
+    directory: Path
+    interval_s: float = 3600.0
+    keep: int = 24
+
+    def __post_init__(self) -> None:
+        if self.interval_s <= 0 or self.keep < 1:
+            raise ValueError("backup interval must be positive and keep at least 1")
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _open_ro(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True, isolation_level=None, timeout=10)
+
+
+def _copy(src_conn: sqlite3.Connection, tmp: Path) -> sqlite3.Connection:
+    dst = sqlite3.connect(tmp, isolation_level=None)
+    try:
+        src_conn.backup(dst)  # one step (pages=-1): one read transaction, one consistent state
+        dst.execute("PRAGMA journal_mode = DELETE")
+    except BaseException:
+        dst.close()
+        raise
+    return dst
+
+
+def backup_database(db: Path | str, dest: Path | str) -> BackupInfo:
+    """Copy the live ledger at ``db`` to ``dest`` (atomically replaced). Safe while the hub is writing."""
+    check_sqlite_version()
+    db, dest = Path(db), Path(dest)
+    if not db.is_file():
+        raise BackupError(f"no ledger database at {db}")
+    if dest.is_dir():
+        dest = dest / f"smartshelf-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S.%f')[:-3]}Z.db"
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    src_conn = _open_ro(db)
+    try:
+        dst = _copy(src_conn, tmp)
+        try:
+            check = dst.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise BackupError(f"the backup copy failed its check: {check}")
+            version = current_version(dst)
+            movements = dst.execute("SELECT count(*) FROM movements").fetchone()[0] if version else 0
+        finally:
+            dst.close()
+        _fsync_file(tmp)
+        os.replace(tmp, dest)
+        _fsync_dir(dest.parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    finally:
+        src_conn.close()
+    return BackupInfo(dest, version, movements, dest.stat().st_size)
+
+
+def scheduled_backup(db: Path | str, policy: BackupPolicy, now: datetime | None = None) -> BackupInfo:
+    """One scheduled backup into ``policy.directory``, then prune to the newest ``policy.keep`` backups."""
+    policy.directory.mkdir(parents=True, exist_ok=True)
+    stamp = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%dT%H%M%S.%f")[:-3]
+    info = backup_database(db, policy.directory / f"smartshelf-{stamp}Z.db")
+    prune_backups(policy.directory, policy.keep)
+    return info
+
+
+def list_backups(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if BACKUP_NAME_RE.fullmatch(p.name))
+
+
+def prune_backups(directory: Path, keep: int) -> list[Path]:
+    backups = list_backups(directory)
+    removed = backups[: max(0, len(backups) - keep)]
+    for p in removed:
+        p.unlink()
+    return removed
+
+
+def verify_backup(src: Path | str) -> BackupInfo:
+    """Raise ``RestoreRefused`` unless ``src`` is an intact smartshelf ledger this version can open."""
+    check_sqlite_version()
+    src = Path(src)
+    if not src.is_file():
+        raise RestoreRefused(f"{src}: no such file")
+    with open(src, "rb") as f:
+        head = f.read(len(SQLITE_MAGIC))
+    if head != SQLITE_MAGIC:
+        raise RestoreRefused(f"{src}: not an SQLite database")
+    try:
+        conn = _open_ro(src)
+        try:
+            problems = [r[0] for r in conn.execute("PRAGMA integrity_check")]
+            if problems != ["ok"]:
+                shown = "; ".join(problems[:5]) + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
+                raise RestoreRefused(f"{src}: failed the integrity check: {shown}")
+            version = current_version(conn)
+            if version == 0:
+                raise RestoreRefused(f"{src}: an empty database, not a ledger backup")
+            refuse_newer(version, what=str(src))
+            bad = conn.execute(CONSISTENCY_SQL).fetchall()
+            if bad:
+                sku, loc, bal, total = bad[0]
+                raise RestoreRefused(
+                    f"{src}: balances disagree with movements in {len(bad)} place(s), e.g. {sku} at {loc}: "
+                    f"balance {bal}, movements {total}"
+                )
+            movements = conn.execute("SELECT count(*) FROM movements").fetchone()[0]
+        finally:
+            conn.close()
+    except SchemaError as exc:
+        raise RestoreRefused(str(exc)) from None
+    except sqlite3.DatabaseError as exc:
+        raise RestoreRefused(f"{src}: failed the integrity check: {exc}") from None
+    return BackupInfo(src, version, movements, src.stat().st_size)
+
+
+def restore_database(src: Path | str, db: Path | str) -> BackupInfo:
+    """Replace the ledger at ``db`` with the backup ``src`` (the old file is kept as ``<db>.bak``)."""
+    src, db = Path(src), Path(db)
+    info = verify_backup(src)
+    if src.resolve() == db.resolve():
+        raise RestoreRefused(f"{src} is the database itself")
+    with DbLock(db).acquire(exclusive=True):
+        tmp = db.with_name(f".{db.name}.restore-tmp-{os.getpid()}")
+        try:
+            src_conn = _open_ro(src)
+            try:
+                _copy(src_conn, tmp).close()
+            finally:
+                src_conn.close()
+            _fsync_file(tmp)
+            bak = Path(str(db) + ".bak")
+            for suffix in ("-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    Path(str(bak) + suffix).unlink()
+            if db.exists():
+                os.replace(db, bak)
+            if Path(str(db) + "-wal").exists():  # keep the old WAL with its database; never replay it on the new one
+                os.replace(str(db) + "-wal", str(bak) + "-wal")
+            with contextlib.suppress(FileNotFoundError):
+                Path(str(db) + "-shm").unlink()
+            os.replace(tmp, db)
+            _fsync_dir(db.parent)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+    return BackupInfo(db, info.schema_version, info.movements, db.stat().st_size)

@@ -1,0 +1,215 @@
+"""``smartshelf ledger ...``: create, back up, restore, import into and inspect the ledger database.
+
+The database is ``--db PATH``, else ``$SMARTSHELF_DB``, else ``./smartshelf.db``.
+Exit codes: 0 ok; 2 refused (a rejected import with its per-line report on stderr, a restore refused, bad
+arguments); 1 any other failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DB = "smartshelf.db"
+DB_ENV = "SMARTSHELF_DB"
+EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
+
+
+def default_db() -> Path:
+    return Path(os.environ.get(DB_ENV) or DEFAULT_DB)
+
+
+def default_actor() -> str:
+    try:
+        user = getpass.getuser()
+    except Exception:  # no login name (containers)
+        user = "unknown"
+    return f"cli:{user}"
+
+
+def _err(message: str) -> None:
+    print(f"smartshelf ledger: {message}", file=sys.stderr)
+
+
+def _init(args: argparse.Namespace) -> int:
+    from hub.ledger import schema
+
+    old, new = schema.open_and_migrate(args.db)
+    print(f"{args.db}: schema version {new}" + (f" (upgraded from {old})" if old and old != new else ""))
+    return EXIT_OK
+
+
+def _backup(args: argparse.Namespace) -> int:
+    from hub.ledger.backup import backup_database
+
+    info = backup_database(args.db, args.dest)
+    print(f"backup written: {info.path} ({info.movements} movements, schema {info.schema_version})")
+    return EXIT_OK
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from hub.ledger.backup import RestoreRefused, restore_database
+    from hub.ledger.dblock import LedgerBusy
+
+    try:
+        info = restore_database(args.src, args.db)
+    except (RestoreRefused, LedgerBusy) as exc:
+        _err(f"restore refused: {exc}")
+        return EXIT_REFUSED
+    print(f"restored {args.src} -> {info.path} ({info.movements} movements); the previous file is {args.db}.bak")
+    return EXIT_OK
+
+
+def _import(args: argparse.Namespace) -> int:
+    from hub.ledger.service import LedgerService
+
+    path = Path(args.file)
+    if not path.is_file():
+        _err(f"{path}: no such file")
+        return EXIT_FAILED
+
+    async def run() -> Any:
+        async with LedgerService(args.db) as ledger:
+            return await ledger.import_file(args.kind, path, actor=args.actor)
+
+    report = asyncio.run(run())
+    if not report.ok:
+        for line in report.error_lines():
+            print(line, file=sys.stderr)
+        print(report.summary(), file=sys.stderr)
+        return EXIT_REFUSED
+    print(report.summary())
+    return EXIT_OK
+
+
+def _add_sku(args: argparse.Namespace) -> int:
+    from hub.ledger.models import Sku
+    from hub.ledger.service import LedgerService
+
+    sku = Sku(
+        args.sku,
+        args.name or args.sku,
+        args.unit_weight_dg,
+        args.spread_permille,
+        args.reorder_point,
+        args.reorder_qty,
+        args.capacity,
+    )
+
+    async def run() -> bool:
+        async with LedgerService(args.db) as ledger:
+            return await ledger.add_sku(sku, actor=args.actor)
+
+    print(f"SKU {args.sku}: {'saved' if asyncio.run(run()) else 'unchanged'}")
+    return EXIT_OK
+
+
+def _assign_lane(args: argparse.Namespace) -> int:
+    from hub.ledger.service import LedgerService
+
+    async def run() -> str:
+        async with LedgerService(args.db) as ledger:
+            return await ledger.assign_lane(args.node, args.lane, args.sku, actor=args.actor, lane_id=args.lane_id)
+
+    lane_id = asyncio.run(run())
+    print(f"lane {lane_id} (node {args.node}, lane {args.lane}): {args.sku or 'unassigned'}")
+    return EXIT_OK
+
+
+def _stock(args: argparse.Namespace) -> int:
+    from hub.ledger.reader import LedgerReader
+
+    if not Path(args.db).is_file():
+        _err(f"no ledger database at {args.db}")
+        return EXIT_FAILED
+
+    async def run() -> None:
+        async with await LedgerReader.open(args.db) as reader, reader.snapshot():
+            print(f"{'sku':<20}{'location':<28}{'book':>8}")
+            for b in await reader.book_stock(sku=args.sku):
+                print(f"{b.sku:<20}{b.location:<28}{b.qty:>8}")
+            observed = await reader.observed_stock(sku=args.sku)
+            if observed:
+                print(f"\n{'sku':<20}{'lane (sensor ledger)':<28}{'observed':>8}")
+                for o in observed:
+                    print(f"{o.sku:<20}{o.lane_id:<28}{o.qty:>8}")
+            bad = await reader.consistency_errors()
+            if bad:
+                print(f"\nINCONSISTENT: {len(bad)} balances differ from their movements", file=sys.stderr)
+
+    asyncio.run(run())
+    return EXIT_OK
+
+
+def _ledger(args: argparse.Namespace) -> int:
+    import sqlite3
+
+    from hub.ledger.backup import RestoreRefused
+    from hub.ledger.dblock import LedgerBusy
+    from hub.ledger.models import LedgerError, SchemaError
+
+    try:
+        rc: int = args.ledger_func(args)
+    except (RestoreRefused, LedgerBusy, SchemaError) as exc:
+        _err(str(exc))
+        return EXIT_REFUSED
+    except (LedgerError, OSError, sqlite3.Error) as exc:
+        _err(str(exc))
+        return EXIT_FAILED
+    return rc
+
+
+def add_ledger_parser(sub: Any) -> None:
+    """Add ``ledger`` and its subcommands to the top-level subparsers ``sub``."""
+    ledger = sub.add_parser("ledger", help="the inventory ledger database: backups, restore, CSV imports")
+    ledger.set_defaults(func=_ledger)
+    cmds = ledger.add_subparsers(dest="ledger_command", required=True, metavar="LEDGER_COMMAND")
+
+    def cmd(name: str, help: str, func: Any) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = cmds.add_parser(name, help=help, description=help)
+        p.add_argument(
+            "--db",
+            type=Path,
+            default=default_db(),
+            help=f"ledger database (default: ${DB_ENV} or ./{DEFAULT_DB})",
+        )
+        p.set_defaults(ledger_func=func)
+        return p
+
+    cmd("init", "create the ledger database, or upgrade it to this version's schema", _init)
+
+    p = cmd("backup", "online backup (safe while the hub runs) to DEST (a file, or a directory)", _backup)
+    p.add_argument("dest", type=Path, metavar="DEST")
+
+    p = cmd("restore", "replace the ledger with backup SRC after checking it (stop the hub first)", _restore)
+    p.add_argument("src", type=Path, metavar="SRC")
+
+    p = cmd("import", "import a CSV file of business transactions, all or nothing", _import)
+    p.add_argument("kind", choices=["sales", "receipts", "picks", "returns", "counts"])
+    p.add_argument("file", type=Path, metavar="FILE.csv")
+    p.add_argument("--actor", default=default_actor(), help="who is importing (default: cli:<login>)")
+
+    p = cmd("add-sku", "add a SKU or update its master data", _add_sku)
+    p.add_argument("sku")
+    p.add_argument("--name", default="")
+    p.add_argument("--unit-weight-dg", type=int, required=True, help="weight of one item in tenths of a gram")
+    p.add_argument("--spread-permille", type=int, default=0)
+    p.add_argument("--reorder-point", type=int, default=0)
+    p.add_argument("--reorder-qty", type=int, default=0)
+    p.add_argument("--capacity", type=int, default=None)
+    p.add_argument("--actor", default=default_actor())
+
+    p = cmd("assign-lane", "register a node's lane and assign it a SKU", _assign_lane)
+    p.add_argument("--node", type=int, required=True)
+    p.add_argument("--lane", type=int, required=True, help="lane index on the node, 0..31")
+    p.add_argument("--sku", default=None, help="SKU (omit to unassign)")
+    p.add_argument("--lane-id", default=None, help="a name for a new lane (default node<N>-lane<I>)")
+    p.add_argument("--actor", default=default_actor())
+
+    p = cmd("stock", "print book stock per location and observed stock per lane", _stock)
+    p.add_argument("--sku", default=None)

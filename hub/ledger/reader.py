@@ -1,0 +1,282 @@
+"""Read-only access to the ledger: stock, movements, counts, alerts, nodes, audit.
+
+``LedgerReader`` opens its own read-only connection (``mode=ro``, ``query_only``), so readers never block the
+writer and never write. In WAL mode each statement sees one committed state; ``async with reader.snapshot() as
+snap`` holds one read transaction so that several queries see the *same* committed state (e.g. a page showing
+stock and the movements that led to it). A reader is meant for one task at a time; open one per consumer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from hub.ledger.models import (
+    Alert,
+    AlertStatus,
+    AuditEntry,
+    BookBalance,
+    Lane,
+    Movement,
+    MovementPage,
+    NodeState,
+    ObservedBalance,
+    PhysicalCount,
+    Reason,
+    Sku,
+)
+
+MOVEMENT_COLUMNS = (
+    "id, ts_ms, recorded_ms, sku, location, qty, reason, source_ref, leg, actor, note, reverses_id,"
+    " node_id, event_seq, weight_delta_dg, confidence"
+)
+ALERT_COLUMNS = (
+    "id, kind, cause_key, status, opened_ms, acknowledged_ms, acknowledged_by, resolved_ms, resolved_by,"
+    " resolution, resolution_movement_id, evidence"
+)
+NODE_COLUMNS = (
+    "node_id, label, key_id, fw_version, first_seen_ms, last_seen_ms, last_uplink_seq, downlink_session,"
+    " downlink_seq, highest_contiguous_event_seq"
+)
+COUNT_COLUMNS = (
+    "id, ts_ms, recorded_ms, sku, location, book_qty, counted_qty, actor, source_ref, adjustment_movement_id"
+)
+SKU_COLUMNS = "sku, name, unit_weight_dg, spread_permille, reorder_point, reorder_qty, capacity"
+
+# The consistency invariant: every balance equals the sum of its movements (sensor rows of unassigned lanes
+# carry no SKU and have no balance). Returns the (sku, location, balance, sum) rows that disagree.
+CONSISTENCY_SQL = """
+SELECT sku, location, b, m FROM (
+    SELECT s.sku, s.location, coalesce(b.qty, 0) AS b, s.total AS m
+    FROM (SELECT sku, location, sum(qty) AS total FROM movements WHERE sku IS NOT NULL
+          GROUP BY sku, location) AS s
+    LEFT JOIN balances AS b ON b.sku = s.sku AND b.location = s.location
+    UNION ALL
+    SELECT b.sku, b.location, b.qty, 0 FROM balances AS b
+    WHERE NOT EXISTS (SELECT 1 FROM movements AS m WHERE m.sku = b.sku AND m.location = b.location)
+) WHERE b != m
+"""
+
+
+def movement_from_row(r: Sequence[Any]) -> Movement:
+    return Movement(
+        id=r[0],
+        ts_ms=r[1],
+        recorded_ms=r[2],
+        sku=r[3],
+        location=r[4],
+        qty=r[5],
+        reason=Reason(r[6]),
+        source_ref=r[7],
+        leg=r[8],
+        actor=r[9],
+        note=r[10],
+        reverses_id=r[11],
+        node_id=r[12],
+        event_seq=r[13],
+        weight_delta_dg=r[14],
+        confidence=r[15],
+    )
+
+
+def alert_from_row(r: Sequence[Any]) -> Alert:
+    return Alert(
+        id=r[0],
+        kind=r[1],
+        cause_key=r[2],
+        status=AlertStatus(r[3]),
+        opened_ms=r[4],
+        acknowledged_ms=r[5],
+        acknowledged_by=r[6],
+        resolved_ms=r[7],
+        resolved_by=r[8],
+        resolution=r[9],
+        resolution_movement_id=r[10],
+        evidence=json.loads(r[11]),
+    )
+
+
+def node_from_row(r: Sequence[Any]) -> NodeState:
+    return NodeState(*r)
+
+
+def count_from_row(r: Sequence[Any]) -> PhysicalCount:
+    return PhysicalCount(*r)
+
+
+def sku_from_row(r: Sequence[Any]) -> Sku:
+    return Sku(*r)
+
+
+def _where(clauses: Iterable[tuple[str, Any]]) -> tuple[str, list[Any]]:
+    parts, params = [], []
+    for sql, value in clauses:
+        if value is not None:
+            parts.append(sql)
+            params.append(value)
+    return (" WHERE " + " AND ".join(parts) if parts else ""), params
+
+
+class LedgerReader:
+    """Queries on a read-only connection. Use ``await LedgerReader.open(path)`` or ``async with``."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    @classmethod
+    async def open(cls, path: Path | str, *, busy_timeout_ms: int = 5000) -> LedgerReader:
+        uri = f"file:{Path(path).resolve()}?mode=ro"
+        conn = await aiosqlite.connect(uri, uri=True, isolation_level=None, timeout=busy_timeout_ms / 1000)
+        await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        await conn.execute("PRAGMA query_only = ON")
+        return cls(conn)
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    async def __aenter__(self) -> LedgerReader:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[LedgerReader]:
+        """Every query inside sees the same committed state (one read transaction)."""
+        await self._conn.execute("BEGIN")
+        try:
+            # A read transaction starts at its first read: take it now.
+            await self._conn.execute_fetchall("SELECT 1 FROM schema_version LIMIT 1")
+            yield self
+        finally:
+            await self._conn.execute("COMMIT")
+
+    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return list(await self._conn.execute_fetchall(sql, params))
+
+    # ------------------------------------------------------------------------------------------------ stock
+
+    async def book_stock(self, sku: str | None = None, location: str | None = None) -> list[BookBalance]:
+        """Book stock per (SKU, book location), including zero balances of locations that ever held the SKU."""
+        where, params = _where((("sku = ?", sku), ("location = ?", location)))
+        rows = await self._all(f"SELECT sku, location, qty FROM book_stock{where} ORDER BY sku, location", params)
+        return [BookBalance(*r) for r in rows]
+
+    async def book_total(self, sku: str) -> int:
+        """Everything the store owns of a SKU, all book locations together."""
+        rows = await self._all("SELECT coalesce(sum(qty), 0) FROM book_stock WHERE sku = ?", (sku,))
+        return int(rows[0][0])
+
+    async def observed_stock(self, lane_id: str | None = None, sku: str | None = None) -> list[ObservedBalance]:
+        """What the sensors observe per lane (the separate sensor ledger), per SKU the lane has held."""
+        where, params = _where((("lane_id = ?", lane_id), ("sku = ?", sku)))
+        rows = await self._all(f"SELECT lane_id, sku, qty FROM observed_stock{where} ORDER BY lane_id, sku", params)
+        return [ObservedBalance(*r) for r in rows]
+
+    async def balance(self, sku: str, location: str) -> int:
+        rows = await self._all("SELECT qty FROM balances WHERE sku = ? AND location = ?", (sku, location))
+        return int(rows[0][0]) if rows else 0
+
+    async def consistency_errors(self) -> list[tuple[str, str, int, int]]:
+        """(sku, location, balance, sum of movements) for every balance that disagrees; empty when consistent."""
+        return [(r[0], r[1], r[2], r[3]) for r in await self._all(CONSISTENCY_SQL)]
+
+    # -------------------------------------------------------------------------------------------- movements
+
+    async def movements(
+        self,
+        *,
+        sku: str | None = None,
+        location: str | None = None,
+        reason: Reason | str | None = None,
+        actor: str | None = None,
+        source_ref: str | None = None,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        after_id: int | None = None,
+        limit: int = 100,
+    ) -> MovementPage:
+        """Movements in id (= commit) order, filtered; page on with ``after_id=page.next_after_id``.
+
+        ``since_ms`` / ``until_ms`` filter on the business time ``ts_ms`` (inclusive / exclusive)."""
+        limit = max(1, min(int(limit), 1000))
+        where, params = _where(
+            (
+                ("sku = ?", sku),
+                ("location = ?", location),
+                ("reason = ?", str(reason) if reason is not None else None),
+                ("actor = ?", actor),
+                ("source_ref = ?", source_ref),
+                ("ts_ms >= ?", since_ms),
+                ("ts_ms < ?", until_ms),
+                ("id > ?", after_id),
+            )
+        )
+        rows = await self._all(
+            f"SELECT {MOVEMENT_COLUMNS} FROM movements{where} ORDER BY id LIMIT ?", [*params, limit + 1]
+        )
+        items = [movement_from_row(r) for r in rows[:limit]]
+        return MovementPage(items, items[-1].id if len(rows) > limit else None)
+
+    async def movement(self, movement_id: int) -> Movement | None:
+        rows = await self._all(f"SELECT {MOVEMENT_COLUMNS} FROM movements WHERE id = ?", (movement_id,))
+        return movement_from_row(rows[0]) if rows else None
+
+    async def movement_count(self) -> int:
+        return int((await self._all("SELECT count(*) FROM movements"))[0][0])
+
+    # ------------------------------------------------------------------------------------------- reference
+
+    async def skus(self) -> list[Sku]:
+        return [sku_from_row(r) for r in await self._all(f"SELECT {SKU_COLUMNS} FROM skus ORDER BY sku")]
+
+    async def sku(self, sku: str) -> Sku | None:
+        rows = await self._all(f"SELECT {SKU_COLUMNS} FROM skus WHERE sku = ?", (sku,))
+        return sku_from_row(rows[0]) if rows else None
+
+    async def lanes(self, node_id: int | None = None) -> list[Lane]:
+        where, params = _where((("node_id = ?", node_id),))
+        rows = await self._all(
+            f"SELECT lane_id, node_id, lane_index, sku FROM lanes{where} ORDER BY node_id, lane_index", params
+        )
+        return [Lane(*r) for r in rows]
+
+    async def nodes(self) -> list[NodeState]:
+        return [node_from_row(r) for r in await self._all(f"SELECT {NODE_COLUMNS} FROM nodes ORDER BY node_id")]
+
+    async def node(self, node_id: int) -> NodeState | None:
+        rows = await self._all(f"SELECT {NODE_COLUMNS} FROM nodes WHERE node_id = ?", (node_id,))
+        return node_from_row(rows[0]) if rows else None
+
+    async def counts(self, sku: str | None = None, limit: int = 100) -> list[PhysicalCount]:
+        where, params = _where((("sku = ?", sku),))
+        rows = await self._all(
+            f"SELECT {COUNT_COLUMNS} FROM physical_counts{where} ORDER BY id DESC LIMIT ?", [*params, limit]
+        )
+        return [count_from_row(r) for r in rows]
+
+    async def alerts(
+        self, status: AlertStatus | str | None = None, kind: str | None = None, limit: int = 100
+    ) -> list[Alert]:
+        where, params = _where((("status = ?", str(status) if status else None), ("kind = ?", kind)))
+        rows = await self._all(f"SELECT {ALERT_COLUMNS} FROM alerts{where} ORDER BY id DESC LIMIT ?", [*params, limit])
+        return [alert_from_row(r) for r in rows]
+
+    async def alert(self, alert_id: int) -> Alert | None:
+        rows = await self._all(f"SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?", (alert_id,))
+        return alert_from_row(rows[0]) if rows else None
+
+    async def audit(self, *, after_id: int | None = None, limit: int = 100) -> list[AuditEntry]:
+        where, params = _where((("id > ?", after_id),))
+        rows = await self._all(
+            f"SELECT id, ts_ms, actor, action, details FROM audit{where} ORDER BY id LIMIT ?", [*params, limit]
+        )
+        return [AuditEntry(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
+
+    async def schema_version(self) -> int:
+        return int((await self._all("SELECT max(version) FROM schema_version"))[0][0])

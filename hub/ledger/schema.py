@@ -1,0 +1,273 @@
+"""The ledger's SQLite schema, as an ordered list of migrations, and opening a database safely.
+
+* ``MIGRATIONS`` is append-only: a released step is never edited; a change is a new step. Opening a database
+  applies every step above its ``schema_version`` in **one** transaction (all or nothing), so an old database is
+  upgraded in place and a failed upgrade leaves it exactly as it was.
+* A database written by a newer smartshelf (version above ``LATEST_VERSION``) is refused with ``SchemaError``,
+  as is a file that is not a smartshelf ledger (``PRAGMA application_id`` differs, or foreign tables without
+  ``schema_version``).
+* Integrity lives in the schema, not only in the code: movements, physical counts and the audit trail are
+  append-only (triggers refuse UPDATE and DELETE), every movement updates ``balances`` by trigger in the same
+  transaction, a ``(source_ref, leg)`` pair is unique, a movement can be reversed once, and only one unresolved
+  alert exists per ``(kind, cause_key)``.
+* Tables are ``STRICT`` (SQLite >= 3.37; Raspberry Pi OS bookworm ships 3.40).
+
+Connections set ``journal_mode=WAL``, ``synchronous=FULL`` (or NORMAL on request: faster, but on power loss the
+last commits can be lost, see DESIGN.md §6), ``foreign_keys=ON`` and a ``busy_timeout``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from hub.ledger.models import SchemaError, now_ms
+
+APPLICATION_ID = 0x53534C47  # "SSLG": marks a file as a smartshelf ledger
+MIN_SQLITE = (3, 37, 0)
+Synchronous = Literal["FULL", "NORMAL"]
+
+_SENSOR_REASONS = "'sensor_pick', 'sensor_put', 'sensor_anomaly', 'sensor_gap'"
+_BOOK_REASONS = (
+    "'sale', 'order_pick', 'receipt', 'restock', 'return', 'transfer', 'damage', 'shrinkage', 'count_adjustment'"
+)
+
+
+def _append_only(table: str, what: str) -> list[str]:
+    return [
+        f"CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {table} "
+        f"BEGIN SELECT RAISE(ABORT, '{table} are append-only: {what}'); END",
+        f"CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table} "
+        f"BEGIN SELECT RAISE(ABORT, '{table} are append-only: {what}'); END",
+    ]
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+_V1_CORE = (
+    f"PRAGMA application_id = {APPLICATION_ID}",
+    """CREATE TABLE skus (
+        sku TEXT PRIMARY KEY CHECK (length(sku) BETWEEN 1 AND 32 AND sku NOT GLOB '*[^ -~]*'),
+        name TEXT NOT NULL,
+        unit_weight_dg INTEGER NOT NULL CHECK (unit_weight_dg BETWEEN 1 AND 1000000),
+        spread_permille INTEGER NOT NULL DEFAULT 0 CHECK (spread_permille BETWEEN 0 AND 1000),
+        reorder_point INTEGER NOT NULL DEFAULT 0 CHECK (reorder_point >= 0),
+        reorder_qty INTEGER NOT NULL DEFAULT 0 CHECK (reorder_qty >= 0),
+        capacity INTEGER CHECK (capacity IS NULL OR capacity >= 0)
+    ) STRICT""",
+    """CREATE TABLE nodes (
+        node_id INTEGER PRIMARY KEY CHECK (node_id BETWEEN 1 AND 4294967295),
+        label TEXT NOT NULL DEFAULT '',
+        key_id TEXT,
+        fw_version TEXT,
+        first_seen_ms INTEGER,
+        last_seen_ms INTEGER,
+        last_uplink_seq INTEGER NOT NULL DEFAULT 0,
+        downlink_session INTEGER NOT NULL DEFAULT 0,
+        downlink_seq INTEGER NOT NULL DEFAULT 0,
+        highest_contiguous_event_seq INTEGER NOT NULL DEFAULT 0
+    ) STRICT""",
+    """CREATE TABLE lanes (
+        lane_id TEXT PRIMARY KEY,
+        node_id INTEGER NOT NULL REFERENCES nodes(node_id),
+        lane_index INTEGER NOT NULL CHECK (lane_index BETWEEN 0 AND 31),
+        sku TEXT REFERENCES skus(sku),
+        UNIQUE (node_id, lane_index)
+    ) STRICT""",
+    # One row per posting leg. Book rows carry a SKU; sensor rows of an unassigned lane have sku NULL.
+    f"""CREATE TABLE movements (
+        id INTEGER PRIMARY KEY,
+        ts_ms INTEGER NOT NULL,
+        recorded_ms INTEGER NOT NULL,
+        sku TEXT REFERENCES skus(sku),
+        location TEXT NOT NULL,
+        qty INTEGER NOT NULL,
+        reason TEXT NOT NULL CHECK (reason IN ({_SENSOR_REASONS}, {_BOOK_REASONS})),
+        source_ref TEXT NOT NULL,
+        leg INTEGER NOT NULL DEFAULT 0 CHECK (leg IN (0, 1)),
+        actor TEXT NOT NULL,
+        note TEXT,
+        reverses_id INTEGER REFERENCES movements(id),
+        node_id INTEGER REFERENCES nodes(node_id),
+        event_seq INTEGER CHECK (event_seq IS NULL OR node_id IS NOT NULL),
+        weight_delta_dg INTEGER,
+        confidence INTEGER,
+        UNIQUE (source_ref, leg),
+        CHECK ((location GLOB 'sensor:*') = (reason IN ({_SENSOR_REASONS}))),
+        CHECK (sku IS NOT NULL OR location GLOB 'sensor:*')
+    ) STRICT""",
+    "CREATE UNIQUE INDEX movements_reversed_once ON movements(reverses_id) WHERE reverses_id IS NOT NULL",
+    "CREATE UNIQUE INDEX movements_node_event ON movements(node_id, event_seq) WHERE event_seq IS NOT NULL",
+    *_append_only("movements", "post a reversal"),
+    """CREATE TABLE balances (
+        sku TEXT NOT NULL REFERENCES skus(sku),
+        location TEXT NOT NULL,
+        qty INTEGER NOT NULL,
+        PRIMARY KEY (sku, location)
+    ) STRICT, WITHOUT ROWID""",
+    """CREATE TRIGGER movements_update_balance AFTER INSERT ON movements WHEN NEW.sku IS NOT NULL
+    BEGIN
+        INSERT INTO balances (sku, location, qty) VALUES (NEW.sku, NEW.location, NEW.qty)
+        ON CONFLICT (sku, location) DO UPDATE SET qty = qty + excluded.qty;
+    END""",
+    """CREATE TABLE physical_counts (
+        id INTEGER PRIMARY KEY,
+        ts_ms INTEGER NOT NULL,
+        recorded_ms INTEGER NOT NULL,
+        sku TEXT NOT NULL REFERENCES skus(sku),
+        location TEXT NOT NULL CHECK (location NOT GLOB 'sensor:*'),
+        book_qty INTEGER NOT NULL,
+        counted_qty INTEGER NOT NULL CHECK (counted_qty >= 0),
+        actor TEXT NOT NULL,
+        source_ref TEXT NOT NULL UNIQUE,
+        adjustment_movement_id INTEGER REFERENCES movements(id)
+    ) STRICT""",
+    *_append_only("physical_counts", "record a new count"),
+    """CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        ts_ms INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        details TEXT NOT NULL CHECK (json_valid(details))
+    ) STRICT""",
+    *_append_only("audit", "it is the trail"),
+)
+
+_V2_ALERTS = (
+    """CREATE TABLE alerts (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        cause_key TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'acknowledged', 'resolved')),
+        opened_ms INTEGER NOT NULL,
+        acknowledged_ms INTEGER,
+        acknowledged_by TEXT,
+        resolved_ms INTEGER,
+        resolved_by TEXT,
+        resolution TEXT,
+        resolution_movement_id INTEGER REFERENCES movements(id),
+        evidence TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(evidence)),
+        CHECK ((status = 'resolved') = (resolved_ms IS NOT NULL))
+    ) STRICT""",
+    # Unresolved = open or acknowledged: the same cause never has two alerts in flight.
+    "CREATE UNIQUE INDEX alerts_one_unresolved ON alerts(kind, cause_key) WHERE status != 'resolved'",
+    "CREATE INDEX alerts_status ON alerts(status, opened_ms)",
+    # Reconciliation looks for sales / picks of a SKU within a time window.
+    "CREATE INDEX movements_sku_ts ON movements(sku, ts_ms)",
+    # The two kinds of stock, never to be added together: what the store owns, and what the sensors observe.
+    "CREATE VIEW book_stock AS SELECT sku, location, qty FROM balances WHERE location NOT GLOB 'sensor:*'",
+    "CREATE VIEW observed_stock AS SELECT substr(location, 8) AS lane_id, sku, qty FROM balances"
+    " WHERE location GLOB 'sensor:*'",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "core ledger: skus, nodes, lanes, movements, balances, physical counts, audit", _V1_CORE),
+    Migration(2, "alerts; movements by sku and time; book_stock and observed_stock views", _V2_ALERTS),
+)
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+def check_sqlite_version() -> None:
+    if sqlite3.sqlite_version_info < MIN_SQLITE:
+        raise SchemaError(
+            f"SQLite {sqlite3.sqlite_version} is too old: the ledger needs {'.'.join(map(str, MIN_SQLITE))}+"
+        )
+
+
+def connect(path: Path | str, *, synchronous: Synchronous = "FULL", busy_timeout_ms: int = 5000) -> sqlite3.Connection:
+    """A plain (synchronous) read-write connection with the ledger's pragmas; transactions are explicit."""
+    check_sqlite_version()
+    conn = sqlite3.connect(str(path), isolation_level=None, timeout=busy_timeout_ms / 1000)
+    configure(conn, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms)
+    return conn
+
+
+def pragmas(*, synchronous: Synchronous, busy_timeout_ms: int) -> list[str]:
+    if synchronous not in ("FULL", "NORMAL"):
+        raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
+    return [
+        f"PRAGMA busy_timeout = {int(busy_timeout_ms)}",
+        "PRAGMA journal_mode = WAL",
+        f"PRAGMA synchronous = {synchronous}",
+        "PRAGMA foreign_keys = ON",
+    ]
+
+
+def configure(conn: sqlite3.Connection, *, synchronous: Synchronous, busy_timeout_ms: int) -> None:
+    for stmt in pragmas(synchronous=synchronous, busy_timeout_ms=busy_timeout_ms):
+        conn.execute(stmt)
+
+
+def current_version(conn: sqlite3.Connection) -> int:
+    """The schema version of an open database: 0 for an empty file; SchemaError if it is not a ledger."""
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if app_id not in (0, APPLICATION_ID):
+        raise SchemaError(f"not a smartshelf ledger (application_id {app_id:#x})")
+    if "schema_version" not in tables:
+        if tables:
+            raise SchemaError("not a smartshelf ledger: it has tables but no schema_version")
+        return 0
+    row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+    return int(row[0] or 0)
+
+
+def refuse_newer(version: int, what: str = "the database", latest: int = LATEST_VERSION) -> None:
+    if version > latest:
+        raise SchemaError(
+            f"{what} has schema version {version}, newer than this smartshelf supports ({latest}): "
+            "upgrade smartshelf, or restore a backup taken by this version"
+        )
+
+
+def migrate(conn: sqlite3.Connection, migrations: tuple[Migration, ...] = MIGRATIONS) -> tuple[int, int]:
+    """Bring the database to the last of ``migrations`` in one transaction. Returns (old version, new version)."""
+    latest = migrations[-1].version
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        old = current_version(conn)
+        refuse_newer(old, latest=latest)
+        if old == 0:
+            conn.execute(
+                "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_ms INTEGER NOT NULL,"
+                " description TEXT NOT NULL) STRICT"
+            )
+        for step in migrations:
+            if step.version <= old:
+                continue
+            for stmt in step.statements:
+                conn.execute(stmt)
+            conn.execute(
+                "INSERT INTO schema_version (version, applied_ms, description) VALUES (?, ?, ?)",
+                (step.version, now_ms(), step.description),
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return old, max(old, latest)
+
+
+def open_and_migrate(
+    path: Path | str, *, synchronous: Synchronous = "FULL", busy_timeout_ms: int = 5000
+) -> tuple[int, int]:
+    """Create or upgrade the ledger at ``path``; returns (old version, new version)."""
+    try:
+        conn = connect(path, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms)
+    except sqlite3.DatabaseError as exc:
+        raise SchemaError(f"{path}: cannot open as a ledger database: {exc}") from exc
+    try:
+        return migrate(conn)
+    except sqlite3.OperationalError:
+        raise  # locked, I/O error, ...: not a question of what the file is
+    except sqlite3.DatabaseError as exc:
+        raise SchemaError(f"{path}: cannot open as a ledger database: {exc}") from exc
+    finally:
+        conn.close()

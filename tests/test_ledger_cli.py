@@ -1,0 +1,101 @@
+"""`smartshelf ledger ...`: exit codes and messages."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from hub.cli import main
+
+TS = "2025-11-27T10:00:00Z"
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.fixture
+def db(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    path = tmp_path / "shop.db"
+    assert run(capsys, "ledger", "init", "--db", str(path))[0] == 0
+    assert run(capsys, "ledger", "add-sku", "COLA", "--unit-weight-dg", "3500", "--db", str(path))[0] == 0
+    rc, out, _ = run(capsys, "ledger", "assign-lane", "--node", "3", "--lane", "0", "--sku", "COLA", "--db", str(path))
+    assert rc == 0 and "node3-lane0" in out
+    return path
+
+
+def test_import_exit_codes(db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "receipts.csv"
+    good.write_text(f"id,timestamp,sku,quantity\nR1,{TS},COLA,24\nR2,{TS},COLA,6\n")
+    rc, out, err = run(capsys, "ledger", "import", "receipts", str(good), "--db", str(db), "--actor", "clerk")
+    assert (rc, err) == (0, "") and "2 applied" in out
+    rc, out, _ = run(capsys, "ledger", "import", "receipts", str(good), "--db", str(db))
+    assert rc == 0 and "nothing changed" in out
+
+    bad = tmp_path / "sales.csv"
+    bad.write_text(f"id,timestamp,sku,quantity\nS1,{TS},COLA,1\nS2,{TS},FANTA,1\nS3,{TS},COLA,0\n")
+    rc, out, err = run(capsys, "ledger", "import", "sales", str(bad), "--db", str(db))
+    assert rc == 2 and out == ""
+    assert err.splitlines() == [
+        "sales.csv:3: unknown SKU 'FANTA'",
+        "sales.csv:4: quantity must be positive, not 0",
+        "sales.csv: rejected, nothing was written (2 problems)",
+    ]
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT count(*) FROM movements WHERE reason = 'sale'").fetchone() == (0,)
+    assert conn.execute("SELECT actor FROM movements WHERE source_ref = 'receipt:R1'").fetchone() == ("clerk",)
+    conn.close()
+
+    rc, _, err = run(capsys, "ledger", "import", "sales", str(tmp_path / "missing.csv"), "--db", str(db))
+    assert rc == 1 and "no such file" in err
+    with pytest.raises(SystemExit) as exc:
+        main(["ledger", "import", "invoices", str(good), "--db", str(db)])
+    assert exc.value.code == 2
+
+
+def test_backup_and_restore(db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    dest = tmp_path / "nightly.db"
+    rc, out, _ = run(capsys, "ledger", "backup", str(dest), "--db", str(db))
+    assert rc == 0 and dest.is_file() and "backup written" in out
+
+    broken = tmp_path / "broken.db"
+    broken.write_bytes(dest.read_bytes()[:1500])
+    rc, out, err = run(capsys, "ledger", "restore", str(broken), "--db", str(db))
+    assert rc == 2 and "restore refused" in err
+    rc, _, err = run(capsys, "ledger", "restore", str(tmp_path / "nope.db"), "--db", str(db))
+    assert rc == 2 and "no such file" in err
+
+    rc, out, _ = run(capsys, "ledger", "restore", str(dest), "--db", str(db))
+    assert rc == 0 and Path(str(db) + ".bak").is_file()
+
+    rc, _, err = run(capsys, "ledger", "backup", str(tmp_path / "x.db"), "--db", str(tmp_path / "absent.db"))
+    assert rc == 1 and "no ledger database" in err
+
+
+def test_stock_and_the_default_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SMARTSHELF_DB", str(tmp_path / "env.db"))
+    assert run(capsys, "ledger", "init")[0] == 0
+    assert (tmp_path / "env.db").is_file()
+    assert run(capsys, "ledger", "add-sku", "TEA", "--unit-weight-dg", "1200")[0] == 0
+    receipts = tmp_path / "r.csv"
+    receipts.write_text(f"id,timestamp,sku,quantity\nR1,{TS},TEA,7\n")
+    assert run(capsys, "ledger", "import", "receipts", str(receipts))[0] == 0
+    rc, out, _ = run(capsys, "ledger", "stock")
+    assert rc == 0 and "TEA" in out and "backroom" in out and out.split()[-1] == "7"
+    rc, _, err = run(capsys, "ledger", "add-sku", "TEA", "--unit-weight-dg", "0")
+    assert rc == 1 and "unit weight" in err
+
+
+def test_a_newer_database_is_refused(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    conn = sqlite3.connect(db)
+    conn.execute("INSERT INTO schema_version VALUES (999, 0, 'future')")
+    conn.commit()
+    conn.close()
+    rc, _, err = run(capsys, "ledger", "init", "--db", str(db))
+    assert rc == 2 and "newer than this smartshelf supports" in err
