@@ -17,7 +17,7 @@ import os
 import struct
 from array import array
 
-from firmware.persist import Record
+from firmware.persist import Record, replace
 from shared_protocol.compat import const
 from shared_protocol.messages import Event
 
@@ -124,7 +124,7 @@ class Outbox:
                     )
                 )  # fmt: skip
         self._head.save(struct.pack(_HEAD_FMT, self.next_seq, self.acked, self.dropped, self._boot))
-        _replace(tmp, self._journal)
+        replace(tmp, self._journal)
         self.journal_records = self.depth
 
     # -- internals ----------------------------------------------------------------------------
@@ -195,14 +195,3 @@ def _crc(data: bytes) -> int:
 def _line(seq: int, lane: int, kind: int, count: int, weight: int, conf: int, boot: int) -> bytes:
     rec = struct.pack(_REC_FMT, seq, lane, kind, count, weight, conf, boot)
     return rec + struct.pack(">I", _crc(rec))
-
-
-def _replace(tmp: str, path: str) -> None:
-    try:
-        os.rename(tmp, path)
-    except OSError:
-        try:
-            os.remove(path)
-        except OSError:
-            pass
-        os.rename(tmp, path)

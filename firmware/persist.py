@@ -59,6 +59,12 @@ def store_record(path: str, payload: bytes, generation: int) -> None:
     with open(tmp, "wb") as f:
         f.write(body)
         f.write(struct.pack(">I", _crc(body)))
+    replace(tmp, path)
+
+
+def replace(tmp: str, path: str) -> None:
+    """Rename ``tmp`` over ``path``: atomic on littlefs; on FAT, which cannot rename over a file, the old
+    file is removed first (readers then find the new content in ``tmp`` until the rename completes)."""
     try:
         os.rename(tmp, path)
     except OSError:

@@ -14,6 +14,7 @@ import binascii
 from shared_protocol.compat import const
 from shared_protocol.errors import BAD_ENCODING, BAD_LENGTH, ProtocolError
 from shared_protocol.frame import MAX_FRAME
+from shared_protocol.splitter import Splitter
 
 MARKER = const(0x21)  # "!"
 MAX_LINE = const(370)  # marker + base64 of MAX_FRAME (368) + slack
@@ -56,41 +57,27 @@ class LineDecoder:
     """Splits a byte stream into lines and returns the frames of the well-formed ``!`` lines."""
 
     def __init__(self) -> None:
-        self._buf = bytearray()
-        self._skipping = False
-        self.bad_lines = 0
+        self._split = Splitter(0x0A, MAX_LINE)
+        self._bad = 0
         self.ignored_lines = 0
         self.last_error: ProtocolError | None = None
 
+    @property
+    def bad_lines(self) -> int:
+        return self._bad + self._split.overlong
+
     def feed(self, data: bytes) -> "list[bytes]":
         frames: list[bytes] = []
-        start = 0
-        n = len(data)
-        while start < n:
-            end = data.find(b"\n", start)
-            piece_end = n if end < 0 else end
-            if not self._skipping:
-                if len(self._buf) + piece_end - start > MAX_LINE:
-                    self._skipping = True
-                    self._buf = bytearray()
-                    self.bad_lines += 1
-                    self.last_error = ProtocolError(BAD_LENGTH, "line longer than " + str(MAX_LINE))
-                else:
-                    self._buf += data[start:piece_end]
-            if end < 0:
-                break
-            if self._skipping:
-                self._skipping = False
-            elif self._buf:
-                line = bytes(self._buf)
-                self._buf = bytearray()
-                if line[0] != MARKER:
-                    self.ignored_lines += 1
-                else:
-                    try:
-                        frames.append(decode_line(line))
-                    except ProtocolError as err:
-                        self.bad_lines += 1
-                        self.last_error = err
-            start = end + 1
+        overlong = self._split.overlong
+        for line in self._split.split(data):
+            if line[0] != MARKER:
+                self.ignored_lines += 1
+                continue
+            try:
+                frames.append(decode_line(line))
+            except ProtocolError as err:
+                self._bad += 1
+                self.last_error = err
+        if self._split.overlong != overlong:
+            self.last_error = ProtocolError(BAD_LENGTH, "line longer than " + str(MAX_LINE))
         return frames

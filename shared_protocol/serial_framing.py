@@ -9,6 +9,7 @@ the next 0x00 after garbage or an over-long chunk.
 from shared_protocol.compat import const
 from shared_protocol.errors import BAD_ENCODING, BAD_LENGTH, ProtocolError
 from shared_protocol.frame import MAX_FRAME
+from shared_protocol.splitter import Splitter
 
 # COBS adds one byte per 254 bytes plus one: the longest chunk a valid frame can produce.
 MAX_CHUNK = const(277)  # MAX_FRAME + MAX_FRAME // 254 + 2
@@ -67,48 +68,35 @@ def encode_serial(frame: bytes) -> bytes:
 class SerialDecoder:
     """Feed it whatever the line delivers; ``feed`` returns the COBS-decoded frames it completed.
 
-    Chunks that are not valid COBS (log text, line noise) are counted in ``garbage_chunks`` and dropped;
-    the caller authenticates what comes out. Memory is bounded by ``MAX_CHUNK`` bytes.
+    Chunks that are not valid COBS (log text, line noise) or longer than any frame are counted in
+    ``garbage_chunks`` / ``garbage_bytes`` and dropped; the caller authenticates what comes out. Memory is
+    bounded by ``MAX_CHUNK`` bytes.
     """
 
     def __init__(self) -> None:
-        self._buf = bytearray()
-        self._skipping = False
-        self.garbage_chunks = 0
-        self.garbage_bytes = 0
+        self._split = Splitter(0x00, MAX_CHUNK)
+        self._bad_chunks = 0
+        self._bad_bytes = 0
         self.last_error: ProtocolError | None = None
 
-    def _garbage(self, nbytes: int, err: ProtocolError) -> None:
-        self.garbage_chunks += 1
-        self.garbage_bytes += nbytes
-        self.last_error = err
+    @property
+    def garbage_chunks(self) -> int:
+        return self._bad_chunks + self._split.overlong
+
+    @property
+    def garbage_bytes(self) -> int:
+        return self._bad_bytes + self._split.dropped_bytes
 
     def feed(self, data: bytes) -> "list[bytes]":
         frames: list[bytes] = []
-        start = 0
-        n = len(data)
-        while start < n:
-            end = data.find(b"\x00", start)
-            piece_end = n if end < 0 else end
-            if self._skipping:
-                self.garbage_bytes += piece_end - start
-            elif len(self._buf) + piece_end - start > MAX_CHUNK:
-                self._skipping = True
-                self._garbage(len(self._buf) + piece_end - start, ProtocolError(BAD_LENGTH, "chunk too long"))
-                self._buf = bytearray()
-            else:
-                self._buf += data[start:piece_end]
-            if end < 0:
-                break
-            # A delimiter: close the current chunk.
-            if self._skipping:
-                self._skipping = False
-            elif self._buf:
-                chunk = bytes(self._buf)
-                self._buf = bytearray()
-                try:
-                    frames.append(cobs_decode(chunk))
-                except ProtocolError as err:
-                    self._garbage(len(chunk), err)
-            start = end + 1
+        overlong = self._split.overlong
+        for chunk in self._split.split(data):
+            try:
+                frames.append(cobs_decode(chunk))
+            except ProtocolError as err:
+                self._bad_chunks += 1
+                self._bad_bytes += len(chunk)
+                self.last_error = err
+        if self._split.overlong != overlong:
+            self.last_error = ProtocolError(BAD_LENGTH, "chunk longer than " + str(MAX_CHUNK) + " bytes")
         return frames
