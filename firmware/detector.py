@@ -9,32 +9,42 @@ because nothing here uses floats.
 Algorithm
 ---------
 * **Noise** is estimated online as the mean absolute difference of successive stable samples (an
-  exponential average with the remainder carried, so it is unbiased in integers; each difference is
-  clipped at 5x the current estimate so spikes do not inflate it); sigma = 0.886 * that mean.
+  exponential average over 256 samples with the remainder carried, so it is unbiased in integers; each
+  difference is clipped at 5x the estimate so spikes do not inflate it); sigma = 0.886 * that mean. Feed
+  the detector unsmoothed samples: a smoothing filter upstream hides noise from this estimate.
 * **Stable** state: the lane has a level ``L`` (Q4 fixed point). Each sample's deviation from ``L``, clipped
   at 4 sigma, feeds a two-sided CUSUM (allowance 1 sigma, threshold 6 sigma): a single spike cannot trip
-  it, two big samples or a small persistent shift (even below the noise) do. The sample time where the
+  it, two large samples or a small persistent shift (even below the noise) do, and the sample where the
   CUSUM left zero is the start of the change. Otherwise ``L`` follows the samples as a running mean that
   becomes an exponential average with a 20 s time constant, so creep and drift (grams per day) are
   tracked and never accumulate into a step.
-* **Moving** state: waits until the newest 200 ms (at least 5 samples) are stable: no more than 1/8 of
-  them beyond 4 sigma of their mean (spikes), the oldest one within it (motion is over), and no trend
-  between the window's halves (an exponential settle or a slow hand fails it). Hand pressure transients,
-  overshoot and ringing never pass this test.
-* **Settling** state: the stable samples form a segment whose mean is the new level. At every sample the
-  step ``delta = new level - L`` is evaluated: count ``k = round(delta / unit)``, and a confidence that
-  is the posterior of ``k`` against ``k - 1`` and ``k + 1`` under a Gaussian model whose variance is the
-  measurement variance (noise / sqrt(n) on both levels, plus noise / 4 for correlated noise and 0.1 % of
-  delta for calibration) plus ``|count| * (unit * spread)**2`` (the spread of the sum of ``count``
-  items). A residual beyond 3 sigma of that model lowers the confidence further. A clear count (>= 90)
-  is emitted at once; an ambiguous one waits for more stable samples (up to 1.5 s), then is emitted with
-  whatever confidence it has, as an anomaly if the residual is beyond 4 sigma. A change that is not a
-  whole unit but is clearly not noise is an anomaly with count 0. A change that the model calls noise is
-  no event (bumps, leaning on the shelf). If motion resumes before the decision, the segment is dropped
-  and the later level is compared with the same ``L`` (one event for one interaction).
+* **Moving** state: waits until the newest 200 ms (at least 5 samples) are stable: at most 1/8 of them
+  beyond 4 sigma of their mean (spikes), the oldest one within it (the motion is over), a mean absolute
+  deviation within 0.8 + 1.5 / sqrt(n) sigma (a resting hand's tremor fails this) and no trend between
+  the window's halves (an exponential settle or a slow hand fails that).
+* **Settling** state: the stable samples form a segment whose mean is the new level; two samples beyond 4
+  sigma of it, a dispersion test over the whole segment (more power as it grows) or a newest window that
+  is not stable and disagrees with it send the lane back to moving, a newest window that is stable but
+  disagrees restarts the segment there (slow settle, creep). At every sample the step ``delta = new level
+  - L`` is evaluated: count ``k = round(delta / unit)`` and a confidence, the posterior of ``k`` against
+  ``k - 1`` and ``k + 1`` under a Gaussian model whose variance is the measurement variance (noise /
+  sqrt(n) on both levels, plus noise / 4 for correlated noise and 0.1 % of delta for calibration) plus
+  ``|count| * (unit * spread)**2`` (the spread of a sum of ``count`` items); a residual beyond 3 sigma of
+  that model lowers it further. A confident count (>= 90, residual within 3 sigma) is an event as soon as
+  the level has been held long enough: 200 ms for a decrease (a hand can only add weight, so a lower
+  level is not a hand resting on the shelf); for an increase, which may be a hand resting on what it put
+  down or pressing before it lifts, 300 ms and 7 samples, plus up to 250 ms per gram of noise above
+  1.2 g (the tremor is hidden in high noise; less for units above 64 sigma, which hands press harder).
+  Anything less clear waits for more stable samples, up to 1.5 s after the first stable window, and is
+  then reported with the confidence it has: an anomaly if the residual is beyond 4 sigma, a confidence
+  of at most 50 if the change is only 3-4 sigma of the measurement, nothing if less. A change that is
+  clearly real but not near a whole number of units is an anomaly with count 0, except within 3 s of an
+  event, where it is the hand leaving or the item settling and only moves the level. A change the model
+  calls noise is no event (bumps, leaning on the shelf). If motion resumes before the decision, the
+  segment is dropped and the later level is compared with the same ``L``: one event per interaction.
 * **Faults**: ``fault()`` (or a gap in the samples longer than max(500 ms, 8 sample intervals))
-  abandons any motion; after recovery the first stable level is compared with the pre-fault ``L`` and a
-  change is reported as an anomaly with its best count and a confidence of at most 40.
+  abandons any motion; after recovery the first level stable for 1 s is compared with the level before
+  the fault and a change is reported as an anomaly with its best count and a confidence of at most 40.
 
 Time arithmetic
 ---------------
@@ -43,10 +53,15 @@ period, so a node passes it unchanged) and every difference is ``(a - b) & (2**3
 the wrap for intervals below 2**29 ms (6.2 days), and never a big int on a 32-bit port, where small
 ints hold 31 bits. A difference of 2**29 ms or more is treated as time going backwards (a fault).
 
-Integer ranges
---------------
-Weights are clamped to +-(2**20 - 1) dg (+-104 kg), noise sigma to 100 g and unit weights to 1 g .. 100 kg so
-that every product stays below 2**30: no operation on the per-sample path allocates on MicroPython.
+Integer ranges and allocation
+-----------------------------
+Weights are clamped to +-(2**20 - 1) dg (+-104 kg), the noise sigma to 0.2 .. 100 g and unit weights to
+1 g .. 100 kg, so that no value on the per-sample path leaves the 31-bit small-int range (a big int would
+allocate): the per-sample path allocates nothing, an event included (tested under MicroPython). Only the
+decision arithmetic for extreme combinations (noise near 100 g with steps near 100 kg) may go through a
+big int, which stays exact. The steady-state functions' frames fit in 11 words, so ports without a Python
+stack (ESP32, RP2) do not heap-allocate their frames either (``tools/mpy_frames.py``; the moving-state
+window checks and the decision are larger and do, transiently, while the lane moves).
 """
 
 from array import array
@@ -62,11 +77,15 @@ _XMAX = const(0xFFFFF)  # |weight| clamp, dg
 _SIG_MIN = const(32)  # noise floor, Q4 dg (0.2 g)
 _SIG_MAX = const(16000)  # noise cap, Q4 dg (100 g)
 _SIG_INIT = const(160)  # before any estimate: 1 g
-_NOISE_N = const(64)  # noise average length, samples
+_MAD_MAX = const(64000)  # mean |successive difference| cap, Q4 dg (keeps mad * 227 a small int)
+_NOISE_N = const(256)  # noise average length, samples
 _TAU_MS = const(20000)  # level tracking time constant
 _WMIN_MS = const(200)  # stability window
 _NMIN = const(5)  # ... and at least this many samples
 _HOLD_SIG = const(192)  # above 1.2 g of noise (Q4 dg), a new level must be held longer before an event
+_PUT_HOLD_MS = const(100)
+_NHOLD = const(7)  # ... and this many samples (at 10 SPS the conversion averages a hand's tremor away)
+_GUARD_MS = const(3000)  # after an event, a change of less than a unit within this time is no event
 _WMAX_MS = const(1500)  # longest wait for an ambiguous decision after the first stable window
 _WFAULT_MS = const(1000)  # stable time required after a fault before comparing levels
 _GAP_MS = const(500)  # a sample gap longer than this (and 8 intervals) is a sensor fault
@@ -76,6 +95,7 @@ _SEG_NMAX = const(4096)
 _FLOOR_Q = const(320)  # smallest change ever reported: 2 g (Q4 dg)
 _C_FAST = const(90)  # confidence that allows an immediate event
 _C_FAULT = const(40)  # confidence cap after a fault
+_C_WEAK = const(50)  # confidence cap for a change of 3-4 sigma of the measurement
 LOW_CONFIDENCE = const(60)  # below this, the hub should treat a count as unconfirmed
 
 _INIT = const(0)
@@ -170,8 +190,13 @@ class Detector:
         self._seg_n = 0
         self._settle_t = 0
         self._seg_t0 = 0
+        self._seg_abs = 0
+        self._seg_out = 0
+        self._t_event = 0  # when the last event was confirmed
+        self._recent = False  # ... and it was less than _GUARD_MS ago (checked lazily)
         self._w_n = 0  # last window checked: samples, reference, clipped sum, oldest sample's time
         self._w_t0 = 0
+        self._w_abs = 0
         self._w_ref = 0
         self._w_sum = 0
         self.stable = False
@@ -230,7 +255,7 @@ class Detector:
         else:
             self._dtq = (dt << 4) or 16
 
-    def _noise(self, t: int, x: int, clip: bool) -> None:
+    def _noise(self, x: int, clip: bool) -> None:
         d = x - self._xprev
         if d < 0:
             d = -d
@@ -245,6 +270,8 @@ class Detector:
         d += self._mad_carry - m
         m += d // n
         self._mad_carry = d % n
+        if m > _MAD_MAX:
+            m = _MAD_MAX
         self._mad = m
         m = (m * 227) >> 8  # sigma = mad * sqrt(pi) / 2
         if m < _SIG_MIN:
@@ -278,11 +305,12 @@ class Detector:
             self._tn = t
         self._cn = p
         if self._cp > 6 * s or p > 6 * s:
-            self._start_motion(t, self._tp if self._cp > p else self._tn)
+            c = self._tp if self._cp > p else self._tn
+            self._start_motion(t, c)
             return False
         self._track(d, s)
         if self._prev_stable:
-            self._noise(t, x, True)
+            self._noise(x, True)
         self._prev_stable = True
         return False
 
@@ -309,6 +337,8 @@ class Detector:
         self.stable = False
         self._tstart = t0
         self._tmove = t
+        if self._recent and ((t - self._t_event) & T_MASK) >= _GUARD_MS:
+            self._recent = False
         self._cp = 0
         self._cn = 0
         self._prev_stable = False
@@ -316,9 +346,9 @@ class Detector:
     def _moving_sample(self, t: int, x: int) -> bool:
         if self._state == _INIT:
             if self._have_prev:
-                self._noise(t, x, self._mad_n >= _NOISE_N)
+                self._noise(x, self._mad_n >= _NOISE_N)
         elif self._have_prev and ((t - self._tmove) & T_MASK) > _STUCK_MS:
-            self._noise(t, x, True)
+            self._noise(x, True)
         if not self._window(t):
             return False
         if self._state == _INIT:
@@ -328,36 +358,50 @@ class Detector:
             return False
         self._state = _SETTLING
         self._settle_t = t
-        self._seg_ref = self._w_ref
-        self._seg_sum = self._w_sum
-        self._seg_n = self._w_n
-        self._seg_t0 = self._w_t0
+        self._new_segment()
         return self._decide(t)
 
     def _settling_sample(self, t: int, x: int) -> bool:
-        if not self._window(t):
+        n = self._seg_n
+        s = self._sig
+        d = ((x - self._seg_ref) << 4) - (self._seg_sum << 4) // n  # Q4 deviation from the segment's mean
+        if d > (s << 2) or d < -(s << 2):
+            self._seg_out += 1
+            if self._seg_out >= 2:  # two samples beyond 4 sigma: the motion goes on
+                self._state = _MOVING
+                return False
+            return False  # a single spike: left out
+        self._seg_out = 0
+        if n < _SEG_NMAX:
+            d = x - self._seg_ref
+            self._seg_sum += d
+            self._seg_abs += d if d >= 0 else -d
+            n += 1
+            self._seg_n = n
+        # Dispersion over the whole segment (it gains power as the segment grows): a resting hand's tremor.
+        d = _SQ16[n if n < _RING else _RING]
+        if ((self._seg_abs << 4) // n) * d > (s * (4 * d + 120)) // 5:
             self._state = _MOVING
             return False
-        n = self._seg_n
         # The newest window must agree with the whole segment; if not (a slow settle, creep), restart it there.
-        d = (self._w_ref - self._seg_ref) * 16 + (self._w_sum * 16) // self._w_n - (self._seg_sum * 16) // n
+        stable = self._window(t)
+        d = ((self._w_ref - self._seg_ref) << 4) + (self._w_sum << 4) // self._w_n - (self._seg_sum << 4) // n
         if d < 0:
             d = -d
-        if d * _SQ16[self._w_n] > 56 * self._sig:
-            self._seg_ref = self._w_ref
-            self._seg_sum = self._w_sum
-            self._seg_n = self._w_n
-            self._seg_t0 = self._w_t0
-        elif n < _SEG_NMAX:
-            d = x - self._seg_ref
-            n = (self._sig * 5) >> 4
-            if d > n:
-                d = n
-            elif d < -n:
-                d = -n
-            self._seg_sum += d
-            self._seg_n += 1
+        if d * _SQ16[self._w_n] > 56 * s:
+            if not stable:
+                self._state = _MOVING
+                return False
+            self._new_segment()
         return self._decide(t)
+
+    def _new_segment(self) -> None:
+        self._seg_ref = self._w_ref
+        self._seg_sum = self._w_sum
+        self._seg_abs = self._w_abs
+        self._seg_n = self._w_n
+        self._seg_t0 = self._w_t0
+        self._seg_out = 0
 
     def _window(self, t: int) -> bool:
         """Is the newest window (the last 200 ms, at least 5 samples) stable? Leaves its figures in self._w_*."""
@@ -407,6 +451,7 @@ class Detector:
         self._w_ref = ref
         self._w_n = n
         self._w_sum = a + b
+        self._w_abs = dev
         self._w_t0 = self._tb[i]
         d = xb[i] - ref
         if (out << 3) > n or d > lim or d < -lim:
@@ -460,7 +505,7 @@ class Detector:
             return self._emit(t, lvl, n, dq, KIND_ANOMALY)
         late = el >= _WMAX_MS
         if not u:
-            if signif and adq >= 8 * sd and self._held(t):
+            if signif and adq >= 8 * sd and self._held(t, dq):
                 self.ev_confidence = 95
             elif late and signif:
                 self.ev_confidence = 60
@@ -476,23 +521,50 @@ class Detector:
         if k == 0:
             if c >= _C_FAST and not signif:
                 return self._no_event(lvl, n, adq, sd)
+            if self._recent and ((t - self._t_event) & T_MASK) < _GUARD_MS and self._held(t, dq):
+                # Less than a unit, right after an event: the hand leaving the item it just put down or the
+                # item settling; the count stands, the level moves without an event.
+                return self._no_event(lvl, n, adq, sd)
             if not late:
                 return False
             if not signif:
                 return self._no_event(lvl, n, adq, sd)
             self.ev_confidence = 100 - c  # a real change that is not a whole number of units
             return self._emit(t, lvl, n, dq, KIND_ANOMALY)
-        if c >= _C_FAST and fit <= 36 and self._held(t):
+        if adq < 4 * sd:  # a count, but the change itself is hardly above the noise: wait for more samples
+            if not late:
+                return False
+            if adq < 3 * sd:
+                return self._no_event(lvl, n, adq, sd)
+            if c > _C_WEAK:  # likely real, but report it as unconfirmed
+                self.ev_confidence = _C_WEAK
+        if c >= _C_FAST and fit <= 36 and self._held(t, dq):
             return self._emit(t, lvl, n, dq, KIND_PICK if k < 0 else KIND_PUT)
         if not late:
             return False
         return self._emit(t, lvl, n, dq, KIND_ANOMALY if fit > 64 else (KIND_PICK if k < 0 else KIND_PUT))
 
-    def _held(self, t: int) -> bool:
-        """Has the new level been stable long enough? 200 ms, plus 250 ms per gram of noise above 1.2 g: in
-        high noise a hand resting on the shelf (tremor, wander) cannot be told from a stable level sooner."""
+    def _held(self, t: int, dq: int) -> bool:
+        """Has the new level been stable long enough for an event? A decrease: 200 ms (a hand can only add
+        weight, so a lower level is not a hand resting on the shelf). An increase may be exactly that, a hand
+        resting on what it put down or pressing before it lifts: 300 ms and 7 samples (at 10 SPS the
+        conversion averages a hand's tremor away), plus up to 250 ms per gram of noise above 1.2 g (in high
+        noise the tremor is hidden); the extra time shrinks for units above 64 sigma, as hands press such
+        items harder and their tremor shows through."""
+        if dq < 0:
+            return ((t - self._seg_t0) & T_MASK) >= _WMIN_MS
+        if self._seg_n < _NHOLD:
+            return False
         s = self._sig - _HOLD_SIG
-        return ((t - self._seg_t0) & T_MASK) >= (_WMIN_MS + ((s * 25) >> 4) if s > 0 else _WMIN_MS)
+        if s > 0:
+            s = (s * 25) >> 4
+            u = self._unit
+            if u and u > (self._sig << 2):
+                s = s * (self._sig << 2) // u
+            s += _WMIN_MS + _PUT_HOLD_MS
+        else:
+            s = _WMIN_MS + _PUT_HOLD_MS
+        return ((t - self._seg_t0) & T_MASK) >= s
 
     def _count(self, dq: int, sd: int) -> int:
         """Count and confidence for a Q4 step ``dq`` with measurement sigma ``sd`` (Q4) into ev_count /
@@ -542,6 +614,8 @@ class Detector:
         self.ev_kind = kind
         self.ev_duration_ms = (t - self._tstart) & T_MASK
         self.ev_level_dg = (lvl + 8) >> 4
+        self._t_event = t
+        self._recent = True
         self._to_stable(lvl, n)
         return True
 

@@ -52,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="print benchmark figures measured side by side in one run")
     bench.add_argument("target", choices=["protocol", "sensing"], help="what to benchmark")
-    bench.add_argument("--min-ms", type=int, default=1000, help="protocol: minimum time per measured stage (default 1000)")
+    bench.add_argument(
+        "--min-ms", type=int, default=1000, help="protocol: minimum time per measured stage (default 1000)"
+    )
     bench.add_argument("--seed", type=int, default=1, help="sensing: scenario generator seed (default 1)")
     bench.add_argument("--quick", action="store_true", help="sensing: a small set (a few seconds)")
     bench.add_argument("--json", action="store_true", help="print machine-readable JSON")

@@ -1,0 +1,1 @@
+"""Gram-level load-cell scenario synthesis and detector evaluation (CPython only)."""
