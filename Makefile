@@ -17,7 +17,7 @@ help:
 	@echo "make test       bootstrap (venv, npm, stubs) then lint, type checks, mpy-cross and all tests"
 	@echo "make bootstrap  install everything the project needs (idempotent)"
 	@echo "make pytest     only the test suite (PYTEST_ARGS=... to pass options)"
-	@echo "make bench      protocol benchmark (CPython vs MicroPython)"
+	@echo "make bench      protocol (CPython vs MicroPython) and sensing-accuracy benchmarks"
 
 bootstrap: $(VENV)/.stamp node_modules/.stamp $(foreach p,$(PORTS),.stubs/$(p)/.stamp)
 
@@ -63,6 +63,7 @@ test: bootstrap check pytest
 
 bench: bootstrap
 	$(VENV)/bin/smartshelf bench protocol
+	$(VENV)/bin/smartshelf bench sensing
 
 clean:
 	rm -rf $(VENV) node_modules .stubs .mypy_cache .pytest_cache .ruff_cache .hypothesis
