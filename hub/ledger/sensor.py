@@ -124,6 +124,7 @@ def _plainly_valid_event(e: SensorEvent) -> bool:
         and 0 <= e.confidence <= 100
         and 0 <= e.observed_ms <= 2**62
         and (e.uplink_seq is None or (type(e.uplink_seq) is int and 1 <= e.uplink_seq <= _U32))
+        and (e.note is None or type(e.note) is str)
     )
 
 
@@ -142,6 +143,8 @@ def _validate(item: SensorItem) -> None:
         _check_int("observed_ms", item.observed_ms, 0, 2**62)
         if item.uplink_seq is not None:
             _check_int("uplink_seq", item.uplink_seq, 1, _U32)
+        if item.note is not None and not isinstance(item.note, str):
+            raise InvalidArgument(f"note {item.note!r} must be a string")
     elif isinstance(item, SensorGap):
         _check_int("lane_index", item.lane_index, 0, 31)
         _check_int("count_delta", item.count_delta, -(2**31), 2**31 - 1)
@@ -239,7 +242,7 @@ async def apply_batch(conn: aiosqlite.Connection, items: Sequence[SensorItem], n
                     _KIND_REASON[item.kind].value,
                     ref,
                     f"node:{item.node_id}",
-                    None,
+                    item.note,
                     item.node_id,
                     item.event_seq,
                     item.weight_delta_dg,

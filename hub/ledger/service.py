@@ -57,7 +57,7 @@ from hub.ledger.models import (
     now_ms,
     ts_or_now,
 )
-from hub.ledger.postings import AlertOpened, Tx, WriteOff
+from hub.ledger.postings import AlertOpened, Tx, WriteOff, check_actor
 from hub.ledger.reader import LedgerReader
 from hub.ledger.sensor import SensorItem, apply_batch
 
@@ -465,6 +465,16 @@ class LedgerService:
         return await self._tx(
             lambda tx: tx.resolve_alert(alert_id, actor=actor, resolution=resolution, write_off=write_off)
         )
+
+    async def record_audit(self, actor: str, action: str, details: dict[str, Any]) -> None:
+        """Append one entry to the audit trail (e.g. a node's answer to a command the hub sent)."""
+        await self._tx(lambda tx: tx.audit(check_actor(actor), action, details))
+
+    async def transact(self, fn: Callable[[Tx], Awaitable[T]]) -> T:
+        """Run ``fn(tx)`` as one write transaction of the writer, in queue order (committed when it returns,
+        rolled back when it raises). For modules that keep their own tables in the ledger database
+        (reconciliation); ``fn`` must use only ``tx`` and never await another call on this service."""
+        return await self._tx(fn)
 
     async def import_csv(self, kind: ImportKind, data: bytes, *, actor: str, name: str = "<data>") -> ImportReport:
         """Import a business-transaction file all-or-nothing. A rejected file writes nothing; the report has

@@ -177,3 +177,130 @@ class MicroPythonRuntime:
             "result = _r\n"
         )
         return self.exec(code, timeout_s=timeout_s)
+
+
+class NodeProcess:
+    """One long-lived MicroPython interpreter running ``code`` (top-level ``await`` allowed) in the runner's
+    node mode: its console is bridged to ``link_fd`` (e.g. a pty master, which should be non-blocking), the
+    module ``emu_io`` reads from it, and ``flash_dir`` on the host is its flash at ``flash_root``, mirrored
+    back as it changes (see ``runner.mjs``). ``files`` are extra MEMFS files (path -> bytes)."""
+
+    def __init__(
+        self,
+        code: str,
+        link_fd: int,
+        flash_dir: Path,
+        *,
+        epoch_ms: float,
+        files: Mapping[str, bytes] | None = None,
+        log_path: Path | None = None,
+        packages: Iterable[str | tuple[Path, str]] = DEFAULT_PACKAGES,
+        heap_bytes: int = 2 * 1024 * 1024,
+        flash_root: str = "/flash",
+        max_pending: int = 65536,
+    ) -> None:
+        roots: list[tuple[str, str]] = []
+        for pkg in packages:
+            roots.append((str(pkg[0]), pkg[1]) if isinstance(pkg, tuple) else (str(REPO_ROOT / pkg), pkg))
+        spec = {
+            "code": code,
+            "fd": link_fd,
+            "flash_dir": str(flash_dir),
+            "flash_root": flash_root,
+            "files": {k: base64.b64encode(v).decode() for k, v in (files or {}).items()},
+            "epoch_ms": epoch_ms,
+            "log": str(log_path) if log_path is not None else None,
+            "max_pending": max_pending,
+        }
+        self._env = dict(
+            os.environ,
+            MPY_LIB_ROOTS=json.dumps(roots),
+            MPY_HEAP_BYTES=str(heap_bytes),
+            MPY_NODE_SPEC=json.dumps(spec),
+        )
+        self._fd = link_fd
+        self._log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._buf = b""
+        self.exit_info: dict[str, Any] | None = None
+
+    def start(self) -> None:
+        node = find_node()
+        err = open(self._log_path, "ab") if self._log_path is not None else subprocess.DEVNULL  # noqa: SIM115
+        try:
+            self.proc = subprocess.Popen(
+                [node, str(RUNNER), "--node"],
+                cwd=REPO_ROOT,
+                env=self._env,
+                stdin=subprocess.PIPE,  # never written: its end tells the runner the host is gone
+                stdout=subprocess.PIPE,
+                stderr=err,
+                pass_fds=(self._fd,),
+                start_new_session=True,  # a terminal's Ctrl-C reaches the host only; the host stops the nodes
+            )
+        finally:
+            if not isinstance(err, int):
+                err.close()
+        assert self.proc.stdout is not None
+        os.set_blocking(self.proc.stdout.fileno(), False)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid if self.proc is not None else 0
+
+    def status(self) -> list[dict[str, Any]]:
+        """Status lines the runner has written since the last call ({"event": "ready" | "exit", ...})."""
+        proc = self.proc
+        if proc is None or proc.stdout is None:
+            return []
+        try:
+            chunk = os.read(proc.stdout.fileno(), 1 << 16)
+        except BlockingIOError:
+            chunk = b""
+        self._buf += chunk
+        out: list[dict[str, Any]] = []
+        while b"\n" in self._buf:
+            line, self._buf = self._buf.split(b"\n", 1)
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(obj, dict):
+                if obj.get("event") == "exit":
+                    self.exit_info = obj
+                out.append(obj)
+        return out
+
+    def wait_ready(self, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for st in self.status():
+                if st.get("event") == "ready":
+                    return
+                if st.get("event") == "exit":
+                    raise MicroPythonUnavailable(f"the node program ended at start: {st.get('error')}")
+            if self.poll() is not None:
+                raise MicroPythonUnavailable(f"the node runner exited with status {self.poll()}")
+            time.sleep(0.02)
+        raise TimeoutError(f"the node runner did not start within {timeout_s:.0f} s")
+
+    def poll(self) -> int | None:
+        return self.proc.poll() if self.proc is not None else None
+
+    def stop(self, timeout_s: float = 5.0) -> int | None:
+        """SIGTERM (the runner flushes its flash mirror and exits), then SIGKILL after ``timeout_s``."""
+        proc = self.proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.status()
+        for stream in (proc.stdin, proc.stdout):
+            if stream:
+                stream.close()
+        return proc.returncode

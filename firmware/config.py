@@ -1,0 +1,230 @@
+"""The node's configuration file on flash (``/config.json``), validated as a whole before anything runs.
+
+```json
+{
+  "node_id": 1,
+  "key": "000102030405060708090a0b0c0d0e0f",
+  "lanes": [
+    {"cells": [[4, 5]], "rate_sps": 80},
+    {"cells": [[6, 7], [8, 9]], "rate_sps": 10}
+  ],
+  "intervals": {"lane_state_s": 10, "health_s": 30, "retransmit_ms": 2000},
+  "led": 2,
+  "watchdog_s": 0
+}
+```
+
+* ``node_id``: 1..4294967295, as provisioned in the hub. ``key``: the node's secret, 32..128 hex characters
+  (16..64 bytes).
+* ``lanes``: 1..32 lanes, in lane-number order; each has 1..8 ``cells`` given as ``[sck_pin, dout_pin]``
+  (GPIO numbers 0..63; every pin is used once) and ``rate_sps`` (the HX711 RATE pin: 10 or 80, default 80).
+* ``intervals`` (optional): ``lane_state_s`` 1..3600 (default 10), ``health_s`` 5..3600 (default 30),
+  ``retransmit_ms`` 500..60000 (default 2000).
+* ``led`` (optional): the identify LED, a GPIO number or a pin name such as ``"LED"``; ``watchdog_s``
+  (optional, 0 = off): hardware watchdog timeout, 2..3600.
+
+``load`` raises ``ConfigError`` whose message names the field (``lanes[1].cells[0]: pin 4 is already used by
+lanes[0].cells[0]``); unknown fields are errors too, so a typo cannot silently fall back to a default.
+"""
+
+import binascii
+import json
+
+from shared_protocol.compat import const
+
+CONFIG_FILE = "/config.json"
+MAX_LANES = const(32)
+MAX_CELLS = const(8)
+MAX_PIN = const(63)
+MAX_U32 = const(0xFFFFFFFF)
+_MAX_FILE = const(16384)
+
+DEFAULT_LANE_STATE_S = const(10)
+DEFAULT_HEALTH_S = const(30)
+DEFAULT_RETRANSMIT_MS = const(2000)
+
+# (name, lo, hi, default) of the optional ``intervals`` table.
+INTERVALS = (
+    ("lane_state_s", 1, 3600, DEFAULT_LANE_STATE_S),
+    ("health_s", 5, 3600, DEFAULT_HEALTH_S),
+    ("retransmit_ms", 500, 60000, DEFAULT_RETRANSMIT_MS),
+)
+_TOP = ("node_id", "key", "lanes", "intervals", "led", "watchdog_s")
+_LANE = ("cells", "rate_sps")
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+
+class ConfigError(ValueError):
+    """The configuration is missing, unreadable or invalid; the message names the field."""
+
+
+class LaneConfig:
+    def __init__(self, cells: "list[tuple[int, int]]", rate_sps: int) -> None:
+        self.cells = cells
+        self.rate_sps = rate_sps
+
+
+class Config:
+    def __init__(
+        self,
+        node_id: int,
+        key: bytes,
+        lanes: "list[LaneConfig]",
+        intervals: "dict[str, int]",
+        led: "int | str | None" = None,
+        watchdog_s: int = 0,
+    ) -> None:
+        self.node_id = node_id
+        self.key = key
+        self.lanes = lanes
+        self.lane_state_s = intervals["lane_state_s"]
+        self.health_s = intervals["health_s"]
+        self.retransmit_ms = intervals["retransmit_ms"]
+        self.led = led
+        self.watchdog_s = watchdog_s
+
+    def layout_hash(self) -> int:
+        """CRC-32 of the lane layout (lanes, cells per lane, pins): ``hello.layout_hash``."""
+        return layout_hash(self.lanes)
+
+
+def layout_hash(lanes: "list[LaneConfig]") -> int:
+    buf = bytearray()
+    for lane in lanes:
+        buf.append(len(lane.cells))
+        for sck, dout in lane.cells:
+            buf.append(sck)
+            buf.append(dout)
+    return int(binascii.crc32(bytes(buf))) & MAX_U32
+
+
+def _is_int(v: "Any") -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _int(where: str, v: "Any", lo: int, hi: int) -> int:
+    if not _is_int(v):
+        raise ConfigError(where + ": must be an integer, got " + repr(v))
+    if v < lo or v > hi:
+        raise ConfigError(where + ": " + str(v) + " is outside " + str(lo) + ".." + str(hi))
+    return int(v)
+
+
+def _unknown(where: str, d: "dict[str, Any]", allowed: "tuple[str, ...]") -> None:
+    extra = sorted(k for k in d if k not in allowed)
+    if extra:
+        raise ConfigError(where + str(extra[0]) + ": unknown field (allowed: " + ", ".join(allowed) + ")")
+
+
+def _key(v: "Any") -> bytes:
+    if not isinstance(v, str):
+        raise ConfigError("key: must be a hex string")
+    n = len(v)
+    if n % 2 or n < 32 or n > 128:
+        raise ConfigError("key: must be 32..128 hex characters (16..64 bytes), got " + str(n))
+    for c in v:
+        if c not in "0123456789abcdefABCDEF":
+            raise ConfigError("key: must be hex, found " + repr(c))
+    return bytes(binascii.unhexlify(v))
+
+
+def _lanes(v: "Any") -> "list[LaneConfig]":
+    if not isinstance(v, list) or not v:
+        raise ConfigError("lanes: must be a list of 1.." + str(MAX_LANES) + " lanes")
+    if len(v) > MAX_LANES:
+        raise ConfigError("lanes: " + str(len(v)) + " lanes, at most " + str(MAX_LANES))
+    used: dict[int, str] = {}
+    out = []
+    for i in range(len(v)):
+        where = "lanes[" + str(i) + "]"
+        lane = v[i]
+        if not isinstance(lane, dict):
+            raise ConfigError(where + ": must be an object with cells and rate_sps")
+        _unknown(where + ".", lane, _LANE)
+        rate = lane.get("rate_sps", 80)
+        if not _is_int(rate) or rate not in (10, 80):
+            raise ConfigError(where + ".rate_sps: must be 10 or 80, got " + repr(rate))
+        cells = lane.get("cells")
+        if not isinstance(cells, list) or not cells or len(cells) > MAX_CELLS:
+            raise ConfigError(where + ".cells: must be a list of 1.." + str(MAX_CELLS) + " [sck_pin, dout_pin] pairs")
+        pairs = []
+        for j in range(len(cells)):
+            cw = where + ".cells[" + str(j) + "]"
+            cell = cells[j]
+            if not isinstance(cell, list) or len(cell) != 2:
+                raise ConfigError(cw + ": must be [sck_pin, dout_pin]")
+            pins = []
+            for k in range(2):
+                pin = _int(cw + ("[0] (sck)", "[1] (dout)")[k], cell[k], 0, MAX_PIN)
+                if pin in used:
+                    raise ConfigError(cw + ": pin " + str(pin) + " is already used by " + used[pin])
+                used[pin] = cw
+                pins.append(pin)
+            pairs.append((pins[0], pins[1]))
+        out.append(LaneConfig(pairs, rate))
+    return out
+
+
+def parse(d: "Any") -> Config:
+    """Validate a decoded JSON document; raises ConfigError naming the first bad field."""
+    if not isinstance(d, dict):
+        raise ConfigError("config: must be a JSON object")
+    _unknown("", d, _TOP)
+    for name in ("node_id", "key", "lanes"):
+        if name not in d:
+            raise ConfigError(name + ": missing")
+    node_id = _int("node_id", d["node_id"], 1, MAX_U32)
+    key = _key(d["key"])
+    lanes = _lanes(d["lanes"])
+    iv = d.get("intervals", {})
+    if not isinstance(iv, dict):
+        raise ConfigError("intervals: must be an object")
+    _unknown("intervals.", iv, tuple(x[0] for x in INTERVALS))
+    intervals = {}
+    for name, lo, hi, default in INTERVALS:
+        intervals[name] = _int("intervals." + name, iv.get(name, default), lo, hi)
+    led = d.get("led")
+    if led is not None and not (isinstance(led, str) and 0 < len(led) <= 16):
+        led = _int("led", led, 0, MAX_PIN)
+    watchdog_s = d.get("watchdog_s", 0)
+    if watchdog_s != 0:
+        watchdog_s = _int("watchdog_s", watchdog_s, 2, 3600)
+    elif not _is_int(watchdog_s):
+        raise ConfigError("watchdog_s: must be an integer")
+    return Config(node_id, key, lanes, intervals, led, watchdog_s)
+
+
+def load(path: str = CONFIG_FILE) -> Config:
+    """Read and validate the config file; any problem is a ConfigError that names the file and the field."""
+    try:
+        with open(path) as f:
+            text = f.read(_MAX_FILE + 1)
+    except OSError:
+        raise ConfigError(path + ": cannot be read (missing?)")
+    if len(text) > _MAX_FILE:
+        raise ConfigError(path + ": larger than " + str(_MAX_FILE) + " bytes")
+    try:
+        d = json.loads(text)
+    except ValueError:
+        raise ConfigError(path + ": not valid JSON")
+    try:
+        return parse(d)
+    except ConfigError as err:
+        raise ConfigError(path + ": " + str(err))
+
+
+def dumps(node_id: int, key: bytes, lanes: "list[tuple[list[tuple[int, int]], int]]", **extra: "Any") -> str:
+    """The JSON text of a config (used to provision nodes); validated by ``parse`` before it is returned."""
+    d: dict[str, Any] = {
+        "node_id": node_id,
+        "key": binascii.hexlify(key).decode(),
+        "lanes": [{"cells": [[s, o] for s, o in cells], "rate_sps": rate} for cells, rate in lanes],
+    }
+    for k in extra:
+        d[k] = extra[k]
+    text = json.dumps(d)
+    parse(json.loads(text))
+    return text

@@ -1,0 +1,94 @@
+"""What is flashed as ``/main.py`` on a shelf node (ESP32 / RP2040): the real board, then ``node.main``.
+
+Flash layout::
+
+    /main.py               this file
+    /config.json           the node's configuration (firmware/config.py)
+    /lib/firmware/...      the firmware package
+    /lib/shared_protocol/  the wire protocol
+    /state/                boot counter, sequence reservation, outbox, counters, calibrations (created at boot)
+
+The hub link is the MicroPython console itself (USB CDC): frames go out on ``sys.stdout.buffer``, hub lines
+come in on ``sys.stdin``. Ctrl-C (which the hub never sends) still interrupts the node, so ``mpremote`` can
+take over and reflash it. An unexpected error is printed and the board resets after 5 s; a bad config is
+printed and the node stays at the REPL, unconfigured, until it is fixed.
+
+Board-only modules (``machine``) are imported inside functions, so this module imports anywhere.
+"""
+
+from firmware.link_serial import StdioIO
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from firmware.config import Config
+
+
+class MachineBoard:
+    """A board's hardware through ``machine``: HX711 pins, the LED, the watchdog; flash at the root."""
+
+    def __init__(self, root: str = "") -> None:
+        self.root = root
+        self._led: Any = None
+        self._wdt: Any = None
+        self._io: StdioIO | None = None
+
+    def setup(self, cfg: "Config") -> None:
+        import machine  # type: ignore[import-not-found, unused-ignore]
+
+        if cfg.led is not None:
+            self._led = machine.Pin(cfg.led, machine.Pin.OUT, value=0)
+        if cfg.watchdog_s:
+            self._wdt = machine.WDT(timeout=cfg.watchdog_s * 1000)
+
+    def cell(self, sck: int, dout: int, rate_sps: int) -> "tuple[Any, Any, Any]":
+        from machine import Pin  # type: ignore[import-not-found, unused-ignore]
+
+        return Pin(sck, Pin.OUT, value=0), Pin(dout, Pin.IN, Pin.PULL_UP), None
+
+    def now_ms(self) -> int:
+        import time
+
+        return int(time.ticks_ms())  # type: ignore[attr-defined, unused-ignore]
+
+    def link_io(self) -> StdioIO:
+        if self._io is None:
+            self._io = StdioIO()
+        return self._io
+
+    def mem_free(self) -> int:
+        import gc
+
+        return int(gc.mem_free())  # type: ignore[attr-defined, unused-ignore]
+
+    def set_led(self, on: bool) -> None:
+        if self._led is not None:
+            self._led.value(1 if on else 0)
+
+    def feed_watchdog(self) -> None:
+        if self._wdt is not None:
+            self._wdt.feed()
+
+
+def start() -> None:
+    import sys
+    import time
+
+    from firmware import node
+
+    try:
+        node.main(MachineBoard())
+    except KeyboardInterrupt:
+        raise  # mpremote / a person at the console: leave the REPL to them
+    except Exception as err:
+        sys.print_exception(err)  # type: ignore[attr-defined, unused-ignore]
+        print("smartshelf: node stopped by an error; resetting in 5 s (Ctrl-C to stay at the REPL)")
+        time.sleep(5)
+        import machine  # type: ignore[import-not-found, unused-ignore]
+
+        machine.reset()
+
+
+if __name__ == "__main__":
+    start()

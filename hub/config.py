@@ -1,0 +1,285 @@
+"""``hub.toml``: the hub service's configuration, read with ``tomllib`` into frozen dataclasses.
+
+```toml
+[hub]
+database = "smartshelf.db"       # the ledger; relative paths are relative to this file's directory
+synchronous = "FULL"             # FULL (default) | NORMAL: SQLite durability, see DESIGN.md section 6
+log_level = "info"               # debug | info | warning | error
+status_interval_s = 60           # one status line in the log this often
+control_socket = "hub.sock"      # `smartshelf hub command` talks to the running hub here (default <database>.sock)
+backup_dir = "backups"           # scheduled online backups (optional) ...
+backup_interval_s = 3600         # ... this often (default 3600) ...
+backup_keep = 24                 # ... keeping the newest N (default 24)
+nodes_files = ["emulated-nodes.toml"]  # more [[node]] tables from other files (e.g. written by the emulator)
+
+[[node]]
+id = 1                           # node id, 1..4294967295, as provisioned on the node
+key = "000102...0e0f"            # the node's key: 32..128 hex characters (16..64 bytes)
+port = "/dev/ttyACM0"            # its serial device (may be absent at start: unplugged is normal)
+baud = 115200                    # optional
+
+[reconcile]                      # handed to hub/reconcile unchanged (a table; its keys are checked there)
+```
+
+Every problem is reported as one line that names the file and the setting, for example
+``hub.toml: node[2].key: must be 32..128 hex characters (16..64 bytes)`` (``node[N]`` counts the ``[[node]]``
+tables of that file from 1). A fragment listed in ``nodes_files`` holds only ``[[node]]`` tables; node ids and
+ports must be unique across all files.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+
+Synchronous = Literal["FULL", "NORMAL"]
+LOG_LEVELS = ("debug", "info", "warning", "error")
+DEFAULT_BAUD = 115200
+MAX_SOCKET_PATH = 107  # sockaddr_un.sun_path is 108 bytes with the terminating NUL
+
+_HUB_KEYS = (
+    "database",
+    "synchronous",
+    "log_level",
+    "status_interval_s",
+    "control_socket",
+    "backup_dir",
+    "backup_interval_s",
+    "backup_keep",
+    "nodes_files",
+)
+_NODE_KEYS = ("id", "key", "port", "baud")
+_TOP_KEYS = ("hub", "node", "reconcile")
+
+
+class ConfigError(Exception):
+    """A configuration problem; ``str(err)`` is one line naming the file and the setting."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    node_id: int
+    key: bytes = field(repr=False)
+    port: str
+    baud: int = DEFAULT_BAUD
+    where: str = ""  # "hub.toml: node[2]", for messages
+
+
+@dataclass(frozen=True, slots=True)
+class BackupConfig:
+    directory: Path
+    interval_s: float = 3600.0
+    keep: int = 24
+
+
+@dataclass(frozen=True, slots=True)
+class HubConfig:
+    path: Path
+    database: Path
+    synchronous: Synchronous = "FULL"
+    log_level: str = "info"
+    status_interval_s: float = 60.0
+    control_socket: Path = Path("smartshelf.db.sock")
+    backup: BackupConfig | None = None
+    nodes: tuple[NodeConfig, ...] = ()
+    reconcile: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    def node(self, node_id: int) -> NodeConfig | None:
+        for n in self.nodes:
+            if n.node_id == node_id:
+                return n
+        return None
+
+
+def _type_name(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+class _File:
+    """Checks the settings of one file; every error names it."""
+
+    def __init__(self, display: str) -> None:
+        self.display = display
+
+    def fail(self, setting: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.display}: {setting}: {problem}")
+
+    def unknown(self, table: Mapping[str, Any], known: tuple[str, ...], prefix: str) -> None:
+        for key in table:
+            if key not in known:
+                raise self.fail(f"{prefix}{key}", f"unknown setting (known: {', '.join(known)})")
+
+    def integer(self, setting: str, value: object, lo: int, hi: int, what: str = "a whole number") -> int:
+        if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+            raise self.fail(setting, f"must be {what} {lo}..{hi}, not {_type_name(value)}")
+        return value
+
+    def seconds(self, setting: str, value: object) -> float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= 366 * 86400:
+            raise self.fail(setting, f"must be a number of seconds > 0, not {_type_name(value)}")
+        return float(value)
+
+    def text(self, setting: str, value: object) -> str:
+        if not isinstance(value, str):
+            raise self.fail(setting, f"must be a string, not {_type_name(value)}")
+        if not value.strip():
+            raise self.fail(setting, "must not be empty")
+        if "\x00" in value:
+            raise self.fail(setting, "must not contain a NUL character")
+        return value
+
+
+def _read_toml(path: Path, display: str) -> dict[str, Any]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{display}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{display}: cannot read: {exc.strerror or exc}") from None
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{display}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{display}: invalid TOML: {exc}") from None
+
+
+def _under(base: Path, value: str) -> Path:
+    p = Path(os.path.expanduser(value))
+    return p if p.is_absolute() else base / p
+
+
+def _nodes(f: _File, raw: object, base: Path) -> list[NodeConfig]:
+    if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):
+        raise f.fail("node", "must be [[node]] tables")
+    out: list[NodeConfig] = []
+    for i, table in enumerate(raw, start=1):
+        where = f"node[{i}]"
+        f.unknown(table, _NODE_KEYS, f"{where}.")
+        for required, hint in (
+            ("id", "the node id, 1..4294967295"),
+            ("key", "the node's key as hex"),
+            ("port", "its serial device, e.g. /dev/ttyACM0"),
+        ):
+            if required not in table:
+                raise f.fail(f"{where}.{required}", f"missing ({hint})")
+        node_id = f.integer(f"{where}.id", table["id"], 1, 0xFFFFFFFF, "a node id")
+        key_text = table["key"]
+        if (
+            not isinstance(key_text, str)
+            or not 32 <= len(key_text) <= 128
+            or len(key_text) % 2
+            or any(c not in "0123456789abcdefABCDEF" for c in key_text)
+        ):
+            raise f.fail(f"{where}.key", "must be 32..128 hex characters (16..64 bytes)")
+        port = f.text(f"{where}.port", table["port"])
+        if port != port.strip():
+            raise f.fail(f"{where}.port", f"has spaces around it: {port!r}")
+        baud = f.integer(f"{where}.baud", table.get("baud", DEFAULT_BAUD), 50, 4_000_000, "a baud rate")
+        out.append(
+            NodeConfig(node_id, bytes.fromhex(key_text), str(_under(base, port)), baud, where=f"{f.display}: {where}")
+        )
+    return out
+
+
+def load_config(path: Path | str) -> HubConfig:
+    """Read and check ``hub.toml`` (and the files it includes); raises ``ConfigError`` (one line)."""
+    path = Path(path)
+    f = _File(str(path))
+    top = _read_toml(path, f.display)
+    base = path.parent
+    for key in top:
+        if key not in _TOP_KEYS:
+            raise f.fail(key, f"unknown setting (known: {', '.join(_TOP_KEYS)})")
+    hub = top.get("hub", {})
+    if not isinstance(hub, dict):
+        raise f.fail("hub", "must be a table ([hub])")
+    f.unknown(hub, _HUB_KEYS, "hub.")
+
+    database = _under(base, f.text("hub.database", hub.get("database", "smartshelf.db")))
+    sync = hub.get("synchronous", "FULL")
+    if not isinstance(sync, str) or sync.upper() not in ("FULL", "NORMAL"):
+        raise f.fail("hub.synchronous", f"must be FULL or NORMAL, not {_type_name(sync)}")
+    synchronous: Synchronous = "FULL" if sync.upper() == "FULL" else "NORMAL"
+    level = hub.get("log_level", "info")
+    if not isinstance(level, str) or level.lower() not in LOG_LEVELS:
+        raise f.fail("hub.log_level", f"must be one of {', '.join(LOG_LEVELS)}, not {_type_name(level)}")
+    status_interval = f.seconds("hub.status_interval_s", hub.get("status_interval_s", 60))
+    if "control_socket" in hub:
+        socket_path = _under(base, f.text("hub.control_socket", hub["control_socket"]))
+    else:
+        socket_path = database.with_name(database.name + ".sock")
+    if len(os.fsencode(str(socket_path))) > MAX_SOCKET_PATH:
+        setting = "hub.control_socket" if "control_socket" in hub else "hub.database"
+        raise f.fail(
+            setting,
+            f"the control socket path {socket_path} is longer than {MAX_SOCKET_PATH} bytes: set hub.control_socket",
+        )
+
+    backup: BackupConfig | None = None
+    if "backup_dir" in hub:
+        backup = BackupConfig(
+            _under(base, f.text("hub.backup_dir", hub["backup_dir"])),
+            f.seconds("hub.backup_interval_s", hub.get("backup_interval_s", 3600)),
+            f.integer("hub.backup_keep", hub.get("backup_keep", 24), 1, 100_000),
+        )
+    else:
+        for orphan in ("backup_interval_s", "backup_keep"):
+            if orphan in hub:
+                raise f.fail(f"hub.{orphan}", "needs hub.backup_dir (where to put the backups)")
+
+    nodes = _nodes(f, top.get("node", []), base)
+    includes = hub.get("nodes_files", [])
+    if not isinstance(includes, list):
+        raise f.fail("hub.nodes_files", f"must be a list of file names, not {_type_name(includes)}")
+    for i, name in enumerate(includes, start=1):
+        name = f.text(f"hub.nodes_files[{i}]", name)
+        fragment_path = _under(base, name)
+        if not fragment_path.is_file():
+            raise f.fail(f"hub.nodes_files[{i}]", f"no such file: {fragment_path}")
+        ff = _File(name)
+        fragment = _read_toml(fragment_path, name)
+        for key in fragment:
+            if key != "node":
+                raise ff.fail(key, "unknown setting (a nodes file holds only [[node]] tables)")
+        nodes += _nodes(ff, fragment.get("node", []), fragment_path.parent)
+
+    by_id: dict[int, NodeConfig] = {}
+    by_port: dict[str, NodeConfig] = {}
+    for n in nodes:
+        if n.node_id in by_id:
+            raise ConfigError(f"{n.where}.id: node {n.node_id} is already defined ({by_id[n.node_id].where})")
+        port_key = os.path.normpath(n.port)
+        if port_key in by_port:
+            raise ConfigError(f"{n.where}.port: {n.port} is already the port of node {by_port[port_key].node_id}")
+        by_id[n.node_id] = n
+        by_port[port_key] = n
+
+    reconcile = top.get("reconcile", {})
+    if not isinstance(reconcile, dict):
+        raise f.fail("reconcile", "must be a table ([reconcile])")
+
+    return HubConfig(
+        path=path,
+        database=database,
+        synchronous=synchronous,
+        log_level=level.lower(),
+        status_interval_s=status_interval,
+        control_socket=socket_path,
+        backup=backup,
+        nodes=tuple(nodes),
+        reconcile=MappingProxyType(dict(reconcile)),
+    )

@@ -1,0 +1,228 @@
+"""``smartshelf hub ...``: run the hub service, and talk to the running one.
+
+* ``smartshelf hub run --config hub.toml [--status-interval S] [--log-level L]``: runs until SIGINT / SIGTERM,
+  then stops reading, flushes the ledger, closes the ports and exits 0.
+* ``smartshelf hub command --config hub.toml NODE tare LANE | calibrate LANE GRAMS | set-lane LANE SKU |
+  identify SECONDS``: sends the command through the running hub's control socket and prints the node's answer.
+* ``smartshelf hub status --config hub.toml``: the running hub's status as JSON.
+
+Exit codes: 0 ok; 1 the command failed (the node answered with an error status, or did not answer in time);
+2 a configuration error (one line naming the setting), bad arguments, or no hub running / one already running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from hub.config import ConfigError, HubConfig, load_config
+
+EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
+DEFAULT_CONFIG = "hub.toml"
+
+log = logging.getLogger("hub")
+
+
+def _err(message: str) -> None:
+    print(f"smartshelf hub: {message}", file=sys.stderr)
+
+
+def _config(args: argparse.Namespace) -> HubConfig | None:
+    try:
+        return load_config(args.config)
+    except ConfigError as exc:
+        _err(str(exc))
+        return None
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return value
+
+
+# ------------------------------------------------------------------------------------------------------ run
+
+
+async def _serve(cfg: HubConfig, status_interval_s: float | None) -> int:
+    from hub.control import HubRunning
+    from hub.ledger.models import LedgerError
+    from hub.service import HubService
+
+    service = HubService(cfg)
+    try:
+        await service.start()
+    except (HubRunning, LedgerError, OSError) as exc:
+        _err(str(exc))
+        return EXIT_REFUSED
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await service.run(stop, status_interval_s)
+        log.info("stopping: finishing the ledger's work")
+    finally:
+        await service.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    log.info("hub stopped")
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    if cfg is None:
+        return EXIT_REFUSED
+    level = (args.log_level or cfg.log_level).upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    return asyncio.run(_serve(cfg, args.status_interval))
+
+
+# ------------------------------------------------------------------------------------------------- command
+
+
+def _request(args: argparse.Namespace) -> dict[str, Any]:
+    req: dict[str, Any] = {"op": "command", "node": args.node, "command": args.verb, "timeout_s": args.timeout}
+    req["actor"] = args.actor or _default_actor()
+    if args.verb in ("tare", "calibrate", "set-lane"):
+        req["lane"] = args.lane
+    if args.verb == "calibrate":
+        req["grams"] = args.grams
+    if args.verb == "set-lane":
+        req["sku"] = args.sku
+    if args.verb == "identify":
+        req["seconds"] = args.seconds
+    return req
+
+
+def _default_actor() -> str:
+    from hub.ledger.cli import default_actor
+
+    return default_actor()
+
+
+def _command(args: argparse.Namespace) -> int:
+    from hub.control import HubNotRunning, request
+
+    cfg = _config(args)
+    if cfg is None:
+        return EXIT_REFUSED
+    try:
+        reply = asyncio.run(request(cfg.control_socket, _request(args), timeout_s=args.timeout + 5))
+    except HubNotRunning as exc:
+        _err(str(exc))
+        return EXIT_REFUSED
+    except (TimeoutError, OSError, ValueError) as exc:
+        _err(f"no answer from the hub: {exc or type(exc).__name__}")
+        return EXIT_FAILED
+    if not reply.get("ok"):
+        _err(str(reply.get("error")))
+        return EXIT_FAILED
+    args_text = " ".join(f"{k} {v}" for k, v in sorted(reply.get("args", {}).items()))
+    print(
+        f"node {reply['node']}: {reply['command']} {args_text}: {reply['status']} (value {reply['value']}, "
+        f"{reply['elapsed_s']} s)"
+    )
+    return EXIT_OK if reply.get("status") == "ok" else EXIT_FAILED
+
+
+def _status(args: argparse.Namespace) -> int:
+    from hub.control import HubNotRunning, request
+
+    cfg = _config(args)
+    if cfg is None:
+        return EXIT_REFUSED
+    try:
+        reply = asyncio.run(request(cfg.control_socket, {"op": "status"}, timeout_s=10))
+    except HubNotRunning as exc:
+        _err(str(exc))
+        return EXIT_REFUSED
+    print(json.dumps(reply.get("status"), indent=2, sort_keys=True))
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------------------------- parser
+
+
+def _grams(text: str) -> float:
+    value = _positive(text)
+    if not 0.1 <= value <= 100_000:
+        raise argparse.ArgumentTypeError("the known weight must be 0.1 g .. 100 kg")
+    return value
+
+
+def _lane(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a lane number: {text!r}") from None
+    if not 0 <= value <= 31:
+        raise argparse.ArgumentTypeError("a lane is 0..31")
+    return value
+
+
+def _seconds(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of seconds: {text!r}") from None
+    if not 0 <= value <= 255:
+        raise argparse.ArgumentTypeError("identify takes 0..255 seconds (0 stops)")
+    return value
+
+
+def add_hub_parser(sub: Any) -> None:
+    hub = sub.add_parser("hub", help="run the hub service, or send commands to the running hub")
+    verbs = hub.add_subparsers(dest="hub_command", required=True, metavar="COMMAND")
+
+    def with_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", type=Path, default=Path(DEFAULT_CONFIG), help="hub.toml (default ./hub.toml)")
+
+    run = verbs.add_parser(
+        "run",
+        help="run the hub: serial ports -> ingest -> ledger, until SIGINT/SIGTERM",
+        description="Opens the configured serial ports (waiting for unplugged ones), completes each node's hello, "
+        "books verified events in the ledger and acknowledges them after commit. Stops cleanly on SIGINT/SIGTERM.",
+    )
+    with_config(run)
+    run.add_argument("--status-interval", type=_positive, metavar="S", help="log a status line every S seconds")
+    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="overrides hub.log_level")
+    run.set_defaults(func=_run)
+
+    cmd = verbs.add_parser(
+        "command",
+        help="send a command to a node through the running hub and print its answer",
+        description="tare LANE | calibrate LANE GRAMS | set-lane LANE SKU (assigns the SKU in the ledger too) | "
+        "identify SECONDS",
+    )
+    with_config(cmd)
+    cmd.add_argument("--timeout", type=_positive, default=10.0, metavar="S", help="wait this long (default 10)")
+    cmd.add_argument("--actor", help="who asks (recorded in the audit trail; default cli:<user>)")
+    cmd.add_argument("node", type=int, metavar="NODE", help="node id")
+    actions = cmd.add_subparsers(dest="verb", required=True, metavar="ACTION")
+    tare = actions.add_parser("tare", help="zero a lane")
+    tare.add_argument("lane", type=_lane, metavar="LANE")
+    cal = actions.add_parser("calibrate", help="calibrate a lane with a known weight now on it")
+    cal.add_argument("lane", type=_lane, metavar="LANE")
+    cal.add_argument("grams", type=_grams, metavar="GRAMS")
+    setl = actions.add_parser("set-lane", help="assign a SKU to a lane and send its unit weight")
+    setl.add_argument("lane", type=_lane, metavar="LANE")
+    setl.add_argument("sku", metavar="SKU")
+    ident = actions.add_parser("identify", help="blink the node's LED")
+    ident.add_argument("seconds", type=_seconds, metavar="SECONDS")
+    cmd.set_defaults(func=_command)
+
+    status = verbs.add_parser("status", help="print the running hub's status (JSON)")
+    with_config(status)
+    status.set_defaults(func=_status)

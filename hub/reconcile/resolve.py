@@ -1,0 +1,99 @@
+"""How staff close reconciliation alerts, and the ledger entry each outcome posts (in the same transaction).
+
+| kind | outcome | ledger entry |
+| --- | --- | --- |
+| shrinkage | ``theft`` | shrinkage write-off of the unexplained units (or ``qty``) from ``lane:<lane>`` |
+| shrinkage | ``found`` | none: the units are there (a miscount, a put-back the sensor missed) |
+| shrinkage | ``count`` | a physical count of the lane (``counted``): the difference is a count adjustment |
+| damage | ``damaged`` | damage write-off of the suggested units (or ``qty``) from ``lane:<lane>`` |
+| damage | ``no_damage`` | none |
+| misplaced | ``moved`` | none: the item went back to its own place (the book never moved it) |
+| misplaced | ``kept`` | none: left where it is (e.g. a deliberate display) |
+| sensor | ``fixed`` | none |
+| reorder | ``ordered`` | none: the suggestion is *acknowledged* and resolves itself when stock recovers |
+| reorder | ``dismissed`` | none (it is raised again next run while stock stays at or below the reorder point) |
+
+The resolution text and the movement it posted are stored on the alert (``resolution``,
+``resolution_movement_id``); the write-off's source reference is ``writeoff:alert<id>``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hub.ledger.models import Alert, AlertStatus, InvalidArgument, Reason, UnknownAlert
+from hub.ledger.postings import Tx, WriteOff
+from hub.ledger.reader import ALERT_COLUMNS, alert_from_row
+from hub.ledger.service import LedgerService
+
+OUTCOMES: dict[str, tuple[str, ...]] = {
+    "shrinkage": ("theft", "found", "count"),
+    "damage": ("damaged", "no_damage"),
+    "misplaced": ("moved", "kept"),
+    "sensor": ("fixed",),
+    "reorder": ("ordered", "dismissed"),
+}
+
+
+async def resolve(
+    ledger: LedgerService,
+    alert_id: int,
+    outcome: str,
+    *,
+    actor: str,
+    qty: int | None = None,
+    counted: int | None = None,
+    note: str | None = None,
+) -> Alert:
+    """Close (or, for ``reorder``/``ordered``, acknowledge) a reconciliation alert with ``outcome``, posting the
+    entry it implies from the evidence as it is at that moment (later evidence cannot slip past)."""
+
+    async def run(tx: Tx) -> Alert:
+        rows = list(await tx.conn.execute_fetchall(f"SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?", (alert_id,)))
+        if not rows:
+            raise UnknownAlert(f"no alert {alert_id}")
+        alert = alert_from_row(rows[0])
+        allowed = OUTCOMES.get(alert.kind)
+        if allowed is None:
+            raise InvalidArgument(f"alert {alert_id} is a {alert.kind} alert, not one of reconciliation's")
+        if outcome not in allowed:
+            raise InvalidArgument(f"a {alert.kind} alert is resolved as one of: {', '.join(allowed)}")
+        if alert.status == AlertStatus.RESOLVED:
+            raise InvalidArgument(f"alert {alert_id} is already resolved ({alert.resolution})")
+        ev = alert.evidence
+        suffix = f" ({note.strip()})" if note and note.strip() else ""
+        if alert.kind == "reorder" and outcome == "ordered":
+            if alert.status == AlertStatus.OPEN:
+                return await tx.acknowledge_alert(alert_id, actor=actor)
+            return alert
+        write_off: WriteOff | None = None
+        movement_id: int | None = None
+        if outcome in ("theft", "damaged"):
+            key = "unexplained_units" if outcome == "theft" else "suggested_units"
+            units = _units(qty if qty is not None else ev.get(key, 0))
+            if units == 0:
+                raise InvalidArgument(f"nothing to write off for alert {alert_id}: say how many units (qty)")
+            reason = Reason.SHRINKAGE if outcome == "theft" else Reason.DAMAGE
+            write_off = WriteOff(str(ev["sku"]), units, reason, str(ev["location"]))
+            text = f"{'theft confirmed' if outcome == 'theft' else 'damaged'}: {units} written off{suffix}"
+        elif outcome == "count":
+            if counted is None:
+                raise InvalidArgument("a count resolution needs the counted quantity (counted)")
+            result = await tx.count(
+                str(ev["sku"]), counted, ts_ms=None, actor=actor, ref=f"alert{alert_id}", location=str(ev["location"])
+            )
+            movement_id = result.adjustment_movement_id
+            text = f"counted {result.counted_qty} on the lane (book {result.book_qty}){suffix}"
+        else:
+            text = outcome.replace("_", " ") + suffix
+        return await tx.resolve_alert(
+            alert_id, actor=actor, resolution=text, write_off=write_off, movement_id=movement_id
+        )
+
+    return await ledger.transact(run)
+
+
+def _units(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidArgument(f"units must be a whole number >= 0, not {value!r}")
+    return value

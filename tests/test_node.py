@@ -1,0 +1,297 @@
+"""The node firmware (firmware/node.py, config.py, link_serial.py) on an emulated board, on both runtimes.
+
+Each case boots the real firmware on ``tools/emulation/board.EmulatedBoard`` (pin-level HX711s fed by gram-level
+physics) on virtual time and talks to it with the protocol's own hub-side classes (tests/portable/node_cases.py).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from firmware import config as config_mod
+from shared_protocol.auth import Key
+from shared_protocol.downlink_text import encode_line
+from shared_protocol.frame import DownlinkSender
+from shared_protocol.messages import (
+    FLAG_SENSOR_FAULT,
+    FLAG_UNCALIBRATED,
+    FLAG_UNSTABLE,
+    KIND_PICK,
+    KIND_PUT,
+    STATUS_BAD_ARGS,
+    STATUS_BUSY,
+    STATUS_FAILED,
+    STATUS_OK,
+    STATUS_UNSUPPORTED,
+    Ack,
+    Calibrate,
+    Identify,
+    RequestState,
+    SetConfig,
+    SetLane,
+    Tare,
+)
+from tests.portable import node_cases
+
+M = "tests.portable.node_cases"
+T = 120
+
+
+def _base(runtime: Any, tmp_path: Any, name: str = "flash") -> str:
+    return str(tmp_path / name) if runtime.name == "cpython" else "/" + name
+
+
+def test_hello_repeats_with_backoff_until_acknowledged(runtime: Any, tmp_path: Any) -> None:
+    r = runtime.call(M, "hello_backoff", _base(runtime, tmp_path), timeout_s=T)
+    times = [h[0] for h in r["hellos"]]
+    # At boot, then 2, 4, 8, 16 s apart, then every 30 s; the ack at 75 s ends them.
+    assert times == [10, 2010, 6010, 14010, 30010, 60010], times
+    assert all(h[1:] == [1, 2, r["layout_hash"]] for h in r["hellos"])
+    assert r["session"] is True
+    # Lane state every 10 s per lane (two lanes: one every 5 s), and for both lanes when the session starts.
+    ls = r["lane_states"]
+    assert [t for t, _ in ls if t <= 75000] == list(range(5000, 75001, 5000))
+    assert [lane for t, lane in ls if t == 75010] == [0, 1]
+    # Health every 30 s and at the session start; counters count since boot.
+    health = r["health"]
+    assert [h[0] for h in health] == [30000, 60000, 75010, 90000]
+    assert [h[2] for h in health] == [0, 0, 1, 1]  # rx_frames
+    assert [h[3] for h in health] == [30, 60, 75, 90]  # uptime_s
+    assert health[0][1] == 4 + 6  # tx_frames before it: the hellos at 0, 2, 6, 14 s and six lane states
+
+
+def test_events_sent_retransmitted_and_released_by_ack(runtime: Any, tmp_path: Any) -> None:
+    r = runtime.call(M, "events_flow", _base(runtime, tmp_path), timeout_s=T)
+    ev = r["events"]
+    # [t, frame seq, event_seq, lane, kind, count, age_ms]
+    first = ev[0]
+    assert first[2:6] == [1, 0, KIND_PICK, -2]
+    assert 5400 <= first[0] <= 6300  # within ~0.8 s of the hand leaving (5.5 s)
+    assert 300 <= first[6] <= 1300  # age: since the change began (5.0-5.3 s)
+    # Not acknowledged: sent again 2 s later, then 4 s later (new frames, new seq, same event); the ack at 12 s
+    # stops it.
+    again = [e for e in ev if e[2] == 1]
+    assert [e[0] - first[0] for e in again] == [0, 2000, 6000]
+    seqs = [e[1] for e in again]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 3
+    assert [e[6] - first[6] for e in again] == [0, 2000, 6000]
+    # The put-back at 16 s is acknowledged at once: sent once.
+    assert [e[2:6] for e in ev if e[2] == 2] == [[2, 0, KIND_PUT, 1]]
+    assert r["outbox"] == [0, 2]
+    # lane_state after each event carries the counters.
+    after = [s for s in r["lane_states"] if s["last_event"] >= 1]
+    assert (after[0]["count"], after[0]["removed_total"], after[0]["added_total"]) == (-2, 2, 0)
+    assert after[0]["t"] == first[0]
+    last = r["lane_states"][-1]
+    assert (last["count"], last["removed_total"], last["added_total"], last["last_event"]) == (-1, 2, 1, 2)
+    assert abs(last["weight_dg"] - 4000) < 30 and last["flags"] == 0
+    h = r["health_now"]
+    assert h["uptime_s"] == 22
+    assert 7800 <= h["sample_rate_chz"] <= 8100
+    assert h["tx_frames"] == r["frames_total"]
+    assert h["rx_frames"] == 3  # the hello's ack, the ack at 12 s and the put-back's ack
+    assert (h["rx_rejected"], h["outbox_depth"], h["outbox_dropped"], h["outbox_first"]) == (0, 0, 0, 0)
+    if runtime.name == "micropython":
+        assert h["free_heap"] > 0
+    # The health sent when the session started: nothing pending yet, outbox_first 0.
+    assert r["health_frames"][0]["outbox_depth"] == 0
+
+
+def test_unacknowledged_events_survive_a_reboot(runtime: Any, tmp_path: Any) -> None:
+    base = _base(runtime, tmp_path)
+    first = runtime.call(M, "reboot_run", base, None, 9000, False, timeout_s=T)
+    assert first["hellos"] == [1]
+    assert [e[1:3] for e in first["events"]] == [[1, -1], [1, -1]]  # sent, re-sent, never acknowledged
+    # The second boot starts from the first one's flash (carried across as files, like a power cycle).
+    base2 = _base(runtime, tmp_path, "flash2")
+    second = runtime.call(M, "reboot_run", base2, first["files"], 9000, True, timeout_s=T)
+    assert second["hellos"] == [2]  # a new boot count: the new downlink session
+    assert second["min_seq"] > first["max_seq"]  # frame seq keeps increasing across the reboot
+    # The event comes again (a new frame), its age unknown after a reboot; acknowledged, it is not re-sent.
+    assert [e[1:4] for e in second["events"]] == [[1, -1, 0xFFFFFFFF]]
+    lane0 = second["lane0"]
+    assert (lane0["count"], lane0["removed_total"], lane0["last_event"]) == (-1, 1, 1)
+
+
+def test_commands_are_executed_and_answered(runtime: Any, tmp_path: Any) -> None:
+    r = runtime.call(M, "commands", _base(runtime, tmp_path), timeout_s=T)
+    res = r["results"]
+    by_name: dict[str, list[list[int]]] = {}
+    for seq, name, t in r["sent"]:
+        by_name.setdefault(name, []).append(res[str(seq)])
+        assert t < res[str(seq)][2] <= t + 10  # answered at the next link poll
+    tare_ok, tare_busy, tare_bad = by_name["tare"]
+    assert tare_ok[0] == STATUS_OK and abs(tare_ok[1] - node_cases.OFFSET) < 600  # the new zero, raw counts
+    assert tare_busy[0] == STATUS_BUSY  # the lane was moving
+    assert tare_bad[0] == STATUS_BAD_ARGS  # no lane 9
+    cal_ok, cal_bad = by_name["calibrate"]
+    assert cal_ok[0] == STATUS_OK and abs(cal_ok[1] - node_cases.CPG * 10) < 30  # counts per 10 g
+    assert cal_bad[0] == STATUS_FAILED  # an implausible scale is refused; the old one stays
+    assert abs(r["weight0"] - 10000) < 30  # the calibrated lane reads the kilogram
+    ident_on, ident_off = by_name["identify"]
+    assert ident_on[0] == ident_off[0] == STATUS_OK
+    led = {name: (on, changes) for name, on, changes in r["led"]}
+    assert led["identify"][0] is False and led["identify"][1] >= 3  # blinked, then off
+    assert by_name["set_lane"] == [[STATUS_OK, 0, by_name["set_lane"][0][2]]]
+    assert r["assignment"] == [2500, 15, "SKU-X"] and r["unit1"] == 2500 and r["skus"][1] == "SKU-X"
+    assert [x[0] for x in by_name["set_config"]] == [STATUS_OK, STATUS_UNSUPPORTED, STATUS_BAD_ARGS]
+    assert r["settings"] == [5000, 30000]
+    rs_all, rs_bad = by_name["request_state"]
+    assert rs_all[0] == STATUS_OK and rs_bad[0] == STATUS_BAD_ARGS
+    assert r["lane_states_after_request"] == [0, 1]
+    # The new lane_state interval (5 s, two lanes) applies at once.
+    assert r["lane_state_times"] == [9205, 9505, 9505, 11705, 14205]
+
+
+def test_forged_replayed_and_garbled_downlink_is_dropped_and_counted(runtime: Any, tmp_path: Any) -> None:
+    r = runtime.call(M, "forged", _base(runtime, tmp_path), timeout_s=T)
+    # Bad tag, another node's frame, another boot's frame, a replay, bad base64, an overlong line: six rejects.
+    assert r["rx_rejected"] == 6
+    # Only the two genuine commands were answered (the replayed copy of the first was not).
+    assert [x[1] for x in r["results"]] == [STATUS_OK, STATUS_OK]
+    assert [x[0] for x in r["results"]] == [2, r["good_seq"]]
+    assert r["rx_frames"] == 3  # the hello's ack and the two commands
+    assert r["ignored"] == 2  # console typing and noise without '!': not frames, not counted as rejects
+
+
+def test_a_missing_cell_is_a_sensor_fault_not_a_hang(runtime: Any, tmp_path: Any) -> None:
+    r = runtime.call(M, "unwired_cell", _base(runtime, tmp_path), timeout_s=T)
+    assert r["flags"][0] & FLAG_SENSOR_FAULT
+    assert r["flags"][0] & FLAG_UNCALIBRATED  # nothing provisioned in this case
+    assert not r["flags"][1] & (FLAG_SENSOR_FAULT | FLAG_UNSTABLE)
+    assert r["faults"] == 1
+    assert 230 <= r["samples"][1] <= 240  # the healthy lane keeps its 80 samples/s
+    assert r["hellos"] == 1
+
+
+def _cfg(**over: Any) -> str:
+    d: dict[str, Any] = {
+        "node_id": 3,
+        "key": "00" * 16,
+        "lanes": [{"cells": [[4, 5]], "rate_sps": 80}, {"cells": [[6, 7], [8, 9]], "rate_sps": 10}],
+    }
+    d.update(over)
+    return json.dumps(d)
+
+
+BAD_CONFIGS = [
+    ("{not json", "not valid JSON"),
+    (_cfg(node_id=0), "node_id: 0 is outside 1..4294967295"),
+    (_cfg(node_id=True), "node_id: must be an integer"),
+    (_cfg(key="abc"), "key: must be 32..128 hex characters"),
+    (_cfg(key="zz" * 16), "key: must be hex"),
+    (_cfg(lanes=[]), "lanes: must be a list of 1..32 lanes"),
+    (_cfg(lanes=[{"cells": [[4, 5]], "rate_sps": 20}]), "lanes[0].rate_sps: must be 10 or 80"),
+    (_cfg(lanes=[{"cells": [[4, 5]]}, {"cells": [[6, 4]]}]), "lanes[1].cells[0]: pin 4 is already used by lanes[0]"),
+    (_cfg(lanes=[{"cells": [[4, 70]]}]), "lanes[0].cells[0][1] (dout): 70 is outside 0..63"),
+    (_cfg(lanes=[{"cells": [4, 5]}]), "lanes[0].cells[0]: must be [sck_pin, dout_pin]"),
+    (_cfg(lanes=[{"cells": [[4, 5]], "rate": 80}]), "lanes[0].rate: unknown field"),
+    (_cfg(intervals={"health_s": 1}), "intervals.health_s: 1 is outside 5..3600"),
+    (_cfg(lane_count=2), "lane_count: unknown field"),
+    (json.dumps({"node_id": 1, "key": "00" * 16}), "lanes: missing"),
+]
+
+
+def test_a_bad_config_is_named_and_nothing_runs(runtime: Any, tmp_path: Any) -> None:
+    docs = [text for text, _ in BAD_CONFIGS] + [_cfg()]
+    r = runtime.call(M, "bad_configs", _base(runtime, tmp_path), docs, timeout_s=T)
+    for (msg, started), (_text, expected) in zip(r[:-1], BAD_CONFIGS, strict=True):
+        assert expected in msg, (msg, expected)
+        assert msg.startswith(_base(runtime, tmp_path) + "/config.json: ")
+        assert started is False
+    assert r[-1] == ["", True]
+
+
+def test_bad_config_is_reported_on_the_console(tmp_path: Any, capsys: Any) -> None:
+    from firmware import node
+
+    (tmp_path / "config.json").write_text(_cfg(key="abc"))
+    from tools.emulation.board import EmulatedBoard
+
+    board = EmulatedBoard({}, node_cases.PipeIO(), lambda: 0, str(tmp_path))  # type: ignore[no-untyped-call]
+    assert node.boot(board) is None
+    out = capsys.readouterr().out
+    assert "config error" in out and "key: must be 32..128 hex characters" in out and "not started" in out
+
+
+def test_config_round_trip_and_layout_hash() -> None:
+    text = config_mod.dumps(9, bytes(range(20)), [([(4, 5)], 80), ([(6, 7), (8, 9)], 10)], led="LED")
+    cfg = config_mod.parse(json.loads(text))
+    assert (cfg.node_id, cfg.key, [lane.rate_sps for lane in cfg.lanes]) == (9, bytes(range(20)), [80, 10])
+    assert (cfg.lane_state_s, cfg.health_s, cfg.retransmit_ms, cfg.led, cfg.watchdog_s) == (10, 30, 2000, "LED", 0)
+    rewired = config_mod.parse(json.loads(config_mod.dumps(9, bytes(16), [([(4, 5)], 80), ([(6, 7), (9, 8)], 10)])))
+    assert cfg.layout_hash() != rewired.layout_hash()  # a swapped pair of wires is a different layout
+
+
+SAMPLER_ALLOC = """
+import gc
+import micropython
+from tests.portable import node_cases as nc
+from tools.emulation.board import EmulatedBoard, provision
+from firmware import node as node_mod
+
+def values(load_g, n):
+    return [8000 + load_g * 420 + ((i * 7919) % 841) - 420 for i in range(n)]
+
+plan = nc.plan_two_lanes([])
+plan["cells"][0]["values"] = values(500, 97)
+plan["cells"][1]["values"] = values(300, 89)
+provision("/a", nc.config_text(), plan)
+board = EmulatedBoard(plan, nc.PipeIO(), None, "/a")
+node = node_mod.boot(board)
+adv = board.clock.advance
+ticks = board.clock.ticks_ms
+sample = node.sample_once
+
+def window(n):
+    gc.collect()
+    gc.disable()
+    a = gc.mem_alloc()
+    events = 0
+    i = 0
+    while i < n:
+        adv(2500)
+        events += sample(ticks())
+        i += 1
+    b = gc.mem_alloc()
+    gc.enable()
+    return b - a, events
+
+for _ in range(1600):  # warm-up: the detectors learn the noise and settle
+    adv(2500)
+    sample(ticks())
+delta, events = window(2000)
+micropython.heap_lock()
+locked = True
+try:
+    for _ in range(400):
+        adv(2500)
+        sample(ticks())
+except MemoryError:
+    locked = False
+micropython.heap_unlock()
+result = {"delta": delta, "events": events, "locked": locked, "stable": [l.det.stable for l in node.shelf.lanes],
+          "samples": [l.samples for l in node.shelf.lanes]}
+"""
+
+
+def test_sampler_allocates_nothing_per_sample(mpy: Any) -> None:
+    r = mpy.exec(SAMPLER_ALLOC, timeout_s=T)
+    assert r["stable"] == [True, True] and r["events"] == 0, r
+    assert r["samples"][0] >= 1600 * 2500 // 12500, r  # only ready cells were read: one sample per conversion
+    assert r["delta"] == 0, r
+    assert r["locked"] is True, r
+
+
+def test_downlink_lines_never_contain_control_bytes() -> None:
+    sender = DownlinkSender(5, Key(bytes(range(16))))
+    sender.new_session(0xFFFFFFFF)
+    msgs = [Ack(0), Ack(0xFFFFFFFF), Tare(31), Calibrate(31, 1000000), SetLane(31, 1000000, 1000, "~" * 32)]
+    msgs += [Identify(255), SetConfig(255, -(2**31)), SetConfig(1, 2**31 - 1), RequestState(255)]
+    msgs += [SetLane(0, 1, 0, " ")]
+    for _ in range(200):
+        for m in msgs:
+            line = encode_line(sender.encode(m))
+            assert line.endswith(b"\n")
+            assert all(0x20 <= b < 0x7F for b in line[:-1]), line

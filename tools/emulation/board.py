@@ -1,0 +1,205 @@
+"""An emulated shelf-node board: the firmware's ``Board`` with pin-level HX711s on a clock that follows real time.
+
+Runs under MicroPython (the emulated node, ``tools/emulation/host.py``) and CPython (tests). The node's real
+firmware (``firmware/node.py``) gets, for each ``[sck, dout]`` pair of its config, the two pins of an
+``HX711Chip`` wired to it by the *plan* (``plan["cells"]``: which lane's plate the cell carries and its
+electrical model); pins the plan does not wire read as a disconnected sensor (DOUT stuck high), exactly as an
+unplugged cell would. Each cell's load is its share of the lane's plate plus the lane's items
+(``tools/emulation/physics.py``) at the moment of each conversion, averaged over the conversion.
+
+**Time.** The chips and the HX711 driver run on one ``VirtualClock``. Before every clock read the board jumps
+the virtual clock forward to the wall clock (``wall_ms()``: milliseconds since the emulation's epoch, the
+scenario's time zero), never backwards: conversions complete at 10 / 80 per second of real time, a read's
+clock pulses take no virtual time (a driver's own waits may put the virtual clock slightly ahead, which the
+next jump absorbs), and a loop that falls behind misses conversions as a real one would (``chip.missed``).
+Virtual time is the scenario's time, so the physics and the ground truth share one timeline.
+
+**Link.** ``BridgeIO`` is the link's byte I/O under the emulation host's runner: writes go out on
+``sys.stdout.buffer`` exactly as on a board (the runner forwards the console to the node's pty), reads come
+from the runner's ``emu_io`` module (non-blocking reads of the pty).
+"""
+
+import json
+
+from firmware.calibration import Calibration, CalibrationStore
+from tools.emulation.hx711_chip import STUCK_HIGH, ArraySource, HX711Chip, LoadCellSource, VirtualClock
+from tools.emulation.physics import LanePhysics
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    from firmware.config import Config
+    from firmware.link_serial import ByteIO
+
+
+class EmulatedBoard:
+    """``wall_ms``: a callable giving the current scenario time in ms (None: the clock only moves when the
+    caller advances ``clock``). ``io``: the link's byte I/O. ``root``: the flash root the node uses.
+    ``on_led``: told when the identify LED changes (the emulation host logs it)."""
+
+    def __init__(
+        self,
+        plan: "dict[str, Any]",
+        io: "ByteIO | None" = None,
+        wall_ms: "Callable[[], int] | None" = None,
+        root: str = "/flash",
+        on_led: "Callable[[bool], object] | None" = None,
+    ) -> None:
+        self.root = root
+        self._on_led = on_led
+        self.clock = VirtualClock()
+        self._wall = wall_ms
+        self._io = io
+        self.physics = [LanePhysics(spec) for spec in plan.get("lanes", [])]
+        self._wiring: dict[tuple[int, int], dict[str, Any]] = {}
+        for c in plan.get("cells", []):
+            self._wiring[(c["sck"], c["dout"])] = c
+        self.chips: list[HX711Chip] = []
+        self.cfg: Config | None = None
+        self.led = False
+        self.led_changes = 0
+        self.watchdog_feeds = 0
+        self.sync()
+
+    # -- time -------------------------------------------------------------------------------------
+    def sync(self) -> None:
+        """Jump the virtual clock forward to the wall clock (never backwards)."""
+        if self._wall is None:
+            return
+        d = self._wall() * 1000 - self.clock.now
+        if d > 0:
+            self.clock.advance(d)
+
+    def now_ms(self) -> int:
+        self.sync()
+        return self.clock.ticks_ms()
+
+    # -- the firmware's Board interface -----------------------------------------------------------
+    def setup(self, cfg: "Config") -> None:
+        self.cfg = cfg
+
+    def cell(self, sck: int, dout: int, rate_sps: int) -> "tuple[Any, Any, Any]":
+        spec = self._wiring.get((sck, dout))
+        if spec is None:  # nothing wired to these pins: an unplugged sensor
+            chip = HX711Chip(self.clock, LoadCellSource(0), rate_sps=rate_sps)
+            chip.disconnect(STUCK_HIGH)
+        else:
+            rate = spec.get("rate", rate_sps)  # the chip's RATE pin, whatever the config believes
+            chip = HX711Chip(self.clock, self._source(spec, rate), rate_sps=rate)
+        self.chips.append(chip)
+        return chip.sck, chip.dout, self.clock
+
+    def _source(self, spec: "dict[str, Any]", rate: int) -> "Any":
+        values = spec.get("values")
+        if values is not None:
+            return ArraySource(values)
+        lane = self.physics[spec["lane"]]
+        share = float(spec.get("share", 1.0))
+        plate = float(spec.get("plate_g", 0.0))
+        period = 1.0 / rate
+        nsub = 4 if rate >= 40 else 8
+
+        def grams_at(t_us: int) -> float:
+            return float(share * (plate + lane.mean(t_us / 1000000, period, nsub)))
+
+        return LoadCellSource(
+            grams_at,
+            counts_per_g=int(spec.get("counts_per_g", 420)),
+            offset=int(spec.get("offset", 0)),
+            noise_counts=int(spec.get("noise_counts", 0)),
+            drift_counts_per_h=int(spec.get("drift_counts_per_h", 0)),
+            temp_coeff=int(spec.get("temp_coeff", 0)),
+            temp_swing_mc=int(spec.get("temp_swing_mc", 0)),
+            temp_period_s=int(spec.get("temp_period_s", 3600)),
+            spike_ppm=int(spec.get("spike_ppm", 0)),
+            spike_counts=int(spec.get("spike_counts", 0)),
+            seed=int(spec.get("seed", 1)),
+        )
+
+    def link_io(self) -> "ByteIO":
+        if self._io is None:
+            raise ValueError("this board has no link I/O")
+        return self._io
+
+    def mem_free(self) -> int:
+        import gc
+
+        f = getattr(gc, "mem_free", None)
+        return int(f()) if f is not None else 0
+
+    def set_led(self, on: bool) -> None:
+        if on != self.led:
+            self.led = on
+            self.led_changes += 1
+            if self._on_led is not None:
+                self._on_led(on)
+
+    def feed_watchdog(self) -> None:
+        self.watchdog_feeds += 1
+
+
+class BridgeIO:
+    """The link's bytes under the emulation runner: out on the console (like a board), in from ``emu_io``."""
+
+    def __init__(self) -> None:
+        import sys
+
+        import emu_io  # type: ignore[import-not-found, unused-ignore]  # registered by tools/mpy_runtime/runner.mjs
+
+        self._js: Any = emu_io
+        self._out = sys.stdout.buffer
+
+    def write(self, data: bytes) -> None:
+        self._out.write(data)
+
+    def read_available(self) -> bytes:
+        h = self._js.read()
+        return bytes.fromhex(h) if h else b""
+
+
+def provision(root: str, config_text: str, plan: "dict[str, Any]") -> None:
+    """Write a node's flash as the factory would: ``config.json``, each lane's calibration and its SKU
+    assignment (``plan["lanes"][i]``: ``cal`` = {"offset", "c10"}, ``unit_dg``, ``spread_permille``, ``sku``).
+    Runs on the host (CPython, a directory) and in tests (either runtime)."""
+    from firmware.node import save_assignment
+
+    _mkdir(root)
+    _mkdir(root + "/state")
+    with open(root + "/config.json", "w") as f:
+        f.write(config_text)
+    cells = json.loads(config_text)["lanes"]
+    lanes = plan.get("lanes", [])
+    for i in range(len(lanes)):
+        lane = lanes[i]
+        cal = lane.get("cal")
+        if cal is not None and i < len(cells):
+            n = len(cells[i]["cells"])
+            CalibrationStore(root + "/state/cal" + str(i), n).save(Calibration(n, int(cal["offset"]), int(cal["c10"])))
+        if lane.get("unit_dg"):
+            save_assignment(
+                root + "/state/lane" + str(i), int(lane["unit_dg"]), int(lane.get("spread_permille", 0)), lane["sku"]
+            )
+
+
+def _mkdir(path: str) -> None:
+    import os
+
+    try:
+        os.stat(path)
+    except OSError:
+        os.mkdir(path)
+
+
+async def main(root: str = "/flash", plan_path: str = "/emu/plan.json") -> None:
+    """The emulated node, as started by the emulation host's runner: the real firmware entry point on an
+    emulated board whose plan (wiring and physics) is ``plan_path``."""
+    import emu_io  # type: ignore[import-not-found, unused-ignore]
+
+    from firmware import node
+
+    with open(plan_path) as f:
+        plan = json.load(f)
+    board = EmulatedBoard(plan, BridgeIO(), emu_io.clock_ms, root, emu_io.led)
+    await node.run(board)

@@ -1,0 +1,439 @@
+"""``smartshelf emulate``: emulated shelf nodes, each the real firmware under MicroPython on a real pty.
+
+For each node the host
+
+* provisions its flash (a directory under ``<dir>/state/node-<id>/flash``): ``config.json`` with the node id,
+  its key and the lane layout of the scenario, the lanes' factory calibrations and SKU assignments. The key
+  and everything the node stores itself (boot count, sequence reservation, outbox, counters) survive a
+  restart of the emulator, as a real node's flash would; ``--fresh`` starts with new nodes;
+* opens a pty (``os.openpty``, raw mode) and points a stable symlink at it, ``<dir>/node-<id>``;
+* starts a MicroPython runtime process (``tools/mpy_runtime`` node mode) running
+  ``tools/emulation/board.main``: the firmware's own ``node.run`` on an emulated board whose HX711s are fed
+  by the scenario's physics. The pty master is handed to the process; its console (frames and prints) is the
+  pty, so a hub reading ``<dir>/node-<id>`` cannot tell it from a node on USB;
+* holds the pty's slave side open itself, so the node's writes never fail while no hub is connected, and
+  flushes what nobody reads once more than ``BACKLOG_MAX`` bytes have waited for a second (a USB port with
+  no host drops data too); the runner bounds what it buffers in front of the pty as well;
+* writes a hub config fragment (``[[node]]`` tables: ``id``, ``key``, ``port``) and the ground truth
+  (``tools/emulation/scenarios.py``), one JSON line per physical action once its time has come.
+
+A node process that fails is restarted after 2 s with the same flash (like the board's reset in
+``firmware/main.py``), at most ``MAX_RESTARTS`` times; one that stops by itself (a bad config) is reported and
+left stopped. Ctrl-C (or SIGTERM) stops every node, closes the ptys and removes the symlinks; nothing is left
+running, and a host that dies anyway takes its nodes with it (they exit when their stdin closes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import shutil
+import signal
+import struct
+import sys
+import termios
+import time
+import tty
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+from firmware import config as node_config
+from tools.emulation.board import provision
+from tools.emulation.scenarios import SCENARIOS, Scenario, build
+from tools.mpy_runtime import REPO_ROOT, MicroPythonUnavailable, NodeProcess
+
+DEFAULT_DIR = Path("/tmp/smartshelf-emu")
+MAX_NODES = 32
+BACKLOG_MAX = 4096  # unread bytes on a pty for a whole second: nobody is listening, drop them
+MAX_RESTARTS = 5
+RESTART_DELAY_S = 2.0
+PACKAGES: tuple[str | tuple[Path, str], ...] = (
+    "shared_protocol",
+    "firmware",
+    (REPO_ROOT / "tools" / "emulation", "tools/emulation"),
+)
+NODE_PROGRAM = "from tools.emulation import board\nawait board.main('/flash', '/emu/plan.json')\n"
+
+
+class EmulatorError(Exception):
+    """The emulator cannot start (bad arguments, a busy directory, no MicroPython runtime)."""
+
+
+@dataclass
+class EmulatedNode:
+    node_id: int
+    key: bytes = field(repr=False)
+    port: Path  # the stable symlink
+    device: str  # /dev/pts/N
+    flash_dir: Path
+    log_path: Path
+    plan: dict[str, Any] = field(repr=False)
+    skus: list[str]
+    master: int = -1
+    slave: int = -1
+    process: NodeProcess | None = None
+    restarts: int = 0
+    restart_at: float | None = None
+    stopped: str = ""  # why the node is no longer running ("" while it runs)
+    backlog_since: float | None = None
+    flushed_bytes: int = 0
+    boot_reported: bool = False
+
+
+def _read_key(flash: Path, node_id: int) -> bytes | None:
+    """The key of an already provisioned node (its config must be valid and for this node id)."""
+    try:
+        cfg = node_config.load(str(flash / "config.json"))
+    except node_config.ConfigError:
+        return None
+    return cfg.key if cfg.node_id == node_id else None
+
+
+def toml_fragment(nodes: list[EmulatedNode]) -> str:
+    """The hub's ``[[node]]`` tables for these nodes (strings quoted as TOML basic strings)."""
+    out = ["# Emulated shelf nodes (smartshelf emulate); include from hub.toml with nodes_files = [...]"]
+    for n in nodes:
+        out += ["", "[[node]]", f"id = {n.node_id}", f'key = "{n.key.hex()}"', f"port = {json.dumps(str(n.port))}"]
+    return "\n".join(out) + "\n"
+
+
+class Emulator:
+    """Emulated nodes on ptys: ``start()``, then ``poll()`` every ~0.1 s (or ``run()``), then ``stop()``."""
+
+    def __init__(
+        self,
+        nodes: int | list[int],
+        scenario: str | Scenario = "store",
+        directory: Path = DEFAULT_DIR,
+        *,
+        seed: int = 1,
+        duration_s: float | None = None,
+        write_config: Path | None = None,
+        truth_path: Path | None = None,
+        fresh: bool = False,
+        out: Callable[[str], None] | None = None,
+    ) -> None:
+        node_ids = list(range(1, nodes + 1)) if isinstance(nodes, int) else list(nodes)
+        if not 1 <= len(node_ids) <= MAX_NODES:
+            raise EmulatorError(f"--nodes must be 1..{MAX_NODES}, got {len(node_ids)}")
+        if any(not 1 <= n <= 0xFFFFFFFF for n in node_ids) or len(set(node_ids)) != len(node_ids):
+            raise EmulatorError("node ids must be unique and 1..4294967295")
+        if isinstance(scenario, str):
+            if scenario not in SCENARIOS:
+                raise EmulatorError(f"unknown scenario {scenario!r} (choose from {', '.join(SCENARIOS)})")
+            try:
+                scenario = build(scenario, node_ids, seed, duration_s)
+            except ValueError as err:
+                raise EmulatorError(str(err)) from None
+        missing = [n for n in node_ids if n not in scenario.nodes]
+        if missing:
+            raise EmulatorError(f"scenario {scenario.name!r} has no layout for node(s) {missing}")
+        self.node_ids = node_ids
+        self.scenario = scenario
+        self.directory = Path(directory)
+        self.write_config = Path(write_config) if write_config else self.directory / "nodes.toml"
+        self.truth_path = Path(truth_path) if truth_path else self.directory / "truth.jsonl"
+        self.fresh = fresh
+        self.seed = seed
+        self.nodes: list[EmulatedNode] = []
+        self.epoch = 0.0
+        self._out = out or (lambda s: print(s, flush=True))
+        self._truth: IO[str] | None = None
+        self._truth_next = 0
+        self._lock: IO[str] | None = None
+        self._started = False
+
+    # -- start ------------------------------------------------------------------------------------
+    def start(self) -> list[EmulatedNode]:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise EmulatorError(f"cannot use {self.directory}: {err.strerror}") from None
+        self._lock = open(self.directory / ".lock", "w")  # noqa: SIM115 (held until stop)
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock.close()
+            self._lock = None
+            raise EmulatorError(f"another smartshelf emulate is using {self.directory}") from None
+        self._started = True
+        try:
+            self._start_nodes()
+        except OSError as err:
+            self.stop(quiet=True)
+            raise EmulatorError(f"{err.filename or self.directory}: {err.strerror or err}") from None
+        except BaseException:
+            self.stop(quiet=True)
+            raise
+        return self.nodes
+
+    def _start_nodes(self) -> None:
+        self.epoch = time.time()
+        for nid in self.node_ids:
+            self.nodes.append(self._provision(nid))
+        for node in self.nodes:
+            self._open_pty(node)
+        for node in self.nodes:
+            self._spawn(node)
+        for node in self.nodes:
+            assert node.process is not None
+            try:
+                node.process.wait_ready(30.0)
+            except (RuntimeError, TimeoutError) as err:
+                raise EmulatorError(f"node {node.node_id} did not start: {err}") from None
+        self.write_config.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.write_config.with_name(self.write_config.name + ".tmp")
+        tmp.write_text(toml_fragment(self.nodes))
+        os.replace(tmp, self.write_config)
+        self.truth_path.parent.mkdir(parents=True, exist_ok=True)
+        self._truth = open(self.truth_path, "w")  # noqa: SIM115 (written as time passes, closed in stop)
+        sc = self.scenario
+        self._out(
+            f"smartshelf emulate: {len(self.nodes)} node(s), scenario {sc.name!r} (seed {self.seed}), "
+            f"state in {self.directory}"
+        )
+        for node in self.nodes:
+            lanes = ", ".join(node.skus)
+            self._out(f"node {node.node_id}: {node.port} -> {node.device}  lanes: {lanes}  log: {node.log_path}")
+        self._out(f"hub config: {self.write_config}")
+        self._out(f"ground truth: {self.truth_path}")
+        self.poll()
+
+    def _provision(self, nid: int) -> EmulatedNode:
+        state = self.directory / "state" / f"node-{nid}"
+        flash = state / "flash"
+        if self.fresh and state.exists():
+            shutil.rmtree(state)
+        flash.mkdir(parents=True, exist_ok=True)
+        key = _read_key(flash, nid) or secrets.token_bytes(32)
+        node_plan = self.scenario.nodes[nid]
+        plan = node_plan.plan()
+        text = node_config.dumps(nid, key, node_plan.config_lanes())
+        provision(str(flash), text, plan)
+        return EmulatedNode(
+            nid, key, self.directory / f"node-{nid}", "", flash, self.directory / f"node-{nid}.log", plan,
+            [lane.sku.sku for lane in node_plan.lanes],
+        )  # fmt: skip
+
+    def _open_pty(self, node: EmulatedNode) -> None:
+        master, slave = os.openpty()
+        tty.setraw(slave)  # no echo, no CR/LF translation: bytes pass unchanged both ways
+        os.set_blocking(master, False)
+        node.master, node.slave = master, slave
+        node.device = os.ttyname(slave)
+        tmp = node.port.with_name(node.port.name + ".tmp")
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        tmp.symlink_to(node.device)
+        os.replace(tmp, node.port)
+
+    def _spawn(self, node: EmulatedNode) -> None:
+        proc = NodeProcess(
+            NODE_PROGRAM,
+            node.master,
+            node.flash_dir,
+            epoch_ms=self.epoch * 1000.0,
+            files={"/emu/plan.json": json.dumps(node.plan).encode()},
+            log_path=node.log_path,
+            packages=PACKAGES,
+        )
+        try:
+            proc.start()
+        except MicroPythonUnavailable as err:
+            raise EmulatorError(str(err)) from None
+        node.process = proc
+        node.stopped = ""
+
+    # -- running ----------------------------------------------------------------------------------
+    def elapsed(self) -> float:
+        return time.time() - self.epoch
+
+    def poll(self) -> None:
+        """Write the ground truth that has happened, watch the ptys and the node processes."""
+        now = self.elapsed()
+        truth = self.scenario.truth
+        if self._truth is not None:
+            wrote = False
+            while self._truth_next < len(truth) and truth[self._truth_next].t <= now:
+                self._truth.write(truth[self._truth_next].to_json(self.epoch) + "\n")
+                self._truth_next += 1
+                wrote = True
+            if wrote:
+                self._truth.flush()
+        mono = time.monotonic()
+        for node in self.nodes:
+            self._watch_backlog(node, mono)
+            self._watch_process(node, mono)
+
+    def _watch_backlog(self, node: EmulatedNode, mono: float) -> None:
+        if node.slave < 0:
+            return
+        buf = fcntl.ioctl(node.slave, termios.FIONREAD, b"\0\0\0\0")
+        waiting = struct.unpack("i", buf)[0]
+        if waiting <= BACKLOG_MAX:
+            node.backlog_since = None
+        elif node.backlog_since is None:
+            node.backlog_since = mono
+        elif mono - node.backlog_since >= 1.0:
+            termios.tcflush(node.slave, termios.TCIFLUSH)
+            node.flushed_bytes += waiting
+            node.backlog_since = None
+
+    def _watch_process(self, node: EmulatedNode, mono: float) -> None:
+        proc = node.process
+        if proc is None:
+            if node.restart_at is not None and mono >= node.restart_at:
+                node.restart_at = None
+                node.restarts += 1
+                self._out(f"node {node.node_id}: restarting (reset {node.restarts} of {MAX_RESTARTS})")
+                self._spawn(node)
+            return
+        proc.status()
+        if proc.poll() is None:
+            return
+        info = proc.exit_info or {}
+        proc.stop()
+        node.process = None
+        error = str(info.get("error") or "").strip()
+        if info.get("ok"):
+            node.stopped = "the firmware stopped by itself (see its log: a config error?)"
+            self._out(f"node {node.node_id}: {node.stopped} {node.log_path}")
+        elif node.restarts < MAX_RESTARTS:
+            node.stopped = "crashed"
+            last = error.splitlines()[-1] if error else f"exit status {proc.poll()}"
+            self._out(f"node {node.node_id}: crashed ({last}); log {node.log_path}")
+            node.restart_at = mono + RESTART_DELAY_S
+        else:
+            node.stopped = f"crashed {node.restarts + 1} times; given up"
+            self._out(f"node {node.node_id}: {node.stopped}; log {node.log_path}")
+
+    def run(self, seconds: float | None = None) -> None:
+        """Poll until Ctrl-C / SIGTERM (or for ``seconds``), then stop everything."""
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def on_term(signum: int, frame: FrameType | None) -> None:
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, on_term)
+        try:
+            self._out("running; Ctrl-C stops")
+            deadline = None if seconds is None else time.monotonic() + seconds
+            while deadline is None or time.monotonic() < deadline:
+                self.poll()
+                time.sleep(0.1)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            self.stop()
+
+    # -- stop -------------------------------------------------------------------------------------
+    def stop(self, quiet: bool = False) -> None:
+        if not self._started:
+            return
+        self._started = False
+        procs = [n.process for n in self.nodes if n.process is not None]
+        for p in procs:
+            if p.proc is not None and p.poll() is None:
+                p.proc.terminate()
+        for p in procs:
+            p.stop()
+        for node in self.nodes:
+            node.process = None
+            for fd in (node.master, node.slave):
+                if fd >= 0:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+            node.master = node.slave = -1
+            with contextlib.suppress(OSError):
+                if node.port.is_symlink() and os.readlink(node.port) == node.device:
+                    node.port.unlink()
+        if self._truth is not None:
+            self._truth.close()
+            self._truth = None
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+        if not quiet:
+            flushed = sum(n.flushed_bytes for n in self.nodes)
+            note = f" ({flushed} unread bytes dropped while no hub listened)" if flushed else ""
+            self._out(f"smartshelf emulate: stopped {len(self.nodes)} node(s){note}")
+
+    def __enter__(self) -> Emulator:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop(quiet=True)
+
+
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= n <= MAX_NODES:
+        raise argparse.ArgumentTypeError(f"must be 1..{MAX_NODES}")
+    return n
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 30 * 86400.0:
+        raise argparse.ArgumentTypeError("must be 0 .. 2592000 s")
+    return value
+
+
+def add_emulate_parser(sub: Any) -> None:
+    """Register ``smartshelf emulate`` on the ``smartshelf`` command's subparsers."""
+    p = sub.add_parser(
+        "emulate",
+        help="run emulated shelf nodes (the real firmware under MicroPython) on ptys a hub can open",
+        description="Start N emulated nodes, each the real firmware under the MicroPython runtime with "
+        "emulated HX711s and a scripted physical scenario, each on a pty with a stable path (DIR/node-ID). "
+        "Writes the hub's [[node]] tables (--write-config) and the ground truth (--truth, JSON lines). "
+        "Ctrl-C stops everything.",
+    )
+    p.add_argument("--nodes", type=_count, default=1, metavar="N", help=f"number of nodes, ids 1..N (1..{MAX_NODES})")
+    p.add_argument("--scenario", choices=SCENARIOS, default="store", help="what happens on the shelves (default store)")
+    p.add_argument("--dir", default=str(DEFAULT_DIR), help=f"pty links, logs and node state (default {DEFAULT_DIR})")
+    p.add_argument("--write-config", metavar="PATH", help="hub config fragment with the nodes (default DIR/nodes.toml)")
+    p.add_argument("--truth", metavar="PATH", help="ground-truth JSON lines (default DIR/truth.jsonl)")
+    p.add_argument("--seed", type=int, default=1, help="scenario seed (default 1)")
+    p.add_argument("--duration", type=_seconds, metavar="S", help="how long shoppers keep coming (scenario default)")
+    p.add_argument("--fresh", action="store_true", help="new nodes: forget keys, boot counts, outboxes in DIR")
+    p.add_argument("--seconds", type=_seconds, metavar="S", help="stop by itself after S seconds")
+    p.set_defaults(func=main)
+
+
+def main(args: Any) -> int:
+    """``smartshelf emulate``."""
+    try:
+        emu = Emulator(
+            args.nodes,
+            args.scenario,
+            Path(args.dir),
+            seed=args.seed,
+            duration_s=args.duration,
+            write_config=Path(args.write_config) if args.write_config else None,
+            truth_path=Path(args.truth) if args.truth else None,
+            fresh=args.fresh,
+        )
+        emu.start()
+    except EmulatorError as err:
+        print(f"smartshelf emulate: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    emu.run(args.seconds)
+    return 0
