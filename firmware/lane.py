@@ -67,7 +67,7 @@ class Lane:
             total += v
         self.fault = False
         self.overload = over
-        self.samples += 1
+        self.samples = (self.samples + 1) & 0x3FFFFFFF  # stays a small int on 32-bit ports
         # Outlier threshold in raw counts from the detector's noise estimate (dg -> counts, no big ints).
         c10 = self.cal.c10 if self.cal.c10 > 0 else -self.cal.c10
         thr = (self.det.noise_dg() * _OUTLIER_SIGMAS * c10) // 100 + 1
