@@ -9,11 +9,13 @@ STDLIB_STUBS_VERSION := 1.27.0.post2
 PORTS := esp32 rp2
 PYTEST_ARGS ?=
 
-.PHONY: all bootstrap test check lint format typecheck mpy-check pytest bench clean help
+.PHONY: all bootstrap test check lint format typecheck mpy-check pytest bench demo clean help
+DURATION ?=
 
 all: test
 
 help:
+	@echo "make demo       emulated shelves -> hub -> SQLite ledger, live (DURATION=90: stop and compare with the truth)"
 	@echo "make test       bootstrap (venv, npm, stubs) then lint, type checks, mpy-cross and all tests"
 	@echo "make bootstrap  install everything the project needs (idempotent)"
 	@echo "make pytest     only the test suite (PYTEST_ARGS=... to pass options)"
@@ -60,6 +62,9 @@ pytest: bootstrap
 check: lint typecheck mpy-check
 
 test: bootstrap check pytest
+
+demo: bootstrap
+	$(VENV)/bin/smartshelf demo $(if $(DURATION),--duration $(DURATION))
 
 bench: bootstrap
 	$(VENV)/bin/smartshelf bench protocol

@@ -271,6 +271,12 @@ def load_config(path: Path | str) -> HubConfig:
     reconcile = top.get("reconcile", {})
     if not isinstance(reconcile, dict):
         raise f.fail("reconcile", "must be a table ([reconcile])")
+    from hub.reconcile.config import ReconcileConfig
+
+    try:
+        ReconcileConfig.from_mapping(reconcile)
+    except (ValueError, TypeError) as exc:
+        raise f.fail("reconcile", str(exc)) from None
 
     return HubConfig(
         path=path,

@@ -29,6 +29,8 @@ from hub.ledger.models import InvalidArgument, LedgerError
 from hub.ledger.service import LedgerService
 from hub.nodes import CommandError, CommandOutcome, LaneTally, NodeLink, UnknownNode
 from hub.queries import HubReader
+from hub.reconcile.config import ReconcileConfig
+from hub.reconcile.reconciler import Reconciler
 from hub.transport.serial import SerialLink
 from shared_protocol.errors import ProtocolError
 from shared_protocol.messages import Calibrate, Identify, Message, SetLane, Tare
@@ -48,6 +50,7 @@ class HubService:
         batch_linger_s: float = 0.0,
         control: bool = True,
         open_ports: bool = True,
+        reconcile: bool = True,
     ) -> None:
         self.config = config
         self.reopen_min_s = reopen_min_s
@@ -60,6 +63,8 @@ class HubService:
         self.control: ControlServer | None = None
         self._use_control = control
         self._open_ports = open_ports  # False: frames come only through ``ingest.enqueue`` (benchmarks)
+        self._use_reconciler = reconcile
+        self.reconciler: Reconciler | None = None
         self._started_ns = 0
         self._last_status: tuple[int, int, int] = (0, 0, 0)  # monotonic ns, frames, applied
 
@@ -125,6 +130,9 @@ class HubService:
             if self._use_control:
                 self.control = ControlServer(cfg.control_socket, self.handle_control)
                 await self.control.start()
+            if self._use_reconciler:
+                self.reconciler = Reconciler(ledger, ReconcileConfig.from_mapping(cfg.reconcile))
+                self.reconciler.start()
         except BaseException:
             await self.stop()
             raise
@@ -137,6 +145,9 @@ class HubService:
         return self
 
     async def stop(self) -> None:
+        if self.reconciler is not None:
+            await self.reconciler.stop()
+            self.reconciler = None
         for link in self.links:
             link.pause_reading()
         if self.ingest is not None:

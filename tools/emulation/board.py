@@ -22,6 +22,7 @@ from the runner's ``emu_io`` module (non-blocking reads of the pty).
 import json
 
 from firmware.calibration import Calibration, CalibrationStore
+from firmware.counters import CountersStore
 from tools.emulation.hx711_chip import STUCK_HIGH, ArraySource, HX711Chip, LoadCellSource, VirtualClock
 from tools.emulation.physics import LanePhysics
 
@@ -181,6 +182,25 @@ def provision(root: str, config_text: str, plan: "dict[str, Any]") -> None:
             save_assignment(
                 root + "/state/lane" + str(i), int(lane["unit_dg"]), int(lane.get("spread_permille", 0)), lane["sku"]
             )
+    # The installer's count of what is on each lane at install: the node's counters start from it, so the hub
+    # observes absolute stock rather than change since install. Only on first provisioning: afterwards the
+    # counters are the node's own.
+    initial = [int(lane.get("initial", 0)) for lane in lanes]
+    if any(initial) and len(initial) == len(cells) and not _exists(root + "/state/counters"):
+        counters = CountersStore(root + "/state/counters", len(initial))
+        for i in range(len(initial)):
+            counters.lanes[i].count = initial[i]
+        counters.checkpoint()
+
+
+def _exists(path: str) -> bool:
+    import os
+
+    try:
+        os.stat(path)
+    except OSError:
+        return False
+    return True
 
 
 def _mkdir(path: str) -> None:

@@ -216,6 +216,7 @@ class _LaneSim:
             "unit_dg": round(s.sku.unit_g * 10),
             "spread_permille": round(s.sku.spread * 1000),
             "sku": s.sku.sku,
+            "initial": s.initial,
         }
 
 
@@ -423,8 +424,14 @@ class Scenario:
     truth: list[TruthRow]
 
 
-def build(name: str, node_ids: list[int], seed: int = 1, duration_s: float | None = None) -> Scenario:
-    """A named scenario (``SCENARIOS``) for these nodes; ``duration_s``: how long shoppers keep coming."""
+def build(
+    name: str, node_ids: list[int], seed: int = 1, duration_s: float | None = None, story_scale: float = 1.0
+) -> Scenario:
+    """A named scenario (``SCENARIOS``) for these nodes; ``duration_s``: how long shoppers keep coming;
+    ``story_scale``: the ``store`` story's times (after the first action) and payment delays multiplied by this
+    (0.3..1), so a short demo still plays the whole story."""
+    if not 0.3 <= story_scale <= 1.0:
+        raise ValueError("story_scale must be 0.3..1")
     if name not in SCENARIOS:
         raise ValueError(f"unknown scenario {name!r} (choose from {', '.join(SCENARIOS)})")
     duration = DEFAULT_DURATION_S[name] if duration_s is None else duration_s
@@ -436,14 +443,14 @@ def build(name: str, node_ids: list[int], seed: int = 1, duration_s: float | Non
             for lane in range(len(b.lanes[nid])):
                 b.shoppers(nid, lane, FIRST_ACTION_S, duration)
     elif name == "store":
-        _store(b, node_ids, duration)
+        _store(b, node_ids, duration, story_scale)
     return b.build(name)
 
 
 STORY_END_S = 170.0
 
 
-def _store(b: ScenarioBuilder, node_ids: list[int], duration: float) -> None:
+def _store(b: ScenarioBuilder, node_ids: list[int], duration: float, k: float = 1.0) -> None:
     """The demo story on the first node (layout: COLA-330, CHIPS-150, SOUP-400, COFFEE-250):
 
     ====  =====================================================================================
@@ -454,24 +461,28 @@ def _store(b: ScenarioBuilder, node_ids: list[int], duration: float) -> None:
     58 s  a hand leans on the soup lane (no change)
     70 s  a soup can breaks: 45 % of its weight is lost (a damage / tamper alert, not a count)
     85 s  a bag of chips is put on the cola lane (a misplaced item: 0.46 of a cola)
-    100 s two coffees are taken (6 -> 4: the reorder point)
-    140 s staff restock coffee with 8 (4 -> 12)
+    100 s two coffees are taken (6 -> 4: the reorder point), paid at once
+    150 s staff restock coffee with 8 (4 -> 12)
     ====  =====================================================================================
 
     Honest shoppers come to every lane of the other nodes from the start, and to the first node after the
     story (``STORY_END_S``), until ``duration``."""
     first = node_ids[0]
-    b.pick(first, 0, 12.0, 1, pay_after_s=60.0)
-    chips = b.pick(first, 1, 20.0, 2, pay_after_s=70.0)
-    b.put_back(chips, 35.0, 1)
-    b.pick(first, 3, 30.0, 1, pay_after_s=50.0)
-    b.pick(first, 0, 45.0, 2, paid=False)
-    b.press(first, 2, 58.0)
-    b.damage(first, 2, 70.0, 0.45)
-    b.misplaced(first, 0, 85.0, "CHIPS-150")
-    b.pick(first, 3, 100.0, 2, pay_after_s=45.0)
-    b.restock(first, 3, 140.0, 8)
+
+    def at(t: float) -> float:
+        return 12.0 + (t - 12.0) * k
+
+    b.pick(first, 0, at(12.0), 1, pay_after_s=60.0 * k)
+    chips = b.pick(first, 1, at(20.0), 2, pay_after_s=70.0 * k)
+    b.put_back(chips, at(35.0), 1)
+    b.pick(first, 3, at(30.0), 1, pay_after_s=50.0 * k)
+    b.pick(first, 0, at(45.0), 2, paid=False)
+    b.press(first, 2, at(58.0))
+    b.damage(first, 2, at(70.0), 0.45)
+    b.misplaced(first, 0, at(85.0), "CHIPS-150")
+    b.pick(first, 3, at(100.0), 2, pay_after_s=5.0)
+    b.restock(first, 3, at(150.0), 8)
     for nid in node_ids:
-        start = STORY_END_S if nid == first else FIRST_ACTION_S
+        start = at(STORY_END_S) if nid == first else FIRST_ACTION_S
         for lane in range(len(b.lanes[nid])):
             b.shoppers(nid, lane, start, duration, mean_gap_s=60.0)

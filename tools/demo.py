@@ -1,0 +1,252 @@
+"""`smartshelf demo` (`make demo`): emulated shelves -> real hub -> SQLite ledger, compared with the truth.
+
+One process runs the hub service (serial transports, ingest, the single ledger writer, reconciliation) and
+a point-of-sale feed, next to `smartshelf emulate`'s nodes (each a MicroPython process on its own pty)
+playing the `store` scenario: honest shoppers whose sales reach the POS late, one theft, one damaged item,
+one misplaced item, a restock and a lane falling to its reorder point. Progress is printed live; with
+``--duration`` the demo stops by itself and prints a summary that compares the ledger with the scenario's
+ground truth (exit status 0 when every lane's count matches and exactly the expected alerts were raised).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hub.config import load_config
+from hub.ledger.models import Alert, Sku
+from hub.ledger.reader import LedgerReader
+from hub.ledger.service import LedgerService
+from hub.service import HubService
+from tools.emulation.host import Emulator, EmulatorError
+from tools.emulation.scenarios import Scenario, TruthRow, build
+
+SETTLE_S = 20.0  # the last seconds of a timed demo: no new shopping, events and sales drain
+MIN_DURATION_S = 75.0
+STORY_SPAN_S = 150.0 - 12.0  # the store story from its first action to the restock
+RECONCILE = {"window_s": 150.0, "grace_s": 5.0, "lead_s": 10.0, "putback_s": 60.0, "interval_s": 2.0}
+STAFF = "demo-staff"
+POS = "demo-pos"
+
+
+def lane_id(node: int, lane: int) -> str:
+    return f"node{node}-lane{lane}"
+
+
+@dataclass
+class Expected:
+    counts: dict[str, tuple[str, int]] = field(default_factory=dict)  # lane_id -> (sku, units on the shelf)
+    alerts: set[tuple[str, str]] = field(default_factory=set)  # (kind, cause_key)
+
+
+def expected_outcome(truth: list[TruthRow], until_s: float) -> Expected:
+    """What the ledger should show once everything that happened before ``until_s`` is in."""
+    exp = Expected()
+    for row in sorted(truth, key=lambda r: r.t):
+        if row.t > until_s:
+            continue
+        lid = lane_id(row.node, row.lane)
+        exp.counts[lid] = (row.sku, row.stock_after)
+        cause = f"lane:{lid}/{row.sku}"
+        if row.action == "theft":
+            exp.alerts.add(("shrinkage", cause))
+        elif row.action == "damage":
+            exp.alerts.add(("damage", cause))
+        elif row.action == "misplaced":
+            exp.alerts.add(("misplaced", cause))
+        if row.action != "initial" and row.stock_after <= row.reorder_point:
+            exp.alerts.add(("reorder", f"sku:{row.sku}"))
+    return exp
+
+
+def story_scale(duration_s: float | None) -> float:
+    if duration_s is None:
+        return 1.0
+    return max(0.3, min(1.0, (duration_s - SETTLE_S - 12.0 - 8.0) / STORY_SPAN_S))
+
+
+class Demo:
+    def __init__(self, directory: Path, nodes: int, duration_s: float | None, seed: int) -> None:
+        if duration_s is not None and duration_s < MIN_DURATION_S:
+            raise ValueError(f"--duration must be at least {MIN_DURATION_S:.0f} s (the story needs it)")
+        self.dir = directory.resolve()
+        self.nodes = nodes
+        self.duration_s = duration_s
+        shopping = (duration_s - SETTLE_S) if duration_s is not None else 3600.0
+        self.scenario: Scenario = build("store", list(range(1, nodes + 1)), seed, shopping, story_scale(duration_s))
+        self.epoch = 0.0
+        self.paid: set[int] = set()
+        self.booked: set[int] = set()
+
+    # -- setup ------------------------------------------------------------------------------------
+    async def seed_ledger(self, db: Path) -> None:
+        """The store's catalogue, lane assignments and opening stock (received, then put on the shelves)."""
+        ledger = LedgerService(db)
+        await ledger.start()
+        try:
+            seen: set[str] = set()
+            for nid, plan in sorted(self.scenario.nodes.items()):
+                for index, setup in enumerate(plan.lanes):
+                    sku = setup.sku
+                    if sku.sku not in seen:
+                        seen.add(sku.sku)
+                        await ledger.add_sku(
+                            Sku(sku.sku, sku.sku.title(), round(sku.unit_g * 10), round(sku.spread * 1000),
+                                setup.reorder_point, 2 * setup.initial, 2 * setup.initial),
+                            actor=STAFF,
+                        )  # fmt: skip
+                    lid = await ledger.assign_lane(nid, index, sku.sku, actor=STAFF, lane_id=lane_id(nid, index))
+                    await ledger.record_receipt(sku.sku, setup.initial, actor=STAFF, ref=f"opening:{lid}")
+                    await ledger.restock(sku.sku, lid, setup.initial, actor=STAFF, ref=f"opening-shelf:{lid}")
+        finally:
+            await ledger.close()
+
+    def write_config(self, db: Path) -> Path:
+        cfg = self.dir / "hub.toml"
+        lines = [
+            "# Written by smartshelf demo",
+            "[hub]",
+            f'database = "{db}"',
+            'synchronous = "FULL"',
+            f'control_socket = "{self.dir / "hub.sock"}"',
+            'nodes_files = ["emu/nodes.toml"]',
+            "",
+            "[reconcile]",
+            *(f"{k} = {v}" for k, v in RECONCILE.items()),
+        ]
+        cfg.write_text("\n".join(lines) + "\n")
+        return cfg
+
+    # -- the shop floor's paperwork ---------------------------------------------------------------
+    async def paperwork(self, ledger: LedgerService, now_s: float, flush: bool = False) -> None:
+        """POS sales for honest picks when they are paid (late), and staff booking each delivery they shelve
+        (received into the backroom, then restocked onto the lane)."""
+        for i, row in enumerate(self.scenario.truth):
+            if row.action == "restock" and i not in self.booked and row.t_end <= now_s:
+                self.booked.add(i)
+                await ledger.record_receipt(row.sku, row.units, actor=STAFF, ref=f"delivery:{i}")
+                await ledger.restock(row.sku, lane_id(row.node, row.lane), row.units, actor=STAFF, ref=f"restock:{i}")
+            due = row.pay_t is not None and (row.pay_t <= now_s or flush)
+            if row.paid_units and i not in self.paid and row.t <= now_s and due:
+                assert row.pay_t is not None
+                self.paid.add(i)
+                await ledger.record_sale(row.sku, row.paid_units, actor=POS, ref=f"pos:{i}",
+                                         ts=int((self.epoch + min(row.pay_t, now_s)) * 1000))  # fmt: skip
+
+    # -- reporting --------------------------------------------------------------------------------
+    async def observed(self, reader: LedgerReader) -> dict[str, int]:
+        return {b.lane_id: b.qty for b in await reader.observed_stock()}
+
+    def progress(self, now_s: float, observed: dict[str, int], hub: HubService, alerts: list[Alert]) -> str:
+        exp = expected_outcome(self.scenario.truth, now_s - 3.0)
+        cells = []
+        for lid, (sku, units) in sorted(exp.counts.items()):
+            got = observed.get(lid)
+            mark = "" if got == units else "*"
+            cells.append(f"{sku}:{got if got is not None else '-'}/{units}{mark}")
+        status = hub.status()
+        frames = sum(int(n.get("frames", 0)) for n in status.get("nodes", []))
+        open_alerts = ", ".join(
+            sorted(f"{a.kind}@{a.cause_key.split('/')[0]}" for a in alerts if str(a.status) != "resolved")
+        )
+        return (
+            f"[{now_s:5.0f} s] frames {frames:5d}  ledger/truth  " + "  ".join(cells)
+            + (f"\n         open alerts: {open_alerts}" if open_alerts else "")
+        )  # fmt: skip
+
+    def summary(self, observed: dict[str, int], alerts: list[Alert], until_s: float) -> bool:
+        exp = expected_outcome(self.scenario.truth, until_s)
+        ok = True
+        print("\n=== summary: ledger vs ground truth ===")
+        print(f"{'lane':<14}{'sku':<12}{'truth':>6}{'ledger':>8}")
+        for lid, (sku, units) in sorted(exp.counts.items()):
+            got = observed.get(lid)
+            good = got == units
+            ok &= good
+            print(f"{lid:<14}{sku:<12}{units:>6}{got if got is not None else '-':>8}  {'ok' if good else 'MISMATCH'}")
+        raised = {(a.kind, a.cause_key) for a in alerts}
+        missing = exp.alerts - raised
+        unexpected = raised - exp.alerts
+        print("\nexpected alerts:")
+        for kind, cause in sorted(exp.alerts):
+            print(f"  {kind:<10} {cause:<32} {'raised' if (kind, cause) in raised else 'MISSING'}")
+        if unexpected:
+            print("unexpected alerts:")
+            for kind, cause in sorted(unexpected):
+                print(f"  {kind:<10} {cause}")
+        ok &= not missing and not unexpected
+        print(f"\nresult: {'ledger matches the ground truth' if ok else 'MISMATCH'}")
+        return ok
+
+    # -- run --------------------------------------------------------------------------------------
+    async def run(self) -> int:
+        if self.dir.exists():
+            shutil.rmtree(self.dir)
+        (self.dir / "emu").mkdir(parents=True)
+        db = self.dir / "ledger.db"
+        await self.seed_ledger(db)
+        emu = Emulator(list(range(1, self.nodes + 1)), self.scenario, self.dir / "emu", fresh=True,
+                       out=lambda s: print(f"emulate: {s}", flush=True))  # fmt: skip
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            emu.start()
+        except EmulatorError as err:
+            print(f"smartshelf demo: {err}", file=sys.stderr)
+            return 2
+        self.epoch = emu.epoch
+        ok = False
+        hub: HubService | None = None
+        try:
+            hub = HubService(load_config(self.write_config(db)), control=False)
+            await hub.start()
+            assert hub.ledger is not None and hub.reconciler is not None
+            reader = await hub.ledger.reader()
+            until = f"stops after {self.duration_s:.0f} s" if self.duration_s else "Ctrl-C stops"
+            print(f"demo: hub on {db}; {self.nodes} emulated node(s); {until}", flush=True)
+            last_print = 0.0
+            while not stop.is_set():
+                now_s = time.time() - self.epoch
+                if self.duration_s is not None and now_s >= self.duration_s:
+                    break
+                emu.poll()
+                await self.paperwork(hub.ledger, now_s)
+                if now_s - last_print >= 5.0:
+                    last_print = now_s
+                    print(self.progress(now_s, await self.observed(reader), hub, await reader.alerts(limit=1000)),
+                          flush=True)  # fmt: skip
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.1)
+            end_s = time.time() - self.epoch
+            # Late POS batches arrive; then the reconciliation window closes on everything that happened.
+            await self.paperwork(hub.ledger, end_s, flush=True)
+            await asyncio.sleep(1.0)
+            settle_ms = int((self.epoch + end_s + RECONCILE["window_s"] + RECONCILE["grace_s"] + 1) * 1000)
+            await hub.reconciler.run_once(settle_ms)
+            ok = self.summary(await self.observed(reader), await reader.alerts(limit=1000), end_s - 3.0)
+            await reader.close()
+        finally:
+            if hub is not None:
+                await hub.stop()
+            emu.stop(quiet=True)
+        print(f"ledger kept in {db} (inspect with: smartshelf ledger stock --db {db})")
+        return 0 if ok else 1
+
+
+def main(directory: Path, nodes: int, duration_s: float | None, seed: int) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        demo = Demo(directory, nodes, duration_s, seed)
+    except ValueError as err:
+        print(f"smartshelf demo: {err}", file=sys.stderr)
+        return 2
+    return asyncio.run(demo.run())
