@@ -19,7 +19,7 @@ from array import array
 
 from firmware.persist import Record, replace
 from shared_protocol.compat import const
-from shared_protocol.messages import Event
+from shared_protocol.messages import AGE_UNKNOWN, Event
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -30,7 +30,6 @@ _REC_FMT = ">IBBhiBxI"  # event_seq, lane, kind, count_delta, weight_delta_dg, c
 _REC_LEN = const(18)  # struct.calcsize(_REC_FMT), checked by the tests
 _LINE = const(22)  # record + crc32
 _HEAD_FMT = ">IIII"  # next_seq, acked, dropped, boot
-AGE_UNKNOWN = const(0xFFFFFFFF)  # an event from an earlier boot: its age cannot be known
 _WRAP = const(0x3FFFFFFF)  # millisecond timestamps are kept mod 2**30 (small ints on 32-bit ports)
 _HALF = const(0x20000000)
 

@@ -52,6 +52,7 @@ from hub.transport import Link
 from shared_protocol.errors import BAD_TAG, REASON_NAMES, ProtocolError
 from shared_protocol.frame import Frame, UplinkReceiver, peek_header
 from shared_protocol.messages import (
+    AGE_UNKNOWN,
     ALL_LANES,
     DOWNLINK,
     Ack,
@@ -69,7 +70,6 @@ from shared_protocol.messages import (
 
 log = logging.getLogger(__name__)
 
-AGE_UNKNOWN = 0xFFFFFFFF  # event.age_ms when the node cannot know (an event from an earlier boot)
 MAX_INBOX = 100_000  # frames waiting for ingest; beyond this they are dropped (nodes retransmit events)
 DRAIN_CHUNK = 2000  # frames handled before yielding to the ledger writer and the transports
 

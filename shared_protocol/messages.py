@@ -57,6 +57,7 @@ FLAG_OVERLOAD = const(0x0008)
 FLAG_OUTBOX_OVERFLOW = const(0x0010)
 
 ALL_LANES = const(255)
+AGE_UNKNOWN = const(0xFFFFFFFF)  # event.age_ms of an event from an earlier boot: its age cannot be known
 MAX_VAR_LEN = const(32)
 
 _INT_RANGES = {

@@ -5,8 +5,9 @@ import os
 from firmware.calibration import Calibration, CalibrationError, CalibrationStore
 from firmware.counters import CHECKPOINT_EVERY, CountersStore
 from firmware.filters import MovingAverage, OutlierFilter
-from firmware.outbox import AGE_UNKNOWN, Outbox
+from firmware.outbox import Outbox
 from shared_protocol.errors import ProtocolError
+from shared_protocol.messages import AGE_UNKNOWN
 
 
 def _mkdir(path):
