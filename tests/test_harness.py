@@ -60,3 +60,15 @@ def test_missing_node_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_runtime_param_covers_both(runtime: Any) -> None:
     assert runtime.call("tests.portable.firmware_cases", "implementation") == runtime.name
+
+
+def test_code_runs_at_top_level_as_written(mpy: Any) -> None:
+    # Triple-quoted strings keep their exact lines, and names are module globals (visible in functions).
+    code = 'TEXT = """a\n  b\nc"""\n\ndef f():\n    return TEXT.split("\\n")\n\nresult = f()\n'
+    assert mpy.exec(code) == ["a", "  b", "c"]
+
+
+def test_unserialisable_result_is_a_clear_error(mpy: Any) -> None:
+    with pytest.raises(MicroPythonError) as info:
+        mpy.exec("result = object()")
+    assert info.value.exc_type == "TypeError"

@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shared_protocol.errors import ProtocolError
+from shared_protocol.frame import peek_header
 from shared_protocol.messages import EVENT
 from shared_protocol.serial_framing import cobs_decode
-from shared_protocol.frame import peek_header
 
 MAX_PENDING = 64 * 1024
 GARBAGE_TEXT = (b"smartshelf: relay noise\r\n", b"Traceback (most recent call last):\r\n", b"\r\n>>> ")
@@ -216,7 +216,7 @@ class FaultRelay:
                     self.stats.overrun_bytes += self._up_q.put(data, now)
                 self._up_out = self._write(self._master, self._up_out + self._up_q.due(now), "up")
                 self._down_out = self._write(self._node_fd, self._down_out + self._down_q.due(now), "down")
-        except BaseException as err:  # noqa: BLE001 (reported to the test through .error)
+        except BaseException as err:
             self.error = err
         finally:
             sel.close()

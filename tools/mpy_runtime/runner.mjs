@@ -56,34 +56,11 @@ function mkdirs(FS, p) {
   }
 }
 
-// Python-side wrapper: runs the request's code, captures the traceback with MicroPython's own
-// sys.print_exception, and serialises `result` with MicroPython's json module.
-const PRELUDE = `
-import sys, io, json
-if '/lib' not in sys.path:
-    sys.path.append('/lib')
-`;
-
-function wrap(code) {
-  const indented = code.split("\n").map((l) => "    " + l).join("\n");
-  return `${PRELUDE}
-result = None
-__err = None
-async def __body():
-    global result
-${indented.length ? indented.replace(/^/, "") : "    pass"}
-    return result
-try:
-    __r = await __body()
-    if __r is not None:
-        result = __r
-    __out = json.dumps({'ok': True, 'result': result})
-except BaseException as __e:
-    __buf = io.StringIO()
-    sys.print_exception(__e, __buf)
-    __out = json.dumps({'ok': False, 'error': {'type': type(__e).__name__, 'traceback': __buf.getvalue()}})
-`;
-}
+// Each request's code runs at the interpreter's top level (module globals, top-level `await` allowed), so it
+// reads exactly as a test wrote it. A Python exception comes back as a PythonError carrying MicroPython's own
+// traceback; `result` is then serialised with MicroPython's json module.
+const SETUP = "import sys\nif '/lib' not in sys.path:\n    sys.path.append('/lib')\nresult = None\n";
+const SERIALISE = "import json as __json\n__out = __json.dumps(result)\n";
 
 let current = null;
 
@@ -113,13 +90,24 @@ async function handle(req) {
   }
   let reply;
   try {
-    await mp.runPythonAsync(wrap(req.code));
-    reply = JSON.parse(mp.globals.get("__out"));
+    mp.runPython(SETUP);
+    await mp.runPythonAsync(req.code);
+    mp.runPython(SERIALISE);
+    const text = mp.globals.get("__out");
+    try {
+      reply = { ok: true, result: JSON.parse(text) };
+    } catch (parseError) {
+      // MicroPython's json writes the repr of objects it cannot serialise instead of raising.
+      reply = { ok: false, error: { type: "TypeError", traceback: "result is not JSON-serialisable: " + text } };
+    }
   } catch (e) {
-    // The wrapper catches Python exceptions; reaching here means the runtime itself failed
-    // (syntax error in the wrapped code, fatal error, out of memory in the VM).
-    reply = { ok: false, error: { type: e.type || e.name || "RuntimeError", traceback: String(e.message || e) } };
-    current = null;
+    if (e.name === "PythonError") {
+      reply = { ok: false, error: { type: e.type, traceback: String(e.message) } };
+    } else {
+      // The runtime itself failed (fatal error, out of memory in the VM): start a new interpreter next time.
+      reply = { ok: false, error: { type: e.name || "RuntimeError", traceback: String(e.message || e) } };
+      current = null;
+    }
   }
   reply.id = req.id;
   reply.stdout = Buffer.concat(out).toString("utf8");

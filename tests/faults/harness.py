@@ -1,0 +1,186 @@
+"""Pieces of the fault-injection HIL test: the hub as a subprocess that can be SIGKILLed, ledger seeding,
+read-only ledger queries, forged frames and the node's own record of the events it produced."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+from firmware.outbox import Outbox
+from hub.ledger.models import Sku
+from hub.ledger.service import LedgerService
+from shared_protocol.auth import Key
+from shared_protocol.frame import encode_frame
+from shared_protocol.messages import KIND_PICK, Event
+from shared_protocol.serial_framing import encode_serial
+from tools.demo import lane_id
+from tools.emulation.scenarios import Scenario
+from tools.mpy_runtime import REPO_ROOT
+
+STAFF = "hil-staff"
+FORGED_WEIGHT_DG = -12345  # a weight no real event of these scenarios has: a forged event would stand out
+FORGED_EVENT_SEQ = 900_000
+
+
+async def seed_ledger(db: Path, scenario: Scenario) -> None:
+    """Catalogue, lane assignments and opening stock, as ``smartshelf demo`` books them."""
+    ledger = LedgerService(db)
+    await ledger.start()
+    try:
+        seen: set[str] = set()
+        for nid, plan in sorted(scenario.nodes.items()):
+            for index, setup in enumerate(plan.lanes):
+                sku = setup.sku
+                if sku.sku not in seen:
+                    seen.add(sku.sku)
+                    await ledger.add_sku(
+                        Sku(sku.sku, sku.sku.title(), round(sku.unit_g * 10), round(sku.spread * 1000),
+                            setup.reorder_point, 2 * setup.initial, 2 * setup.initial),
+                        actor=STAFF,
+                    )  # fmt: skip
+                lid = await ledger.assign_lane(nid, index, sku.sku, actor=STAFF, lane_id=lane_id(nid, index))
+                await ledger.record_receipt(sku.sku, setup.initial, actor=STAFF, ref=f"opening:{lid}")
+                await ledger.restock(sku.sku, lid, setup.initial, actor=STAFF, ref=f"opening-shelf:{lid}")
+    finally:
+        await ledger.close()
+
+
+def seed(db: Path, scenario: Scenario) -> None:
+    asyncio.run(seed_ledger(db, scenario))
+
+
+def write_hub_config(directory: Path, db: Path, nodes: list[tuple[int, bytes, Path]]) -> Path:
+    """hub.toml (absolute paths) plus a nodes file pointing every node at its relay's port."""
+    nodes_file = directory / "relay-nodes.toml"
+    out = ["# nodes behind the fault relays"]
+    for nid, key, port in nodes:
+        out += ["", "[[node]]", f"id = {nid}", f'key = "{key.hex()}"', f"port = {json.dumps(str(port))}"]
+    nodes_file.write_text("\n".join(out) + "\n")
+    cfg = directory / "hub.toml"
+    cfg.write_text(
+        "\n".join(
+            [
+                "[hub]",
+                f"database = {json.dumps(str(db))}",
+                'synchronous = "FULL"',
+                f"control_socket = {json.dumps(str(directory / 'hub.sock'))}",
+                f"nodes_files = [{json.dumps(str(nodes_file))}]",
+                "",
+            ]
+        )
+    )
+    return cfg
+
+
+class HubProcess:
+    """``python -m hub.cli hub run`` as a subprocess in its own process group; ``kill()`` is SIGKILL."""
+
+    def __init__(self, config: Path, log_path: Path) -> None:
+        self.config = config
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+        self.starts = 0
+        self.kills = 0
+
+    def start(self) -> None:
+        assert self.proc is None
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in kill/stop)
+        self._log.write(f"=== hub start {self.starts + 1} ===\n".encode())
+        self._log.flush()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "hub.cli", "hub", "run", "--config", str(self.config), "--log-level", "info",
+             "--status-interval", "5"],
+            cwd=REPO_ROOT, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        self.starts += 1
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL, no warning: whatever the hub was doing stops there."""
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(30)
+            self.kills += 1
+        self._close()
+
+    def stop(self) -> int | None:
+        """SIGTERM (a clean stop), SIGKILL if it does not exit in time; returns the exit status."""
+        rc = None
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.terminate()
+            try:
+                rc = self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._close()
+        return rc
+
+    def _close(self) -> None:
+        self.proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def status(self) -> dict[str, Any] | None:
+        """The running hub's status (``smartshelf hub status``), or None when it does not answer."""
+        res = subprocess.run(
+            [sys.executable, "-m", "hub.cli", "hub", "status", "--config", str(self.config)],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        if res.returncode != 0:
+            return None
+        try:
+            data = json.loads(res.stdout)
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) else None
+
+
+def query(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """A read-only query on the ledger file (never through the hub)."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        return con.execute(sql, params).fetchall()
+    finally:
+        con.close()
+
+
+def forged_frame(node_id: int, seq: int, event_seq: int) -> bytes:
+    """A well-formed event frame for ``node_id`` authenticated with a key that is not the node's."""
+    msg = Event(event_seq, 0, KIND_PICK, -3, FORGED_WEIGHT_DG, 99, 0)
+    return encode_serial(encode_frame(msg, node_id, seq, Key(os.urandom(32))))
+
+
+def node_outbox(flash_dir: Path, scratch: Path) -> Outbox:
+    """The node's outbox as its flash holds it (read from a copy: loading may rewrite a torn journal)."""
+    if scratch.exists():
+        shutil.rmtree(scratch)
+    shutil.copytree(flash_dir / "state", scratch)
+    return Outbox(str(scratch / "outbox"), 0)
+
+
+def unacked_on_flash(flash_dir: Path, acked_upto: int) -> int:
+    """How many journalled events above ``acked_upto`` the node's flash holds (the outbox the node re-sends)."""
+    journal = flash_dir / "state" / "outbox.log"
+    try:
+        data = journal.read_bytes()
+    except OSError:
+        return 0
+    seqs = {int.from_bytes(data[i : i + 4], "big") for i in range(0, len(data) - 21, 22)}
+    return len([s for s in seqs if s > acked_upto])
