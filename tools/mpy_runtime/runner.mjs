@@ -284,26 +284,18 @@ async function nodeMode(spec) {
   process.stdin.resume();
   setInterval(() => { try { syncFlash(); } catch (e) { status({ event: "warning", error: String(e) }); } }, 1000);
 
-  const indented = spec.code.split("\n").map((l) => "    " + l).join("\n");
-  const program = `${PRELUDE}
-__err = None
-async def __node():
-${indented}
-try:
-    await __node()
-except BaseException as __e:
-    __buf = io.StringIO()
-    sys.print_exception(__e, __buf)
-    __err = __buf.getvalue()
-    print(__err)
-`;
   status({ event: "ready" });
   try {
-    await mp.runPythonAsync(program);
-    const err = mp.globals.get("__err");
-    shutdown(err ? 1 : 0, { event: "exit", ok: !err, error: err || "" });
+    mp.runPython(SETUP);
+    await mp.runPythonAsync(spec.code);
+    shutdown(0, { event: "exit", ok: true, error: "" });
   } catch (e) {
-    shutdown(1, { event: "exit", ok: false, error: String(e.message || e) });
+    const err = String(e.message || e);
+    if (e.name === "PythonError") {
+      // As on a board: the traceback goes to the console (the pty), then the program has ended.
+      try { mp.runPython("print(" + JSON.stringify(err) + ")"); } catch (printError) { /* console gone */ }
+    }
+    shutdown(1, { event: "exit", ok: false, error: err });
   }
 }
 
