@@ -51,6 +51,7 @@ class Faults:
     dup: float = 0.0
     delay: float = 0.0
     delay_s: tuple[float, float] = (0.1, 1.5)
+    ensure_after: int = 0  # from this many chunks / lines on, a fault kind never applied yet is applied (0: off)
 
 
 @dataclass
@@ -251,17 +252,19 @@ class FaultRelay:
         rng = self.rng
         out = bytearray(data)
         not_before = time.monotonic()
-        if self.stats.faults_on:
-            if rng.random() < f.drop and out:
+        st = self.stats
+        force = bool(f.ensure_after) and st.chunks >= f.ensure_after
+        if st.faults_on:
+            if (rng.random() < f.drop or (force and not st.dropped)) and out:
                 a = rng.randrange(len(out))
                 b = rng.randrange(a, len(out)) + 1
                 del out[a:b]
                 self.stats.dropped += 1
-            if rng.random() < f.flip and out:
+            if (rng.random() < f.flip or (force and not st.flipped)) and out:
                 i = rng.randrange(len(out))
                 out[i] ^= 1 << rng.randrange(8)
                 self.stats.flipped += 1
-            if rng.random() < f.garbage:
+            if rng.random() < f.garbage or (force and not st.garbage):
                 if rng.random() < 0.5:
                     junk = rng.choice(GARBAGE_TEXT)
                 else:
@@ -269,10 +272,10 @@ class FaultRelay:
                 i = rng.randrange(len(out) + 1)
                 out[i:i] = junk
                 self.stats.garbage += 1
-            if rng.random() < f.dup:
+            if rng.random() < f.dup or (force and not st.duplicated):
                 out += bytes(out)
                 self.stats.duplicated += 1
-            if rng.random() < f.delay:
+            if rng.random() < f.delay or (force and not st.delayed):
                 not_before += self._delay(f)
                 self.stats.delayed += 1
         self.stats.overrun_bytes += self._up_q.put(bytes(out), not_before)
@@ -305,19 +308,21 @@ class FaultRelay:
             line = bytearray(raw + b"\n")
             self.stats.lines += 1
             not_before = time.monotonic()
-            if self.stats.faults_on:
-                if rng.random() < f.drop:
+            st = self.stats
+            force = bool(f.ensure_after) and st.lines >= f.ensure_after
+            if st.faults_on:
+                if rng.random() < f.drop or (force and not st.down_dropped):
                     self.stats.down_dropped += 1
                     continue
-                if rng.random() < f.flip and len(line) > 2:
+                if (rng.random() < f.flip or (force and not st.down_corrupted)) and len(line) > 2:
                     i = rng.randrange(1, len(line) - 1)
                     alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
                     line[i] = rng.choice([c for c in alphabet if c != line[i]])
                     self.stats.down_corrupted += 1
-                if rng.random() < f.dup:
+                if rng.random() < f.dup or (force and not st.down_duplicated):
                     line += bytes(line)
                     self.stats.down_duplicated += 1
-                if rng.random() < f.delay:
+                if rng.random() < f.delay or (force and not st.down_delayed):
                     not_before += self._delay(f)
                     self.stats.down_delayed += 1
             self.stats.overrun_bytes += self._down_q.put(bytes(line), not_before)
