@@ -109,6 +109,27 @@ def _unhex(name: str, text: str) -> bytes:
     return bytes.fromhex(text)
 
 
+_FIXED: "dict[type, tuple[str, int] | None]" = {}
+
+
+def _fixed_layout(cls: "type[Message]") -> "tuple[str, int] | None":
+    """(struct format, size) of a message made only of integer fields; None when it has variable fields."""
+    if cls in _FIXED:
+        return _FIXED[cls]
+    fmt = ">"
+    size = 0
+    layout: tuple[str, int] | None = None
+    for _name, kind, _lo, _hi in cls.FIELDS:
+        if kind not in _INT_SIZES:
+            break
+        fmt += kind
+        size += _INT_SIZES[kind]
+    else:
+        layout = (fmt, size)
+    _FIXED[cls] = layout
+    return layout
+
+
 class Message:
     """Base class: subclasses set TYPE, NAME, DIRECTION and FIELDS = ((name, kind, lo, hi), ...)."""
 
@@ -134,6 +155,15 @@ class Message:
 
     @classmethod
     def decode_payload(cls, payload: bytes) -> "Message":
+        fixed = _fixed_layout(cls)
+        if fixed is not None and len(payload) == fixed[1]:
+            # Fast path for all-integer messages of the right size: one unpack, then the range checks.
+            unpacked = struct.unpack(fixed[0], payload)
+            checked: list[Any] = []
+            for i, (name, kind, lo, hi) in enumerate(cls.FIELDS):
+                checked.append(_check_int(name, kind, unpacked[i], lo, hi))
+            return cls(*checked)
+        # General path (variable-length fields, and every malformed payload: precise errors).
         values: list[Any] = []
         pos = 0
         n = len(payload)

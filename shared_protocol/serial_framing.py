@@ -38,6 +38,8 @@ def cobs_encode(data: bytes) -> bytes:
 
 
 def cobs_decode(data: bytes) -> bytes:
+    if not isinstance(data, bytes):
+        data = bytes(data)  # MicroPython cannot test ``int in bytearray``
     out = bytearray()
     i = 0
     n = len(data)
@@ -48,10 +50,10 @@ def cobs_decode(data: bytes) -> bytes:
         end = i + code
         if end > n:
             raise ProtocolError(BAD_ENCODING, "COBS block runs past the end")
-        for j in range(i + 1, end):
-            if data[j] == 0:
-                raise ProtocolError(BAD_ENCODING, "zero byte inside COBS data")
-        out += data[i + 1 : end]
+        block = data[i + 1 : end]
+        if 0 in block:
+            raise ProtocolError(BAD_ENCODING, "zero byte inside COBS data")
+        out += block
         i = end
         if code != 0xFF and i < n:
             out.append(0)

@@ -444,3 +444,9 @@ def test_portable_bodies_agree_in_process() -> None:
     assert CASES.ble_feed_many(sequences) == expected
     _f, streams, expected_streams = text_streams()
     assert [CASES.text_lines([c.hex() for c in s]) for s in streams] == expected_streams
+
+
+def test_cobs_decode_accepts_bytes_and_bytearray(runtime: Any) -> None:
+    chunks = ["0301020205", "0300010205", "05010203", ""]
+    got = runtime.call("tests.portable.protocol_cases", "cobs_decode_types", chunks)
+    assert got == ["01020005", "01020005", "bad_encoding", "bad_encoding", "bad_encoding", "bad_encoding", "", ""]

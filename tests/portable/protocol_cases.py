@@ -320,3 +320,15 @@ def cobs_cases(datas_hex):
             item["serial"] = err.reason_name
         out.append(item)
     return out
+
+
+def cobs_decode_types(hex_chunks):
+    """cobs_decode on bytes and bytearray inputs: same output or same error on both runtimes."""
+    out = []
+    for h in hex_chunks:
+        for conv in (bytes, bytearray):
+            try:
+                out.append(serial_framing.cobs_decode(conv(bytes.fromhex(h))).hex())
+            except ProtocolError as err:
+                out.append(err.reason_name)
+    return out
