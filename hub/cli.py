@@ -123,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_reconcile_parser(sub)
 
+    from hub.web.cli import add_users_parser
+
+    add_users_parser(sub)
+
     from hub.hub_cli import add_hub_parser
 
     add_hub_parser(sub)

@@ -54,7 +54,8 @@ _HUB_KEYS = (
     "nodes_files",
 )
 _NODE_KEYS = ("id", "key", "port", "baud")
-_TOP_KEYS = ("hub", "node", "reconcile")
+_TOP_KEYS = ("hub", "node", "reconcile", "web")
+_WEB_KEYS = ("host", "port", "threads")
 
 
 class ConfigError(Exception):
@@ -78,6 +79,15 @@ class BackupConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class WebConfig:
+    """The status page (hub/web/README.md), served by waitress in the hub process."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080  # 0: any free port
+    threads: int = 4
+
+
+@dataclass(frozen=True, slots=True)
 class HubConfig:
     path: Path
     database: Path
@@ -88,6 +98,7 @@ class HubConfig:
     backup: BackupConfig | None = None
     nodes: tuple[NodeConfig, ...] = ()
     reconcile: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    web: WebConfig | None = None  # None: no [web] table, no status page
 
     def node(self, node_id: int) -> NodeConfig | None:
         for n in self.nodes:
@@ -278,6 +289,18 @@ def load_config(path: Path | str) -> HubConfig:
     except (ValueError, TypeError) as exc:
         raise f.fail("reconcile", str(exc)) from None
 
+    web: WebConfig | None = None
+    if "web" in top:
+        raw_web = top["web"]
+        if not isinstance(raw_web, dict):
+            raise f.fail("web", "must be a table ([web])")
+        f.unknown(raw_web, _WEB_KEYS, "web.")
+        web = WebConfig(
+            f.text("web.host", raw_web.get("host", "127.0.0.1")),
+            f.integer("web.port", raw_web.get("port", 8080), 0, 65535),
+            f.integer("web.threads", raw_web.get("threads", 4), 1, 64),
+        )
+
     return HubConfig(
         path=path,
         database=database,
@@ -288,4 +311,5 @@ def load_config(path: Path | str) -> HubConfig:
         backup=backup,
         nodes=tuple(nodes),
         reconcile=MappingProxyType(dict(reconcile)),
+        web=web,
     )

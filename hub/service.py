@@ -32,6 +32,7 @@ from hub.queries import HubReader
 from hub.reconcile.config import ReconcileConfig
 from hub.reconcile.reconciler import Reconciler
 from hub.transport.serial import SerialLink
+from hub.web.server import WebServer
 from shared_protocol.errors import ProtocolError
 from shared_protocol.messages import Calibrate, Identify, Message, SetLane, Tare
 
@@ -65,6 +66,7 @@ class HubService:
         self._open_ports = open_ports  # False: frames come only through ``ingest.enqueue`` (benchmarks)
         self._use_reconciler = reconcile
         self.reconciler: Reconciler | None = None
+        self.web: WebServer | None = None
         self._started_ns = 0
         self._last_status: tuple[int, int, int] = (0, 0, 0)  # monotonic ns, frames, applied
 
@@ -133,6 +135,16 @@ class HubService:
             if self._use_reconciler:
                 self.reconciler = Reconciler(ledger, ReconcileConfig.from_mapping(cfg.reconcile))
                 self.reconciler.start()
+            if cfg.web is not None:
+                self.web = WebServer.start(
+                    cfg.database,
+                    ledger,
+                    asyncio.get_running_loop(),
+                    host=cfg.web.host,
+                    port=cfg.web.port,
+                    threads=cfg.web.threads,
+                )
+                log.info("status page on %s", self.web.url)
         except BaseException:
             await self.stop()
             raise
@@ -145,6 +157,9 @@ class HubService:
         return self
 
     async def stop(self) -> None:
+        if self.web is not None:
+            await self.web.stop()  # first: its requests write through the ledger, which is still running
+            self.web = None
         if self.reconciler is not None:
             await self.reconciler.stop()
             self.reconciler = None

@@ -6,6 +6,7 @@ equal to the ground truth and exactly the expected alerts (theft, damage, mispla
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,3 +28,4 @@ def test_demo_ledger_matches_ground_truth(tmp_path: Path) -> None:
     for kind in ("shrinkage", "damage", "misplaced", "reorder"):
         assert f"  {kind} " in out, out[-3000:]
     assert "MISSING" not in out and "MISMATCH" not in out
+    assert re.search(r"demo: status page http://127\.0\.0\.1:\d+/ \(login demo / demo-password\)", out), out[:3000]

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import shutil
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -25,14 +26,18 @@ from hub.ledger.models import Alert, Sku
 from hub.ledger.reader import LedgerReader
 from hub.ledger.service import LedgerService
 from hub.service import HubService
+from hub.web.users import add_user, hash_password
 from tools.emulation.host import Emulator, EmulatorError
 from tools.emulation.scenarios import Scenario, TruthRow, build
 
 SETTLE_S = 20.0  # the last seconds of a timed demo: no new shopping, events and sales drain
 MIN_DURATION_S = 75.0
+LIVE_SHOPPING_S = 600.0  # without --duration: the story, then shoppers for ten minutes (then the shelves idle)
 STORY_SPAN_S = 150.0 - 12.0  # the store story from its first action to the restock
 RECONCILE = {"window_s": 150.0, "grace_s": 5.0, "lead_s": 10.0, "putback_s": 60.0, "interval_s": 2.0}
 STAFF = "demo-staff"
+WEB_PORT = 8080  # the status page; any free port when 8080 is taken
+DEMO_LOGIN = ("demo", "demo-password")  # a manager account on the demo's throw-away ledger
 POS = "demo-pos"
 
 
@@ -79,7 +84,7 @@ class Demo:
         self.dir = directory.resolve()
         self.nodes = nodes
         self.duration_s = duration_s
-        shopping = (duration_s - SETTLE_S) if duration_s is not None else 3600.0
+        shopping = (duration_s - SETTLE_S) if duration_s is not None else LIVE_SHOPPING_S
         self.scenario: Scenario = build("store", list(range(1, nodes + 1)), seed, shopping, story_scale(duration_s))
         self.epoch = 0.0
         self.paid: set[int] = set()
@@ -105,6 +110,8 @@ class Demo:
                     lid = await ledger.assign_lane(nid, index, sku.sku, actor=STAFF, lane_id=lane_id(nid, index))
                     await ledger.record_receipt(sku.sku, setup.initial, actor=STAFF, ref=f"opening:{lid}")
                     await ledger.restock(sku.sku, lid, setup.initial, actor=STAFF, ref=f"opening-shelf:{lid}")
+            pw_hash = hash_password(DEMO_LOGIN[1])
+            await ledger.transact(lambda tx: add_user(tx, DEMO_LOGIN[0], pw_hash, "manager", actor=STAFF))
         finally:
             await ledger.close()
 
@@ -120,6 +127,10 @@ class Demo:
             "",
             "[reconcile]",
             *(f"{k} = {v}" for k, v in RECONCILE.items()),
+            "",
+            "[web]",
+            'host = "127.0.0.1"',
+            f"port = {WEB_PORT if _port_free(WEB_PORT) else 0}",
         ]
         cfg.write_text("\n".join(lines) + "\n")
         return cfg
@@ -213,6 +224,8 @@ class Demo:
             reader = await hub.ledger.reader()
             until = f"stops after {self.duration_s:.0f} s" if self.duration_s else "Ctrl-C stops"
             print(f"demo: hub on {db}; {self.nodes} emulated node(s); {until}", flush=True)
+            if hub.web is not None:
+                print(f"demo: status page {hub.web.url} (login {DEMO_LOGIN[0]} / {DEMO_LOGIN[1]})", flush=True)
             last_print = 0.0
             while not stop.is_set():
                 now_s = time.time() - self.epoch
@@ -240,6 +253,15 @@ class Demo:
             emu.stop(quiet=True)
         print(f"ledger kept in {db} (inspect with: smartshelf ledger stock --db {db})")
         return 0 if ok else 1
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def main(directory: Path, nodes: int, duration_s: float | None, seed: int) -> int:

@@ -213,10 +213,31 @@ _V3_RECONCILE = (
     "CREATE INDEX movements_reason_ts ON movements(reason, ts_ms)",
 )
 
+# Staff accounts of the status page (hub/web/README.md), written only through the writer.
+_V4_USERS = (
+    """CREATE TABLE users (
+        username TEXT PRIMARY KEY CHECK (length(username) BETWEEN 1 AND 64 AND username NOT GLOB '*[^!-~]*'),
+        password_hash TEXT NOT NULL CHECK (length(password_hash) > 0),
+        role TEXT NOT NULL CHECK (role IN ('viewer', 'clerk', 'manager', 'admin')),
+        created_ms INTEGER NOT NULL,
+        disabled_ms INTEGER
+    ) STRICT""",
+    # Login throttling: failures per (username, ip) in a sliding window.
+    """CREATE TABLE login_attempts (
+        id INTEGER PRIMARY KEY,
+        ts_ms INTEGER NOT NULL,
+        username TEXT NOT NULL,
+        ip TEXT NOT NULL,
+        ok INTEGER NOT NULL CHECK (ok IN (0, 1))
+    ) STRICT""",
+    "CREATE INDEX login_attempts_who ON login_attempts(username, ip, ts_ms)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "core ledger: skus, nodes, lanes, movements, balances, physical counts, audit", _V1_CORE),
     Migration(2, "alerts; movements by sku and time; book_stock and observed_stock views", _V2_ALERTS),
     Migration(3, "reconciliation: settled picks, their matches, progress; movements by reason and time", _V3_RECONCILE),
+    Migration(4, "status page: users and login attempts", _V4_USERS),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -13,6 +13,7 @@ import os
 import select
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -212,11 +213,17 @@ class NodeProcess:
             "log": str(log_path) if log_path is not None else None,
             "max_pending": max_pending,
         }
+        # The spec (with the node's files, e.g. a long scenario plan) goes through a private file: an
+        # environment variable is limited to 128 KiB on Linux.
+        fd, spec_path = tempfile.mkstemp(prefix="mpy-node-", suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            json.dump(spec, f)
+        self._spec_path = Path(spec_path)
         self._env = dict(
             os.environ,
             MPY_LIB_ROOTS=json.dumps(roots),
             MPY_HEAP_BYTES=str(heap_bytes),
-            MPY_NODE_SPEC=json.dumps(spec),
+            MPY_NODE_SPEC_FILE=spec_path,
         )
         self._fd = link_fd
         self._log_path = log_path
@@ -303,4 +310,5 @@ class NodeProcess:
         for stream in (proc.stdin, proc.stdout):
             if stream:
                 stream.close()
+        self._spec_path.unlink(missing_ok=True)
         return proc.returncode

@@ -8,7 +8,7 @@
 // MicroPython-side packages under /lib, so no state leaks between tests; loading one takes a few ms.
 // The code may use top-level `await`; it sets the global `result` to a JSON-serialisable value.
 //
-// Node mode (`--node`, spec in the MPY_NODE_SPEC environment variable): one interpreter runs one long-lived
+// Node mode (`--node`, spec in the JSON file named by MPY_NODE_SPEC_FILE): one interpreter runs one long-lived
 // program (an emulated shelf node) and its console is bridged to a file descriptor (a pty master):
 //   spec {"code": "...", "fd": N, "flash_dir": "/host/dir", "flash_root": "/flash", "files": {path: base64},
 //         "epoch_ms": <wall-clock ms of time zero>, "log": "/host/node.log" | null, "max_pending": 65536}
@@ -300,7 +300,7 @@ async function nodeMode(spec) {
 }
 
 if (process.argv.includes("--node")) {
-  nodeMode(JSON.parse(process.env.MPY_NODE_SPEC || "{}")).catch((e) => {
+  nodeMode(JSON.parse(fs.readFileSync(process.env.MPY_NODE_SPEC_FILE, "utf8"))).catch((e) => {
     status({ event: "exit", ok: false, error: String(e && e.stack || e) });
     process.exit(1);
   });

@@ -1,0 +1,94 @@
+"""Shared fixtures of the web tests: a LedgerService on its own loop thread (like the hub's), a Flask app."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from flask import Flask
+from flask.testing import FlaskClient
+
+from hub.ledger import LedgerService, SensorGap, Sku
+from hub.ledger.models import now_ms
+from hub.web import LoopWriter, create_app
+from hub.web.users import ROLES, add_user
+
+T = TypeVar("T")
+PASSWORD = "correct horse battery"
+
+
+@dataclass
+class Env:
+    db: Path
+    writer: LoopWriter
+    app: Flask
+
+    def write(self, fn: Callable[[LedgerService], Awaitable[T]]) -> T:
+        return self.writer.call(fn)
+
+    def client(self, role: str | None = None) -> FlaskClient:
+        """A test client, signed in as the seeded user of ``role`` (None: anonymous) without a password round."""
+        client = self.app.test_client()
+        if role is not None:
+            with client.session_transaction() as sess:
+                sess["user"] = role
+        return client
+
+    def csrf(self, client: FlaskClient) -> str:
+        with client.session_transaction() as sess:
+            token = sess.setdefault("csrf", "t" * 43)
+        return str(token)
+
+
+def _fast_hash(password: str) -> str:
+    from werkzeug.security import generate_password_hash
+
+    return generate_password_hash(password, method="pbkdf2:sha256:1000")
+
+
+async def _seed(ledger: LedgerService) -> None:
+    await ledger.add_sku(Sku("COLA", "Cola 330 ml", 3500, 20, reorder_point=6, reorder_qty=24, capacity=30), actor="t")
+    await ledger.add_sku(Sku("TEA", "Green tea", 1200, reorder_point=4, capacity=20), actor="t")
+    await ledger.add_sku(Sku("SOUP", "Soup", 4000, reorder_point=2, capacity=10), actor="t")
+    await ledger.assign_lane(1, 0, "COLA", actor="t", lane_id="A1")
+    await ledger.assign_lane(1, 1, "TEA", actor="t", lane_id="B1")
+    await ledger.assign_lane(1, 2, "SOUP", actor="t", lane_id="C1")
+    await ledger.apply_sensor_gap(SensorGap(1, 0, 21, "seed0", now_ms()))
+    await ledger.apply_sensor_gap(SensorGap(1, 1, 3, "seed1", now_ms()))
+    await ledger.open_alert("shrinkage", "lane:A1/COLA", {"missing": 2}, actor="reconcile")
+    await ledger.open_alert("reorder", "sku:TEA", {"observed": 3}, actor="reconcile")
+    for role in ROLES:
+        await ledger.transact(_adder(role))
+
+
+def _adder(role: str) -> Callable[[Any], Awaitable[None]]:
+    return lambda tx: add_user(tx, role, _fast_hash(PASSWORD), role, actor="t")  # username = role
+
+
+def run_env(tmp_path: Path) -> Iterator[Env]:
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="hub-loop", daemon=True)
+    thread.start()
+    db = tmp_path / "ledger.db"
+    ledger = LedgerService(db, synchronous="NORMAL")
+
+    def on_loop(coro: Awaitable[Any]) -> Any:
+        async def run() -> Any:
+            return await coro
+
+        return asyncio.run_coroutine_threadsafe(run(), loop).result(30)
+
+    on_loop(ledger.start())
+    writer = LoopWriter(ledger, loop)
+    try:
+        writer.call(_seed)
+        yield Env(db, writer, create_app(db, writer, config={"TESTING": True}))
+    finally:
+        on_loop(ledger.close())
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
