@@ -71,6 +71,24 @@ def expected_outcome(truth: list[TruthRow], until_s: float) -> Expected:
     return exp
 
 
+async def open_store(ledger: LedgerService, scenario: Scenario) -> None:
+    """A scenario's catalogue, lane assignments and opening stock (received, then put on the shelves)."""
+    seen: set[str] = set()
+    for nid, plan in sorted(scenario.nodes.items()):
+        for index, setup in enumerate(plan.lanes):
+            sku = setup.sku
+            if sku.sku not in seen:
+                seen.add(sku.sku)
+                await ledger.add_sku(
+                    Sku(sku.sku, sku.sku.title(), round(sku.unit_g * 10), round(sku.spread * 1000),
+                        setup.reorder_point, 2 * setup.initial, 2 * setup.initial),
+                    actor=STAFF,
+                )  # fmt: skip
+            lid = await ledger.assign_lane(nid, index, sku.sku, actor=STAFF, lane_id=lane_id(nid, index))
+            await ledger.record_receipt(sku.sku, setup.initial, actor=STAFF, ref=f"opening:{lid}")
+            await ledger.restock(sku.sku, lid, setup.initial, actor=STAFF, ref=f"opening-shelf:{lid}")
+
+
 def story_scale(duration_s: float | None) -> float:
     if duration_s is None:
         return 1.0
@@ -92,24 +110,11 @@ class Demo:
 
     # -- setup ------------------------------------------------------------------------------------
     async def seed_ledger(self, db: Path) -> None:
-        """The store's catalogue, lane assignments and opening stock (received, then put on the shelves)."""
+        """The store's books (``open_store``) and a manager login for the status page."""
         ledger = LedgerService(db)
         await ledger.start()
         try:
-            seen: set[str] = set()
-            for nid, plan in sorted(self.scenario.nodes.items()):
-                for index, setup in enumerate(plan.lanes):
-                    sku = setup.sku
-                    if sku.sku not in seen:
-                        seen.add(sku.sku)
-                        await ledger.add_sku(
-                            Sku(sku.sku, sku.sku.title(), round(sku.unit_g * 10), round(sku.spread * 1000),
-                                setup.reorder_point, 2 * setup.initial, 2 * setup.initial),
-                            actor=STAFF,
-                        )  # fmt: skip
-                    lid = await ledger.assign_lane(nid, index, sku.sku, actor=STAFF, lane_id=lane_id(nid, index))
-                    await ledger.record_receipt(sku.sku, setup.initial, actor=STAFF, ref=f"opening:{lid}")
-                    await ledger.restock(sku.sku, lid, setup.initial, actor=STAFF, ref=f"opening-shelf:{lid}")
+            await open_store(ledger, self.scenario)
             pw_hash = hash_password(DEMO_LOGIN[1])
             await ledger.transact(lambda tx: add_user(tx, DEMO_LOGIN[0], pw_hash, "manager", actor=STAFF))
         finally:

@@ -16,40 +16,25 @@ from pathlib import Path
 from typing import IO, Any
 
 from firmware.outbox import Outbox
-from hub.ledger.models import Sku
 from hub.ledger.service import LedgerService
 from shared_protocol.auth import Key
 from shared_protocol.frame import encode_frame
 from shared_protocol.messages import KIND_PICK, Event
 from shared_protocol.serial_framing import encode_serial
-from tools.demo import lane_id
+from tools.demo import open_store
 from tools.emulation.scenarios import Scenario
 from tools.mpy_runtime import REPO_ROOT
 
-STAFF = "hil-staff"
 FORGED_WEIGHT_DG = -12345  # a weight no real event of these scenarios has: a forged event would stand out
 FORGED_EVENT_SEQ = 900_000
 
 
 async def seed_ledger(db: Path, scenario: Scenario) -> None:
-    """Catalogue, lane assignments and opening stock, as ``smartshelf demo`` books them."""
+    """Catalogue, lane assignments and opening stock, exactly as ``smartshelf demo`` books them."""
     ledger = LedgerService(db)
     await ledger.start()
     try:
-        seen: set[str] = set()
-        for nid, plan in sorted(scenario.nodes.items()):
-            for index, setup in enumerate(plan.lanes):
-                sku = setup.sku
-                if sku.sku not in seen:
-                    seen.add(sku.sku)
-                    await ledger.add_sku(
-                        Sku(sku.sku, sku.sku.title(), round(sku.unit_g * 10), round(sku.spread * 1000),
-                            setup.reorder_point, 2 * setup.initial, 2 * setup.initial),
-                        actor=STAFF,
-                    )  # fmt: skip
-                lid = await ledger.assign_lane(nid, index, sku.sku, actor=STAFF, lane_id=lane_id(nid, index))
-                await ledger.record_receipt(sku.sku, setup.initial, actor=STAFF, ref=f"opening:{lid}")
-                await ledger.restock(sku.sku, lid, setup.initial, actor=STAFF, ref=f"opening-shelf:{lid}")
+        await open_store(ledger, scenario)
     finally:
         await ledger.close()
 
