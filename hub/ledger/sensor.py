@@ -160,6 +160,24 @@ def _validate(item: SensorItem) -> None:
                 _check_int(name, value, 0, 2**62)
 
 
+def _row(
+    movement_id: int,
+    now_ms: int,
+    item: SensorEvent | SensorGap,
+    sku: str | None,
+    lane_id: str,
+    reason: Reason,
+    ref: str,
+    note: str | None,
+    event: tuple[Any, Any, Any],
+) -> tuple[Any, ...]:
+    """One sensor movement's columns; ``event`` = (event_seq, weight_delta_dg, confidence), Nones for a gap."""
+    return (
+        movement_id, item.observed_ms, now_ms, sku, sensor_location(lane_id), item.count_delta, reason.value, ref,
+        f"node:{item.node_id}", note, item.node_id, *event,
+    )  # fmt: skip
+
+
 async def apply_batch(conn: aiosqlite.Connection, items: Sequence[SensorItem], now_ms: int) -> list[SensorOutcome]:
     """Apply ``items`` inside the caller's open write transaction; returns one outcome per item, in order."""
     outcomes: list[SensorOutcome] = [None] * len(items)
@@ -231,24 +249,8 @@ async def apply_batch(conn: aiosqlite.Connection, items: Sequence[SensorItem], n
                 outcomes[i] = Duplicate(ref)
                 continue
             lane_id, sku = lane_of(item.node_id, item.lane_index)
-            rows.append(
-                (
-                    next_id,
-                    item.observed_ms,
-                    now_ms,
-                    sku,
-                    sensor_location(lane_id),
-                    item.count_delta,
-                    _KIND_REASON[item.kind].value,
-                    ref,
-                    f"node:{item.node_id}",
-                    item.note,
-                    item.node_id,
-                    item.event_seq,
-                    item.weight_delta_dg,
-                    item.confidence,
-                )
-            )
+            event = (item.event_seq, item.weight_delta_dg, item.confidence)
+            rows.append(_row(next_id, now_ms, item, sku, lane_id, _KIND_REASON[item.kind], ref, item.note, event))
             outcomes[i] = Applied(ref, (next_id,))
             next_id += 1
             node.above.add(item.event_seq)
@@ -262,24 +264,8 @@ async def apply_batch(conn: aiosqlite.Connection, items: Sequence[SensorItem], n
                 outcomes[i] = Duplicate(ref, (seen_refs[ref],))
                 continue
             lane_id, sku = lane_of(item.node_id, item.lane_index)
-            rows.append(
-                (
-                    next_id,
-                    item.observed_ms,
-                    now_ms,
-                    sku,
-                    sensor_location(lane_id),
-                    item.count_delta,
-                    Reason.SENSOR_GAP.value,
-                    ref,
-                    f"node:{item.node_id}",
-                    item.note,
-                    item.node_id,
-                    None,
-                    None,
-                    None,
-                )
-            )
+            no_event = (None, None, None)
+            rows.append(_row(next_id, now_ms, item, sku, lane_id, Reason.SENSOR_GAP, ref, item.note, no_event))
             seen_refs[ref] = next_id
             outcomes[i] = Applied(ref, (next_id,))
             next_id += 1
