@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from hub.argtypes import number
+
 
 def _bench(args: argparse.Namespace) -> int:
     if args.target == "protocol":
@@ -31,24 +33,9 @@ def _replay(args: argparse.Namespace) -> int:
     return replay.run(args.trace, args.unit_weight, args.spread, args.runtime)
 
 
-def _grams(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 1.0 <= value <= 100000.0:
-        raise argparse.ArgumentTypeError("unit weight must be between 1 g and 100 kg")
-    return value
-
-
-def _percent(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 <= value <= 30.0:
-        raise argparse.ArgumentTypeError("spread must be between 0 and 30 %")
-    return value
+_grams = number(float, lambda v: 1.0 <= v <= 100000.0, "unit weight must be between 1 g and 100 kg")
+_percent = number(float, lambda v: 0.0 <= v <= 30.0, "spread must be between 0 and 30 %")
+_duration = number(float, lambda v: v > 0, "duration must be positive", "a number of seconds")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -57,16 +44,6 @@ def _demo(args: argparse.Namespace) -> int:
     from tools import demo
 
     return demo.main(Path(args.dir), args.nodes, args.duration, args.seed)
-
-
-def _duration(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError("duration must be positive")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hub.argtypes import number
 from hub.config import ConfigError, HubConfig, load_config
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
@@ -39,16 +40,6 @@ def _config(args: argparse.Namespace) -> HubConfig | None:
     except ConfigError as exc:
         _err(str(exc))
         return None
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be greater than 0")
-    return value
 
 
 # ------------------------------------------------------------------------------------------------------ run
@@ -155,31 +146,10 @@ def _status(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------- parser
 
 
-def _grams(text: str) -> float:
-    value = _positive(text)
-    if not 0.1 <= value <= 100_000:
-        raise argparse.ArgumentTypeError("the known weight must be 0.1 g .. 100 kg")
-    return value
-
-
-def _lane(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a lane number: {text!r}") from None
-    if not 0 <= value <= 31:
-        raise argparse.ArgumentTypeError("a lane is 0..31")
-    return value
-
-
-def _seconds(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number of seconds: {text!r}") from None
-    if not 0 <= value <= 255:
-        raise argparse.ArgumentTypeError("identify takes 0..255 seconds (0 stops)")
-    return value
+_positive = number(float, lambda v: v > 0, "must be greater than 0")
+_grams = number(float, lambda v: 0.1 <= v <= 100_000, "the known weight must be 0.1 g .. 100 kg")
+_lane = number(int, lambda v: 0 <= v <= 31, "a lane is 0..31", "a lane number")
+_seconds = number(int, lambda v: 0 <= v <= 255, "identify takes 0..255 seconds (0 stops)", "a whole number of seconds")
 
 
 def add_hub_parser(sub: Any) -> None:

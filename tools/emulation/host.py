@@ -25,7 +25,6 @@ running, and a host that dies anyway takes its nodes with it (they exit when the
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
 import json
@@ -45,6 +44,7 @@ from types import FrameType
 from typing import IO, Any
 
 from firmware import config as node_config
+from hub.argtypes import number
 from tools.emulation.board import provision
 from tools.emulation.scenarios import SCENARIOS, Scenario, build
 from tools.mpy_runtime import REPO_ROOT, MicroPythonUnavailable, NodeProcess
@@ -374,24 +374,8 @@ class Emulator:
         self.stop(quiet=True)
 
 
-def _count(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 1 <= n <= MAX_NODES:
-        raise argparse.ArgumentTypeError(f"must be 1..{MAX_NODES}")
-    return n
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 <= value <= 30 * 86400.0:
-        raise argparse.ArgumentTypeError("must be 0 .. 2592000 s")
-    return value
+_count = number(int, lambda n: 1 <= n <= MAX_NODES, f"must be 1..{MAX_NODES}", "a whole number")
+_seconds = number(float, lambda v: 0.0 <= v <= 30 * 86400.0, "must be 0 .. 2592000 s")
 
 
 def add_emulate_parser(sub: Any) -> None:
