@@ -17,17 +17,11 @@ from werkzeug.test import TestResponse
 from hub.cli import main
 from hub.ledger import AlertStatus
 from hub.web import create_app
-from hub.web.access import PUBLIC, ROLE_MATRIX, matrix_markdown
+from hub.web.access import API, PUBLIC, ROLE_MATRIX, matrix_markdown
 from hub.web.app import secret_key_path
 from hub.web.users import ROLES, THROTTLE_FAILURES, role_rank
+from tests.web_routes import ROUTES
 from tests.web_support import PASSWORD, Env, run_env
-
-# route -> (method, url, endpoint). Every endpoint of the app is here (checked below).
-ROUTES = {
-    "overview": ("GET", "/", "pages.overview"),
-    "alerts": ("GET", "/alerts", "pages.alerts"),
-    "acknowledge": ("POST", "/alerts/{alert}/acknowledge", "pages.acknowledge"),
-}
 
 
 @pytest.fixture
@@ -50,28 +44,42 @@ def _alert_id(env: Env, cause: str = "lane:A1/COLA") -> int:
 def test_every_endpoint_is_in_the_matrix(env: Env) -> None:
     endpoints = {rule.endpoint for rule in env.app.url_map.iter_rules()}
     assert endpoints == set(ROLE_MATRIX)
-    assert {e for _, _, e in ROUTES.values()} == {e for e, r in ROLE_MATRIX.items() if r != PUBLIC}
+    roles = {e for e, r in ROLE_MATRIX.items() if r not in (PUBLIC, API)}
+    assert {r.endpoint for r in ROUTES.values()} == roles
+
+
+def _fingerprint(env: Env) -> list[tuple[Any, ...]]:
+    """Everything a refused request must leave as it was."""
+    return _sql(
+        env,
+        "SELECT (SELECT count(*) FROM movements), (SELECT count(*) FROM audit), (SELECT count(*) FROM users),"
+        " (SELECT group_concat(status || ':' || coalesce(resolution, ''), ',') FROM alerts),"
+        " (SELECT group_concat(username || ':' || role || ':' || coalesce(disabled_ms, ''), ',') FROM users)",
+    )
 
 
 @pytest.mark.parametrize("role", [None, *ROLES])
 @pytest.mark.parametrize("route", sorted(ROUTES))
 def test_route_by_role(env: Env, route: str, role: str | None) -> None:
-    method, url, endpoint = ROUTES[route]
-    alert = _alert_id(env)
+    r = ROUTES[route]
     client = env.client(role)
-    url = url.format(alert=alert)
-    resp = client.get(url) if method == "GET" else client.post(url, data={"csrf_token": env.csrf(client)})
-    acknowledged = _sql(env, "SELECT status FROM alerts WHERE id = ?", (alert,))[0][0] == "acknowledged"
+    url = r.url.format(alert=_alert_id(env), lane="A1", user="viewer")
+    before = _fingerprint(env)
+    if r.method == "GET":
+        resp = client.get(url)
+    else:
+        resp = client.post(url, data={**r.data, "csrf_token": env.csrf(client)})
     if role is None:
         assert resp.status_code == 302
         assert resp.headers["Location"].startswith("/login")
-        assert not acknowledged
-    elif role_rank(role) < role_rank(ROLE_MATRIX[endpoint]):
+        assert _fingerprint(env) == before
+    elif role_rank(role) < role_rank(ROLE_MATRIX[r.endpoint]):
         assert resp.status_code == 403
-        assert not acknowledged
+        assert _fingerprint(env) == before
     else:
-        assert resp.status_code == (200 if method == "GET" else 302)
-        assert acknowledged == (route == "acknowledge")
+        assert resp.status_code == r.ok, resp.data[:500]
+        if r.method == "POST":
+            assert _fingerprint(env) != before, "an allowed POST changed nothing"
 
 
 def test_unknown_routes_and_methods(env: Env) -> None:

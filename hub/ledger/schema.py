@@ -233,11 +233,37 @@ _V4_USERS = (
     "CREATE INDEX login_attempts_who ON login_attempts(username, ip, ts_ms)",
 )
 
+# Status page and HTTP API (hub/web/README.md): API clients, lane readings for the shelf charts, movements by
+# location (shelf detail, ledger explorer, out-of-stock minutes).
+_V5_WEB = (
+    # One row per POS / WMS client of the HTTP API. The bearer token is 256 random bits shown once; only its
+    # SHA-256 is kept (a slow hash buys nothing for a random secret of that size). scopes: space-separated.
+    """CREATE TABLE api_clients (
+        name TEXT PRIMARY KEY CHECK (length(name) BETWEEN 1 AND 64 AND name NOT GLOB '*[^!-~]*'),
+        token_sha256 TEXT NOT NULL UNIQUE CHECK (length(token_sha256) = 64),
+        scopes TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        created_by TEXT NOT NULL,
+        disabled_ms INTEGER
+    ) STRICT""",
+    # A lane's weight and count as its node reported them (lane_state), thinned by ingest; pruned by age.
+    """CREATE TABLE lane_readings (
+        lane_id TEXT NOT NULL,
+        ts_ms INTEGER NOT NULL,
+        weight_dg INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        flags INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (lane_id, ts_ms)
+    ) STRICT, WITHOUT ROWID""",
+    "CREATE INDEX movements_location_ts ON movements(location, ts_ms)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "core ledger: skus, nodes, lanes, movements, balances, physical counts, audit", _V1_CORE),
     Migration(2, "alerts; movements by sku and time; book_stock and observed_stock views", _V2_ALERTS),
     Migration(3, "reconciliation: settled picks, their matches, progress; movements by reason and time", _V3_RECONCILE),
     Migration(4, "status page: users and login attempts", _V4_USERS),
+    Migration(5, "HTTP API clients, lane readings, movements by location", _V5_WEB),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

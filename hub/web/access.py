@@ -1,7 +1,9 @@
 """Who may see what: the role matrix (defined here, once), session users, CSRF tokens.
 
 Every request is checked against ``ROLE_MATRIX`` before its view runs (fail closed: an endpoint missing from the
-matrix is refused to everyone). Anonymous users are redirected to the login page; a signed-in user whose role
+matrix is refused to everyone). Endpoints marked ``API`` take no session: the API blueprint checks their bearer
+token and scope itself (``hub/web/api.py``), before its views run, failing closed the same way.
+Anonymous users are redirected to the login page; a signed-in user whose role
 is below the minimum gets 403. Every POST must carry the session's CSRF token (form field ``csrf_token``).
 """
 
@@ -16,13 +18,32 @@ from werkzeug.wrappers.response import Response
 from hub.web.users import ROLES, get_user, role_rank
 
 PUBLIC = "public"
-# endpoint -> minimum role (or PUBLIC). hub/web/README.md renders this table.
+API = "api client"  # bearer token of an API client; its scopes are checked by hub/web/api.py (API_SCOPES)
+# endpoint -> minimum role (or PUBLIC, or API). hub/web/README.md renders this table.
 ROLE_MATRIX: dict[str, str] = {
     "auth.login": PUBLIC,
     "auth.logout": PUBLIC,
+    # seeing the store
     "pages.overview": "viewer",
-    "pages.alerts": "viewer",
-    "pages.acknowledge": "clerk",
+    "live.events": "viewer",
+    "live.lanes": "viewer",
+    "shelf.detail": "viewer",
+    "alerts.index": "viewer",
+    "reports.reorder": "viewer",
+    "nodes.index": "viewer",
+    # acting on it
+    "alerts.acknowledge": "clerk",
+    "ledger.explorer": "clerk",
+    "alerts.resolve": "manager",
+    "ledger.export": "manager",
+    "reports.index": "manager",
+    "reports.export": "manager",
+    # administration
+    "users.index": "admin",
+    "users.create": "admin",
+    "users.update": "admin",
+    # the HTTP API (hub/web/api.py)
+    "api.openapi": PUBLIC,
 }
 
 
@@ -57,6 +78,8 @@ def _enforce() -> Response | None:
     needed = ROLE_MATRIX.get(request.endpoint or "")
     if needed is None:
         abort(403)
+    if needed == API:
+        return None  # no session, no cookie, no CSRF: hub/web/api.py checks the bearer token and its scopes
     if needed != PUBLIC:
         if g.user is None:
             return redirect(url_for("auth.login", next=request.full_path if request.method == "GET" else None))
@@ -76,7 +99,7 @@ def install(app: Flask) -> None:
 def allowed(endpoint: str) -> bool:
     """For templates: may the current user reach ``endpoint``?"""
     needed = ROLE_MATRIX.get(endpoint)
-    if needed is None:
+    if needed is None or needed == API:
         return False
     if needed == PUBLIC:
         return True
@@ -93,8 +116,11 @@ def matrix_markdown(app: Flask) -> str:
     lines = ["| route | endpoint | minimum role | " + " | ".join(("anonymous", *ROLES)) + " |"]
     lines.append("| --- | --- | --- |" + " --- |" * (len(ROLES) + 1))
     for endpoint, needed in ROLE_MATRIX.items():
-        cells = ["yes" if needed == PUBLIC else "→ login"]
-        cells += ["yes" if needed == PUBLIC or role_rank(r) >= role_rank(needed) else "403" for r in ROLES]
+        if needed == API:
+            cells = ["token"] * (len(ROLES) + 1)
+        else:
+            cells = ["yes" if needed == PUBLIC else "→ login"]
+            cells += ["yes" if needed == PUBLIC or role_rank(r) >= role_rank(needed) else "403" for r in ROLES]
         route = ", ".join(routes.get(endpoint, ["-"]))
         lines.append(f"| {route} | `{endpoint}` | {needed} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

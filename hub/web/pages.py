@@ -1,17 +1,13 @@
-"""Overview (every lane) and alerts (list, acknowledge)."""
+"""The overview: every lane with its SKU, count against capacity, last change, state and open alerts."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from dataclasses import dataclass
-from typing import Any
 
-from flask import Blueprint, abort, flash, g, redirect, render_template, url_for
-from werkzeug.wrappers.response import Response
+from flask import Blueprint, render_template
 
-from hub.ledger.models import AlertStateError, UnknownAlert
-from hub.web.app import get_db, get_writer
+from hub.web.app import get_db
 
 bp = Blueprint("pages", __name__)
 
@@ -85,37 +81,3 @@ def lanes(conn: sqlite3.Connection) -> list[LaneRow]:
 @bp.get("/")
 def overview() -> str:
     return render_template("overview.html", lanes=lanes(get_db()))
-
-
-@bp.get("/alerts")
-def alerts() -> str:
-    rows: list[dict[str, Any]] = [
-        {
-            "id": r[0],
-            "kind": r[1],
-            "cause_key": r[2],
-            "status": r[3],
-            "opened_ms": r[4],
-            "acknowledged_by": r[5],
-            "evidence": json.dumps(json.loads(r[6]), sort_keys=True)[:200],
-        }
-        for r in get_db().execute(
-            "SELECT id, kind, cause_key, status, opened_ms, acknowledged_by, evidence FROM alerts"
-            " WHERE status != 'resolved' ORDER BY opened_ms DESC, id DESC LIMIT 500"
-        )
-    ]
-    return render_template("alerts.html", alerts=rows)
-
-
-@bp.post("/alerts/<int:alert_id>/acknowledge")
-def acknowledge(alert_id: int) -> Response:
-    actor = f"web:{g.user.username}"
-    try:
-        get_writer().call(lambda ledger: ledger.acknowledge_alert(alert_id, actor=actor))
-    except UnknownAlert:
-        abort(404)
-    except AlertStateError as exc:
-        flash(str(exc))
-    else:
-        flash(f"Alert {alert_id} acknowledged.")
-    return redirect(url_for("pages.alerts"))

@@ -1,0 +1,45 @@
+"""Every page route of the status page, with a request that exercises it (the role-matrix test walks them all).
+
+``url`` may name ``{alert}`` (an open shrinkage alert of the seeded ledger), ``{lane}`` (a seeded lane id) and
+``{user}`` (a seeded user). ``data`` is the form a POST sends (the CSRF token is added). ``ok`` is the status an
+allowed role gets. The API's endpoints are tested in tests/test_web_api.py (tokens, not roles).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    url: str
+    endpoint: str
+    data: dict[str, str] = field(default_factory=dict)
+    ok: int = 200
+
+
+ROUTES: dict[str, Route] = {
+    "overview": Route("GET", "/", "pages.overview"),
+    "lanes json": Route("GET", "/lanes.json", "live.lanes"),
+    "events": Route("GET", "/events?once=1", "live.events"),
+    "shelf": Route("GET", "/lanes/{lane}", "shelf.detail"),
+    "alerts": Route("GET", "/alerts", "alerts.index"),
+    "acknowledge": Route("POST", "/alerts/{alert}/acknowledge", "alerts.acknowledge", ok=302),
+    "resolve": Route("POST", "/alerts/{alert}/resolve", "alerts.resolve", {"outcome": "found"}, ok=302),
+    "reorder": Route("GET", "/reorder", "reports.reorder"),
+    "nodes": Route("GET", "/nodes", "nodes.index"),
+    "ledger": Route("GET", "/ledger", "ledger.explorer"),
+    "ledger csv": Route("GET", "/ledger.csv", "ledger.export"),
+    "reports": Route("GET", "/reports", "reports.index"),
+    "reports csv": Route("GET", "/reports.csv", "reports.export"),
+    "users": Route("GET", "/users", "users.index"),
+    "add user": Route(
+        "POST",
+        "/users",
+        "users.create",
+        {"username": "newbie", "role": "viewer", "password": "a-long-password"},
+        ok=302,
+    ),
+    "update user": Route("POST", "/users/{user}", "users.update", {"role": "clerk"}, ok=302),
+}
