@@ -65,10 +65,8 @@ def test_route_by_role(env: Env, route: str, role: str | None) -> None:
     client = env.client(role)
     url = r.url.format(alert=_alert_id(env), lane="A1", user="viewer")
     before = _fingerprint(env)
-    if r.method == "GET":
-        resp = client.get(url)
-    else:
-        resp = client.post(url, data={**r.data, "csrf_token": env.csrf(client)})
+    form = {**r.data, "csrf_token": env.csrf(client)}
+    resp = client.get(url) if r.method == "GET" else client.post(url, data=form)
     if role is None:
         assert resp.status_code == 302
         assert resp.headers["Location"].startswith("/login")
