@@ -24,6 +24,11 @@ def _bench(args: argparse.Namespace) -> int:
 
         hub.run(quick=args.quick, as_json=args.json)
         return 0
+    if args.target == "web":
+        from tools.bench import web
+
+        web.run(quick=args.quick, as_json=args.json)
+        return 0
     raise AssertionError(args.target)
 
 
@@ -51,12 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     bench = sub.add_parser("bench", help="print benchmark figures measured side by side in one run")
-    bench.add_argument("target", choices=["protocol", "sensing", "hub"], help="what to benchmark")
+    bench.add_argument("target", choices=["protocol", "sensing", "hub", "web"], help="what to benchmark")
     bench.add_argument(
         "--min-ms", type=int, default=1000, help="protocol: minimum time per measured stage (default 1000)"
     )
     bench.add_argument("--seed", type=int, default=1, help="sensing: scenario generator seed (default 1)")
-    bench.add_argument("--quick", action="store_true", help="sensing, hub: a small set (a few seconds)")
+    bench.add_argument("--quick", action="store_true", help="sensing, hub, web: a small set (a few seconds)")
     bench.add_argument("--json", action="store_true", help="print machine-readable JSON")
     bench.set_defaults(func=_bench)
 
@@ -100,9 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_reconcile_parser(sub)
 
-    from hub.web.cli import add_users_parser
+    from hub.web.cli import add_api_clients_parser, add_users_parser
 
     add_users_parser(sub)
+    add_api_clients_parser(sub)
 
     from hub.hub_cli import add_hub_parser
 

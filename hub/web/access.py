@@ -42,8 +42,16 @@ ROLE_MATRIX: dict[str, str] = {
     "users.index": "admin",
     "users.create": "admin",
     "users.update": "admin",
-    # the HTTP API (hub/web/api.py)
+    # the HTTP API (hub/web/api.py): bearer tokens, scopes in api.API_SCOPES
     "api.openapi": PUBLIC,
+    "api.post_sales": API,
+    "api.post_receipts": API,
+    "api.post_returns": API,
+    "api.post_picks": API,
+    "api.post_counts": API,
+    "api.stock": API,
+    "api.lanes": API,
+    "api.alerts": API,
 }
 
 

@@ -1,4 +1,9 @@
-"""smartshelf users add USERNAME --role ROLE [--password-stdin] [--db PATH]"""
+"""smartshelf users add USERNAME --role ROLE [--password-stdin] [--db PATH]
+
+smartshelf api-clients add NAME --scopes read,sales,... [--db PATH]   (prints the bearer token once, on stdout)
+smartshelf api-clients list [--db PATH]
+smartshelf api-clients disable NAME [--db PATH]
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,14 @@ import asyncio
 import getpass
 import sqlite3
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from hub.ledger import LedgerService
 from hub.ledger.cli import DB_ENV, DEFAULT_DB, default_actor, default_db
 from hub.ledger.models import LedgerError
+from hub.web.api_clients import SCOPES, add_client, disable_client, list_clients, new_token, parse_scopes, token_sha256
 from hub.web.users import ROLES, add_user, hash_password
 
 
@@ -55,3 +62,95 @@ def add_users_parser(sub: Any) -> None:
     )
     p.add_argument("--actor", default=default_actor(), help="who is adding (default: cli:<login>)")
     p.set_defaults(func=_add)
+
+
+# ------------------------------------------------------------------------------------------------ api-clients
+
+
+def _api_err(exc: Exception) -> int:
+    print(f"smartshelf api-clients: {exc}", file=sys.stderr)
+    return 2
+
+
+def _api_add(args: argparse.Namespace) -> int:
+    token = new_token()
+    try:
+        scopes = parse_scopes(args.scopes)
+
+        async def run() -> None:
+            async with LedgerService(args.db) as ledger:
+                await ledger.transact(
+                    lambda tx: add_client(tx, args.name, token_sha256(token), scopes, actor=args.actor)
+                )
+
+        asyncio.run(run())
+    except (LedgerError, OSError, sqlite3.Error) as exc:
+        return _api_err(exc)
+    print(
+        f"API client {args.name} added with scopes {','.join(scopes)}. Its bearer token (shown only now; the ledger"
+        " keeps only its SHA-256):",
+        file=sys.stderr,
+    )
+    print(token)
+    return 0
+
+
+def _api_disable(args: argparse.Namespace) -> int:
+    try:
+
+        async def run() -> None:
+            async with LedgerService(args.db) as ledger:
+                await ledger.transact(lambda tx: disable_client(tx, args.name, actor=args.actor))
+
+        asyncio.run(run())
+    except (LedgerError, OSError, sqlite3.Error) as exc:
+        return _api_err(exc)
+    print(f"API client {args.name} disabled: its token is refused from now on")
+    return 0
+
+
+def _fmt(ms: int | None) -> str:
+    return "-" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _api_list(args: argparse.Namespace) -> int:
+    db = Path(args.db)
+    if not db.is_file():
+        return _api_err(OSError(f"no ledger at {db}"))
+    try:
+        conn = sqlite3.connect(f"file:{db.resolve()}?mode=ro", uri=True, timeout=5.0)
+        try:
+            clients = list_clients(conn)
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return _api_err(OSError(f"{db}: {exc} (an older ledger: open it with the hub once to upgrade it)"))
+    if not clients:
+        print("no API clients")
+        return 0
+    print(f"{'name':<24} {'scopes':<40} {'created':<21} {'by':<16} status")
+    for c in clients:
+        status = f"disabled {_fmt(c.disabled_ms)}" if c.disabled else "active"
+        scopes = ",".join(s for s in SCOPES if s in c.scopes)
+        print(f"{c.name:<24} {scopes:<40} {_fmt(c.created_ms):<21} {c.created_by:<16} {status}")
+    return 0
+
+
+def add_api_clients_parser(sub: Any) -> None:
+    clients = sub.add_parser("api-clients", help="clients (POS, WMS) of the HTTP API and their bearer tokens")
+    cmds = clients.add_subparsers(dest="api_clients_command", required=True, metavar="API_CLIENTS_COMMAND")
+    db_help = f"ledger database (default: ${DB_ENV} or ./{DEFAULT_DB})"
+    p = cmds.add_parser("add", help="add a client and print its bearer token (once)")
+    p.add_argument("name")
+    p.add_argument("--scopes", required=True, help=f"comma-separated, from: {','.join(SCOPES)}")
+    p.add_argument("--db", type=Path, default=default_db(), help=db_help)
+    p.add_argument("--actor", default=default_actor(), help="who is adding (default: cli:<login>)")
+    p.set_defaults(func=_api_add)
+    p = cmds.add_parser("list", help="list the clients (never their tokens)")
+    p.add_argument("--db", type=Path, default=default_db(), help=db_help)
+    p.set_defaults(func=_api_list)
+    p = cmds.add_parser("disable", help="disable a client: its token is refused from then on")
+    p.add_argument("name")
+    p.add_argument("--db", type=Path, default=default_db(), help=db_help)
+    p.add_argument("--actor", default=default_actor(), help="who is disabling (default: cli:<login>)")
+    p.set_defaults(func=_api_disable)
