@@ -38,7 +38,7 @@ ROUTES: dict[str, Route] = {
         "POST",
         "/users",
         "users.create",
-        {"username": "newbie", "role": "viewer", "password": "a-long-password"},
+        {"username": "newbie", "role": "viewer", "password": "a-long-password", "confirm": "a-long-password"},
         ok=302,
     ),
     "update user": Route("POST", "/users/{user}", "users.update", {"role": "clerk"}, ok=302),

@@ -74,14 +74,13 @@ async def resolve(
             if units == 0:
                 raise InvalidArgument(f"nothing to write off for alert {alert_id}: say how many units (qty)")
             reason = Reason.SHRINKAGE if outcome == "theft" else Reason.DAMAGE
-            write_off = WriteOff(str(ev["sku"]), units, reason, str(ev["location"]))
+            write_off = WriteOff(_field(ev, "sku", alert_id), units, reason, _field(ev, "location", alert_id))
             text = f"{'theft confirmed' if outcome == 'theft' else 'damaged'}: {units} written off{suffix}"
         elif outcome == "count":
             if counted is None:
                 raise InvalidArgument("a count resolution needs the counted quantity (counted)")
-            result = await tx.count(
-                str(ev["sku"]), counted, ts_ms=None, actor=actor, ref=f"alert{alert_id}", location=str(ev["location"])
-            )
+            sku, location = _field(ev, "sku", alert_id), _field(ev, "location", alert_id)
+            result = await tx.count(sku, counted, ts_ms=None, actor=actor, ref=f"alert{alert_id}", location=location)
             movement_id = result.adjustment_movement_id
             text = f"counted {result.counted_qty} on the lane (book {result.book_qty}){suffix}"
         else:
@@ -96,4 +95,15 @@ async def resolve(
 def _units(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InvalidArgument(f"units must be a whole number >= 0, not {value!r}")
+    return value
+
+
+def _field(evidence: dict[str, Any], key: str, alert_id: int) -> str:
+    """A text field of the evidence the ledger entry needs (an alert opened by hand may lack it)."""
+    value = evidence.get(key)
+    if not isinstance(value, str) or not value:
+        raise InvalidArgument(
+            f"alert {alert_id}'s evidence names no {key}, so no ledger entry can be posted for it:"
+            " choose an outcome that posts none"
+        )
     return value

@@ -1,7 +1,127 @@
-"""Users administration: add, change role, disable / enable, reset password."""
+"""Users administration (admins only): list, add, change role, disable / enable, reset password.
+
+Every change is one transaction of the ledger's writer with an audit entry (actor ``web:<admin>``); the safety
+rules (no admin disables or demotes themselves, the last enabled admin stays) are checked inside it
+(``hub/web/users.py``). Passwords are hashed here, in the web worker thread, never on the writer's loop.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint
+import sqlite3
+from dataclasses import dataclass
+
+from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
+from werkzeug.wrappers.response import Response
+
+from hub.ledger.models import InvalidArgument, LedgerError
+from hub.web.app import get_db, get_writer
+from hub.web.users import (
+    ACTIONS,
+    MIN_PASSWORD,
+    ROLES,
+    UnknownUser,
+    add_user,
+    check_username,
+    get_user,
+    hash_password,
+    update_user,
+)
 
 bp = Blueprint("users", __name__)
+
+
+@dataclass(frozen=True, slots=True)
+class UserRow:
+    username: str
+    role: str
+    created_ms: int
+    disabled_ms: int | None
+    last_login_ms: int | None
+
+
+def list_users(conn: sqlite3.Connection) -> list[UserRow]:
+    return [
+        UserRow(*r)
+        for r in conn.execute(
+            "SELECT u.username, u.role, u.created_ms, u.disabled_ms,"
+            " (SELECT max(a.ts_ms) FROM login_attempts AS a WHERE a.username = u.username AND a.ok = 1)"
+            " FROM users AS u ORDER BY u.username"
+        )
+    ]
+
+
+def _render(*, error: str | None = None, form: dict[str, str] | None = None, status: int = 200) -> tuple[str, int]:
+    page = render_template(
+        "users.html",
+        users=list_users(get_db()),
+        roles=ROLES,
+        min_password=MIN_PASSWORD,
+        error=error,
+        form=form or {"username": "", "role": "viewer"},
+        me=g.user.username,
+    )
+    return page, status
+
+
+def _new_password() -> str:
+    """The hash of the form's password, which must be typed twice the same."""
+    password = request.form.get("password", "")
+    if password != request.form.get("confirm", ""):
+        raise InvalidArgument("the two passwords differ")
+    return hash_password(password)
+
+
+def _actor() -> str:
+    return f"web:{g.user.username}"
+
+
+@bp.get("/users")
+def index() -> tuple[str, int]:
+    return _render()
+
+
+@bp.post("/users")
+def create() -> Response | tuple[str, int]:
+    username = request.form.get("username", "").strip()
+    role = request.form.get("role", "")
+    actor = _actor()
+    try:
+        check_username(username)
+        if role not in ROLES:
+            raise InvalidArgument(f"role must be one of {', '.join(ROLES)}")
+        password_hash = _new_password()
+        get_writer().call(
+            lambda ledger: ledger.transact(lambda tx: add_user(tx, username, password_hash, role, actor=actor))
+        )
+    except LedgerError as exc:
+        return _render(error=f"User not added: {exc}.", form={"username": username[:64], "role": role}, status=400)
+    flash(f"User {username} added as {role}.")
+    return redirect(url_for("users.index"))
+
+
+@bp.post("/users/<path:username>")
+def update(username: str) -> Response | tuple[str, int]:
+    if get_user(get_db(), username) is None:
+        abort(404)
+    role = request.form.get("role") or None
+    action = request.form.get("action") or None
+    actor, by = _actor(), g.user.username
+    try:
+        if role is not None and role not in ROLES:
+            raise InvalidArgument(f"role must be one of {', '.join(ROLES)}")
+        if action is not None and action not in ACTIONS:
+            raise InvalidArgument(f"action must be one of {', '.join(ACTIONS)}")
+        password_hash = _new_password() if action == "reset_password" else None
+        done = get_writer().call(
+            lambda ledger: ledger.transact(
+                lambda tx: update_user(
+                    tx, username, actor=actor, by=by, role=role, action=action, password_hash=password_hash
+                )
+            )
+        )
+    except UnknownUser:
+        abort(404)
+    except LedgerError as exc:
+        return _render(error=f"User {username} not changed: {exc}.", status=400)
+    flash(f"User {username}: {', '.join(done)}.")
+    return redirect(url_for("users.index"))
