@@ -17,6 +17,8 @@ appends). For each frame:
 * ``lane_state`` / ``health`` -> a per-node job that waits until everything received before it has committed,
   then books a ``SensorGap`` when the lane's counters disagree with the ledger, and past events an overflowing
   outbox dropped (``health.outbox_first`` > contiguous + 1) moves the contiguous mark (protocol section 11).
+  A ``lane_state`` also becomes a ``LaneReading`` (weight, count, flags) for the shelf charts, thinned by
+  ``ReadingThinner`` (count or flags changed, weight moved > 2 g, or a minute passed) and submitted without waiting.
 * ``command_result`` -> resolves the waiting ``command()`` call and is written to the audit trail.
 * ``rfid_seen`` / ``rfid_lost`` -> kept in memory only (per node: tags present now, last 1,000 sightings).
 
@@ -36,7 +38,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from hub.ledger.models import ApplyResult, NodeUpdate, SensorEvent, SensorGap
+from hub.ledger.models import ApplyResult, LaneReading, NodeUpdate, SensorEvent, SensorGap
+from hub.ledger.sensor import ReadingThinner
 from hub.ledger.service import LedgerService
 from hub.nodes import (
     RESERVE_BLOCK,
@@ -107,6 +110,7 @@ class Ingest:
         self._background: set[asyncio.Task[Any]] = set()
         self._reject_logged: set[tuple[int, int]] = set()
         self._route_warned: set[int] = set()
+        self.readings = ReadingThinner()
 
     def restore_uplink_seq(self, node_id: int, seq: int) -> None:
         if seq > 0:
@@ -476,7 +480,18 @@ class Ingest:
         node.lane_states[msg.lane] = msg
         node.max_last_event = max(node.max_last_event, msg.last_event)
         barrier = self._persist_seq(node, frame)
+        reading = LaneReading(node.node_id, msg.lane, arrival_ms, msg.weight_dg, msg.count, msg.flags)
+        if self.readings.keep(reading):  # a lane the ledger does not know: ignored there
+            self.ledger.submit(reading).add_done_callback(functools.partial(self._reading_done, reading))
         self._job(node, functools.partial(self._check_lane, node, msg, frame.seq, arrival_ms, barrier))
+
+    def _reading_done(self, reading: LaneReading, fut: asyncio.Future[None]) -> None:
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:
+            self.readings.forget(reading.node_id, reading.lane_index)  # not stored: store the lane's next one
+            log.warning("node %d lane %d: lane reading not stored: %s", reading.node_id, reading.lane_index, exc)
 
     async def _check_lane(
         self, node: NodeLink, msg: LaneState, frame_seq: int, arrival_ms: int, barrier: asyncio.Future[None]

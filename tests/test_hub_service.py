@@ -10,13 +10,15 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
-from hub.ledger import LedgerService, SensorEvent, Sku
+from hub.ingest import Ingest
+from hub.ledger import LaneReading, LedgerService, SensorEvent, Sku
 from hub.ledger.models import Reason
 from hub.nodes import RESERVE_BLOCK, CommandTimeout
+from hub.queries import HubReader
 from hub.service import HubService
 from shared_protocol.auth import Key
 from shared_protocol.frame import UplinkSender
@@ -408,6 +410,36 @@ async def test_a_second_hub_on_the_same_database_refuses_to_start(hub: HubServic
 
     with pytest.raises(HubRunning):
         await start_hub(config)
+
+
+async def test_lane_states_become_thinned_readings_of_registered_lanes(hub: HubService, node: FakeNode) -> None:
+    assert hub.ledger is not None and hub.ingest is not None
+    await hub.ledger.add_sku(Sku("COLA", "Cola 330 ml", 3500, 20), actor="setup")
+    await hub.ledger.assign_lane(1, 0, "COLA", actor="setup", lane_id="A1")  # lanes 1..3 stay unknown
+    await handshake(node)  # the hub requests every lane's state after the hello
+    db = hub.config.database
+    await eventually(lambda: db_rows(db, "SELECT lane_id, count FROM lane_readings"), what="a reading")
+    node.send(node.lane_state(0))  # unchanged, within a minute: thinned away
+    node.event(0, -1)
+    node.send(node.lane_state(0))  # the count changed: stored
+    await eventually(lambda: len(db_rows(db, "SELECT 1 FROM lane_readings")) >= 2, what="the second reading")
+    await node.wait_ack(1)
+    assert [r[:2] for r in db_rows(db, "SELECT count, weight_dg FROM lane_readings ORDER BY ts_ms")] == [
+        (0, 0),
+        (-1, -3500),
+    ]
+    assert db_rows(db, "SELECT DISTINCT lane_id FROM lane_readings") == [("A1",)]
+    assert db_rows(db, "SELECT lane_id FROM lanes") == [("A1",)]  # the readings of unknown lanes registered none
+
+
+async def test_a_reading_the_ledger_could_not_store_is_not_thinned_away() -> None:
+    ingest = Ingest(cast(LedgerService, None), cast(HubReader, None), [])
+    reading = LaneReading(1, 0, 1_700_000_000_000, 3500, 1)
+    assert ingest.readings.keep(reading) and not ingest.readings.keep(reading)
+    fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    fut.set_exception(sqlite3.OperationalError("disk I/O error"))
+    ingest._reading_done(reading, fut)
+    assert ingest.readings.keep(reading)  # stored next time
 
 
 # --------------------------------------------------------------------------------------- outbox overflow

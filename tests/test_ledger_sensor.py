@@ -21,7 +21,8 @@ from hub.ledger import (
     SensorGap,
     Sku,
 )
-from hub.ledger.models import InvalidArgument, LedgerClosed
+from hub.ledger.models import InvalidArgument, LaneReading, LedgerClosed, now_ms
+from hub.ledger.sensor import ReadingThinner
 from shared_protocol.messages import KIND_ANOMALY, KIND_PICK, KIND_PUT
 
 NODE = 7
@@ -274,3 +275,94 @@ async def test_checkpoints_run_beside_the_writer(tmp_path: Path) -> None:
         assert list(await ledger._conn.execute_fetchall("PRAGMA wal_autocheckpoint")) == [(1000,)]
         async with await ledger.reader() as reader:
             assert await reader.movement_count() == 500
+
+
+# ------------------------------------------------------------------------------------------------ lane readings
+
+
+def reading(ts: int, weight: int = 35_000, count: int = 10, lane: int = 0, flags: int = 0) -> LaneReading:
+    return LaneReading(NODE, lane, ts, weight, count, flags)
+
+
+def test_the_thinner_keeps_changes_and_one_reading_a_minute() -> None:
+    thin = ReadingThinner(interval_ms=60_000, weight_dg=20)
+    t = 1_700_000_000_000
+    assert thin.keep(reading(t))  # the first of a lane
+    assert not thin.keep(reading(t + 10_000))  # nothing changed
+    assert not thin.keep(reading(t + 20_000, weight=35_020))  # within 2 g of the last stored one
+    assert thin.keep(reading(t + 30_000, weight=35_021))  # moved more than 2 g
+    assert not thin.keep(reading(t + 40_000, weight=35_001))  # compared with the stored 35_021, not the dropped one
+    assert thin.keep(reading(t + 41_000, count=9, weight=35_021))  # the count changed
+    assert thin.keep(reading(t + 42_000, count=9, weight=35_021, flags=1))  # the flags changed
+    assert not thin.keep(reading(t + 101_999, count=9, weight=35_021, flags=1))
+    assert thin.keep(reading(t + 102_000, count=9, weight=35_021, flags=1))  # a minute since the last stored one
+    assert thin.keep(reading(t + 50_000, count=9, weight=35_021, flags=1))  # the clock went back: kept
+    assert thin.keep(reading(t + 50_000, lane=1))  # lanes are independent
+    thin.forget(NODE, 1)
+    assert thin.keep(reading(t + 50_001, lane=1))
+
+
+async def test_readings_are_stored_under_the_registered_lane(ledger: LedgerService) -> None:
+    await asyncio.gather(ledger.submit(reading(1000, 35_000, 10)), ledger.submit(reading(2000, 31_500, 9, flags=4)))
+    assert rows(ledger, "SELECT lane_id, ts_ms, weight_dg, count, flags FROM lane_readings ORDER BY ts_ms") == [
+        ("A1", 1000, 35_000, 10, 0),
+        ("A1", 2000, 31_500, 9, 4),
+    ]
+    await ledger.submit(reading(2000, 31_400, 9))  # the same lane and time again: replaced, not an error
+    assert rows(ledger, "SELECT weight_dg, flags FROM lane_readings WHERE ts_ms = 2000") == [(31_400, 0)]
+
+
+async def test_a_reading_of_an_unknown_lane_is_ignored_without_failing_the_batch(ledger: LedgerService) -> None:
+    futures = [
+        ledger.submit(pick(1)),
+        ledger.submit(reading(1000, lane=5)),  # node 7 lane 5 is not registered
+        ledger.submit(LaneReading(99, 0, 1000, 1, 1)),  # nor is node 99
+        ledger.submit(reading(1000)),
+        ledger.submit(reading(1000, lane=40)),  # invalid: fails alone
+        ledger.submit(pick(2)),
+    ]
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    assert isinstance(results[0], Applied) and isinstance(results[5], Applied)
+    assert results[1] is None and results[2] is None and results[3] is None
+    assert isinstance(results[4], InvalidArgument) and "lane_index=40" in str(results[4])
+    assert ledger.stats.sensor_batches == 1 and ledger.stats.failed_batches == 0  # one transaction for all six
+    assert rows(ledger, "SELECT lane_id, ts_ms FROM lane_readings") == [("A1", 1000)]
+    assert rows(ledger, "SELECT lane_id FROM lanes ORDER BY lane_id") == [("A1",)]  # a reading registers no lane
+    assert rows(ledger, "SELECT node_id FROM nodes ORDER BY node_id") == [(NODE,)]  # nor a node
+    assert rows(ledger, "SELECT count(*) FROM alerts") == [(0,)]
+
+
+async def test_a_reading_follows_a_lane_registered_earlier_in_its_batch(ledger: LedgerService) -> None:
+    await asyncio.gather(ledger.submit(pick(1, lane=3)), ledger.submit(reading(1000, lane=3)))
+    assert rows(ledger, "SELECT lane_id FROM lane_readings") == [("node7-lane3",)]
+
+
+async def test_pruning_deletes_old_readings_in_small_transactions(ledger: LedgerService) -> None:
+    await ledger.assign_lane(NODE, 1, "COLA", actor="setup", lane_id="B1")
+    await ledger.assign_lane(NODE, 2, "COLA", actor="setup", lane_id="C1")
+    items = [reading(ts, lane=lane) for lane in (0, 1, 2) for ts in range(1000, 1030)]
+    await asyncio.gather(*(ledger.submit(r) for r in items))
+    assert rows(ledger, "SELECT count(*) FROM lane_readings") == [(90,)]
+    before = ledger.stats.transactions
+    assert await ledger.prune_lane_readings(1020, max_rows=7) == 60  # ts 1000..1019 of each of the 3 lanes
+    assert ledger.stats.transactions - before == 9  # 60 rows, 7 at a time (the 9th finds nothing more)
+    assert ledger.stats.readings_pruned == 60
+    for lane in ("A1", "B1", "C1"):
+        assert rows(ledger, "SELECT min(ts_ms), count(*) FROM lane_readings WHERE lane_id = ?", (lane,)) == [(1020, 10)]
+    assert await ledger.prune_lane_readings(1020) == 0
+    assert await ledger.prune_lane_readings() == 30  # default: 8 days before now (all of these are 1970)
+    assert rows(ledger, "SELECT count(*) FROM lane_readings") == [(0,)]
+
+
+async def test_the_writer_prunes_readings_on_its_own(tmp_path: Path) -> None:
+    async with LedgerService(tmp_path / "l.db", prune_interval_s=0.01, reading_retention_s=3600) as svc:
+        await svc.add_sku(Sku("COLA", "Cola 330 ml", 3500, 20), actor="setup")
+        await svc.assign_lane(NODE, 0, "COLA", actor="setup", lane_id="A1")
+        recent = now_ms()
+        await asyncio.gather(svc.submit(reading(recent - 3_700_000)), svc.submit(reading(recent)))
+        for _ in range(200):
+            if svc.stats.readings_pruned:
+                break
+            await asyncio.sleep(0.01)
+        assert svc.stats.readings_pruned == 1
+        assert rows(svc, "SELECT ts_ms FROM lane_readings") == [(recent,)]

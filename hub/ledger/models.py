@@ -382,6 +382,21 @@ class NodeUpdate:
     downlink_seq: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class LaneReading:
+    """A lane's weight and count as its node reported them (``lane_state``), for the shelf charts.
+
+    Stored in ``lane_readings`` under the lane registered for ``(node_id, lane_index)``; a reading of a lane the
+    ledger does not know is ignored (no row, no error). Ingest thins them first (``ReadingThinner``)."""
+
+    node_id: int
+    lane_index: int
+    ts_ms: int  # hub receive time
+    weight_dg: int
+    count: int
+    flags: int = 0
+
+
 @dataclass(slots=True)
 class ServiceStats:
     """Counters of the writer, for benchmarks and the status page."""
@@ -392,3 +407,4 @@ class ServiceStats:
     failed_batches: int = 0
     largest_batch: int = 0
     checkpoints: int = 0
+    readings_pruned: int = 0

@@ -21,6 +21,10 @@ Rules:
   SKU (earlier ones stay unassigned).
 * **Bad input fails only its own item** (e.g. a lane index above 31): its future gets ``InvalidArgument`` and the
   rest of the batch is applied.
+* **Lane readings** (``LaneReading``: a lane's weight and count from ``lane_state``, for the shelf charts) go to
+  ``lane_readings`` under the lane registered for ``(node_id, lane_index)`` (the same lookup as events, in the same
+  transaction). A reading of a lane the ledger does not know is ignored: no row, no lane, no alert, no error.
+  Ingest thins them first (``ReadingThinner``); ``prune_readings`` deletes old ones in small batches.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from hub.ledger.models import (
     ApplyResult,
     Duplicate,
     InvalidArgument,
+    LaneReading,
     LedgerError,
     NodeUpdate,
     Reason,
@@ -47,7 +52,7 @@ from hub.ledger.models import (
 )
 from shared_protocol.messages import KIND_ANOMALY, KIND_PICK, KIND_PUT
 
-SensorItem = SensorEvent | SensorGap | NodeUpdate
+SensorItem = SensorEvent | SensorGap | NodeUpdate | LaneReading
 SensorOutcome = ApplyResult | None | LedgerError
 
 _KIND_REASON = {KIND_PICK: Reason.SENSOR_PICK, KIND_PUT: Reason.SENSOR_PUT, KIND_ANOMALY: Reason.SENSOR_ANOMALY}
@@ -66,6 +71,78 @@ _UPSERT_NODE = (
     " downlink_session = excluded.downlink_session, downlink_seq = excluded.downlink_seq,"
     " highest_contiguous_event_seq = excluded.highest_contiguous_event_seq"
 )
+_UPSERT_READING = (
+    "INSERT INTO lane_readings (lane_id, ts_ms, weight_dg, count, flags) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT (lane_id, ts_ms) DO UPDATE SET weight_dg = excluded.weight_dg, count = excluded.count,"
+    " flags = excluded.flags"
+)
+
+READING_INTERVAL_MS = 300_000  # a quiet lane: one stored reading per 5 minutes (the charts show 5-min steps)
+READING_WEIGHT_DG = 20  # ... and whenever its weight moved more than this (2 g) since the last stored one
+READING_RETENTION_MS = 8 * 86_400_000  # readings older than this are pruned
+PRUNE_BATCH_ROWS = 2000  # rows deleted per pruning transaction (the writer serves other work in between)
+
+
+class ReadingThinner:
+    """Which lane readings are worth storing: the first of a lane, then one whenever the count or flags changed,
+    the weight moved more than ``weight_dg`` since the last stored reading, or ``interval_ms`` passed.
+
+    Memory: one entry per ``(node_id, lane_index)`` ever reported (at most 32 per node)."""
+
+    def __init__(self, interval_ms: int = READING_INTERVAL_MS, weight_dg: int = READING_WEIGHT_DG) -> None:
+        self.interval_ms = interval_ms
+        self.weight_dg = weight_dg
+        self._last: dict[tuple[int, int], tuple[int, int, int, int]] = {}  # -> ts_ms, count, weight_dg, flags
+
+    def keep(self, r: LaneReading) -> bool:
+        key = (r.node_id, r.lane_index)
+        last = self._last.get(key)
+        if last is not None:
+            ts, count, weight, flags = last
+            if (
+                r.count == count
+                and r.flags == flags
+                and abs(r.weight_dg - weight) <= self.weight_dg
+                and 0 <= r.ts_ms - ts < self.interval_ms
+            ):
+                return False
+        self._last[key] = (r.ts_ms, r.count, r.weight_dg, r.flags)
+        return True
+
+    def forget(self, node_id: int, lane_index: int) -> None:
+        """Store the lane's next reading whatever it is (e.g. when the stored one was lost)."""
+        self._last.pop((node_id, lane_index), None)
+
+
+async def prune_readings(
+    conn: aiosqlite.Connection, before_ms: int, from_lane: str = "", max_rows: int = PRUNE_BATCH_ROWS
+) -> tuple[int, str | None]:
+    """Delete readings older than ``before_ms`` lane by lane, from ``from_lane`` on (inclusive), inside the
+    caller's write transaction, until ``max_rows`` are gone.
+
+    Returns (rows deleted, the lane to resume from; None when every lane was visited). Every statement is a
+    primary-key seek or range, never a scan of the table: the next lane is found by seeking past the previous."""
+    deleted = 0
+    op, lane = ">=", from_lane
+    while True:
+        found = await conn.execute_fetchall(
+            f"SELECT lane_id FROM lane_readings WHERE lane_id {op} ? ORDER BY lane_id LIMIT 1", (lane,)
+        )
+        row = next(iter(found), None)
+        if row is None:
+            return deleted, None
+        lane, op = str(row[0]), ">"
+        if deleted >= max_rows:
+            return deleted, lane
+        cur = await conn.execute(
+            "DELETE FROM lane_readings WHERE lane_id = ? AND ts_ms IN (SELECT ts_ms FROM lane_readings"
+            " WHERE lane_id = ? AND ts_ms < ? ORDER BY ts_ms LIMIT ?)",
+            (lane, lane, before_ms, max_rows - deleted),
+        )
+        deleted += max(cur.rowcount, 0)
+        await cur.close()
+        if deleted >= max_rows:
+            return deleted, lane  # this lane may have more
 
 
 @dataclass(slots=True)
@@ -153,6 +230,12 @@ def _validate(item: SensorItem) -> None:
             raise InvalidArgument(f"gap ref {item.ref!r} must be 1..64 printable characters")
         if item.skip_events_to is not None:
             _check_int("skip_events_to", item.skip_events_to, 0, _U32)
+    elif isinstance(item, LaneReading):
+        _check_int("lane_index", item.lane_index, 0, 31)
+        _check_int("ts_ms", item.ts_ms, 0, 2**62)
+        _check_int("weight_dg", item.weight_dg, -0x80000000, 0x7FFFFFFF)
+        _check_int("count", item.count, -0x80000000, 0x7FFFFFFF)
+        _check_int("flags", item.flags, 0, 0xFFFF)
     else:
         for name in ("uplink_seq", "downlink_session", "downlink_seq", "seen_ms"):
             value = getattr(item, name)
@@ -193,19 +276,23 @@ async def apply_batch(conn: aiosqlite.Connection, items: Sequence[SensorItem], n
 
     node_ids = sorted({items[i].node_id for i in valid})
     ph = ",".join("?" * len(node_ids))
-    nodes = {n: _Node(n) for n in node_ids}
-    for r in await conn.execute_fetchall(
-        "SELECT node_id, fw_version, first_seen_ms, last_seen_ms, last_uplink_seq, downlink_session, downlink_seq,"
-        f" highest_contiguous_event_seq FROM nodes WHERE node_id IN ({ph})",
-        node_ids,
-    ):
-        nodes[r[0]] = _Node(*r)
-    for node_id, seq in await conn.execute_fetchall(
-        "SELECT m.node_id, m.event_seq FROM nodes AS n JOIN movements AS m ON m.node_id = n.node_id"
-        f" AND m.event_seq > n.highest_contiguous_event_seq WHERE n.node_id IN ({ph})",
-        node_ids,
-    ):
-        nodes[node_id].above.add(seq)
+    # Node state is read and written for the nodes of events, gaps and updates; readings only look up lanes.
+    state_ids = sorted({items[i].node_id for i in valid if not isinstance(items[i], LaneReading)})
+    sph = ",".join("?" * len(state_ids))
+    nodes = {n: _Node(n) for n in state_ids}
+    if state_ids:
+        for r in await conn.execute_fetchall(
+            "SELECT node_id, fw_version, first_seen_ms, last_seen_ms, last_uplink_seq, downlink_session,"
+            f" downlink_seq, highest_contiguous_event_seq FROM nodes WHERE node_id IN ({sph})",
+            state_ids,
+        ):
+            nodes[r[0]] = _Node(*r)
+        for node_id, seq in await conn.execute_fetchall(
+            "SELECT m.node_id, m.event_seq FROM nodes AS n JOIN movements AS m ON m.node_id = n.node_id"
+            f" AND m.event_seq > n.highest_contiguous_event_seq WHERE n.node_id IN ({sph})",
+            state_ids,
+        ):
+            nodes[node_id].above.add(seq)
     lanes: dict[tuple[int, int], tuple[str, str | None]] = {
         (r[0], r[1]): (r[2], r[3])
         for r in await conn.execute_fetchall(
@@ -228,6 +315,7 @@ async def apply_batch(conn: aiosqlite.Connection, items: Sequence[SensorItem], n
     new_lanes: list[tuple[str, int, int]] = []
     unassigned: dict[str, tuple[int, int]] = {}
     rows: list[tuple[Any, ...]] = []
+    readings: dict[tuple[str, int], tuple[str, int, int, int, int]] = {}  # (lane_id, ts_ms) -> row: last one wins
 
     def lane_of(node_id: int, lane_index: int) -> tuple[str, str | None]:
         lane = lanes.get((node_id, lane_index))
@@ -241,6 +329,11 @@ async def apply_batch(conn: aiosqlite.Connection, items: Sequence[SensorItem], n
 
     for i in valid:
         item = items[i]
+        if isinstance(item, LaneReading):
+            known = lanes.get((item.node_id, item.lane_index))
+            if known is not None:  # else ignored: a reading registers no lane
+                readings[(known[0], item.ts_ms)] = (known[0], item.ts_ms, item.weight_dg, item.count, item.flags)
+            continue
         node = nodes[item.node_id]
         if isinstance(item, SensorEvent):
             node.seen(now_ms, item.uplink_seq)
@@ -279,6 +372,8 @@ async def apply_batch(conn: aiosqlite.Connection, items: Sequence[SensorItem], n
             elif item.downlink_seq is not None:
                 node.downlink_seq = max(node.downlink_seq, item.downlink_seq)
 
+    if readings:
+        await conn.executemany(_UPSERT_READING, list(readings.values()))
     await conn.executemany(
         _UPSERT_NODE,
         [

@@ -4,16 +4,18 @@ Every write goes through one asyncio task that owns the only write connection (a
 ``synchronous=FULL`` by default, ``NORMAL`` on request; ``foreign_keys=ON``; ``busy_timeout``), so writes are
 serialised in the order they were submitted and never interleave.
 
-* **Sensor items** (``SensorEvent``, ``SensorGap``, ``NodeUpdate``) are batched: the writer takes every sensor item
-  already queued (up to ``max_batch``, optionally waiting ``batch_linger_s`` for more) and applies them in one
-  transaction. Each caller's future resolves only **after COMMIT** returned, so ingest can ack a node exactly
-  when its events are durable. ``submit()`` enqueues without waiting, which is what lets many events share one
-  commit; ``apply_sensor_event()`` is ``await submit(...)``.
+* **Sensor items** (``SensorEvent``, ``SensorGap``, ``NodeUpdate``, ``LaneReading``) are batched: the writer
+  takes every sensor item already queued (up to ``max_batch``, optionally waiting ``batch_linger_s`` for more)
+  and applies them in one transaction. Each caller's future resolves only **after COMMIT** returned, so ingest
+  can ack a node exactly when its events are durable. ``submit()`` enqueues without waiting, which is what lets
+  many events share one commit; ``apply_sensor_event()`` is ``await submit(...)``.
   If a batch's transaction fails, it is rolled back; after a data error (a constraint) its items are retried one per
   transaction so that a single poisonous item fails alone, after an operational error (locked, I/O, disk full)
   they all fail at once. A failed item's future gets the exception and nothing of it is written.
 * **Business operations** (sales, receipts, ..., counts, reversals, SKUs, lanes, alerts, CSV imports) each run in
   their own transaction, in queue order, record their actor, and write the audit trail (see ``postings``).
+* **Lane readings** older than ``reading_retention_s`` (8 days) are pruned every ``prune_interval_s`` by the
+  writer, in transactions of at most 2,000 deleted rows queued like any other work (``prune_lane_readings``).
 * **Readers** use separate read-only connections: ``await service.reader()`` (see ``reader``).
 * **Backups**: ``await service.backup(dest)`` and, with a ``BackupPolicy``, on a schedule (see ``backup``); both
   use SQLite's online backup API on their own connection in a thread and never stop the writer.
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
@@ -46,6 +49,7 @@ from hub.ledger.models import (
     Applied,
     ApplyResult,
     CountResult,
+    LaneReading,
     LedgerClosed,
     LedgerError,
     NodeUpdate,
@@ -59,7 +63,7 @@ from hub.ledger.models import (
 )
 from hub.ledger.postings import AlertOpened, Tx, WriteOff, check_actor
 from hub.ledger.reader import LedgerReader
-from hub.ledger.sensor import SensorItem, apply_batch
+from hub.ledger.sensor import PRUNE_BATCH_ROWS, READING_RETENTION_MS, SensorItem, apply_batch, prune_readings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -104,6 +108,8 @@ class LedgerService:
         batch_linger_s: float = 0.0,
         backups: BackupPolicy | None = None,
         checkpoint_interval_s: float | None = 1.0,
+        reading_retention_s: float = READING_RETENTION_MS / 1000,
+        prune_interval_s: float | None = 600.0,
     ) -> None:
         if max_batch < 1 or batch_linger_s < 0:
             raise ValueError("max_batch must be >= 1 and batch_linger_s >= 0")
@@ -114,6 +120,8 @@ class LedgerService:
         self.batch_linger_s = batch_linger_s
         self.backup_policy = backups
         self.checkpoint_interval_s = checkpoint_interval_s
+        self.reading_retention_s = reading_retention_s
+        self.prune_interval_s = prune_interval_s
         self.stats = ServiceStats()
         self.last_backup: BackupInfo | None = None
         self._conn: aiosqlite.Connection | None = None
@@ -151,6 +159,8 @@ class LedgerService:
             self._tasks.append(
                 asyncio.create_task(self._checkpoint_loop(self.checkpoint_interval_s), name="ledger-checkpoints")
             )
+        if self.prune_interval_s is not None:
+            self._tasks.append(asyncio.create_task(self._prune_loop(self.prune_interval_s), name="ledger-prune"))
         return self
 
     async def close(self) -> None:
@@ -277,7 +287,7 @@ class LedgerService:
     @overload
     def submit(self, item: SensorEvent | SensorGap) -> asyncio.Future[ApplyResult]: ...
     @overload
-    def submit(self, item: NodeUpdate) -> asyncio.Future[None]: ...
+    def submit(self, item: NodeUpdate | LaneReading) -> asyncio.Future[None]: ...
     def submit(self, item: SensorItem) -> asyncio.Future[Any]:
         """Queue a sensor item without waiting; the future resolves after the batch holding it committed."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -309,6 +319,18 @@ class LedgerService:
 
     async def update_node(self, update: NodeUpdate) -> None:
         await self.submit(update)
+
+    async def prune_lane_readings(self, before_ms: int | None = None, *, max_rows: int = PRUNE_BATCH_ROWS) -> int:
+        """Delete lane readings older than ``before_ms`` (default: the retention before now), at most ``max_rows``
+        per transaction, each queued behind the work already submitted. Returns how many rows went."""
+        cutoff = before_ms if before_ms is not None else now_ms() - int(self.reading_retention_s * 1000)
+        total = 0
+        resume: str | None = ""
+        while resume is not None:
+            deleted, resume = await self._tx(functools.partial(_prune, before_ms=cutoff, start=resume, rows=max_rows))
+            total += deleted
+            self.stats.readings_pruned += deleted
+        return total
 
     # ---------------------------------------------------------------------------------------- business writes
 
@@ -538,6 +560,16 @@ class LedgerService:
         finally:
             await asyncio.to_thread(conn.close)
 
+    async def _prune_loop(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.prune_lane_readings()
+            except LedgerClosed:
+                return
+            except Exception:
+                log.exception("ledger: pruning lane readings failed")
+
     async def _backup_loop(self, policy: BackupPolicy) -> None:
         while True:
             await asyncio.sleep(policy.interval_s)
@@ -557,6 +589,10 @@ class LedgerService:
 def _ts(ts: Timestamp) -> int | None:
     """None stays None: the posting takes the commit time, and a re-sent reference is not compared on time."""
     return None if ts is None else ts_or_now(ts)
+
+
+async def _prune(tx: Tx, *, before_ms: int, start: str, rows: int) -> tuple[int, str | None]:
+    return await prune_readings(tx.conn, before_ms, start, rows)
 
 
 def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:

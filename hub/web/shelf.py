@@ -1,7 +1,278 @@
-"""Shelf (lane) detail: weight and count over the last hour / day, and the event timeline."""
+"""Shelf (lane) detail: weight and count over the last hour / day, and the event timeline.
+
+``GET /lanes/<lane_id>?range=1h|24h`` (404 for an unknown lane, 400 for another range). Every query is a range of
+an index, so the page costs the same on a ledger of a million movements as on a small one:
+
+* the count chart: the lane's sensor movements (``movements_location_ts``) of the lane's current SKU. The count
+  before the window is the lane's observed balance (``balances``) minus what moved since the window began, so no
+  history before the window is read; the rows of the window stream into a ``Downsampler`` (bounded memory);
+* the weight chart: ``lane_readings`` of the window (primary key ``(lane_id, ts_ms)``), broken where no reading
+  came for ``GAP_MS``;
+* the timeline: the newest ``TIMELINE_MAX`` movements of the lane in the window (the same index, backwards) and the
+  alerts about the lane or its SKU opened or resolved in the window.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, abort, render_template, request
+from markupsafe import Markup
+
+from hub.ledger.models import lane_location, now_ms, sensor_location
+from hub.ledger.sensor import READING_INTERVAL_MS
+from hub.web import charts
+from hub.web.app import get_db
+from hub.web.pages import lane_state
 
 bp = Blueprint("shelf", __name__)
+
+RANGES = {"1h": 3_600_000, "24h": 86_400_000}
+TIMELINE_MAX = 500
+ALERTS_MAX = 100
+GAP_MS = 3 * READING_INTERVAL_MS  # no stored reading for this long: the node was silent (it reports every 10 s)
+
+# unresolved or not, about the lane ('lane:<id>', 'lane:<id>/...') or its SKU ('sku:<sku>')
+_ABOUT_LANE = "(a.cause_key = 'lane:' || :lane OR substr(a.cause_key, 1, length(:lane) + 6) = 'lane:' || :lane || '/')"
+_ABOUT = f"({_ABOUT_LANE} OR a.cause_key = 'sku:' || :sku)"
+
+
+@dataclass(frozen=True, slots=True)
+class LaneInfo:
+    lane_id: str
+    node_id: int
+    lane_index: int
+    sku: str | None
+    name: str | None
+    unit_weight_dg: int | None
+    capacity: int | None
+    reorder_point: int
+    observed: int
+    book_total: int | None  # the SKU's book stock, all locations
+    book_lane: int | None  # ... of it on this lane (lane:<id>)
+    state: str
+    last_reading: tuple[int, int, int] | None  # ts_ms, weight_dg, count
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    ts_ms: int
+    kind: str  # "movement" | "alert"
+    what: str  # reason, or "alert opened" / "alert resolved"
+    qty: int | None = None
+    weight_delta_dg: int | None = None
+    confidence: int | None = None
+    ref: str = ""
+    actor: str = ""
+    event_seq: int | None = None
+    note: str | None = None
+    alert_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAlert:
+    id: int
+    kind: str
+    cause_key: str
+    status: str
+    opened_ms: int
+
+
+def _one(conn: sqlite3.Connection, sql: str, params: Any = ()) -> Any:
+    row = conn.execute(sql, params).fetchone()
+    return None if row is None else row[0]
+
+
+def lane_info(conn: sqlite3.Connection, lane_id: str) -> LaneInfo | None:
+    row = conn.execute(
+        "SELECT l.node_id, l.lane_index, l.sku, s.name, s.unit_weight_dg, s.capacity, s.reorder_point"
+        " FROM lanes AS l LEFT JOIN skus AS s ON s.sku = l.sku WHERE l.lane_id = ?",
+        (lane_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    node_id, lane_index, sku, name, unit_dg, capacity, reorder = row
+    reorder = int(reorder or 0)
+    location = sensor_location(lane_id)
+    book_total: int | None = None
+    book_lane: int | None = None
+    if sku is not None:
+        observed = int(_one(conn, "SELECT qty FROM balances WHERE sku = ? AND location = ?", (sku, location)) or 0)
+        # balances' primary key is (sku, location): these read one SKU's rows only
+        book_total = int(_one(conn, "SELECT coalesce(sum(qty), 0) FROM book_stock WHERE sku = ?", (sku,)) or 0)
+        book_lane = int(
+            _one(conn, "SELECT qty FROM balances WHERE sku = ? AND location = ?", (sku, lane_location(lane_id))) or 0
+        )
+    else:
+        observed = int(
+            _one(conn, "SELECT coalesce(sum(qty), 0) FROM movements WHERE location = ? AND sku IS NULL", (location,))
+        )
+    trouble = bool(
+        _one(
+            conn,
+            f"SELECT count(*) FROM alerts AS a WHERE a.status != 'resolved' AND a.kind IN ('sensor', 'unassigned_lane')"
+            f" AND {_ABOUT_LANE}",
+            {"lane": lane_id},
+        )
+    )
+    last = conn.execute(
+        "SELECT ts_ms, weight_dg, count FROM lane_readings WHERE lane_id = ? ORDER BY ts_ms DESC LIMIT 1", (lane_id,)
+    ).fetchone()
+    return LaneInfo(
+        lane_id,
+        node_id,
+        lane_index,
+        sku,
+        name,
+        unit_dg,
+        capacity,
+        reorder,
+        observed,
+        book_total,
+        book_lane,
+        lane_state(sku, observed, reorder, trouble),
+        None if last is None else (last[0], last[1], last[2]),
+    )
+
+
+def open_alerts(conn: sqlite3.Connection, lane: LaneInfo) -> list[OpenAlert]:
+    rows = conn.execute(
+        f"SELECT a.id, a.kind, a.cause_key, a.status, a.opened_ms FROM alerts AS a WHERE a.status != 'resolved'"
+        f" AND {_ABOUT} ORDER BY a.opened_ms DESC, a.id DESC LIMIT {ALERTS_MAX}",
+        {"lane": lane.lane_id, "sku": lane.sku},
+    )
+    return [OpenAlert(*r) for r in rows]
+
+
+def count_series(
+    conn: sqlite3.Connection, lane: LaneInfo, t0_ms: int, t1_ms: int
+) -> tuple[int, list[charts.Sample], int]:
+    """The count at ``t0_ms``, its changes up to ``t1_ms`` (downsampled) and how many there were, from the lane's
+    sensor movements of its current SKU (unassigned: those without a SKU), which is what the observed count adds
+    up. The count at the start is the observed count minus what moved since: no row before the window is read."""
+    location = sensor_location(lane.lane_id)
+    since = int(
+        _one(
+            conn,
+            "SELECT coalesce(sum(qty), 0) FROM movements WHERE location = ? AND ts_ms >= ? AND sku IS ?",
+            (location, t0_ms, lane.sku),
+        )
+    )
+    start = lane.observed - since
+    down = charts.Downsampler(t0_ms, t1_ms)
+    running = start
+    for ts, qty in conn.execute(
+        "SELECT ts_ms, qty FROM movements WHERE location = ? AND ts_ms >= ? AND ts_ms <= ? AND sku IS ?"
+        " ORDER BY ts_ms, id",
+        (location, t0_ms, t1_ms, lane.sku),
+    ):
+        running += qty
+        down.add(ts, running)
+    return start, down.samples(), down.count
+
+
+def weight_series(conn: sqlite3.Connection, lane_id: str, t0_ms: int, t1_ms: int) -> tuple[list[charts.Sample], int]:
+    """The lane's stored readings in the window in grams (downsampled; breaks where none came for GAP_MS), and how
+    many there were."""
+    down = charts.Downsampler(t0_ms, t1_ms, max_gap_ms=GAP_MS)
+    for ts, weight_dg in conn.execute(
+        "SELECT ts_ms, weight_dg FROM lane_readings WHERE lane_id = ? AND ts_ms >= ? AND ts_ms <= ? ORDER BY ts_ms",
+        (lane_id, t0_ms, t1_ms),
+    ):
+        down.add(ts, weight_dg / 10)
+    return down.samples(), down.count
+
+
+def timeline(conn: sqlite3.Connection, lane: LaneInfo, t0_ms: int, t1_ms: int) -> tuple[list[TimelineEntry], int, int]:
+    """Newest first: the lane's movements in the window (at most TIMELINE_MAX) and the alerts about it opened or
+    resolved then. Returns (entries, movements shown, movements in the window)."""
+    location = sensor_location(lane.lane_id)
+    rows = conn.execute(
+        "SELECT ts_ms, reason, qty, weight_delta_dg, confidence, source_ref, actor, event_seq, note FROM movements"
+        " WHERE location = ? AND ts_ms >= ? AND ts_ms <= ? ORDER BY ts_ms DESC, id DESC LIMIT ?",
+        (location, t0_ms, t1_ms, TIMELINE_MAX + 1),
+    ).fetchall()
+    total = len(rows)
+    if total > TIMELINE_MAX:
+        rows = rows[:TIMELINE_MAX]
+        total = int(
+            _one(
+                conn,
+                "SELECT count(*) FROM movements WHERE location = ? AND ts_ms >= ? AND ts_ms <= ?",
+                (location, t0_ms, t1_ms),
+            )
+        )
+    entries = [TimelineEntry(r[0], "movement", r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8]) for r in rows]
+    for aid, kind, cause, opened, resolved, resolved_by, resolution in conn.execute(
+        "SELECT a.id, a.kind, a.cause_key, a.opened_ms, a.resolved_ms, a.resolved_by, a.resolution FROM alerts AS a"
+        f" WHERE a.opened_ms <= :t1 AND (a.opened_ms >= :t0 OR a.resolved_ms >= :t0) AND {_ABOUT}"
+        f" ORDER BY a.opened_ms DESC LIMIT {ALERTS_MAX}",
+        {"lane": lane.lane_id, "sku": lane.sku, "t0": t0_ms, "t1": t1_ms},
+    ):
+        if t0_ms <= opened <= t1_ms:
+            entries.append(TimelineEntry(opened, "alert", f"{kind} alert opened", ref=cause, alert_id=aid))
+        if resolved is not None and t0_ms <= resolved <= t1_ms:
+            entries.append(
+                TimelineEntry(
+                    resolved, "alert", f"{kind} alert resolved", ref=cause, actor=resolved_by or "",
+                    note=resolution, alert_id=aid,
+                )
+            )  # fmt: skip
+    entries.sort(key=lambda e: e.ts_ms, reverse=True)  # stable: movements keep their id order within a ms
+    return entries, len(rows), total
+
+
+def _short(ms: int) -> str:
+    """A time in the timeline and tables: short enough for a phone (the period's dates are above them)."""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%m-%d %H:%M:%S")
+
+
+@bp.get("/lanes/<lane_id>")
+def detail(lane_id: str) -> str:
+    range_name = request.args.get("range", "1h")
+    span = RANGES.get(range_name)
+    if span is None:
+        abort(400, f"range must be one of {', '.join(RANGES)}")
+    conn = get_db()
+    lane = lane_info(conn, lane_id)
+    if lane is None:
+        abort(404)
+    t1 = now_ms()
+    t0 = t1 - span
+    start, counts, count_n = count_series(conn, lane, t0, t1)
+    weights, weight_n = weight_series(conn, lane_id, t0, t1)
+    refs = []
+    if lane.capacity is not None:
+        refs.append(charts.RefLine(lane.capacity, "capacity"))
+    if lane.sku is not None and lane.reorder_point > 0:
+        refs.append(charts.RefLine(lane.reorder_point, "reorder point"))
+    label = "last hour" if range_name == "1h" else "last day"
+    count_svg = charts.step_chart(
+        start, counts, t0, t1, title=f"Count on lane {lane_id}, {label}", unit="units", refs=refs
+    )
+    weight_svg = charts.line_chart(weights, t0, t1, title=f"Weight on lane {lane_id}, {label}", unit="g")
+    entries, shown, total = timeline(conn, lane, t0, t1)
+    return render_template(
+        "shelf.html",
+        lane=lane,
+        range_name=range_name,
+        ranges=list(RANGES),
+        t0=t0,
+        t1=t1,
+        count_start=start,
+        count_svg=Markup(count_svg),  # charts escapes every text it draws
+        weight_svg=Markup(weight_svg),
+        counts=counts,
+        count_n=count_n,
+        weights=weights,
+        weight_n=weight_n,
+        short=_short,
+        alerts=open_alerts(conn, lane),
+        entries=entries,
+        shown=shown,
+        total=total,
+        timeline_max=TIMELINE_MAX,
+    )
