@@ -55,7 +55,7 @@ _HUB_KEYS = (
 )
 _NODE_KEYS = ("id", "key", "port", "baud")
 _TOP_KEYS = ("hub", "node", "reconcile", "web")
-_WEB_KEYS = ("host", "port", "threads")
+_WEB_KEYS = ("host", "port", "threads", "max_live_clients")
 
 
 class ConfigError(Exception):
@@ -84,7 +84,8 @@ class WebConfig:
 
     host: str = "127.0.0.1"
     port: int = 8080  # 0: any free port
-    threads: int = 4
+    threads: int = 4  # worker threads for pages; waitress gets threads + max_live_clients
+    max_live_clients: int = 64  # concurrent live-update streams (/events); more get 503
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +300,7 @@ def load_config(path: Path | str) -> HubConfig:
             f.text("web.host", raw_web.get("host", "127.0.0.1")),
             f.integer("web.port", raw_web.get("port", 8080), 0, 65535),
             f.integer("web.threads", raw_web.get("threads", 4), 1, 64),
+            f.integer("web.max_live_clients", raw_web.get("max_live_clients", 64), 0, 512),
         )
 
     return HubConfig(

@@ -143,6 +143,8 @@ class HubService:
                     host=cfg.web.host,
                     port=cfg.web.port,
                     threads=cfg.web.threads,
+                    max_live_clients=cfg.web.max_live_clients,
+                    status=self.status,
                 )
                 log.info("status page on %s", self.web.url)
         except BaseException:

@@ -218,7 +218,8 @@ def test_overview_shows_lanes_counts_and_states(env: Env) -> None:
     assert "SOUP" in rows["C1"] and ">0<" in rows["C1"] and "state out" in rows["C1"]
     assert "UTC" in rows["A1"] and "UTC" not in rows["C1"]  # last change: C1 never reported
     assert ">1</a>" in rows["A1"] and ">1</a>" in rows["B1"]  # open alerts (lane and SKU)
-    assert "<script" not in html and "http://" not in html and "https://" not in html  # no external assets
+    assert "<script src" not in html and "<link" not in html  # no external assets: one inline script
+    assert "http://" not in html and "https://" not in html
 
 
 def test_overview_marks_sensor_trouble(env: Env) -> None:

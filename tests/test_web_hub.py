@@ -66,6 +66,10 @@ async def test_hub_serves_the_status_page_and_stops_it(tmp_path: Path, sockdir: 
         with closing(sqlite3.connect(hub.config.database)) as conn:
             row = conn.execute("SELECT acknowledged_by FROM alerts WHERE id = ?", (opened.alert_id,)).fetchone()
         assert row == ("web:mia",)
+        # the nodes page gets the hub's live status (on the hub's loop): node 1 is configured, never plugged in
+        nodes = await asyncio.to_thread(fetch, "/nodes")
+        assert "unavailable" not in nodes
+        assert "offline" in nodes.split('<tr id="node-1">')[1].split("</tr>")[0]
     finally:
         await hub.stop()
     assert hub.web is None
@@ -87,6 +91,8 @@ async def test_without_a_web_table_there_is_no_status_page(tmp_path: Path, sockd
         ("[web]\nport = 70000\n", "web.port"),
         ('[web]\nport = "80"\n', "web.port"),
         ("[web]\nthreads = 0\n", "web.threads"),
+        ("[web]\nmax_live_clients = -1\n", "web.max_live_clients"),
+        ("[web]\nmax_live_clients = 513\n", "web.max_live_clients"),
         ("[web]\nhots = 1\n", "web.hots: unknown setting"),
         ('web = "yes"\n', "web: must be a table"),
     ],
@@ -102,4 +108,7 @@ def test_web_defaults(tmp_path: Path) -> None:
     path = tmp_path / "hub.toml"
     path.write_text("[web]\n")
     web = load_config(path).web
-    assert web is not None and (web.host, web.port, web.threads) == ("127.0.0.1", 8080, 4)
+    assert web is not None and (web.host, web.port, web.threads, web.max_live_clients) == ("127.0.0.1", 8080, 4, 64)
+    path.write_text("[web]\nmax_live_clients = 0\n")  # no live updates: the overview still works without them
+    web = load_config(path).web
+    assert web is not None and web.max_live_clients == 0

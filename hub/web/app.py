@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import sqlite3
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,15 @@ class _Endpoints:
         return endpoint in self._app.view_functions
 
 
-def create_app(ledger_path: Path | str, writer: Writer, *, config: dict[str, Any] | None = None) -> Flask:
+def create_app(
+    ledger_path: Path | str,
+    writer: Writer,
+    *,
+    config: dict[str, Any] | None = None,
+    status: Callable[[], dict[str, Any]] | None = None,
+) -> Flask:
+    """``status``: the running hub's ``HubService.status()``, callable from any thread (``server.loop_status``);
+    the nodes page shows only the ledger's view without it."""
     ledger_path = Path(ledger_path)
     app = Flask(__name__, static_folder=None)
     app.config.update(
@@ -88,6 +97,7 @@ def create_app(ledger_path: Path | str, writer: Writer, *, config: dict[str, Any
     if config:
         app.config.update(config)
     app.extensions["smartshelf_writer"] = writer
+    app.extensions["smartshelf_status"] = status  # hub/web/nodes_page.py
     app.teardown_appcontext(_close_db)
     app.jinja_env.filters["ms"] = _fmt_ms
     access.install(app)

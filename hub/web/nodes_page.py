@@ -1,7 +1,169 @@
-"""Nodes: online/offline, firmware, last seen, link quality, sample rate, forged frames."""
+"""Nodes: online/offline, firmware, last seen, link quality, sample rate, forged frames.
+
+The ledger's ``nodes`` table (label, firmware, first / last seen) merged with the running hub's status
+(``HubService.status()``, through the ``status`` provider given to ``create_app``; ``server.loop_status`` runs it on
+the hub's loop). Without a provider, or when it fails, the page shows the ledger's view and says so.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
+from flask import Blueprint, current_app, render_template
+
+from hub.web.app import get_db
+
+log = logging.getLogger(__name__)
 bp = Blueprint("nodes", __name__)
+
+STATUS_EXTENSION = "smartshelf_status"  # create_app(status=...) keeps the provider here
+
+StatusProvider = Callable[[], dict[str, Any]]
+
+
+@dataclass
+class NodeView:
+    node_id: int
+    label: str = ""
+    fw_ledger: str | None = None
+    first_seen_ms: int | None = None
+    last_seen_ms: int | None = None
+    lanes: int = 0
+    configured: bool = False  # in the running hub's configuration
+    up: bool | None = None  # None: no live status
+    firmware: str | None = None
+    last_seen_s_ago: float | None = None
+    frames: int | None = None
+    rejected: dict[str, int] = field(default_factory=dict)
+    forged: int = 0
+    disconnects: int | None = None
+    downlink_dropped: int | None = None
+    link: str | None = None
+    link_connected: bool | None = None
+    sample_sps: float | None = None
+    outbox_depth: int | None = None
+    outbox_dropped: int | None = None
+    free_heap: int | None = None
+    uptime_s: int | None = None
+    gaps: int | None = None
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+
+def status_provider() -> StatusProvider | None:
+    provider = current_app.extensions.get(STATUS_EXTENSION)
+    return provider if callable(provider) else None
+
+
+def _live_status() -> tuple[dict[str, Any] | None, str | None]:
+    """The hub's status, or None and why not."""
+    provider = status_provider()
+    if provider is None:
+        return None, "Live status is unavailable: this page is not served by a running hub."
+    try:
+        status = provider()
+    except Exception as exc:  # the hub is stopping, or its loop is too busy to answer in time
+        log.warning("nodes page: hub status failed: %r", exc)
+        return None, "Live status is unavailable: the hub did not answer."
+    return status, None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _merge(view: NodeView, node: dict[str, Any], links: dict[str, dict[str, Any]]) -> None:
+    view.configured = True
+    view.up = bool(node.get("up"))
+    view.firmware = node.get("firmware") if isinstance(node.get("firmware"), str) else None
+    ago = node.get("last_seen_s_ago")
+    view.last_seen_s_ago = float(ago) if isinstance(ago, int | float) else None
+    if view.last_seen_ms is None or (_int(node.get("last_seen_ms")) or 0) > view.last_seen_ms:
+        view.last_seen_ms = _int(node.get("last_seen_ms")) or view.last_seen_ms
+    view.frames = _int(node.get("frames"))
+    rejected = node.get("rejected")
+    view.rejected = {str(k): int(v) for k, v in rejected.items()} if isinstance(rejected, dict) else {}
+    view.forged = _int(node.get("forged_frames")) or 0
+    view.downlink_dropped = _int(node.get("downlink_dropped"))
+    view.gaps = _int(node.get("gaps"))
+    port = node.get("link") or node.get("port")
+    link = links.get(port) if isinstance(port, str) else None
+    view.link = port if isinstance(port, str) else None
+    if link is not None:
+        view.link_connected = bool(link.get("connected"))
+        view.disconnects = _int(link.get("disconnects"))
+        dropped_out = _int(link.get("dropped_out"))
+        if dropped_out:
+            view.downlink_dropped = (view.downlink_dropped or 0) + dropped_out
+    health = node.get("health")
+    if isinstance(health, dict):
+        rate = _int(health.get("sample_rate_chz"))
+        view.sample_sps = rate / 100 if rate is not None else None
+        view.outbox_depth = _int(health.get("outbox_depth"))
+        view.outbox_dropped = _int(health.get("outbox_dropped"))
+        view.free_heap = _int(health.get("free_heap"))
+        view.uptime_s = _int(health.get("uptime_s"))
+
+
+def node_views(status: dict[str, Any] | None) -> list[NodeView]:
+    views: dict[int, NodeView] = {}
+    for node_id, label, fw, first, last, lanes in get_db().execute(
+        "SELECT n.node_id, n.label, n.fw_version, n.first_seen_ms, n.last_seen_ms,"
+        " (SELECT count(*) FROM lanes AS l WHERE l.node_id = n.node_id) FROM nodes AS n"
+    ):
+        views[node_id] = NodeView(node_id, label or "", fw, first, last, lanes)
+    if status is not None:
+        links = {str(link.get("port")): link for link in status.get("links", []) if isinstance(link, dict)}
+        for node in status.get("nodes", []):
+            node_id = _int(node.get("node_id")) if isinstance(node, dict) else None
+            if node_id is None:
+                continue
+            _merge(views.setdefault(node_id, NodeView(node_id)), node, links)
+    return [views[k] for k in sorted(views)]
+
+
+def _ago(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 120:
+        return f"{s} s ago"
+    if s < 7200:
+        return f"{s // 60} min ago"
+    if s < 172800:
+        return f"{s // 3600} h ago"
+    return f"{s // 86400} days ago"
+
+
+def _duration(seconds: int | None) -> str:
+    if seconds is None:
+        return "-"
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    return f"{days} d {hours} h" if days else f"{hours} h {rest // 60} min"
+
+
+@bp.get("/nodes")
+def index() -> str:
+    status, unavailable = _live_status()
+    views = node_views(status)
+    now_ms = int(time.time() * 1000)
+    for view in views:  # "ago" from the ledger when the hub has not seen the node since it started
+        if view.last_seen_s_ago is None and view.last_seen_ms is not None:
+            view.last_seen_s_ago = max(0.0, (now_ms - view.last_seen_ms) / 1000)
+    totals = status.get("totals", {}) if status is not None else {}
+    return render_template(
+        "nodes.html",
+        nodes=views,
+        live=status is not None,
+        unavailable=unavailable,
+        totals=totals if isinstance(totals, dict) else {},
+        ago=_ago,
+        duration=_duration,
+    )

@@ -3,23 +3,65 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from flask import Flask
 from waitress.server import BaseWSGIServer, MultiSocketServer, create_server
 
 from hub.ledger import LedgerService
+from hub.web import live
 from hub.web.app import create_app
 from hub.web.bridge import LoopWriter
+
+DEFAULT_MAX_LIVE_CLIENTS = 64
+
+
+def loop_status(
+    status: Callable[[], dict[str, Any]], loop: asyncio.AbstractEventLoop, *, timeout_s: float = 2.0
+) -> Callable[[], dict[str, Any]]:
+    """``status`` made callable from a WSGI thread: it runs on ``loop`` (where the hub's state lives); the caller
+    waits at most ``timeout_s`` (TimeoutError), RuntimeError once the loop is closed."""
+
+    def call() -> dict[str, Any]:
+        future: concurrent.futures.Future[dict[str, Any]] = concurrent.futures.Future()
+
+        def run() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(status())
+            except BaseException as exc:  # handed to the waiting thread
+                future.set_exception(exc)
+
+        loop.call_soon_threadsafe(run)
+        try:
+            return future.result(timeout_s)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise
+
+    return call
+
+
+def waitress_threads(threads: int, max_live_clients: int) -> int:
+    """A live-updates stream holds a worker thread for its lifetime: ``threads`` stay for everything else."""
+    return threads + max_live_clients
 
 
 class WebServer:
     """``WebServer.start(...)`` on the hub's loop binds the socket and starts serving; ``await stop()``."""
 
-    def __init__(self, server: MultiSocketServer | BaseWSGIServer, thread: threading.Thread, url: str) -> None:
+    def __init__(
+        self, server: MultiSocketServer | BaseWSGIServer, thread: threading.Thread, url: str, app: Flask
+    ) -> None:
         self._server = server
         self._thread = thread
         self.url = url
+        self.app = app
 
     @classmethod
     def start(
@@ -31,20 +73,39 @@ class WebServer:
         host: str,
         port: int,
         threads: int = 4,
+        max_live_clients: int = DEFAULT_MAX_LIVE_CLIENTS,
+        status: Callable[[], dict[str, Any]] | None = None,
     ) -> WebServer:
-        app = create_app(ledger_path, LoopWriter(ledger, loop))
-        server = create_server(app, host=host, port=port, threads=threads, ident="smartshelf")
+        """``status``: the hub's ``status()`` (runs on ``loop`` for the nodes page)."""
+        app = create_app(
+            ledger_path,
+            LoopWriter(ledger, loop),
+            config={"LIVE_MAX_CLIENTS": max_live_clients},
+            status=loop_status(status, loop) if status is not None else None,
+        )
+        total = waitress_threads(threads, max_live_clients)
+        server = create_server(
+            app,
+            host=host,
+            port=port,
+            threads=total,
+            connection_limit=max(100, total + 50),
+            asyncore_use_poll=True,
+            ident="smartshelf",
+        )
         bound_host = getattr(server, "effective_host", host)
         bound_port = getattr(server, "effective_port", port)
         shown = f"[{bound_host}]" if ":" in str(bound_host) else str(bound_host)
         thread = threading.Thread(target=server.run, name="web", daemon=True)
         thread.start()
-        return cls(server, thread, f"http://{shown}:{bound_port}/")
+        return cls(server, thread, f"http://{shown}:{bound_port}/", app)
 
     async def stop(self) -> None:
-        """Stop accepting, let the worker threads finish (their ledger writes need this loop running)."""
+        """End the live-update streams, stop accepting, let the worker threads finish (their ledger writes need
+        this loop running)."""
 
         def close() -> None:
+            live.close_feed(self.app)
             self._server.close()
             self._server.task_dispatcher.shutdown()
             self._thread.join(5)
