@@ -34,7 +34,7 @@ from hub.reconcile.plan import (
     iso,
     lane_cause,
 )
-from hub.reconcile.rules import reorder_quantity
+from hub.reconcile.rules import REORDER_STOCK_SQL, reorder_available, reorder_due, reorder_quantity
 
 
 @dataclass(slots=True)
@@ -338,17 +338,7 @@ class _Writer:
         """Per SKU with a reorder point or quantity: available = book stock (every book location) minus the units
         in unresolved shrinkage alerts (likely gone, not yet written off). At or below the reorder point: one
         suggestion per SKU, kept up to date; above it: the suggestion is resolved."""
-        rows = await _rows(
-            self.tx,
-            "SELECT s.sku, s.name, s.unit_weight_dg, s.spread_permille, s.reorder_point, s.reorder_qty, s.capacity,"
-            " coalesce((SELECT sum(b.qty) FROM balances AS b WHERE b.sku = s.sku"
-            "   AND b.location NOT GLOB 'sensor:*'), 0),"
-            " coalesce((SELECT sum(b.qty) FROM balances AS b WHERE b.sku = s.sku AND b.location GLOB 'sensor:*'), 0),"
-            " (SELECT count(*) FROM lanes AS l WHERE l.sku = s.sku),"
-            " coalesce((SELECT sum(r.unexplained) FROM alerts AS a JOIN recon_picks AS r ON r.alert_id = a.id"
-            "   WHERE a.kind = 'shrinkage' AND a.status != 'resolved' AND r.sku = s.sku), 0)"
-            " FROM skus AS s WHERE s.reorder_point > 0 OR s.reorder_qty > 0 ORDER BY s.sku",
-        )
+        rows = await _rows(self.tx, REORDER_STOCK_SQL)
         open_now = {
             r[1]: r[0]
             for r in await _rows(
@@ -358,8 +348,8 @@ class _Writer:
         for sku_id, name, unit, spread, point, qty, capacity, book, shelf, lanes, pending in rows:
             sku = Sku(sku_id, name, unit, spread, point, qty, capacity)
             cause = f"sku:{sku_id}"
-            available = book - pending
-            if available <= point:
+            available = reorder_available(book, pending)
+            if reorder_due(sku, available):
                 suggested = reorder_quantity(sku, available, lanes)
                 evidence = {
                     "sku": sku_id,

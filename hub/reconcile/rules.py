@@ -141,6 +141,31 @@ def put_fits_lane(qty: int, weight_dg: int | None, sku: Sku, cfg: ReconcileConfi
     return weight_dg is None or (weight_dg > 0 and fit(weight_dg, sku, cfg).whole)
 
 
+# The stock the reorder rule looks at, per SKU with a reorder point or quantity: the SKU's fields, book stock at every
+# book location, observed shelf stock, its lanes, and the units in unresolved shrinkage alerts. Read by the
+# reconciler (its reorder alerts) and by the status page's reorder report, so both apply the same rule.
+REORDER_STOCK_SQL = (
+    "SELECT s.sku, s.name, s.unit_weight_dg, s.spread_permille, s.reorder_point, s.reorder_qty, s.capacity,"
+    " coalesce((SELECT sum(b.qty) FROM balances AS b WHERE b.sku = s.sku"
+    "   AND b.location NOT GLOB 'sensor:*'), 0),"
+    " coalesce((SELECT sum(b.qty) FROM balances AS b WHERE b.sku = s.sku AND b.location GLOB 'sensor:*'), 0),"
+    " (SELECT count(*) FROM lanes AS l WHERE l.sku = s.sku),"
+    " coalesce((SELECT sum(r.unexplained) FROM alerts AS a JOIN recon_picks AS r ON r.alert_id = a.id"
+    "   WHERE a.kind = 'shrinkage' AND a.status != 'resolved' AND r.sku = s.sku), 0)"
+    " FROM skus AS s WHERE s.reorder_point > 0 OR s.reorder_qty > 0 ORDER BY s.sku"
+)
+
+
+def reorder_available(book: int, pending_shrinkage: int) -> int:
+    """Stock available for the reorder decision: book stock minus units likely gone but not yet written off."""
+    return book - pending_shrinkage
+
+
+def reorder_due(sku: Sku, available: int) -> bool:
+    """The reorder rule: at or below the reorder point."""
+    return available <= sku.reorder_point
+
+
 def reorder_quantity(sku: Sku, stock: int, lanes: int) -> int:
     """How much to order when ``stock`` is at or below the reorder point.
 

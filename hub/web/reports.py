@@ -1,7 +1,163 @@
-"""Reports: reorder, shrink rate as % of sales, sell-through, days of cover, out-of-stock minutes."""
+"""Reports: reorder, shrink rate as % of sales, sell-through, days of cover, out-of-stock minutes.
+
+The figures come from ``hub.web.metrics`` (pure functions over the read-only connection); this module parses the
+period, renders them as a page and as CSV.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint
+import csv
+import io
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, Response, abort, render_template, request
+
+from hub.ledger.models import now_ms
+from hub.web import metrics
+from hub.web.app import get_db
+from hub.web.ledger_view import csv_text, iso_ms
 
 bp = Blueprint("reports", __name__)
+
+CSV_HEADER = (
+    "section",
+    "sku",
+    "lane",
+    "sold_units",
+    "shrink_units",
+    "shrink_pct",
+    "on_hand_end",
+    "sell_through_pct",
+    "units_per_day",
+    "days_of_cover",
+    "out_of_stock_minutes",
+    "period_start_utc",
+    "period_end_utc",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    period: metrics.Period
+    shrink: metrics.ShrinkReport
+    flows: list[metrics.SkuFlow]
+    outages: list[metrics.LaneOutage]
+
+
+def parse_days(value: str | None) -> int:
+    if value is None or value.strip() == "":
+        return metrics.DEFAULT_DAYS
+    value = value.strip()
+    allowed = ", ".join(str(d) for d in metrics.PERIOD_DAYS)
+    if not value.isascii() or not value.isdigit() or int(value) not in metrics.PERIOD_DAYS:
+        abort(400, f"days: {value[:20]!r} is not a report period; choose one of {allowed}")
+    return int(value)
+
+
+@contextmanager
+def snapshot() -> Iterator[sqlite3.Connection]:
+    """The request's read-only connection inside one read transaction: every figure sees one committed state."""
+    conn = get_db()
+    conn.execute("BEGIN")
+    try:
+        yield conn
+    finally:
+        conn.execute("COMMIT")
+
+
+def build_report(days: int, now: int) -> Report:
+    with snapshot() as conn:
+        p = metrics.period(days, now)
+        sold = metrics.sales(conn, p)
+        return Report(
+            p, metrics.shrink_report(conn, p, sold), metrics.sku_flows(conn, p, sold), metrics.lane_outages(conn, p)
+        )
+
+
+def _num(value: float | None, places: int = 2) -> Any:
+    return "" if value is None else round(value, places)
+
+
+def report_rows(report: Report) -> Iterator[list[Any]]:
+    start, end = iso_ms(report.period.start_ms), iso_ms(report.period.end_ms)
+    flows = {f.sku: f for f in report.flows}
+    for line in report.shrink.by_sku:
+        f = flows.get(line.sku or "")
+        yield [
+            "sku",
+            csv_text(line.sku),
+            "",
+            line.sold,
+            line.shrink,
+            _num(line.rate_pct),
+            "" if f is None else f.on_hand,
+            "" if f is None else _num(f.sell_through_pct),
+            "" if f is None else _num(f.per_day),
+            "" if f is None else _num(f.days_of_cover),
+            "",
+            start,
+            end,
+        ]
+    outages = {o.lane_id: o for o in report.outages}
+    for line in report.shrink.by_lane:
+        o = outages.get(line.key)
+        minutes = None if o is None else o.minutes
+        yield (
+            ["lane", csv_text(line.sku), csv_text(line.key), line.sold, line.shrink, _num(line.rate_pct)]
+            + [""] * 4
+            + [
+                _num(minutes, 1),
+                start,
+                end,
+            ]
+        )
+    u = report.shrink.unattributed
+    yield ["no lane", "", "", u.sold, u.shrink, _num(u.rate_pct)] + [""] * 5 + [start, end]
+    t = report.shrink.total
+    yield ["store", "", "", t.sold, t.shrink, _num(t.rate_pct)] + [""] * 5 + [start, end]
+
+
+@bp.get("/reorder")
+def reorder() -> str:
+    with snapshot() as conn:
+        lines = metrics.reorder_lines(conn, now_ms())
+    return render_template("reorder.html", lines=lines, velocity_days=metrics.REORDER_VELOCITY_DAYS)
+
+
+@bp.get("/reports")
+def index() -> str:
+    days = parse_days(request.args.get("days"))
+    report = build_report(days, now_ms())
+    return render_template(
+        "reports.html",
+        report=report,
+        days=days,
+        choices=metrics.PERIOD_DAYS,
+        outages={o.lane_id: o for o in report.outages},
+        industry=metrics.INDUSTRY_SHRINK_PCT,
+    )
+
+
+@bp.get("/reports.csv")
+def export() -> Response:
+    days = parse_days(request.args.get("days"))
+    now = now_ms()
+    report = build_report(days, now)
+    buf = io.StringIO()
+    out = csv.writer(buf, lineterminator="\r\n")
+    out.writerow(CSV_HEADER)
+    out.writerows(report_rows(report))
+    stamp = datetime.fromtimestamp(now / 1000, UTC).strftime("%Y%m%dT%H%M%SZ")
+    return Response(
+        buf.getvalue(),
+        mimetype="text/csv",
+        headers={
+            "Content-Disposition": f'attachment; filename="report-{days}d-{stamp}.csv"',
+            "X-Content-Type-Options": "nosniff",
+        },
+    )

@@ -18,6 +18,7 @@ ROLES = ("viewer", "clerk", "manager", "admin")  # each role can do everything t
 THROTTLE_FAILURES = 5
 THROTTLE_WINDOW_MS = 15 * 60 * 1000
 MIN_PASSWORD = 8
+MAX_USERNAME = 60
 
 
 def role_rank(role: str) -> int:
@@ -39,8 +40,9 @@ def hash_password(password: str) -> str:
 
 
 def check_username(username: str) -> str:
-    if not 1 <= len(username) <= 64 or any(not "!" <= c <= "~" for c in username):
-        raise InvalidArgument("a username is 1..64 printable ASCII characters without spaces")
+    # 60, not the column's 64: the user's actions are recorded as actor "web:<username>" (at most 64 characters)
+    if not 1 <= len(username) <= MAX_USERNAME or any(not "!" <= c <= "~" for c in username):
+        raise InvalidArgument(f"a username is 1..{MAX_USERNAME} printable ASCII characters without spaces")
     return username
 
 

@@ -1,0 +1,361 @@
+"""The report figures, as functions over a read-only sqlite3 connection (no Flask): reorder list, shrink rate,
+sell-through, sales velocity and days of cover, out-of-stock minutes per lane.
+
+Definitions (hub/web/README.md, "Reports"):
+
+* **units sold** in a period: sales and order picks (both take stock out to a customer) with ``start <= ts_ms <=
+  end``, net of their reversals in the period (a reversal leg has the same reason and the opposite sign).
+* **shrink units**: ``shrinkage`` write-offs in the period, net of reversals. By lane when the write-off was booked
+  at ``lane:<id>``, or when it resolved a shrinkage alert about a lane (``writeoff:alert<id>``, cause key
+  ``lane:<lane>/<sku>``); anything else (a write-off in the backroom) is not attributable to a lane.
+* **shrink rate** = shrink units / units sold x 100 (None without sales).
+* **on hand at the period end**: book stock at every book location (balances, less movements dated after the end);
+  negative book stock counts as 0.
+* **sell-through** = sold / (sold + on hand at the end) x 100; **velocity** = sold / days of the period;
+  **days of cover** = on hand / velocity (None: no sales).
+* **out-of-stock time** of a lane: how long its observed count (running sum of the ``sensor:<lane>`` movements of
+  the lane's SKU, by ``ts_ms``, as the overview and the shelf page count it) was <= 0 within the period, from the
+  count at the period start, including an outage still going on at the period end. For a lane whose first sensor
+  movement falls in the period, the time starts there; None for a lane with no sensor movement up to the end.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from hub.ledger.models import Sku
+from hub.reconcile.rules import REORDER_STOCK_SQL, reorder_available, reorder_due, reorder_quantity
+
+DAY_MS = 86_400_000
+PERIOD_DAYS = (7, 30, 90)
+DEFAULT_DAYS = 30
+REORDER_VELOCITY_DAYS = 30  # the reorder report's days of cover use the sales of the last 30 days
+SOLD_REASONS = ("sale", "order_pick")
+# Recent retail surveys (NRF National Retail Security Survey 2023: 1.6 % for 2022, 1.4 % for 2021): shrink as a
+# share of sales *by value*. Here it is by units (SKUs carry no price), so the comparison is a rough guide.
+INDUSTRY_SHRINK_PCT = (1.4, 1.6)
+
+_ALERT_WRITEOFF = re.compile(r"writeoff:alert(\d+)")
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    start_ms: int
+    end_ms: int
+    days: int
+
+
+def period(days: int, now_ms: int) -> Period:
+    """The last ``days`` days up to ``now_ms`` (both ends included)."""
+    if days <= 0:
+        raise ValueError("days must be positive")
+    return Period(now_ms - days * DAY_MS, now_ms, days)
+
+
+def pct(part: int, whole: int) -> float | None:
+    return None if whole <= 0 else 100 * part / whole
+
+
+def velocity(sold: int, days: int) -> float:
+    return sold / days
+
+
+def days_of_cover(on_hand: int, per_day: float) -> float | None:
+    """Days the stock on hand lasts at ``per_day``; None when nothing sells (not infinity)."""
+    if per_day <= 0:
+        return None
+    return max(on_hand, 0) / per_day
+
+
+def sell_through(sold: int, on_hand: int) -> float | None:
+    return pct(sold, sold + max(on_hand, 0))
+
+
+# ---------------------------------------------------------------------------------------------------- sales
+
+
+Sales = dict[tuple[str, str], int]  # (sku, location) -> units sold (net of reversals)
+
+
+def sales(conn: sqlite3.Connection, p: Period) -> Sales:
+    """Units sold in the period per SKU and the location they were booked from (one pass over the period)."""
+    ph = ", ".join("?" * len(SOLD_REASONS))
+    rows = conn.execute(
+        f"SELECT sku, location, -sum(qty) FROM movements WHERE reason IN ({ph}) AND ts_ms BETWEEN ? AND ?"
+        " GROUP BY sku, location",
+        (*SOLD_REASONS, p.start_ms, p.end_ms),
+    )
+    return {(sku, location): int(n) for sku, location, n in rows}
+
+
+def sold_by_sku(sold: Sales) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for (sku, _location), n in sold.items():
+        out[sku] = out.get(sku, 0) + n
+    return out
+
+
+def sold_by_lane(sold: Sales) -> tuple[dict[str, int], int]:
+    """Units sold per lane (booked from ``lane:<id>``) and the units sold from other locations."""
+    lanes: dict[str, int] = {}
+    other = 0
+    for (_sku, location), n in sold.items():
+        if location.startswith("lane:"):
+            lanes[location[5:]] = lanes.get(location[5:], 0) + n
+        else:
+            other += n
+    return lanes, other
+
+
+# --------------------------------------------------------------------------------------------------- shrink
+
+
+@dataclass(frozen=True, slots=True)
+class ShrinkLine:
+    key: str  # SKU, lane id, or "" (store total / not attributable)
+    sku: str | None  # by lane: the lane's SKU now
+    sold: int
+    shrink: int
+
+    @property
+    def rate_pct(self) -> float | None:
+        return pct(self.shrink, self.sold)
+
+
+@dataclass(frozen=True, slots=True)
+class ShrinkReport:
+    by_sku: list[ShrinkLine]
+    by_lane: list[ShrinkLine]
+    unattributed: ShrinkLine  # shrink not attributable to a lane; sales booked from no lane
+    total: ShrinkLine
+
+
+def _alert_lanes(conn: sqlite3.Connection, alert_ids: Iterable[int]) -> dict[int, str]:
+    ids = sorted(set(alert_ids))
+    if not ids:
+        return {}
+    ph = ", ".join("?" * len(ids))
+    found = {}
+    for alert_id, cause in conn.execute(f"SELECT id, cause_key FROM alerts WHERE id IN ({ph})", ids):
+        if cause.startswith("lane:"):
+            found[alert_id] = cause[5:].split("/", 1)[0]
+    return found
+
+
+def shrink_report(conn: sqlite3.Connection, p: Period, sold_rows: Sales | None = None) -> ShrinkReport:
+    if sold_rows is None:
+        sold_rows = sales(conn, p)
+    sold = sold_by_sku(sold_rows)
+    lane_sold, other_sold = sold_by_lane(sold_rows)
+    # a reversal is attributed like the write-off it reverses
+    writeoffs = conn.execute(
+        "SELECT m.sku, m.location, coalesce(o.source_ref, m.source_ref), -m.qty FROM movements AS m"
+        " LEFT JOIN movements AS o ON o.id = m.reverses_id"
+        " WHERE m.reason = 'shrinkage' AND m.ts_ms BETWEEN ? AND ?",
+        (p.start_ms, p.end_ms),
+    ).fetchall()
+    alert_of = {}
+    for _sku, _loc, ref, _n in writeoffs:
+        match = _ALERT_WRITEOFF.fullmatch(ref)
+        if match:
+            alert_of[ref] = int(match.group(1))
+    alert_lane = _alert_lanes(conn, alert_of.values())
+    sku_shrink: dict[str, int] = {}
+    lane_shrink: dict[str, int] = {}
+    unattributed = 0
+    for sku, location, ref, n in writeoffs:
+        sku_shrink[sku] = sku_shrink.get(sku, 0) + n
+        lane = location[5:] if location.startswith("lane:") else alert_lane.get(alert_of.get(ref, -1))
+        if lane is None:
+            unattributed += n
+        else:
+            lane_shrink[lane] = lane_shrink.get(lane, 0) + n
+    skus = sorted({r[0] for r in conn.execute("SELECT sku FROM skus")} | set(sold) | set(sku_shrink))
+    by_sku = [ShrinkLine(s, s, sold.get(s, 0), sku_shrink.get(s, 0)) for s in skus]
+    lane_sku = dict(conn.execute("SELECT lane_id, sku FROM lanes").fetchall())
+    by_lane = [
+        ShrinkLine(lane, lane_sku.get(lane), lane_sold.get(lane, 0), lane_shrink.get(lane, 0))
+        for lane in sorted(set(lane_sku) | set(lane_sold) | set(lane_shrink))
+    ]
+    total = ShrinkLine("", None, sum(sold.values()), sum(sku_shrink.values()))
+    return ShrinkReport(by_sku, by_lane, ShrinkLine("", None, other_sold, unattributed), total)
+
+
+# ------------------------------------------------------------------------------ sell-through, velocity, cover
+
+
+@dataclass(frozen=True, slots=True)
+class SkuFlow:
+    sku: str
+    name: str
+    sold: int
+    on_hand: int  # book stock at the period end (may be negative: the ledger records what happened)
+    days: int
+
+    @property
+    def sell_through_pct(self) -> float | None:
+        return sell_through(self.sold, self.on_hand)
+
+    @property
+    def per_day(self) -> float:
+        return velocity(self.sold, self.days)
+
+    @property
+    def days_of_cover(self) -> float | None:
+        return days_of_cover(self.on_hand, self.per_day)
+
+
+def book_on_hand_at(conn: sqlite3.Connection, end_ms: int) -> dict[str, int]:
+    """Book stock per SKU at ``end_ms``: today's balances less the book movements dated after it."""
+    rows = conn.execute(
+        "SELECT s.sku,"
+        " coalesce((SELECT sum(b.qty) FROM balances AS b WHERE b.sku = s.sku AND b.location NOT GLOB 'sensor:*'), 0)"
+        " - coalesce((SELECT sum(m.qty) FROM movements AS m WHERE m.sku = s.sku AND m.ts_ms > ?"
+        "   AND m.location NOT GLOB 'sensor:*'), 0)"
+        " FROM skus AS s",
+        (end_ms,),
+    )
+    return {sku: int(n) for sku, n in rows}
+
+
+def sku_flows(conn: sqlite3.Connection, p: Period, sold_rows: Sales | None = None) -> list[SkuFlow]:
+    sold = sold_by_sku(sales(conn, p) if sold_rows is None else sold_rows)
+    on_hand = book_on_hand_at(conn, p.end_ms)
+    return [
+        SkuFlow(sku, name, sold.get(sku, 0), on_hand.get(sku, 0), p.days)
+        for sku, name in conn.execute("SELECT sku, name FROM skus ORDER BY sku")
+    ]
+
+
+# ------------------------------------------------------------------------------------------- out of stock
+
+
+def out_of_stock_ms(opening: int, steps: Iterable[tuple[int, int]], start_ms: int, end_ms: int) -> int:
+    """Milliseconds within [start, end] during which the running count was <= 0.
+
+    ``opening`` is the count at ``start_ms``; ``steps`` are (ts_ms, qty) in time order with start <= ts <= end.
+    """
+    out = 0
+    t, balance = start_ms, opening
+    for ts, qty in steps:
+        if balance <= 0:
+            out += ts - t
+        t, balance = ts, balance + qty
+    if balance <= 0:
+        out += end_ms - t
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class LaneOutage:
+    lane_id: str
+    sku: str | None
+    out_ms: int | None  # None: the lane reported nothing up to the period end
+    count_at_end: int
+    out_now: bool
+
+    @property
+    def minutes(self) -> float | None:
+        return None if self.out_ms is None else self.out_ms / 60_000
+
+
+def lane_outages(conn: sqlite3.Connection, p: Period) -> list[LaneOutage]:
+    """Per lane: the count at the period start is the lane's observed balance less what moved since then, so only
+    the period's movements are read (``movements_location_ts``), however long the history."""
+    result = []
+    for lane_id, sku in conn.execute("SELECT lane_id, sku FROM lanes ORDER BY lane_id").fetchall():
+        location = "sensor:" + lane_id
+        if sku is not None:
+            now_count = conn.execute(
+                "SELECT coalesce(sum(qty), 0) FROM balances WHERE sku = ? AND location = ?", (sku, location)
+            ).fetchone()[0]
+        else:  # an unassigned lane has no balance: its rows (sku NULL) are summed
+            now_count = conn.execute(
+                "SELECT coalesce(sum(qty), 0) FROM movements WHERE location = ? AND sku IS NULL", (location,)
+            ).fetchone()[0]
+        since = conn.execute(
+            "SELECT coalesce(sum(qty), 0) FROM movements WHERE location = ? AND ts_ms >= ? AND sku IS ?",
+            (location, p.start_ms, sku),
+        ).fetchone()[0]
+        opening = int(now_count) - int(since)
+        steps = conn.execute(
+            "SELECT ts_ms, qty FROM movements WHERE location = ? AND ts_ms BETWEEN ? AND ? AND sku IS ?"
+            " ORDER BY ts_ms, id",
+            (location, p.start_ms, p.end_ms, sku),
+        ).fetchall()
+        earlier = conn.execute(
+            "SELECT 1 FROM movements WHERE location = ? AND ts_ms < ? AND sku IS ? LIMIT 1",
+            (location, p.start_ms, sku),
+        ).fetchone()
+        if earlier is None and not steps:
+            result.append(LaneOutage(lane_id, sku, None, 0, False))
+            continue
+        end_count = opening + sum(q for _, q in steps)
+        # before a lane's first sensor movement there is no count to speak of: the time starts there
+        start = p.start_ms if earlier is not None else steps[0][0]
+        out = out_of_stock_ms(opening, steps, start, p.end_ms)
+        result.append(LaneOutage(lane_id, sku, out, end_count, end_count <= 0))
+    return result
+
+
+# ------------------------------------------------------------------------------------------------ reorder
+
+
+@dataclass(frozen=True, slots=True)
+class ReorderLine:
+    sku: str
+    name: str
+    observed: int  # shelf stock the sensors see (sensor:* balances of the SKU)
+    book: int  # book stock at every book location
+    pending_shrinkage: int  # units in unresolved shrinkage alerts
+    available: int  # what the reorder rule compares with the reorder point
+    reorder_point: int
+    reorder_qty: int
+    suggested_qty: int  # the reconciler's suggestion: whole multiples of reorder_qty (hub/reconcile/rules.py)
+    per_day: float  # units sold per day over the last REORDER_VELOCITY_DAYS days
+    alert_id: int | None
+    alert_status: str | None  # open | acknowledged | None (no unresolved reorder alert)
+
+    @property
+    def days_of_cover(self) -> float | None:
+        return days_of_cover(self.available, self.per_day)
+
+
+def reorder_lines(conn: sqlite3.Connection, now_ms: int) -> list[ReorderLine]:
+    """SKUs at or below their reorder point by the reconciler's rule (``hub.reconcile.rules``)."""
+    sold = sold_by_sku(sales(conn, period(REORDER_VELOCITY_DAYS, now_ms)))
+    alerts = {
+        cause[4:]: (alert_id, status)
+        for alert_id, cause, status in conn.execute(
+            "SELECT id, cause_key, status FROM alerts WHERE kind = 'reorder' AND status != 'resolved'"
+        )
+    }
+    lines = []
+    for sku_id, name, unit, spread, point, qty, capacity, book, shelf, lanes, pending in conn.execute(
+        REORDER_STOCK_SQL
+    ).fetchall():
+        sku = Sku(sku_id, name, unit, spread, point, qty, capacity)
+        available = reorder_available(book, pending)
+        if not reorder_due(sku, available):
+            continue
+        alert_id, status = alerts.get(sku_id, (None, None))
+        lines.append(
+            ReorderLine(
+                sku_id,
+                name,
+                shelf,
+                book,
+                pending,
+                available,
+                point,
+                qty,
+                reorder_quantity(sku, available, lanes),
+                velocity(sold.get(sku_id, 0), REORDER_VELOCITY_DAYS),
+                alert_id,
+                status,
+            )
+        )
+    return lines
