@@ -255,7 +255,8 @@ _V5_WEB = (
         flags INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (lane_id, ts_ms)
     ) STRICT, WITHOUT ROWID""",
-    "CREATE INDEX movements_location_ts ON movements(location, ts_ms)",
+    # covering for what reads a location over time (counts, last change, out-of-stock minutes): no table lookups
+    "CREATE INDEX movements_location_ts ON movements(location, ts_ms, sku, qty)",
 )
 
 MIGRATIONS: tuple[Migration, ...] = (

@@ -67,14 +67,6 @@ def _fmt_ms(ms: Any) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-class _Endpoints:
-    def __init__(self, app: Flask) -> None:
-        self._app = app
-
-    def __contains__(self, endpoint: object) -> bool:
-        return endpoint in self._app.view_functions
-
-
 def create_app(
     ledger_path: Path | str,
     writer: Writer,
@@ -101,8 +93,6 @@ def create_app(
     app.teardown_appcontext(_close_db)
     app.jinja_env.filters["ms"] = _fmt_ms
     access.install(app)
-    # for the navigation: only endpoints that exist (a view is linked once its blueprint defines it)
-    app.jinja_env.globals["url_endpoints"] = _Endpoints(app)
 
     from hub.web import alerts, api, auth, ledger_view, live, nodes_page, pages, reports, shelf, users_admin
 
