@@ -9,7 +9,7 @@ STDLIB_STUBS_VERSION := 1.27.0.post2
 PORTS := esp32 rp2
 PYTEST_ARGS ?=
 
-.PHONY: all bootstrap test check lint format typecheck mpy-check pytest bench demo clean help
+.PHONY: all bootstrap browser test check lint format typecheck mpy-check pytest bench demo clean help
 DURATION ?=
 
 all: test
@@ -17,11 +17,16 @@ all: test
 help:
 	@echo "make demo       emulated shelves -> hub -> SQLite ledger, live (DURATION=90: stop and compare with the truth)"
 	@echo "make test       bootstrap (venv, npm, stubs) then lint, type checks, mpy-cross and all tests"
-	@echo "make bootstrap  install everything the project needs (idempotent)"
+	@echo "make bootstrap  install everything the project needs (idempotent; Debian's chromium for the browser tests)"
 	@echo "make pytest     only the test suite (PYTEST_ARGS=... to pass options)"
-	@echo "make bench      protocol (CPython vs MicroPython) and sensing-accuracy benchmarks"
+	@echo "make bench      protocol (CPython vs MicroPython), sensing-accuracy, hub ingest and status-page benchmarks"
 
-bootstrap: $(VENV)/.stamp node_modules/.stamp $(foreach p,$(PORTS),.stubs/$(p)/.stamp)
+bootstrap: $(VENV)/.stamp node_modules/.stamp $(foreach p,$(PORTS),.stubs/$(p)/.stamp) browser
+
+# The browser tests drive Debian's chromium (/usr/bin/chromium) with Playwright's Python package (a dev dependency);
+# Playwright's own browser download is never used. Installed with apt-get when missing (root or passwordless sudo).
+browser:
+	@tools/bootstrap/install-chromium.sh
 
 $(VENV)/.stamp: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -69,6 +74,8 @@ demo: bootstrap
 bench: bootstrap
 	$(VENV)/bin/smartshelf bench protocol
 	$(VENV)/bin/smartshelf bench sensing
+	$(VENV)/bin/smartshelf bench hub
+	$(VENV)/bin/smartshelf bench web
 
 clean:
 	rm -rf $(VENV) node_modules .stubs .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -2,7 +2,8 @@
 
 One process runs the hub service (serial transports, ingest, the single ledger writer, reconciliation) and
 a point-of-sale feed, next to `smartshelf emulate`'s nodes (each a MicroPython process on its own pty)
-playing the `store` scenario: honest shoppers whose sales reach the POS late, one theft, one damaged item,
+playing the `store` scenario: honest shoppers whose sales reach the POS late (posted in batches through the hub's
+HTTP API with the POS's own bearer token, as a real till system would), one theft, one damaged item,
 one misplaced item, a restock and a lane falling to its reorder point. Progress is printed live; with
 ``--duration`` the demo stops by itself and prints a summary that compares the ledger with the scenario's
 ground truth (exit status 0 when every lane's count matches and exactly the expected alerts were raised).
@@ -12,12 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import shutil
 import signal
 import socket
 import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +30,7 @@ from hub.ledger.models import Alert, Sku
 from hub.ledger.reader import LedgerReader
 from hub.ledger.service import LedgerService
 from hub.service import HubService
+from hub.web.api_clients import add_client, new_token, token_sha256
 from hub.web.users import add_user, hash_password
 from tools.emulation.host import Emulator, EmulatorError
 from tools.emulation.scenarios import Scenario, TruthRow, build
@@ -38,7 +43,7 @@ RECONCILE = {"window_s": 150.0, "grace_s": 5.0, "lead_s": 10.0, "putback_s": 60.
 STAFF = "demo-staff"
 WEB_PORT = 8080  # the status page; any free port when 8080 is taken
 DEMO_LOGIN = ("demo", "demo-password")  # a manager account on the demo's throw-away ledger
-POS = "demo-pos"
+POS = "demo-pos"  # the point of sale's API client (its writes are recorded as actor api:demo-pos)
 
 
 def lane_id(node: int, lane: int) -> str:
@@ -107,6 +112,8 @@ class Demo:
         self.epoch = 0.0
         self.paid: set[int] = set()
         self.booked: set[int] = set()
+        self.pos_token = new_token()
+        self.api_url = ""  # the hub's /api/v1/sales once its web server runs
 
     # -- setup ------------------------------------------------------------------------------------
     async def seed_ledger(self, db: Path) -> None:
@@ -117,6 +124,8 @@ class Demo:
             await open_store(ledger, self.scenario)
             pw_hash = hash_password(DEMO_LOGIN[1])
             await ledger.transact(lambda tx: add_user(tx, DEMO_LOGIN[0], pw_hash, "manager", actor=STAFF))
+            pos_hash = token_sha256(self.pos_token)
+            await ledger.transact(lambda tx: add_client(tx, POS, pos_hash, ("sales",), actor=STAFF))
         finally:
             await ledger.close()
 
@@ -142,8 +151,10 @@ class Demo:
 
     # -- the shop floor's paperwork ---------------------------------------------------------------
     async def paperwork(self, ledger: LedgerService, now_s: float, flush: bool = False) -> None:
-        """POS sales for honest picks when they are paid (late), and staff booking each delivery they shelve
-        (received into the backroom, then restocked onto the lane)."""
+        """POS sales for honest picks when they are paid (late), one batch per call through the HTTP API, and
+        staff booking each delivery they shelve (received into the backroom, then restocked onto the lane)."""
+        sales: list[dict[str, object]] = []
+        paying: list[int] = []
         for i, row in enumerate(self.scenario.truth):
             if row.action == "restock" and i not in self.booked and row.t_end <= now_s:
                 self.booked.add(i)
@@ -152,9 +163,29 @@ class Demo:
             due = row.pay_t is not None and (row.pay_t <= now_s or flush)
             if row.paid_units and i not in self.paid and row.t <= now_s and due:
                 assert row.pay_t is not None
-                self.paid.add(i)
-                await ledger.record_sale(row.sku, row.paid_units, actor=POS, ref=f"pos:{i}",
-                                         ts=int((self.epoch + min(row.pay_t, now_s)) * 1000))  # fmt: skip
+                ts_ms = int((self.epoch + min(row.pay_t, now_s)) * 1000)
+                sales.append({"id": f"pos:{i}", "sku": row.sku, "quantity": row.paid_units, "timestamp": ts_ms})
+                paying.append(i)
+        if sales:
+            await asyncio.to_thread(self.post_sales, sales)  # the hub's loop keeps serving the API's writes
+            self.paid.update(paying)
+
+    def post_sales(self, items: list[dict[str, object]]) -> None:
+        """One POS batch. Idempotent by the ids: a batch retried after a lost answer books nothing twice."""
+        body = json.dumps({"items": items}).encode()
+        headers = {"Authorization": f"Bearer {self.pos_token}", "Content-Type": "application/json"}
+        for attempt in range(3):
+            request = urllib.request.Request(self.api_url, data=body, headers=headers, method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=30) as resp:
+                    resp.read()
+                return
+            except urllib.error.HTTPError as err:
+                raise RuntimeError(f"POS batch refused: {err.code} {err.read().decode(errors='replace')}") from err
+            except OSError:
+                if attempt == 2:
+                    raise
+                time.sleep(0.5)
 
     # -- reporting --------------------------------------------------------------------------------
     async def observed(self, reader: LedgerReader) -> dict[str, int]:
@@ -229,8 +260,12 @@ class Demo:
             reader = await hub.ledger.reader()
             until = f"stops after {self.duration_s:.0f} s" if self.duration_s else "Ctrl-C stops"
             print(f"demo: hub on {db}; {self.nodes} emulated node(s); {until}", flush=True)
-            if hub.web is not None:
-                print(f"demo: status page {hub.web.url} (login {DEMO_LOGIN[0]} / {DEMO_LOGIN[1]})", flush=True)
+            if hub.web is None:
+                raise RuntimeError("the demo's hub.toml has no [web]: the POS posts through the HTTP API")
+            self.api_url = hub.web.url + "api/v1/sales"
+            print(f"demo: status page {hub.web.url} (login {DEMO_LOGIN[0]} / {DEMO_LOGIN[1]})", flush=True)
+            api = f"{self.api_url} (API client {POS}; OpenAPI at {hub.web.url}api/openapi.json)"
+            print(f"demo: the POS posts sales to {api}", flush=True)
             last_print = 0.0
             while not stop.is_set():
                 now_s = time.time() - self.epoch

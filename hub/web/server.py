@@ -106,8 +106,9 @@ class WebServer:
 
         def close() -> None:
             live.close_feed(self.app)
-            self._server.close()
+            # workers first: closing the sockets under a running stream logs EBADF tracebacks
             self._server.task_dispatcher.shutdown()
+            self._server.close()
             self._thread.join(5)
 
         await asyncio.to_thread(close)
