@@ -95,3 +95,11 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     passed = terminalreporter.stats.get("passed", [])
     n = sum(1 for r in passed if "micropython" in r.keywords)
     terminalreporter.write_line(f"MicroPython-run tests passed: {n}")
+
+
+@pytest.fixture
+def env(tmp_path: Any) -> Iterator[Any]:
+    """The status page's test environment (tests/web_support.py): a seeded ledger, its writer, the Flask app."""
+    from tests.web_support import run_env
+
+    yield from run_env(tmp_path)

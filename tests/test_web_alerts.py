@@ -6,9 +6,7 @@ from __future__ import annotations
 import html
 import re
 import sqlite3
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,25 +15,11 @@ from flask.testing import FlaskClient
 from hub.ledger.postings import Tx
 from hub.reconcile.resolve import OUTCOMES
 from hub.web.alerts import PAGE_SIZE, Filters, list_alerts, parse_filters, readable_evidence
-from tests.web_support import Env, run_env
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    yield from run_env(tmp_path)
-
-
-def _sql(env: Env, query: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(env.db)
-    try:
-        return list(conn.execute(query, params))
-    finally:
-        conn.close()
+from tests.web_support import Env
 
 
 def _fingerprint(env: Env) -> list[tuple[Any, ...]]:
-    return _sql(
-        env,
+    return env.sql(
         "SELECT (SELECT count(*) FROM movements), (SELECT count(*) FROM audit), (SELECT count(*) FROM physical_counts),"
         " (SELECT group_concat(id || ':' || status || ':' || coalesce(resolution, ''), ',') FROM alerts),"
         " (SELECT group_concat(sku || '@' || location || '=' || qty, ',') FROM balances)",
@@ -110,7 +94,7 @@ def _open(env: Env, kind: str, cause: str, evidence: dict[str, Any], ts: int | N
 def _realistic_shrinkage(env: Env, units: int = 3) -> int:
     """The seeded shrinkage alert of lane A1 (its evidence only {"missing": 2}), given the evidence reconciliation
     writes (an unresolved alert per cause key: opening it again would return the seeded one)."""
-    alert = int(_sql(env, "SELECT id FROM alerts WHERE cause_key = 'lane:A1/COLA'")[0][0])
+    alert = int(env.sql("SELECT id FROM alerts WHERE cause_key = 'lane:A1/COLA'")[0][0])
     evidence = _shrinkage_evidence("A1", "COLA", units)
     env.write(lambda ledger: ledger.transact(lambda tx: tx.update_alert_evidence(alert, evidence, actor="reconcile")))
     return alert
@@ -131,14 +115,14 @@ def _resolve(env: Env, client: FlaskClient, alert: int, **form: str) -> str:
 
 
 def _balance(env: Env, sku: str, location: str) -> int:
-    rows = _sql(env, "SELECT qty FROM balances WHERE sku = ? AND location = ?", (sku, location))
+    rows = env.sql("SELECT qty FROM balances WHERE sku = ? AND location = ?", (sku, location))
     return int(rows[0][0]) if rows else 0
 
 
 def _alert(env: Env, alert: int) -> tuple[Any, ...]:
-    return _sql(
-        env, "SELECT status, resolved_by, resolution, resolution_movement_id FROM alerts WHERE id = ?", (alert,)
-    )[0]
+    return env.sql("SELECT status, resolved_by, resolution, resolution_movement_id FROM alerts WHERE id = ?", (alert,))[
+        0
+    ]
 
 
 # ------------------------------------------------------------------------------------------------ resolving
@@ -151,11 +135,11 @@ def test_theft_writes_off_the_unexplained_units_from_the_lane(stocked: Env) -> N
     status, by, resolution, movement = _alert(env, alert)
     assert (status, by, resolution) == ("resolved", "web:manager", "theft confirmed: 3 written off (seen on camera)")
     assert f"Alert {alert} resolved: theft confirmed: 3 written off (seen on camera) (movement {movement})." in page
-    assert _sql(
-        env, "SELECT sku, location, qty, reason, source_ref, actor FROM movements WHERE id = ?", (movement,)
-    ) == [("COLA", "lane:A1", -3, "shrinkage", f"writeoff:alert{alert}", "web:manager")]
+    assert env.sql("SELECT sku, location, qty, reason, source_ref, actor FROM movements WHERE id = ?", (movement,)) == [
+        ("COLA", "lane:A1", -3, "shrinkage", f"writeoff:alert{alert}", "web:manager")
+    ]
     assert _balance(env, "COLA", "lane:A1") == 7
-    assert _sql(env, "SELECT actor FROM audit WHERE action = 'resolve_alert'") == [("web:manager",)]
+    assert env.sql("SELECT actor FROM audit WHERE action = 'resolve_alert'") == [("web:manager",)]
     assert f'id="alert-{alert}"' not in _text(env.client("manager").get("/alerts"))
 
 
@@ -166,8 +150,8 @@ def test_theft_with_a_quantity_and_damage_write_offs(stocked: Env) -> None:
     admin = env.client("admin")
     assert "2 written off" in _resolve(env, admin, theft, outcome="theft", qty="2", note="two missing")
     assert "damaged: 1 written off" in _resolve(env, admin, damage, outcome="damaged", note="leaking")
-    assert _sql(
-        env, "SELECT sku, location, qty, reason FROM movements WHERE source_ref GLOB 'writeoff:*' ORDER BY id"
+    assert env.sql(
+        "SELECT sku, location, qty, reason FROM movements WHERE source_ref GLOB 'writeoff:*' ORDER BY id"
     ) == [
         ("COLA", "lane:A1", -2, "shrinkage"),
         ("TEA", "lane:B1", -1, "damage"),
@@ -182,35 +166,35 @@ def test_count_posts_the_difference_as_a_count_adjustment(stocked: Env) -> None:
     status, _, resolution, movement = _alert(env, alert)
     assert status == "resolved" and resolution == "counted 6 on the lane (book 10)"
     assert f"(movement {movement})" in page
-    assert _sql(env, "SELECT sku, location, qty, reason FROM movements WHERE id = ?", (movement,)) == [
+    assert env.sql("SELECT sku, location, qty, reason FROM movements WHERE id = ?", (movement,)) == [
         ("COLA", "lane:A1", -4, "count_adjustment")
     ]
-    assert _sql(env, "SELECT sku, location, book_qty, counted_qty FROM physical_counts") == [("COLA", "lane:A1", 10, 6)]
+    assert env.sql("SELECT sku, location, book_qty, counted_qty FROM physical_counts") == [("COLA", "lane:A1", 10, 6)]
     assert _balance(env, "COLA", "lane:A1") == 6
     # a count that agrees with the book posts nothing
     again = _open(env, "shrinkage", "lane:B1/TEA", _shrinkage_evidence("B1", "TEA", 1))
-    movements = _sql(env, "SELECT count(*) FROM movements")
+    movements = env.sql("SELECT count(*) FROM movements")
     page = _resolve(env, env.client("manager"), again, outcome="count", counted="5")
     assert f"Alert {again} resolved: counted 5 on the lane (book 5)." in page
-    assert _sql(env, "SELECT count(*) FROM movements") == movements and _alert(env, again)[3] is None
+    assert env.sql("SELECT count(*) FROM movements") == movements and _alert(env, again)[3] is None
 
 
 def test_found_and_other_outcomes_post_nothing(stocked: Env) -> None:
     env = stocked
     shrink = _realistic_shrinkage(env)
     misplaced = _open(env, "misplaced", "lane:C1/SOUP", {"lane_id": "C1", "sku": "SOUP", "location": "lane:C1"})
-    movements = _sql(env, "SELECT count(*) FROM movements")
+    movements = env.sql("SELECT count(*) FROM movements")
     manager = env.client("manager")
     assert f"Alert {shrink} resolved: found (behind the boxes)." in _resolve(
         env, manager, shrink, outcome="found", note="behind the boxes"
     )
     assert f"Alert {misplaced} resolved: kept." in _resolve(env, manager, misplaced, outcome="kept")
-    assert _sql(env, "SELECT count(*) FROM movements") == movements
+    assert env.sql("SELECT count(*) FROM movements") == movements
     assert _alert(env, shrink) == ("resolved", "web:manager", "found (behind the boxes)", None)
 
 
 def test_reorder_ordered_acknowledges_and_dismissed_resolves(env: Env) -> None:
-    reorder = int(_sql(env, "SELECT id FROM alerts WHERE cause_key = 'sku:TEA'")[0][0])
+    reorder = int(env.sql("SELECT id FROM alerts WHERE cause_key = 'sku:TEA'")[0][0])
     manager = env.client("manager")
     assert "acknowledged as ordered" in _resolve(env, manager, reorder, outcome="ordered")
     assert _alert(env, reorder)[0] == "acknowledged"
@@ -277,11 +261,11 @@ def test_resolving_twice_is_refused(stocked: Env) -> None:
     assert f"Alert {alert} not resolved: alert {alert} is already resolved" in page
     assert "not resolved" in _resolve(env, manager, alert, outcome="found")
     assert _fingerprint(env) == before
-    assert _sql(env, "SELECT count(*) FROM movements WHERE reason = 'shrinkage'") == [(1,)]
+    assert env.sql("SELECT count(*) FROM movements WHERE reason = 'shrinkage'") == [(1,)]
 
 
 def test_seeded_evidence_without_sku_or_location_gets_a_clear_error(env: Env) -> None:
-    alert = int(_sql(env, "SELECT id FROM alerts WHERE cause_key = 'lane:A1/COLA'")[0][0])  # evidence {"missing": 2}
+    alert = int(env.sql("SELECT id FROM alerts WHERE cause_key = 'lane:A1/COLA'")[0][0])  # evidence {"missing": 2}
     manager = env.client("manager")
     before = _fingerprint(env)
     page = _resolve(env, manager, alert, outcome="theft", qty="2", note="gone")
@@ -299,14 +283,14 @@ def test_unknown_alert_is_404_and_clerks_may_not_resolve(env: Env) -> None:
         == 404
     )
     clerk = env.client("clerk")
-    alert = int(_sql(env, "SELECT id FROM alerts WHERE cause_key = 'sku:TEA'")[0][0])
+    alert = int(env.sql("SELECT id FROM alerts WHERE cause_key = 'sku:TEA'")[0][0])
     before = _fingerprint(env)
     resp = clerk.post(f"/alerts/{alert}/resolve", data={"outcome": "dismissed", "csrf_token": env.csrf(clerk)})
     assert resp.status_code == 403 and _fingerprint(env) == before
 
 
 def test_back_goes_only_to_the_alerts_list(env: Env) -> None:
-    alert = int(_sql(env, "SELECT id FROM alerts WHERE cause_key = 'sku:TEA'")[0][0])
+    alert = int(env.sql("SELECT id FROM alerts WHERE cause_key = 'sku:TEA'")[0][0])
     manager = env.client("manager")
     for back, expected in [
         ("/alerts?kind=reorder", "/alerts?kind=reorder"),
@@ -329,7 +313,7 @@ def test_rows_show_forms_by_role_and_the_outcomes_of_the_kind(env: Env) -> None:
     shrink = _realistic_shrinkage(env)
     damage = _open(env, "damage", "lane:B1/TEA", _damage_evidence("B1", "TEA", 1))
     sensor = _open(env, "sensor", "node:1/silent", {"problem": "silent"})
-    reorder = int(_sql(env, "SELECT id FROM alerts WHERE cause_key = 'sku:TEA'")[0][0])
+    reorder = int(env.sql("SELECT id FROM alerts WHERE cause_key = 'sku:TEA'")[0][0])
     page = env.client("manager").get("/alerts").get_data(as_text=True)
     # exactly the outcomes of the kind, those posting nothing first (the default choice never writes off)
     expect = {
@@ -413,7 +397,7 @@ def _ids(page: str) -> list[int]:
 def test_filters(env: Env) -> None:
     old = _open(env, "damage", "lane:B1/TEA", _damage_evidence("B1", "TEA", 1), ts=_ms("2025-01-10T23:59:59"))
     new = _open(env, "misplaced", "lane:C1/SOUP", {"sku": "SOUP"}, ts=_ms("2025-01-11T00:00:00"))
-    seeded = [int(r[0]) for r in _sql(env, "SELECT id FROM alerts WHERE cause_key IN ('lane:A1/COLA', 'sku:TEA')")]
+    seeded = [int(r[0]) for r in env.sql("SELECT id FROM alerts WHERE cause_key IN ('lane:A1/COLA', 'sku:TEA')")]
     viewer = env.client("viewer")
     env.write(lambda ledger: ledger.acknowledge_alert(old, actor="t"))
     env.write(lambda ledger: ledger.resolve_alert(new, actor="t", resolution="kept"))
@@ -464,8 +448,7 @@ def test_keyset_pages_newest_first(env: Env) -> None:
 
     env.write(lambda ledger: ledger.transact(many))
     expected = [
-        int(r[0])
-        for r in _sql(env, "SELECT id FROM alerts WHERE status != 'resolved' ORDER BY opened_ms DESC, id DESC")
+        int(r[0]) for r in env.sql("SELECT id FROM alerts WHERE status != 'resolved' ORDER BY opened_ms DESC, id DESC")
     ]
     assert len(expected) == 122
     viewer = env.client("viewer")

@@ -7,7 +7,6 @@ import io
 import json
 import re
 import sqlite3
-from collections.abc import Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from hub.web.access import API, PUBLIC, ROLE_MATRIX
 from hub.web.api import API_SCOPES, MAX_BODY_BYTES, MAX_ITEMS
 from hub.web.api_clients import SCOPES, TOKEN_PREFIX, add_client, disable_client, token_sha256
 from hub.web.openapi import OPENAPI_PATH, build_spec
-from tests.web_support import Env, run_env
+from tests.web_support import Env
 
 # one request per API endpoint that a client with the scope may make (the seeded ledger)
 CALLS: dict[str, tuple[str, str, Any]] = {
@@ -36,11 +35,6 @@ CALLS: dict[str, tuple[str, str, Any]] = {
     "api.lanes": ("GET", "/api/v1/lanes", None),
     "api.alerts": ("GET", "/api/v1/alerts", None),
 }
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    yield from run_env(tmp_path)
 
 
 def add_token(env: Env, name: str, scopes: tuple[str, ...]) -> str:

@@ -6,7 +6,6 @@ import io
 import os
 import sqlite3
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,24 +20,11 @@ from hub.web.access import API, PUBLIC, ROLE_MATRIX, matrix_markdown
 from hub.web.app import secret_key_path
 from hub.web.users import ROLES, THROTTLE_FAILURES, role_rank
 from tests.web_routes import ROUTES
-from tests.web_support import PASSWORD, Env, run_env
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    yield from run_env(tmp_path)
-
-
-def _sql(env: Env, query: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(env.db)
-    try:
-        return list(conn.execute(query, params))
-    finally:
-        conn.close()
+from tests.web_support import PASSWORD, Env
 
 
 def _alert_id(env: Env, cause: str = "lane:A1/COLA") -> int:
-    return int(_sql(env, "SELECT id FROM alerts WHERE cause_key = ?", (cause,))[0][0])
+    return int(env.sql("SELECT id FROM alerts WHERE cause_key = ?", (cause,))[0][0])
 
 
 def test_every_endpoint_is_in_the_matrix(env: Env) -> None:
@@ -50,8 +36,7 @@ def test_every_endpoint_is_in_the_matrix(env: Env) -> None:
 
 def _fingerprint(env: Env) -> list[tuple[Any, ...]]:
     """Everything a refused request must leave as it was."""
-    return _sql(
-        env,
+    return env.sql(
         "SELECT (SELECT count(*) FROM movements), (SELECT count(*) FROM audit), (SELECT count(*) FROM users),"
         " (SELECT group_concat(status || ':' || coalesce(resolution, ''), ',') FROM alerts),"
         " (SELECT group_concat(username || ':' || role || ':' || coalesce(disabled_ms, ''), ',') FROM users)",
@@ -103,15 +88,15 @@ def test_post_without_the_right_csrf_token_is_refused_and_changes_nothing(env: E
     resp = client.post(f"/alerts/{alert}/acknowledge", data=data)
     assert resp.status_code == 400
     assert b"security token" in resp.data
-    assert _sql(env, "SELECT status FROM alerts WHERE id = ?", (alert,)) == [("open",)]
-    assert not _sql(env, "SELECT 1 FROM audit WHERE action = 'acknowledge_alert'")
+    assert env.sql("SELECT status FROM alerts WHERE id = ?", (alert,)) == [("open",)]
+    assert not env.sql("SELECT 1 FROM audit WHERE action = 'acknowledge_alert'")
 
 
 def test_login_needs_csrf(env: Env) -> None:
     client = env.client()
     resp = client.post("/login", data={"username": "admin", "password": PASSWORD})
     assert resp.status_code == 400
-    assert not _sql(env, "SELECT 1 FROM login_attempts")
+    assert not env.sql("SELECT 1 FROM login_attempts")
 
 
 def _login(env: Env, client: FlaskClient, username: str, password: str, ip: str = "10.0.0.1") -> TestResponse:
@@ -133,7 +118,7 @@ def test_login_logout_and_cookie_flags(env: Env) -> None:
     assert page.status_code == 200 and b"clerk (clerk)" in page.data and b"Acknowledge" in page.data
     assert client.post("/logout", data={"csrf_token": env.csrf(client)}).status_code == 302
     assert client.get("/").status_code == 302
-    assert _sql(env, "SELECT username, ip, ok FROM login_attempts") == [("clerk", "10.0.0.1", 1)]
+    assert env.sql("SELECT username, ip, ok FROM login_attempts") == [("clerk", "10.0.0.1", 1)]
 
 
 def test_wrong_password_and_unknown_user(env: Env) -> None:
@@ -236,7 +221,7 @@ def test_alerts_page_and_acknowledge_through_the_writer(env: Env) -> None:
     assert "Acknowledge" in client.get("/alerts").get_data(as_text=True)
     resp = client.post(f"/alerts/{alert}/acknowledge", data={"csrf_token": env.csrf(client)}, follow_redirects=True)
     assert resp.status_code == 200 and f"Alert {alert} acknowledged." in resp.get_data(as_text=True)
-    assert _sql(env, "SELECT status, acknowledged_by FROM alerts WHERE id = ?", (alert,)) == [
+    assert env.sql("SELECT status, acknowledged_by FROM alerts WHERE id = ?", (alert,)) == [
         (AlertStatus.ACKNOWLEDGED.value, "web:clerk")
     ]
     again = client.post(f"/alerts/{alert}/acknowledge", data={"csrf_token": env.csrf(client)}, follow_redirects=True)

@@ -12,8 +12,6 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +23,7 @@ from hub.ledger.models import now_ms
 from hub.web import create_app, live
 from hub.web.live import LaneFeed
 from hub.web.server import WebServer, loop_status, waitress_threads
-from tests.web_support import Env, run_env
+from tests.web_support import Env
 
 LANE_KEYS = {
     "lane_id",
@@ -41,11 +39,6 @@ LANE_KEYS = {
     "open_alerts",
 }
 DEADLINE_S = 30.0  # liveness only
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    yield from run_env(tmp_path)
 
 
 def _app(env: Env, **config: Any) -> Flask:

@@ -18,7 +18,7 @@ from hub.ledger.models import now_ms
 from hub.reconcile import ReconcileConfig
 from hub.reconcile.reconciler import Reconciler
 from hub.web import metrics
-from tests.web_support import Env, run_env
+from tests.web_support import Env
 
 D = 86_400_000
 H = 3_600_000
@@ -209,11 +209,6 @@ def test_reorder_lines_use_the_reconcilers_rule(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------- the pages
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    yield from run_env(tmp_path)
 
 
 def _csv(body: bytes) -> list[dict[str, str]]:

@@ -5,23 +5,14 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from hub.ledger import LedgerService, SensorEvent, SensorGap
 from hub.ledger.models import LaneReading, now_ms
 from hub.web import charts, shelf
 from shared_protocol.messages import KIND_PICK
-from tests.web_support import Env, run_env
+from tests.web_support import Env
 
 MIN = 60_000
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    yield from run_env(tmp_path)
 
 
 def page(env: Env, url: str, role: str = "viewer") -> str:

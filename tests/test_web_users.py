@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import html
 import json
-import sqlite3
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,27 +15,13 @@ from werkzeug.test import TestResponse
 from hub.ledger.models import InvalidArgument
 from hub.ledger.postings import Tx
 from hub.web.users import add_user, set_disabled, set_password, set_role, update_user
-from tests.web_support import PASSWORD, Env, run_env
+from tests.web_support import PASSWORD, Env
 
 NEW_PASSWORD = "a-brand-new-passphrase"
 
 
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    yield from run_env(tmp_path)
-
-
-def _sql(env: Env, query: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(env.db)
-    try:
-        return list(conn.execute(query, params))
-    finally:
-        conn.close()
-
-
 def _fingerprint(env: Env) -> list[tuple[Any, ...]]:
-    return _sql(
-        env,
+    return env.sql(
         "SELECT (SELECT count(*) FROM audit),"
         " (SELECT group_concat(username || ':' || role || ':' || coalesce(disabled_ms, '') || ':' || password_hash,"
         " ',') FROM users)",
@@ -63,11 +46,11 @@ def _login(env: Env, username: str, password: str) -> int:
 
 
 def _audit(env: Env, action: str) -> list[tuple[str, dict[str, Any]]]:
-    return [(a, json.loads(d)) for a, d in _sql(env, "SELECT actor, details FROM audit WHERE action = ?", (action,))]
+    return [(a, json.loads(d)) for a, d in env.sql("SELECT actor, details FROM audit WHERE action = ?", (action,))]
 
 
 def _user(env: Env, username: str) -> tuple[Any, ...] | None:
-    rows = _sql(env, "SELECT role, disabled_ms IS NOT NULL FROM users WHERE username = ?", (username,))
+    rows = env.sql("SELECT role, disabled_ms IS NOT NULL FROM users WHERE username = ?", (username,))
     return rows[0] if rows else None
 
 
@@ -98,7 +81,7 @@ def test_add_user_hashes_the_password_and_audits(env: Env) -> None:
     resp = _post(env, admin, "/users", username="  dana ", role="clerk", password=NEW_PASSWORD, confirm=NEW_PASSWORD)
     assert resp.status_code == 302 and resp.headers["Location"] == "/users"
     assert "User dana added as clerk." in _text(admin.get("/users"))
-    ((role, password_hash),) = _sql(env, "SELECT role, password_hash FROM users WHERE username = 'dana'")
+    ((role, password_hash),) = env.sql("SELECT role, password_hash FROM users WHERE username = 'dana'")
     assert role == "clerk" and password_hash.startswith("scrypt:") and NEW_PASSWORD not in password_hash
     assert NEW_PASSWORD.encode() not in _db_bytes(env)
     assert _audit(env, "add_user")[-1] == ("web:admin", {"username": "dana", "role": "clerk"})
@@ -157,10 +140,10 @@ def test_disable_ends_the_session_and_enable_restores(env: Env) -> None:
 
 def test_reset_password(env: Env) -> None:
     admin = env.client("admin")
-    old_hash = _sql(env, "SELECT password_hash FROM users WHERE username = 'manager'")[0][0]
+    old_hash = env.sql("SELECT password_hash FROM users WHERE username = 'manager'")[0][0]
     resp = _post(env, admin, "/users/manager", action="reset_password", password=NEW_PASSWORD, confirm=NEW_PASSWORD)
     assert resp.status_code == 302
-    new_hash = _sql(env, "SELECT password_hash FROM users WHERE username = 'manager'")[0][0]
+    new_hash = env.sql("SELECT password_hash FROM users WHERE username = 'manager'")[0][0]
     assert new_hash != old_hash and new_hash.startswith("scrypt:")
     assert NEW_PASSWORD.encode() not in _db_bytes(env)
     assert _login(env, "manager", PASSWORD) == 401 and _login(env, "manager", NEW_PASSWORD) == 302

@@ -10,19 +10,12 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from contextlib import closing
-from pathlib import Path
 
 import pytest
 from waitress.server import create_server
 
-from tests.web_support import PASSWORD, Env, run_env
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    yield from run_env(tmp_path)
+from tests.web_support import PASSWORD, Env
 
 
 def test_login_overview_and_acknowledge_over_http(env: Env) -> None:

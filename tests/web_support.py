@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -29,6 +30,14 @@ class Env:
 
     def write(self, fn: Callable[[LedgerService], Awaitable[T]]) -> T:
         return self.writer.call(fn)
+
+    def sql(self, query: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+        """Read the ledger on a connection of the test's own (what a refused request must leave as it was)."""
+        conn = sqlite3.connect(self.db)
+        try:
+            return list(conn.execute(query, params))
+        finally:
+            conn.close()
 
     def client(self, role: str | None = None) -> FlaskClient:
         """A test client, signed in as the seeded user of ``role`` (None: anonymous) without a password round."""
