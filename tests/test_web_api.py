@@ -436,8 +436,8 @@ def test_stock_per_sku_location_and_lane(env: Env, token: str) -> None:
     assert set(items) == {"COLA", "TEA", "SOUP"}
     assert items["TEA"]["book"] == [{"location": "backroom", "qty": 24}, {"location": "lane:B1", "qty": 6}]
     assert items["TEA"]["book_total"] == 30
-    assert items["TEA"]["observed"] == [{"lane": "B1", "qty": 3}] and items["TEA"]["observed_total"] == 3
-    assert items["COLA"]["observed"] == [{"lane": "A1", "qty": 21}] and items["COLA"]["book"] == []
+    assert items["TEA"]["observed"] == [{"lane_id": "B1", "qty": 3}] and items["TEA"]["observed_total"] == 3
+    assert items["COLA"]["observed"] == [{"lane_id": "A1", "qty": 21}] and items["COLA"]["book"] == []
     one = call(env, "GET", "/api/v1/stock?sku=TEA", token=token).get_json()["items"]
     assert one == [items["TEA"]]
     resp = call(env, "GET", "/api/v1/stock?sku=NOPE", token=token)
@@ -449,10 +449,10 @@ def test_stock_per_sku_location_and_lane(env: Env, token: str) -> None:
 def test_lanes(env: Env, token: str) -> None:
     resp = call(env, "GET", "/api/v1/lanes", token=token)
     assert resp.status_code == 200
-    lanes = {lane["lane"]: lane for lane in resp.get_json()["items"]}
+    lanes = {lane["lane_id"]: lane for lane in resp.get_json()["items"]}
     assert set(lanes) == {"A1", "B1", "C1"}
     a1 = lanes["A1"]
-    assert (a1["node"], a1["index"], a1["sku"], a1["observed"], a1["capacity"], a1["state"]) == (
+    assert (a1["node_id"], a1["lane_index"], a1["sku"], a1["count"], a1["capacity"], a1["state"]) == (
         1,
         0,
         "COLA",
@@ -461,8 +461,8 @@ def test_lanes(env: Env, token: str) -> None:
         "ok",
     )
     assert a1["open_alerts"] == 1 and isinstance(a1["last_change_ms"], int)
-    assert (lanes["B1"]["observed"], lanes["B1"]["state"]) == (3, "low")
-    assert (lanes["C1"]["observed"], lanes["C1"]["state"], lanes["C1"]["last_change_ms"]) == (0, "out", None)
+    assert (lanes["B1"]["count"], lanes["B1"]["state"]) == (3, "low")
+    assert (lanes["C1"]["count"], lanes["C1"]["state"], lanes["C1"]["last_change_ms"]) == (0, "out", None)
 
 
 def test_alerts_filter_and_pages(env: Env, token: str) -> None:
@@ -646,7 +646,7 @@ def test_real_responses_match_the_description(env: Env, token: str) -> None:
     alerts = call(env, "GET", "/api/v1/alerts?status=unresolved&limit=1", token=token)
     check(_response_schema(spec, "GET", "/api/v1/alerts", 200), alerts.get_json(), spec)
     with pytest.raises(SchemaError):  # the checker is not a rubber stamp
-        check(_response_schema(spec, "GET", "/api/v1/lanes", 200), {"items": [{"lane": "A1"}]}, spec)
+        check(_response_schema(spec, "GET", "/api/v1/lanes", 200), {"items": [{"lane_id": "A1"}]}, spec)
 
 
 # --------------------------------------------------------------------------------------------------------- CLI

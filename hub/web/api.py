@@ -599,7 +599,7 @@ def stock() -> ResponseReturnValue:
         book.setdefault(sku, []).append({"location": location, "qty": qty})
     observed: dict[str, list[dict[str, Any]]] = {}
     for sku, lane, qty in conn.execute(f"SELECT sku, lane_id, qty FROM observed_stock {where} ORDER BY 1, 2", params):
-        observed.setdefault(sku, []).append({"lane": lane, "qty": qty})
+        observed.setdefault(sku, []).append({"lane_id": lane, "qty": qty})
     items = [
         {
             "sku": sku,
@@ -620,24 +620,12 @@ def lanes() -> ResponseReturnValue:
     _, refused = read_query("api.lanes")
     if refused is not None:
         return refused
-    from hub.web.pages import lanes as lane_rows
+    from hub.web.live import FeedClosed, feed
 
-    items = [
-        {
-            "lane": r.lane_id,
-            "node": r.node_id,
-            "index": r.lane_index,
-            "sku": r.sku,
-            "name": r.name,
-            "observed": r.observed,
-            "capacity": r.capacity,
-            "reorder_point": r.reorder_point,
-            "last_change_ms": r.last_change_ms,
-            "open_alerts": r.open_alerts,
-            "state": r.state,
-        }
-        for r in lane_rows(get_db())
-    ]
+    try:  # the live feed's rows: polled up to every commit so far, computed once for every reader
+        items = feed(current_app).snapshot()["lanes"]
+    except FeedClosed:
+        return error_response(503, [FieldError("server", "the server is stopping: try again")], {"Retry-After": "10"})
     return jsonify(items=items)
 
 

@@ -130,23 +130,24 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
             "book_total": _INT,
             "book": {"type": "array", "items": _object({"location": _STR, "qty": _INT})},
             "observed_total": _INT,
-            "observed": {"type": "array", "items": _object({"lane": _STR, "qty": _INT})},
+            "observed": {"type": "array", "items": _object({"lane_id": _STR, "qty": _INT})},
         }
     ),
     "Stock": _list_of("StockItem"),
+    # the same lane object as the status page's live feed (pages.LaneRow.to_json): one shape everywhere
     "Lane": _object(
         {
-            "lane": _STR,
-            "node": _INT,
-            "index": _INT,
+            "lane_id": _STR,
+            "node_id": _INT,
+            "lane_index": _INT,
             "sku": _nullable("string"),
             "name": _nullable("string"),
-            "observed": _INT,
+            "count": _INT,
             "capacity": _nullable("integer"),
             "reorder_point": _INT,
+            "state": {"enum": ["ok", "low", "out", "trouble"]},
             "last_change_ms": _nullable("integer"),
             "open_alerts": _INT,
-            "state": {"enum": ["ok", "low", "out", "trouble"]},
         }
     ),
     "Lanes": _list_of("Lane"),
