@@ -82,7 +82,7 @@ def fast_hash(password: str) -> str:
 # ------------------------------------------------------------------------------------------------ the live hub
 
 
-USERS = {"vera": "viewer", "carl": "clerk", "mia": "manager"}  # username -> role, all with PASSWORD
+USERS = {"vera": "viewer", "carl": "clerk", "mia": "manager", "ada": "admin"}  # username -> role, all with PASSWORD
 
 
 def _acked(node: FakeNode) -> Callable[[], list[int]]:

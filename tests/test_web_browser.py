@@ -239,3 +239,29 @@ def test_overview_fits_a_phone_without_horizontal_scrolling(browser: Browser, li
     assert beyond == [], f"wider than the {PHONE['width']} px screen: {beyond[:8]}"
     assert set(counts_on_page(page)) == {lane for _, _, lane, _, _ in LANES}
     page.context.close()
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/alerts", "/lanes/A1?range=24h", "/ledger", "/reorder", "/reports", "/nodes", "/users", "/alerts?status=all"],
+)
+def test_every_page_fits_a_phone(browser: Browser, live: LiveHub, path: str) -> None:
+    """The page never widens the phone's layout viewport (the browser would zoom out); a table wider than the
+    screen scrolls sideways inside its own box, the page does not."""
+    page = sign_in(browser, live, "ada", path, viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
+    shot(page, "e2-phone" + path.replace("/", "-").replace("?", "-").replace("=", "-"))
+    widths = page.evaluate("({inner: window.innerWidth, doc: document.documentElement.scrollWidth})")
+    assert widths == {"inner": PHONE["width"], "doc": PHONE["width"]}, widths
+    loose = page.evaluate(
+        """() => [...document.querySelectorAll('body *')].filter(e => {
+            const r = e.getBoundingClientRect();
+            if (r.width === 0 || (r.right <= window.innerWidth + 1 && r.left >= -1)) return false;
+            for (let a = e.parentElement; a; a = a.parentElement) {
+                if (['auto', 'scroll'].includes(getComputedStyle(a).overflowX)) return false;
+            }
+            return true;
+        }).map(e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') + ' '
+                  + Math.round(e.getBoundingClientRect().right))"""
+    )
+    assert loose == [], f"sticks out of the {PHONE['width']} px screen outside a scroll box: {loose[:8]}"
+    page.context.close()

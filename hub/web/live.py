@@ -29,7 +29,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request
 
-from hub.web.pages import UNRESOLVED_SQL, cause_lanes, lanes
+from hub.web.pages import UNRESOLVED_SQL, LaneRow, cause_lanes, lanes
 
 log = logging.getLogger(__name__)
 bp = Blueprint("live", __name__)
@@ -46,7 +46,6 @@ DEFAULTS: dict[str, Any] = {
 _EXTENSION = "smartshelf_live"
 _create_lock = threading.Lock()
 
-Lane = dict[str, Any]
 
 
 class TooManyClients(Exception):
@@ -94,7 +93,8 @@ class LaneFeed:
         self._closed = False
         # what the subscribers have been told
         self.version = 0
-        self._rows: dict[str, Lane] = {}
+        self._rows: dict[str, LaneRow] = {}
+        self._sorted: list[LaneRow] | None = None  # _rows by node and lane index, until they change
         self._open_alerts = 0
         # what the last poll saw
         self._data_version: int | None = None
@@ -113,6 +113,15 @@ class LaneFeed:
                 raise FeedClosed
             self._poll_or_reset()
             return self._snapshot()
+
+    def rows(self) -> tuple[list[LaneRow], int]:
+        """Every lane's row (by node and lane index) and the number of unresolved alerts, as of now: what the
+        overview renders, without reading every lane again (the poll reads only what changed)."""
+        with self._lock:
+            if self._closed:
+                raise FeedClosed
+            self._poll_or_reset()
+            return self._ordered(), self._open_alerts
 
     def subscribe(self) -> tuple[Subscription, dict[str, Any]]:
         """A new subscriber and the snapshot its events follow (every event has a higher version)."""
@@ -199,9 +208,14 @@ class LaneFeed:
             self._disconnect()
             raise
 
+    def _ordered(self) -> list[LaneRow]:
+        if self._sorted is None:
+            self._sorted = sorted(self._rows.values(), key=lambda r: (r.node_id, r.lane_index))
+        return self._sorted
+
     def _snapshot(self) -> dict[str, Any]:
-        rows = sorted(self._rows.values(), key=lambda r: (r["node_id"], r["lane_index"]))
-        return {"version": self.version, "open_alerts": self._open_alerts, "lanes": rows}
+        lanes_json = [r.to_json() for r in self._ordered()]
+        return {"version": self.version, "open_alerts": self._open_alerts, "lanes": lanes_json}
 
     def _poll(self) -> None:
         if self._conn is None:
@@ -218,7 +232,7 @@ class LaneFeed:
         conn.execute("BEGIN")  # one consistent read
         try:
             changed = self._changed_lanes(conn, full)
-            rows = {r.lane_id: r.to_json() for r in lanes(conn, None if full else changed)} if changed else {}
+            rows = {r.lane_id: r for r in lanes(conn, None if full else changed)} if changed else {}
         finally:
             conn.execute("COMMIT")
         self._data_version = data_version  # only now: a failed read is read again
@@ -226,14 +240,16 @@ class LaneFeed:
         gone = [lane_id for lane_id in changed if lane_id not in rows and lane_id in self._rows]
         for lane_id in gone:  # lanes are not deleted by the ledger; after a restore they may be
             del self._rows[lane_id]
+        if updates or gone:
+            self._sorted = None
         open_alerts = len(self._unresolved)
         if not updates and open_alerts == self._open_alerts:
             return
-        self._rows.update((row["lane_id"], row) for row in updates)
+        self._rows.update((row.lane_id, row) for row in updates)
         self._open_alerts = open_alerts
         self.version += 1
-        updates.sort(key=lambda r: (r["node_id"], r["lane_index"]))
-        event = {"version": self.version, "open_alerts": open_alerts, "lanes": updates}
+        updates.sort(key=lambda r: (r.node_id, r.lane_index))
+        event = {"version": self.version, "open_alerts": open_alerts, "lanes": [r.to_json() for r in updates]}
         for sub in list(self._subs):
             try:
                 sub.queue.put_nowait(event)

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from flask import Blueprint, current_app, render_template, request, url_for
+from flask import Blueprint, abort, current_app, render_template, request, url_for
 from markupsafe import Markup
 
 from hub.web.access import allowed
-from hub.web.app import get_db
 
 bp = Blueprint("pages", __name__)
 
@@ -230,13 +229,12 @@ def _matches(lane: LaneRow, text: str, state: str) -> bool:
 
 @bp.get("/")
 def overview() -> str:
-    conn = get_db()
-    conn.execute("BEGIN")  # one snapshot for lanes and alert counts
-    try:
-        counts = alert_counts(conn)
-        rows = lanes(conn, alerts=counts)
-    finally:
-        conn.execute("COMMIT")
+    from hub.web.live import FeedClosed, feed
+
+    try:  # the live feed's rows: up to date with every commit so far, only changed lanes read again
+        rows, open_alerts = feed(current_app).rows()
+    except FeedClosed:
+        abort(503, "The server is stopping.")
     text = request.args.get("q", "").strip()[:64]
     state = request.args.get("state", "")
     if state not in STATE_LABELS:
@@ -258,7 +256,7 @@ def overview() -> str:
         q=text,
         state=state,
         tiles=tiles,
-        open_alerts=counts.total,
+        open_alerts=open_alerts,
         labels=STATE_LABELS,
         live=int(current_app.config.get("LIVE_MAX_CLIENTS", 1)) > 0,  # [web] max_live_clients = 0: no stream
     )
