@@ -47,7 +47,6 @@ _EXTENSION = "smartshelf_live"
 _create_lock = threading.Lock()
 
 
-
 class TooManyClients(Exception):
     pass
 
@@ -95,6 +94,7 @@ class LaneFeed:
         self.version = 0
         self._rows: dict[str, LaneRow] = {}
         self._sorted: list[LaneRow] | None = None  # _rows by node and lane index, until they change
+        self._lanes_json: list[dict[str, Any]] | None = None  # the same as JSON objects, until they change
         self._open_alerts = 0
         # what the last poll saw
         self._data_version: int | None = None
@@ -107,7 +107,8 @@ class LaneFeed:
     # ---------------------------------------------------------------------------------------------- public
 
     def snapshot(self) -> dict[str, Any]:
-        """Every lane as of now (polls first, so it includes every commit so far)."""
+        """Every lane as of now (polls first, so it includes every commit so far). The lanes list is shared by
+        every caller until the next change: read it, never modify it."""
         with self._lock:
             if self._closed:
                 raise FeedClosed
@@ -211,10 +212,14 @@ class LaneFeed:
     def _ordered(self) -> list[LaneRow]:
         if self._sorted is None:
             self._sorted = sorted(self._rows.values(), key=lambda r: (r.node_id, r.lane_index))
+            self._lanes_json = None
         return self._sorted
 
     def _snapshot(self) -> dict[str, Any]:
-        lanes_json = [r.to_json() for r in self._ordered()]
+        ordered = self._ordered()
+        if self._lanes_json is None:
+            self._lanes_json = [r.to_json() for r in ordered]
+        lanes_json = self._lanes_json
         return {"version": self.version, "open_alerts": self._open_alerts, "lanes": lanes_json}
 
     def _poll(self) -> None:
