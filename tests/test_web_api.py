@@ -7,6 +7,7 @@ import io
 import json
 import re
 import sqlite3
+import threading
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,32 @@ CALLS: dict[str, tuple[str, str, Any]] = {
     "api.stock": ("GET", "/api/v1/stock", None),
     "api.lanes": ("GET", "/api/v1/lanes", None),
     "api.alerts": ("GET", "/api/v1/alerts", None),
+    # CSV files: a str body is sent as text/csv
+    "api.import_sales": (
+        "POST",
+        "/api/v1/imports/sales",
+        "id,timestamp,sku,quantity\nf-1,2026-11-27T10:00:00Z,COLA,2\n",
+    ),
+    "api.import_receipts": (
+        "POST",
+        "/api/v1/imports/receipts",
+        "id,timestamp,sku,quantity\nfr-1,2026-11-27T10:00:00Z,COLA,12\n",
+    ),
+    "api.import_returns": (
+        "POST",
+        "/api/v1/imports/returns",
+        "id,timestamp,sku,quantity\nfret-1,2026-11-27T10:00:00Z,COLA,1\n",
+    ),
+    "api.import_picks": (
+        "POST",
+        "/api/v1/imports/picks",
+        "id,timestamp,sku,quantity,order\nfp-1,2026-11-27T10:00:00Z,COLA,1,W9\n",
+    ),
+    "api.import_counts": (
+        "POST",
+        "/api/v1/imports/counts",
+        "id,timestamp,sku,counted\nfc-1,2026-11-27T10:00:00Z,COLA,5\n",
+    ),
 }
 
 
@@ -55,7 +82,10 @@ def call(env: Env, method: str, url: str, body: Any = None, token: str | None = 
     headers.update(kw.pop("headers", {}))
     if method == "GET":
         return client.get(url, headers=headers, **kw)
-    if body is not None:
+    if isinstance(body, str):
+        kw.setdefault("content_type", "text/csv")
+        kw["data"] = body.encode()
+    elif body is not None:
         kw["json"] = body
     return client.post(url, headers=headers, **kw)
 
@@ -625,7 +655,15 @@ def test_real_responses_match_the_description(env: Env, token: str) -> None:
         path = url.split("?")[0]
         resp = call(env, method, url, body, token)
         check(_response_schema(spec, method, path, resp.status_code), resp.get_json(), spec)
-        if method == "POST":
+        if method == "POST" and isinstance(body, str):  # a CSV import: replayed, then a file with a bad row
+            assert "text/csv" in spec["paths"][path]["post"]["requestBody"]["content"]
+            replay = call(env, method, url, body, token)
+            assert replay.status_code == 200
+            check(_response_schema(spec, method, path, 200), replay.get_json(), spec)
+            bad = call(env, method, url, body.replace("COLA", "NOPE"), token)
+            assert bad.status_code == 422
+            check(_response_schema(spec, method, path, 422), bad.get_json(), spec)
+        elif method == "POST":
             kind = path.rsplit("/", 1)[1]
             check(spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"], body, spec)
             replay = call(env, method, url, {"items": [body]}, token)
@@ -698,3 +736,97 @@ def test_api_clients_cli_add_list_disable(env: Env, tmp_path: Path) -> None:
     assert lines[1].startswith("pos-till-1") and "disabled" in lines[1] and lines[2].endswith("active")
     assert _cli("api-clients", "list", "--db", str(tmp_path / "missing.db"))[0] == 2
     assert not (tmp_path / "missing.db").exists()
+
+
+# ------------------------------------------------------------------------------------------------- CSV imports
+
+
+def _import(env: Env, kind: str, text: str | bytes, token: str, **kw: Any) -> TestResponse:
+    data = text.encode() if isinstance(text, str) else text
+    kw.setdefault("content_type", "text/csv")
+    return env.app.test_client().post(
+        f"/api/v1/imports/{kind}", data=data, headers={"Authorization": f"Bearer {token}"}, **kw
+    )
+
+
+def test_csv_import_is_all_or_nothing_and_idempotent(env: Env, token: str) -> None:
+    good = "id,timestamp,sku,quantity\nt1,2026-11-27T10:00:00Z,COLA,2\nt2,2026-11-27T10:01:00+01:00,TEA,1\n"
+    first = _import(env, "sales", good, token, query_string={"name": "till-2026-11-27.csv"})
+    assert first.status_code == 201, first.data
+    assert first.get_json() == {
+        "kind": "sales",
+        "name": "till-2026-11-27.csv",
+        "rows": 2,
+        "applied": 2,
+        "duplicates": 0,
+    }
+    assert env.sql("SELECT source_ref, qty, actor FROM movements WHERE reason = 'sale' ORDER BY id") == [
+        ("sale:t1", -2, "api:pos"),
+        ("sale:t2", -1, "api:pos"),
+    ]
+    before = snapshot(env)
+    again = _import(env, "sales", good, token)
+    assert again.status_code == 200 and again.get_json()["duplicates"] == 2 and again.get_json()["applied"] == 0
+    assert snapshot(env) == before
+    # one bad row (line 3: unknown SKU), one conflicting id (line 4): nothing of the file is written
+    bad = "id,timestamp,sku,quantity\nt3,2026-11-27T11:00:00Z,COLA,1\nt4,2026-11-27T11:00:00Z,NOPE,1\n"
+    bad += "t1,2026-11-27T10:00:00Z,COLA,5\n"
+    resp = _import(env, "sales", bad, token)
+    assert resp.status_code == 422
+    assert [e["field"] for e in errors(resp)] == ["line 3", "line 4"], errors(resp)
+    assert "NOPE" in errors(resp)[0]["message"]
+    assert snapshot(env) == before
+
+
+@pytest.mark.parametrize(
+    ("kw", "status", "field"),
+    [
+        ({"content_type": "application/json"}, 415, "Content-Type"),
+        ({"content_type": "text/csv", "query_string": {"name": "x\ny"}}, 400, "name"),
+        ({"content_type": "text/csv", "query_string": {"dry": "1"}}, 400, "dry"),
+    ],
+)
+def test_csv_import_refuses_bad_requests(env: Env, token: str, kw: dict[str, Any], status: int, field: str) -> None:
+    before = snapshot(env)
+    resp = _import(env, "sales", "id,timestamp,sku,quantity\nz1,2026-11-27T10:00:00Z,COLA,1\n", token, **kw)
+    assert resp.status_code == status and field in fields(resp), resp.data
+    assert snapshot(env) == before
+
+
+def test_csv_import_too_large_is_413_json(env: Env, token: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("hub.web.api.MAX_CSV_BYTES", 100)
+    before = snapshot(env)
+    resp = _import(env, "sales", "id,timestamp,sku,quantity\n" + "z,2026-11-27T10:00:00Z,COLA,1\n" * 10, token)
+    assert resp.status_code == 413 and "split it" in errors(resp)[0]["message"]
+    assert snapshot(env) == before
+
+
+def test_ledger_import_cli_posts_to_a_running_hub(env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from werkzeug.serving import make_server
+
+    token = add_token(env, "wms", ("receipts",))
+    server = make_server("127.0.0.1", 0, env.app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/"
+        f = tmp_path / "delivery.csv"
+        f.write_text("id,timestamp,sku,quantity\nd1,2026-11-27T08:00:00Z,SOUP,6\n")
+        token_file = tmp_path / "token"
+        token_file.write_text(token + "\n")
+        args = ["ledger", "import", "receipts", str(f), "--url", url, "--token-file", str(token_file)]
+        rc, out, err = _cli(*args)
+        assert rc == 0, err
+        assert "delivery.csv: 1 receipts rows: 1 applied" in out
+        assert env.sql("SELECT qty, actor FROM movements WHERE source_ref = 'receipt:d1'") == [(6, "api:wms")]
+        rc, out, _ = _cli(*args)
+        assert rc == 0 and "already in the ledger" in out
+        f.write_text("id,timestamp,sku,quantity\nd2,2026-11-27T08:00:00Z,NOPE,6\n")
+        rc, out, err = _cli(*args)
+        assert rc == 2 and "delivery.csv:2:" in err and "nothing was written" in err
+        monkeypatch.setenv("SMARTSHELF_API_TOKEN", "ssk_wrong")
+        rc, _, err = _cli("ledger", "import", "receipts", str(f), "--url", url)
+        assert rc == 1 and "401" in err
+    finally:
+        server.shutdown()
+        thread.join(5)

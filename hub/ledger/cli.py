@@ -65,6 +65,9 @@ def _restore(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+TOKEN_ENV = "SMARTSHELF_API_TOKEN"
+
+
 def _import(args: argparse.Namespace) -> int:
     from hub.ledger.service import LedgerService
 
@@ -72,6 +75,8 @@ def _import(args: argparse.Namespace) -> int:
     if not path.is_file():
         _err(f"{path}: no such file")
         return EXIT_FAILED
+    if args.url:
+        return _import_remote(args, path)
 
     async def run() -> Any:
         async with LedgerService(args.db) as ledger:
@@ -84,6 +89,62 @@ def _import(args: argparse.Namespace) -> int:
         print(report.summary(), file=sys.stderr)
         return EXIT_REFUSED
     print(report.summary())
+    return EXIT_OK
+
+
+def _import_remote(args: argparse.Namespace, path: Path) -> int:
+    """POST the file to a running hub's HTTP API (``/api/v1/imports/<kind>``): its single writer imports it, all or
+    nothing, as the API client the token belongs to."""
+    import json
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    if args.token_file is not None:
+        try:
+            token = args.token_file.read_text().strip()
+        except OSError as exc:
+            _err(f"cannot read the token: {exc}")
+            return EXIT_FAILED
+    else:
+        token = os.environ.get(TOKEN_ENV, "").strip()
+    if not token:
+        _err(f"--url needs an API client's token: --token-file PATH or ${TOKEN_ENV} (smartshelf api-clients add)")
+        return EXIT_REFUSED
+    query = urllib.parse.urlencode({"name": path.name})
+    url = urllib.parse.urljoin(args.url if args.url.endswith("/") else args.url + "/", f"api/v1/imports/{args.kind}")
+    request = urllib.request.Request(
+        f"{url}?{query}",
+        data=path.read_bytes(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "text/csv"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=args.timeout) as resp:
+            report = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            problems = json.loads(exc.read()).get("errors", [])
+        except ValueError:
+            problems = []
+        if exc.code == 422:
+            for e in problems:
+                line = str(e.get("field", "")).removeprefix("line ")
+                print(f"{path.name}:{line}: {e.get('message')}", file=sys.stderr)
+            n = len(problems)
+            print(f"{path.name}: rejected, nothing was written ({n} problem{'s' if n != 1 else ''})", file=sys.stderr)
+            return EXIT_REFUSED
+        detail = "; ".join(f"{e.get('field')}: {e.get('message')}" for e in problems) or exc.reason
+        _err(f"{url}: HTTP {exc.code}: {detail}")
+        return EXIT_FAILED
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        _err(f"{url}: {exc}")
+        return EXIT_FAILED
+    rows, applied, dup = report["rows"], report["applied"], report["duplicates"]
+    if rows and applied == 0:
+        print(f"{path.name}: {rows} {args.kind} rows, all already in the ledger: nothing changed")
+    else:
+        print(f"{path.name}: {rows} {args.kind} rows: {applied} applied, {dup} already in the ledger")
     return EXIT_OK
 
 
@@ -193,6 +254,13 @@ def add_ledger_parser(sub: Any) -> None:
     p.add_argument("kind", choices=["sales", "receipts", "picks", "returns", "counts"])
     p.add_argument("file", type=Path, metavar="FILE.csv")
     p.add_argument("--actor", default=default_actor(), help="who is importing (default: cli:<login>)")
+    p.add_argument(
+        "--url",
+        help="a running hub's status page (e.g. http://127.0.0.1:8080/): import through its HTTP API, as the API"
+        " client whose token is given, instead of opening --db",
+    )
+    p.add_argument("--token-file", type=Path, help=f"file holding the API client's token (default: ${TOKEN_ENV})")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the hub (default 120)")
 
     p = cmd("add-sku", "add a SKU or update its master data", _add_sku)
     p.add_argument("sku")

@@ -256,7 +256,7 @@ _V5_WEB = (
         PRIMARY KEY (lane_id, ts_ms)
     ) STRICT, WITHOUT ROWID""",
     # covering for what reads a location over time (counts, last change, out-of-stock minutes): no table lookups
-    "CREATE INDEX movements_location_ts ON movements(location, ts_ms, sku, qty)",
+
 )
 
 MIGRATIONS: tuple[Migration, ...] = (

@@ -52,6 +52,11 @@ ROLE_MATRIX: dict[str, str] = {
     "api.stock": API,
     "api.lanes": API,
     "api.alerts": API,
+    "api.import_sales": API,
+    "api.import_receipts": API,
+    "api.import_returns": API,
+    "api.import_picks": API,
+    "api.import_counts": API,
 }
 
 

@@ -54,6 +54,7 @@ bp = Blueprint("api", __name__)
 PREFIX = "/api/v1"
 MAX_ITEMS = 1000
 MAX_BODY_BYTES = 1024 * 1024  # 1000 items of ~200 bytes, with room to spare; larger bodies get 413
+MAX_CSV_BYTES = 16 * 1024 * 1024  # a CSV import (/imports/<kind>): a day of a busy store's till export
 MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 ALERTS_MAX_LIMIT = 500
 
@@ -67,6 +68,12 @@ API_SCOPES: dict[str, str] = {
     "api.stock": "read",
     "api.lanes": "read",
     "api.alerts": "read",
+    # CSV files (hub/ledger/README.md, "CSV imports"), all or nothing, with the scope of their kind
+    "api.import_sales": "sales",
+    "api.import_receipts": "receipts",
+    "api.import_returns": "returns",
+    "api.import_picks": "picks",
+    "api.import_counts": "counts",
 }
 
 # ----------------------------------------------------------------------------------------------- fields
@@ -251,8 +258,8 @@ def _authenticate() -> ResponseReturnValue | None:
     from hub.web.access import API, PUBLIC, ROLE_MATRIX
 
     g.api_client = None
-    request.max_content_length = MAX_BODY_BYTES
     endpoint = request.endpoint or ""
+    request.max_content_length = MAX_CSV_BYTES if endpoint.startswith("api.import_") else MAX_BODY_BYTES
     needed = ROLE_MATRIX.get(endpoint)
     if needed == PUBLIC:
         return None
@@ -552,6 +559,52 @@ for _kind in FIELDS:
     bp.add_url_rule(f"{PREFIX}/{_kind}", endpoint=f"post_{_kind}", view_func=_make_post_view(_kind), methods=["POST"])
 
 
+# -------------------------------------------------------------------------------------------------- CSV imports
+
+IMPORT_NAME_MAX = 100
+
+
+def _make_import_view(kind: PostKind) -> Callable[[], ResponseReturnValue]:
+    def view() -> ResponseReturnValue:
+        """A CSV file of one kind (the formats of ``smartshelf ledger import``), imported all or nothing in one
+        transaction of the hub's writer; each row's id is its idempotency key, so re-sending the file is safe."""
+        client = current_client()
+        if request.mimetype != "text/csv":
+            given = request.mimetype or "none"
+            return error_response(415, [FieldError("Content-Type", f"send text/csv, not {given}")])
+        unknown = [FieldError(k, "unknown query parameter") for k in request.args if k != "name"]
+        name = request.args.get("name", f"{kind}.csv")
+        if not 1 <= len(name) <= IMPORT_NAME_MAX or any(not " " <= c <= "~" for c in name):
+            unknown.append(FieldError("name", f"1..{IMPORT_NAME_MAX} printable ASCII characters"))
+        if unknown:
+            return error_response(400, unknown)
+        data = request.get_data(cache=False)  # 413 (JSON) when larger than MAX_CSV_BYTES
+        actor = f"api:{client.name}"
+        try:
+            report = get_writer().call(lambda ledger: ledger.import_csv(kind, data, actor=actor, name=name))
+        except (LedgerClosed, TimeoutError):
+            return error_response(
+                503,
+                [FieldError("ledger", "the ledger is not available: send the same file again later")],
+                {"Retry-After": "5"},
+            )
+        if not report.ok:
+            errors = [FieldError(f"line {e.line}", e.message) for e in report.errors]
+            return error_response(422, errors)
+        body = {"kind": kind, "name": name, "rows": report.rows, "applied": report.applied}
+        body["duplicates"] = report.duplicates
+        return jsonify(body), 201 if report.applied else 200
+
+    view.__name__ = f"import_{kind}"
+    return view
+
+
+for _kind in FIELDS:
+    bp.add_url_rule(
+        f"{PREFIX}/imports/{_kind}", endpoint=f"import_{_kind}", view_func=_make_import_view(_kind), methods=["POST"]
+    )
+
+
 # -------------------------------------------------------------------------------------------------- reads
 
 
@@ -690,7 +743,9 @@ def _is_api_request() -> bool:
 def _json_error(exc: HTTPException) -> Response:
     code = exc.code or 500
     message = "internal error" if code == 500 else (exc.description or exc.name)
-    if code == 413:
+    if code == 413 and (request.endpoint or "").startswith("api.import_"):
+        message = f"the file is larger than {MAX_CSV_BYTES:,} bytes: split it (each file is imported all or nothing)"
+    elif code == 413:
         message = f"the request body is larger than {MAX_BODY_BYTES:,} bytes: send fewer items per request"
     headers = {k: v for k, v in exc.get_headers() if k == "Allow"}
     return error_response(code, [FieldError("request", message)], headers)

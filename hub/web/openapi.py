@@ -167,6 +167,10 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
             "evidence": {"type": "object"},
         }
     ),
+    "Import": _object(
+        {"kind": _STR, "name": _STR, "rows": _INT, "applied": _INT, "duplicates": _INT},
+        required=["kind", "name", "rows", "applied", "duplicates"],
+    ),
     "Alerts": _list_of("Alert", next_after=_nullable("integer", description="pass as after for the next page")),
 }
 
@@ -186,6 +190,10 @@ OPERATIONS: tuple[Operation, ...] = (
         Operation("post", f"{api.PREFIX}/{kind}", f"api.post_{kind}", api.SUMMARIES[kind], "PostResult")
         for kind in api.FIELDS
     ),
+    *(
+        Operation("post", f"{api.PREFIX}/imports/{kind}", f"api.import_{kind}", f"A CSV file of {kind}", "Import")
+        for kind in api.FIELDS
+    ),
     Operation("get", f"{api.PREFIX}/stock", "api.stock", "Book stock per SKU and location, observed per lane", "Stock"),
     Operation("get", f"{api.PREFIX}/lanes", "api.lanes", "Every lane with its count, capacity and state", "Lanes"),
     Operation("get", f"{api.PREFIX}/alerts", "api.alerts", "Alerts, oldest first, a page at a time", "Alerts"),
@@ -199,8 +207,9 @@ _ERRORS = {
     404: "No such resource",
     409: "An item's id was already used with different content (the error names the item); nothing was written",
     413: "The body is too large; nothing was written",
-    415: "The body is not application/json; nothing was written",
-    422: "An item is invalid (each error names the field); nothing was written",
+    415: "The body is not application/json (text/csv for an import); nothing was written",
+    422: "An item is invalid (each error names the field; for an import, each names the file's line); nothing was"
+    " written",
     503: "The ledger is not available: send the same request again later (ids make it safe)",
 }
 
@@ -223,6 +232,21 @@ def _operation(op: Operation) -> dict[str, Any]:
     out["description"] = f"Needs the scope `{scope}`."
     out["security"] = [{"bearer": [scope]}]
     ok = {"content": {"application/json": {"schema": ref(op.ok)}}}
+    if name.startswith("import_"):
+        out["requestBody"] = {
+            "required": True,
+            "description": (
+                f"A CSV file (at most {api.MAX_CSV_BYTES:,} bytes) in the format of `smartshelf ledger import "
+                f"{name.removeprefix('import_')}`, imported all or nothing; `?name=` names it in the report."
+            ),
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+        }
+        out["responses"] = {
+            "201": {"description": "Imported (rows already in the ledger counted as duplicates)", **ok},
+            "200": {"description": "Every row was already in the ledger: nothing changed", **ok},
+            **_errors(400, 401, 403, 413, 415, 422, 503),
+        }
+        return out
     if op.method == "post":
         kind = name.removeprefix("post_")
         out["requestBody"] = {
