@@ -7,7 +7,7 @@ import asyncio
 import csv
 import io
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -290,3 +290,62 @@ def test_reports_need_a_manager_but_reorder_a_viewer(env: Env) -> None:
     assert env.client("clerk").get("/reports").status_code == 403
     assert env.client("clerk").get("/reports.csv").status_code == 403
     assert env.client("viewer").get("/reorder").status_code == 200
+
+
+def _ro(env: Env) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{env.db}?mode=ro", uri=True)
+
+
+def test_a_reversal_counts_in_the_period_of_what_it_reverses(env: Env) -> None:
+    t = now_ms()
+
+    async def post(ledger: LedgerService) -> None:
+        await ledger.record_receipt("SOUP", 50, actor="t", ref="rcv", ts=t - 60 * D)
+        old = await ledger.record_sale("SOUP", 10, actor="pos", ref="old", location="backroom", ts=t - 40 * D)
+        lost = await ledger.write_off(
+            "SOUP", 3, Reason.SHRINKAGE, actor="t", ref="old-w", location="backroom", ts=t - 40 * D
+        )
+        recent = await ledger.record_sale("SOUP", 4, actor="pos", ref="new", location="backroom", ts=t - 2 * D)
+        await ledger.record_sale("SOUP", 2, actor="pos", ref="kept", location="backroom", ts=t - 2 * D)
+        for movement in (old.movement_ids[0], lost.movement_ids[0], recent.movement_ids[0]):
+            await ledger.reverse(movement, actor="t", why="corrected today")
+
+    env.write(post)
+    conn = _ro(env)
+    month = metrics.period(30, now_ms())
+    soup = {f.sku: f for f in metrics.sku_flows(conn, month)}["SOUP"]
+    assert soup.sold == 2  # the recent 4 and its reversal cancel; the old sale and its reversal are outside
+    assert {line.sku: line.shrink for line in metrics.shrink_report(conn, month).by_sku}.get("SOUP", 0) == 0
+    two_months = metrics.period(60, now_ms())
+    assert {f.sku: f for f in metrics.sku_flows(conn, two_months)}["SOUP"].sold == 2
+
+
+def test_out_of_stock_minutes_follow_the_lanes_assignments(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """D1 held TEA (sold out), then SOUP (stocked the whole time), then TEA again: never out for long."""
+    t = now_ms()
+    clock = {"now": t - 61 * D}
+    monkeypatch.setattr("hub.ledger.service.now_ms", lambda: clock["now"])  # when the assignments are recorded
+
+    def at(ms: int) -> None:
+        clock["now"] = ms
+
+    def write(fn: Callable[[LedgerService], Awaitable[object]]) -> None:
+        env.write(fn)
+
+    at(t - 61 * D)
+    write(lambda ledger: ledger.assign_lane(2, 0, "TEA", actor="t", lane_id="D1"))
+    write(lambda ledger: ledger.apply_sensor_gap(SensorGap(2, 0, 4, "tea-in", t - 60 * D)))
+    write(lambda ledger: ledger.apply_sensor_gap(SensorGap(2, 0, -4, "tea-out", t - 59 * D)))
+    at(t - 58 * D - MIN)
+    write(lambda ledger: ledger.assign_lane(2, 0, "SOUP", actor="t"))
+    write(lambda ledger: ledger.apply_sensor_gap(SensorGap(2, 0, 10, "soup-in", t - 58 * D)))
+    write(lambda ledger: ledger.apply_sensor_gap(SensorGap(2, 0, -10, "soup-out", t - H - MIN)))
+    at(t - H - MIN // 2)
+    write(lambda ledger: ledger.assign_lane(2, 0, "TEA", actor="t"))
+    write(lambda ledger: ledger.apply_sensor_gap(SensorGap(2, 0, 8, "tea-in2", t - H)))
+    d1 = {o.lane_id: o for o in metrics.lane_outages(_ro(env), metrics.period(30, t))}["D1"]
+    assert d1.out_ms == MIN  # SOUP out from t - 1h - 1 min; TEA (again the lane's) has a count from t - 1 h
+    assert d1.sku == "TEA" and d1.count_at_end == 8 and not d1.out_now
+    # over 60 days: TEA's first stretch was out from t - 59 days until SOUP took the lane (1 day - 1 min)
+    d1 = {o.lane_id: o for o in metrics.lane_outages(_ro(env), metrics.period(60, t))}["D1"]
+    assert d1.out_ms == (D - MIN) + MIN

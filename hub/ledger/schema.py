@@ -256,7 +256,9 @@ _V5_WEB = (
         PRIMARY KEY (lane_id, ts_ms)
     ) STRICT, WITHOUT ROWID""",
     # covering for what reads a location over time (counts, last change, out-of-stock minutes): no table lookups
-
+    "CREATE INDEX movements_location_ts ON movements(location, ts_ms, sku, qty)",
+    # the audit trail by action (a lane's assignment history for the out-of-stock report; who did what, when)
+    "CREATE INDEX audit_action ON audit(action, ts_ms)",
 )
 
 MIGRATIONS: tuple[Migration, ...] = (

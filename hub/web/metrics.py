@@ -4,7 +4,8 @@ sell-through, sales velocity and days of cover, out-of-stock minutes per lane.
 Definitions (hub/web/README.md, "Reports"):
 
 * **units sold** in a period: sales and order picks (both take stock out to a customer) with ``start <= ts_ms <=
-  end``, net of their reversals in the period (a reversal leg has the same reason and the opposite sign).
+  end``, net of their reversals (a reversal leg has the same reason and the opposite sign; it counts in the period of
+  the movement it reverses, whenever it was entered).
 * **shrink units**: ``shrinkage`` write-offs in the period, net of reversals. By lane when the write-off was booked
   at ``lane:<id>``, or when it resolved a shrinkage alert about a lane (``writeoff:alert<id>``, cause key
   ``lane:<lane>/<sku>``); anything else (a write-off in the backroom) is not attributable to a lane.
@@ -14,9 +15,10 @@ Definitions (hub/web/README.md, "Reports"):
 * **sell-through** = sold / (sold + on hand at the end) x 100; **velocity** = sold / days of the period;
   **days of cover** = on hand / velocity (None: no sales).
 * **out-of-stock time** of a lane: how long its observed count (running sum of the ``sensor:<lane>`` movements of
-  the lane's SKU, by ``ts_ms``, as the overview and the shelf page count it) was <= 0 within the period, from the
-  count at the period start, including an outage still going on at the period end. For a lane whose first sensor
-  movement falls in the period, the time starts there; None for a lane with no sensor movement up to the end.
+  the SKU the lane held at that moment, by ``ts_ms``, as the overview and the shelf page count it) was <= 0 within
+  the period, including an outage still going on at the period end. A lane re-assigned to another SKU counts each
+  SKU only while it was the lane's (the ``assign_lane`` audit entries); the time of a SKU starts at its first sensor
+  movement on the lane; None for a lane with no sensor movement of any of its SKUs up to the end.
 """
 
 from __future__ import annotations
@@ -80,13 +82,26 @@ def sell_through(sold: int, on_hand: int) -> float | None:
 Sales = dict[tuple[str, str], int]  # (sku, location) -> units sold (net of reversals)
 
 
+# A movement belongs to the period of its own time, a reversal to the period of what it reverses (it is dated when
+# it was entered: undoing a sale of last month must not make this month's sales negative). Every leg at or after the
+# period start is read once (the reason / time index), a reversal's original by its primary key.
+IN_PERIOD = (
+    "m.ts_ms >= ? AND ((m.reverses_id IS NULL AND m.ts_ms <= ?) OR (m.reverses_id IS NOT NULL"
+    " AND (SELECT o.ts_ms FROM movements AS o WHERE o.id = m.reverses_id) BETWEEN ? AND ?))"
+)
+
+
+def in_period_args(p: Period) -> tuple[int, int, int, int]:
+    return (p.start_ms, p.end_ms, p.start_ms, p.end_ms)
+
+
 def sales(conn: sqlite3.Connection, p: Period) -> Sales:
     """Units sold in the period per SKU and the location they were booked from (one pass over the period)."""
     ph = ", ".join("?" * len(SOLD_REASONS))
     rows = conn.execute(
-        f"SELECT sku, location, -sum(qty) FROM movements WHERE reason IN ({ph}) AND ts_ms BETWEEN ? AND ?"
-        " GROUP BY sku, location",
-        (*SOLD_REASONS, p.start_ms, p.end_ms),
+        f"SELECT m.sku, m.location, -sum(m.qty) FROM movements AS m WHERE m.reason IN ({ph}) AND {IN_PERIOD}"
+        " GROUP BY m.sku, m.location",
+        (*SOLD_REASONS, *in_period_args(p)),
     )
     return {(sku, location): int(n) for sku, location, n in rows}
 
@@ -154,8 +169,8 @@ def shrink_report(conn: sqlite3.Connection, p: Period, sold_rows: Sales | None =
     writeoffs = conn.execute(
         "SELECT m.sku, m.location, coalesce(o.source_ref, m.source_ref), -m.qty FROM movements AS m"
         " LEFT JOIN movements AS o ON o.id = m.reverses_id"
-        " WHERE m.reason = 'shrinkage' AND m.ts_ms BETWEEN ? AND ?",
-        (p.start_ms, p.end_ms),
+        f" WHERE m.reason = 'shrinkage' AND {IN_PERIOD}",
+        in_period_args(p),
     ).fetchall()
     alert_of = {}
     for _sku, _loc, ref, _n in writeoffs:
@@ -262,42 +277,72 @@ class LaneOutage:
         return None if self.out_ms is None else self.out_ms / 60_000
 
 
+def assignments(conn: sqlite3.Connection, until_ms: int) -> dict[str, list[tuple[int, str | None]]]:
+    """Per lane, (from ms, SKU) for each assignment up to ``until_ms``, oldest first, from the audit trail (every
+    ``assign_lane`` is audited in its transaction; index ``audit_action``)."""
+    out: dict[str, list[tuple[int, str | None]]] = {}
+    for ts_ms, lane_id, sku in conn.execute(
+        "SELECT ts_ms, json_extract(details, '$.lane_id'), json_extract(details, '$.sku') FROM audit"
+        " WHERE action = 'assign_lane' AND ts_ms <= ? ORDER BY ts_ms, id",
+        (until_ms,),
+    ):
+        out.setdefault(str(lane_id), []).append((int(ts_ms), sku))
+    return out
+
+
+def _segments(history: list[tuple[int, str | None]], current: str | None, p: Period) -> list[tuple[int, int, str]]:
+    """The lane's (start, end, SKU) stretches within the period: a SKU counts only while it was the lane's. A lane
+    with no audited assignment (e.g. registered before the audit kept them) holds its current SKU throughout."""
+    if not history:
+        return [(p.start_ms, p.end_ms, current)] if current is not None else []
+    out = []
+    for i, (since, sku) in enumerate(history):
+        until = history[i + 1][0] if i + 1 < len(history) else p.end_ms
+        # the first assignment holds from the start: events stamped by the node before it was recorded are its own
+        a, b = (p.start_ms if i == 0 else max(since, p.start_ms)), min(until, p.end_ms)
+        if sku is not None and a < b:
+            out.append((a, b, sku))
+    return out
+
+
 def lane_outages(conn: sqlite3.Connection, p: Period) -> list[LaneOutage]:
-    """Per lane: the count at the period start is the lane's observed balance less what moved since then, so only
-    the period's movements are read (``movements_location_ts``), however long the history."""
+    """Per lane, the time its SKU of the moment was out. For each stretch of one assignment, the count at the
+    stretch start is the SKU's observed balance on the lane less what moved since then, so only the period's
+    movements are read (``movements_location_ts``), however long the history."""
+    history = assignments(conn, p.end_ms)
     result = []
     for lane_id, sku in conn.execute("SELECT lane_id, sku FROM lanes ORDER BY lane_id").fetchall():
         location = "sensor:" + lane_id
-        if sku is not None:
+        total: int | None = None
+        end_count = 0
+        for start, end, held in _segments(history.get(lane_id, []), sku, p):
             now_count = conn.execute(
-                "SELECT coalesce(sum(qty), 0) FROM balances WHERE sku = ? AND location = ?", (sku, location)
+                "SELECT coalesce(sum(qty), 0) FROM balances WHERE sku = ? AND location = ?", (held, location)
             ).fetchone()[0]
-        else:  # an unassigned lane has no balance: its rows (sku NULL) are summed
-            now_count = conn.execute(
-                "SELECT coalesce(sum(qty), 0) FROM movements WHERE location = ? AND sku IS NULL", (location,)
+            since = conn.execute(
+                "SELECT coalesce(sum(qty), 0) FROM movements WHERE location = ? AND ts_ms >= ? AND sku = ?",
+                (location, start, held),
             ).fetchone()[0]
-        since = conn.execute(
-            "SELECT coalesce(sum(qty), 0) FROM movements WHERE location = ? AND ts_ms >= ? AND sku IS ?",
-            (location, p.start_ms, sku),
-        ).fetchone()[0]
-        opening = int(now_count) - int(since)
-        steps = conn.execute(
-            "SELECT ts_ms, qty FROM movements WHERE location = ? AND ts_ms BETWEEN ? AND ? AND sku IS ?"
-            " ORDER BY ts_ms, id",
-            (location, p.start_ms, p.end_ms, sku),
-        ).fetchall()
-        earlier = conn.execute(
-            "SELECT 1 FROM movements WHERE location = ? AND ts_ms < ? AND sku IS ? LIMIT 1",
-            (location, p.start_ms, sku),
-        ).fetchone()
-        if earlier is None and not steps:
-            result.append(LaneOutage(lane_id, sku, None, 0, False))
-            continue
-        end_count = opening + sum(q for _, q in steps)
-        # before a lane's first sensor movement there is no count to speak of: the time starts there
-        start = p.start_ms if earlier is not None else steps[0][0]
-        out = out_of_stock_ms(opening, steps, start, p.end_ms)
-        result.append(LaneOutage(lane_id, sku, out, end_count, end_count <= 0))
+            opening = int(now_count) - int(since)
+            steps = conn.execute(
+                "SELECT ts_ms, qty FROM movements WHERE location = ? AND ts_ms >= ? AND ts_ms < ? AND sku = ?"
+                " ORDER BY ts_ms, id",
+                (location, start, end, held),
+            ).fetchall()
+            earlier = conn.execute(
+                "SELECT 1 FROM movements WHERE location = ? AND ts_ms < ? AND sku = ? LIMIT 1", (location, start, held)
+            ).fetchone()
+            if earlier is None and not steps:
+                continue  # no count of this SKU on the lane yet: nothing to say about this stretch
+            end_count = opening + sum(q for _, q in steps)
+            # before the SKU's first sensor movement on the lane there is no count to speak of: time starts there
+            first = start if earlier is not None else steps[0][0]
+            total = (total or 0) + out_of_stock_ms(opening, steps, first, end)
+        if sku is None:
+            end_count = 0
+        result.append(
+            LaneOutage(lane_id, sku, total, end_count, total is not None and sku is not None and end_count <= 0)
+        )
     return result
 
 
