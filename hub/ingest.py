@@ -18,7 +18,7 @@ appends). For each frame:
   then books a ``SensorGap`` when the lane's counters disagree with the ledger, and past events an overflowing
   outbox dropped (``health.outbox_first`` > contiguous + 1) moves the contiguous mark (protocol section 11).
   A ``lane_state`` also becomes a ``LaneReading`` (weight, count, flags) for the shelf charts, thinned by
-  ``ReadingThinner`` (count or flags changed, weight moved > 2 g, or a minute passed) and submitted without waiting.
+  ``ReadingThinner`` (count or flags changed, weight moved > 2 g, or 5 minutes passed) and submitted without waiting.
 * ``command_result`` -> resolves the waiting ``command()`` call and is written to the audit trail.
 * ``rfid_seen`` / ``rfid_lost`` -> kept in memory only (per node: tags present now, last 1,000 sightings).
 
@@ -485,12 +485,13 @@ class Ingest:
             self.ledger.submit(reading).add_done_callback(functools.partial(self._reading_done, reading))
         self._job(node, functools.partial(self._check_lane, node, msg, frame.seq, arrival_ms, barrier))
 
-    def _reading_done(self, reading: LaneReading, fut: asyncio.Future[None]) -> None:
+    def _reading_done(self, reading: LaneReading, fut: asyncio.Future[bool]) -> None:
         if fut.cancelled():
             return
         exc = fut.exception()
+        if exc is not None or not fut.result():  # not stored (e.g. the lane is not registered yet): keep the next
+            self.readings.forget(reading.node_id, reading.lane_index)
         if exc is not None:
-            self.readings.forget(reading.node_id, reading.lane_index)  # not stored: store the lane's next one
             log.warning("node %d lane %d: lane reading not stored: %s", reading.node_id, reading.lane_index, exc)
 
     async def _check_lane(

@@ -419,3 +419,20 @@ def test_nodes_page_without_the_hub_shows_the_ledger(env: Env) -> None:
     app = create_app(env.db, env.writer, config={"TESTING": True}, status=broken)
     resp = _client(app).get("/nodes")
     assert resp.status_code == 200 and "the hub did not answer" in resp.get_data(as_text=True)
+
+
+def test_a_silent_node_puts_each_of_its_lanes_in_sensor_trouble(env: Env) -> None:
+    """The reconciler raises node:<id>/silent (hub/reconcile/plan.py): every lane of the node is stale."""
+    client = env.client("viewer")
+    before = {lane["lane_id"]: lane for lane in client.get("/lanes.json").get_json()["lanes"]}
+    assert before["A1"]["state"] == "ok"
+    env.write(lambda ledger: ledger.open_alert("sensor", "node:1/silent", {"problem": "silent"}, actor="reconcile"))
+    env.write(lambda ledger: ledger.open_alert("sensor", "node:11/silent", {"problem": "silent"}, actor="reconcile"))
+    after = {lane["lane_id"]: lane for lane in client.get("/lanes.json").get_json()["lanes"]}
+    for lane_id in ("A1", "B1", "C1"):  # all on node 1; node 11's alert is about no lane here
+        assert after[lane_id]["state"] == "trouble", after[lane_id]
+        assert after[lane_id]["open_alerts"] == before[lane_id]["open_alerts"] + 1
+    page = client.get("/").get_data(as_text=True)
+    assert 'id="lane-A1" data-state="trouble"' in page
+    shelf = client.get("/lanes/A1").get_data(as_text=True)
+    assert "node:1/silent" in shelf and "node:11/silent" not in shelf

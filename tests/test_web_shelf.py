@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
+from typing import Any
+
+import pytest
 
 from hub.ledger import LedgerService, SensorEvent, SensorGap
 from hub.ledger.models import LaneReading, now_ms
@@ -302,3 +305,18 @@ def test_labels_are_escaped() -> None:
     assert "<script>" not in svg and "&lt;script&gt;" in svg
     assert 'aria-label="&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;: ' in svg
     assert "&lt;g&gt;" in svg and "a&amp;b" in svg
+
+
+def test_the_page_reads_one_snapshot_while_sensors_commit(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sensor batch committing between the page's reads must not skew the count at the window start."""
+    original = shelf.lane_info
+
+    def lane_info_then_a_commit(conn: Any, lane_id: str) -> Any:
+        info = original(conn, lane_id)
+        env.write(lambda ledger: ledger.apply_sensor_gap(SensorGap(1, 0, 5, "race", now_ms())))
+        return info
+
+    monkeypatch.setattr(shelf, "lane_info", lane_info_then_a_commit)
+    html = env.client("viewer").get("/lanes/A1").get_data(as_text=True)
+    start = re.search(r'\(start\)</td><td class="num">(-?\d+)</td>', html)
+    assert start is not None and start.group(1) == "0", html[:2000]  # the seed's +21 is inside the window

@@ -53,7 +53,7 @@ from hub.ledger.models import (
 from shared_protocol.messages import KIND_ANOMALY, KIND_PICK, KIND_PUT
 
 SensorItem = SensorEvent | SensorGap | NodeUpdate | LaneReading
-SensorOutcome = ApplyResult | None | LedgerError
+SensorOutcome = ApplyResult | bool | None | LedgerError  # bool: a lane reading (stored or not)
 
 _KIND_REASON = {KIND_PICK: Reason.SENSOR_PICK, KIND_PUT: Reason.SENSOR_PUT, KIND_ANOMALY: Reason.SENSOR_ANOMALY}
 _U32 = 0xFFFFFFFF
@@ -333,6 +333,7 @@ async def apply_batch(conn: aiosqlite.Connection, items: Sequence[SensorItem], n
             known = lanes.get((item.node_id, item.lane_index))
             if known is not None:  # else ignored: a reading registers no lane
                 readings[(known[0], item.ts_ms)] = (known[0], item.ts_ms, item.weight_dg, item.count, item.flags)
+            outcomes[i] = known is not None  # the reading's future: stored or not
             continue
         node = nodes[item.node_id]
         if isinstance(item, SensorEvent):

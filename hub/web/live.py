@@ -29,7 +29,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request
 
-from hub.web.pages import UNRESOLVED_SQL, LaneRow, cause_lanes, lanes
+from hub.web.pages import UNRESOLVED_SQL, LaneRow, cause_lanes, cause_node, lanes
 
 log = logging.getLogger(__name__)
 bp = Blueprint("live", __name__)
@@ -190,6 +190,9 @@ class LaneFeed:
                     self._poll_or_reset()
                 except sqlite3.Error as exc:
                     log.warning("live updates: reading the ledger failed: %s", exc)
+                except Exception:  # a bug must not end live updates for good: log it, start again from a full read
+                    log.exception("live updates: unexpected error; the next poll reads every lane again")
+                    self._disconnect()
         with self._lock:
             self._thread = None
 
@@ -288,11 +291,17 @@ class LaneFeed:
                         changed.add(location[7:])
                     elif sku is not None:
                         skus.add(sku)
+            nodes: set[int] = set()
             for _id, _kind, key in unresolved ^ self._unresolved:
+                node_id = cause_node(key)
                 if key.startswith("sku:"):
                     skus.add(key[4:])
+                elif node_id is not None:
+                    nodes.add(node_id)
                 else:
                     changed.update(cause_lanes(key))
+            if nodes:
+                changed.update(lane_id for lane_id, row in structure.items() if row[0] in nodes)
             if skus:
                 changed.update(lane_id for lane_id, row in structure.items() if row[2] in skus)
             changed &= set(structure) | set(self._rows)

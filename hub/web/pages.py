@@ -92,32 +92,54 @@ def cause_lanes(cause_key: str) -> list[str]:
     return [rest, *(rest[:i] for i, ch in enumerate(rest) if ch == "/")]
 
 
+def cause_node(cause_key: str) -> int | None:
+    """The node an alert's cause key names (``node:<id>`` or ``node:<id>/...``, e.g. a silent node): it is about
+    every lane of that node."""
+    if not cause_key.startswith("node:"):
+        return None
+    head = cause_key[5:].split("/", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
 @dataclass(frozen=True, slots=True)
 class AlertCounts:
     by_lane: Counter[str]  # unresolved alerts about the lane (lane:<id>, lane:<id>/...)
     trouble: Counter[str]  # of those, sensor / unassigned_lane alerts
     by_sku: Counter[str]  # unresolved alerts about the SKU (sku:<sku>)
+    by_node: Counter[int]  # unresolved alerts about a node (node:<id>[/...]): about each of its lanes
+    node_trouble: Counter[int]  # of those, sensor alerts (a silent node: its lanes' counts are stale)
     total: int
 
-    def for_lane(self, lane_id: str, sku: str | None) -> int:
-        return self.by_lane[lane_id] + (self.by_sku[sku] if sku is not None else 0)
+    def for_lane(self, lane_id: str, sku: str | None, node_id: int) -> int:
+        return self.by_lane[lane_id] + (self.by_sku[sku] if sku is not None else 0) + self.by_node[node_id]
+
+    def troubled(self, lane_id: str, node_id: int) -> bool:
+        return self.trouble[lane_id] > 0 or self.node_trouble[node_id] > 0
 
 
 def alert_counts(conn: sqlite3.Connection) -> AlertCounts:
     by_lane: Counter[str] = Counter()
     trouble: Counter[str] = Counter()
     by_sku: Counter[str] = Counter()
+    by_node: Counter[int] = Counter()
+    node_trouble: Counter[int] = Counter()
     total = 0
     for _id, kind, key in conn.execute(UNRESOLVED_SQL):
         total += 1
         if key.startswith("sku:"):
             by_sku[key[4:]] += 1
             continue
+        node_id = cause_node(key)
+        if node_id is not None:
+            by_node[node_id] += 1
+            if kind in TROUBLE_KINDS:
+                node_trouble[node_id] += 1
+            continue
         for lane_id in cause_lanes(key):
             by_lane[lane_id] += 1
             if kind in TROUBLE_KINDS:
                 trouble[lane_id] += 1
-    return AlertCounts(by_lane, trouble, by_sku, total)
+    return AlertCounts(by_lane, trouble, by_sku, by_node, node_trouble, total)
 
 
 def lanes(
@@ -136,7 +158,7 @@ def lanes(
     rows = []
     for lane_id, node_id, lane_index, sku, name, capacity, reorder_point, observed, last_ms in found:
         reorder = int(reorder_point or 0)
-        trouble = alerts.trouble[lane_id] > 0
+        trouble = alerts.troubled(lane_id, node_id)
         rows.append(
             LaneRow(
                 lane_id,
@@ -148,7 +170,7 @@ def lanes(
                 reorder,
                 observed,
                 last_ms,
-                alerts.for_lane(lane_id, sku),
+                alerts.for_lane(lane_id, sku, node_id),
                 lane_state(sku, observed, reorder, trouble),
             )
         )
@@ -163,8 +185,9 @@ def fmt_ms(ms: int | None) -> str:
     return f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d} {t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} UTC"
 
 
-_ROW_CACHE: dict[tuple[LaneRow, tuple[str, str] | None, str | None], tuple[str, str]] = {}
-_ROW_CACHE_MAX = 20_000  # rows differ by count, alerts...: cleared when full
+# lane id -> (what the row was built from, the row): one entry per lane, replaced when the lane's row changes
+_ROW_CACHE: dict[str, tuple[tuple[LaneRow, tuple[str, str] | None, str | None], tuple[str, str]]] = {}
+_ROW_CACHE_MAX = 50_000  # lanes (of every app in the process); cleared when exceeded
 
 
 def _row_html(lane: LaneRow, lane_url: tuple[str, str] | None, alerts_url: str | None) -> tuple[str, str]:
@@ -207,11 +230,14 @@ def rows_html(rows: list[LaneRow], shown: set[str], lane_url: tuple[str, str] | 
     cache = _ROW_CACHE
     for lane in rows:
         key = (lane, lane_url, alerts_url)
-        parts = cache.get(key)
-        if parts is None:
+        hit = cache.get(lane.lane_id)
+        if hit is not None and hit[0] == key:
+            parts = hit[1]
+        else:
             if len(cache) >= _ROW_CACHE_MAX:
                 cache.clear()
-            parts = cache[key] = _row_html(lane, lane_url, alerts_url)
+            parts = _row_html(lane, lane_url, alerts_url)
+            cache[lane.lane_id] = (key, parts)
         out.append(parts[0])
         if lane.lane_id not in shown:
             out.append(" hidden")

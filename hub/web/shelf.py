@@ -33,10 +33,14 @@ bp = Blueprint("shelf", __name__)
 RANGES = {"1h": 3_600_000, "24h": 86_400_000}
 TIMELINE_MAX = 500
 ALERTS_MAX = 100
-GAP_MS = 3 * READING_INTERVAL_MS  # no stored reading for this long: the node was silent (it reports every 10 s)
+GAP_MS = 3 * READING_INTERVAL_MS  # no reading stored for this long: the node was silent (quiet lanes: 1 per 5 min)
 
-# unresolved or not, about the lane ('lane:<id>', 'lane:<id>/...') or its SKU ('sku:<sku>')
-_ABOUT_LANE = "(a.cause_key = 'lane:' || :lane OR substr(a.cause_key, 1, length(:lane) + 6) = 'lane:' || :lane || '/')"
+# unresolved or not, about the lane ('lane:<id>', 'lane:<id>/...'), its node ('node:<id>', 'node:<id>/...', e.g. a
+# silent node) or its SKU ('sku:<sku>')
+_ABOUT_LANE = (
+    "(a.cause_key = 'lane:' || :lane OR substr(a.cause_key, 1, length(:lane) + 6) = 'lane:' || :lane || '/'"
+    " OR a.cause_key = 'node:' || :node OR substr(a.cause_key, 1, length(:node) + 6) = 'node:' || :node || '/')"
+)
 _ABOUT = f"({_ABOUT_LANE} OR a.cause_key = 'sku:' || :sku)"
 
 
@@ -115,7 +119,7 @@ def lane_info(conn: sqlite3.Connection, lane_id: str) -> LaneInfo | None:
             conn,
             f"SELECT count(*) FROM alerts AS a WHERE a.status != 'resolved' AND a.kind IN ('sensor', 'unassigned_lane')"
             f" AND {_ABOUT_LANE}",
-            {"lane": lane_id},
+            {"lane": lane_id, "node": str(node_id)},
         )
     )
     last = conn.execute(
@@ -142,7 +146,7 @@ def open_alerts(conn: sqlite3.Connection, lane: LaneInfo) -> list[OpenAlert]:
     rows = conn.execute(
         f"SELECT a.id, a.kind, a.cause_key, a.status, a.opened_ms FROM alerts AS a WHERE a.status != 'resolved'"
         f" AND {_ABOUT} ORDER BY a.opened_ms DESC, a.id DESC LIMIT {ALERTS_MAX}",
-        {"lane": lane.lane_id, "sku": lane.sku},
+        {"lane": lane.lane_id, "sku": lane.sku, "node": str(lane.node_id)},
     )
     return [OpenAlert(*r) for r in rows]
 
@@ -210,7 +214,7 @@ def timeline(conn: sqlite3.Connection, lane: LaneInfo, t0_ms: int, t1_ms: int) -
         "SELECT a.id, a.kind, a.cause_key, a.opened_ms, a.resolved_ms, a.resolved_by, a.resolution FROM alerts AS a"
         f" WHERE a.opened_ms <= :t1 AND (a.opened_ms >= :t0 OR a.resolved_ms >= :t0) AND {_ABOUT}"
         f" ORDER BY a.opened_ms DESC LIMIT {ALERTS_MAX}",
-        {"lane": lane.lane_id, "sku": lane.sku, "t0": t0_ms, "t1": t1_ms},
+        {"lane": lane.lane_id, "sku": lane.sku, "node": str(lane.node_id), "t0": t0_ms, "t1": t1_ms},
     ):
         if t0_ms <= opened <= t1_ms:
             entries.append(TimelineEntry(opened, "alert", f"{kind} alert opened", ref=cause, alert_id=aid))
@@ -237,13 +241,19 @@ def detail(lane_id: str) -> str:
     if span is None:
         abort(400, f"range must be one of {', '.join(RANGES)}")
     conn = get_db()
-    lane = lane_info(conn, lane_id)
-    if lane is None:
-        abort(404)
-    t1 = now_ms()
-    t0 = t1 - span
-    start, counts, count_n = count_series(conn, lane, t0, t1)
-    weights, weight_n = weight_series(conn, lane_id, t0, t1)
+    conn.execute("BEGIN")  # one snapshot: the header, both charts and the timeline agree under live writes
+    try:
+        t1 = now_ms()
+        t0 = t1 - span
+        lane = lane_info(conn, lane_id)
+        if lane is None:
+            abort(404)
+        start, counts, count_n = count_series(conn, lane, t0, t1)
+        weights, weight_n = weight_series(conn, lane_id, t0, t1)
+        entries, shown, total = timeline(conn, lane, t0, t1)
+        alerts = open_alerts(conn, lane)
+    finally:
+        conn.execute("COMMIT")
     refs = []
     if lane.capacity is not None:
         refs.append(charts.RefLine(lane.capacity, "capacity"))
@@ -254,7 +264,6 @@ def detail(lane_id: str) -> str:
         start, counts, t0, t1, title=f"Count on lane {lane_id}, {label}", unit="units", refs=refs
     )
     weight_svg = charts.line_chart(weights, t0, t1, title=f"Weight on lane {lane_id}, {label}", unit="g")
-    entries, shown, total = timeline(conn, lane, t0, t1)
     return render_template(
         "shelf.html",
         lane=lane,
@@ -270,7 +279,7 @@ def detail(lane_id: str) -> str:
         weights=weights,
         weight_n=weight_n,
         short=_short,
-        alerts=open_alerts(conn, lane),
+        alerts=alerts,
         entries=entries,
         shown=shown,
         total=total,
