@@ -1,6 +1,8 @@
 """Live updates of the overview: a change feed polled from the ledger, fanned out as server-sent events.
 
-One ``LaneFeed`` per app (``feed(app)``) keeps every lane's row (``pages.LaneRow.to_json``) in memory. Its thread,
+One ``LaneFeed`` per app (``feed(app)``) keeps every lane's row (``pages.LaneRow``) in memory: the overview
+(``rows()``), ``/lanes.json`` and ``/api/v1/lanes`` (``snapshot()``) and the streams all read it; a read polls first,
+so it includes every commit so far. Its thread,
 started by the first subscriber and stopped by ``close_feed`` (``WebServer.stop``) or after a while without
 subscribers, checks ``PRAGMA data_version`` on its own read-only connection every ``LIVE_POLL_S``; when another
 connection committed, it works out which lanes may have changed (movements above the last id it saw, unresolved
