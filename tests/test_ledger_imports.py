@@ -212,3 +212,27 @@ async def test_import_file_reads_from_disk(ledger: LedgerService, tmp_path: Path
     path.write_text(f"{HEADER}S1,{TS},COLA,1\n")
     report = await ledger.import_file("sales", path, actor="pos")
     assert report.ok and report.name == "sales-2025-11-27.csv"
+
+
+async def test_a_file_is_idempotent_per_actor(ledger: LedgerService) -> None:
+    data = f"id,timestamp,sku,quantity\nT-1,{TS},COLA,1\n".encode()
+    assert (await ledger.import_csv("sales", data, actor="api:pos1")).applied == 1
+    again = await ledger.import_csv("sales", data, actor="api:pos1")
+    assert again.ok and again.duplicates == 1 and again.applied == 0
+    before = snapshot(ledger)
+    other = await ledger.import_csv("sales", data, actor="cli:bob")
+    assert not other.ok and other.error_lines() == [
+        "<data>:2: sale:T-1 was already used by api:pos1: use ids unique to this client"
+    ]
+    assert snapshot(ledger) == before
+
+
+async def test_an_import_larger_than_max_rows_is_refused_before_the_writer(ledger: LedgerService) -> None:
+    from hub.ledger.imports import ImportTooLarge
+
+    data = ("id,timestamp,sku,quantity\n" + "".join(f"T-{i},{TS},COLA,1\n" for i in range(4))).encode()
+    before = snapshot(ledger)
+    with pytest.raises(ImportTooLarge, match="4 rows, more than 3 in one file: split it"):
+        await ledger.import_csv("sales", data, actor="api:pos", max_rows=3)
+    assert snapshot(ledger) == before
+    assert (await ledger.import_csv("sales", data, actor="api:pos", max_rows=4)).applied == 4

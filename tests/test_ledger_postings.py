@@ -340,3 +340,32 @@ async def test_sensor_event_records_are_typed(ledger: LedgerService) -> None:
     conn = sqlite3.connect(ledger.path)
     assert conn.execute("SELECT count(*) FROM audit WHERE action LIKE 'sensor%'").fetchone() == (0,)
     conn.close()
+
+
+async def test_a_reference_is_scoped_to_its_actor(ledger: LedgerService, reader: LedgerReader) -> None:
+    """Another actor's reference is refused, naming the actor and nothing of its posting; the same actor's replay
+    stays a duplicate (sales, counts)."""
+    first = await ledger.record_sale("COLA", 1, actor="api:pos1", ref="1", location="lane:A1")
+    with pytest.raises(RefConflict) as refused:
+        await ledger.record_sale("COLA", 1, actor="api:pos2", ref="1", location="lane:A1")
+    assert str(refused.value) == "sale:1 was already used by api:pos1: use ids unique to this client"
+    again = await ledger.record_sale("COLA", 1, actor="api:pos1", ref="1", location="lane:A1")
+    assert again.duplicate and again.movement_ids == first.movement_ids
+    await ledger.record_count("TEA", 0, actor="api:pos1", ref="c1")
+    with pytest.raises(RefConflict, match="count:c1 was already used by api:pos1: use ids unique"):
+        await ledger.record_count("TEA", 0, actor="api:pos2", ref="c1")
+    assert (await ledger.record_count("TEA", 0, actor="api:pos1", ref="c1")).duplicate
+
+
+async def test_an_alert_resolution_count_has_its_own_reference_kind(ledger: LedgerService) -> None:
+    from hub.ledger.postings import RESOLUTION_KIND
+
+    await ledger.record_count("COLA", 5, actor="api:wms", ref="alert1", location="lane:A1")  # a client's "alert1"
+    result = await ledger.transact(
+        lambda tx: tx.count(
+            "COLA", 7, ts_ms=None, actor="web:mia", ref="alert1", location="lane:A1", kind=RESOLUTION_KIND
+        )
+    )
+    assert result.source_ref == "resolution:alert1" and not result.duplicate and result.book_qty == 5
+    with pytest.raises(InvalidArgument):
+        await ledger.transact(lambda tx: tx.count("COLA", 7, ts_ms=None, actor="x", ref="y", kind="sale"))

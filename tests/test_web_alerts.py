@@ -131,7 +131,7 @@ def _alert(env: Env, alert: int) -> tuple[Any, ...]:
 def test_theft_writes_off_the_unexplained_units_from_the_lane(stocked: Env) -> None:
     env = stocked
     alert = _realistic_shrinkage(env)
-    page = _resolve(env, env.client("manager"), alert, outcome="theft", note="seen on camera")
+    page = _resolve(env, env.client("manager"), alert, outcome="theft", note="seen on camera", shown_qty="3")
     status, by, resolution, movement = _alert(env, alert)
     assert (status, by, resolution) == ("resolved", "web:manager", "theft confirmed: 3 written off (seen on camera)")
     assert f"Alert {alert} resolved: theft confirmed: 3 written off (seen on camera) (movement {movement})." in page
@@ -149,7 +149,7 @@ def test_theft_with_a_quantity_and_damage_write_offs(stocked: Env) -> None:
     damage = _open(env, "damage", "lane:B1/TEA", _damage_evidence("B1", "TEA", 1))
     admin = env.client("admin")
     assert "2 written off" in _resolve(env, admin, theft, outcome="theft", qty="2", note="two missing")
-    assert "damaged: 1 written off" in _resolve(env, admin, damage, outcome="damaged", note="leaking")
+    assert "damaged: 1 written off" in _resolve(env, admin, damage, outcome="damaged", note="leaking", shown_qty="1")
     assert env.sql(
         "SELECT sku, location, qty, reason FROM movements WHERE source_ref GLOB 'writeoff:*' ORDER BY id"
     ) == [
@@ -255,9 +255,9 @@ def test_resolving_twice_is_refused(stocked: Env) -> None:
     env = stocked
     alert = _realistic_shrinkage(env)
     manager = env.client("manager")
-    _resolve(env, manager, alert, outcome="theft", note="gone")
+    _resolve(env, manager, alert, outcome="theft", note="gone", shown_qty="3")
     before = _fingerprint(env)
-    page = _resolve(env, manager, alert, outcome="theft", note="gone again")
+    page = _resolve(env, manager, alert, outcome="theft", note="gone again", shown_qty="3")
     assert f"Alert {alert} not resolved: alert {alert} is already resolved" in page
     assert "not resolved" in _resolve(env, manager, alert, outcome="found")
     assert _fingerprint(env) == before
@@ -270,7 +270,7 @@ def test_seeded_evidence_without_sku_or_location_gets_a_clear_error(env: Env) ->
     before = _fingerprint(env)
     page = _resolve(env, manager, alert, outcome="theft", qty="2", note="gone")
     assert f"alert {alert}'s evidence names no sku, so no ledger entry can be posted" in page
-    assert "nothing to write off" in _resolve(env, manager, alert, outcome="theft", note="gone")
+    assert "nothing to write off" in _resolve(env, manager, alert, outcome="theft", note="gone", shown_qty="0")
     assert "names no sku" in _resolve(env, manager, alert, outcome="count", counted="3")
     assert _fingerprint(env) == before
     assert "resolved: found" in _resolve(env, manager, alert, outcome="found")
@@ -356,7 +356,7 @@ def test_resolved_alerts_show_who_resolved_them_and_what_was_posted(stocked: Env
     alert = _realistic_shrinkage(env)
     manager = env.client("manager")
     manager.post(f"/alerts/{alert}/acknowledge", data={"csrf_token": env.csrf(manager)})
-    _resolve(env, manager, alert, outcome="theft", note="gone")
+    _resolve(env, manager, alert, outcome="theft", note="gone", shown_qty="3")
     movement = _alert(env, alert)[3]
     assert f'id="alert-{alert}"' not in manager.get("/alerts").get_data(as_text=True)
     row = _row(_text(manager.get("/alerts?status=resolved")), alert)
@@ -488,3 +488,26 @@ def test_list_alerts_directly(env: Env) -> None:
         assert nxt.rows[0].id != page.rows[0].id and nxt.older is None and nxt.newer is not None
     finally:
         conn.close()
+
+
+def test_a_write_off_is_refused_when_the_evidence_grew_since_the_page(env: Env) -> None:
+    """The form carries the units it showed (shown_qty); the reconciler growing the evidence in between makes the
+    resolve refuse (flash, nothing written) instead of writing off more than the manager saw."""
+    env.write(lambda ledger: ledger.record_receipt("COLA", 10, actor="t", ref="r1", location="lane:A1"))
+    alert = _realistic_shrinkage(env, units=3)
+    manager = env.client("manager")
+    page = _text(manager.get("/alerts"))
+    assert "(empty: 3)" in page
+    shown = re.search(rf'action="/alerts/{alert}/resolve".*?name="shown_qty" value="(\d+)"', page, re.DOTALL)
+    assert shown is not None and shown[1] == "3"
+    evidence = _shrinkage_evidence("A1", "COLA", 9)
+    env.write(lambda ledger: ledger.transact(lambda tx: tx.update_alert_evidence(alert, evidence, actor="reconcile")))
+    out = _resolve(env, manager, alert, outcome="theft", note="camera", shown_qty="3")
+    assert "evidence changed since the page was shown: it now has 9 units to write off, not 3" in out
+    assert _alert(env, alert)[0] != "resolved" and _balance(env, "COLA", "lane:A1") == 10
+    # a form that does not say what it showed (not this page's) writes nothing off either
+    out = _resolve(env, manager, alert, outcome="theft", note="camera")
+    assert "the form does not say how many units it showed" in out and _balance(env, "COLA", "lane:A1") == 10
+    # reloaded, the page shows 9 and the same form writes 9 off
+    out = _resolve(env, manager, alert, outcome="theft", note="camera", shown_qty="9")
+    assert "9 written off" in out and _balance(env, "COLA", "lane:A1") == 1

@@ -830,3 +830,219 @@ def test_ledger_import_cli_posts_to_a_running_hub(env: Env, tmp_path: Path, monk
     finally:
         server.shutdown()
         thread.join(5)
+
+
+# ------------------------------------------------------------------------------------- review fixes (regressions)
+
+
+def test_ids_are_scoped_per_client(env: Env) -> None:
+    """Two tills both numbering their lines from 1: the second is refused (409 naming the other client, never its
+    content) instead of answering "duplicate" with the first till's sale, and the same till's replay stays a dup."""
+    pos1, pos2 = add_token(env, "pos1", ("sales", "counts")), add_token(env, "pos2", ("sales", "counts"))
+    assert post(env, "sales", {"id": "1", "sku": "COLA", "quantity": 1, "location": "lane:A1"}, pos1).status_code == 201
+    before = snapshot(env)
+    other = post(env, "sales", {"id": "1", "sku": "COLA", "quantity": 3, "location": "lane:A1"}, pos2)
+    assert other.status_code == 409, other.data
+    message = errors(other)[0]["message"]
+    assert "already used by api:pos1" in message and "unique to this client" in message
+    assert "-1" not in message and "lane:A1" not in message  # nothing of pos1's posting is revealed
+    assert snapshot(env) == before
+    replay = post(env, "sales", {"id": "1", "sku": "COLA", "quantity": 1, "location": "lane:A1"}, pos1)
+    assert replay.status_code == 200 and replay.get_json()["items"][0]["status"] == "duplicate"
+    # counts too
+    assert post(env, "counts", {"id": "c1", "sku": "TEA", "counted": 2}, pos1).status_code == 201
+    resp = post(env, "counts", {"id": "c1", "sku": "TEA", "counted": 2}, pos2)
+    assert resp.status_code == 409 and "already used by api:pos1" in errors(resp)[0]["message"]
+    # a file imported twice by the same client stays idempotent; the same ids from another client are refused
+    csv_text = "id,timestamp,sku,quantity\nf1,2026-11-27T10:00:00Z,COLA,1\n"
+    assert _import(env, "sales", csv_text, pos1).status_code == 201
+    assert _import(env, "sales", csv_text, pos1).get_json()["duplicates"] == 1
+    refused = _import(env, "sales", csv_text, pos2)
+    assert refused.status_code == 422 and "already used by api:pos1" in errors(refused)[0]["message"]
+
+
+def _shrinkage_alert(env: Env) -> int:
+    from tests.test_web_alerts import _realistic_shrinkage
+
+    env.write(lambda ledger: ledger.record_receipt("COLA", 10, actor="t", ref="r1", location="lane:A1"))
+    return _realistic_shrinkage(env)
+
+
+def _resolve_count(env: Env, alert: int, counted: int) -> str:
+    manager = env.client("manager")
+    resp = manager.post(
+        f"/alerts/{alert}/resolve",
+        data={"outcome": "count", "counted": str(counted), "csrf_token": env.csrf(manager)},
+        follow_redirects=True,
+    )
+    assert resp.status_code == 200
+    return resp.get_data(as_text=True)
+
+
+def test_a_client_count_cannot_preempt_an_alert_resolution(env: Env) -> None:
+    alert = _shrinkage_alert(env)
+    wms = add_token(env, "wms", ("counts", "sales"))
+    # a counts client uses the id a resolution used to post under (alert<N>), with the resolution's very values
+    resp = post(env, "counts", {"id": f"alert{alert}", "sku": "COLA", "counted": 6, "location": "lane:A1"}, wms)
+    assert resp.status_code == 201
+    post(env, "sales", {"id": "s9", "sku": "COLA", "quantity": 3, "location": "lane:A1"}, wms)  # book 3
+    _resolve_count(env, alert, 6)  # the manager counts 6 on the shelf
+    assert env.sql("SELECT status FROM alerts WHERE id = ?", (alert,)) == [("resolved",)]
+    assert env.sql("SELECT qty FROM balances WHERE sku = 'COLA' AND location = 'lane:A1'") == [(6,)]
+    assert env.sql(
+        "SELECT actor, book_qty FROM physical_counts WHERE source_ref = ?", (f"resolution:alert{alert}",)
+    ) == [("web:manager", 3)]
+
+
+def test_a_client_count_with_other_values_does_not_block_a_resolution(env: Env) -> None:
+    alert = _shrinkage_alert(env)
+    wms = add_token(env, "wms", ("counts",))
+    assert post(env, "counts", {"id": f"alert{alert}", "sku": "TEA", "counted": 0}, wms).status_code == 201
+    _resolve_count(env, alert, 6)
+    assert env.sql("SELECT status FROM alerts WHERE id = ?", (alert,)) == [("resolved",)]
+    assert env.sql("SELECT qty FROM balances WHERE sku = 'COLA' AND location = 'lane:A1'") == [(6,)]
+
+
+def test_csv_import_with_too_many_rows_is_413(env: Env, token: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("hub.web.api.MAX_IMPORT_ROWS", 5)
+    before = snapshot(env)
+    rows = "".join(f"z{i},2026-11-27T10:00:00Z,COLA,1\n" for i in range(6))
+    resp = _import(env, "sales", "id,timestamp,sku,quantity\n" + rows, token)
+    assert resp.status_code == 413, resp.data
+    message = errors(resp)[0]["message"]
+    assert "6 rows" in message and "split it into files of at most 5 rows" in message
+    assert snapshot(env) == before
+    assert _import(env, "sales", "id,timestamp,sku,quantity\n" + rows[: rows.index("z5")], token).status_code == 201
+
+
+def test_csv_import_byte_cap_matches_the_row_cap() -> None:
+    from hub.web.api import MAX_CSV_BYTES, MAX_IMPORT_ROWS
+
+    assert MAX_IMPORT_ROWS == 10_000 and MAX_CSV_BYTES == MAX_IMPORT_ROWS * 300
+
+
+def test_csv_import_lists_at_most_100_errors(env: Env, token: str) -> None:
+    rows = "".join(f"z{i},not a time,COLA,1\n" for i in range(150))
+    resp = _import(env, "sales", "id,timestamp,sku,quantity\n" + rows, token)
+    assert resp.status_code == 422
+    problems = errors(resp)
+    assert len(problems) == 101 and problems[99]["field"] == "line 101"
+    assert problems[100] == {"field": "file", "message": "and 50 more problems (the first 100 are listed)"}
+
+
+def test_csv_import_is_parsed_off_the_event_loop(env: Env, token: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hub.ledger.service
+
+    threads: list[threading.Thread] = []
+    real = hub.ledger.service.parse_csv
+
+    def spy(*args: Any) -> Any:
+        threads.append(threading.current_thread())
+        return real(*args)
+
+    monkeypatch.setattr(hub.ledger.service, "parse_csv", spy)
+    assert (
+        _import(env, "sales", "id,timestamp,sku,quantity\nq1,2026-11-27T10:00:00Z,COLA,1\n", token).status_code == 201
+    )
+    assert len(threads) == 1 and threads[0].name != "hub-loop"  # tests/web_support.py: the loop's thread
+
+
+class _RecordingWriter:
+    """Records each call's timeout; ``fail`` raises instead of calling the ledger."""
+
+    def __init__(self, inner: Any, fail: BaseException | None = None) -> None:
+        self.inner, self.fail, self.timeouts = inner, fail, []  # type: ignore[var-annotated]
+
+    def call(self, fn: Any, *, timeout_s: float | None = None) -> Any:
+        self.timeouts.append(timeout_s)
+        if self.fail is not None:
+            raise self.fail
+        return self.inner.call(fn, timeout_s=timeout_s)
+
+
+def test_csv_import_gets_a_longer_timeout(env: Env, token: str) -> None:
+    from hub.web.api import IMPORT_TIMEOUT_S
+
+    writer = _RecordingWriter(env.writer)
+    app = create_app(env.db, writer, config={"TESTING": True})
+    resp = app.test_client().post(
+        "/api/v1/imports/sales",
+        data=b"id,timestamp,sku,quantity\nlt1,2026-11-27T10:00:00Z,COLA,1\n",
+        content_type="text/csv",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert resp.status_code == 201
+    assert writer.timeouts == [IMPORT_TIMEOUT_S] and env.writer.timeout_s < IMPORT_TIMEOUT_S
+
+
+def test_a_timed_out_write_says_it_may_still_be_applied(env: Env, token: str) -> None:
+    app = create_app(env.db, _RecordingWriter(env.writer, TimeoutError()), config={"TESTING": True})
+    headers = {"Authorization": f"Bearer {token}"}
+    client = app.test_client()
+    resp = client.post("/api/v1/sales", json={"id": "to1", "sku": "COLA", "quantity": 1}, headers=headers)
+    assert resp.status_code == 503 and resp.headers["Retry-After"] == "5"
+    message = resp.get_json()["errors"][0]["message"]
+    assert "may still be applied" in message and "safe" in message
+    csv_resp = client.post(
+        "/api/v1/imports/sales",
+        data=b"id,timestamp,sku,quantity\nto2,2026-11-27T10:00:00Z,COLA,1\n",
+        content_type="text/csv",
+        headers=headers,
+    )
+    assert (
+        csv_resp.status_code == 503 and "the file may still be applied" in csv_resp.get_json()["errors"][0]["message"]
+    )
+
+
+def test_ledger_import_cli_says_to_split_a_file_the_hub_refuses(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from werkzeug.serving import make_server
+
+    monkeypatch.setattr("hub.web.api.MAX_IMPORT_ROWS", 2)
+    token = add_token(env, "wms", ("receipts",))
+    server = make_server("127.0.0.1", 0, env.app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        f = tmp_path / "big.csv"
+        f.write_text("id,timestamp,sku,quantity\n" + "".join(f"b{i},2026-11-27T08:00:00Z,SOUP,1\n" for i in range(3)))
+        monkeypatch.setenv("SMARTSHELF_API_TOKEN", token)
+        rc, _, err = _cli("ledger", "import", "receipts", str(f), "--url", f"http://127.0.0.1:{server.server_port}/")
+        assert rc == 2, err
+        assert "too large for one import through the hub" in err and "split big.csv into smaller files" in err
+        assert "at most 2 rows" in err
+    finally:
+        server.shutdown()
+        thread.join(5)
+    assert not env.sql("SELECT 1 FROM movements WHERE source_ref LIKE 'receipt:b%'")
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"id": "a", "sku": "COLA\n", "quantity": 1}, "sku"),
+        ({"id": "a", "sku": "COLA", "quantity": 1, "location": "backroom\n"}, "location"),
+        ({"id": "a", "sku": "COLA", "quantity": 1, "location": "lane:A1\n"}, "location"),
+        ({"id": "a\n", "sku": "COLA", "quantity": 1}, "id"),
+    ],
+)
+def test_a_trailing_newline_is_refused_by_the_pattern(env: Env, token: str, body: dict[str, Any], field: str) -> None:
+    resp = post(env, "receipts", body, token)
+    assert resp.status_code == 422 and fields(resp) == [field]
+    assert "is not valid" in errors(resp)[0]["message"]  # the field's own rule, not a later ledger error
+
+
+def test_a_key_given_twice_is_refused(env: Env, token: str) -> None:
+    before = snapshot(env)
+    resp = call(
+        env,
+        "POST",
+        "/api/v1/receipts",
+        None,
+        token,
+        data=b'{"id": "a", "sku": "COLA", "quantity": 1, "quantity": 5}',
+        content_type="application/json",
+    )
+    assert resp.status_code == 400 and "'quantity' appears more than once" in errors(resp)[0]["message"]
+    assert snapshot(env) == before

@@ -232,3 +232,250 @@ def test_alerts_page_and_acknowledge_through_the_writer(env: Env) -> None:
 def test_readme_shows_the_role_matrix(env: Env) -> None:
     readme = (Path(__file__).parent.parent / "hub" / "web" / "README.md").read_text()
     assert matrix_markdown(env.app) in readme
+
+
+# ------------------------------------------------------------------------------------- review fixes (regressions)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/\t/evil.example/phish",  # browsers drop the tab: //evil.example
+        "/\n/evil.example/",
+        "/\r\n/evil.example/",
+        "/ /evil.example",
+        "/\\evil.example",
+        "//evil.example",
+        "https://evil.example/",
+        "/\x00/evil.example",
+        "evil.example",
+    ],
+)
+def test_login_refuses_every_non_local_next(env: Env, target: str) -> None:
+    client = env.app.test_client()
+    client.get("/login")
+    resp = client.post(
+        "/login",
+        data={"username": "viewer", "password": PASSWORD, "csrf_token": env.csrf(client), "next": target},
+    )
+    assert resp.status_code == 302 and resp.headers["Location"] == "/"
+
+
+def test_login_keeps_a_local_next(env: Env) -> None:
+    client = env.app.test_client()
+    client.get("/login")
+    resp = client.post(
+        "/login",
+        data={"username": "viewer", "password": PASSWORD, "csrf_token": env.csrf(client), "next": "/alerts?q=a%2Fb"},
+    )
+    assert resp.status_code == 302 and resp.headers["Location"] == "/alerts?q=a%2Fb"
+
+
+def _cookie(client: FlaskClient) -> str:
+    cookie = client.get_cookie("smartshelf_session")
+    assert cookie is not None
+    return cookie.value
+
+
+def _replay(env: Env, cookie: str, url: str = "/alerts") -> int:
+    other = env.app.test_client()
+    other.set_cookie("smartshelf_session", cookie)
+    return other.get(url).status_code
+
+
+def test_logout_ends_every_copy_of_the_session(env: Env) -> None:
+    victim = env.app.test_client()
+    assert _login(env, victim, "manager", PASSWORD).status_code == 302
+    stolen = _cookie(victim)
+    assert _replay(env, stolen) == 200
+    assert victim.post("/logout", data={"csrf_token": env.csrf(victim)}).status_code == 302
+    assert _replay(env, stolen) == 302  # -> the login page
+    assert env.sql("SELECT actor, details FROM audit WHERE action = 'end_sessions'") == [
+        ("web:manager", '{"username":"manager","why":"logout"}')
+    ]
+    assert _login(env, victim, "manager", PASSWORD).status_code == 302  # signing in again works
+    assert victim.get("/alerts").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("form", "user"),
+    [
+        ({"action": "reset_password", "password": "another password", "confirm": "another password"}, "manager"),
+        ({"role": "viewer"}, "manager"),
+        ({"action": "disable"}, "manager"),
+    ],
+)
+def test_password_reset_role_change_and_disable_end_sessions(env: Env, form: dict[str, str], user: str) -> None:
+    victim = env.app.test_client()
+    assert _login(env, victim, user, PASSWORD).status_code == 302
+    stolen = _cookie(victim)
+    admin = env.client("admin")
+    assert admin.post(f"/users/{user}", data={**form, "csrf_token": env.csrf(admin)}).status_code == 302
+    assert victim.get("/alerts").status_code == 302 and _replay(env, stolen) == 302
+    assert admin.get("/users").status_code == 200  # the admin's own session is untouched
+
+
+def test_an_admin_resetting_their_own_password_stays_signed_in(env: Env) -> None:
+    admin = env.app.test_client()
+    assert _login(env, admin, "admin", PASSWORD).status_code == 302
+    old = _cookie(admin)
+    form = {"action": "reset_password", "password": "another password", "confirm": "another password"}
+    assert admin.post("/users/admin", data={**form, "csrf_token": env.csrf(admin)}).status_code == 302
+    assert admin.get("/users").status_code == 200
+    assert _replay(env, old, "/users") == 302  # the cookie from before the reset is dead
+
+
+def test_session_cookies_expire_after_a_shift(env: Env) -> None:
+    from datetime import timedelta
+
+    assert env.app.permanent_session_lifetime == timedelta(hours=12)
+
+
+class _FailingWriter:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    def call(self, fn: Any, *, timeout_s: float | None = None) -> Any:
+        raise self.exc
+
+
+@pytest.mark.parametrize("exc", [TimeoutError(), "closed"])
+def test_a_write_the_ledger_does_not_confirm_is_a_503_page(env: Env, exc: Any) -> None:
+    from hub.ledger.models import LedgerClosed
+
+    failure = LedgerClosed("closed") if exc == "closed" else exc
+    app = create_app(env.db, _FailingWriter(failure), config={"TESTING": True})
+    client = app.test_client()
+    client.get("/login")
+    with client.session_transaction() as sess:
+        csrf = sess["csrf"]
+    resp = client.post("/login", data={"username": "viewer", "password": PASSWORD, "csrf_token": csrf})
+    assert resp.status_code == 503 and resp.mimetype == "text/html" and resp.headers["Retry-After"] == "5"
+    text = resp.get_data(as_text=True)
+    assert 'id="unavailable"' in text
+    assert ("may still be applied" in text) if exc != "closed" else ("not available" in text)
+    clerk = app.test_client()
+    with clerk.session_transaction() as sess:
+        sess["user"], sess["epoch"], sess["csrf"] = "clerk", 0, "t" * 43
+    resp = clerk.post(f"/alerts/{_alert_id(env)}/acknowledge", data={"csrf_token": "t" * 43})
+    assert resp.status_code in (302, 503)  # the view may report it itself; never a 500
+
+
+def test_parallel_guesses_cannot_pass_the_throttle(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import hub.web.auth
+
+    real = hub.web.auth.verify
+
+    def slow_verify(user: Any, password: str) -> bool:
+        time.sleep(0.05)  # a real scrypt hash takes about this long
+        return real(user, password)
+
+    monkeypatch.setattr(hub.web.auth, "verify", slow_verify)
+    barrier = threading.Barrier(16)
+
+    def attempt(i: int) -> int:
+        client = env.app.test_client()
+        client.get("/login")
+        csrf = env.csrf(client)
+        barrier.wait()
+        data = {"username": "manager", "password": f"guess {i}", "csrf_token": csrf}
+        return client.post("/login", data=data, environ_base={"REMOTE_ADDR": "10.9.9.9"}).status_code
+
+    with ThreadPoolExecutor(16) as pool:
+        codes = list(pool.map(attempt, range(16)))
+    assert codes.count(401) == THROTTLE_FAILURES and codes.count(429) == 16 - THROTTLE_FAILURES
+    assert env.sql("SELECT count(*) FROM login_attempts WHERE username = 'manager' AND ok = 0") == [
+        (THROTTLE_FAILURES,)
+    ]
+
+
+def test_an_unknown_username_costs_a_hash_too(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hub.web.users
+
+    checked: list[str] = []
+    real = hub.web.users.check_password_hash
+
+    def spy(pwhash: str, password: str) -> bool:
+        checked.append(pwhash.split(":", 1)[0])
+        return real(pwhash, password)
+
+    monkeypatch.setattr(hub.web.users, "check_password_hash", spy)
+    assert _login(env, env.app.test_client(), "nobody", "wrong password").status_code == 401
+    env.write(lambda ledger: ledger.transact(_disable("viewer")))
+    assert _login(env, env.app.test_client(), "viewer", PASSWORD).status_code == 401
+    assert checked == ["scrypt", "scrypt"]  # the dummy hash: the scheme real passwords are stored with
+
+
+def _disable(username: str) -> Any:
+    from hub.web.users import set_disabled
+
+    return lambda tx: set_disabled(tx, username, True, actor="t")
+
+
+def test_unknown_usernames_are_throttled_in_memory_without_writes(env: Env) -> None:
+    before = env.sql("SELECT (SELECT count(*) FROM login_attempts), (SELECT count(*) FROM audit)")
+    client = env.app.test_client()
+    for _ in range(THROTTLE_FAILURES):
+        assert _login(env, client, "nobody", "wrong password").status_code == 401
+    assert _login(env, client, "nobody", "wrong password").status_code == 429
+    assert _login(env, client, "nobody", "wrong password", ip="10.0.0.2").status_code == 401
+    assert env.sql("SELECT (SELECT count(*) FROM login_attempts), (SELECT count(*) FROM audit)") == before
+    # real users' attempts are still written
+    assert _login(env, client, "viewer", "wrong password").status_code == 401
+    assert env.sql("SELECT username, ok FROM login_attempts") == [("viewer", 0)]
+
+
+def test_unknown_username_failures_are_bounded() -> None:
+    from hub.web.users import UnknownUserFailures
+
+    fails = UnknownUserFailures(max_keys=3)
+    for i in range(5):
+        fails.record(f"u{i}", "ip", at_ms=1_000)
+    assert fails.count("u0", "ip", at_ms=1_000) == 0 and fails.count("u4", "ip", at_ms=1_000) == 1
+    for _ in range(50):
+        fails.record("u4", "ip", at_ms=2_000)
+    assert fails.count("u4", "ip", at_ms=2_000) == THROTTLE_FAILURES * 4  # each key keeps a bounded list
+    assert fails.count("u4", "ip", at_ms=2_000 + 15 * 60 * 1000) == 0  # out of the window
+
+
+def test_old_login_attempts_are_pruned(env: Env) -> None:
+    day = 24 * 3600 * 1000
+    conn = sqlite3.connect(env.db)
+    rows = [(1 * day, "viewer", 1), (2 * day, "viewer", 1), (3 * day, "viewer", 0), (2 * day, "clerk", 0)]
+    conn.executemany("INSERT INTO login_attempts (ts_ms, username, ip, ok) VALUES (?, ?, '1.1.1.1', ?)", rows)
+    conn.commit()
+    conn.close()
+    recent = _login(env, env.app.test_client(), "clerk", "wrong password")
+    assert recent.status_code == 401
+    deleted = env.write(lambda ledger: ledger.prune_login_attempts())
+    assert deleted == 3  # viewer's older success and failure, clerk's old failure; viewer's last success stays
+    assert env.sql("SELECT ts_ms, username, ok FROM login_attempts ORDER BY ts_ms")[0] == (2 * day, "viewer", 1)
+    assert len(env.sql("SELECT 1 FROM login_attempts")) == 2
+
+
+def test_secret_key_creation_never_exposes_a_partial_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key is written to a temporary file and linked into place: a process reading the name sees the whole key
+    or nothing; when two create it at once, both end with the one that was linked first."""
+    from hub.web import app as app_module
+
+    path = tmp_path / "l.db.secret"
+    seen: list[bytes | None] = []
+    real_link = os.link
+
+    def link(src: Any, dst: Any) -> None:
+        seen.append(path.read_bytes() if path.exists() else None)  # just before the name appears
+        path.write_bytes(b"k" * 64)  # another process won the race
+        real_link(src, dst)
+
+    monkeypatch.setattr(app_module.os, "link", link)
+    assert app_module.load_secret_key(path) == b"k" * 64
+    assert seen == [None] and [p.name for p in tmp_path.iterdir()] == ["l.db.secret"]
+    monkeypatch.undo()
+    other = tmp_path / "m.db.secret"
+    key = app_module.load_secret_key(other)
+    assert len(key) == 64 and app_module.load_secret_key(other) == key
+    assert stat.S_IMODE(other.stat().st_mode) == 0o600

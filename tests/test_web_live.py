@@ -49,6 +49,7 @@ def _client(app: Flask, role: str = "viewer") -> FlaskClient:
     client = app.test_client()
     with client.session_transaction() as sess:
         sess["user"] = role
+        sess["epoch"] = 0  # the seeded users' session epoch (hub/web/access.py)
     return client
 
 
@@ -257,7 +258,7 @@ class Stream:
 def _cookie(app: Flask, role: str) -> str:
     serializer = app.session_interface.get_signing_serializer(app)  # type: ignore[attr-defined]
     assert serializer is not None
-    return f"{app.config['SESSION_COOKIE_NAME']}={serializer.dumps({'user': role})}"
+    return f"{app.config['SESSION_COOKIE_NAME']}={serializer.dumps({'user': role, 'epoch': 0})}"
 
 
 def _get(url: str, cookie: str) -> tuple[int, str]:

@@ -94,8 +94,12 @@ def test_add_user_hashes_the_password_and_audits(env: Env) -> None:
         ({"username": "eve", "role": "clerk", "password": NEW_PASSWORD, "confirm": NEW_PASSWORD + "x"}, "differ"),
         ({"username": "eve", "role": "clerk", "password": NEW_PASSWORD}, "the two passwords differ"),
         ({"username": "eve", "role": "clerk", "password": "short", "confirm": "short"}, "at least 8 characters"),
-        ({"username": "e ve", "role": "clerk", "password": NEW_PASSWORD, "confirm": NEW_PASSWORD}, "printable ASCII"),
-        ({"username": "", "role": "clerk", "password": NEW_PASSWORD, "confirm": NEW_PASSWORD}, "1..60 printable"),
+        ({"username": "e ve", "role": "clerk", "password": NEW_PASSWORD, "confirm": NEW_PASSWORD}, "letters, digits"),
+        ({"username": "", "role": "clerk", "password": NEW_PASSWORD, "confirm": NEW_PASSWORD}, "1..60 characters"),
+        # a path segment would make /users/<username> act on another account (x/../manager -> /users/manager)
+        ({"username": "x/../manager", "role": "viewer", "password": NEW_PASSWORD, "confirm": NEW_PASSWORD}, "letters"),
+        ({"username": "..", "role": "viewer", "password": NEW_PASSWORD, "confirm": NEW_PASSWORD}, "starting with"),
+        ({"username": "a%2Fb", "role": "viewer", "password": NEW_PASSWORD, "confirm": NEW_PASSWORD}, "letters"),
         ({"username": "x" * 61, "role": "clerk", "password": NEW_PASSWORD, "confirm": NEW_PASSWORD}, "1..60"),
         ({"username": "eve", "role": "owner", "password": NEW_PASSWORD, "confirm": NEW_PASSWORD}, "role must be one"),
         ({"username": "clerk", "role": "clerk", "password": NEW_PASSWORD, "confirm": NEW_PASSWORD}, "exists"),
@@ -248,3 +252,21 @@ def test_set_password_refuses_a_plaintext(env: Env) -> None:
     with pytest.raises(InvalidArgument, match="only as a hash"):
         _tx(env, plain)
     assert _fingerprint(env) == before
+
+
+def test_a_username_is_one_path_segment(env: Env) -> None:
+    """/users/<username> takes no '/': a (legacy) name with path segments is not routed, so a form can never act on
+    another account (x/../manager)."""
+    env.write(
+        lambda ledger: ledger.transact(
+            lambda tx: tx.conn.execute(
+                "INSERT INTO users (username, password_hash, role, created_ms)"
+                " VALUES ('x/y', 'pbkdf2:x$y', 'viewer', 0)"
+            )
+        )
+    )
+    admin = env.client("admin")
+    assert _post(env, admin, "/users/x/y", role="manager").status_code == 404
+    assert _user(env, "x/y") == ("viewer", 0)
+    assert _post(env, admin, "/users/x%2F..%2Fmanager", role="viewer").status_code == 404
+    assert _user(env, "manager") == ("manager", 0)

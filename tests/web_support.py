@@ -45,6 +45,7 @@ class Env:
         if role is not None:
             with client.session_transaction() as sess:
                 sess["user"] = role
+                sess["epoch"] = self.sql("SELECT session_epoch FROM users WHERE username = ?", (role,))[0][0]
         return client
 
     def csrf(self, client: FlaskClient) -> str:

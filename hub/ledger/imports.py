@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
-from hub.ledger.models import BACKROOM, MAX_QTY, LedgerError, to_ms
+from hub.ledger.models import BACKROOM, MAX_QTY, InvalidArgument, LedgerError, to_ms
 
 if TYPE_CHECKING:
     from hub.ledger.postings import Tx
@@ -32,6 +32,10 @@ KINDS: tuple[ImportKind, ...] = ("sales", "receipts", "picks", "returns", "count
 _INT_RE = re.compile(r"[+-]?\d+")
 _YES = {"yes", "y", "true", "1"}
 _NO = {"no", "n", "false", "0"}
+
+
+class ImportTooLarge(InvalidArgument):
+    """A file with more rows than the caller accepts in one transaction (the HTTP API's ``MAX_IMPORT_ROWS``)."""
 
 
 @dataclass(frozen=True)

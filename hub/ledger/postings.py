@@ -4,8 +4,12 @@ Every method runs inside a transaction the writer opened; it validates first and
 (nothing written) or writes its rows and one audit entry. Rules a store manager relies on:
 
 * **Source references.** Each posting has a unique source reference ``<kind>:<client id>``; posting the same
-  reference again with the same content is a no-op reported as ``Duplicate``; with different content it is refused
-  (``RefConflict``): a mistake is corrected with a reversal and a new posting, never by re-sending.
+  reference again with the same content **by the same actor** is a no-op reported as ``Duplicate``; with different
+  content it is refused (``RefConflict``): a mistake is corrected with a reversal and a new posting, never by
+  re-sending. A reference already used by **another actor** is refused (``RefConflict`` naming that actor, never
+  the other posting's content), so two clients each sending their own line ``1`` cannot silently lose a sale.
+  Alert resolutions post under references no client can produce: ``writeoff:alert<id>`` (clients cannot post
+  write-offs) and ``resolution:alert<id>`` for a count.
   A posting with two sides (restock, transfer, non-restockable return) is one source reference with two legs.
 * **Locations.** Book locations are ``backroom``, ``lane:<lane_id>`` of a registered lane, or another plain name
   (``[a-z][a-z0-9_-]*``, e.g. ``warehouse``). ``sensor:*`` belongs to the sensor ledger and is never a target.
@@ -67,6 +71,9 @@ from hub.ledger.models import (
 from hub.ledger.reader import ALERT_COLUMNS, MOVEMENT_COLUMNS, alert_from_row, movement_from_row
 
 REF_MAX = 64
+# The source reference kind of the physical count an alert resolution posts (``resolution:alert<id>``): no API,
+# CSV or Python client call produces it, so a client's id can never pre-empt (or turn into a no-op) a resolution.
+RESOLUTION_KIND = "resolution"
 AUTO_LANE_ID_RE = re.compile(r"node\d+-lane\d+")
 
 
@@ -98,6 +105,11 @@ def check_actor(actor: str) -> str:
     if not isinstance(actor, str) or not actor.strip() or len(actor) > 64:
         raise InvalidArgument("actor must be a non-empty name of at most 64 characters")
     return actor.strip()
+
+
+def _used_by(source_ref: str, other_actor: str) -> str:
+    """Another actor's reference: named, its content never shown (client ids are scoped per actor)."""
+    return f"{source_ref} was already used by {other_actor}: use ids unique to this client"
 
 
 def check_qty(qty: int, what: str = "quantity") -> int:
@@ -198,6 +210,8 @@ class Tx:
         """Write the legs of one posting, or report the existing posting with this reference as a duplicate."""
         existing = await self.legs_of(source_ref)
         if existing:
+            if existing[0].actor != actor:
+                raise RefConflict(_used_by(source_ref, existing[0].actor))
             same = len(existing) == len(legs) and all(
                 e.sku == g.sku
                 and e.qty == g.qty
@@ -407,21 +421,35 @@ class Tx:
         )
 
     async def count(
-        self, sku: str, counted: int, *, ts_ms: int | None, actor: str, ref: str | None, location: str = BACKROOM
+        self,
+        sku: str,
+        counted: int,
+        *,
+        ts_ms: int | None,
+        actor: str,
+        ref: str | None,
+        location: str = BACKROOM,
+        kind: str = "count",
     ) -> CountResult:
+        """Record a physical count under ``<kind>:<ref>``. ``kind`` is ``count`` for every client (API, CSV,
+        Python API); an alert resolution's count uses ``RESOLUTION_KIND``, a reference space no client reaches."""
         actor = check_actor(actor)
+        if kind not in ("count", RESOLUTION_KIND):
+            raise InvalidArgument(f"a count is recorded as count or {RESOLUTION_KIND}, not {kind!r}")
         if not isinstance(counted, int) or isinstance(counted, bool) or not 0 <= counted <= MAX_QTY:
             raise InvalidArgument(f"counted quantity must be an integer 0..{MAX_QTY:,}, not {counted!r}")
         await self.require_sku(sku)
         loc = await self.book_location(location)
-        source_ref = f"count:{check_ref(ref)}"
+        source_ref = f"{kind}:{check_ref(ref)}"
         rows = await self._rows(
-            "SELECT id, sku, location, counted_qty, ts_ms, book_qty, adjustment_movement_id FROM physical_counts"
-            " WHERE source_ref = ?",
+            "SELECT id, sku, location, counted_qty, ts_ms, book_qty, adjustment_movement_id, actor"
+            " FROM physical_counts WHERE source_ref = ?",
             (source_ref,),
         )
         if rows:
-            cid, esku, eloc, ecounted, ets, ebook, eadj = rows[0]
+            cid, esku, eloc, ecounted, ets, ebook, eadj, eactor = rows[0]
+            if eactor != actor:
+                raise RefConflict(_used_by(source_ref, eactor))
             if (esku, eloc, ecounted) != (sku, loc, counted) or (ts_ms is not None and ets != ts_ms):
                 raise RefConflict(f"{source_ref} was already recorded: {ecounted} of {esku} at {eloc}")
             return CountResult(cid, source_ref, ebook, ecounted, eadj, duplicate=True)

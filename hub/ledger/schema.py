@@ -259,6 +259,9 @@ _V5_WEB = (
     "CREATE INDEX movements_location_ts ON movements(location, ts_ms, sku, qty)",
     # the audit trail by action (a lane's assignment history for the out-of-stock report; who did what, when)
     "CREATE INDEX audit_action ON audit(action, ts_ms)",
+    # A signed-in session carries its user's epoch; logout, a password reset, a role change or disabling bumps it,
+    # so every cookie issued before (a copied one too) stops working at once.
+    "ALTER TABLE users ADD COLUMN session_epoch INTEGER NOT NULL DEFAULT 0",
 )
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -266,7 +269,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "alerts; movements by sku and time; book_stock and observed_stock views", _V2_ALERTS),
     Migration(3, "reconciliation: settled picks, their matches, progress; movements by reason and time", _V3_RECONCILE),
     Migration(4, "status page: users and login attempts", _V4_USERS),
-    Migration(5, "HTTP API clients, lane readings, movements by location", _V5_WEB),
+    Migration(5, "HTTP API clients, lane readings, movements by location, session epochs", _V5_WEB),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

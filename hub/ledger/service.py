@@ -15,7 +15,8 @@ serialised in the order they were submitted and never interleave.
 * **Business operations** (sales, receipts, ..., counts, reversals, SKUs, lanes, alerts, CSV imports) each run in
   their own transaction, in queue order, record their actor, and write the audit trail (see ``postings``).
 * **Lane readings** older than ``reading_retention_s`` (8 days) are pruned every ``prune_interval_s`` by the
-  writer, in transactions of at most 2,000 deleted rows queued like any other work (``prune_lane_readings``).
+  writer, in transactions of at most 2,000 deleted rows queued like any other work (``prune_lane_readings``);
+  then the status page's sign-in attempts older than 30 days (``prune_login_attempts``).
 * **Readers** use separate read-only connections: ``await service.reader()`` (see ``reader``).
 * **Backups**: ``await service.backup(dest)`` and, with a ``BackupPolicy``, on a schedule (see ``backup``); both
   use SQLite's online backup API on their own connection in a thread and never stop the writer.
@@ -42,7 +43,7 @@ import aiosqlite
 from hub.ledger import schema
 from hub.ledger.backup import BackupInfo, BackupPolicy, backup_database, scheduled_backup
 from hub.ledger.dblock import DbLock
-from hub.ledger.imports import ImportKind, ImportReport, import_rows, parse_csv
+from hub.ledger.imports import ImportKind, ImportReport, ImportTooLarge, import_rows, parse_csv
 from hub.ledger.models import (
     BACKROOM,
     Alert,
@@ -287,7 +288,9 @@ class LedgerService:
     @overload
     def submit(self, item: SensorEvent | SensorGap) -> asyncio.Future[ApplyResult]: ...
     @overload
-    def submit(self, item: NodeUpdate | LaneReading) -> asyncio.Future[None]: ...
+    def submit(self, item: NodeUpdate) -> asyncio.Future[None]: ...
+    @overload
+    def submit(self, item: LaneReading) -> asyncio.Future[bool]: ...  # False: the ledger knows no such lane
     def submit(self, item: SensorItem) -> asyncio.Future[Any]:
         """Queue a sensor item without waiting; the future resolves after the batch holding it committed."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -498,10 +501,18 @@ class LedgerService:
         (reconciliation); ``fn`` must use only ``tx`` and never await another call on this service."""
         return await self._tx(fn)
 
-    async def import_csv(self, kind: ImportKind, data: bytes, *, actor: str, name: str = "<data>") -> ImportReport:
+    async def import_csv(
+        self, kind: ImportKind, data: bytes, *, actor: str, name: str = "<data>", max_rows: int | None = None
+    ) -> ImportReport:
         """Import a business-transaction file all-or-nothing. A rejected file writes nothing; the report has
-        every problem with its line number."""
-        parsed = parse_csv(kind, data)
+        every problem with its line number. The file is parsed in a thread (never on the loop); ``max_rows``
+        refuses a larger file (``ImportTooLarge``) before anything is queued for the writer."""
+        parsed = await asyncio.to_thread(parse_csv, kind, data)
+        if max_rows is not None and parsed.data_rows > max_rows:
+            raise ImportTooLarge(
+                f"{name} has {parsed.data_rows:,} rows, more than {max_rows:,} in one file: split it into files of"
+                f" at most {max_rows:,} rows (each is imported all or nothing; re-sending a file is safe)"
+            )
         if not parsed.rows and not parsed.skus_of_bad_rows:  # nothing to check against the ledger
             return ImportReport(kind, name, rows=parsed.data_rows, errors=parsed.errors)
 
@@ -560,15 +571,34 @@ class LedgerService:
         finally:
             await asyncio.to_thread(conn.close)
 
+    async def prune_login_attempts(self, before_ms: int | None = None) -> int:
+        """Delete the status page's sign-in attempts older than ``before_ms`` (default: ``LOGIN_ATTEMPTS_RETENTION_MS``
+        ago), keeping each user's last successful one (the users page's "last sign-in"); older failures no longer
+        count for throttling. Returns the rows deleted."""
+        cutoff = now_ms() - LOGIN_ATTEMPTS_RETENTION_MS if before_ms is None else before_ms
+
+        async def run(tx: Tx) -> int:
+            cur = await tx.conn.execute(
+                "DELETE FROM login_attempts WHERE ts_ms < ? AND NOT (ok = 1 AND ts_ms = (SELECT max(b.ts_ms) FROM"
+                " login_attempts AS b WHERE b.username = login_attempts.username AND b.ok = 1))",
+                (cutoff,),
+            )
+            deleted = cur.rowcount
+            await cur.close()
+            return max(deleted, 0)
+
+        return await self._tx(run)
+
     async def _prune_loop(self, interval_s: float) -> None:
         while True:
             await asyncio.sleep(interval_s)
             try:
                 await self.prune_lane_readings()
+                await self.prune_login_attempts()
             except LedgerClosed:
                 return
             except Exception:
-                log.exception("ledger: pruning lane readings failed")
+                log.exception("ledger: pruning lane readings or login attempts failed")
 
     async def _backup_loop(self, policy: BackupPolicy) -> None:
         while True:
@@ -584,6 +614,9 @@ class LedgerService:
                 raise
             except Exception:
                 log.exception("ledger: scheduled backup failed")
+
+
+LOGIN_ATTEMPTS_RETENTION_MS = 30 * 24 * 3600 * 1000
 
 
 def _ts(ts: Timestamp) -> int | None:

@@ -14,7 +14,8 @@
 | reorder | ``dismissed`` | none (it is raised again next run while stock stays at or below the reorder point) |
 
 The resolution text and the movement it posted are stored on the alert (``resolution``,
-``resolution_movement_id``); the write-off's source reference is ``writeoff:alert<id>``.
+``resolution_movement_id``); the write-off's source reference is ``writeoff:alert<id>``, the count's
+``resolution:alert<id>`` (a reference kind no API / CSV client can produce, so none can pre-empt it).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from hub.ledger.models import Alert, AlertStatus, InvalidArgument, Reason, UnknownAlert
-from hub.ledger.postings import Tx, WriteOff
+from hub.ledger.postings import RESOLUTION_KIND, Tx, WriteOff
 from hub.ledger.reader import ALERT_COLUMNS, alert_from_row
 from hub.ledger.service import LedgerService
 
@@ -44,9 +45,12 @@ async def resolve(
     qty: int | None = None,
     counted: int | None = None,
     note: str | None = None,
+    expected_units: int | None = None,
 ) -> Alert:
     """Close (or, for ``reorder``/``ordered``, acknowledge) a reconciliation alert with ``outcome``, posting the
-    entry it implies from the evidence as it is at that moment (later evidence cannot slip past)."""
+    entry it implies from the evidence as it is at that moment (later evidence cannot slip past).
+    ``expected_units``: for a write-off without ``qty``, the units the person resolving was shown; refused when the
+    evidence says otherwise by the time the transaction runs (it grew since the page was loaded)."""
 
     async def run(tx: Tx) -> Alert:
         rows = list(await tx.conn.execute_fetchall(f"SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?", (alert_id,)))
@@ -71,6 +75,11 @@ async def resolve(
         if outcome in ("theft", "damaged"):
             key = "unexplained_units" if outcome == "theft" else "suggested_units"
             units = _units(qty if qty is not None else ev.get(key, 0))
+            if qty is None and expected_units is not None and units != expected_units:
+                raise InvalidArgument(
+                    f"alert {alert_id}'s evidence changed since the page was shown: it now has {units} units to write"
+                    f" off, not {expected_units}. Nothing was written: reload the page and check before resolving"
+                )
             if units == 0:
                 raise InvalidArgument(f"nothing to write off for alert {alert_id}: say how many units (qty)")
             reason = Reason.SHRINKAGE if outcome == "theft" else Reason.DAMAGE
@@ -80,7 +89,9 @@ async def resolve(
             if counted is None:
                 raise InvalidArgument("a count resolution needs the counted quantity (counted)")
             sku, location = _field(ev, "sku", alert_id), _field(ev, "location", alert_id)
-            result = await tx.count(sku, counted, ts_ms=None, actor=actor, ref=f"alert{alert_id}", location=location)
+            result = await tx.count(
+                sku, counted, ts_ms=None, actor=actor, ref=f"alert{alert_id}", location=location, kind=RESOLUTION_KIND
+            )
             movement_id = result.adjustment_movement_id
             text = f"counted {result.counted_qty} on the lane (book {result.book_qty}){suffix}"
         else:

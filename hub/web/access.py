@@ -82,8 +82,8 @@ def _enforce() -> Response | None:
     name = session.get("user")
     if isinstance(name, str):
         user = get_user(get_db(), name)
-        if user is None or user.disabled:
-            session.clear()
+        if user is None or user.disabled or session.get("epoch") != user.session_epoch:
+            session.clear()  # disabled, or signed out since (logout, password reset, role change: a new epoch)
         else:
             g.user = user
     if request.routing_exception is not None:

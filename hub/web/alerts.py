@@ -379,6 +379,7 @@ class Resolution:
     qty: int | None = None
     counted: int | None = None
     note: str = ""
+    shown_qty: int | None = None  # a write-off without qty: the units the page showed (refused if the evidence moved)
 
 
 def _whole(text: str, what: str, low: int) -> int:
@@ -415,6 +416,11 @@ def parse_resolution(kind: str, form: Mapping[str, str]) -> Resolution:
         raise InvalidArgument("the note must be one line of text")
     if outcome in WRITE_OFFS and not note:
         raise InvalidArgument("say why the stock is written off (note)")
+    if outcome in WRITE_OFFS and res.qty is None:  # the evidence's units: exactly those the page showed
+        shown = form.get("shown_qty", "").strip()
+        if not shown:
+            raise InvalidArgument("the form does not say how many units it showed: reload the page, or give the units")
+        res = replace(res, shown_qty=_whole(shown, "the units shown (shown_qty)", 0))
     return replace(res, note=note)
 
 
@@ -449,6 +455,7 @@ def resolve(alert_id: int) -> Response:
                     qty=res.qty,
                     counted=res.counted,
                     note=res.note or None,
+                    expected_units=res.shown_qty,
                 )
             )
     except UnknownAlert:

@@ -33,7 +33,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers.response import Response
 
-from hub.ledger.imports import parse_timestamp
+from hub.ledger.imports import ImportTooLarge, parse_timestamp
 from hub.ledger.models import (
     BACKROOM,
     MAX_QTY,
@@ -54,7 +54,14 @@ bp = Blueprint("api", __name__)
 PREFIX = "/api/v1"
 MAX_ITEMS = 1000
 MAX_BODY_BYTES = 1024 * 1024  # 1000 items of ~200 bytes, with room to spare; larger bodies get 413
-MAX_CSV_BYTES = 16 * 1024 * 1024  # a CSV import (/imports/<kind>): a day of a busy store's till export
+# A CSV import (/imports/<kind>) is one transaction of the hub's single writer, which everything else (sensor
+# events, pages, sign-ins) waits behind: 10,000 rows keep it busy for seconds (6.7 s measured on the development
+# machine), not minutes. Larger files are refused with 413 (split them). 300 bytes: the longest row the formats
+# allow (64-character id and order, 32-character SKU, a lane location, a timestamp with an offset).
+MAX_IMPORT_ROWS = 10_000
+MAX_CSV_BYTES = MAX_IMPORT_ROWS * 300
+IMPORT_TIMEOUT_S = 120.0  # the bridge's wait for an import (ordinary requests: LoopWriter.timeout_s, 30 s)
+MAX_IMPORT_ERRORS = 100  # a 422 lists the first 100 problems and how many more there are
 MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 ALERTS_MAX_LIMIT = 500
 
@@ -102,8 +109,9 @@ class Field:
 _ID = Field(
     "id",
     "string",
-    "The client's id of this line (POS line, delivery line, ...): the idempotency key, unique per kind. "
-    "Re-sending it with the same content changes nothing; with different content it is refused (409).",
+    "The client's id of this line (POS line, delivery line, ...): the idempotency key, unique per kind and client. "
+    "Re-sending it with the same content changes nothing; with different content, or an id another client already "
+    "used, it is refused (409).",
     required=True,
     min_length=1,
     max_length=REF_MAX,
@@ -336,11 +344,17 @@ def check_value(f: Field, value: Any) -> tuple[Any, str | None]:
         return None, "must not be empty" if f.min_length == 1 else f"must have at least {f.min_length} characters"
     if f.max_length is not None and len(value) > f.max_length:
         return None, f"must have at most {f.max_length} characters"
-    if f.pattern is not None and not re.search(f.pattern, value):
+    if f.pattern is not None and not re.search(_python_pattern(f.pattern), value):
         return None, f"{value!r} is not valid: {f.hint or 'it does not match ' + f.pattern}"
     if f.enum is not None and value not in f.enum:
         return None, f"must be one of {', '.join(f.enum)}, not {value!r}"
     return value, None
+
+
+def _python_pattern(pattern: str) -> str:
+    r"""A JSON Schema (ECMA 262) pattern for Python's ``re``: there, a final ``$`` also matches before a trailing
+    newline (``"COLA\n"`` would pass ``^[ -~]+$``); ``\Z`` is ECMA's ``$``."""
+    return pattern[:-1] + r"\Z" if pattern.endswith("$") and not pattern.endswith(r"\$") else pattern
 
 
 def _json_type(value: Any) -> str:
@@ -412,6 +426,16 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object with a key given twice is refused: which of ``"quantity": 1, "quantity": 5`` was meant?"""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"the key {key!r} appears more than once in an object")
+        out[key] = value
+    return out
+
+
 def read_items(kind: PostKind) -> tuple[list[Item], Response | None]:
     """The request's items, or the error response (nothing is written for it)."""
     if request.mimetype != "application/json":
@@ -419,7 +443,7 @@ def read_items(kind: PostKind) -> tuple[list[Item], Response | None]:
         return [], error_response(415, [FieldError("Content-Type", f"send application/json, not {given}")])
     data = request.get_data(cache=False)  # 413 (JSON, see the error handlers) when larger than MAX_BODY_BYTES
     try:
-        body = json.loads(data, parse_constant=_reject_constant)
+        body = json.loads(data, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
     except ValueError as exc:  # incl. UnicodeDecodeError
         return [], error_response(400, [FieldError("body", f"not valid JSON: {exc}")])
     except RecursionError:
@@ -530,6 +554,19 @@ async def post_items(tx: Tx, kind: PostKind, items: Sequence[Item], actor: str) 
     return results
 
 
+def unavailable(exc: BaseException, what: Literal["request", "file"]) -> Response:
+    """503 for a write the ledger did not confirm: closed (nothing was written), or no answer in time (it is still
+    queued and may yet be applied: say so; re-sending is safe because every item's id is its idempotency key)."""
+    if isinstance(exc, TimeoutError):
+        message = (
+            f"the ledger did not confirm the write in time: the {what} may still be applied. Send the same {what}"
+            " again later: that is safe (ids are idempotency keys; what was applied is reported as duplicate)"
+        )
+    else:
+        message = f"the ledger is not available: send the same {what} again later (safe: ids are idempotency keys)"
+    return error_response(503, [FieldError("ledger", message)], {"Retry-After": "5"})
+
+
 def _make_post_view(kind: PostKind) -> Callable[[], ResponseReturnValue]:
     def view() -> ResponseReturnValue:
         client = current_client()
@@ -541,12 +578,8 @@ def _make_post_view(kind: PostKind) -> Callable[[], ResponseReturnValue]:
             results = get_writer().call(lambda ledger: ledger.transact(lambda tx: post_items(tx, kind, items, actor)))
         except _Rejected as rejected:
             return error_response(rejected.status, rejected.errors)
-        except (LedgerClosed, TimeoutError):
-            return error_response(
-                503,
-                [FieldError("ledger", "the ledger is not available: send the same request again later")],
-                {"Retry-After": "5"},
-            )
+        except (LedgerClosed, TimeoutError) as exc:
+            return unavailable(exc, "request")
         created = any(r["status"] == "created" for r in results)
         return jsonify(items=results), 201 if created else 200
 
@@ -581,15 +614,21 @@ def _make_import_view(kind: PostKind) -> Callable[[], ResponseReturnValue]:
         data = request.get_data(cache=False)  # 413 (JSON) when larger than MAX_CSV_BYTES
         actor = f"api:{client.name}"
         try:
-            report = get_writer().call(lambda ledger: ledger.import_csv(kind, data, actor=actor, name=name))
-        except (LedgerClosed, TimeoutError):
-            return error_response(
-                503,
-                [FieldError("ledger", "the ledger is not available: send the same file again later")],
-                {"Retry-After": "5"},
+            report = get_writer().call(
+                lambda ledger: ledger.import_csv(kind, data, actor=actor, name=name, max_rows=MAX_IMPORT_ROWS),
+                timeout_s=IMPORT_TIMEOUT_S,
             )
+        except ImportTooLarge as exc:
+            return error_response(413, [FieldError("file", str(exc))])
+        except (LedgerClosed, TimeoutError) as exc:
+            return unavailable(exc, "file")
         if not report.ok:
-            errors = [FieldError(f"line {e.line}", e.message) for e in report.errors]
+            errors = [FieldError(f"line {e.line}", e.message) for e in report.errors[:MAX_IMPORT_ERRORS]]
+            more = len(report.errors) - MAX_IMPORT_ERRORS
+            if more > 0:
+                errors.append(
+                    FieldError("file", f"and {more:,} more problems (the first {MAX_IMPORT_ERRORS} are listed)")
+                )
             return error_response(422, errors)
         body = {"kind": kind, "name": name, "rows": report.rows, "applied": report.applied}
         body["duplicates"] = report.duplicates
@@ -744,7 +783,10 @@ def _json_error(exc: HTTPException) -> Response:
     code = exc.code or 500
     message = "internal error" if code == 500 else (exc.description or exc.name)
     if code == 413 and (request.endpoint or "").startswith("api.import_"):
-        message = f"the file is larger than {MAX_CSV_BYTES:,} bytes: split it (each file is imported all or nothing)"
+        message = (
+            f"the file is larger than {MAX_CSV_BYTES:,} bytes: split it into files of at most {MAX_IMPORT_ROWS:,}"
+            " rows (each file is imported all or nothing)"
+        )
     elif code == 413:
         message = f"the request body is larger than {MAX_BODY_BYTES:,} bytes: send fewer items per request"
     headers = {k: v for k, v in exc.get_headers() if k == "Allow"}

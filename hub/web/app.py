@@ -7,16 +7,19 @@ generated once and kept next to the database (``<db>.secret``, mode 0600).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import sqlite3
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, current_app, g
+from flask import Flask, current_app, g, render_template, request
+from flask.typing import ResponseReturnValue
 
+from hub.ledger.models import LedgerClosed
 from hub.web import access
 from hub.web.bridge import Writer
 
@@ -26,17 +29,32 @@ def secret_key_path(ledger_path: Path) -> Path:
 
 
 def load_secret_key(path: Path) -> bytes:
-    """Read the key, creating it (mode 0600, exclusively, so two processes agree) the first time."""
+    """Read the key, creating it (mode 0600) the first time. The key is written to a temporary file first and
+    then linked into place (``os.link`` fails if the name exists), so another process starting at the same moment
+    either finds no file or the whole key, never an empty or partial one, and both use the same key."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        key = path.read_bytes()
-        if len(key) < 32:
-            raise RuntimeError(f"{path}: secret key is too short; delete it to generate a new one") from None
-        return key
-    with os.fdopen(fd, "wb") as f:
-        f.write(secrets.token_bytes(64))
-    return path.read_bytes()
+        return _read_key(path)
+    except FileNotFoundError:
+        pass
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(64))
+            f.flush()
+            os.fsync(f.fileno())
+        with contextlib.suppress(FileExistsError):  # another process won: use its key
+            os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return _read_key(path)
+
+
+def _read_key(path: Path) -> bytes:
+    key = path.read_bytes()
+    if len(key) < 32:
+        raise RuntimeError(f"{path}: secret key is too short; delete it to generate a new one")
+    return key
 
 
 def get_db() -> sqlite3.Connection:
@@ -67,6 +85,23 @@ def _fmt_ms(ms: Any) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _unavailable(exc: Exception) -> ResponseReturnValue:
+    """503 for a write the ledger did not confirm (the writer is busy past the bridge's timeout, or closed), from
+    any view: a clear page (JSON under /api/), never a 500. A timed-out write is still queued and may be applied."""
+    if request.path == "/api" or request.path.startswith("/api/"):
+        from hub.web.api import unavailable
+
+        return unavailable(exc, "request")
+    if isinstance(exc, TimeoutError):
+        message = (
+            "The ledger is busy and did not confirm this change in time. It may still be applied: check before"
+            " trying again (reload the page in a moment)."
+        )
+    else:
+        message = "The ledger is not available (the hub is stopping or restarting). Try again in a moment."
+    return render_template("unavailable.html", message=message), 503, {"Retry-After": "5"}
+
+
 def create_app(
     ledger_path: Path | str,
     writer: Writer,
@@ -85,6 +120,8 @@ def create_app(
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_NAME="smartshelf_session",
         MAX_CONTENT_LENGTH=64 * 1024,
+        # a signed cookie older than a shift is refused (the signature's timestamp), even if it was copied
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
     )
     if config:
         app.config.update(config)
@@ -93,6 +130,8 @@ def create_app(
     app.teardown_appcontext(_close_db)
     app.jinja_env.filters["ms"] = _fmt_ms
     access.install(app)
+    app.register_error_handler(TimeoutError, _unavailable)
+    app.register_error_handler(LedgerClosed, _unavailable)
 
     from hub.web import alerts, api, auth, ledger_view, live, nodes_page, pages, reports, shelf, users_admin
 

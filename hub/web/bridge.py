@@ -2,7 +2,9 @@
 
 WSGI worker threads never open a write connection. ``LoopWriter.call(fn)`` schedules ``fn(ledger)`` on the loop
 that owns the ``LedgerService`` (``asyncio.run_coroutine_threadsafe``) and blocks the calling thread until the
-writer committed (or raised). Never call it from the loop's own thread: it would wait for itself.
+writer committed (or raised), or the timeout passed (``TimeoutError``: the work stays queued and may still be
+committed, so a caller must never say it was not applied). Never call it from the loop's own thread: it would
+wait for itself.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ T = TypeVar("T")
 
 
 class Writer(Protocol):
-    def call(self, fn: Callable[[LedgerService], Awaitable[T]]) -> T: ...
+    def call(self, fn: Callable[[LedgerService], Awaitable[T]], *, timeout_s: float | None = None) -> T: ...
 
 
 class LoopWriter:
@@ -28,8 +30,12 @@ class LoopWriter:
         self.loop = loop
         self.timeout_s = timeout_s
 
-    def call(self, fn: Callable[[LedgerService], Awaitable[T]]) -> T:
+    def call(self, fn: Callable[[LedgerService], Awaitable[T]], *, timeout_s: float | None = None) -> T:
+        """``timeout_s``: how long to wait for this call (default: ``self.timeout_s``); a longer one for work known
+        to keep the writer busy (a CSV import). On ``TimeoutError`` the work is still queued and may yet commit."""
+
         async def run() -> T:
             return await fn(self.ledger)
 
-        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(self.timeout_s)
+        wait = self.timeout_s if timeout_s is None else timeout_s
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(wait)

@@ -205,12 +205,14 @@ _ERRORS = {
     401: "No token, an unknown one, or a disabled client's",
     403: "The client lacks the scope this needs",
     404: "No such resource",
-    409: "An item's id was already used with different content (the error names the item); nothing was written",
-    413: "The body is too large; nothing was written",
+    409: "An item's id was already used with different content, or by another client (the error names the item);"
+    " nothing was written",
+    413: "The body is too large (an import: more bytes or rows than one file may have, split it); nothing was written",
     415: "The body is not application/json (text/csv for an import); nothing was written",
     422: "An item is invalid (each error names the field; for an import, each names the file's line); nothing was"
     " written",
-    503: "The ledger is not available: send the same request again later (ids make it safe)",
+    503: "The ledger is not available, or did not confirm the write in time (it may still be applied): send the same"
+    " request again later (ids make it safe)",
 }
 
 
@@ -236,7 +238,8 @@ def _operation(op: Operation) -> dict[str, Any]:
         out["requestBody"] = {
             "required": True,
             "description": (
-                f"A CSV file (at most {api.MAX_CSV_BYTES:,} bytes) in the format of `smartshelf ledger import "
+                f"A CSV file (at most {api.MAX_IMPORT_ROWS:,} rows and {api.MAX_CSV_BYTES:,} bytes) in the format of"
+                f" `smartshelf ledger import "
                 f"{name.removeprefix('import_')}`, imported all or nothing; `?name=` names it in the report."
             ),
             "content": {"text/csv": {"schema": {"type": "string"}}},

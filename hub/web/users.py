@@ -1,4 +1,8 @@
-"""Staff accounts: roles, password hashes (werkzeug.security), login throttling.
+"""Staff accounts: roles, password hashes (werkzeug.security), login throttling, session epochs.
+
+A role change, disabling and a password reset each bump the user's ``session_epoch`` in their own (audited)
+transaction, which signs out every session of theirs (``access._enforce`` compares it); logout does the same
+(``end_sessions``).
 
 Writes are functions of a ledger ``Tx`` (run them through the writer: ``ledger.transact(...)``); reads take a
 plain read-only ``sqlite3.Connection``.
@@ -6,7 +10,11 @@ plain read-only ``sqlite3.Connection``.
 
 from __future__ import annotations
 
+import re
+import secrets
 import sqlite3
+import threading
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -19,6 +27,7 @@ THROTTLE_FAILURES = 5
 THROTTLE_WINDOW_MS = 15 * 60 * 1000
 MIN_PASSWORD = 8
 MAX_USERNAME = 60
+USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,59}")
 
 
 def role_rank(role: str) -> int:
@@ -31,6 +40,7 @@ class User:
     role: str
     password_hash: str
     disabled: bool
+    session_epoch: int = 0  # a session is valid only while it carries this (see end_sessions)
 
 
 def hash_password(password: str) -> str:
@@ -40,9 +50,14 @@ def hash_password(password: str) -> str:
 
 
 def check_username(username: str) -> str:
-    # 60, not the column's 64: the user's actions are recorded as actor "web:<username>" (at most 64 characters)
-    if not 1 <= len(username) <= MAX_USERNAME or any(not "!" <= c <= "~" for c in username):
-        raise InvalidArgument(f"a username is 1..{MAX_USERNAME} printable ASCII characters without spaces")
+    """A new username: letters, digits, ``.``, ``_``, ``@`` and ``-``, starting with a letter or digit, at most 60
+    (not the column's 64: the user's actions are recorded as actor ``web:<username>``, at most 64 characters). No
+    ``/``: a username is one segment of ``/users/<username>`` (``x/../manager`` would act on ``manager``)."""
+    if not isinstance(username, str) or USERNAME_RE.fullmatch(username) is None:
+        raise InvalidArgument(
+            f"a username is 1..{MAX_USERNAME} characters: letters, digits, '.', '_', '@' and '-', starting with a"
+            " letter or digit"
+        )
     return username
 
 
@@ -68,17 +83,73 @@ async def record_login(tx: Tx, username: str, ip: str, ok: bool) -> None:
         await tx.audit(f"web:{username}", "login", {"ip": ip})
 
 
+async def end_sessions(tx: Tx, username: str, *, actor: str, why: str) -> None:
+    """Sign ``username`` out everywhere: bump the epoch every session of theirs carries (audited ``end_sessions``).
+    Logout does it; so do a password reset, a role change and disabling (in their own transaction)."""
+    await tx.conn.execute("UPDATE users SET session_epoch = session_epoch + 1 WHERE username = ?", (username,))
+    await tx.audit(actor, "end_sessions", {"username": username, "why": why})
+
+
 def get_user(conn: sqlite3.Connection, username: str) -> User | None:
     row = conn.execute(
-        "SELECT username, role, password_hash, disabled_ms FROM users WHERE username = ?", (username,)
+        "SELECT username, role, password_hash, disabled_ms, session_epoch FROM users WHERE username = ?", (username,)
     ).fetchone()
-    return None if row is None else User(row[0], row[1], row[2], row[3] is not None)
+    return None if row is None else User(row[0], row[1], row[2], row[3] is not None, int(row[4]))
+
+
+_dummy_hash: str | None = None
+
+
+def _dummy() -> str:
+    """A hash of a random password made like the real ones (scrypt), to verify against when there is no user."""
+    global _dummy_hash
+    if _dummy_hash is None:
+        _dummy_hash = generate_password_hash(secrets.token_urlsafe(16))
+    return _dummy_hash
 
 
 def verify(user: User | None, password: str) -> bool:
+    """Check ``password``. A missing or disabled user costs the same hash computation (checked against a dummy
+    hash of the same scheme), so the time taken does not tell which usernames exist."""
     if user is None or user.disabled:
+        check_password_hash(_dummy(), password)
         return False
     return check_password_hash(user.password_hash, password)
+
+
+class UnknownUserFailures:
+    """Failed sign-ins for usernames that do not exist, counted in memory (never written: anonymous requests must
+    not be able to queue ledger writes), per (username, ip) in the throttling window; at most ``max_keys`` keys,
+    the least recently used dropped first."""
+
+    def __init__(self, max_keys: int = 10_000) -> None:
+        self.max_keys = max_keys
+        self._lock = threading.Lock()
+        self._fails: OrderedDict[tuple[str, str], deque[int]] = OrderedDict()
+
+    def _window(self, key: tuple[str, str], at_ms: int) -> deque[int] | None:
+        times = self._fails.get(key)
+        if times is not None:
+            while times and times[0] <= at_ms - THROTTLE_WINDOW_MS:
+                times.popleft()
+        return times
+
+    def count(self, username: str, ip: str, at_ms: int | None = None) -> int:
+        with self._lock:
+            times = self._window((username, ip), now_ms() if at_ms is None else at_ms)
+            return 0 if times is None else len(times)
+
+    def record(self, username: str, ip: str, at_ms: int | None = None) -> None:
+        at = now_ms() if at_ms is None else at_ms
+        key = (username, ip)
+        with self._lock:
+            times = self._window(key, at)
+            if times is None:
+                times = self._fails[key] = deque(maxlen=THROTTLE_FAILURES * 4)
+            times.append(at)
+            self._fails.move_to_end(key)
+            while len(self._fails) > self.max_keys:
+                self._fails.popitem(last=False)
 
 
 def recent_failures(conn: sqlite3.Connection, username: str, ip: str, at_ms: int | None = None) -> int:
@@ -135,7 +206,9 @@ async def set_role(tx: Tx, username: str, role: str, *, actor: str, by: str | No
             raise InvalidArgument("you cannot demote yourself: ask another admin")
         if not disabled:
             await _keep_an_admin(tx, username, "demote")
-    await tx.conn.execute("UPDATE users SET role = ? WHERE username = ?", (role, username))
+    await tx.conn.execute(
+        "UPDATE users SET role = ?, session_epoch = session_epoch + 1 WHERE username = ?", (role, username)
+    )
     await tx.audit(actor, "set_user_role", {"username": username, "from": old, "role": role})
 
 
@@ -151,7 +224,8 @@ async def set_disabled(tx: Tx, username: str, disabled: bool, *, actor: str, by:
         if role == "admin":
             await _keep_an_admin(tx, username, "disable")
     await tx.conn.execute(
-        "UPDATE users SET disabled_ms = ? WHERE username = ?", (tx.now_ms if disabled else None, username)
+        "UPDATE users SET disabled_ms = ?, session_epoch = session_epoch + 1 WHERE username = ?",
+        (tx.now_ms if disabled else None, username),
     )
     await tx.audit(actor, "disable_user" if disabled else "enable_user", {"username": username})
 
@@ -161,7 +235,10 @@ async def set_password(tx: Tx, username: str, password_hash: str, *, actor: str)
     if not password_hash.startswith(("scrypt:", "pbkdf2:")) or "$" not in password_hash:
         raise InvalidArgument("a password is stored only as a hash (hash_password)")
     await _account(tx, username)
-    await tx.conn.execute("UPDATE users SET password_hash = ? WHERE username = ?", (password_hash, username))
+    await tx.conn.execute(
+        "UPDATE users SET password_hash = ?, session_epoch = session_epoch + 1 WHERE username = ?",
+        (password_hash, username),
+    )
     await tx.audit(actor, "reset_password", {"username": username})
 
 

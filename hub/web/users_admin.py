@@ -2,7 +2,9 @@
 
 Every change is one transaction of the ledger's writer with an audit entry (actor ``web:<admin>``); the safety
 rules (no admin disables or demotes themselves, the last enabled admin stays) are checked inside it
-(``hub/web/users.py``). Passwords are hashed here, in the web worker thread, never on the writer's loop.
+(``hub/web/users.py``). A role change, disabling and a password reset sign the user out everywhere (a new session
+epoch); an admin resetting their own password stays signed in on this device only. Passwords are hashed here, in
+the web worker thread, never on the writer's loop.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, g, redirect, render_template, request, session, url_for
 from werkzeug.wrappers.response import Response
 
 from hub.ledger.models import InvalidArgument, LedgerError
@@ -99,7 +101,7 @@ def create() -> Response | tuple[str, int]:
     return redirect(url_for("users.index"))
 
 
-@bp.post("/users/<path:username>")
+@bp.post("/users/<username>")
 def update(username: str) -> Response | tuple[str, int]:
     if get_user(get_db(), username) is None:
         abort(404)
@@ -123,5 +125,9 @@ def update(username: str) -> Response | tuple[str, int]:
         abort(404)
     except LedgerError as exc:
         return _render(error=f"User {username} not changed: {exc}.", status=400)
+    if username == by:  # an admin's own password reset ends their other sessions, not this one
+        me = get_user(get_db(), username)
+        if me is not None:
+            session["epoch"] = me.session_epoch
     flash(f"User {username}: {', '.join(done)}.")
     return redirect(url_for("users.index"))

@@ -593,6 +593,7 @@ def _bench(directory: Path, scale: Scale) -> dict[str, Any]:
         test_client = app.test_client()
         with test_client.session_transaction() as sess:
             sess["user"] = store.user
+            sess["epoch"] = 0  # a new user's session epoch (hub/web/access.py)
         bare = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
 
         def stock_queries() -> None:  # what /api/v1/stock reads: SKUs, book stock, observed stock
