@@ -355,6 +355,11 @@ async def test_a_reference_is_scoped_to_its_actor(ledger: LedgerService, reader:
     with pytest.raises(RefConflict, match="count:c1 was already used by api:pos1: use ids unique"):
         await ledger.record_count("TEA", 0, actor="api:pos2", ref="c1")
     assert (await ledger.record_count("TEA", 0, actor="api:pos1", ref="c1")).duplicate
+    # staff and the CLI share the store's references: another person's replay is a duplicate, an API client's is not
+    staff = await ledger.record_receipt("COLA", 6, actor="cli:ann", ref="D-7")
+    assert (await ledger.record_receipt("COLA", 6, actor="web:bob", ref="D-7")).movement_ids == staff.movement_ids
+    with pytest.raises(RefConflict, match="receipt:D-7 was already used by cli:ann"):
+        await ledger.record_receipt("COLA", 6, actor="api:wms", ref="D-7")
 
 
 async def test_an_alert_resolution_count_has_its_own_reference_kind(ledger: LedgerService) -> None:

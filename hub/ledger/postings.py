@@ -6,8 +6,10 @@ Every method runs inside a transaction the writer opened; it validates first and
 * **Source references.** Each posting has a unique source reference ``<kind>:<client id>``; posting the same
   reference again with the same content **by the same actor** is a no-op reported as ``Duplicate``; with different
   content it is refused (``RefConflict``): a mistake is corrected with a reversal and a new posting, never by
-  re-sending. A reference already used by **another actor** is refused (``RefConflict`` naming that actor, never
-  the other posting's content), so two clients each sending their own line ``1`` cannot silently lose a sale.
+  re-sending. Each API client has its own ids: a reference used by an API client is refused to every other actor,
+  and one used by anyone else is refused to an API client (``RefConflict`` naming that actor, never the other
+  posting's content), so two tills each sending their own line ``1`` cannot silently lose a sale. Staff, the CLI
+  and the hub share the store's references (a file re-imported by another person is still a duplicate).
   Alert resolutions post under references no client can produce: ``writeoff:alert<id>`` (clients cannot post
   write-offs) and ``resolution:alert<id>`` for a count.
   A posting with two sides (restock, transfer, non-restockable return) is one source reference with two legs.
@@ -105,6 +107,13 @@ def check_actor(actor: str) -> str:
     if not isinstance(actor, str) or not actor.strip() or len(actor) > 64:
         raise InvalidArgument("actor must be a non-empty name of at most 64 characters")
     return actor.strip()
+
+
+def _foreign(existing_actor: str, actor: str) -> bool:
+    """Is a reference of ``existing_actor`` out of ``actor``'s reach? Each API client (``api:<name>``) has its own
+    ids: two tills each sending their line ``1`` must not meet. Staff, the CLI and the hub itself share the store's
+    references, so a file re-imported by another person is still a duplicate."""
+    return existing_actor != actor and (existing_actor.startswith("api:") or actor.startswith("api:"))
 
 
 def _used_by(source_ref: str, other_actor: str) -> str:
@@ -210,7 +219,7 @@ class Tx:
         """Write the legs of one posting, or report the existing posting with this reference as a duplicate."""
         existing = await self.legs_of(source_ref)
         if existing:
-            if existing[0].actor != actor:
+            if _foreign(existing[0].actor, actor):
                 raise RefConflict(_used_by(source_ref, existing[0].actor))
             same = len(existing) == len(legs) and all(
                 e.sku == g.sku
@@ -448,7 +457,7 @@ class Tx:
         )
         if rows:
             cid, esku, eloc, ecounted, ets, ebook, eadj, eactor = rows[0]
-            if eactor != actor:
+            if _foreign(eactor, actor):
                 raise RefConflict(_used_by(source_ref, eactor))
             if (esku, eloc, ecounted) != (sku, loc, counted) or (ts_ms is not None and ets != ts_ms):
                 raise RefConflict(f"{source_ref} was already recorded: {ecounted} of {esku} at {eloc}")
