@@ -147,16 +147,6 @@ def test_login_is_throttled_per_username_and_ip(env: Env) -> None:
     assert _login(env, env.app.test_client(), "manager", PASSWORD).status_code == 302
 
 
-def test_login_redirects_only_to_local_paths(env: Env) -> None:
-    client = env.app.test_client()
-    client.get("/login")
-    resp = client.post(
-        "/login",
-        data={"username": "viewer", "password": PASSWORD, "csrf_token": env.csrf(client), "next": "//evil.example/"},
-    )
-    assert resp.status_code == 302 and resp.headers["Location"] == "/"
-
-
 def test_users_cli_hashes_the_password(env: Env, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     db = tmp_path / "fresh.db"
     monkeypatch.setattr("sys.stdin", io.StringIO("s3cret-password\n"))
@@ -246,6 +236,7 @@ def test_readme_shows_the_role_matrix(env: Env) -> None:
         "/ /evil.example",
         "/\\evil.example",
         "//evil.example",
+        "//evil.example/",
         "https://evil.example/",
         "/\x00/evil.example",
         "evil.example",
