@@ -320,3 +320,10 @@ def test_the_page_reads_one_snapshot_while_sensors_commit(env: Env, monkeypatch:
     html = env.client("viewer").get("/lanes/A1").get_data(as_text=True)
     start = re.search(r'\(start\)</td><td class="num">(-?\d+)</td>', html)
     assert start is not None and start.group(1) == "0", html[:2000]  # the seed's +21 is inside the window
+
+
+def test_a_time_label_at_the_right_edge_stays_inside_the_chart() -> None:
+    svg = charts.line_chart([], 0, 3_600_000, title="Weight", unit="g")  # ticks every 10 min, the last at the edge
+    labels = re.findall(r'<text x="([\d.]+)" y="[\d.]+" text-anchor="(\w+)">(\d\d:\d\d)</text>', svg)
+    assert labels[-1][1:] == ("end", "01:00") and labels[0][1] == "middle", labels
+    assert all(float(x) <= charts.WIDTH for x, _, _ in labels)

@@ -29,6 +29,7 @@ TOP = 24
 BOTTOM = 34
 PLOT_W = WIDTH - LEFT - RIGHT
 PLOT_H = HEIGHT - TOP - BOTTOM
+TICK_LABEL_HALF_W = 24  # half the width of a time label ("09:45", "11-27") at font-size 13
 
 _MINUTE = 60_000
 _TIME_STEPS = tuple(
@@ -228,8 +229,10 @@ def _svg(
         out.append(f'<text x="{LEFT - 6}" y="{y}" text-anchor="end" dominant-baseline="middle">{_fmt_value(v)}</text>')
     for tick in time_ticks(frame.t0_ms, frame.t1_ms):
         x = _c(frame.x(tick))
+        # a label centred on a tick near the right edge would be cut off by the viewBox: end it at the tick
+        anchor = "end" if frame.x(tick) > WIDTH - TICK_LABEL_HALF_W else "middle"
         out.append(f'<line x1="{x}" x2="{x}" y1="{TOP}" y2="{TOP + PLOT_H}" stroke="#eee"/>')
-        out.append(f'<text x="{x}" y="{TOP + PLOT_H + 16}" text-anchor="middle">{time_label(tick)}</text>')
+        out.append(f'<text x="{x}" y="{TOP + PLOT_H + 16}" text-anchor="{anchor}">{time_label(tick)}</text>')
     out.append(f'<text x="{LEFT + PLOT_W}" y="{HEIGHT - 2}" text-anchor="end" fill="#666">UTC</text>')
     out.append(f'<text x="4" y="{TOP - 9}" fill="#666">{escape(unit)}</text>')
     for ref in refs:
