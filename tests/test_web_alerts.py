@@ -4,6 +4,7 @@ outcome posts (write-off, count adjustment, nothing), refusing bad input without
 from __future__ import annotations
 
 import html
+import json
 import re
 import sqlite3
 from datetime import UTC, datetime
@@ -511,3 +512,49 @@ def test_a_write_off_is_refused_when_the_evidence_grew_since_the_page(env: Env) 
     # reloaded, the page shows 9 and the same form writes 9 off
     out = _resolve(env, manager, alert, outcome="theft", note="camera", shown_qty="9")
     assert "9 written off" in out and _balance(env, "COLA", "lane:A1") == 1
+
+
+@pytest.mark.parametrize(
+    ("kind", "evidence", "expected"),
+    [
+        (
+            "shrinkage",
+            {
+                "unexplained_units": 2,
+                "sku": "COLA",
+                "lane_id": "A1",
+                "window_s": 150.0,
+                "first_pick": "2026-11-27T15:09:12.033Z",
+                "last_pick": "2026-11-27T15:09:40.000Z",
+            },
+            "2 units of COLA left lane A1 and were neither put back nor sold within 150 s"
+            " (picks 15:09:12-15:09:40 UTC).",
+        ),
+        (
+            "damage",
+            {"suggested_units": 1, "sku": "SOUP", "lane_id": "C1"},
+            "The weight on lane C1 (SOUP) dropped without a whole item leaving: 1 unit likely damaged or spilled.",
+        ),
+        (
+            "misplaced",
+            {"sku": "COLA", "lane_id": "A1", "likely_sku": "CHIPS", "events": [{"weight_delta_dg": 1607}]},
+            "Something weighing 160.7 g was put on lane A1 (COLA): it fits CHIPS, not COLA.",
+        ),
+        (
+            "reorder",
+            {"sku": "TEA", "sku_name": "Green tea", "available": 3, "reorder_point": 4, "suggested_qty": 17},
+            "TEA (Green tea): 3 available, at or below the reorder point 4; suggested order 17.",
+        ),
+        (
+            "sensor",
+            {"problem": "silent", "node_id": 2, "last_seen": "2026-11-27T15:00:00.000Z"},
+            "Node 2 has not been heard from since 2026-11-27T15:00:00 UTC.",
+        ),
+        ("shrinkage", {"missing": 2}, ""),  # evidence without what the sentence needs: no sentence, no error
+        ("custom", {"anything": 1}, ""),
+    ],
+)
+def test_each_alert_kind_reads_as_one_sentence(kind: str, evidence: dict[str, object], expected: str) -> None:
+    from hub.web.alerts import summary
+
+    assert summary(kind, json.dumps(evidence)) == expected

@@ -154,6 +154,7 @@ class AlertRow:
     resolution: str | None
     movement_id: int | None
     movement: str | None  # what the resolution posted, e.g. "-2 COLA at lane:A1 (shrinkage)"
+    summary: str  # one sentence from the evidence ("" when it lacks what the sentence needs)
     evidence: tuple[EvidenceItem, ...]
     outcomes: tuple[str, ...]
     takes_qty: bool  # one of its outcomes writes off (qty)
@@ -173,6 +174,66 @@ def _scalar(value: Any) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k}: {_scalar(v)}" for k, v in value.items()) or "none"
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _g(weight_dg: Any) -> str:
+    return f"{weight_dg / 10:.1f} g" if isinstance(weight_dg, int) and not isinstance(weight_dg, bool) else "?"
+
+
+def _n(value: Any, one: str, many: str) -> str:
+    return f"{value} {one if value == 1 else many}"
+
+
+def summary(kind: str, text: str) -> str:
+    """One sentence a store manager reads before the evidence: what the alert says happened (from the evidence
+    reconciliation writes, hub/reconcile/README.md); empty when the evidence lacks what the sentence needs."""
+    try:
+        ev = json.loads(text)
+    except ValueError:
+        return ""
+    if not isinstance(ev, dict):
+        return ""
+    sku, lane = ev.get("sku"), ev.get("lane_id")
+    try:
+        if kind == "shrinkage":
+            return (
+                f"{_n(ev['unexplained_units'], 'unit', 'units')} of {sku} left lane {lane} and were neither put back"
+                f" nor sold within {ev['window_s']:.0f} s (picks {ev['first_pick'][11:19]}"
+                f"-{ev['last_pick'][11:19]} UTC)."
+            )
+        if kind == "damage":
+            return (
+                f"The weight on lane {lane} ({sku}) dropped without a whole item leaving:"
+                f" {_n(ev['suggested_units'], 'unit', 'units')} likely damaged or spilled."
+            )
+        if kind == "misplaced":
+            last = ev["events"][-1]
+            return (
+                f"Something weighing {_g(last['weight_delta_dg'])} was put on lane {lane} ({sku}):"
+                f" it fits {ev['likely_sku']}, not {sku}."
+            )
+        if kind == "reorder":
+            return (
+                f"{sku} ({ev['sku_name']}): {ev['available']} available, at or below the reorder point"
+                f" {ev['reorder_point']}; suggested order {ev['suggested_qty']}."
+            )
+        if kind == "sensor":
+            problem = ev.get("problem")
+            if problem == "silent":
+                return f"Node {ev['node_id']} has not been heard from since {ev['last_seen'][:19]} UTC."
+            if problem == "stuck":
+                return (
+                    f"Lane {lane} ({sku}) reported nothing for {ev['no_event_for_s'] / 60:.0f} min while"
+                    f" {_n(ev['unseen_sale_units'], 'unit was', 'units were')} sold: the load cell may be stuck."
+                )
+            if problem == "drift":
+                return (
+                    f"Lane {lane} ({sku}): {ev['events_in_period']} uncertain or unexplained weight changes in"
+                    f" {ev['period_s'] / 60:.0f} min (threshold {ev['threshold']}): the load cell may drift."
+                )
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+        return ""
+    return ""
 
 
 def readable_evidence(text: str) -> tuple[EvidenceItem, ...]:
@@ -227,6 +288,7 @@ def _alert_row(r: sqlite3.Row) -> AlertRow:
         resolution=r["resolution"],
         movement_id=r["resolution_movement_id"],
         movement=movement,
+        summary=summary(kind, r["evidence"]),
         evidence=readable_evidence(r["evidence"]),
         outcomes=kinds_outcomes,
         takes_qty=bool(write_offs),
