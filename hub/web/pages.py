@@ -5,7 +5,6 @@ from __future__ import annotations
 import html
 import json
 import sqlite3
-import time
 from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from flask import Blueprint, abort, current_app, render_template, request, url_f
 from markupsafe import Markup
 
 from hub.web.access import allowed
+from hub.web.app import fmt_ms
 
 bp = Blueprint("pages", __name__)
 
@@ -175,14 +175,6 @@ def lanes(
             )
         )
     return rows
-
-
-def fmt_ms(ms: int | None) -> str:
-    """As the ``ms`` template filter, ten times faster (2,000 rows)."""
-    if ms is None:
-        return "-"
-    t = time.gmtime(ms // 1000)
-    return f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d} {t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} UTC"
 
 
 # lane id -> (what the row was built from, the row): one entry per lane, replaced when the lane's row changes
