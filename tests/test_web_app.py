@@ -17,6 +17,7 @@ from hub.cli import main
 from hub.ledger import AlertStatus
 from hub.web import create_app
 from hub.web.access import API, PUBLIC, ROLE_MATRIX, matrix_markdown
+from hub.web.api_clients import add_client, token_sha256
 from hub.web.app import secret_key_path
 from hub.web.users import ROLES, THROTTLE_FAILURES, role_rank
 from tests.web_routes import ROUTES
@@ -48,7 +49,10 @@ def _fingerprint(env: Env) -> list[tuple[Any, ...]]:
 def test_route_by_role(env: Env, route: str, role: str | None) -> None:
     r = ROUTES[route]
     client = env.client(role)
-    url = r.url.format(alert=_alert_id(env), lane="A1", user="viewer")
+    if "{client}" in r.url:
+        digest = token_sha256("ssk_" + "c" * 43)
+        env.write(lambda ledger: ledger.transact(lambda tx: add_client(tx, "till-1", digest, ("sales",), actor="t")))
+    url = r.url.format(alert=_alert_id(env), lane="A1", user="viewer", client="till-1")
     before = _fingerprint(env)
     form = {**r.data, "csrf_token": env.csrf(client)}
     resp = client.get(url) if r.method == "GET" else client.post(url, data=form)

@@ -243,7 +243,17 @@ def test_overview_fits_a_phone_without_horizontal_scrolling(browser: Browser, li
 
 @pytest.mark.parametrize(
     "path",
-    ["/alerts", "/lanes/A1?range=24h", "/ledger", "/reorder", "/reports", "/nodes", "/users", "/alerts?status=all"],
+    [
+        "/alerts",
+        "/lanes/A1?range=24h",
+        "/ledger",
+        "/reorder",
+        "/reports",
+        "/nodes",
+        "/users",
+        "/api-clients",
+        "/alerts?status=all",
+    ],
 )
 def test_every_page_fits_a_phone(browser: Browser, live: LiveHub, path: str) -> None:
     """The page never widens the phone's layout viewport (the browser would zoom out); a table wider than the

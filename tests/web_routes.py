@@ -1,8 +1,9 @@
 """Every page route of the status page, with a request that exercises it (the role-matrix test walks them all).
 
-``url`` may name ``{alert}`` (an open shrinkage alert of the seeded ledger), ``{lane}`` (a seeded lane id) and
-``{user}`` (a seeded user). ``data`` is the form a POST sends (the CSRF token is added). ``ok`` is the status an
-allowed role gets. The API's endpoints are tested in tests/test_web_api.py (tokens, not roles).
+``url`` may name ``{alert}`` (an open shrinkage alert of the seeded ledger), ``{lane}`` (a seeded lane id),
+``{user}`` (a seeded user) and ``{client}`` (an API client the test adds). ``data`` is the form a POST sends (the
+CSRF token is added). ``ok`` is the status an allowed role gets. The API's endpoints are tested in
+tests/test_web_api.py (tokens, not roles).
 """
 
 from __future__ import annotations
@@ -41,5 +42,8 @@ ROUTES: dict[str, Route] = {
         {"username": "newbie", "role": "viewer", "password": "a-long-password", "confirm": "a-long-password"},
         ok=302,
     ),
+    "api clients": Route("GET", "/api-clients", "clients.index"),
+    "add api client": Route("POST", "/api-clients", "clients.create", {"name": "till-9", "scopes": "sales"}, ok=201),
+    "disable api client": Route("POST", "/api-clients/{client}/disable", "clients.disable", ok=302),
     "update user": Route("POST", "/users/{user}", "users.update", {"role": "clerk"}, ok=302),
 }

@@ -42,6 +42,9 @@ ROLE_MATRIX: dict[str, str] = {
     "users.index": "admin",
     "users.create": "admin",
     "users.update": "admin",
+    "clients.index": "admin",
+    "clients.create": "admin",
+    "clients.disable": "admin",
     # the HTTP API (hub/web/api.py): bearer tokens, scopes in api.API_SCOPES
     "api.openapi": PUBLIC,
     "api.post_sales": API,

@@ -137,8 +137,21 @@ def create_app(
     app.register_error_handler(TimeoutError, _unavailable)
     app.register_error_handler(LedgerClosed, _unavailable)
 
-    from hub.web import alerts, api, auth, ledger_view, live, nodes_page, pages, reports, shelf, users_admin
+    from hub.web import (
+        alerts,
+        api,
+        auth,
+        clients_admin,
+        ledger_view,
+        live,
+        nodes_page,
+        pages,
+        reports,
+        shelf,
+        users_admin,
+    )
 
-    for module in (auth, pages, live, nodes_page, shelf, alerts, ledger_view, reports, users_admin, api):
+    blueprints = (auth, pages, live, nodes_page, shelf, alerts, ledger_view, reports, users_admin, clients_admin, api)
+    for module in blueprints:
         app.register_blueprint(module.bp)
     return app
