@@ -65,6 +65,15 @@ class Filters:
     day_to: date | None = None
     ref: str = ""
 
+    def time_range(self) -> list[tuple[str, int]]:
+        """The date filters as (condition, parameter): days from / to in UTC, both included."""
+        out = []
+        if self.day_from is not None:
+            out.append(("ts_ms >= ?", _day_ms(self.day_from)))
+        if self.day_to is not None:
+            out.append(("ts_ms < ?", _day_ms(self.day_to) + _DAY_MS))
+        return out
+
     def where(self) -> tuple[list[str], list[Any]]:
         """SQL conditions and their parameters (written so that SQLite can use the movements indexes)."""
         cond: list[str] = []
@@ -84,12 +93,9 @@ class Filters:
         if self.actor:
             cond.append("substr(actor, 1, ?) = ?")
             args += [len(self.actor), self.actor]
-        if self.day_from is not None:
-            cond.append("ts_ms >= ?")
-            args.append(_day_ms(self.day_from))
-        if self.day_to is not None:
-            cond.append("ts_ms < ?")
-            args.append(_day_ms(self.day_to) + _DAY_MS)
+        for condition, value in self.time_range():
+            cond.append(condition)
+            args.append(value)
         if self.ref:
             cond.append("instr(source_ref, ?) > 0")
             args.append(self.ref)
@@ -186,14 +192,9 @@ _ALL_REASONS = tuple(r.value for r in Reason)
 
 def _candidates(filters: Filters) -> list[tuple[str, str, list[Any]]]:
     """(index, condition, parameters) for each index that can drive the query (date range included)."""
-    ts_cond, ts_args = [], []
-    if filters.day_from is not None:
-        ts_cond.append(" AND ts_ms >= ?")
-        ts_args.append(_day_ms(filters.day_from))
-    if filters.day_to is not None:
-        ts_cond.append(" AND ts_ms < ?")
-        ts_args.append(_day_ms(filters.day_to) + _DAY_MS)
-    ts = "".join(ts_cond)
+    bounds = filters.time_range()
+    ts = "".join(f" AND {condition}" for condition, _ in bounds)
+    ts_args = [value for _, value in bounds]
     out: list[tuple[str, str, list[Any]]] = []
     if filters.sku:
         out.append(("movements_sku_ts", "sku = ?" + ts, [filters.sku, *ts_args]))
