@@ -374,3 +374,19 @@ async def test_an_alert_resolution_count_has_its_own_reference_kind(ledger: Ledg
     assert result.source_ref == "resolution:alert1" and not result.duplicate and result.book_qty == 5
     with pytest.raises(InvalidArgument):
         await ledger.transact(lambda tx: tx.count("COLA", 7, ts_ms=None, actor="x", ref="y", kind="sale"))
+
+
+async def test_a_sale_or_pick_from_a_location_that_never_held_stock_is_refused(
+    ledger: LedgerService, reader: LedgerReader
+) -> None:
+    """A typo in a plain location name must not open a phantom location with negative stock."""
+    with pytest.raises(UnknownLocation, match=r"no stock was ever booked at 'warehuose'.*known: backroom"):
+        await ledger.record_sale("COLA", 1, actor="pos", ref="typo", location="warehuose")
+    with pytest.raises(UnknownLocation, match="nothing can be sold or picked from there"):
+        await ledger.record_order_pick("COLA", 1, "W1", actor="wms", ref="typo-pick", location="warehuose")
+    # stock entering a new location opens it; then it can be sold from
+    await ledger.record_receipt("COLA", 5, actor="wms", ref="in", location="warehouse")
+    await ledger.record_sale("COLA", 2, actor="pos", ref="ok", location="warehouse")
+    with pytest.raises(UnknownLocation, match="known: backroom, warehouse"):
+        await ledger.record_sale("COLA", 1, actor="pos", ref="typo2", location="warehuose")
+    assert "warehuose" not in {b.location for b in await reader.book_stock()}

@@ -294,10 +294,24 @@ class Tx:
     # ------------------------------------------------------------------------------------- business postings
 
     async def _out_of(self, sku: str, location: str | None) -> tuple[str, bool]:
+        """Where a sale or pick takes stock from. A plain location name must be one stock was ever booked at: a
+        typo (``backroon``) would otherwise open a phantom location with negative stock."""
         await self.require_sku(sku)
         if location is None:
             return await self.shelf_location(sku), False
-        return await self.book_location(location), True
+        loc = await self.book_location(location)
+        plain = loc != BACKROOM and not loc.startswith(LANE_PREFIX)
+        if plain and not await self._rows("SELECT 1 FROM balances WHERE location = ? LIMIT 1", (loc,)):
+            rows = await self._rows(
+                "SELECT DISTINCT location FROM balances WHERE location NOT GLOB 'sensor:*' AND location NOT GLOB"
+                " 'lane:*' ORDER BY location LIMIT 6"
+            )
+            known = ", ".join(sorted({BACKROOM, *(str(r[0]) for r in rows)}))
+            raise UnknownLocation(
+                f"no stock was ever booked at {loc!r}: nothing can be sold or picked from there"
+                f" (known: {known}, or lane:<lane id>)"
+            )
+        return loc, True
 
     async def sale(
         self, sku: str, qty: int, *, ts_ms: int | None, actor: str, ref: str | None, location: str | None = None
