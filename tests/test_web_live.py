@@ -220,6 +220,10 @@ def test_more_streams_than_allowed_get_503(env: Env) -> None:
     again.close()
     live.close_feed(app)
     assert _client(app).get("/events", buffered=False).status_code == 503  # the server is stopping
+    # every reader of the feed says so too: the page (HTML), the snapshot, the API (JSON)
+    for url in ("/", "/lanes.json"):
+        resp = _client(app).get(url)
+        assert resp.status_code == 503 and int(resp.headers["Retry-After"]) > 0, url
 
 
 # ------------------------------------------------------------------------------------------- over HTTP

@@ -31,6 +31,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request
 
+from hub.ledger.models import LedgerClosed
 from hub.web.pages import UNRESOLVED_SQL, LaneRow, cause_lanes, cause_node, lanes
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,8 @@ class TooManyClients(Exception):
     pass
 
 
-class FeedClosed(Exception):
-    pass
+class FeedClosed(LedgerClosed):
+    """The server is stopping: the feed reads nothing more (answered 503 by the app, like a closed ledger)."""
 
 
 class Subscription:
@@ -394,8 +395,5 @@ def events() -> Response:
 
 @bp.get("/lanes.json", endpoint="lanes")
 def lanes_json() -> Response:
-    try:
-        snapshot = feed(current_app).snapshot()
-    except FeedClosed:
-        return Response("The server is stopping.\n", status=503, mimetype="text/plain", headers={"Retry-After": "10"})
+    snapshot = feed(current_app).snapshot()  # FeedClosed (the server stopping): 503 from app._unavailable
     return Response(json.dumps(snapshot, separators=(",", ":")), mimetype="application/json")

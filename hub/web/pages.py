@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from flask import Blueprint, abort, current_app, render_template, request, url_for
+from flask import Blueprint, current_app, render_template, request, url_for
 from markupsafe import Markup
 
 from hub.web.access import allowed
@@ -247,12 +247,11 @@ def _matches(lane: LaneRow, text: str, state: str) -> bool:
 
 @bp.get("/")
 def overview() -> str:
-    from hub.web.live import FeedClosed, feed
+    from hub.web.live import feed
 
-    try:  # the live feed's rows: up to date with every commit so far, only changed lanes read again
-        rows, open_alerts = feed(current_app).rows()
-    except FeedClosed:
-        abort(503, "The server is stopping.")
+    # the live feed's rows: up to date with every commit so far, only changed lanes read again (a closed feed, the
+    # server stopping: 503 from app._unavailable)
+    rows, open_alerts = feed(current_app).rows()
     text = request.args.get("q", "").strip()[:64]
     state = request.args.get("state", "")
     if state not in STATE_LABELS:
