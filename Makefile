@@ -28,11 +28,12 @@ bootstrap: $(VENV)/.stamp node_modules/.stamp $(foreach p,$(PORTS),.stubs/$(p)/.
 browser:
 	@tools/bootstrap/install-chromium.sh
 
-$(VENV)/.stamp: pyproject.toml
+# The hub (with its dev extra) and the developer tools, a distribution of their own (tools/pyproject.toml).
+$(VENV)/.stamp: pyproject.toml tools/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]' -e ./tools
 	@touch $@
 
 node_modules/.stamp: package.json package-lock.json

@@ -46,9 +46,9 @@ from tests.faults.harness import (
     write_hub_config,
 )
 from tests.faults.relay import FaultRelay, Faults
-from tools.demo import expected_outcome
 from tools.emulation.host import Emulator
 from tools.emulation.scenarios import FIRST_ACTION_S, Scenario, ScenarioBuilder
+from tools.emulation.store import expected_outcome
 
 SEED = 7
 NODES = [1, 2]

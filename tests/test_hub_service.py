@@ -14,12 +14,13 @@ from typing import Any, cast
 
 import pytest
 
-from hub.ingest import Ingest
 from hub.ledger import LaneReading, LedgerService, SensorEvent, Sku
 from hub.ledger.models import Reason
-from hub.nodes import RESERVE_BLOCK, CommandTimeout
-from hub.queries import HubReader
+from hub.link.booking import SensorBooking
+from hub.link.commands import CommandTimeout
+from hub.link.session import RESERVE_BLOCK
 from hub.service import HubService
+from hub.service.control import HubRunning
 from shared_protocol.auth import Key
 from shared_protocol.frame import UplinkSender
 from shared_protocol.messages import (
@@ -122,7 +123,7 @@ async def test_hello_is_answered_with_the_ledgers_mark_then_lanes_are_pushed_and
         assert set_lane == [SetLane(0, 3500, 20, "COLA")]
         await node.wait_for(lambda: node.messages(RequestState))
         # lane 2's counters disagree with the (empty) ledger: the first report books a sensor gap
-        await eventually(lambda: service.ingest and service.ingest.stats.gaps >= 1, what="gap")
+        await eventually(lambda: service.ingest and service.ingest.totals().gaps >= 1, what="gap")
         await asyncio.sleep(0.1)
         gaps = db_rows(db, "SELECT qty, location FROM movements WHERE reason = 'sensor_gap'")
         assert gaps == [(6, "sensor:node1-lane2")]  # lane 0 (events up to 5, 4 not received) is compared later
@@ -147,7 +148,7 @@ async def test_events_are_applied_once_and_retransmissions_and_replays_are_not(h
     # the node did not get the ack: it retransmits 3..5 in new frames (new frame seq, same event_seq)
     for ev_seq in (3, 4, 5):
         node.send(Event(ev_seq, 0, KIND_PICK, -1, -3500, 97, 900))
-    await eventually(lambda: hub.ingest and hub.ingest.stats.duplicates == 3, what="duplicates")
+    await eventually(lambda: hub.ingest and hub.ingest.totals().duplicates == 3, what="duplicates")
     await node.wait_for(lambda: node.acks.count(5) >= 2)
     # an old frame replayed byte for byte is rejected before it reaches the ledger
     node.write(encode_serial(frames[1]))
@@ -209,7 +210,7 @@ async def test_no_ack_before_commit_and_none_without_it(hub: HubService, node: F
 
     ledger._commit = failing_commit  # type: ignore[method-assign]
     ev, _ = node.event(0, -1)
-    await eventually(lambda: hub.ingest and hub.ingest.stats.failed == 1, what="failure")
+    await eventually(lambda: hub.ingest and hub.ingest.totals().failed == 1, what="failure")
     await asyncio.sleep(0.2)
     assert max(node.acks) == 1 and len(movements(hub)) == 1
     ledger._commit = original  # type: ignore[method-assign]
@@ -327,7 +328,7 @@ async def test_hub_restart_rejects_old_frames_accepts_new_ones_and_keeps_the_dow
         node.hello()
         await node.wait_for(lambda: node.acks.count(2) >= 3)
         assert [m[0] for m in movements(service)] == [1, 2]
-        assert service.ingest is not None and service.ingest.stats.gaps == 0
+        assert service.ingest is not None and service.ingest.totals().gaps == 0
     finally:
         await service.stop()
 
@@ -337,7 +338,7 @@ async def test_stop_flushes_the_ledger_and_acks_what_committed(config: Path, nod
     await handshake(node)
     for _ in range(50):
         node.event(1, +1)
-    await eventually(lambda: service.ingest and service.ingest.stats.events >= 50, what="events read")
+    await eventually(lambda: service.ingest and service.ingest.totals().events >= 50, what="events read")
     await service.stop()
     assert len(movements(config.parent / "hub.db")) == 50
     await node.wait_ack(50, timeout=2)
@@ -406,8 +407,6 @@ async def test_hub_command_without_a_running_hub(config: Path, capsys: pytest.Ca
 
 
 async def test_a_second_hub_on_the_same_database_refuses_to_start(hub: HubService, config: Path) -> None:
-    from hub.control import HubRunning
-
     with pytest.raises(HubRunning):
         await start_hub(config)
 
@@ -433,13 +432,13 @@ async def test_lane_states_become_thinned_readings_of_registered_lanes(hub: HubS
 
 
 async def test_a_reading_the_ledger_could_not_store_is_not_thinned_away() -> None:
-    ingest = Ingest(cast(LedgerService, None), cast(HubReader, None), [])
+    booking = SensorBooking(cast(LedgerService, None))
     reading = LaneReading(1, 0, 1_700_000_000_000, 3500, 1)
-    assert ingest.readings.keep(reading) and not ingest.readings.keep(reading)
-    fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    assert booking.readings.keep(reading) and not booking.readings.keep(reading)
+    fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
     fut.set_exception(sqlite3.OperationalError("disk I/O error"))
-    ingest._reading_done(reading, fut)
-    assert ingest.readings.keep(reading)  # stored next time
+    booking.reading_done(reading, fut)
+    assert booking.readings.keep(reading)  # stored next time
 
 
 # --------------------------------------------------------------------------------------- outbox overflow
@@ -459,12 +458,12 @@ async def test_outbox_overflow_books_a_sensor_gap_and_acks_move_past_it(
     lost = [node.make_event(0, -2), node.make_event(0, -1), node.make_event(1, +3), node.make_event(0, -1)]  # 3..6
     node.event(0, -1)  # 7
     node.event(1, +1)  # 8
-    await eventually(lambda: hub.ingest and hub.ingest.stats.applied >= 4, what="events 7, 8")
+    await eventually(lambda: hub.ingest and hub.ingest.totals().applied >= 4, what="events 7, 8")
     await asyncio.sleep(0.1)
     assert max(node.acks) == 2  # 3..6 missing: no ack past them yet
     node.health(outbox_first=7, outbox_depth=2, dropped=4)
     await node.wait_ack(8)
-    await eventually(lambda: hub.ingest and hub.ingest.stats.gaps == 2, what="both lanes' gaps")
+    await eventually(lambda: hub.ingest and hub.ingest.totals().gaps == 2, what="both lanes' gaps")
     gaps = db_rows(
         tmp_path / "hub.db", "SELECT location, qty, note FROM movements WHERE reason = 'sensor_gap' ORDER BY location"
     )
@@ -473,7 +472,7 @@ async def test_outbox_overflow_books_a_sensor_gap_and_acks_move_past_it(
     observed = db_rows(tmp_path / "hub.db", "SELECT lane_id, qty FROM observed_stock WHERE lane_id = 'A1'")
     assert observed == [("A1", node.counters[0].count)]
     node.send(lost[1])  # a dropped event turning up after all is not counted twice
-    await eventually(lambda: hub.ingest and hub.ingest.stats.duplicates == 1, what="duplicate")
+    await eventually(lambda: hub.ingest and hub.ingest.totals().duplicates == 1, what="duplicate")
     assert len(db_rows(tmp_path / "hub.db", "SELECT 1 FROM movements WHERE reason = 'sensor_gap'")) == 2
 
 

@@ -22,76 +22,27 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from hub.config import load_config
-from hub.ledger.models import Alert, Sku
+from hub.ledger.models import Alert
 from hub.ledger.reader import LedgerReader
 from hub.ledger.service import LedgerService
 from hub.service import HubService
 from hub.web.api_clients import add_client, new_token, token_sha256
 from hub.web.users import add_user, hash_password
 from tools.emulation.host import Emulator, EmulatorError
-from tools.emulation.scenarios import Scenario, TruthRow, build
+from tools.emulation.scenarios import Scenario, build
+from tools.emulation.store import STAFF, expected_outcome, lane_id, open_store
 
 SETTLE_S = 20.0  # the last seconds of a timed demo: no new shopping, events and sales drain
 MIN_DURATION_S = 75.0
 LIVE_SHOPPING_S = 600.0  # without --duration: the story, then shoppers for ten minutes (then the shelves idle)
 STORY_SPAN_S = 150.0 - 12.0  # the store story from its first action to the restock
 RECONCILE = {"window_s": 150.0, "grace_s": 5.0, "lead_s": 10.0, "putback_s": 60.0, "interval_s": 2.0}
-STAFF = "demo-staff"
 WEB_PORT = 8080  # the status page; any free port when 8080 is taken
 DEMO_LOGIN = ("demo", "demo-password")  # a manager account on the demo's throw-away ledger
 POS = "demo-pos"  # the point of sale's API client (its writes are recorded as actor api:demo-pos)
-
-
-def lane_id(node: int, lane: int) -> str:
-    return f"node{node}-lane{lane}"
-
-
-@dataclass
-class Expected:
-    counts: dict[str, tuple[str, int]] = field(default_factory=dict)  # lane_id -> (sku, units on the shelf)
-    alerts: set[tuple[str, str]] = field(default_factory=set)  # (kind, cause_key)
-
-
-def expected_outcome(truth: list[TruthRow], until_s: float) -> Expected:
-    """What the ledger should show once everything that happened before ``until_s`` is in."""
-    exp = Expected()
-    for row in sorted(truth, key=lambda r: r.t):
-        if row.t > until_s:
-            continue
-        lid = lane_id(row.node, row.lane)
-        exp.counts[lid] = (row.sku, row.stock_after)
-        cause = f"lane:{lid}/{row.sku}"
-        if row.action == "theft":
-            exp.alerts.add(("shrinkage", cause))
-        elif row.action == "damage":
-            exp.alerts.add(("damage", cause))
-        elif row.action == "misplaced":
-            exp.alerts.add(("misplaced", cause))
-        if row.action != "initial" and row.stock_after <= row.reorder_point:
-            exp.alerts.add(("reorder", f"sku:{row.sku}"))
-    return exp
-
-
-async def open_store(ledger: LedgerService, scenario: Scenario) -> None:
-    """A scenario's catalogue, lane assignments and opening stock (received, then put on the shelves)."""
-    seen: set[str] = set()
-    for nid, plan in sorted(scenario.nodes.items()):
-        for index, setup in enumerate(plan.lanes):
-            sku = setup.sku
-            if sku.sku not in seen:
-                seen.add(sku.sku)
-                await ledger.add_sku(
-                    Sku(sku.sku, sku.sku.title(), round(sku.unit_g * 10), round(sku.spread * 1000),
-                        setup.reorder_point, 2 * setup.initial, 2 * setup.initial),
-                    actor=STAFF,
-                )  # fmt: skip
-            lid = await ledger.assign_lane(nid, index, sku.sku, actor=STAFF, lane_id=lane_id(nid, index))
-            await ledger.record_receipt(sku.sku, setup.initial, actor=STAFF, ref=f"opening:{lid}")
-            await ledger.restock(sku.sku, lid, setup.initial, actor=STAFF, ref=f"opening-shelf:{lid}")
 
 
 def story_scale(duration_s: float | None) -> float:

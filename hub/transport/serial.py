@@ -25,6 +25,7 @@ import os
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import serial
 
@@ -119,6 +120,23 @@ class SerialLink:
         self.stats.frames_out += 1
         self.stats.bytes_out += len(line)
         return True
+
+    def status(self) -> dict[str, Any]:
+        """This port's part of the hub's status (JSON-ready)."""
+        s = self.stats
+        return {
+            "port": self.name,
+            "connected": self.connected,
+            "opens": s.opens,
+            "disconnects": s.disconnects,
+            "bytes_in": s.bytes_in,
+            "frames_in": s.frames_in,
+            "garbage_chunks": s.garbage_chunks,
+            "garbage_bytes": s.garbage_bytes,
+            "frames_out": s.frames_out,
+            "dropped_out": s.dropped_out,
+            "last_error": s.last_error,
+        }
 
     # ------------------------------------------------------------------------------------------ lifecycle
 

@@ -21,8 +21,8 @@ from shared_protocol.auth import Key
 from shared_protocol.frame import encode_frame
 from shared_protocol.messages import KIND_PICK, Event
 from shared_protocol.serial_framing import encode_serial
-from tools.demo import open_store
 from tools.emulation.scenarios import Scenario
+from tools.emulation.store import open_store
 from tools.mpy_runtime import REPO_ROOT
 
 FORGED_WEIGHT_DG = -12345  # a weight no real event of these scenarios has: a forged event would stand out

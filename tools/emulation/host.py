@@ -44,7 +44,7 @@ from types import FrameType
 from typing import IO, Any
 
 from firmware import config as node_config
-from hub.argtypes import number
+from hub.cli.args import number
 from tools.emulation.board import provision
 from tools.emulation.scenarios import SCENARIOS, Scenario, build
 from tools.mpy_runtime import REPO_ROOT, MicroPythonUnavailable, NodeProcess

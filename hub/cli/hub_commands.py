@@ -21,8 +21,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hub.argtypes import number
+from hub.cli.args import number
 from hub.config import ConfigError, HubConfig, load_config
+from hub.ledger.cli import default_actor
+from hub.ledger.models import LedgerError
+from hub.service import HubService
+from hub.service.control import HubNotRunning, HubRunning, request
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
 DEFAULT_CONFIG = "hub.toml"
@@ -46,10 +50,6 @@ def _config(args: argparse.Namespace) -> HubConfig | None:
 
 
 async def _serve(cfg: HubConfig, status_interval_s: float | None) -> int:
-    from hub.control import HubRunning
-    from hub.ledger.models import LedgerError
-    from hub.service import HubService
-
     service = HubService(cfg)
     try:
         await service.start()
@@ -85,7 +85,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _request(args: argparse.Namespace) -> dict[str, Any]:
     req: dict[str, Any] = {"op": "command", "node": args.node, "command": args.verb, "timeout_s": args.timeout}
-    req["actor"] = args.actor or _default_actor()
+    req["actor"] = args.actor or default_actor()
     if args.verb in ("tare", "calibrate", "set-lane"):
         req["lane"] = args.lane
     if args.verb == "calibrate":
@@ -97,15 +97,7 @@ def _request(args: argparse.Namespace) -> dict[str, Any]:
     return req
 
 
-def _default_actor() -> str:
-    from hub.ledger.cli import default_actor
-
-    return default_actor()
-
-
 def _command(args: argparse.Namespace) -> int:
-    from hub.control import HubNotRunning, request
-
     cfg = _config(args)
     if cfg is None:
         return EXIT_REFUSED
@@ -129,8 +121,6 @@ def _command(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from hub.control import HubNotRunning, request
-
     cfg = _config(args)
     if cfg is None:
         return EXIT_REFUSED

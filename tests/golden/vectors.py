@@ -1,6 +1,6 @@
 """Golden vectors for wire protocol v1: one per message type plus edge values.
 
-``python -m tools.protocol_vectors --write`` regenerates ``tests/golden/protocol_v1.json``; do that only
+``python -m tests.golden.vectors --write`` regenerates ``tests/golden/protocol_v1.json``; do that only
 for a deliberate protocol change (and bump the version). Tests check that CPython and MicroPython both
 reproduce every byte of this file and decode it back.
 """
@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-VECTORS_PATH = Path(__file__).resolve().parents[1] / "tests" / "golden" / "protocol_v1.json"
+from tests.portable.protocol_cases import encode_vector
+
+VECTORS_PATH = Path(__file__).resolve().parent / "protocol_v1.json"
 
 KEY_A = "000102030405060708090a0b0c0d0e0f"
 KEY_B = "c0ffee" * 10 + "42"  # 31 bytes, odd length on purpose
@@ -71,9 +73,6 @@ SPECS: list[dict[str, Any]] = [
 
 
 def build() -> list[dict[str, Any]]:
-    sys.path.insert(0, str(VECTORS_PATH.parents[2]))
-    from tests.portable.protocol_cases import encode_vector
-
     return [dict(spec, **encode_vector(spec)) for spec in SPECS]
 
 

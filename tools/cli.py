@@ -1,62 +1,38 @@
-"""The `smartshelf` command."""
+"""Developer commands of the ``smartshelf`` command, registered where these tools are installed.
+
+``tools/pyproject.toml`` (the ``smartshelf-tools`` distribution, installed by ``make bootstrap``) names each
+``register`` function below in the ``smartshelf.commands`` entry-point group; ``hub.cli`` calls them when it builds
+its parser. A hub installed without the tools has none of these commands.
+
+* ``smartshelf emulate``  emulated shelf nodes on ptys (``tools.emulation.host``)
+* ``smartshelf demo``     the store story end to end, compared with its ground truth (``tools.demo``)
+* ``smartshelf bench``    benchmark figures measured side by side in one run (``tools.bench``)
+* ``smartshelf replay``   a recorded weight trace through the node's detector (``tools.replay``)
+"""
 
 from __future__ import annotations
 
 import argparse
-import sys
+from pathlib import Path
+from typing import Any
 
-from hub.argtypes import number
+from hub.cli.args import number
+from tools.emulation.host import add_emulate_parser
 
-
-def _bench(args: argparse.Namespace) -> int:
-    if args.target == "protocol":
-        from tools.bench import protocol
-
-        protocol.run(min_ms=args.min_ms, as_json=args.json)
-        return 0
-    if args.target == "sensing":
-        from tools.bench import sensing
-
-        sensing.run(seed=args.seed, quick=args.quick, as_json=args.json)
-        return 0
-    if args.target == "hub":
-        from tools.bench import hub
-
-        hub.run(quick=args.quick, as_json=args.json)
-        return 0
-    if args.target == "web":
-        from tools.bench import web
-
-        web.run(quick=args.quick, as_json=args.json)
-        return 0
-    raise AssertionError(args.target)
-
-
-def _replay(args: argparse.Namespace) -> int:
-    from tools import replay
-
-    return replay.run(args.trace, args.unit_weight, args.spread, args.runtime)
-
+BENCH_TARGETS = ("protocol", "sensing", "hub", "web")
 
 _grams = number(float, lambda v: 1.0 <= v <= 100000.0, "unit weight must be between 1 g and 100 kg")
 _percent = number(float, lambda v: 0.0 <= v <= 30.0, "spread must be between 0 and 30 %")
 _duration = number(float, lambda v: v > 0, "duration must be positive", "a number of seconds")
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from tools import demo
-
-    return demo.main(Path(args.dir), args.nodes, args.duration, args.seed)
+def register_emulate(sub: Any) -> None:
+    add_emulate_parser(sub)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="smartshelf", description="Smart-shelf perpetual inventory tools")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def register_bench(sub: Any) -> None:
     bench = sub.add_parser("bench", help="print benchmark figures measured side by side in one run")
-    bench.add_argument("target", choices=["protocol", "sensing", "hub", "web"], help="what to benchmark")
+    bench.add_argument("target", choices=BENCH_TARGETS, help="what to benchmark")
     bench.add_argument(
         "--min-ms", type=int, default=1000, help="protocol: minimum time per measured stage (default 1000)"
     )
@@ -65,6 +41,30 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print machine-readable JSON")
     bench.set_defaults(func=_bench)
 
+
+def _bench(args: argparse.Namespace) -> int:
+    # Each benchmark imports what it measures (the web one needs the status page, the sensing one MicroPython):
+    # import only the one asked for.
+    if args.target == "protocol":
+        from tools.bench import protocol
+
+        protocol.run(min_ms=args.min_ms, as_json=args.json)
+    elif args.target == "sensing":
+        from tools.bench import sensing
+
+        sensing.run(seed=args.seed, quick=args.quick, as_json=args.json)
+    elif args.target == "hub":
+        from tools.bench import hub
+
+        hub.run(quick=args.quick, as_json=args.json)
+    else:
+        from tools.bench import web
+
+        web.run(quick=args.quick, as_json=args.json)
+    return 0
+
+
+def register_replay(sub: Any) -> None:
     replay = sub.add_parser(
         "replay",
         help="feed a recorded weight trace (CSV) through the node's detector, one JSON event per line",
@@ -84,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay.set_defaults(func=_replay)
 
+
+def _replay(args: argparse.Namespace) -> int:
+    from tools import replay
+
+    return replay.run(args.trace, args.unit_weight, args.spread, args.runtime)
+
+
+def register_demo(sub: Any) -> None:
     demo = sub.add_parser(
         "demo",
         help="emulated shelves + hub + SQLite ledger playing a store scenario; prints live progress",
@@ -97,34 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=1, help="scenario seed (default 1)")
     demo.set_defaults(func=_demo)
 
-    from hub.ledger.cli import add_ledger_parser
 
-    add_ledger_parser(sub)
+def _demo(args: argparse.Namespace) -> int:
+    from tools import demo
 
-    from hub.reconcile.cli import add_reconcile_parser
-
-    add_reconcile_parser(sub)
-
-    from hub.web.cli import add_api_clients_parser, add_users_parser
-
-    add_users_parser(sub)
-    add_api_clients_parser(sub)
-
-    from hub.hub_cli import add_hub_parser
-
-    add_hub_parser(sub)
-
-    from tools.emulation.host import add_emulate_parser
-
-    add_emulate_parser(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    rc: int = args.func(args)
-    return rc
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return demo.main(Path(args.dir), args.nodes, args.duration, args.seed)

@@ -1,0 +1,148 @@
+"""What a node's sensing reports become in the ledger: events, lane readings and sensor gaps.
+
+* ``event`` -> ``ledger.submit(SensorEvent)`` without waiting (observed time = arrival - ``age_ms``;
+  ``AGE_UNKNOWN`` books the arrival time with a note). The ledger dedupes by ``(node, event_seq)``. When the future
+  resolves (after COMMIT) the node's marks advance and an ack is due. Acks are **coalesced**: one commit resolves a
+  whole batch of futures in one go, their callbacks only mark nodes, and one ``call_soon`` flush then sends a single
+  ``Ack(highest contiguous)`` per node. Nothing is acked before its commit; a failed commit acks nothing (the node
+  retransmits).
+* ``lane_state`` -> a ``LaneReading`` for the shelf charts, thinned by ``ReadingThinner`` and submitted without
+  waiting, and a per-node job that, once everything received before it has committed, books the ``SensorGap`` its
+  counters show (``gaps.lane_gap``).
+* ``health`` -> a per-node job that, once everything before it has committed, notes events a full outbox dropped
+  (``gaps.outbox_skip``) and asks for the lane states whose counters then book them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+
+from hub.ledger.models import ApplyResult, LaneReading, SensorEvent, SensorGap
+from hub.ledger.sensor import ReadingThinner
+from hub.ledger.service import LedgerService
+from hub.link.gaps import lane_gap, outbox_skip
+from hub.link.session import NodeSession
+from shared_protocol.messages import AGE_UNKNOWN, ALL_LANES, Event, Health, LaneState, RequestState
+
+log = logging.getLogger(__name__)
+
+
+class SensorBooking:
+    def __init__(self, ledger: LedgerService) -> None:
+        self.ledger = ledger
+        self.readings = ReadingThinner()
+        self._dirty: set[NodeSession] = set()
+        self._flush_scheduled = False
+
+    # ---------------------------------------------------------------------------------------------- events
+
+    def event(self, node: NodeSession, frame_seq: int, msg: Event, arrival_ms: int) -> None:
+        node.stats.events += 1
+        if msg.age_ms == AGE_UNKNOWN:
+            observed, note = arrival_ms, "age unknown (event from an earlier node boot): time is the hub's arrival"
+        else:
+            observed, note = max(0, arrival_ms - msg.age_ms), None
+        fut = self.ledger.submit(
+            SensorEvent(
+                node.node_id,
+                msg.event_seq,
+                msg.lane,
+                msg.kind,
+                msg.count_delta,
+                msg.weight_delta_dg,
+                msg.confidence,
+                observed,
+                uplink_seq=frame_seq,
+                note=note,
+            )
+        )
+        fut.add_done_callback(functools.partial(self._event_done, node, msg))
+
+    def _event_done(self, node: NodeSession, msg: Event, fut: asyncio.Future[ApplyResult]) -> None:
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:
+            node.stats.failed += 1
+            log.warning("node %d: event %d not applied (%s): not acknowledged", node.node_id, msg.event_seq, exc)
+            return
+        node.event_committed(msg, applied=not fut.result().duplicate)
+        self._dirty.add(node)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """One ack per node for everything that committed since the last flush."""
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, set()
+        for node in dirty:
+            node.transmit()
+
+    # ---------------------------------------------------------------------------------------- lane states
+
+    def lane_state(self, node: NodeSession, frame_seq: int, msg: LaneState, arrival_ms: int) -> None:
+        node.lane_state_received(msg)
+        barrier = node.persist_seq(frame_seq)
+        reading = LaneReading(node.node_id, msg.lane, arrival_ms, msg.weight_dg, msg.count, msg.flags)
+        if self.readings.keep(reading):  # a lane the ledger does not know: ignored there
+            self.ledger.submit(reading).add_done_callback(functools.partial(self.reading_done, reading))
+        node.jobs.add(functools.partial(self._check_lane, node, msg, frame_seq, arrival_ms, barrier))
+
+    def reading_done(self, reading: LaneReading, fut: asyncio.Future[bool]) -> None:
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None or not fut.result():  # not stored (e.g. the lane is not registered yet): keep the next
+            self.readings.forget(reading.node_id, reading.lane_index)
+        if exc is not None:
+            log.warning("node %d lane %d: lane reading not stored: %s", reading.node_id, reading.lane_index, exc)
+
+    async def _check_lane(
+        self, node: NodeSession, msg: LaneState, frame_seq: int, arrival_ms: int, barrier: asyncio.Future[None]
+    ) -> None:
+        with contextlib.suppress(Exception):
+            await barrier  # everything received before this lane state has committed (or failed)
+        tally = node.tally(msg.lane)
+        gap = lane_gap(msg, tally, node.marks, node.pending_skip, frame_seq)
+        if gap is None:
+            return
+        booking = SensorGap(
+            node.node_id, gap.lane, gap.diff, gap.ref, arrival_ms, skip_events_to=gap.skip_to or None, note=gap.note
+        )
+        try:
+            result = await self.ledger.submit(booking)
+        except Exception as exc:
+            log.warning("node %d lane %d: sensor gap %+d not booked: %s", node.node_id, gap.lane, gap.diff, exc)
+            return
+        if not result.duplicate:
+            tally.total += gap.diff
+        node.stats.gaps += 1
+        log.warning("node %d lane %d: sensor gap %+d booked (%s)", node.node_id, gap.lane, gap.diff, gap.note)
+        if gap.skip_to:
+            node.skip_to(gap.skip_to)
+
+    # -------------------------------------------------------------------------------------------- health
+
+    def health(self, node: NodeSession, frame_seq: int, msg: Health, arrival_ms: int) -> None:
+        node.health_received(msg, arrival_ms)
+        barrier = node.persist_seq(frame_seq)
+        node.jobs.add(functools.partial(self._check_outbox, node, msg, barrier))
+
+    async def _check_outbox(self, node: NodeSession, msg: Health, barrier: asyncio.Future[None]) -> None:
+        with contextlib.suppress(Exception):
+            await barrier  # everything received before this health frame has committed (or failed)
+        skip = outbox_skip(msg.outbox_first, node.marks, node.max_last_event, node.pending_skip)
+        if skip != node.pending_skip:
+            node.pending_skip = skip
+            log.warning(
+                "node %d: events %d..%d were dropped by its full outbox: booking a sensor gap from its lane counters",
+                node.node_id,
+                node.marks.contiguous + 1,
+                skip,
+            )
+        if node.pending_skip > node.marks.contiguous:
+            node.send_internal(RequestState(ALL_LANES))

@@ -1,0 +1,65 @@
+"""Sensor gaps: when a node's own counters say the ledger is missing units (protocol section 11). Pure functions.
+
+Events give the ledger its timeline; the lane counters a node reports (``lane_state``) make it self-healing. Two
+checks, each a function of what the hub knows (the lane's tally, the node's event marks, an outbox skip already
+pending) to a decision, with no I/O, so they are tested on their own (tests/test_link_gaps.py):
+
+* ``outbox_skip``: a ``health`` frame whose ``outbox_first`` is above the contiguous mark + 1 (or an empty outbox
+  while a lane's ``last_event`` is above it) means the node's full outbox dropped the events in between: they will
+  never arrive. Returns the event up to which the mark may skip once the lane counters are booked.
+* ``lane_gap``: a ``lane_state`` whose ``count`` (up to ``last_event``) disagrees with the lane's tally is a gap
+  for the difference — the first report of a lane included; with a skip pending, the gap also carries the skip
+  (``skip_to``), so booking it moves the mark past the dropped events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hub.link.marks import EventMarks, LaneTally
+from shared_protocol.messages import LaneState
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """A sensor gap to book for one lane: ``diff`` units, under ``ref`` (unique per node), with ``note``."""
+
+    lane: int
+    diff: int
+    ref: str
+    note: str
+    skip_to: int = 0  # > 0: the node's full outbox dropped the events up to this one; the mark skips past them
+
+
+def outbox_skip(outbox_first: int, marks: EventMarks, max_last_event: int, pending: int) -> int:
+    """The event up to which events will never arrive, given a ``health`` report's ``outbox_first`` (the lowest
+    event the node still holds, 0 for an empty outbox), the highest ``last_event`` of the node's lane states and
+    the skip already ``pending``; ``pending`` itself when the report shows nothing new."""
+    c = marks.contiguous
+    target = 0
+    if outbox_first > c + 1:
+        target = outbox_first - 1
+    elif outbox_first == 0 and max_last_event > c:
+        target = max_last_event  # outbox empty: nothing up to the counters' last event will come
+    return target if target > max(c, pending) else pending
+
+
+def lane_gap(state: LaneState, tally: LaneTally, marks: EventMarks, pending_skip: int, frame_seq: int) -> Gap | None:
+    """The gap a lane's counters show, or None: when they match the ledger, when they count events the hub has
+    not received yet (compared again at the next report), or when the ledger already holds a later event of the
+    lane than they do."""
+    c = marks.contiguous
+    skip = pending_skip if pending_skip > c else 0
+    if marks.after_skip(skip) < state.last_event:
+        return None
+    if tally.max_event > state.last_event:
+        return None
+    diff = state.count - tally.total
+    if diff == 0 and not skip:
+        return None
+    ref = f"f{frame_seq}:lane{state.lane}"
+    note = f"lane counters say {state.count} (up to event {state.last_event}), the ledger had {tally.total}"
+    if skip:
+        ref = f"ev{c + 1}-{skip}:{ref}"
+        note += f"; events {c + 1}..{skip} were dropped by the node's full outbox"
+    return Gap(state.lane, diff, ref, note, skip)

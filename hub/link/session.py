@@ -1,0 +1,315 @@
+"""``NodeSession``: everything the hub keeps for one node while it runs, and the methods that change it.
+
+* **Identity and route**: node id, key, configured port, and the ``Link`` its last authenticated frame arrived on
+  (the hub answers there: serial today, BLE next; a node heard on another port than its configured one is
+  answered where it is, with one warning).
+* **Boot session** (``hello``): a new boot count starts a new downlink session (seq from 1); what was sent in the
+  old one will never be answered (its callers get ``NodeRebooted``).
+* **Acks**: ``EventMarks`` advance from committed outcomes only (``event_committed``); ``want_ack`` marks an ack
+  as due and ``transmit`` sends one ``Ack(highest contiguous)`` for all of them.
+* **Downlink seq reservation**: ``(session, seq)`` is persisted by reservation. Before a frame numbered above
+  ``reserved`` goes out, a ``NodeUpdate(downlink_session, downlink_seq=reserved + RESERVE_BLOCK)`` must have
+  committed (requested in the background when half the block is used; the first frame of a new session waits
+  for it). A restarted hub resumes at the stored reservation, above every seq it ever sent in that session, so
+  the node (strictly increasing seq per boot, protocol section 4.2) accepts its next frame without a new hello,
+  and the stored session is never older than one the node has heard from the hub. Costs one extra ledger item
+  per ``RESERVE_BLOCK`` downlink frames.
+* **transmit**: the ack first, then queued commands, as far as the session, the link and the reservation allow;
+  the rest waits for the next call.
+* What the node last reported (hello, health, lane states, RFID), its lane tallies, an outbox skip pending
+  (``hub.link.gaps``), per-node jobs and statistics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from hub.ledger.models import NodeUpdate
+from hub.ledger.service import LedgerService
+from hub.link.commands import CommandQueue, NodeRebooted
+from hub.link.jobs import NodeJobs
+from hub.link.marks import EventMarks, LaneTally
+from hub.link.rfid import RfidSightings
+from hub.transport import Link
+from shared_protocol.auth import Key
+from shared_protocol.frame import DownlinkSender
+from shared_protocol.messages import Ack, Event, Health, Hello, LaneState, Message
+
+log = logging.getLogger(__name__)
+
+RESERVE_BLOCK = 1024
+
+
+@dataclass(slots=True)
+class NodeStats:
+    frames: int = 0
+    events: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    failed: int = 0
+    acks_sent: int = 0
+    commands_sent: int = 0
+    downlink_dropped: int = 0
+    gaps: int = 0
+    hellos: int = 0
+    first_seen_ns: int = 0
+    last_seen_ns: int = 0
+    last_seen_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StoredState:
+    """A node's protocol state as the ledger's ``nodes`` table and movements hold it (restored at start)."""
+
+    contiguous: int = 0
+    above: frozenset[int] = frozenset()
+    downlink_session: int = 0
+    downlink_seq: int = 0
+    tallies: dict[int, LaneTally] = field(default_factory=dict)
+
+
+class NodeSession:
+    def __init__(
+        self, node_id: int, key: bytes, config_port: str, ledger: LedgerService, stored: StoredState | None = None
+    ) -> None:
+        stored = stored or StoredState()
+        self.node_id = node_id
+        self.key = Key(key)
+        self.config_port = config_port
+        self.ledger = ledger
+        self.sender = DownlinkSender(node_id, self.key)
+        self.sender.session = stored.downlink_session
+        self.sender.seq = stored.downlink_seq
+        self.reserved = stored.downlink_seq  # committed reservation: frames up to this seq may go out
+        self._reserving = 0  # the reservation being committed (0: none)
+        self.marks = EventMarks(stored.contiguous, set(stored.above))
+        self.tallies: dict[int, LaneTally] = dict(stored.tallies)
+        self.link: Link | None = None
+        self._route_warned = False
+        self.ack_wanted = False
+        self.commands = CommandQueue()
+        self.pending_skip = 0  # outbox overflow: events up to this one will never arrive (protocol section 11)
+        self.max_last_event = 0  # highest lane_state.last_event seen
+        self.hello: Hello | None = None
+        self.health: Health | None = None
+        self.health_ms = 0
+        self.lane_states: dict[int, LaneState] = {}
+        self.rfid = RfidSightings()
+        self.stats = NodeStats()
+        self.jobs = NodeJobs(f"node {node_id}")
+
+    @property
+    def session(self) -> int:
+        return self.sender.session
+
+    @property
+    def up(self) -> bool:
+        return self.link is not None and self.link.connected
+
+    @property
+    def firmware(self) -> str | None:
+        h = self.hello
+        return f"{h.fw_major}.{h.fw_minor}.{h.fw_patch}" if h is not None else None
+
+    def tally(self, lane: int) -> LaneTally:
+        t = self.tallies.get(lane)
+        if t is None:
+            t = self.tallies[lane] = LaneTally()
+        return t
+
+    # --------------------------------------------------------------------------------------- uplink side
+
+    def heard(self, link: Link, arrival_ns: int, arrival_ms: int) -> None:
+        """An authenticated frame arrived on ``link``: count it and answer there from now on."""
+        stats = self.stats
+        stats.frames += 1
+        stats.last_seen_ns = arrival_ns
+        stats.last_seen_ms = arrival_ms
+        if not stats.first_seen_ns:
+            stats.first_seen_ns = arrival_ns
+        if self.link is not link:
+            if link.name != self.config_port and self.config_port and not self._route_warned:
+                self._route_warned = True
+                log.warning(
+                    "node %d: frames arrive on %s, not its configured port %s: answering there",
+                    self.node_id,
+                    link.name,
+                    self.config_port,
+                )
+            self.link = link
+
+    def hello_received(self, msg: Hello) -> None:
+        """A hello: a new boot count starts a new downlink session; an ack is due either way."""
+        self.stats.hellos += 1
+        if self.hello is not None and self.hello.layout_hash != msg.layout_hash:
+            log.warning(
+                "node %d: lane layout changed (hash %08x -> %08x): re-wired?",
+                self.node_id,
+                self.hello.layout_hash,
+                msg.layout_hash,
+            )
+        self.hello = msg
+        if msg.boot_count != self.sender.session:
+            self.sender.new_session(msg.boot_count)
+            self.reserved = 0  # nothing reserved in the new session yet: the first frame waits for the commit
+            self.commands.forget_sent(NodeRebooted(f"node {self.node_id} rebooted before answering"))
+            log.info(
+                "node %d: hello, boot %d (firmware %s, %d lanes) on %s: new downlink session",
+                self.node_id,
+                msg.boot_count,
+                self.firmware,
+                msg.lane_count,
+                self.link.name if self.link else "?",
+            )
+        else:
+            log.info("node %d: hello again, boot %d", self.node_id, msg.boot_count)
+        self.ack_wanted = True
+
+    def lane_state_received(self, msg: LaneState) -> None:
+        self.lane_states[msg.lane] = msg
+        self.max_last_event = max(self.max_last_event, msg.last_event)
+
+    def health_received(self, msg: Health, arrival_ms: int) -> None:
+        # Answered with the (committed) mark: an idle node hears from the hub every health period, so it keeps its
+        # session instead of saying hello again after 5 quiet minutes (protocol section 11, node link timing).
+        self.health = msg
+        self.health_ms = arrival_ms
+        self.ack_wanted = True
+
+    def event_committed(self, msg: Event, applied: bool) -> None:
+        """An event's ledger outcome committed (``applied`` or a duplicate): the mark may move, an ack is due."""
+        if applied:
+            self.stats.applied += 1
+            tally = self.tally(msg.lane)
+            tally.total += msg.count_delta
+            if msg.event_seq > tally.max_event:
+                tally.max_event = msg.event_seq
+        else:
+            self.stats.duplicates += 1
+        self.marks.add(msg.event_seq)
+        self.ack_wanted = True
+
+    def skip_to(self, event_seq: int) -> None:
+        """A sensor gap covering events a full outbox dropped committed: the mark moves past them, ack it."""
+        self.marks.skip_to(event_seq)
+        if self.pending_skip <= self.marks.contiguous:
+            self.pending_skip = 0
+        self.ack_wanted = True
+        self.transmit()
+
+    def persist_seq(self, frame_seq: int, *, fw_version: str | None = None) -> asyncio.Future[None]:
+        """Persist the last accepted uplink seq (a frame that carries no event); the future is the barrier behind
+        everything received before it."""
+        fut = self.ledger.submit(NodeUpdate(self.node_id, uplink_seq=frame_seq, fw_version=fw_version))
+        fut.add_done_callback(_consume)
+        return fut
+
+    # ------------------------------------------------------------------------------------- downlink side
+
+    def send_internal(self, message: Message) -> None:
+        self.commands.internal(message)
+        self.transmit()
+
+    def transmit(self) -> None:
+        """Send what is due (the ack first, then queued commands) as far as the session, link and the committed
+        downlink-seq reservation allow; the rest waits for the next call."""
+        link = self.link
+        if self.sender.session == 0 or link is None or not link.connected:
+            return
+        while self.ack_wanted or self.commands:
+            if self.sender.seq >= self.reserved:
+                self._reserve()
+                return
+            if self.ack_wanted:
+                self.ack_wanted = False
+                self._send(link, Ack(self.marks.contiguous))
+                self.stats.acks_sent += 1
+                continue
+            cmd = self.commands.take()
+            if cmd is None:
+                break
+            self.commands.sent_as(cmd, self.sender.session, self._send(link, cmd.message))
+            self.stats.commands_sent += 1
+        if self.reserved - self.sender.seq < RESERVE_BLOCK // 2:
+            self._reserve()
+
+    def _send(self, link: Link, message: Message) -> int:
+        frame = self.sender.encode(message)
+        if not link.send_frame(frame):
+            self.stats.downlink_dropped += 1
+        return self.sender.seq
+
+    def _reserve(self) -> None:
+        if self._reserving:
+            return
+        session = self.sender.session
+        target = max(self.reserved, self.sender.seq) + RESERVE_BLOCK
+        self._reserving = target
+        try:
+            fut = self.ledger.submit(
+                NodeUpdate(
+                    self.node_id,
+                    seen_ms=self.stats.last_seen_ms or None,  # not a frame from the node: keep its last-seen time
+                    downlink_session=session,
+                    downlink_seq=target,
+                )
+            )
+        except Exception as exc:  # the ledger is closing
+            self._reserving = 0
+            log.debug("node %d: cannot reserve downlink seq: %s", self.node_id, exc)
+            return
+        fut.add_done_callback(functools.partial(self._reserved, session, target))
+
+    def _reserved(self, session: int, target: int, fut: asyncio.Future[None]) -> None:
+        self._reserving = 0
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:
+            log.warning("node %d: could not persist the downlink seq (%s): downlink waits", self.node_id, exc)
+            return
+        if session == self.sender.session:
+            self.reserved = max(self.reserved, target)
+        self.transmit()  # also starts the new session's reservation if this one was for an older session
+
+    # --------------------------------------------------------------------------------------------- status
+
+    def status(self, now_ns: int, rejected: dict[str, int], forged: int) -> dict[str, Any]:
+        """The node's part of ``HubService.status()`` (JSON-ready)."""
+        s = self.stats
+        return {
+            "node_id": self.node_id,
+            "port": self.config_port,
+            "link": self.link.name if self.link is not None else None,
+            "up": self.up,
+            "session": self.session,
+            "contiguous_event_seq": self.marks.contiguous,
+            "last_seen_s_ago": round((now_ns - s.last_seen_ns) / 1e9, 3) if s.last_seen_ns else None,
+            "last_seen_ms": s.last_seen_ms or None,
+            "frames": s.frames,
+            "events": s.events,
+            "applied": s.applied,
+            "duplicates": s.duplicates,
+            "failed": s.failed,
+            "acks_sent": s.acks_sent,
+            "commands_sent": s.commands_sent,
+            "downlink_dropped": s.downlink_dropped,
+            "gaps": s.gaps,
+            "hellos": s.hellos,
+            "forged_frames": forged,
+            "rejected": rejected,
+            "firmware": self.firmware,
+            "health": self.health.to_dict() if self.health is not None else None,
+            "lane_states": {str(k): v.to_dict() for k, v in sorted(self.lane_states.items())},
+            "rfid_present": len(self.rfid.present),
+        }
+
+
+def _consume(fut: asyncio.Future[Any]) -> None:
+    """Retrieve a fire-and-forget future's exception (so asyncio does not log it as never retrieved)."""
+    if not fut.cancelled() and fut.exception() is not None:
+        log.warning("ledger: node update failed: %s", fut.exception())

@@ -1,0 +1,82 @@
+"""What the control socket's requests do (``smartshelf hub command`` / ``status``): parse one request, call the
+running hub, answer one JSON object (``{"ok": false, "error": "<one line>"}`` for anything refused)."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from hub.ledger.models import InvalidArgument, LedgerError
+from hub.link.commands import CommandError, CommandOutcome
+from shared_protocol.errors import ProtocolError
+from shared_protocol.messages import Calibrate, Identify, Message, Tare
+
+COMMAND_NAMES = ("tare", "calibrate", "set-lane", "identify")
+
+
+class Hub(Protocol):
+    """What a request may reach of the running hub (``HubService``)."""
+
+    def status(self) -> dict[str, Any]: ...
+
+    async def command(
+        self, node_id: int, message: Message, *, timeout_s: float = ..., actor: str = ...
+    ) -> CommandOutcome: ...
+
+    async def set_lane(
+        self, node_id: int, lane: int, sku: str, *, actor: str, lane_id: str | None = ..., timeout_s: float = ...
+    ) -> CommandOutcome: ...
+
+
+async def handle_request(hub: Hub, request: dict[str, Any]) -> dict[str, Any]:
+    op = request.get("op")
+    if op == "status":
+        return {"ok": True, "status": hub.status()}
+    if op != "command":
+        return {"ok": False, "error": f"unknown op {op!r} (command, status)"}
+    try:
+        node_id = _int(request, "node")
+        timeout_s = float(request.get("timeout_s", 10.0))
+        actor = str(request.get("actor") or "control")
+        name = request.get("command")
+        if name == "set-lane":
+            outcome = await hub.set_lane(
+                node_id, _int(request, "lane"), str(request.get("sku", "")), actor=actor, timeout_s=timeout_s
+            )
+        else:
+            outcome = await hub.command(node_id, _message(name, request), timeout_s=timeout_s, actor=actor)
+    except (CommandError, LedgerError, ProtocolError, ValueError, TypeError) as exc:
+        return {"ok": False, "error": str(exc)}
+    return {
+        "ok": True,
+        "node": outcome.node_id,
+        "command": outcome.command,
+        "args": outcome.args,
+        "session": outcome.session,
+        "seq": outcome.seq,
+        "status": outcome.status_name,
+        "value": outcome.value,
+        "elapsed_s": round(outcome.elapsed_s, 3),
+    }
+
+
+def _int(request: dict[str, Any], name: str) -> int:
+    value = request.get(name)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{name} must be a whole number, not {value!r}")
+    return value
+
+
+def _message(name: object, request: dict[str, Any]) -> Message:
+    if name == "tare":
+        return Tare(_int(request, "lane"))
+    if name == "calibrate":
+        grams = request.get("grams")
+        if not isinstance(grams, (int, float)) or isinstance(grams, bool):
+            raise ValueError(f"grams must be a number, not {grams!r}")
+        dg = round(grams * 10)
+        if not 1 <= dg <= 1_000_000:
+            raise InvalidArgument(f"calibration weight {grams} g is outside 0.1 g .. 100 kg")
+        return Calibrate(_int(request, "lane"), dg)
+    if name == "identify":
+        return Identify(_int(request, "seconds"))
+    raise ValueError(f"unknown command {name!r} ({', '.join(COMMAND_NAMES)})")

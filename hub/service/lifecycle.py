@@ -1,0 +1,222 @@
+"""``HubService``: the running hub. Ledger writer + node links + ingest + control socket (+ reconciliation and
+the status page), started and stopped in the right order.
+
+Start: claim the control socket (refuse if another hub answers on it), open the ledger (creating or upgrading
+the database; scheduled backups from the config), restore each configured node's session from the ledger
+(``hub.link.restore``), start ingest, one ``SerialLink`` per configured port, the control server, reconciliation
+and the web server.
+
+Stop: stop the web server and reconciliation, stop reading from the ports, let ingest handle the frames already
+read, wait for audit writes, close the ledger (everything submitted commits and its acks still go out on the open
+ports), then fail waiting commands and close ports and socket.
+
+In-process API (for the status page and the control socket): ``await hub.command(node_id, message)`` /
+``await hub.set_lane(...)`` return a ``CommandOutcome`` or raise a ``CommandError``; ``hub.status()`` is a
+JSON-ready snapshot (``hub.service.status``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from hub.config import HubConfig
+from hub.ledger.backup import BackupPolicy
+from hub.ledger.reader import LedgerReader
+from hub.ledger.service import LedgerService
+from hub.link.commands import CommandError, CommandOutcome, UnknownNode
+from hub.link.ingest import Ingest
+from hub.link.restore import restore_sessions
+from hub.reconcile.config import ReconcileConfig
+from hub.reconcile.reconciler import Reconciler
+from hub.service import status
+from hub.service.control import ControlServer, claim
+from hub.service.control_requests import handle_request
+from hub.transport.serial import SerialLink
+from hub.web.server import WebServer
+from shared_protocol.messages import Message, SetLane
+
+log = logging.getLogger(__name__)
+
+
+class HubService:
+    def __init__(
+        self,
+        config: HubConfig,
+        *,
+        reopen_min_s: float = 0.2,
+        reopen_max_s: float = 5.0,
+        batch_linger_s: float = 0.0,
+        control: bool = True,
+        open_ports: bool = True,
+        reconcile: bool = True,
+    ) -> None:
+        self.config = config
+        self.reopen_min_s = reopen_min_s
+        self.reopen_max_s = reopen_max_s
+        self.batch_linger_s = batch_linger_s
+        self.ledger: LedgerService | None = None
+        self.reader: LedgerReader | None = None
+        self.ingest: Ingest | None = None
+        self.links: list[SerialLink] = []
+        self.control: ControlServer | None = None
+        self._use_control = control
+        self._open_ports = open_ports  # False: frames come only through ``ingest.enqueue`` (benchmarks)
+        self._use_reconciler = reconcile
+        self.reconciler: Reconciler | None = None
+        self.web: WebServer | None = None
+        self.started_ns = 0
+        self.status_mark = status.StatusMark()
+
+    # ------------------------------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> HubService:
+        cfg = self.config
+        cfg.database.parent.mkdir(parents=True, exist_ok=True)
+        if self._use_control:
+            cfg.control_socket.parent.mkdir(parents=True, exist_ok=True)
+            claim(cfg.control_socket)
+        backups = None
+        if cfg.backup is not None:
+            cfg.backup.directory.mkdir(parents=True, exist_ok=True)
+            backups = BackupPolicy(cfg.backup.directory, cfg.backup.interval_s, cfg.backup.keep)
+        ledger = LedgerService(
+            cfg.database, synchronous=cfg.synchronous, backups=backups, batch_linger_s=self.batch_linger_s
+        )
+        await ledger.start()
+        self.ledger = ledger
+        try:
+            self.reader = reader = await LedgerReader.open(cfg.database)
+            sessions, uplink_seqs = await restore_sessions(ledger, reader, cfg.nodes)
+            self.ingest = ingest = Ingest(ledger, reader, sessions)
+            for node_id, seq in uplink_seqs.items():
+                ingest.restore_uplink_seq(node_id, seq)
+            ingest.start()
+            for n in cfg.nodes if self._open_ports else ():
+                link = SerialLink(
+                    n.port,
+                    n.baud,
+                    ingest.enqueue,
+                    label=n.port,
+                    reopen_min_s=self.reopen_min_s,
+                    reopen_max_s=self.reopen_max_s,
+                )
+                self.links.append(link)
+                link.start()
+            if self._use_control:
+                self.control = ControlServer(cfg.control_socket, self.handle_control)
+                await self.control.start()
+            if self._use_reconciler:
+                self.reconciler = Reconciler(ledger, ReconcileConfig.from_mapping(cfg.reconcile))
+                self.reconciler.start()
+            if cfg.web is not None:
+                self.web = WebServer.start(
+                    cfg.database,
+                    ledger,
+                    asyncio.get_running_loop(),
+                    host=cfg.web.host,
+                    port=cfg.web.port,
+                    threads=cfg.web.threads,
+                    max_live_clients=cfg.web.max_live_clients,
+                    status=self.status,
+                )
+                log.info("status page on %s", self.web.url)
+        except BaseException:
+            await self.stop()
+            raise
+        self.started_ns = time.monotonic_ns()
+        self.status_mark = status.StatusMark(self.started_ns)
+        if not cfg.nodes:
+            log.warning("no nodes configured: add [[node]] tables to %s", cfg.path)
+        log.info("hub running: %d node(s), database %s (synchronous=%s)", len(cfg.nodes), cfg.database,
+                 cfg.synchronous)  # fmt: skip
+        return self
+
+    async def stop(self) -> None:
+        if self.web is not None:
+            await self.web.stop()  # first: its requests write through the ledger, which is still running
+            self.web = None
+        if self.reconciler is not None:
+            await self.reconciler.stop()
+            self.reconciler = None
+        for link in self.links:
+            link.pause_reading()
+        if self.ingest is not None:
+            await self.ingest.stop()
+            await self.ingest.cancel_jobs()
+            await self.ingest.settle()
+        if self.ledger is not None:
+            await self.ledger.close()  # commits everything submitted; the resulting acks go out now
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+        if self.ingest is not None:
+            await self.ingest.close()
+        for link in self.links:
+            await link.close()
+        self.links = []
+        if self.control is not None:
+            await self.control.close()
+            self.control = None
+        if self.reader is not None:
+            with contextlib.suppress(Exception):
+                await self.reader.close()
+            self.reader = None
+        self.ingest = None
+        self.ledger = None
+
+    async def __aenter__(self) -> HubService:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def run(self, stop: asyncio.Event, status_interval_s: float | None = None) -> None:
+        """Log a status line every ``status_interval_s`` until ``stop`` is set."""
+        interval = status_interval_s or self.config.status_interval_s
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+            if not stop.is_set():
+                log.info("%s", self.status_line())
+
+    # ------------------------------------------------------------------------------------------- commands
+
+    async def command(
+        self, node_id: int, message: Message, *, timeout_s: float = 10.0, actor: str = "hub"
+    ) -> CommandOutcome:
+        """Send ``message`` (Tare, Calibrate, SetLane, Identify, SetConfig, RequestState) to a node and wait for
+        its answer, which is also written to the audit trail."""
+        if self.ingest is None:
+            raise CommandError("the hub is not running")
+        return await self.ingest.command(node_id, message, timeout_s=timeout_s, actor=actor)
+
+    async def set_lane(
+        self, node_id: int, lane: int, sku: str, *, actor: str, lane_id: str | None = None, timeout_s: float = 10.0
+    ) -> CommandOutcome:
+        """Assign ``sku`` to the lane in the ledger (the source of truth, re-sent after every hello), then send
+        the node its unit weight and spread."""
+        if self.ledger is None or self.reader is None:
+            raise CommandError("the hub is not running")
+        if self.config.node(node_id) is None:
+            raise UnknownNode(f"node {node_id} is not configured")
+        record = await self.reader.sku(sku)
+        if record is None:
+            raise CommandError(f"unknown SKU {sku!r}: add it first (smartshelf ledger add-sku)")
+        await self.ledger.assign_lane(node_id, lane, sku, actor=actor, lane_id=lane_id)
+        message = SetLane(lane, record.unit_weight_dg, record.spread_permille, sku)
+        return await self.command(node_id, message, timeout_s=timeout_s, actor=actor)
+
+    async def handle_control(self, request: dict[str, Any]) -> dict[str, Any]:
+        """One request from the control socket (``smartshelf hub command`` / ``status``)."""
+        return await handle_request(self, request)
+
+    # --------------------------------------------------------------------------------------------- status
+
+    def status(self) -> dict[str, Any]:
+        return status.snapshot(self.ingest, self.links, self.started_ns)
+
+    def status_line(self) -> str:
+        return status.line(self.ingest, self.status_mark)
