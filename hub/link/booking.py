@@ -40,7 +40,7 @@ class SensorBooking:
     # ---------------------------------------------------------------------------------------------- events
 
     def event(self, node: NodeSession, frame_seq: int, msg: Event, arrival_ms: int) -> None:
-        node.stats.events += 1
+        node.event_received()
         if msg.age_ms == AGE_UNKNOWN:
             observed, note = arrival_ms, "age unknown (event from an earlier node boot): time is the hub's arrival"
         else:
@@ -66,7 +66,7 @@ class SensorBooking:
             return
         exc = fut.exception()
         if exc is not None:
-            node.stats.failed += 1
+            node.event_failed()
             log.warning("node %d: event %d not applied (%s): not acknowledged", node.node_id, msg.event_seq, exc)
             return
         node.event_committed(msg, applied=not fut.result().duplicate)
@@ -106,8 +106,7 @@ class SensorBooking:
     ) -> None:
         with contextlib.suppress(Exception):
             await barrier  # everything received before this lane state has committed (or failed)
-        tally = node.tally(msg.lane)
-        gap = lane_gap(msg, tally, node.marks, node.pending_skip, frame_seq)
+        gap = lane_gap(msg, node.tally(msg.lane), node.marks, node.pending_skip, frame_seq)
         if gap is None:
             return
         booking = SensorGap(
@@ -118,12 +117,8 @@ class SensorBooking:
         except Exception as exc:
             log.warning("node %d lane %d: sensor gap %+d not booked: %s", node.node_id, gap.lane, gap.diff, exc)
             return
-        if not result.duplicate:
-            tally.total += gap.diff
-        node.stats.gaps += 1
         log.warning("node %d lane %d: sensor gap %+d booked (%s)", node.node_id, gap.lane, gap.diff, gap.note)
-        if gap.skip_to:
-            node.skip_to(gap.skip_to)
+        node.gap_booked(gap.lane, gap.diff, duplicate=result.duplicate, skip_to=gap.skip_to)
 
     # -------------------------------------------------------------------------------------------- health
 
@@ -136,8 +131,7 @@ class SensorBooking:
         with contextlib.suppress(Exception):
             await barrier  # everything received before this health frame has committed (or failed)
         skip = outbox_skip(msg.outbox_first, node.marks, node.max_last_event, node.pending_skip)
-        if skip != node.pending_skip:
-            node.pending_skip = skip
+        if node.outbox_dropped(skip):
             log.warning(
                 "node %d: events %d..%d were dropped by its full outbox: booking a sensor gap from its lane counters",
                 node.node_id,

@@ -180,6 +180,13 @@ class NodeSession:
         self.health_ms = arrival_ms
         self.ack_wanted = True
 
+    def event_received(self) -> None:
+        self.stats.events += 1
+
+    def event_failed(self) -> None:
+        """An event's transaction failed: nothing of it is booked or acknowledged (the node retransmits)."""
+        self.stats.failed += 1
+
     def event_committed(self, msg: Event, applied: bool) -> None:
         """An event's ledger outcome committed (``applied`` or a duplicate): the mark may move, an ack is due."""
         if applied:
@@ -193,13 +200,26 @@ class NodeSession:
         self.marks.add(msg.event_seq)
         self.ack_wanted = True
 
-    def skip_to(self, event_seq: int) -> None:
-        """A sensor gap covering events a full outbox dropped committed: the mark moves past them, ack it."""
-        self.marks.skip_to(event_seq)
-        if self.pending_skip <= self.marks.contiguous:
-            self.pending_skip = 0
-        self.ack_wanted = True
-        self.transmit()
+    def outbox_dropped(self, upto: int) -> bool:
+        """A health report shows events up to ``upto`` will never arrive (``gaps.outbox_skip``); True when that
+        is news. The lane states requested next book them as a gap that skips the mark past them."""
+        if upto == self.pending_skip:
+            return False
+        self.pending_skip = upto
+        return True
+
+    def gap_booked(self, lane: int, diff: int, *, duplicate: bool, skip_to: int) -> None:
+        """A sensor gap committed: the lane's tally holds it, and a gap covering events a full outbox dropped moves
+        the mark past them (acked now)."""
+        if not duplicate:
+            self.tally(lane).total += diff
+        self.stats.gaps += 1
+        if skip_to:
+            self.marks.skip_to(skip_to)
+            if self.pending_skip <= self.marks.contiguous:
+                self.pending_skip = 0
+            self.ack_wanted = True
+            self.transmit()
 
     def persist_seq(self, frame_seq: int, *, fw_version: str | None = None) -> asyncio.Future[None]:
         """Persist the last accepted uplink seq (a frame that carries no event); the future is the barrier behind
