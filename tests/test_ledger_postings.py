@@ -367,13 +367,11 @@ async def test_an_alert_resolution_count_has_its_own_reference_kind(ledger: Ledg
 
     await ledger.record_count("COLA", 5, actor="api:wms", ref="alert1", location="lane:A1")  # a client's "alert1"
     result = await ledger.transact(
-        lambda tx: tx.count(
-            "COLA", 7, ts_ms=None, actor="web:mia", ref="alert1", location="lane:A1", kind=RESOLUTION_KIND
-        )
+        lambda tx: tx.count("COLA", 7, ts=None, actor="web:mia", ref="alert1", location="lane:A1", kind=RESOLUTION_KIND)
     )
     assert result.source_ref == "resolution:alert1" and not result.duplicate and result.book_qty == 5
     with pytest.raises(InvalidArgument):
-        await ledger.transact(lambda tx: tx.count("COLA", 7, ts_ms=None, actor="x", ref="y", kind="sale"))
+        await ledger.transact(lambda tx: tx.count("COLA", 7, ts=None, actor="x", ref="y", kind="sale"))
 
 
 async def test_a_sale_or_pick_from_a_location_that_never_held_stock_is_refused(

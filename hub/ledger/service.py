@@ -30,13 +30,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar, overload
+from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar, overload
 
 import aiosqlite
 
@@ -47,28 +47,26 @@ from hub.ledger.imports import ImportKind, ImportReport, ImportTooLarge, import_
 from hub.ledger.models import (
     BACKROOM,
     Alert,
-    Applied,
     ApplyResult,
     CountResult,
     LaneReading,
     LedgerClosed,
     LedgerError,
     NodeUpdate,
-    Reason,
     SensorEvent,
     SensorGap,
     ServiceStats,
-    Sku,
+    Timestamp,
     now_ms,
-    ts_or_now,
 )
-from hub.ledger.postings import AlertOpened, Tx, WriteOff, check_actor
+from hub.ledger.postings import Tx, WriteOff
 from hub.ledger.reader import LedgerReader
 from hub.ledger.sensor import PRUNE_BATCH_ROWS, READING_RETENTION_MS, SensorItem, apply_batch, prune_readings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-Timestamp = datetime | int | None  # aware datetime, or ms since the epoch; None = when recorded
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @dataclass(slots=True)
@@ -96,6 +94,49 @@ class _Rejected(Exception):
     def __init__(self, report: ImportReport) -> None:
         super().__init__("import rejected")
         self.report = report
+
+
+class _OwnTransaction(Generic[P, R]):
+    """A ``LedgerService`` method that runs a ``Tx`` method as its own transaction of the writer.
+
+    In the class body, ``record_sale = _OwnTransaction(Tx.sale)`` makes ``await service.record_sale(sku, qty, ...)``
+    queue ``tx.sale(sku, qty, ...)`` behind the work already submitted and return its result after COMMIT (or raise
+    what it raised, nothing written). The signature is the ``Tx`` method's without ``tx``, so mypy checks every call's
+    arguments; the bound method is built once per service and kept on it (later lookups are plain attribute reads).
+    """
+
+    def __init__(self, method: Callable[Concatenate[Tx, P], Awaitable[R]]) -> None:
+        self._method = method
+        self._name = method.__name__
+        self.__doc__ = method.__doc__
+        sig = inspect.signature(method)
+        self.__signature__ = sig.replace(parameters=list(sig.parameters.values())[1:])
+
+    def __set_name__(self, owner: type[Any], name: str) -> None:
+        self._name = name
+
+    @overload
+    def __get__(self, service: None, owner: type[Any] | None = None) -> Self: ...
+    @overload
+    def __get__(
+        self, service: LedgerService, owner: type[Any] | None = None
+    ) -> Callable[P, Coroutine[Any, Any, R]]: ...
+    def __get__(
+        self, service: LedgerService | None, owner: type[Any] | None = None
+    ) -> Self | Callable[P, Coroutine[Any, Any, R]]:
+        if service is None:
+            return self
+        method = self._method
+
+        async def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            return await service._tx(lambda tx: method(tx, *args, **kwargs))
+
+        run.__name__ = self._name
+        run.__qualname__ = f"{type(service).__qualname__}.{self._name}"
+        run.__doc__ = self.__doc__
+        run.__signature__ = self.__signature__  # type: ignore[attr-defined]
+        vars(service)[self._name] = run
+        return run
 
 
 class LedgerService:
@@ -336,75 +377,26 @@ class LedgerService:
         return total
 
     # ---------------------------------------------------------------------------------------- business writes
+    # Each runs the ``Tx`` method it names as one transaction of the writer, in queue order, with that method's
+    # signature (``_OwnTransaction``); the postings' rules are in ``hub.ledger.postings``.
 
-    async def add_sku(self, sku: Sku, *, actor: str) -> bool:
-        return await self._tx(lambda tx: tx.add_sku(sku, actor=actor))
+    add_sku = _OwnTransaction(Tx.add_sku)
+    register_node = _OwnTransaction(Tx.register_node)
+    assign_lane = _OwnTransaction(Tx.assign_lane)
+    record_sale = _OwnTransaction(Tx.sale)
+    record_order_pick = _OwnTransaction(Tx.order_pick)
+    record_receipt = _OwnTransaction(Tx.receipt)
+    record_return = _OwnTransaction(Tx.return_)
+    restock = _OwnTransaction(Tx.restock)
+    transfer = _OwnTransaction(Tx.transfer)
+    write_off = _OwnTransaction(Tx.write_off)
+    reverse = _OwnTransaction(Tx.reverse)
+    open_alert = _OwnTransaction(Tx.open_alert)
+    acknowledge_alert = _OwnTransaction(Tx.acknowledge_alert)
+    record_audit = _OwnTransaction(Tx.record_audit)
 
-    async def register_node(self, node_id: int, *, actor: str, label: str = "", key_id: str | None = None) -> None:
-        await self._tx(lambda tx: tx.register_node(node_id, actor=actor, label=label, key_id=key_id))
-
-    async def assign_lane(
-        self, node_id: int, lane_index: int, sku: str | None, *, actor: str, lane_id: str | None = None
-    ) -> str:
-        return await self._tx(lambda tx: tx.assign_lane(node_id, lane_index, sku, actor=actor, lane_id=lane_id))
-
-    async def record_sale(
-        self,
-        sku: str,
-        qty: int,
-        *,
-        actor: str,
-        ref: str | None = None,
-        ts: Timestamp = None,
-        location: str | None = None,
-    ) -> ApplyResult:
-        t = _ts(ts)
-        return await self._tx(lambda tx: tx.sale(sku, qty, ts_ms=t, actor=actor, ref=ref, location=location))
-
-    async def record_order_pick(
-        self,
-        sku: str,
-        qty: int,
-        order: str,
-        *,
-        actor: str,
-        ref: str | None = None,
-        ts: Timestamp = None,
-        location: str | None = None,
-    ) -> ApplyResult:
-        t = _ts(ts)
-        return await self._tx(
-            lambda tx: tx.order_pick(sku, qty, order, ts_ms=t, actor=actor, ref=ref, location=location)
-        )
-
-    async def record_receipt(
-        self,
-        sku: str,
-        qty: int,
-        *,
-        actor: str,
-        ref: str | None = None,
-        ts: Timestamp = None,
-        location: str = BACKROOM,
-    ) -> ApplyResult:
-        t = _ts(ts)
-        return await self._tx(lambda tx: tx.receipt(sku, qty, ts_ms=t, actor=actor, ref=ref, location=location))
-
-    async def record_return(
-        self,
-        sku: str,
-        qty: int,
-        *,
-        actor: str,
-        ref: str | None = None,
-        ts: Timestamp = None,
-        restockable: bool = True,
-        location: str = BACKROOM,
-    ) -> ApplyResult:
-        t = _ts(ts)
-        return await self._tx(
-            lambda tx: tx.return_(sku, qty, ts_ms=t, actor=actor, ref=ref, restockable=restockable, location=location)
-        )
+    # These two offer less than their ``Tx`` method, on purpose: a client's count is always under ``count:<ref>``
+    # (``resolution:`` belongs to alert resolutions), and a resolution's movement must come from its own transaction.
 
     async def record_count(
         self,
@@ -416,71 +408,8 @@ class LedgerService:
         ts: Timestamp = None,
         location: str = BACKROOM,
     ) -> CountResult:
-        t = _ts(ts)
-        return await self._tx(lambda tx: tx.count(sku, counted, ts_ms=t, actor=actor, ref=ref, location=location))
-
-    async def restock(
-        self,
-        sku: str,
-        lane_id: str,
-        qty: int,
-        *,
-        actor: str,
-        ref: str | None = None,
-        ts: Timestamp = None,
-        from_location: str = BACKROOM,
-    ) -> ApplyResult:
-        t = _ts(ts)
-        return await self._tx(
-            lambda tx: tx.restock(sku, lane_id, qty, ts_ms=t, actor=actor, ref=ref, from_location=from_location)
-        )
-
-    async def transfer(
-        self,
-        sku: str,
-        qty: int,
-        from_location: str,
-        to_location: str,
-        *,
-        actor: str,
-        ref: str | None = None,
-        ts: Timestamp = None,
-    ) -> ApplyResult:
-        t = _ts(ts)
-        return await self._tx(
-            lambda tx: tx.transfer(sku, qty, from_location, to_location, ts_ms=t, actor=actor, ref=ref)
-        )
-
-    async def write_off(
-        self,
-        sku: str,
-        qty: int,
-        reason: Reason,
-        *,
-        actor: str,
-        ref: str | None = None,
-        ts: Timestamp = None,
-        location: str = BACKROOM,
-        note: str | None = None,
-    ) -> ApplyResult:
-        """Damage or shrinkage write-off (book stock leaves the store)."""
-        t = _ts(ts)
-        return await self._tx(
-            lambda tx: tx.write_off(sku, qty, reason, ts_ms=t, actor=actor, ref=ref, location=location, note=note)
-        )
-
-    async def reverse(self, movement_id: int, *, actor: str, why: str) -> Applied:
-        """Post the reversal of the posting that ``movement_id`` belongs to (all its legs)."""
-        return await self._tx(lambda tx: tx.reverse(movement_id, actor=actor, why=why))
-
-    async def open_alert(
-        self, kind: str, cause_key: str, evidence: dict[str, Any], *, actor: str, ts: Timestamp = None
-    ) -> AlertOpened:
-        t = _ts(ts)
-        return await self._tx(lambda tx: tx.open_alert(kind, cause_key, evidence, actor=actor, ts_ms=t))
-
-    async def acknowledge_alert(self, alert_id: int, *, actor: str) -> Alert:
-        return await self._tx(lambda tx: tx.acknowledge_alert(alert_id, actor=actor))
+        """Record a physical count under ``count:<ref>``: the difference to the book is posted as an adjustment."""
+        return await self._tx(lambda tx: tx.count(sku, counted, actor=actor, ref=ref, ts=ts, location=location))
 
     async def resolve_alert(
         self, alert_id: int, *, actor: str, resolution: str, write_off: WriteOff | None = None
@@ -490,10 +419,6 @@ class LedgerService:
         return await self._tx(
             lambda tx: tx.resolve_alert(alert_id, actor=actor, resolution=resolution, write_off=write_off)
         )
-
-    async def record_audit(self, actor: str, action: str, details: dict[str, Any]) -> None:
-        """Append one entry to the audit trail (e.g. a node's answer to a command the hub sent)."""
-        await self._tx(lambda tx: tx.audit(check_actor(actor), action, details))
 
     async def transact(self, fn: Callable[[Tx], Awaitable[T]]) -> T:
         """Run ``fn(tx)`` as one write transaction of the writer, in queue order (committed when it returns,
@@ -617,11 +542,6 @@ class LedgerService:
 
 
 LOGIN_ATTEMPTS_RETENTION_MS = 30 * 24 * 3600 * 1000
-
-
-def _ts(ts: Timestamp) -> int | None:
-    """None stays None: the posting takes the commit time, and a re-sent reference is not compared on time."""
-    return None if ts is None else ts_or_now(ts)
 
 
 async def _prune(tx: Tx, *, before_ms: int, start: str, rows: int) -> tuple[int, str | None]:
