@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from hub.argtypes import number
+from hub.schema import MIGRATIONS
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -53,6 +54,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smartshelf", description="Smart-shelf perpetual inventory tools")
+    parser.set_defaults(migrations=MIGRATIONS)  # the database's schema, for every subcommand that opens it
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     bench = sub.add_parser("bench", help="print benchmark figures measured side by side in one run")

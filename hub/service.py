@@ -31,6 +31,7 @@ from hub.nodes import CommandError, CommandOutcome, LaneTally, NodeLink, Unknown
 from hub.queries import HubReader
 from hub.reconcile.config import ReconcileConfig
 from hub.reconcile.reconciler import Reconciler
+from hub.schema import MIGRATIONS
 from hub.transport.serial import SerialLink
 from hub.web.server import WebServer
 from shared_protocol.errors import ProtocolError
@@ -83,7 +84,11 @@ class HubService:
             cfg.backup.directory.mkdir(parents=True, exist_ok=True)
             backups = BackupPolicy(cfg.backup.directory, cfg.backup.interval_s, cfg.backup.keep)
         ledger = LedgerService(
-            cfg.database, synchronous=cfg.synchronous, backups=backups, batch_linger_s=self.batch_linger_s
+            cfg.database,
+            migrations=MIGRATIONS,
+            synchronous=cfg.synchronous,
+            backups=backups,
+            batch_linger_s=self.batch_linger_s,
         )
         await ledger.start()
         self.ledger = ledger

@@ -19,6 +19,7 @@ from hub.ledger import LaneReading, LedgerService, SensorEvent, Sku
 from hub.ledger.models import Reason
 from hub.nodes import RESERVE_BLOCK, CommandTimeout
 from hub.queries import HubReader
+from hub.schema import MIGRATIONS
 from hub.service import HubService
 from shared_protocol.auth import Key
 from shared_protocol.frame import UplinkSender
@@ -86,7 +87,7 @@ async def handshake(node: FakeNode, expect_ack: int = 0) -> None:
 
 
 async def seed(db: Path, fn: Callable[[LedgerService], Awaitable[None]]) -> None:
-    async with LedgerService(db) as ledger:
+    async with LedgerService(db, migrations=MIGRATIONS) as ledger:
         await fn(ledger)
 
 

@@ -32,6 +32,7 @@ from hub.ledger.models import (
     UnknownMovement,
     UnknownSku,
 )
+from hub.schema import MIGRATIONS
 from shared_protocol.messages import KIND_ANOMALY, KIND_PICK, KIND_PUT
 
 T0 = datetime(2025, 11, 27, 9, 0, tzinfo=UTC)
@@ -40,7 +41,7 @@ T0 = datetime(2025, 11, 27, 9, 0, tzinfo=UTC)
 @pytest.fixture
 async def ledger(tmp_path: Path) -> AsyncIterator[LedgerService]:
     # NORMAL: these tests are about the rules; durability (FULL, the default) is tested in test_ledger_sensor.
-    async with LedgerService(tmp_path / "l.db", synchronous="NORMAL") as svc:
+    async with LedgerService(tmp_path / "l.db", migrations=MIGRATIONS, synchronous="NORMAL") as svc:
         await svc.add_sku(Sku("COLA", "Cola 330 ml", 3500, 20, reorder_point=6, reorder_qty=24), actor="setup")
         await svc.add_sku(Sku("TEA", "Green tea", 1200), actor="setup")
         await svc.assign_lane(1, 0, "COLA", actor="setup", lane_id="A1")

@@ -33,7 +33,7 @@ import functools
 import inspect
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar, overload
@@ -144,6 +144,7 @@ class LedgerService:
         self,
         path: Path | str,
         *,
+        migrations: Sequence[schema.Migration],
         synchronous: schema.Synchronous = "FULL",
         busy_timeout_ms: int = 5000,
         max_batch: int = 1000,
@@ -156,6 +157,7 @@ class LedgerService:
         if max_batch < 1 or batch_linger_s < 0:
             raise ValueError("max_batch must be >= 1 and batch_linger_s >= 0")
         self.path = Path(path)
+        self.migrations = tuple(migrations)
         self.synchronous = synchronous
         self.busy_timeout_ms = busy_timeout_ms
         self.max_batch = max_batch
@@ -183,7 +185,11 @@ class LedgerService:
         self._lock = DbLock(self.path).acquire(exclusive=False)
         try:
             await asyncio.to_thread(
-                schema.open_and_migrate, self.path, synchronous=self.synchronous, busy_timeout_ms=self.busy_timeout_ms
+                schema.open_and_migrate,
+                self.path,
+                self.migrations,
+                synchronous=self.synchronous,
+                busy_timeout_ms=self.busy_timeout_ms,
             )
             conn = await aiosqlite.connect(self.path, isolation_level=None, timeout=self.busy_timeout_ms / 1000)
             for stmt in schema.pragmas(synchronous=self.synchronous, busy_timeout_ms=self.busy_timeout_ms):

@@ -53,7 +53,7 @@ def _run(args: argparse.Namespace) -> int:
     cfg = _config(args)
 
     async def run() -> Any:
-        async with LedgerService(args.db) as ledger:
+        async with LedgerService(args.db, migrations=args.migrations) as ledger:
             return await Reconciler(ledger, cfg).run_once(args.now)
 
     report = asyncio.run(run())
@@ -108,7 +108,7 @@ def _resolve(args: argparse.Namespace) -> int:
     from hub.reconcile.resolve import resolve
 
     async def run() -> Any:
-        async with LedgerService(args.db) as ledger:
+        async with LedgerService(args.db, migrations=args.migrations) as ledger:
             return await resolve(
                 ledger,
                 args.alert_id,
