@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar, cast
 
 import pytest
 
 from hub.ledger import LedgerService, Sku
 from hub.ledger.models import UnknownSku
+from hub.ledger.operations import Operation
 from hub.ledger.postings import Tx
 from hub.schema import MIGRATIONS
+
+T = TypeVar("T")
 
 # As they were written out by hand before issue 9 (a7518b4); since then generated from the Tx methods.
 SIGNATURES = {
@@ -103,3 +107,28 @@ async def test_each_generated_write_is_its_own_transaction_in_queue_order(ledger
         assert await reader.book_total("TEA") == 2
         moved = (await reader.movements(sku="TEA", limit=10)).items
         assert {m.id: m.ts_ms for m in moved}[receipt.movement_ids[0]] == 1_700_000_000_000
+
+
+async def test_an_operation_runs_its_method_through_the_writers_transact() -> None:
+    async def sale(tx: Tx, sku: str, qty: int, *, actor: str) -> tuple[object, str, int, str]:
+        """Sell."""
+        return (tx, sku, qty, actor)
+
+    class Writer:
+        sell = Operation(sale)
+
+        def __init__(self) -> None:
+            self.runs = 0
+
+        async def transact(self, fn: Callable[[Tx], Awaitable[T]]) -> T:
+            self.runs += 1
+            return await fn(cast(Tx, "the open transaction"))
+
+    writer = Writer()
+    assert await writer.sell("TEA", 2, actor="pos") == ("the open transaction", "TEA", 2, "pos")
+    assert (
+        writer.runs == 1
+        and writer.sell.__doc__ == "Sell."
+        and str(inspect.signature(writer.sell))
+        == ("(sku: 'str', qty: 'int', *, actor: 'str') -> 'tuple[object, str, int, str]'")
+    )

@@ -13,13 +13,19 @@ serialised in the order they were submitted and never interleave.
   transaction so that a single poisonous item fails alone, after an operational error (locked, I/O, disk full)
   they all fail at once. A failed item's future gets the exception and nothing of it is written.
 * **Business operations** (sales, receipts, ..., counts, reversals, SKUs, lanes, alerts, CSV imports) each run in
-  their own transaction, in queue order, record their actor, and write the audit trail (see ``postings``).
+  their own transaction, in queue order, record their actor, and write the audit trail: each is a ``Tx`` method
+  (``postings``) run as its own transaction with that method's signature (``operations``); ``transact(fn)`` runs
+  any function of a ``Tx`` the same way (modules with their own tables: reconciliation, the status page).
 * **Lane readings** older than ``reading_retention_s`` (8 days) are pruned every ``prune_interval_s`` by the
   writer, in transactions of at most 2,000 deleted rows queued like any other work (``prune_lane_readings``);
   then the status page's sign-in attempts older than 30 days (``prune_login_attempts``).
 * **Readers** use separate read-only connections: ``await service.reader()`` (see ``reader``).
 * **Backups**: ``await service.backup(dest)`` and, with a ``BackupPolicy``, on a schedule (see ``backup``); both
-  use SQLite's online backup API on their own connection in a thread and never stop the writer.
+  use SQLite's online backup API on their own connection in a thread and never stop the writer. WAL checkpoints
+  run beside the writer the same way, every ``checkpoint_interval_s`` (``upkeep``).
+* **Schema**: ``start()`` creates the database or upgrades it to ``migrations``, the steps of every subsystem that
+  keeps tables in it (``hub.schema.MIGRATIONS``, handed in by the hub: the ledger never imports its users), in one
+  transaction, refusing a file written by a newer smartshelf or not a ledger (``schema``).
 
 The service holds ``<db>.lock`` shared while open, so ``smartshelf ledger restore`` refuses to swap the file
 under it.
@@ -30,18 +36,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import inspect
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar, overload
+from typing import Any, TypeVar, overload
 
 import aiosqlite
 
-from hub.ledger import schema
-from hub.ledger.backup import BackupInfo, BackupPolicy, backup_database, scheduled_backup
+from hub.ledger import schema, upkeep
+from hub.ledger.backup import BackupInfo, BackupPolicy, backup_database
 from hub.ledger.dblock import DbLock
 from hub.ledger.imports import ImportKind, ImportReport, ImportTooLarge, import_rows, parse_csv
 from hub.ledger.models import (
@@ -59,14 +64,13 @@ from hub.ledger.models import (
     Timestamp,
     now_ms,
 )
+from hub.ledger.operations import Operation
 from hub.ledger.postings import Tx, WriteOff
 from hub.ledger.reader import LedgerReader
 from hub.ledger.sensor import PRUNE_BATCH_ROWS, READING_RETENTION_MS, SensorItem, apply_batch, prune_readings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-P = ParamSpec("P")
-R = TypeVar("R")
 
 
 @dataclass(slots=True)
@@ -94,49 +98,6 @@ class _Rejected(Exception):
     def __init__(self, report: ImportReport) -> None:
         super().__init__("import rejected")
         self.report = report
-
-
-class _OwnTransaction(Generic[P, R]):
-    """A ``LedgerService`` method that runs a ``Tx`` method as its own transaction of the writer.
-
-    In the class body, ``record_sale = _OwnTransaction(Tx.sale)`` makes ``await service.record_sale(sku, qty, ...)``
-    queue ``tx.sale(sku, qty, ...)`` behind the work already submitted and return its result after COMMIT (or raise
-    what it raised, nothing written). The signature is the ``Tx`` method's without ``tx``, so mypy checks every call's
-    arguments; the bound method is built once per service and kept on it (later lookups are plain attribute reads).
-    """
-
-    def __init__(self, method: Callable[Concatenate[Tx, P], Awaitable[R]]) -> None:
-        self._method = method
-        self._name = method.__name__
-        self.__doc__ = method.__doc__
-        sig = inspect.signature(method)
-        self.__signature__ = sig.replace(parameters=list(sig.parameters.values())[1:])
-
-    def __set_name__(self, owner: type[Any], name: str) -> None:
-        self._name = name
-
-    @overload
-    def __get__(self, service: None, owner: type[Any] | None = None) -> Self: ...
-    @overload
-    def __get__(
-        self, service: LedgerService, owner: type[Any] | None = None
-    ) -> Callable[P, Coroutine[Any, Any, R]]: ...
-    def __get__(
-        self, service: LedgerService | None, owner: type[Any] | None = None
-    ) -> Self | Callable[P, Coroutine[Any, Any, R]]:
-        if service is None:
-            return self
-        method = self._method
-
-        async def run(*args: P.args, **kwargs: P.kwargs) -> R:
-            return await service._tx(lambda tx: method(tx, *args, **kwargs))
-
-        run.__name__ = self._name
-        run.__qualname__ = f"{type(service).__qualname__}.{self._name}"
-        run.__doc__ = self.__doc__
-        run.__signature__ = self.__signature__  # type: ignore[attr-defined]
-        vars(service)[self._name] = run
-        return run
 
 
 class LedgerService:
@@ -202,10 +163,14 @@ class LedgerService:
         self._conn = conn
         self._writer = asyncio.create_task(self._run(), name="ledger-writer")
         if self.backup_policy is not None:
-            self._tasks.append(asyncio.create_task(self._backup_loop(self.backup_policy), name="ledger-backups"))
+            self._tasks.append(
+                asyncio.create_task(upkeep.backups(self.path, self.backup_policy, self._taken), name="ledger-backups")
+            )
         if self.checkpoint_interval_s is not None:
             self._tasks.append(
-                asyncio.create_task(self._checkpoint_loop(self.checkpoint_interval_s), name="ledger-checkpoints")
+                asyncio.create_task(
+                    upkeep.checkpoints(self.path, self.checkpoint_interval_s, self.stats), name="ledger-checkpoints"
+                )
             )
         if self.prune_interval_s is not None:
             self._tasks.append(asyncio.create_task(self._prune_loop(self.prune_interval_s), name="ledger-prune"))
@@ -384,22 +349,22 @@ class LedgerService:
 
     # ---------------------------------------------------------------------------------------- business writes
     # Each runs the ``Tx`` method it names as one transaction of the writer, in queue order, with that method's
-    # signature (``_OwnTransaction``); the postings' rules are in ``hub.ledger.postings``.
+    # signature (``operations.Operation``); the postings' rules are in ``hub.ledger.postings``.
 
-    add_sku = _OwnTransaction(Tx.add_sku)
-    register_node = _OwnTransaction(Tx.register_node)
-    assign_lane = _OwnTransaction(Tx.assign_lane)
-    record_sale = _OwnTransaction(Tx.sale)
-    record_order_pick = _OwnTransaction(Tx.order_pick)
-    record_receipt = _OwnTransaction(Tx.receipt)
-    record_return = _OwnTransaction(Tx.return_)
-    restock = _OwnTransaction(Tx.restock)
-    transfer = _OwnTransaction(Tx.transfer)
-    write_off = _OwnTransaction(Tx.write_off)
-    reverse = _OwnTransaction(Tx.reverse)
-    open_alert = _OwnTransaction(Tx.open_alert)
-    acknowledge_alert = _OwnTransaction(Tx.acknowledge_alert)
-    record_audit = _OwnTransaction(Tx.record_audit)
+    add_sku = Operation(Tx.add_sku)
+    register_node = Operation(Tx.register_node)
+    assign_lane = Operation(Tx.assign_lane)
+    record_sale = Operation(Tx.sale)
+    record_order_pick = Operation(Tx.order_pick)
+    record_receipt = Operation(Tx.receipt)
+    record_return = Operation(Tx.return_)
+    restock = Operation(Tx.restock)
+    transfer = Operation(Tx.transfer)
+    write_off = Operation(Tx.write_off)
+    reverse = Operation(Tx.reverse)
+    open_alert = Operation(Tx.open_alert)
+    acknowledge_alert = Operation(Tx.acknowledge_alert)
+    record_audit = Operation(Tx.record_audit)
 
     # These two offer less than their ``Tx`` method, on purpose: a client's count is always under ``count:<ref>``
     # (``resolution:`` belongs to alert resolutions), and a resolution's movement must come from its own transaction.
@@ -472,35 +437,11 @@ class LedgerService:
     async def backup(self, dest: Path | str) -> BackupInfo:
         """Online backup to ``dest`` (a file, or a directory for a time-stamped name) while the writer runs."""
         info = await asyncio.to_thread(backup_database, self.path, dest)
-        self.last_backup = info
+        self._taken(info)
         return info
 
-    async def _checkpoint_loop(self, interval_s: float) -> None:
-        """Copy the WAL back into the database from a second connection, so the writer's commits never wait for
-        a checkpoint (with autocheckpoint, every ~1000 pages one COMMIT also writes and fsyncs the database file:
-        a latency spike on an SD card). PASSIVE never blocks the writer or readers."""
-        conn = await asyncio.to_thread(
-            sqlite3.connect, self.path, isolation_level=None, check_same_thread=False, timeout=0
-        )
-
-        def checkpoint() -> None:
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-
-        try:
-            while True:
-                await asyncio.sleep(interval_s)
-                running = asyncio.ensure_future(asyncio.to_thread(checkpoint))
-                try:
-                    await asyncio.shield(running)
-                    self.stats.checkpoints += 1
-                except asyncio.CancelledError:
-                    with contextlib.suppress(Exception):
-                        await running
-                    raise
-                except sqlite3.Error as exc:
-                    log.warning("ledger: checkpoint failed: %s", exc)
-        finally:
-            await asyncio.to_thread(conn.close)
+    def _taken(self, info: BackupInfo) -> None:
+        self.last_backup = info
 
     async def prune_login_attempts(self, before_ms: int | None = None) -> int:
         """Delete the status page's sign-in attempts older than ``before_ms`` (default: ``LOGIN_ATTEMPTS_RETENTION_MS``
@@ -530,21 +471,6 @@ class LedgerService:
                 return
             except Exception:
                 log.exception("ledger: pruning lane readings or login attempts failed")
-
-    async def _backup_loop(self, policy: BackupPolicy) -> None:
-        while True:
-            await asyncio.sleep(policy.interval_s)
-            copying = asyncio.ensure_future(asyncio.to_thread(scheduled_backup, self.path, policy))
-            try:
-                self.last_backup = await asyncio.shield(copying)
-                log.info("ledger backup: %s", self.last_backup.path)
-            except asyncio.CancelledError:
-                # Closing: let the copy in flight finish (its thread cannot be stopped) so no temporary file stays.
-                with contextlib.suppress(Exception):
-                    await copying
-                raise
-            except Exception:
-                log.exception("ledger: scheduled backup failed")
 
 
 LOGIN_ATTEMPTS_RETENTION_MS = 30 * 24 * 3600 * 1000
