@@ -1,6 +1,7 @@
 """``smartshelf ledger ...``: create, back up, restore, import into and inspect the ledger database.
 
-The database is ``--db PATH``, else ``$SMARTSHELF_DB``, else ``./smartshelf.db``.
+The database is ``--db PATH``, else ``$SMARTSHELF_DB``, else ``./smartshelf.db``; its migrations (every subsystem's)
+are ``args.migrations``, set by the root command (``hub.cli``: ``hub.schema.MIGRATIONS``).
 Exit codes: 0 ok; 2 refused (a rejected import with its per-line report on stderr, a restore refused, bad
 arguments); 1 any other failure.
 """

@@ -4,6 +4,7 @@
 what it did and the alerts it opened or resolved. ``alerts`` lists the unresolved reconciliation alerts (``--all``:
 resolved ones too), ``resolve ID OUTCOME`` closes one (outcomes per kind: ``hub/reconcile/README.md``).
 Exit codes as ``smartshelf ledger``: 0 ok, 2 refused (bad arguments, an outcome that does not fit), 1 failure.
+The database's migrations are ``args.migrations``, set by the root command (``hub.cli``).
 """
 
 from __future__ import annotations
