@@ -437,10 +437,11 @@ class LedgerService:
     async def backup(self, dest: Path | str) -> BackupInfo:
         """Online backup to ``dest`` (a file, or a directory for a time-stamped name) while the writer runs."""
         info = await asyncio.to_thread(backup_database, self.path, dest)
-        self._taken(info)
+        self.last_backup = info
         return info
 
     def _taken(self, info: BackupInfo) -> None:
+        """A scheduled backup was taken (``upkeep.backups``)."""
         self.last_backup = info
 
     async def prune_login_attempts(self, before_ms: int | None = None) -> int:
