@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from hub.ledger import LedgerService, Sku
 from hub.ledger.postings import Tx
+from hub.schema import MIGRATIONS
 from hub.service import HubService
 from hub.web.users import add_user
 from tests.hub_support import FakeNode, start_hub, write_config
@@ -151,7 +152,7 @@ class LiveHub:
     async def _start(self) -> None:
         config = write_config(self.directory, self.sockdir, self.nodes, extra="")
         config.write_text(config.read_text() + '[web]\nhost = "127.0.0.1"\nport = 0\nthreads = 8\n')
-        async with LedgerService(self.db) as ledger:  # the store's books before the hub starts
+        async with LedgerService(self.db, migrations=MIGRATIONS) as ledger:  # the store's books before the hub starts
             for sku in SKUS:
                 await ledger.add_sku(sku, actor="test")
             for node_id, index, lane_id, sku_name, _ in LANES:

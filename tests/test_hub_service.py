@@ -19,6 +19,7 @@ from hub.ledger.models import Reason
 from hub.link.booking import SensorBooking
 from hub.link.commands import CommandTimeout
 from hub.link.session import RESERVE_BLOCK
+from hub.schema import MIGRATIONS
 from hub.service import HubService
 from hub.service.control import HubRunning
 from shared_protocol.auth import Key
@@ -87,7 +88,7 @@ async def handshake(node: FakeNode, expect_ack: int = 0) -> None:
 
 
 async def seed(db: Path, fn: Callable[[LedgerService], Awaitable[None]]) -> None:
-    async with LedgerService(db) as ledger:
+    async with LedgerService(db, migrations=MIGRATIONS) as ledger:
         await fn(ledger)
 
 

@@ -23,7 +23,8 @@ from hub.ledger import (
 )
 from hub.ledger.backup import BACKUP_NAME_RE, list_backups, verify_backup
 from hub.ledger.dblock import LedgerBusy
-from hub.ledger.schema import LATEST_VERSION, MIGRATIONS, connect, migrate
+from hub.ledger.schema import connect, migrate
+from hub.schema import LATEST_VERSION, MIGRATIONS
 from shared_protocol.messages import KIND_PICK, KIND_PUT
 
 WAVE = 50  # sensor events queued together, hence committed together
@@ -61,7 +62,7 @@ async def _check_restored(db: Path) -> tuple[int, int]:
 
 async def test_a_backup_taken_mid_ingest_restores_to_a_consistent_ledger(tmp_path: Path) -> None:
     db = tmp_path / "live.db"
-    async with LedgerService(db) as ledger:
+    async with LedgerService(db, migrations=MIGRATIONS) as ledger:
         await _setup(ledger)
         stop = asyncio.Event()
 
@@ -89,12 +90,12 @@ async def test_a_backup_taken_mid_ingest_restores_to_a_consistent_ledger(tmp_pat
     assert all(b.movements > 0 for b in backups)
     restored = tmp_path / "restored.db"
     for b in backups:
-        verify_backup(b.path)
-        restore_database(b.path, restored)
+        verify_backup(b.path, migrations=MIGRATIONS)
+        restore_database(b.path, restored, migrations=MIGRATIONS)
         events, transfers = await _check_restored(restored)
         assert 0 < events <= sent and transfers > 0
     assert sent > (await _check_restored(restored))[0]  # the backups really were taken mid-ingest
-    async with LedgerService(restored) as reopened:  # the hub can carry on from a restored file
+    async with LedgerService(restored, migrations=MIGRATIONS) as reopened:  # the hub can carry on from a restored file
         assert isinstance(await reopened.record_sale("COLA", 1, actor="pos", ref="S-after"), Applied)
 
 
@@ -104,7 +105,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("template")
 
     async def build() -> Path:
-        async with LedgerService(folder / "src.db", synchronous="NORMAL") as ledger:
+        async with LedgerService(folder / "src.db", migrations=MIGRATIONS, synchronous="NORMAL") as ledger:
             await _setup(ledger)
             rows = "".join(f"S{i},2025-11-27T10:00:00Z,COLA,1\n" for i in range(300))
             assert (await ledger.import_csv("sales", f"id,timestamp,sku,quantity\n{rows}".encode(), actor="p")).ok
@@ -177,7 +178,7 @@ def test_restore_refuses_bad_files_and_leaves_the_ledger_alone(
     before = target_db.read_bytes()
     damage(src)  # type: ignore[operator]
     with pytest.raises(RestoreRefused, match=message):
-        restore_database(src, target_db)
+        restore_database(src, target_db, migrations=MIGRATIONS)
     assert target_db.read_bytes() == before
     assert not Path(str(target_db) + ".bak").exists()
 
@@ -193,11 +194,11 @@ async def test_restore_keeps_the_previous_file_and_accepts_an_older_schema(tmp_p
     )
     conn.close()
     db = tmp_path / "live.db"
-    async with LedgerService(db) as ledger:
+    async with LedgerService(db, migrations=MIGRATIONS) as ledger:
         await _setup(ledger)
-    info = restore_database(old, db)
+    info = restore_database(old, db, migrations=MIGRATIONS)
     assert info.schema_version == 1 and info.movements == 1
-    async with LedgerService(db) as ledger, await ledger.reader() as reader:
+    async with LedgerService(db, migrations=MIGRATIONS) as ledger, await ledger.reader() as reader:
         assert await reader.schema_version() == LATEST_VERSION
         assert await reader.book_total("TEA") == 3 and await reader.sku("COLA") is None
     async with await LedgerReader.open(Path(str(db) + ".bak")) as previous:
@@ -207,12 +208,12 @@ async def test_restore_keeps_the_previous_file_and_accepts_an_older_schema(tmp_p
 async def test_restore_refuses_while_the_hub_runs(tmp_path: Path, template: Path) -> None:
     src = template
     db = tmp_path / "live.db"
-    async with LedgerService(db) as ledger:
+    async with LedgerService(db, migrations=MIGRATIONS) as ledger:
         await _setup(ledger)
         with pytest.raises(LedgerBusy, match="stop it first"):
-            restore_database(src, db)
+            restore_database(src, db, migrations=MIGRATIONS)
         assert await ledger.record_sale("COLA", 1, actor="pos", ref="still-working")
-    restore_database(src, db)
+    restore_database(src, db, migrations=MIGRATIONS)
 
 
 async def test_scheduled_backups_keep_the_last_n(tmp_path: Path) -> None:
@@ -220,7 +221,7 @@ async def test_scheduled_backups_keep_the_last_n(tmp_path: Path) -> None:
     folder.mkdir()
     (folder / "notes.txt").write_text("not a backup: never pruned")
     policy = BackupPolicy(folder, interval_s=0.03, keep=2)
-    async with LedgerService(tmp_path / "live.db", backups=policy) as ledger:
+    async with LedgerService(tmp_path / "live.db", migrations=MIGRATIONS, backups=policy) as ledger:
         await _setup(ledger)
         for _ in range(200):
             if len(list_backups(folder)) >= 2 and ledger.last_backup and ledger.last_backup.movements > 0:
@@ -232,16 +233,16 @@ async def test_scheduled_backups_keep_the_last_n(tmp_path: Path) -> None:
     assert (folder / "notes.txt").exists()
     assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # no temporary files left
     for p in backups:
-        assert verify_backup(p).schema_version == LATEST_VERSION
+        assert verify_backup(p, migrations=MIGRATIONS).schema_version == LATEST_VERSION
 
 
 async def test_backup_into_a_directory_names_the_file(tmp_path: Path) -> None:
     db = tmp_path / "live.db"
-    async with LedgerService(db) as ledger:
+    async with LedgerService(db, migrations=MIGRATIONS) as ledger:
         await _setup(ledger)
         info = await ledger.backup(tmp_path)
     assert BACKUP_NAME_RE.fullmatch(info.path.name) and info.movements == 1
     copy = tmp_path / "copy"
     copy.mkdir()
     shutil.copy(info.path, copy / "x.db")
-    assert verify_backup(copy / "x.db").movements == 1
+    assert verify_backup(copy / "x.db", migrations=MIGRATIONS).movements == 1

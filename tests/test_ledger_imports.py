@@ -10,6 +10,7 @@ import pytest
 
 from hub.ledger import LedgerReader, LedgerService, Reason, Sku
 from hub.ledger.imports import parse_csv
+from hub.schema import MIGRATIONS
 
 TS = "2025-11-27T10:00:00Z"
 
@@ -17,7 +18,7 @@ TS = "2025-11-27T10:00:00Z"
 @pytest.fixture
 async def ledger(tmp_path: Path) -> AsyncIterator[LedgerService]:
     # NORMAL: these tests are about the rules; durability (FULL, the default) is tested in test_ledger_sensor.
-    async with LedgerService(tmp_path / "l.db", synchronous="NORMAL") as svc:
+    async with LedgerService(tmp_path / "l.db", migrations=MIGRATIONS, synchronous="NORMAL") as svc:
         await svc.add_sku(Sku("COLA", "Cola", 3500), actor="setup")
         await svc.add_sku(Sku("TEA", "Tea", 1200), actor="setup")
         await svc.assign_lane(1, 0, "COLA", actor="setup", lane_id="A1")

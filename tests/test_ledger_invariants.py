@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from hub.ledger import Applied, LedgerError, LedgerReader, LedgerService, Reason, SensorEvent, SensorGap, Sku
+from hub.schema import MIGRATIONS
 from shared_protocol.messages import KIND_PICK, KIND_PUT
 
 SKUS = ("COLA", "TEA", "SOAP")
@@ -22,7 +23,9 @@ async def test_balances_equal_the_sum_of_movements_after_random_operations(tmp_p
     rng = random.Random(seed)
     model: dict[tuple[str, str], int] = defaultdict(int)  # independent expectation of book and observed stock
     # NORMAL: this test is about logic, not durability, and stays fast.
-    ledger = LedgerService(tmp_path / "l.db", max_batch=rng.choice([1, 7, 1000]), synchronous="NORMAL")
+    ledger = LedgerService(
+        tmp_path / "l.db", migrations=MIGRATIONS, max_batch=rng.choice([1, 7, 1000]), synchronous="NORMAL"
+    )
     async with ledger, await LedgerReader.open(ledger.path) as reader:
         for sku in SKUS:
             await ledger.add_sku(Sku(sku, sku.title(), 1000), actor="setup")
@@ -116,7 +119,7 @@ async def test_balances_equal_the_sum_of_movements_after_random_operations(tmp_p
 
 
 async def test_readers_see_consistent_snapshots_while_the_writer_runs(tmp_path: Path) -> None:
-    async with LedgerService(tmp_path / "l.db") as ledger:
+    async with LedgerService(tmp_path / "l.db", migrations=MIGRATIONS) as ledger:
         await ledger.add_sku(Sku("COLA", "Cola", 3500), actor="setup")
         await ledger.assign_lane(1, 0, "COLA", actor="setup", lane_id="A1")
         await ledger.record_receipt("COLA", 1000, actor="setup", ref="R0")

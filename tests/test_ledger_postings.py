@@ -32,6 +32,7 @@ from hub.ledger.models import (
     UnknownMovement,
     UnknownSku,
 )
+from hub.schema import MIGRATIONS
 from shared_protocol.messages import KIND_ANOMALY, KIND_PICK, KIND_PUT
 
 T0 = datetime(2025, 11, 27, 9, 0, tzinfo=UTC)
@@ -40,7 +41,7 @@ T0 = datetime(2025, 11, 27, 9, 0, tzinfo=UTC)
 @pytest.fixture
 async def ledger(tmp_path: Path) -> AsyncIterator[LedgerService]:
     # NORMAL: these tests are about the rules; durability (FULL, the default) is tested in test_ledger_sensor.
-    async with LedgerService(tmp_path / "l.db", synchronous="NORMAL") as svc:
+    async with LedgerService(tmp_path / "l.db", migrations=MIGRATIONS, synchronous="NORMAL") as svc:
         await svc.add_sku(Sku("COLA", "Cola 330 ml", 3500, 20, reorder_point=6, reorder_qty=24), actor="setup")
         await svc.add_sku(Sku("TEA", "Green tea", 1200), actor="setup")
         await svc.assign_lane(1, 0, "COLA", actor="setup", lane_id="A1")
@@ -367,13 +368,11 @@ async def test_an_alert_resolution_count_has_its_own_reference_kind(ledger: Ledg
 
     await ledger.record_count("COLA", 5, actor="api:wms", ref="alert1", location="lane:A1")  # a client's "alert1"
     result = await ledger.transact(
-        lambda tx: tx.count(
-            "COLA", 7, ts_ms=None, actor="web:mia", ref="alert1", location="lane:A1", kind=RESOLUTION_KIND
-        )
+        lambda tx: tx.count("COLA", 7, ts=None, actor="web:mia", ref="alert1", location="lane:A1", kind=RESOLUTION_KIND)
     )
     assert result.source_ref == "resolution:alert1" and not result.duplicate and result.book_qty == 5
     with pytest.raises(InvalidArgument):
-        await ledger.transact(lambda tx: tx.count("COLA", 7, ts_ms=None, actor="x", ref="y", kind="sale"))
+        await ledger.transact(lambda tx: tx.count("COLA", 7, ts=None, actor="x", ref="y", kind="sale"))
 
 
 async def test_a_sale_or_pick_from_a_location_that_never_held_stock_is_refused(

@@ -23,6 +23,7 @@ from hub.ledger import (
 )
 from hub.ledger.models import InvalidArgument, LaneReading, LedgerClosed, now_ms
 from hub.ledger.sensor import ReadingThinner
+from hub.schema import MIGRATIONS
 from shared_protocol.messages import KIND_ANOMALY, KIND_PICK, KIND_PUT
 
 NODE = 7
@@ -38,7 +39,7 @@ def put(seq: int, lane: int = 0, n: int = 1, node: int = NODE) -> SensorEvent:
 
 @pytest.fixture
 async def ledger(tmp_path: Path) -> AsyncIterator[LedgerService]:
-    async with LedgerService(tmp_path / "l.db") as svc:
+    async with LedgerService(tmp_path / "l.db", migrations=MIGRATIONS) as svc:
         await svc.add_sku(Sku("COLA", "Cola 330 ml", 3500, 20), actor="setup")
         await svc.assign_lane(NODE, 0, "COLA", actor="setup", lane_id="A1")
         yield svc
@@ -107,7 +108,7 @@ async def test_marks_survive_a_restart(ledger: LedgerService) -> None:
     await asyncio.gather(*(ledger.submit(pick(s)) for s in (1, 2, 3, 5)))
     await ledger.submit(NodeUpdate(NODE, uplink_seq=900, fw_version="1.2.3", downlink_session=4, downlink_seq=17))
     await ledger.close()
-    async with LedgerService(ledger.path) as again:
+    async with LedgerService(ledger.path, migrations=MIGRATIONS) as again:
         assert isinstance(await again.submit(pick(5)), Duplicate)
         assert isinstance(await again.submit(pick(2)), Duplicate)
         assert isinstance(await again.submit(pick(4)), Applied)
@@ -187,7 +188,7 @@ async def test_queued_events_share_one_transaction(ledger: LedgerService) -> Non
 
 
 async def test_max_batch_bounds_a_transaction(tmp_path: Path) -> None:
-    async with LedgerService(tmp_path / "l.db", max_batch=64) as ledger:
+    async with LedgerService(tmp_path / "l.db", migrations=MIGRATIONS, max_batch=64) as ledger:
         await asyncio.gather(*(ledger.submit(pick(s)) for s in range(1, 201)))
         assert ledger.stats.sensor_batches == 4 and ledger.stats.largest_batch == 64
 
@@ -250,7 +251,7 @@ async def test_a_poisonous_event_fails_alone_and_leaves_nothing(ledger: LedgerSe
 
 
 async def test_submitting_to_a_closed_service_is_refused(tmp_path: Path) -> None:
-    ledger = LedgerService(tmp_path / "l.db")
+    ledger = LedgerService(tmp_path / "l.db", migrations=MIGRATIONS)
     with pytest.raises(LedgerClosed):
         ledger.submit(pick(1))
     await ledger.start()
@@ -262,7 +263,7 @@ async def test_submitting_to_a_closed_service_is_refused(tmp_path: Path) -> None
 
 
 async def test_checkpoints_run_beside_the_writer(tmp_path: Path) -> None:
-    async with LedgerService(tmp_path / "l.db", checkpoint_interval_s=0.01) as ledger:
+    async with LedgerService(tmp_path / "l.db", migrations=MIGRATIONS, checkpoint_interval_s=0.01) as ledger:
         assert ledger._conn is not None
         assert list(await ledger._conn.execute_fetchall("PRAGMA wal_autocheckpoint")) == [(0,)]
         await ledger.add_sku(Sku("COLA", "Cola", 3500), actor="setup")
@@ -270,7 +271,7 @@ async def test_checkpoints_run_beside_the_writer(tmp_path: Path) -> None:
             await asyncio.gather(*(ledger.submit(pick(wave * 100 + s)) for s in range(1, 101)))
             await asyncio.sleep(0.02)
         assert ledger.stats.checkpoints > 0
-    async with LedgerService(tmp_path / "l.db", checkpoint_interval_s=None) as ledger:
+    async with LedgerService(tmp_path / "l.db", migrations=MIGRATIONS, checkpoint_interval_s=None) as ledger:
         assert ledger._conn is not None
         assert list(await ledger._conn.execute_fetchall("PRAGMA wal_autocheckpoint")) == [(1000,)]
         async with await ledger.reader() as reader:
@@ -355,7 +356,9 @@ async def test_pruning_deletes_old_readings_in_small_transactions(ledger: Ledger
 
 
 async def test_the_writer_prunes_readings_on_its_own(tmp_path: Path) -> None:
-    async with LedgerService(tmp_path / "l.db", prune_interval_s=0.01, reading_retention_s=3600) as svc:
+    async with LedgerService(
+        tmp_path / "l.db", migrations=MIGRATIONS, prune_interval_s=0.01, reading_retention_s=3600
+    ) as svc:
         await svc.add_sku(Sku("COLA", "Cola 330 ml", 3500, 20), actor="setup")
         await svc.assign_lane(NODE, 0, "COLA", actor="setup", lane_id="A1")
         recent = now_ms()

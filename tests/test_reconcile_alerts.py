@@ -17,6 +17,7 @@ from hub.ledger.models import AlertStateError, InvalidArgument
 from hub.reconcile import ReconcileConfig, ReconcileConflict, Reconciler, resolve
 from hub.reconcile.apply import apply_plan
 from hub.reconcile.plan import build_plan
+from hub.schema import MIGRATIONS
 from shared_protocol.messages import KIND_ANOMALY, KIND_PICK, KIND_PUT
 
 T0 = 1_700_000_000_000
@@ -102,7 +103,7 @@ def ms(t: float) -> int:
 
 @pytest.fixture
 async def shop(tmp_path: Path) -> AsyncIterator[Shop]:
-    async with LedgerService(tmp_path / "l.db", synchronous="NORMAL") as ledger:
+    async with LedgerService(tmp_path / "l.db", migrations=MIGRATIONS, synchronous="NORMAL") as ledger:
         yield await Shop(ledger).setup()
 
 
@@ -244,7 +245,7 @@ async def test_sales_delivered_late_in_shuffled_batches_give_the_same_result(tmp
             sales.append((t + rng.uniform(30, 800), n, f"T-{i}"))
 
     async def scenario(name: str, delay_s: float, shuffle: bool) -> tuple[list[Any], list[Any], list[Any]]:
-        async with LedgerService(tmp_path / f"{name}.db", synchronous="NORMAL") as ledger:
+        async with LedgerService(tmp_path / f"{name}.db", migrations=MIGRATIONS, synchronous="NORMAL") as ledger:
             shop = await Shop(ledger).setup()
             pending = sorted(sales)
             for now in range(0, 3600 + 2 * SETTLE, 60):
@@ -539,7 +540,7 @@ async def test_resolutions_that_do_not_fit_are_refused(shop: Shop) -> None:
 
 
 async def test_the_reconciler_runs_as_a_task(tmp_path: Path) -> None:
-    async with LedgerService(tmp_path / "l.db") as ledger:
+    async with LedgerService(tmp_path / "l.db", migrations=MIGRATIONS) as ledger:
         shop = await Shop(ledger, ReconcileConfig(interval_s=0.01)).setup()
         await shop.pick("A1", 1, 0)
         async with shop.rec:

@@ -10,6 +10,7 @@ import pytest
 
 from hub.cli import main
 from hub.ledger import LedgerService
+from hub.schema import MIGRATIONS
 from tests.test_reconcile_alerts import Shop
 
 THEFT_AT = "2023-11-14T22:13:20Z"  # T0 of the shop helpers
@@ -28,7 +29,7 @@ def db(tmp_path: Path) -> Path:
     path = tmp_path / "shop.db"
 
     async def build() -> None:
-        async with LedgerService(path, synchronous="NORMAL") as ledger:
+        async with LedgerService(path, migrations=MIGRATIONS, synchronous="NORMAL") as ledger:
             shop = await Shop(ledger).setup()
             await shop.pick("A1", 2, 0)
 

@@ -445,7 +445,7 @@ def test_bad_filters_get_a_clear_error(env: Env, query: str, message: str) -> No
 def test_keyset_pages_newest_first(env: Env) -> None:
     async def many(tx: Tx) -> None:
         for i in range(120):  # pairs share an opened time: ties are ordered by id
-            await tx.open_alert("test", f"item:{i}", {"i": i}, actor="t", ts_ms=10_000 + (i // 2) * 1000)
+            await tx.open_alert("test", f"item:{i}", {"i": i}, actor="t", ts=10_000 + (i // 2) * 1000)
 
     env.write(lambda ledger: ledger.transact(many))
     expected = [

@@ -27,7 +27,7 @@ D = 24 * H
 async def _postings(ledger: LedgerService) -> None:
     async def many(tx: Any) -> None:
         for i in range(130):  # 130 sales over three days, two tills
-            await tx.sale("COLA", 1 + i % 3, ts_ms=T0 + i * 33 * 60_000, actor=f"pos-{1 + i % 2}", ref=f"T-{i}")
+            await tx.sale("COLA", 1 + i % 3, ts=T0 + i * 33 * 60_000, actor=f"pos-{1 + i % 2}", ref=f"T-{i}")
 
     await ledger.transact(many)
     await ledger.record_receipt("TEA", 24, actor="clerk-bob", ref="PO-7", ts=T0 + D + 5 * H)

@@ -17,6 +17,7 @@ from hub.ledger import LedgerService, Reason, SensorGap, Sku, WriteOff
 from hub.ledger.models import now_ms
 from hub.reconcile import ReconcileConfig
 from hub.reconcile.reconciler import Reconciler
+from hub.schema import MIGRATIONS
 from hub.web import metrics
 from tests.web_support import Env
 
@@ -34,7 +35,7 @@ class Built:
 
 async def _build(db: Path, now: int) -> None:
     s = now - 7 * D
-    async with LedgerService(db, synchronous="NORMAL") as ledger:
+    async with LedgerService(db, migrations=MIGRATIONS, synchronous="NORMAL") as ledger:
         await ledger.add_sku(Sku("COLA", "Cola", 3500, reorder_point=6, reorder_qty=24, capacity=30), actor="t")
         await ledger.add_sku(Sku("TEA", "Tea", 1200, reorder_point=5, reorder_qty=12, capacity=20), actor="t")
         await ledger.add_sku(Sku("SOUP", "Soup", 4000), actor="t")  # no lane, no reorder point
@@ -180,7 +181,7 @@ def test_reorder_lines_use_the_reconcilers_rule(tmp_path: Path) -> None:
 
     async def build_and_reconcile() -> None:
         await _build(db, now)
-        async with LedgerService(db, synchronous="NORMAL") as ledger:
+        async with LedgerService(db, migrations=MIGRATIONS, synchronous="NORMAL") as ledger:
             await Reconciler(ledger, ReconcileConfig()).run_once(now)
             async with await ledger.reader() as reader:
                 for a in await reader.alerts():

@@ -15,6 +15,7 @@ from flask.testing import FlaskClient
 
 from hub.ledger import LedgerService, SensorGap, Sku
 from hub.ledger.models import now_ms
+from hub.schema import MIGRATIONS
 from hub.web import LoopWriter, create_app
 from hub.web.users import ROLES, add_user
 
@@ -84,7 +85,7 @@ def run_env(tmp_path: Path) -> Iterator[Env]:
     thread = threading.Thread(target=loop.run_forever, name="hub-loop", daemon=True)
     thread.start()
     db = tmp_path / "ledger.db"
-    ledger = LedgerService(db, synchronous="NORMAL")
+    ledger = LedgerService(db, migrations=MIGRATIONS, synchronous="NORMAL")
 
     def on_loop(coro: Awaitable[Any]) -> Any:
         async def run() -> Any:

@@ -28,6 +28,7 @@ from hub.config import load_config
 from hub.ledger.models import Alert
 from hub.ledger.reader import LedgerReader
 from hub.ledger.service import LedgerService
+from hub.schema import MIGRATIONS
 from hub.service import HubService
 from hub.web.api_clients import add_client, new_token, token_sha256
 from hub.web.users import add_user, hash_password
@@ -69,7 +70,7 @@ class Demo:
     # -- setup ------------------------------------------------------------------------------------
     async def seed_ledger(self, db: Path) -> None:
         """The store's books (``open_store``) and a manager login for the status page."""
-        ledger = LedgerService(db)
+        ledger = LedgerService(db, migrations=MIGRATIONS)
         await ledger.start()
         try:
             await open_store(ledger, self.scenario)

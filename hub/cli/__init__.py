@@ -18,6 +18,7 @@ from typing import Any, cast
 from hub.cli.hub_commands import add_hub_parser
 from hub.ledger.cli import add_ledger_parser
 from hub.reconcile.cli import add_reconcile_parser
+from hub.schema import MIGRATIONS
 from hub.web.cli import add_api_clients_parser, add_users_parser
 
 PLUGIN_GROUP = "smartshelf.commands"
@@ -25,6 +26,7 @@ PLUGIN_GROUP = "smartshelf.commands"
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smartshelf", description="Smart-shelf perpetual inventory")
+    parser.set_defaults(migrations=MIGRATIONS)  # the database's schema, for every subcommand that opens it
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_hub_parser(sub)
     add_ledger_parser(sub)

@@ -1,8 +1,10 @@
 """The hub's perpetual inventory ledger (SQLite): one writer service, read-only readers, CSV imports, backups.
 
-Modules: ``models`` (records, reasons, errors), ``schema`` (migrations), ``service`` (the writer), ``sensor``
-(batched node events), ``postings`` (business transactions), ``reader`` (queries), ``imports`` (CSV),
-``backup`` (online backup / restore), ``cli`` (``smartshelf ledger ...``). Formats and rules: ``README.md``.
+Modules: ``models`` (records, reasons, errors), ``schema`` (the ledger's migration steps and the migrator every
+subsystem's steps go through), ``service`` (the writer), ``operations`` (its generated business writes), ``upkeep``
+(checkpoints and scheduled backups beside it), ``sensor`` (batched node events), ``postings`` (business
+transactions, by area), ``reader`` (queries), ``imports`` (CSV), ``backup`` (online backup / restore), ``cli``
+(``smartshelf ledger ...``). Formats and rules: ``README.md``.
 """
 
 from hub.ledger.backup import BackupInfo, BackupPolicy, RestoreRefused, backup_database, restore_database

@@ -20,6 +20,7 @@ import contextlib
 import os
 import re
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +28,7 @@ from pathlib import Path
 from hub.ledger.dblock import DbLock
 from hub.ledger.models import LedgerError, SchemaError
 from hub.ledger.reader import CONSISTENCY_SQL
-from hub.ledger.schema import check_sqlite_version, current_version, refuse_newer
+from hub.ledger.schema import Migration, check_sqlite_version, current_version, refuse_newer
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 BACKUP_NAME_RE = re.compile(r"smartshelf-\d{8}T\d{6}\.\d{3}Z\.db")
@@ -144,8 +145,9 @@ def prune_backups(directory: Path, keep: int) -> list[Path]:
     return removed
 
 
-def verify_backup(src: Path | str) -> BackupInfo:
-    """Raise ``RestoreRefused`` unless ``src`` is an intact smartshelf ledger this version can open."""
+def verify_backup(src: Path | str, *, migrations: Sequence[Migration]) -> BackupInfo:
+    """Raise ``RestoreRefused`` unless ``src`` is an intact smartshelf ledger this version (whose schema is
+    ``migrations``) can open."""
     check_sqlite_version()
     src = Path(src)
     if not src.is_file():
@@ -164,7 +166,7 @@ def verify_backup(src: Path | str) -> BackupInfo:
             version = current_version(conn)
             if version == 0:
                 raise RestoreRefused(f"{src}: an empty database, not a ledger backup")
-            refuse_newer(version, what=str(src))
+            refuse_newer(version, latest=migrations[-1].version, what=str(src))
             bad = conn.execute(CONSISTENCY_SQL).fetchall()
             if bad:
                 sku, loc, bal, total = bad[0]
@@ -182,10 +184,11 @@ def verify_backup(src: Path | str) -> BackupInfo:
     return BackupInfo(src, version, movements, src.stat().st_size)
 
 
-def restore_database(src: Path | str, db: Path | str) -> BackupInfo:
-    """Replace the ledger at ``db`` with the backup ``src`` (the old file is kept as ``<db>.bak``)."""
+def restore_database(src: Path | str, db: Path | str, *, migrations: Sequence[Migration]) -> BackupInfo:
+    """Replace the ledger at ``db`` with the backup ``src`` (the old file is kept as ``<db>.bak``); ``migrations``:
+    the schema of this version, which ``src`` must not be newer than."""
     src, db = Path(src), Path(db)
-    info = verify_backup(src)
+    info = verify_backup(src, migrations=migrations)
     if src.resolve() == db.resolve():
         raise RestoreRefused(f"{src} is the database itself")
     with DbLock(db).acquire(exclusive=True):

@@ -1,6 +1,7 @@
 """``smartshelf ledger ...``: create, back up, restore, import into and inspect the ledger database.
 
-The database is ``--db PATH``, else ``$SMARTSHELF_DB``, else ``./smartshelf.db``.
+The database is ``--db PATH``, else ``$SMARTSHELF_DB``, else ``./smartshelf.db``; its migrations (every subsystem's)
+are ``args.migrations``, set by the root command (``hub.cli``: ``hub.schema.MIGRATIONS``).
 Exit codes: 0 ok; 2 refused (a rejected import with its per-line report on stderr, a restore refused, bad
 arguments); 1 any other failure.
 """
@@ -39,7 +40,7 @@ def _err(message: str) -> None:
 def _init(args: argparse.Namespace) -> int:
     from hub.ledger import schema
 
-    old, new = schema.open_and_migrate(args.db)
+    old, new = schema.open_and_migrate(args.db, args.migrations)
     print(f"{args.db}: schema version {new}" + (f" (upgraded from {old})" if old and old != new else ""))
     return EXIT_OK
 
@@ -57,7 +58,7 @@ def _restore(args: argparse.Namespace) -> int:
     from hub.ledger.dblock import LedgerBusy
 
     try:
-        info = restore_database(args.src, args.db)
+        info = restore_database(args.src, args.db, migrations=args.migrations)
     except (RestoreRefused, LedgerBusy) as exc:
         _err(f"restore refused: {exc}")
         return EXIT_REFUSED
@@ -79,7 +80,7 @@ def _import(args: argparse.Namespace) -> int:
         return _import_remote(args, path)
 
     async def run() -> Any:
-        async with LedgerService(args.db) as ledger:
+        async with LedgerService(args.db, migrations=args.migrations) as ledger:
             return await ledger.import_file(args.kind, path, actor=args.actor)
 
     report = asyncio.run(run())
@@ -167,7 +168,7 @@ def _add_sku(args: argparse.Namespace) -> int:
     )
 
     async def run() -> bool:
-        async with LedgerService(args.db) as ledger:
+        async with LedgerService(args.db, migrations=args.migrations) as ledger:
             return await ledger.add_sku(sku, actor=args.actor)
 
     print(f"SKU {args.sku}: {'saved' if asyncio.run(run()) else 'unchanged'}")
@@ -178,7 +179,7 @@ def _assign_lane(args: argparse.Namespace) -> int:
     from hub.ledger.service import LedgerService
 
     async def run() -> str:
-        async with LedgerService(args.db) as ledger:
+        async with LedgerService(args.db, migrations=args.migrations) as ledger:
             return await ledger.assign_lane(args.node, args.lane, args.sku, actor=args.actor, lane_id=args.lane_id)
 
     lane_id = asyncio.run(run())

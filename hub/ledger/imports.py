@@ -286,22 +286,22 @@ async def _apply(tx: Tx, kind: ImportKind, row: ImportRow, actor: str) -> bool:
     """Post one row; True if it was already in the ledger."""
     if kind == "counts":
         location = row.location or BACKROOM
-        return (await tx.count(row.sku, row.qty, ts_ms=row.ts_ms, actor=actor, ref=row.id, location=location)).duplicate
+        return (await tx.count(row.sku, row.qty, ts=row.ts_ms, actor=actor, ref=row.id, location=location)).duplicate
     if kind == "sales":
-        result = await tx.sale(row.sku, row.qty, ts_ms=row.ts_ms, actor=actor, ref=row.id, location=row.location)
+        result = await tx.sale(row.sku, row.qty, ts=row.ts_ms, actor=actor, ref=row.id, location=row.location)
     elif kind == "receipts":
         location = row.location or BACKROOM
-        result = await tx.receipt(row.sku, row.qty, ts_ms=row.ts_ms, actor=actor, ref=row.id, location=location)
+        result = await tx.receipt(row.sku, row.qty, ts=row.ts_ms, actor=actor, ref=row.id, location=location)
     elif kind == "picks":
         assert row.order is not None
         result = await tx.order_pick(
-            row.sku, row.qty, row.order, ts_ms=row.ts_ms, actor=actor, ref=row.id, location=row.location
+            row.sku, row.qty, row.order, ts=row.ts_ms, actor=actor, ref=row.id, location=row.location
         )
     else:
         result = await tx.return_(
             row.sku,
             row.qty,
-            ts_ms=row.ts_ms,
+            ts=row.ts_ms,
             actor=actor,
             ref=row.id,
             restockable=row.restockable,

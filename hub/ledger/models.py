@@ -158,6 +158,15 @@ def ts_or_now(ts: datetime | int | None) -> int:
     return int(ts)
 
 
+Timestamp = datetime | int | None  # a business time: aware datetime, or ms since the epoch; None = when recorded
+
+
+def business_ms(ts: Timestamp) -> int | None:
+    """A posting's business time in ms. None stays None: the posting takes the commit time, and a re-sent reference
+    is not compared on time."""
+    return None if ts is None else ts_or_now(ts)
+
+
 # ------------------------------------------------------------------------------------------------------ locations
 
 

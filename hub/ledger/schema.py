@@ -1,9 +1,18 @@
-"""The ledger's SQLite schema, as an ordered list of migrations, and opening a database safely.
+"""The ledger's tables as migration steps, and the migrator every subsystem's steps go through.
 
-* ``MIGRATIONS`` is append-only: a released step is never edited; a change is a new step. Opening a database
-  applies every step above its ``schema_version`` in **one** transaction (all or nothing), so an old database is
-  upgraded in place and a failed upgrade leaves it exactly as it was.
-* A database written by a newer smartshelf (version above ``LATEST_VERSION``) is refused with ``SchemaError``,
+* A database's schema is one ordered list of migrations, each a numbered step (``Migration``). Each subsystem owns
+  the steps of its tables: the ledger core's are here (``CORE``, ``ALERTS``, ``LANE_READINGS``), reconciliation's in
+  ``hub.reconcile.schema``, the status page's in ``hub.web.schema``. The hub root lists them in order
+  (``hub.schema.MIGRATIONS``, made with ``compose``) and passes that list to everything that opens a database
+  (``LedgerService(..., migrations=...)``, ``open_and_migrate``, ``restore_database``): the ledger never imports
+  the modules that use it.
+* Versions are global: step *n* of whichever subsystem is version *n* of the database, and ``schema_version`` holds
+  one row per step applied. A step released with tables of several subsystems (version 5) is listed as its parts,
+  in their released order; ``compose`` joins them into that one step. New steps belong to one subsystem each.
+* The list is append-only: a released step is never edited; a change is a new step. Opening a database applies
+  every step above its ``schema_version`` in **one** transaction (all or nothing), so an old database is upgraded
+  in place and a failed upgrade leaves it exactly as it was.
+* A database written by a newer smartshelf (version above the last step given) is refused with ``SchemaError``,
   as is a file that is not a smartshelf ledger (``PRAGMA application_id`` differs, or foreign tables without
   ``schema_version``).
 * Integrity lives in the schema, not only in the code: movements, physical counts and the audit trail are
@@ -19,6 +28,7 @@ last commits can be lost, see DESIGN.md §6), ``foreign_keys=ON`` and a ``busy_t
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -28,6 +38,45 @@ from hub.ledger.models import SchemaError, now_ms
 APPLICATION_ID = 0x53534C47  # "SSLG": marks a file as a smartshelf ledger
 MIN_SQLITE = (3, 37, 0)
 Synchronous = Literal["FULL", "NORMAL"]
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One step of a database's schema (``version``), or a subsystem's part of a step released jointly."""
+
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+def compose(*parts: Migration) -> tuple[Migration, ...]:
+    """The migrations of a database from its subsystems' steps, in the order given. Consecutive parts of one
+    version are joined into one step (statements in order, descriptions joined by ", "); versions must run
+    1, 2, 3, ... without a gap."""
+    steps: list[Migration] = []
+    for part in parts:
+        if steps and part.version == steps[-1].version:
+            last = steps[-1]
+            steps[-1] = Migration(
+                last.version, f"{last.description}, {part.description}", last.statements + part.statements
+            )
+            continue
+        expected = steps[-1].version + 1 if steps else 1
+        if part.version != expected:
+            raise ValueError(f"migration {part.version} ({part.description!r}) where version {expected} belongs")
+        steps.append(part)
+    return tuple(steps)
+
+
+def check_steps(migrations: Sequence[Migration]) -> None:
+    """Refuse a list that is not whole steps 1..n (e.g. one subsystem's parts alone): applying it would record
+    versions whose other parts never ran."""
+    versions = [m.version for m in migrations]
+    if not versions or versions != list(range(1, len(versions) + 1)):
+        raise ValueError(f"migrations must be the steps 1..n of one database (compose them), not versions {versions}")
+
+
+# ------------------------------------------------------------------------------------------ the ledger's tables
 
 _SENSOR_REASONS = "'sensor_pick', 'sensor_put', 'sensor_anomaly', 'sensor_gap'"
 _BOOK_REASONS = (
@@ -42,13 +91,6 @@ def _append_only(table: str, what: str) -> list[str]:
         f"CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table} "
         f"BEGIN SELECT RAISE(ABORT, '{table} are append-only: {what}'); END",
     ]
-
-
-@dataclass(frozen=True)
-class Migration:
-    version: int
-    description: str
-    statements: tuple[str, ...]
 
 
 _V1_CORE = (
@@ -167,85 +209,7 @@ _V2_ALERTS = (
     " WHERE location GLOB 'sensor:*'",
 )
 
-# Reconciliation state (hub/reconcile/README.md), written only by the reconciler through the writer.
-_V3_RECONCILE = (
-    # One row: how far reconciliation got. Sensor picks before settled_before_ms whose id <= scanned_to_id are
-    # settled (in recon_picks); sensor events up to scanned_to_id have been checked for damage / misplaced items.
-    # run_seq guards against two reconcilers writing from the same state.
-    """CREATE TABLE recon_state (
-        id INTEGER PRIMARY KEY CHECK (id = 1),
-        run_seq INTEGER NOT NULL,
-        settled_before_ms INTEGER NOT NULL,
-        scanned_to_id INTEGER NOT NULL,
-        last_run_ms INTEGER NOT NULL
-    ) STRICT""",
-    # One row per settled sensor pick: how many of its units were put back, sold (sales / order picks), or are
-    # unexplained, and the shrinkage alert that reports them.
-    """CREATE TABLE recon_picks (
-        movement_id INTEGER PRIMARY KEY REFERENCES movements(id),
-        sku TEXT NOT NULL,
-        lane_id TEXT NOT NULL,
-        ts_ms INTEGER NOT NULL,
-        units INTEGER NOT NULL CHECK (units > 0),
-        put_back INTEGER NOT NULL CHECK (put_back >= 0),
-        sold INTEGER NOT NULL CHECK (sold >= 0),
-        unexplained INTEGER NOT NULL CHECK (unexplained >= 0),
-        status TEXT NOT NULL CHECK (status IN ('explained', 'unexplained', 'uncertain')),
-        alert_id INTEGER REFERENCES alerts(id),
-        settled_ms INTEGER NOT NULL,
-        CHECK (put_back + sold + unexplained = units)
-    ) STRICT""",
-    "CREATE INDEX recon_picks_alert ON recon_picks(alert_id) WHERE alert_id IS NOT NULL",
-    # Which movement explains which units of a settled pick: a sale, an order pick or a put-back (sensor put).
-    """CREATE TABLE recon_matches (
-        id INTEGER PRIMARY KEY,
-        pick_id INTEGER NOT NULL REFERENCES recon_picks(movement_id),
-        by_id INTEGER NOT NULL REFERENCES movements(id),
-        kind TEXT NOT NULL CHECK (kind IN ('sale', 'order_pick', 'put_back')),
-        units INTEGER NOT NULL CHECK (units > 0),
-        lag_ms INTEGER NOT NULL,
-        late INTEGER NOT NULL CHECK (late IN (0, 1)),
-        matched_ms INTEGER NOT NULL,
-        UNIQUE (pick_id, by_id)
-    ) STRICT""",
-    "CREATE INDEX recon_matches_by ON recon_matches(by_id)",
-    # Sensor events by kind and time (unsettled picks, puts, low-confidence events in a period).
-    "CREATE INDEX movements_reason_ts ON movements(reason, ts_ms)",
-)
-
-# Staff accounts of the status page (hub/web/README.md), written only through the writer.
-_V4_USERS = (
-    """CREATE TABLE users (
-        username TEXT PRIMARY KEY CHECK (length(username) BETWEEN 1 AND 64 AND username NOT GLOB '*[^!-~]*'),
-        password_hash TEXT NOT NULL CHECK (length(password_hash) > 0),
-        role TEXT NOT NULL CHECK (role IN ('viewer', 'clerk', 'manager', 'admin')),
-        created_ms INTEGER NOT NULL,
-        disabled_ms INTEGER
-    ) STRICT""",
-    # Login throttling: failures per (username, ip) in a sliding window.
-    """CREATE TABLE login_attempts (
-        id INTEGER PRIMARY KEY,
-        ts_ms INTEGER NOT NULL,
-        username TEXT NOT NULL,
-        ip TEXT NOT NULL,
-        ok INTEGER NOT NULL CHECK (ok IN (0, 1))
-    ) STRICT""",
-    "CREATE INDEX login_attempts_who ON login_attempts(username, ip, ts_ms)",
-)
-
-# Status page and HTTP API (hub/web/README.md): API clients, lane readings for the shelf charts, movements by
-# location (shelf detail, ledger explorer, out-of-stock minutes).
-_V5_WEB = (
-    # One row per POS / WMS client of the HTTP API. The bearer token is 256 random bits shown once; only its
-    # SHA-256 is kept (a slow hash buys nothing for a random secret of that size). scopes: space-separated.
-    """CREATE TABLE api_clients (
-        name TEXT PRIMARY KEY CHECK (length(name) BETWEEN 1 AND 64 AND name NOT GLOB '*[^!-~]*'),
-        token_sha256 TEXT NOT NULL UNIQUE CHECK (length(token_sha256) = 64),
-        scopes TEXT NOT NULL,
-        created_ms INTEGER NOT NULL,
-        created_by TEXT NOT NULL,
-        disabled_ms INTEGER
-    ) STRICT""",
+_V5_LANE_READINGS = (
     # A lane's weight and count as its node reported them (lane_state), thinned by ingest; pruned by age.
     """CREATE TABLE lane_readings (
         lane_id TEXT NOT NULL,
@@ -255,23 +219,15 @@ _V5_WEB = (
         flags INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (lane_id, ts_ms)
     ) STRICT, WITHOUT ROWID""",
-    # covering for what reads a location over time (counts, last change, out-of-stock minutes): no table lookups
-    "CREATE INDEX movements_location_ts ON movements(location, ts_ms, sku, qty)",
-    # the audit trail by action (a lane's assignment history for the out-of-stock report; who did what, when)
-    "CREATE INDEX audit_action ON audit(action, ts_ms)",
-    # A signed-in session carries its user's epoch; logout, a password reset, a role change or disabling bumps it,
-    # so every cookie issued before (a copied one too) stops working at once.
-    "ALTER TABLE users ADD COLUMN session_epoch INTEGER NOT NULL DEFAULT 0",
 )
 
-MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "core ledger: skus, nodes, lanes, movements, balances, physical counts, audit", _V1_CORE),
-    Migration(2, "alerts; movements by sku and time; book_stock and observed_stock views", _V2_ALERTS),
-    Migration(3, "reconciliation: settled picks, their matches, progress; movements by reason and time", _V3_RECONCILE),
-    Migration(4, "status page: users and login attempts", _V4_USERS),
-    Migration(5, "HTTP API clients, lane readings, movements by location, session epochs", _V5_WEB),
-)
-LATEST_VERSION = MIGRATIONS[-1].version
+CORE = Migration(1, "core ledger: skus, nodes, lanes, movements, balances, physical counts, audit", _V1_CORE)
+ALERTS = Migration(2, "alerts; movements by sku and time; book_stock and observed_stock views", _V2_ALERTS)
+# Part of step 5 (released with the status page's API clients, its indexes and session epochs: hub.web.schema).
+LANE_READINGS = Migration(5, "lane readings", _V5_LANE_READINGS)
+
+
+# ------------------------------------------------------------------------------------------------ the migrator
 
 
 def check_sqlite_version() -> None:
@@ -319,7 +275,7 @@ def current_version(conn: sqlite3.Connection) -> int:
     return int(row[0] or 0)
 
 
-def refuse_newer(version: int, what: str = "the database", latest: int = LATEST_VERSION) -> None:
+def refuse_newer(version: int, *, latest: int, what: str = "the database") -> None:
     if version > latest:
         raise SchemaError(
             f"{what} has schema version {version}, newer than this smartshelf supports ({latest}): "
@@ -327,8 +283,9 @@ def refuse_newer(version: int, what: str = "the database", latest: int = LATEST_
         )
 
 
-def migrate(conn: sqlite3.Connection, migrations: tuple[Migration, ...] = MIGRATIONS) -> tuple[int, int]:
+def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration]) -> tuple[int, int]:
     """Bring the database to the last of ``migrations`` in one transaction. Returns (old version, new version)."""
+    check_steps(migrations)
     latest = migrations[-1].version
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -356,15 +313,20 @@ def migrate(conn: sqlite3.Connection, migrations: tuple[Migration, ...] = MIGRAT
 
 
 def open_and_migrate(
-    path: Path | str, *, synchronous: Synchronous = "FULL", busy_timeout_ms: int = 5000
+    path: Path | str,
+    migrations: Sequence[Migration],
+    *,
+    synchronous: Synchronous = "FULL",
+    busy_timeout_ms: int = 5000,
 ) -> tuple[int, int]:
-    """Create or upgrade the ledger at ``path``; returns (old version, new version)."""
+    """Create or upgrade the database at ``path`` to the last of ``migrations``; returns (old version, new version)."""
+    check_steps(migrations)
     try:
         conn = connect(path, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms)
     except sqlite3.DatabaseError as exc:
         raise SchemaError(f"{path}: cannot open as a ledger database: {exc}") from exc
     try:
-        return migrate(conn)
+        return migrate(conn, migrations)
     except sqlite3.OperationalError:
         raise  # locked, I/O error, ...: not a question of what the file is
     except sqlite3.DatabaseError as exc:

@@ -13,13 +13,19 @@ serialised in the order they were submitted and never interleave.
   transaction so that a single poisonous item fails alone, after an operational error (locked, I/O, disk full)
   they all fail at once. A failed item's future gets the exception and nothing of it is written.
 * **Business operations** (sales, receipts, ..., counts, reversals, SKUs, lanes, alerts, CSV imports) each run in
-  their own transaction, in queue order, record their actor, and write the audit trail (see ``postings``).
+  their own transaction, in queue order, record their actor, and write the audit trail: each is a ``Tx`` method
+  (``postings``) run as its own transaction with that method's signature (``operations``); ``transact(fn)`` runs
+  any function of a ``Tx`` the same way (modules with their own tables: reconciliation, the status page).
 * **Lane readings** older than ``reading_retention_s`` (8 days) are pruned every ``prune_interval_s`` by the
   writer, in transactions of at most 2,000 deleted rows queued like any other work (``prune_lane_readings``);
   then the status page's sign-in attempts older than 30 days (``prune_login_attempts``).
 * **Readers** use separate read-only connections: ``await service.reader()`` (see ``reader``).
 * **Backups**: ``await service.backup(dest)`` and, with a ``BackupPolicy``, on a schedule (see ``backup``); both
-  use SQLite's online backup API on their own connection in a thread and never stop the writer.
+  use SQLite's online backup API on their own connection in a thread and never stop the writer. WAL checkpoints
+  run beside the writer the same way, every ``checkpoint_interval_s`` (``upkeep``).
+* **Schema**: ``start()`` creates the database or upgrades it to ``migrations``, the steps of every subsystem that
+  keeps tables in it (``hub.schema.MIGRATIONS``, handed in by the hub: the ledger never imports its users), in one
+  transaction, refusing a file written by a newer smartshelf or not a ledger (``schema``).
 
 The service holds ``<db>.lock`` shared while open, so ``smartshelf ledger restore`` refuses to swap the file
 under it.
@@ -32,43 +38,39 @@ import contextlib
 import functools
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
 import aiosqlite
 
-from hub.ledger import schema
-from hub.ledger.backup import BackupInfo, BackupPolicy, backup_database, scheduled_backup
+from hub.ledger import schema, upkeep
+from hub.ledger.backup import BackupInfo, BackupPolicy, backup_database
 from hub.ledger.dblock import DbLock
 from hub.ledger.imports import ImportKind, ImportReport, ImportTooLarge, import_rows, parse_csv
 from hub.ledger.models import (
     BACKROOM,
     Alert,
-    Applied,
     ApplyResult,
     CountResult,
     LaneReading,
     LedgerClosed,
     LedgerError,
     NodeUpdate,
-    Reason,
     SensorEvent,
     SensorGap,
     ServiceStats,
-    Sku,
+    Timestamp,
     now_ms,
-    ts_or_now,
 )
-from hub.ledger.postings import AlertOpened, Tx, WriteOff, check_actor
+from hub.ledger.operations import Operation
+from hub.ledger.postings import Tx, WriteOff
 from hub.ledger.reader import LedgerReader
 from hub.ledger.sensor import PRUNE_BATCH_ROWS, READING_RETENTION_MS, SensorItem, apply_batch, prune_readings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-Timestamp = datetime | int | None  # aware datetime, or ms since the epoch; None = when recorded
 
 
 @dataclass(slots=True)
@@ -103,6 +105,7 @@ class LedgerService:
         self,
         path: Path | str,
         *,
+        migrations: Sequence[schema.Migration],
         synchronous: schema.Synchronous = "FULL",
         busy_timeout_ms: int = 5000,
         max_batch: int = 1000,
@@ -115,6 +118,7 @@ class LedgerService:
         if max_batch < 1 or batch_linger_s < 0:
             raise ValueError("max_batch must be >= 1 and batch_linger_s >= 0")
         self.path = Path(path)
+        self.migrations = tuple(migrations)
         self.synchronous = synchronous
         self.busy_timeout_ms = busy_timeout_ms
         self.max_batch = max_batch
@@ -142,7 +146,11 @@ class LedgerService:
         self._lock = DbLock(self.path).acquire(exclusive=False)
         try:
             await asyncio.to_thread(
-                schema.open_and_migrate, self.path, synchronous=self.synchronous, busy_timeout_ms=self.busy_timeout_ms
+                schema.open_and_migrate,
+                self.path,
+                self.migrations,
+                synchronous=self.synchronous,
+                busy_timeout_ms=self.busy_timeout_ms,
             )
             conn = await aiosqlite.connect(self.path, isolation_level=None, timeout=self.busy_timeout_ms / 1000)
             for stmt in schema.pragmas(synchronous=self.synchronous, busy_timeout_ms=self.busy_timeout_ms):
@@ -155,10 +163,14 @@ class LedgerService:
         self._conn = conn
         self._writer = asyncio.create_task(self._run(), name="ledger-writer")
         if self.backup_policy is not None:
-            self._tasks.append(asyncio.create_task(self._backup_loop(self.backup_policy), name="ledger-backups"))
+            self._tasks.append(
+                asyncio.create_task(upkeep.backups(self.path, self.backup_policy, self._taken), name="ledger-backups")
+            )
         if self.checkpoint_interval_s is not None:
             self._tasks.append(
-                asyncio.create_task(self._checkpoint_loop(self.checkpoint_interval_s), name="ledger-checkpoints")
+                asyncio.create_task(
+                    upkeep.checkpoints(self.path, self.checkpoint_interval_s, self.stats), name="ledger-checkpoints"
+                )
             )
         if self.prune_interval_s is not None:
             self._tasks.append(asyncio.create_task(self._prune_loop(self.prune_interval_s), name="ledger-prune"))
@@ -336,75 +348,26 @@ class LedgerService:
         return total
 
     # ---------------------------------------------------------------------------------------- business writes
+    # Each runs the ``Tx`` method it names as one transaction of the writer, in queue order, with that method's
+    # signature (``operations.Operation``); the postings' rules are in ``hub.ledger.postings``.
 
-    async def add_sku(self, sku: Sku, *, actor: str) -> bool:
-        return await self._tx(lambda tx: tx.add_sku(sku, actor=actor))
+    add_sku = Operation(Tx.add_sku)
+    register_node = Operation(Tx.register_node)
+    assign_lane = Operation(Tx.assign_lane)
+    record_sale = Operation(Tx.sale)
+    record_order_pick = Operation(Tx.order_pick)
+    record_receipt = Operation(Tx.receipt)
+    record_return = Operation(Tx.return_)
+    restock = Operation(Tx.restock)
+    transfer = Operation(Tx.transfer)
+    write_off = Operation(Tx.write_off)
+    reverse = Operation(Tx.reverse)
+    open_alert = Operation(Tx.open_alert)
+    acknowledge_alert = Operation(Tx.acknowledge_alert)
+    record_audit = Operation(Tx.record_audit)
 
-    async def register_node(self, node_id: int, *, actor: str, label: str = "", key_id: str | None = None) -> None:
-        await self._tx(lambda tx: tx.register_node(node_id, actor=actor, label=label, key_id=key_id))
-
-    async def assign_lane(
-        self, node_id: int, lane_index: int, sku: str | None, *, actor: str, lane_id: str | None = None
-    ) -> str:
-        return await self._tx(lambda tx: tx.assign_lane(node_id, lane_index, sku, actor=actor, lane_id=lane_id))
-
-    async def record_sale(
-        self,
-        sku: str,
-        qty: int,
-        *,
-        actor: str,
-        ref: str | None = None,
-        ts: Timestamp = None,
-        location: str | None = None,
-    ) -> ApplyResult:
-        t = _ts(ts)
-        return await self._tx(lambda tx: tx.sale(sku, qty, ts_ms=t, actor=actor, ref=ref, location=location))
-
-    async def record_order_pick(
-        self,
-        sku: str,
-        qty: int,
-        order: str,
-        *,
-        actor: str,
-        ref: str | None = None,
-        ts: Timestamp = None,
-        location: str | None = None,
-    ) -> ApplyResult:
-        t = _ts(ts)
-        return await self._tx(
-            lambda tx: tx.order_pick(sku, qty, order, ts_ms=t, actor=actor, ref=ref, location=location)
-        )
-
-    async def record_receipt(
-        self,
-        sku: str,
-        qty: int,
-        *,
-        actor: str,
-        ref: str | None = None,
-        ts: Timestamp = None,
-        location: str = BACKROOM,
-    ) -> ApplyResult:
-        t = _ts(ts)
-        return await self._tx(lambda tx: tx.receipt(sku, qty, ts_ms=t, actor=actor, ref=ref, location=location))
-
-    async def record_return(
-        self,
-        sku: str,
-        qty: int,
-        *,
-        actor: str,
-        ref: str | None = None,
-        ts: Timestamp = None,
-        restockable: bool = True,
-        location: str = BACKROOM,
-    ) -> ApplyResult:
-        t = _ts(ts)
-        return await self._tx(
-            lambda tx: tx.return_(sku, qty, ts_ms=t, actor=actor, ref=ref, restockable=restockable, location=location)
-        )
+    # These two offer less than their ``Tx`` method, on purpose: a client's count is always under ``count:<ref>``
+    # (``resolution:`` belongs to alert resolutions), and a resolution's movement must come from its own transaction.
 
     async def record_count(
         self,
@@ -416,71 +379,8 @@ class LedgerService:
         ts: Timestamp = None,
         location: str = BACKROOM,
     ) -> CountResult:
-        t = _ts(ts)
-        return await self._tx(lambda tx: tx.count(sku, counted, ts_ms=t, actor=actor, ref=ref, location=location))
-
-    async def restock(
-        self,
-        sku: str,
-        lane_id: str,
-        qty: int,
-        *,
-        actor: str,
-        ref: str | None = None,
-        ts: Timestamp = None,
-        from_location: str = BACKROOM,
-    ) -> ApplyResult:
-        t = _ts(ts)
-        return await self._tx(
-            lambda tx: tx.restock(sku, lane_id, qty, ts_ms=t, actor=actor, ref=ref, from_location=from_location)
-        )
-
-    async def transfer(
-        self,
-        sku: str,
-        qty: int,
-        from_location: str,
-        to_location: str,
-        *,
-        actor: str,
-        ref: str | None = None,
-        ts: Timestamp = None,
-    ) -> ApplyResult:
-        t = _ts(ts)
-        return await self._tx(
-            lambda tx: tx.transfer(sku, qty, from_location, to_location, ts_ms=t, actor=actor, ref=ref)
-        )
-
-    async def write_off(
-        self,
-        sku: str,
-        qty: int,
-        reason: Reason,
-        *,
-        actor: str,
-        ref: str | None = None,
-        ts: Timestamp = None,
-        location: str = BACKROOM,
-        note: str | None = None,
-    ) -> ApplyResult:
-        """Damage or shrinkage write-off (book stock leaves the store)."""
-        t = _ts(ts)
-        return await self._tx(
-            lambda tx: tx.write_off(sku, qty, reason, ts_ms=t, actor=actor, ref=ref, location=location, note=note)
-        )
-
-    async def reverse(self, movement_id: int, *, actor: str, why: str) -> Applied:
-        """Post the reversal of the posting that ``movement_id`` belongs to (all its legs)."""
-        return await self._tx(lambda tx: tx.reverse(movement_id, actor=actor, why=why))
-
-    async def open_alert(
-        self, kind: str, cause_key: str, evidence: dict[str, Any], *, actor: str, ts: Timestamp = None
-    ) -> AlertOpened:
-        t = _ts(ts)
-        return await self._tx(lambda tx: tx.open_alert(kind, cause_key, evidence, actor=actor, ts_ms=t))
-
-    async def acknowledge_alert(self, alert_id: int, *, actor: str) -> Alert:
-        return await self._tx(lambda tx: tx.acknowledge_alert(alert_id, actor=actor))
+        """Record a physical count under ``count:<ref>``: the difference to the book is posted as an adjustment."""
+        return await self._tx(lambda tx: tx.count(sku, counted, actor=actor, ref=ref, ts=ts, location=location))
 
     async def resolve_alert(
         self, alert_id: int, *, actor: str, resolution: str, write_off: WriteOff | None = None
@@ -490,10 +390,6 @@ class LedgerService:
         return await self._tx(
             lambda tx: tx.resolve_alert(alert_id, actor=actor, resolution=resolution, write_off=write_off)
         )
-
-    async def record_audit(self, actor: str, action: str, details: dict[str, Any]) -> None:
-        """Append one entry to the audit trail (e.g. a node's answer to a command the hub sent)."""
-        await self._tx(lambda tx: tx.audit(check_actor(actor), action, details))
 
     async def transact(self, fn: Callable[[Tx], Awaitable[T]]) -> T:
         """Run ``fn(tx)`` as one write transaction of the writer, in queue order (committed when it returns,
@@ -544,32 +440,9 @@ class LedgerService:
         self.last_backup = info
         return info
 
-    async def _checkpoint_loop(self, interval_s: float) -> None:
-        """Copy the WAL back into the database from a second connection, so the writer's commits never wait for
-        a checkpoint (with autocheckpoint, every ~1000 pages one COMMIT also writes and fsyncs the database file:
-        a latency spike on an SD card). PASSIVE never blocks the writer or readers."""
-        conn = await asyncio.to_thread(
-            sqlite3.connect, self.path, isolation_level=None, check_same_thread=False, timeout=0
-        )
-
-        def checkpoint() -> None:
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-
-        try:
-            while True:
-                await asyncio.sleep(interval_s)
-                running = asyncio.ensure_future(asyncio.to_thread(checkpoint))
-                try:
-                    await asyncio.shield(running)
-                    self.stats.checkpoints += 1
-                except asyncio.CancelledError:
-                    with contextlib.suppress(Exception):
-                        await running
-                    raise
-                except sqlite3.Error as exc:
-                    log.warning("ledger: checkpoint failed: %s", exc)
-        finally:
-            await asyncio.to_thread(conn.close)
+    def _taken(self, info: BackupInfo) -> None:
+        """A scheduled backup was taken (``upkeep.backups``)."""
+        self.last_backup = info
 
     async def prune_login_attempts(self, before_ms: int | None = None) -> int:
         """Delete the status page's sign-in attempts older than ``before_ms`` (default: ``LOGIN_ATTEMPTS_RETENTION_MS``
@@ -600,28 +473,8 @@ class LedgerService:
             except Exception:
                 log.exception("ledger: pruning lane readings or login attempts failed")
 
-    async def _backup_loop(self, policy: BackupPolicy) -> None:
-        while True:
-            await asyncio.sleep(policy.interval_s)
-            copying = asyncio.ensure_future(asyncio.to_thread(scheduled_backup, self.path, policy))
-            try:
-                self.last_backup = await asyncio.shield(copying)
-                log.info("ledger backup: %s", self.last_backup.path)
-            except asyncio.CancelledError:
-                # Closing: let the copy in flight finish (its thread cannot be stopped) so no temporary file stays.
-                with contextlib.suppress(Exception):
-                    await copying
-                raise
-            except Exception:
-                log.exception("ledger: scheduled backup failed")
-
 
 LOGIN_ATTEMPTS_RETENTION_MS = 30 * 24 * 3600 * 1000
-
-
-def _ts(ts: Timestamp) -> int | None:
-    """None stays None: the posting takes the commit time, and a re-sent reference is not compared on time."""
-    return None if ts is None else ts_or_now(ts)
 
 
 async def _prune(tx: Tx, *, before_ms: int, start: str, rows: int) -> tuple[int, str | None]:

@@ -134,7 +134,7 @@ class _Writer:
         self.touched: dict[int, tuple[str, str]] = {}  # shrinkage alert id -> (lane, sku)
 
     async def _open(self, kind: str, cause_key: str, evidence: dict[str, Any]) -> tuple[int, bool]:
-        opened = await self.tx.open_alert(kind, cause_key, evidence, actor=self.actor, ts_ms=self.plan.now_ms)
+        opened = await self.tx.open_alert(kind, cause_key, evidence, actor=self.actor, ts=self.plan.now_ms)
         if opened.created:
             self.report.opened.append((kind, cause_key, opened.alert_id))
         return opened.alert_id, opened.created

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from hub.ledger import LedgerService, Sku
 from hub.reconcile import Reconciler
+from hub.schema import MIGRATIONS
 
 T0 = 1_700_000_000_000
 
@@ -73,7 +74,7 @@ def _fill(path: Path, picks: int, skus: int, seed: int) -> tuple[int, int, int]:
 
 
 async def _bench(path: Path, picks: int, skus: int, seed: int) -> None:
-    async with LedgerService(path, synchronous="NORMAL") as ledger:
+    async with LedgerService(path, migrations=MIGRATIONS, synchronous="NORMAL") as ledger:
         for s in range(skus):
             await ledger.add_sku(Sku(f"SKU{s:03d}", f"Product {s}", 3500, 15), actor="bench")
             for k in range(2):
@@ -83,7 +84,7 @@ async def _bench(path: Path, picks: int, skus: int, seed: int) -> None:
     sales, puts, end = await asyncio.to_thread(_fill, path, picks, skus, seed)
     took = time.perf_counter() - started
     print(f"ledger: {picks:,} sensor picks, {puts:,} put-backs, {sales:,} sales ({took:.1f} s)")
-    async with LedgerService(path, synchronous="NORMAL") as ledger:
+    async with LedgerService(path, migrations=MIGRATIONS, synchronous="NORMAL") as ledger:
         rec = Reconciler(ledger)
         for label, now in (
             ("catch-up over the whole history", end + 3_600_000),

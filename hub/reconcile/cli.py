@@ -4,6 +4,7 @@
 what it did and the alerts it opened or resolved. ``alerts`` lists the unresolved reconciliation alerts (``--all``:
 resolved ones too), ``resolve ID OUTCOME`` closes one (outcomes per kind: ``hub/reconcile/README.md``).
 Exit codes as ``smartshelf ledger``: 0 ok, 2 refused (bad arguments, an outcome that does not fit), 1 failure.
+The database's migrations are ``args.migrations``, set by the root command (``hub.cli``).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def _run(args: argparse.Namespace) -> int:
     cfg = _config(args)
 
     async def run() -> Any:
-        async with LedgerService(args.db) as ledger:
+        async with LedgerService(args.db, migrations=args.migrations) as ledger:
             return await Reconciler(ledger, cfg).run_once(args.now)
 
     report = asyncio.run(run())
@@ -108,7 +109,7 @@ def _resolve(args: argparse.Namespace) -> int:
     from hub.reconcile.resolve import resolve
 
     async def run() -> Any:
-        async with LedgerService(args.db) as ledger:
+        async with LedgerService(args.db, migrations=args.migrations) as ledger:
             return await resolve(
                 ledger,
                 args.alert_id,

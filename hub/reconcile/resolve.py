@@ -90,7 +90,7 @@ async def resolve(
                 raise InvalidArgument("a count resolution needs the counted quantity (counted)")
             sku, location = _field(ev, "sku", alert_id), _field(ev, "location", alert_id)
             result = await tx.count(
-                sku, counted, ts_ms=None, actor=actor, ref=f"alert{alert_id}", location=location, kind=RESOLUTION_KIND
+                sku, counted, actor=actor, ref=f"alert{alert_id}", location=location, kind=RESOLUTION_KIND
             )
             movement_id = result.adjustment_movement_id
             text = f"counted {result.counted_qty} on the lane (book {result.book_qty}){suffix}"

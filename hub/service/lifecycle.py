@@ -32,6 +32,7 @@ from hub.link.ingest import Ingest
 from hub.link.restore import restore_sessions
 from hub.reconcile.config import ReconcileConfig
 from hub.reconcile.reconciler import Reconciler
+from hub.schema import MIGRATIONS
 from hub.service import status
 from hub.service.control import ControlServer, claim
 from hub.service.control_requests import handle_request
@@ -84,7 +85,11 @@ class HubService:
             cfg.backup.directory.mkdir(parents=True, exist_ok=True)
             backups = BackupPolicy(cfg.backup.directory, cfg.backup.interval_s, cfg.backup.keep)
         ledger = LedgerService(
-            cfg.database, synchronous=cfg.synchronous, backups=backups, batch_linger_s=self.batch_linger_s
+            cfg.database,
+            migrations=MIGRATIONS,
+            synchronous=cfg.synchronous,
+            backups=backups,
+            batch_linger_s=self.batch_linger_s,
         )
         await ledger.start()
         self.ledger = ledger

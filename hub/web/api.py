@@ -503,7 +503,7 @@ async def _post_one(tx: Tx, kind: PostKind, item: Item, actor: str) -> dict[str,
     out: dict[str, Any] = {"index": item.index, "id": item.id}
     if kind == "counts":
         counted: CountResult = await tx.count(
-            item.sku, item.qty, ts_ms=item.ts_ms, actor=actor, ref=item.id, location=item.location or BACKROOM
+            item.sku, item.qty, ts=item.ts_ms, actor=actor, ref=item.id, location=item.location or BACKROOM
         )
         adjustment = counted.adjustment_movement_id
         out.update(
@@ -515,7 +515,7 @@ async def _post_one(tx: Tx, kind: PostKind, item: Item, actor: str) -> dict[str,
             adjustment_movement_id=adjustment,
         )
         return out
-    common: dict[str, Any] = {"ts_ms": item.ts_ms, "actor": actor, "ref": item.id}
+    common: dict[str, Any] = {"ts": item.ts_ms, "actor": actor, "ref": item.id}
     if kind == "sales":
         result = await tx.sale(item.sku, item.qty, location=item.location, **common)
     elif kind == "picks":

@@ -37,7 +37,7 @@ def _add(args: argparse.Namespace) -> int:
         password_hash = hash_password(_read_password(args))
 
         async def run() -> None:
-            async with LedgerService(args.db) as ledger:
+            async with LedgerService(args.db, migrations=args.migrations) as ledger:
                 await ledger.transact(
                     lambda tx: add_user(tx, args.username, password_hash, args.role, actor=args.actor)
                 )
@@ -78,7 +78,7 @@ def _api_add(args: argparse.Namespace) -> int:
         scopes = parse_scopes(args.scopes)
 
         async def run() -> None:
-            async with LedgerService(args.db) as ledger:
+            async with LedgerService(args.db, migrations=args.migrations) as ledger:
                 await ledger.transact(
                     lambda tx: add_client(tx, args.name, token_sha256(token), scopes, actor=args.actor)
                 )
@@ -99,7 +99,7 @@ def _api_disable(args: argparse.Namespace) -> int:
     try:
 
         async def run() -> None:
-            async with LedgerService(args.db) as ledger:
+            async with LedgerService(args.db, migrations=args.migrations) as ledger:
                 await ledger.transact(lambda tx: disable_client(tx, args.name, actor=args.actor))
 
         asyncio.run(run())

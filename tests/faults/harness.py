@@ -17,6 +17,7 @@ from typing import IO, Any
 
 from firmware.outbox import Outbox
 from hub.ledger.service import LedgerService
+from hub.schema import MIGRATIONS
 from shared_protocol.auth import Key
 from shared_protocol.frame import encode_frame
 from shared_protocol.messages import KIND_PICK, Event
@@ -31,7 +32,7 @@ FORGED_EVENT_SEQ = 900_000
 
 async def seed_ledger(db: Path, scenario: Scenario) -> None:
     """Catalogue, lane assignments and opening stock, exactly as ``smartshelf demo`` books them."""
-    ledger = LedgerService(db)
+    ledger = LedgerService(db, migrations=MIGRATIONS)
     await ledger.start()
     try:
         await open_store(ledger, scenario)

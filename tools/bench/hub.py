@@ -32,6 +32,7 @@ from typing import Any
 from hub.config import HubConfig, NodeConfig
 from hub.ledger import schema
 from hub.ledger.models import Sku
+from hub.schema import MIGRATIONS
 from hub.service import HubService
 from shared_protocol.auth import Key
 from shared_protocol.downlink_text import LineDecoder, encode_line
@@ -235,7 +236,7 @@ def _bare_sqlite(source: Path, target: Path, ids: list[int], batch: int) -> dict
     nodes = src.execute("SELECT node_id FROM nodes").fetchall()
     lanes = src.execute("SELECT lane_id, node_id, lane_index, sku FROM lanes").fetchall()
     src.close()
-    schema.open_and_migrate(target)
+    schema.open_and_migrate(target, MIGRATIONS)
     conn = schema.connect(target, synchronous="FULL")
     conn.executemany("INSERT INTO skus (sku, name, unit_weight_dg) VALUES (?, ?, ?)", skus)
     conn.executemany("INSERT INTO nodes (node_id) VALUES (?)", nodes)

@@ -51,6 +51,7 @@ from typing import Any, TypeVar
 
 from hub.ledger import LedgerService, schema
 from hub.ledger.models import SensorEvent, now_ms
+from hub.schema import MIGRATIONS
 from shared_protocol.messages import KIND_PICK
 
 T = TypeVar("T")
@@ -112,7 +113,7 @@ def build_ledger(path: Path, scale: Scale, seed: int = 1) -> Store:
     """A store-sized ledger: schema by the hub's migrations, rows by ``executemany`` in one transaction."""
     rng = random.Random(seed)
     t0 = time.perf_counter()
-    schema.open_and_migrate(path, synchronous="NORMAL")
+    schema.open_and_migrate(path, MIGRATIONS, synchronous="NORMAL")
     conn = schema.connect(path, synchronous="NORMAL")
     # for the build only: a rollback journal in memory and no fsync (a crash just means building again),
     # back to the ledger's WAL before the server opens it
@@ -565,7 +566,7 @@ def _bench(directory: Path, scale: Scale) -> dict[str, Any]:
     db = directory / "bench.db"
     store = build_ledger(db, scale)
     hub = LoopThread()
-    ledger = LedgerService(db, synchronous="FULL")
+    ledger = LedgerService(db, migrations=MIGRATIONS, synchronous="FULL")
     hub.call(ledger.start)
     web: WebServer | None = None
     try:

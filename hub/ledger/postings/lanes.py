@@ -1,0 +1,89 @@
+"""Nodes and lanes: registering a node, registering a node's lane and assigning it a SKU."""
+
+from __future__ import annotations
+
+import re
+
+from hub.ledger.models import LANE_ID_RE, AlertKind, InvalidArgument, LaneInUse, lane_location
+from hub.ledger.postings.alerts import resolve_if_open
+from hub.ledger.postings.catalogue import require_sku
+from hub.ledger.postings.checks import check_actor
+from hub.ledger.postings.core import TxCore
+from hub.ledger.postings.legs import balance
+
+AUTO_LANE_ID_RE = re.compile(r"node\d+-lane\d+")
+
+
+async def register_node(tx: TxCore, node_id: int, *, actor: str, label: str = "", key_id: str | None = None) -> None:
+    actor = check_actor(actor)
+    if not isinstance(node_id, int) or not 1 <= node_id <= 0xFFFFFFFF:
+        raise InvalidArgument(f"node id must be 1..4294967295, not {node_id!r}")
+    await tx.conn.execute(
+        "INSERT INTO nodes (node_id, label, key_id) VALUES (?, ?, ?)"
+        " ON CONFLICT (node_id) DO UPDATE SET label = excluded.label, key_id = excluded.key_id",
+        (node_id, label, key_id),
+    )
+    await tx.audit(actor, "register_node", {"node_id": node_id, "label": label, "key_id": key_id})
+
+
+async def register_node_if_missing(tx: TxCore, node_id: int) -> None:
+    if not isinstance(node_id, int) or not 1 <= node_id <= 0xFFFFFFFF:
+        raise InvalidArgument(f"node id must be 1..4294967295, not {node_id!r}")
+    await tx.conn.execute("INSERT OR IGNORE INTO nodes (node_id) VALUES (?)", (node_id,))
+
+
+async def assign_lane(
+    tx: TxCore, node_id: int, lane_index: int, sku: str | None, *, actor: str, lane_id: str | None = None
+) -> str:
+    """Register lane ``lane_index`` of ``node_id`` (if new) and assign it a SKU (None: unassign).
+
+    A lane keeps its id for life (sensor history is stored under it). Re-assigning a lane that still holds
+    book stock of its old SKU is refused: transfer or count that stock out first."""
+    actor = check_actor(actor)
+    if not isinstance(lane_index, int) or not 0 <= lane_index <= 31:
+        raise InvalidArgument(f"lane index must be 0..31, not {lane_index!r}")
+    if sku is not None:
+        await require_sku(tx, sku)
+    rows = await tx.rows("SELECT lane_id, sku FROM lanes WHERE node_id = ? AND lane_index = ?", (node_id, lane_index))
+    old_sku: str | None = None
+    if rows:
+        existing_id: str = rows[0][0]
+        old_sku = rows[0][1]
+        if lane_id is not None and lane_id != existing_id:
+            raise InvalidArgument(f"node {node_id} lane {lane_index} is already registered as {existing_id!r}")
+        lane_id = existing_id
+        if old_sku == sku:
+            return existing_id
+        if old_sku is not None:
+            held = await balance(tx, old_sku, lane_location(existing_id))
+            if held != 0:
+                raise LaneInUse(
+                    f"lane {existing_id!r} still holds {held} of {old_sku!r} in the book: "
+                    "transfer or count it out first"
+                )
+        await tx.conn.execute("UPDATE lanes SET sku = ? WHERE lane_id = ?", (sku, existing_id))
+    else:
+        auto_id = f"node{node_id}-lane{lane_index}"
+        lane_id = lane_id if lane_id is not None else auto_id
+        if not LANE_ID_RE.fullmatch(lane_id):
+            raise InvalidArgument(f"lane id {lane_id!r} must match {LANE_ID_RE.pattern}")
+        if lane_id != auto_id and AUTO_LANE_ID_RE.fullmatch(lane_id):
+            # Reserved: the sensor path names unregistered lanes this way.
+            raise InvalidArgument(f"lane id {lane_id!r} is reserved for node/lane {lane_id[4:]}")
+        if await tx.rows("SELECT 1 FROM lanes WHERE lane_id = ?", (lane_id,)):
+            raise InvalidArgument(f"lane id {lane_id!r} is already used by another lane")
+        await register_node_if_missing(tx, node_id)
+        await tx.conn.execute(
+            "INSERT INTO lanes (lane_id, node_id, lane_index, sku) VALUES (?, ?, ?, ?)",
+            (lane_id, node_id, lane_index, sku),
+        )
+    await tx.audit(
+        actor,
+        "assign_lane",
+        {"lane_id": lane_id, "node_id": node_id, "lane_index": lane_index, "old_sku": old_sku, "sku": sku},
+    )
+    if sku is not None:
+        await resolve_if_open(
+            tx, AlertKind.UNASSIGNED_LANE, f"lane:{lane_id}", actor=actor, resolution=f"lane assigned to {sku}"
+        )
+    return lane_id

@@ -1,0 +1,61 @@
+"""The writer's background tasks that run beside it, never through its queue: WAL checkpoints and scheduled
+backups, each on its own connection in a thread, so neither ever holds up a commit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+from hub.ledger.backup import BackupInfo, BackupPolicy, scheduled_backup
+from hub.ledger.models import ServiceStats
+
+log = logging.getLogger(__name__)
+
+
+async def checkpoints(path: Path, interval_s: float, stats: ServiceStats) -> None:
+    """Copy the WAL back into the database from a second connection, so the writer's commits never wait for
+    a checkpoint (with autocheckpoint, every ~1000 pages one COMMIT also writes and fsyncs the database file:
+    a latency spike on an SD card). PASSIVE never blocks the writer or readers. Runs until cancelled."""
+    conn = await asyncio.to_thread(sqlite3.connect, path, isolation_level=None, check_same_thread=False, timeout=0)
+
+    def checkpoint() -> None:
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    try:
+        while True:
+            await asyncio.sleep(interval_s)
+            running = asyncio.ensure_future(asyncio.to_thread(checkpoint))
+            try:
+                await asyncio.shield(running)
+                stats.checkpoints += 1
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await running
+                raise
+            except sqlite3.Error as exc:
+                log.warning("ledger: checkpoint failed: %s", exc)
+    finally:
+        await asyncio.to_thread(conn.close)
+
+
+async def backups(path: Path, policy: BackupPolicy, taken: Callable[[BackupInfo], None]) -> None:
+    """A backup every ``policy.interval_s`` (``scheduled_backup``), each reported to ``taken``. Runs until
+    cancelled; a backup in flight then finishes first (its thread cannot be stopped), so no temporary file stays."""
+    while True:
+        await asyncio.sleep(policy.interval_s)
+        copying = asyncio.ensure_future(asyncio.to_thread(scheduled_backup, path, policy))
+        try:
+            info = await asyncio.shield(copying)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await copying
+            raise
+        except Exception:
+            log.exception("ledger: scheduled backup failed")
+        else:
+            taken(info)
+            log.info("ledger backup: %s", info.path)

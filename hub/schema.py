@@ -1,0 +1,26 @@
+"""The hub's database: every subsystem's migration steps, in order (the one list all of them share).
+
+Each subsystem owns its tables' steps (``hub.ledger.schema``, ``hub.reconcile.schema``, ``hub.web.schema``); the
+ledger's migrator applies them (``hub.ledger.schema.migrate``) and never imports its users, so this list is handed
+to it by whoever opens the database: the hub service, the ``smartshelf`` commands (``hub.cli`` sets it as the
+``migrations`` default of every subcommand), tests and tools. Append new steps at the end; never edit a released
+one (a database records each as applied).
+"""
+
+from __future__ import annotations
+
+from hub.ledger import schema as ledger
+from hub.reconcile import schema as reconcile
+from hub.web import schema as web
+
+MIGRATIONS = ledger.compose(
+    ledger.CORE,  # 1
+    ledger.ALERTS,  # 2
+    reconcile.STATE,  # 3
+    web.USERS,  # 4
+    # 5: released as one step of two subsystems' tables, listed as its parts in their released order
+    web.API_CLIENTS,
+    ledger.LANE_READINGS,
+    web.INDEXES_AND_SESSIONS,
+)
+LATEST_VERSION = MIGRATIONS[-1].version

@@ -1,0 +1,57 @@
+"""The status page's tables (``hub/web/README.md``) as its migration steps: staff accounts and sign-in attempts,
+HTTP API clients, and the indexes its pages read the ledger by. Written only through the ledger's writer; composed
+with the other subsystems' steps in ``hub.schema``. Released steps are never edited: a change is a new step."""
+
+from __future__ import annotations
+
+from hub.ledger.schema import Migration
+
+# Staff accounts of the status page (hub/web/README.md), written only through the writer.
+_V4_USERS = (
+    """CREATE TABLE users (
+        username TEXT PRIMARY KEY CHECK (length(username) BETWEEN 1 AND 64 AND username NOT GLOB '*[^!-~]*'),
+        password_hash TEXT NOT NULL CHECK (length(password_hash) > 0),
+        role TEXT NOT NULL CHECK (role IN ('viewer', 'clerk', 'manager', 'admin')),
+        created_ms INTEGER NOT NULL,
+        disabled_ms INTEGER
+    ) STRICT""",
+    # Login throttling: failures per (username, ip) in a sliding window.
+    """CREATE TABLE login_attempts (
+        id INTEGER PRIMARY KEY,
+        ts_ms INTEGER NOT NULL,
+        username TEXT NOT NULL,
+        ip TEXT NOT NULL,
+        ok INTEGER NOT NULL CHECK (ok IN (0, 1))
+    ) STRICT""",
+    "CREATE INDEX login_attempts_who ON login_attempts(username, ip, ts_ms)",
+)
+
+# Step 5 was released as one step with the ledger's lane readings (hub.ledger.schema.LANE_READINGS): API clients
+# first, then the lane readings, then movements by location (shelf detail, ledger explorer, out-of-stock minutes),
+# the audit trail by action and session epochs.
+_V5_API_CLIENTS = (
+    # One row per POS / WMS client of the HTTP API. The bearer token is 256 random bits shown once; only its
+    # SHA-256 is kept (a slow hash buys nothing for a random secret of that size). scopes: space-separated.
+    """CREATE TABLE api_clients (
+        name TEXT PRIMARY KEY CHECK (length(name) BETWEEN 1 AND 64 AND name NOT GLOB '*[^!-~]*'),
+        token_sha256 TEXT NOT NULL UNIQUE CHECK (length(token_sha256) = 64),
+        scopes TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        created_by TEXT NOT NULL,
+        disabled_ms INTEGER
+    ) STRICT""",
+)
+
+_V5_INDEXES_AND_SESSIONS = (
+    # covering for what reads a location over time (counts, last change, out-of-stock minutes): no table lookups
+    "CREATE INDEX movements_location_ts ON movements(location, ts_ms, sku, qty)",
+    # the audit trail by action (a lane's assignment history for the out-of-stock report; who did what, when)
+    "CREATE INDEX audit_action ON audit(action, ts_ms)",
+    # A signed-in session carries its user's epoch; logout, a password reset, a role change or disabling bumps it,
+    # so every cookie issued before (a copied one too) stops working at once.
+    "ALTER TABLE users ADD COLUMN session_epoch INTEGER NOT NULL DEFAULT 0",
+)
+
+USERS = Migration(4, "status page: users and login attempts", _V4_USERS)
+API_CLIENTS = Migration(5, "HTTP API clients", _V5_API_CLIENTS)
+INDEXES_AND_SESSIONS = Migration(5, "movements by location, session epochs", _V5_INDEXES_AND_SESSIONS)
