@@ -68,6 +68,7 @@ from firmware.outbox import Outbox
 from firmware.persist import Record
 from firmware.seq_store import SeqStore, next_boot
 from firmware.shelf import Shelf
+from firmware.ticks import ticks_add, ticks_diff
 from shared_protocol.auth import Key
 from shared_protocol.compat import const
 from shared_protocol.frame import DownlinkReceiver, UplinkSender
@@ -116,8 +117,6 @@ if TYPE_CHECKING:
         def feed_watchdog(self) -> None: ...
 
 
-_MASK = const(0x3FFFFFFF)  # ticks_ms period
-_HALF = const(0x20000000)
 HELLO_MIN_MS = const(2000)
 HELLO_MAX_MS = const(30000)
 RETRANSMIT_MAX_MS = const(30000)
@@ -137,15 +136,6 @@ _MAX_U32 = const(0xFFFFFFFF)
 # set_config keys (protocol README, section 5.4): key -> (setting, lo, hi), values in seconds.
 SETTINGS = {1: ("lane_state_s", 1, 3600), 2: ("health_s", 5, 3600)}
 _ASSIGN_FMT = ">IH"  # unit_weight_dg, spread_permille, then the SKU's bytes
-
-
-def ticks_diff(a: int, b: int) -> int:
-    """a - b for ticks_ms values (modulo 2**30), in -2**29 .. 2**29 - 1."""
-    return ((a - b + _HALF) & _MASK) - _HALF
-
-
-def ticks_add(t: int, delta: int) -> int:
-    return (t + delta) & _MASK
 
 
 def _mkdir(path: str) -> None:
