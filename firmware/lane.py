@@ -39,6 +39,7 @@ class Lane:
         self._cells = cells
         self.cal = calibration
         self.det = detector
+        self.sku = ""  # the SKU on this lane (set_lane; "" while none is assigned)
         self._outlier = OutlierFilter()
         self._raw_avg = MovingAverage(_RAW_AVG)
         self._show = MovingAverage(_SHOW_AVG)
