@@ -49,9 +49,9 @@ Algorithm
 Time arithmetic
 ---------------
 Timestamps are reduced modulo 2**30 on entry (``MicroPython``'s ``time.ticks_ms()`` has exactly that
-period, so a node passes it unchanged) and every difference is ``(a - b) & (2**30 - 1)``: correct across
-the wrap for intervals below 2**29 ms (6.2 days), and never a big int on a 32-bit port, where small
-ints hold 31 bits. A difference of 2**29 ms or more is treated as time going backwards (a fault).
+period, so a node passes it unchanged) and every difference is ``(a - b) & TICKS_MAX`` (``firmware/ticks.py``):
+correct across the wrap for intervals below 2**29 ms (6.2 days), and never a big int on a 32-bit port, where
+small ints hold 31 bits. A difference of 2**29 ms or more is treated as time going backwards (a fault).
 
 Integer ranges and allocation
 -----------------------------
@@ -66,11 +66,10 @@ window checks and the decision are larger and do, transiently, while the lane mo
 
 from array import array
 
+from firmware.ticks import TICKS_HALF, TICKS_MAX
 from shared_protocol.compat import const
 from shared_protocol.messages import KIND_ANOMALY, KIND_PICK, KIND_PUT
 
-T_MASK = const(0x3FFFFFFF)  # timestamps live modulo 2**30 (the ticks_ms period)
-_T_HALF = const(0x20000000)
 _RING = const(256)  # samples kept: 3.2 s at 80 SPS; windows are capped by this
 _RMASK = const(255)
 _XMAX = const(0xFFFFF)  # |weight| clamp, dg
@@ -220,7 +219,7 @@ class Detector:
     # -- per sample ---------------------------------------------------------------------------------
     def feed(self, t_ms: int, weight_dg: int) -> bool:
         """Add one sample; True when an event was confirmed by it (read the ``ev_*`` attributes)."""
-        t_ms &= T_MASK
+        t_ms &= TICKS_MAX
         if weight_dg > _XMAX:
             weight_dg = _XMAX
         elif weight_dg < -_XMAX:
@@ -246,9 +245,11 @@ class Detector:
         return h
 
     def _interval(self, t: int) -> None:
-        dt = (t - self._tprev) & T_MASK
+        dt = t - self._tprev  # both in 0 .. TICKS_MAX: the steady path (time forward, short gap) reads no global
+        if dt < 0:
+            dt &= TICKS_MAX  # across the wrap (or backwards in time: then dt >= TICKS_HALF)
         q = self._dtq
-        if dt >= _T_HALF or (q and dt > _GAP_MS and 2 * dt > q):
+        if dt > _GAP_MS and (dt >= TICKS_HALF or (q and 2 * dt > q)):
             self.fault(self._tprev)  # backwards in time, or a gap of 8 intervals: the sensor was not read
         elif q:
             self._dtq = q + (((dt << 4) - q) >> 3)
@@ -337,7 +338,7 @@ class Detector:
         self.stable = False
         self._tstart = t0
         self._tmove = t
-        if self._recent and ((t - self._t_event) & T_MASK) >= _GUARD_MS:
+        if self._recent and ((t - self._t_event) & TICKS_MAX) >= _GUARD_MS:
             self._recent = False
         self._cp = 0
         self._cn = 0
@@ -347,7 +348,7 @@ class Detector:
         if self._state == _INIT:
             if self._have_prev:
                 self._noise(x, self._mad_n >= _NOISE_N)
-        elif self._have_prev and ((t - self._tmove) & T_MASK) > _STUCK_MS:
+        elif self._have_prev and ((t - self._tmove) & TICKS_MAX) > _STUCK_MS:
             self._noise(x, True)
         if not self._window(t):
             return False
@@ -416,7 +417,7 @@ class Detector:
         s = 0
         while n < fill:
             i = (i - 1) & _RMASK
-            if n >= _NMIN and ((t - tb[i]) & T_MASK) > _WMIN_MS:
+            if n >= _NMIN and ((t - tb[i]) & TICKS_MAX) > _WMIN_MS:
                 break
             s += xb[i] - ref
             n += 1
@@ -487,7 +488,7 @@ class Detector:
         m = self._lvl_n
         var = s2 // n + s2 // m + (s2 >> 4) + (adq // 1000) ** 2 + 256  # Q8 dg^2
         sd = isqrt(var)  # Q4 dg
-        el = (t - self._settle_t) & T_MASK
+        el = (t - self._settle_t) & TICKS_MAX
         signif = adq >= _FLOOR_Q and adq >= 5 * sd
         u = self._unit
         if self._faulted:
@@ -521,7 +522,7 @@ class Detector:
         if k == 0:
             if c >= _C_FAST and not signif:
                 return self._no_event(lvl, n, adq, sd)
-            if self._recent and ((t - self._t_event) & T_MASK) < _GUARD_MS and self._held(t, dq):
+            if self._recent and ((t - self._t_event) & TICKS_MAX) < _GUARD_MS and self._held(t, dq):
                 # Less than a unit, right after an event: the hand leaving the item it just put down or the
                 # item settling; the count stands, the level moves without an event.
                 return self._no_event(lvl, n, adq, sd)
@@ -552,7 +553,7 @@ class Detector:
         noise the tremor is hidden); the extra time shrinks for units above 64 sigma, as hands press such
         items harder and their tremor shows through."""
         if dq < 0:
-            return ((t - self._seg_t0) & T_MASK) >= _WMIN_MS
+            return ((t - self._seg_t0) & TICKS_MAX) >= _WMIN_MS
         if self._seg_n < _NHOLD:
             return False
         s = self._sig - _HOLD_SIG
@@ -564,7 +565,7 @@ class Detector:
             s += _WMIN_MS + _PUT_HOLD_MS
         else:
             s = _WMIN_MS + _PUT_HOLD_MS
-        return ((t - self._seg_t0) & T_MASK) >= s
+        return ((t - self._seg_t0) & TICKS_MAX) >= s
 
     def _count(self, dq: int, sd: int) -> int:
         """Count and confidence for a Q4 step ``dq`` with measurement sigma ``sd`` (Q4) into ev_count /
@@ -612,7 +613,7 @@ class Detector:
         self.ev_t_ms = t
         self.ev_delta_dg = (dq + 8) >> 4
         self.ev_kind = kind
-        self.ev_duration_ms = (t - self._tstart) & T_MASK
+        self.ev_duration_ms = (t - self._tstart) & TICKS_MAX
         self.ev_level_dg = (lvl + 8) >> 4
         self._t_event = t
         self._recent = True
@@ -624,7 +625,7 @@ class Detector:
         """The sensor failed (timeout, saturation, disconnection): abandon any motion. After recovery, the
         first stable level is compared with the last one before the fault and any change is reported as an
         anomaly (confidence <= 40). ``t_ms`` is when the fault began (default: the last sample)."""
-        t = (self._tprev if t_ms < 0 else t_ms) & T_MASK
+        t = (self._tprev if t_ms < 0 else t_ms) & TICKS_MAX
         self._fill = 0
         self._have_prev = False
         self._prev_stable = False

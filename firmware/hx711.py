@@ -34,6 +34,7 @@ The read path allocates nothing on the MicroPython heap: small-int arithmetic, b
 construction, counters that wrap below 2**30.
 """
 
+from firmware.ticks import COUNTER_MASK
 from shared_protocol.compat import const
 
 TYPE_CHECKING = False
@@ -58,7 +59,6 @@ MAX_HIGH_US = const(50)  # datasheet T3 maximum; the chip powers down after 60 u
 _POWER_DOWN_HOLD_US = const(80)
 _SIGN = const(0x800000)
 _WRAP = const(0x1000000)
-_COUNTER_MASK = const(0x3FFFFFFF)  # counters wrap before they become long ints on 32-bit ports
 _MAX_TIMEOUT_MS = const(500000)  # ticks_diff is valid up to 2**29 us
 
 
@@ -175,11 +175,11 @@ class HX711:
         v = self._shift_in()
         if v is not None and self._last_gain != self.gain:
             # That conversion was made with the previous setting; this read sent the new pulses.
-            self.discarded = (self.discarded + 1) & _COUNTER_MASK
+            self.discarded = (self.discarded + 1) & COUNTER_MASK
             v = self._shift_in()
         if v is None:
             return None
-        self.reads = (self.reads + 1) & _COUNTER_MASK
+        self.reads = (self.reads + 1) & COUNTER_MASK
         self.fault = False
         return v
 
@@ -193,7 +193,7 @@ class HX711:
         # while the chip is not ready (the bits would all read as ones: -1, a plausible value).
         while dout() or dout():
             if n <= 0 or diff(ticks(), t0) > self._timeout_us:
-                self.timeouts = (self.timeouts + 1) & _COUNTER_MASK
+                self.timeouts = (self.timeouts + 1) & COUNTER_MASK
                 self._fail()
                 return None
             n -= 1
@@ -226,7 +226,7 @@ class HX711:
             on(state)
         self._last_gain = self._conv_gain
         if bad:
-            self.glitches = (self.glitches + 1) & _COUNTER_MASK
+            self.glitches = (self.glitches + 1) & COUNTER_MASK
             self._fail()
             return None
         self._conv_gain = self.gain
@@ -236,7 +236,7 @@ class HX711:
 
     def _fail(self) -> None:
         self.fault = True
-        self.faults = (self.faults + 1) & _COUNTER_MASK
+        self.faults = (self.faults + 1) & COUNTER_MASK
         # Power-cycle so the chip is in a known state whatever happened: channel A, gain 128, settling.
         clk = self._clk
         clk(1)

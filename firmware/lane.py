@@ -13,6 +13,7 @@ reporting a confident count. Tare and calibration need a stable lane (the hub's 
 from firmware.calibration import Calibration, CalibrationError
 from firmware.detector import Detector
 from firmware.filters import MovingAverage, OutlierFilter
+from firmware.ticks import COUNTER_MASK
 from shared_protocol.compat import const
 from shared_protocol.messages import FLAG_OVERLOAD, FLAG_SENSOR_FAULT, FLAG_UNCALIBRATED, FLAG_UNSTABLE
 
@@ -38,6 +39,7 @@ class Lane:
         self._cells = cells
         self.cal = calibration
         self.det = detector
+        self.sku = ""  # the SKU on this lane (set_lane; "" while none is assigned)
         self._outlier = OutlierFilter()
         self._raw_avg = MovingAverage(_RAW_AVG)
         self._show = MovingAverage(_SHOW_AVG)
@@ -67,7 +69,7 @@ class Lane:
             total += v
         self.fault = False
         self.overload = over
-        self.samples = (self.samples + 1) & 0x3FFFFFFF  # stays a small int on 32-bit ports
+        self.samples = (self.samples + 1) & COUNTER_MASK  # stays a small int on 32-bit ports
         # Outlier threshold in raw counts from the detector's noise estimate (dg -> counts, no big ints).
         c10 = self.cal.c10 if self.cal.c10 > 0 else -self.cal.c10
         thr = (self.det.noise_dg() * _OUTLIER_SIGMAS * c10) // 100 + 1

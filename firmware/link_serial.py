@@ -1,4 +1,12 @@
-"""The node's end of the USB serial link: authenticated frames up as ``00 | COBS | 00``, hub lines down.
+"""The node's end of the USB serial link: frames up as ``00 | COBS | 00``, hub lines down.
+
+A *link* carries frames and nothing else: it neither tags nor checks them. ``firmware/session.py`` signs what
+goes up and authenticates what comes down (own node id, session = this boot, tag, strictly increasing seq), so
+every link (this one; BLE next) gets the same replay rules, outbox and acks. The contract a link meets:
+
+* ``send(frame: bytes) -> bool``: write one frame; False if it could not be written;
+* ``poll() -> list[bytes]``: the frames that arrived since the last poll, in order, not yet checked;
+* ``rejected() -> int``: input dropped before it became a frame (reported in ``health.rx_rejected``).
 
 The byte I/O is an injected object with two methods, so the same code runs on a board and under emulation:
 
@@ -9,23 +17,17 @@ The byte I/O is an injected object with two methods, so the same code runs on a 
 ``StdioIO`` is that object on a board: the serial line is the MicroPython console (USB CDC), shared with
 ``print``; the hub's decoder skips anything that is not a frame. The downlink arrives as text lines
 (``"!" + base64(frame)``) that never contain a REPL control byte, so mpremote can still interrupt the node.
-
-Every downlink frame goes through the frame checks (``DownlinkReceiver``: own node id, session = this boot,
-tag, strictly increasing seq); a line that is not well-formed base64 or a frame that fails a check is dropped
-and counted (``rejected()``, reported as ``health.rx_rejected``).
+A line that is not well-formed base64 is dropped and counted (``rejected()``); console typing (a line
+without the ``!`` marker) is ignored and not counted.
 """
 
 from shared_protocol.compat import const
 from shared_protocol.downlink_text import LineDecoder
-from shared_protocol.errors import ProtocolError
 from shared_protocol.serial_framing import encode_serial
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Protocol
-
-    from shared_protocol.frame import DownlinkReceiver, Frame, UplinkSender
-    from shared_protocol.messages import Message
 
     class ByteIO(Protocol):
         def write(self, data: bytes) -> object: ...
@@ -36,45 +38,32 @@ MAX_READ = const(512)  # bytes taken from the line per poll: bounds the time one
 
 
 class SerialLink:
-    """Counters: ``tx_frames``, ``tx_errors`` (writes that raised), ``rx_frames`` (accepted frames) and
-    ``rejected()`` (bad lines + frames that failed a check)."""
+    """Frames over a byte stream. ``tx_errors`` counts writes that raised."""
 
-    def __init__(self, io: "ByteIO", uplink: "UplinkSender", downlink: "DownlinkReceiver") -> None:
+    def __init__(self, io: "ByteIO") -> None:
         self.io = io
-        self.uplink = uplink
-        self.downlink = downlink
         self.decoder = LineDecoder()
-        self.tx_frames = 0
         self.tx_errors = 0
-        self.rx_frames = 0
 
-    def send(self, message: "Message") -> bool:
-        """Tag, frame and write one message (a new frame seq every time); False if the write failed."""
-        data = encode_serial(self.uplink.encode(message))
+    def send(self, frame: bytes) -> bool:
+        """Delimit and write one frame; False if the write failed."""
+        data = encode_serial(frame)
         try:
             self.io.write(data)
         except OSError:
             self.tx_errors += 1
             return False
-        self.tx_frames += 1
         return True
 
-    def poll(self) -> "list[Frame]":
-        """The authenticated frames that arrived since the last poll, in order."""
+    def poll(self) -> "list[bytes]":
+        """The frames of the well-formed lines that arrived since the last poll, in order."""
         data = self.io.read_available()
         if not data:
             return []
-        frames = []
-        for raw in self.decoder.feed(data):
-            try:
-                frames.append(self.downlink.accept(raw))
-            except ProtocolError:
-                pass  # counted by the receiver
-        self.rx_frames += len(frames)
-        return frames
+        return self.decoder.feed(data)
 
     def rejected(self) -> int:
-        return self.downlink.rejected + self.decoder.bad_lines
+        return self.decoder.bad_lines
 
 
 class StdioIO:

@@ -16,6 +16,7 @@ printed and the node stays at the REPL, unconfigured, until it is fixed.
 Board-only modules (``machine``) are imported inside functions, so this module imports anywhere.
 """
 
+from firmware import node
 from firmware.link_serial import StdioIO
 
 TYPE_CHECKING = False
@@ -74,8 +75,6 @@ class MachineBoard:
 def start() -> None:
     import sys
     import time
-
-    from firmware import node
 
     try:
         node.main(MachineBoard())

@@ -18,6 +18,7 @@ import struct
 from array import array
 
 from firmware.persist import Record, replace
+from firmware.ticks import TICKS_MAX, ticks_diff
 from shared_protocol.compat import const
 from shared_protocol.messages import AGE_UNKNOWN, Event
 
@@ -30,13 +31,11 @@ _REC_FMT = ">IBBhiBxI"  # event_seq, lane, kind, count_delta, weight_delta_dg, c
 _REC_LEN = const(18)  # struct.calcsize(_REC_FMT), checked by the tests
 _LINE = const(22)  # record + crc32
 _HEAD_FMT = ">IIII"  # next_seq, acked, dropped, boot
-_WRAP = const(0x3FFFFFFF)  # millisecond timestamps are kept mod 2**30 (small ints on 32-bit ports)
-_HALF = const(0x20000000)
 
 
 def _age(now_ms: int, t_ms: int) -> int:
-    d = (now_ms - t_ms) & _WRAP
-    return d if d < _HALF else 0
+    d = ticks_diff(now_ms, t_ms)
+    return d if d > 0 else 0
 
 
 class Outbox:
@@ -87,7 +86,7 @@ class Outbox:
         Event(seq, lane, kind, count_delta, weight_delta_dg, confidence, 0).encode_payload()
         if self.depth == self.capacity:
             self._forget_oldest()
-        self._put(seq, lane, kind, count_delta, weight_delta_dg, confidence, t_ms & _WRAP, self._boot)
+        self._put(seq, lane, kind, count_delta, weight_delta_dg, confidence, t_ms & TICKS_MAX, self._boot)
         self.next_seq = seq + 1
         self._append(seq, lane, kind, count_delta, weight_delta_dg, confidence, self._boot)
         if self.journal_records >= 2 * self.capacity:

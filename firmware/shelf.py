@@ -9,9 +9,8 @@ event (overflow or compaction), which keeps that rebuild exact.
 from firmware.counters import CountersStore
 from firmware.lane import Lane
 from firmware.outbox import Outbox
+from firmware.ticks import ticks_add
 from shared_protocol.messages import FLAG_OUTBOX_OVERFLOW, Event, LaneState
-
-_WRAP = 0x3FFFFFFF
 
 
 class Shelf:
@@ -42,7 +41,7 @@ class Shelf:
 
     def _record(self, lane: Lane) -> int:
         d = lane.det
-        t_start = (d.ev_t_ms - d.ev_duration_ms) & _WRAP
+        t_start = ticks_add(d.ev_t_ms, -d.ev_duration_ms)
         seq = self.outbox.add(lane.index, d.ev_kind, d.ev_count, d.ev_delta_dg, d.ev_confidence, t_start)
         self.counters.apply(lane.index, seq, d.ev_kind, d.ev_count)
         return seq

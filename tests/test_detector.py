@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from firmware.detector import LOW_CONFIDENCE, T_MASK
+from firmware.detector import LOW_CONFIDENCE
+from firmware.ticks import TICKS_MAX
 from shared_protocol.messages import KIND_ANOMALY, KIND_PICK, KIND_PUT
 from tests.portable import detector_cases
 
@@ -151,7 +152,7 @@ def test_steady_state_allocates_nothing(mpy: Any) -> None:
 
 
 def test_steady_state_across_the_tick_wrap_allocates_nothing(mpy: Any) -> None:
-    r = _alloc(mpy, t0=T_MASK - 30000)  # the 1,000 measured samples cross 2**30 ms (ticks_ms wraps there)
+    r = _alloc(mpy, t0=TICKS_MAX - 30000)  # the 1,000 measured samples cross 2**30 ms (ticks_ms wraps there)
     assert r == {"alloc": 0, "events": 0, "stable": True}
 
 

@@ -1,4 +1,5 @@
-"""The node firmware (firmware/node.py, config.py, link_serial.py) on an emulated board, on both runtimes.
+"""The node firmware (firmware/node.py and the session, delivery, reports, commands, housekeeping and link it is
+built from; config.py) on an emulated board, on both runtimes.
 
 Each case boots the real firmware on ``tools/emulation/board.EmulatedBoard`` (pin-level HX711s fed by gram-level
 physics) on virtual time and talks to it with the protocol's own hub-side classes (tests/portable/node_cases.py).
@@ -295,3 +296,24 @@ def test_downlink_lines_never_contain_control_bytes() -> None:
             line = encode_line(sender.encode(m))
             assert line.endswith(b"\n")
             assert all(0x20 <= b < 0x7F for b in line[:-1]), line
+
+
+def test_the_node_runs_on_any_link_it_is_given(runtime: Any, tmp_path: Any) -> None:
+    """A link that carries whole frames (as BLE will) gets the same session, outbox, retransmission and acks:
+    what goes up is message for message, seq for seq, what the serial link carried."""
+    serial = runtime.call(M, "events_flow", _base(runtime, tmp_path, "serial"), timeout_s=T)
+    framed = runtime.call(M, "events_flow", _base(runtime, tmp_path, "framed"), True, timeout_s=T)
+    for r in (serial, framed):  # free heap is whatever the interpreter has left, not the node's doing
+        for h in [r["health_now"], *r["health_frames"]]:
+            h.pop("free_heap")
+    assert framed == serial
+    assert len(framed["events"]) == 4
+
+
+def test_replay_rules_hold_on_any_link(runtime: Any, tmp_path: Any) -> None:
+    r = runtime.call(M, "framed_replay", _base(runtime, tmp_path), timeout_s=T)
+    assert [x[0] for x in r["results"]] == [2, r["good_seq"]]  # the replay and the forgery were not answered
+    assert [x[1] for x in r["results"]] == [STATUS_OK, STATUS_OK]
+    assert r["rx_rejected"] == 3  # replay + bad tag (session checks) + what the link dropped
+    assert r["rx_frames"] == 3  # the hello's ack and the two commands
+    assert r["tx_frames"] == r["uplink_frames"]

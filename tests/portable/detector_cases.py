@@ -6,7 +6,8 @@ Weights are in dg (tenths of a gram), times in ms. Noise is ~1 g (10 dg) from a 
 are the same on both runtimes.
 """
 
-from firmware.detector import T_MASK, Detector
+from firmware.detector import Detector
+from firmware.ticks import TICKS_MAX
 
 BASE = 50000  # 5 kg on the lane
 UNIT = 1000  # 100 g items
@@ -125,11 +126,11 @@ def feed(det, times, weights, faults=()):
     for i in range(len(times)):
         t = times[i]
         if fi < len(faults) and t >= faults[fi][0]:
-            det.fault(faults[fi][0] & T_MASK)
+            det.fault(faults[fi][0] & TICKS_MAX)
             fi += 1
         if fi and faults[fi - 1][0] <= t < faults[fi - 1][1]:
             continue
-        if det.feed(t & T_MASK, weights[i]):
+        if det.feed(t & TICKS_MAX, weights[i]):
             out.append([t, det.ev_duration_ms, det.ev_delta_dg, det.ev_kind, det.ev_count, det.ev_confidence])
     return out
 

@@ -4,6 +4,7 @@ a hub simulator made of the protocol's own hub-side classes. Run under CPython a
 import binascii
 import os
 
+from firmware import assignment
 from firmware import config as config_mod
 from firmware import node as node_mod
 from shared_protocol.auth import Key
@@ -79,8 +80,13 @@ class HubSim:
         self.lines = []
 
     def feed(self, data, t):
+        """The frames in serial bytes from the node, as dicts with their ``seq`` and arrival time ``t``."""
+        return self.feed_frames(self.dec.feed(data), t)
+
+    def feed_frames(self, raws, t):
+        """The same for whole frames (a link without serial framing)."""
         out = []
-        for raw in self.dec.feed(data):
+        for raw in raws:
             f = self.rx.accept(raw)
             d = f.message.to_dict()
             d["seq"] = f.seq
@@ -119,10 +125,38 @@ class PipeIO:
         return d
 
 
-class Rig:
-    """A node booted on an emulated board in ``base`` (flash root), time in ms driven by ``run``."""
+class FrameLink:
+    """A link that carries whole frames, as a BLE link does (no serial framing, no text lines): what the
+    node is given in place of its serial link."""
 
-    def __init__(self, base, plan, cfg_text=None, files=None, provision_flash=True, hub=None):
+    def __init__(self):
+        self.up = []
+        self.down = []
+        self.bad = 0
+
+    def send(self, frame):
+        self.up.append(frame)
+        return True
+
+    def poll(self):
+        d = self.down
+        self.down = []
+        return d
+
+    def rejected(self):
+        return self.bad
+
+    def take(self):
+        d = self.up
+        self.up = []
+        return d
+
+
+class Rig:
+    """A node booted on an emulated board in ``base`` (flash root), time in ms driven by ``run``; on its
+    serial link, or on a ``FrameLink`` when ``framed``."""
+
+    def __init__(self, base, plan, cfg_text=None, files=None, provision_flash=True, hub=None, framed=False):
         _mkdir(base)
         if files:
             restore(base, files)
@@ -131,7 +165,14 @@ class Rig:
         self.t = [0]
         self.io = PipeIO()
         self.board = EmulatedBoard(plan, self.io, lambda: self.t[0], base)
-        self.node = node_mod.boot(self.board)
+        self.frames = None
+        if framed:
+            cfg = config_mod.load(base + "/config.json")
+            self.board.setup(cfg)
+            self.frames = FrameLink()
+            self.node = node_mod.Node(cfg, self.board, self.frames, base)
+        else:
+            self.node = node_mod.boot(self.board)
         self.hub = hub or HubSim()
         self.auto_hello = True
 
@@ -141,14 +182,21 @@ class Rig:
             self.t[0] += step_ms
             now = self.board.now_ms()
             node.step(now)
-            for f in self.hub.feed(self.io.take(), self.t[0]):
+            if self.frames is None:
+                frames = self.hub.feed(self.io.take(), self.t[0])
+            else:
+                frames = self.hub.feed_frames(self.frames.take(), self.t[0])
+            for f in frames:
                 if f["type"] == "hello" and self.auto_hello:
                     self.send(Ack(0))
                 if on_frame is not None:
                     on_frame(f)
 
     def send(self, msg):
-        self.io.down += self.hub.line(msg)
+        if self.frames is None:
+            self.io.down += self.hub.line(msg)
+        else:
+            self.frames.down.append(self.hub.tx.encode(msg))
 
     def send_raw(self, data):
         self.io.down += data
@@ -202,15 +250,16 @@ def hello_backoff(base):
         "hellos": [[f["t"], f["boot_count"], f["lane_count"], f["layout_hash"]] for f in rig.hub.of("hello")],
         "lane_states": [[f["t"], f["lane"]] for f in rig.hub.of("lane_state")],
         "health": [[f["t"], f["tx_frames"], f["rx_frames"], f["uptime_s"]] for f in rig.hub.of("health")],
-        "session": n.session,
+        "session": n.session.up,
         "layout_hash": n.cfg.layout_hash(),
     }
 
 
-def events_flow(base):
-    """Pick 2 at 5 s (not acked until 12 s), put 1 back at 16 s (acked at once)."""
+def events_flow(base, framed=False):
+    """Pick 2 at 5 s (not acked until 12 s), put 1 back at 16 s (acked at once); on the serial link or, when
+    ``framed``, on a link that carries whole frames."""
     plan = plan_two_lanes(pick(5.0, 200.0) + put(16.0, 100.0))
-    rig = Rig(base, plan)
+    rig = Rig(base, plan, framed=framed)
     acks = {"on": False}
 
     def on_frame(f):
@@ -221,7 +270,7 @@ def events_flow(base):
     rig.send(Ack(1))
     acks["on"] = True
     rig.run(22000, 5, on_frame)
-    health = rig.node.health(rig.board.now_ms()).to_dict()
+    health = rig.node.reports.health(rig.board.now_ms()).to_dict()
     hub = rig.hub
     return {
         "events": [[f["t"], f["seq"], f["event_seq"], f["lane"], f["kind"], f["count_delta"], f["age_ms"]]
@@ -298,10 +347,10 @@ def commands(base):
         "weight0": rig.node.shelf.lanes[0].weight_dg,
         "lane_states_after_request": [f["lane"] for f in states if 9500 <= f["t"] <= 9560],
         "lane_state_times": [f["t"] for f in states if f["t"] > 9200],
-        "assignment": list(node_mod.load_assignment(base + "/state/lane1")),
+        "assignment": list(assignment.load_assignment(base + "/state/lane1")),
         "unit1": lane1._unit,
-        "skus": rig.node.skus,
-        "settings": [rig.node.lane_state_ms, rig.node.health_ms],
+        "skus": [lane.sku for lane in rig.node.shelf.lanes],
+        "settings": [rig.node.settings.lane_state_ms, rig.node.settings.health_ms],
     }
 
 
@@ -322,17 +371,41 @@ def forged(base):
     rig.send_raw(b"!" + b"A" * 400 + b"\n")  # overlong
     rig.send_raw(b"print('hi')\r\n")  # console typing: ignored, not counted
     rig.send_raw(b"\x00\x05garbage\n")
+    out = _answered_after_bad_input(rig)
+    out["ignored"] = rig.node.link.decoder.ignored_lines
+    return out
+
+
+def _answered_after_bad_input(rig):
+    """Send one more good command after the bad input; what was answered and what health counted."""
     rig.run(1200, 5)
     rig.send(RequestState(1))
     rig.run(1300, 5)
-    h = rig.node.health(rig.board.now_ms()).to_dict()
+    hub = rig.hub
+    h = rig.node.reports.health(rig.board.now_ms()).to_dict()
     return {
         "results": [[f["command_seq"], f["status"]] for f in hub.of("command_result")],
         "good_seq": hub.tx.seq,
         "rx_rejected": h["rx_rejected"],
         "rx_frames": h["rx_frames"],
-        "ignored": rig.node.link.decoder.ignored_lines,
+        "tx_frames": h["tx_frames"],
+        "uplink_frames": len(hub.frames),
     }
+
+
+def framed_replay(base):
+    """On a frame link: a replayed command and a forged one are dropped and counted, the next is answered."""
+    rig = Rig(base, plan_two_lanes([]), framed=True)
+    rig.run(1000, 5)
+    hub = rig.hub
+    good = hub.tx.encode(RequestState(0))
+    rig.frames.down.append(good)
+    rig.run(1100, 5)
+    rig.frames.down.append(good)  # replayed
+    wrong = Key(bytes(32 - i for i in range(32)))
+    rig.frames.down.append(encode_frame(Identify(1), NODE_ID, hub.tx.seq + 1, wrong, hub.tx.session))  # bad tag
+    rig.frames.bad = 1  # the link itself dropped something it could not decode
+    return _answered_after_bad_input(rig)
 
 
 def bad_configs(base, docs):

@@ -21,6 +21,7 @@ from the runner's ``emu_io`` module (non-blocking reads of the pty).
 
 import json
 
+from firmware.assignment import save_assignment
 from firmware.calibration import Calibration, CalibrationStore
 from firmware.counters import CountersStore
 from tools.emulation.hx711_chip import STUCK_HIGH, ArraySource, HX711Chip, LoadCellSource, VirtualClock
@@ -164,8 +165,6 @@ def provision(root: str, config_text: str, plan: "dict[str, Any]") -> None:
     """Write a node's flash as the factory would: ``config.json``, each lane's calibration and its SKU
     assignment (``plan["lanes"][i]``: ``cal`` = {"offset", "c10"}, ``unit_dg``, ``spread_permille``, ``sku``).
     Runs on the host (CPython, a directory) and in tests (either runtime)."""
-    from firmware.node import save_assignment
-
     _mkdir(root)
     _mkdir(root + "/state")
     with open(root + "/config.json", "w") as f:

@@ -41,6 +41,9 @@ below 2**30 us (about 17.9 min; later timestamps are long ints on 32-bit ports: 
 allocation-free). Portable: runs unchanged under CPython and MicroPython.
 """
 
+from firmware.ticks import TICKS_MAX
+from firmware.ticks import ticks_add as _ticks_add
+from firmware.ticks import ticks_diff as _ticks_diff
 from tools.emulation.prng import XorShift32
 
 TYPE_CHECKING = False
@@ -67,8 +70,6 @@ STUCK_HIGH = const(1)  # DOUT pulled up, or the chip unpowered behind a pull-up:
 STUCK_LOW = const(2)  # DOUT shorted low: reads as "always ready", data all zeros
 FLOATING = const(3)  # DOUT floating: pseudo-random levels
 
-_TICKS_MAX = const(0x3FFFFFFF)  # MicroPython's ticks wrap at 2**30 on 32-bit ports
-_TICKS_HALF = const(0x20000000)
 POWER_DOWN_US = const(60)
 _POS_MAX = const(0x7FFFFF)
 _NEG_MIN = const(-0x800000)
@@ -104,19 +105,14 @@ class VirtualClock:
 
     def __init__(self, start_us: int = 0, tick_cost_us: int = 0) -> None:
         self.now = 0
-        self._ticks = start_us & _TICKS_MAX
+        self._ticks = start_us & TICKS_MAX
         self.tick_cost_us = tick_cost_us
 
     def advance(self, us: int) -> None:
         if us <= 0:
             return
         self.now += us
-        # ticks + us can exceed the small-int range on 32-bit MicroPython; keep every intermediate below it.
-        d = self._ticks - _TICKS_MAX + us
-        if d > 0:
-            self._ticks = (d - 1) & _TICKS_MAX
-        else:
-            self._ticks = d + _TICKS_MAX
+        self._ticks = _ticks_add(self._ticks, us)  # no intermediate beyond the small-int range
 
     def ticks_us(self) -> int:
         c = self.tick_cost_us
@@ -125,20 +121,11 @@ class VirtualClock:
         return self._ticks
 
     def ticks_ms(self) -> int:
-        return (self.now // 1000) & _TICKS_MAX
+        return (self.now // 1000) & TICKS_MAX
 
-    def ticks_diff(self, a: int, b: int) -> int:
-        d = a - b
-        if d >= _TICKS_HALF:
-            d -= _TICKS_MAX
-            d -= 1
-        elif d < -_TICKS_HALF:
-            d += _TICKS_MAX
-            d += 1
-        return d
-
-    def ticks_add(self, t: int, delta: int) -> int:
-        return (t + delta) & _TICKS_MAX
+    # The firmware's own tick arithmetic: the emulated clock wraps exactly as the board's does.
+    ticks_diff = staticmethod(_ticks_diff)
+    ticks_add = staticmethod(_ticks_add)
 
     def sleep_us(self, us: int) -> None:
         self.advance(us)

@@ -13,7 +13,8 @@ from array import array
 from collections.abc import Sequence
 from types import TracebackType
 
-from firmware.detector import T_MASK, Detector
+from firmware.detector import Detector
+from firmware.ticks import TICKS_MAX
 from tools.mpy_runtime import MicroPythonRuntime
 
 RawEvent = tuple[int, int, int, int, int, int, int]
@@ -70,7 +71,7 @@ def run_cpython(
     feed = det.feed
     out: list[RawEvent] = []
     for i in range(len(ts_ms)):
-        if feed(ts_ms[i] & T_MASK, clamp_dg(ws_dg[i])):
+        if feed(ts_ms[i] & TICKS_MAX, clamp_dg(ws_dg[i])):
             out.append(
                 (i, det.ev_duration_ms, det.ev_delta_dg, det.ev_kind, det.ev_count, det.ev_confidence, det.ev_level_dg)
             )
@@ -103,7 +104,7 @@ class MicroPythonRunner:
         for start in range(0, len(ts_ms), _CHUNK):
             buf = array("i")
             for i in range(start, min(start + _CHUNK, len(ts_ms))):
-                buf.append(ts_ms[i] & T_MASK)
+                buf.append(ts_ms[i] & TICKS_MAX)
                 buf.append(clamp_dg(ws_dg[i]))
             rows = self._rt.exec(_MPY_CHUNK, files={"/tmp/chunk.bin": buf.tobytes()}, fresh=False, timeout_s=300)
             out.extend(_raw(row) for row in rows)
