@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hub.config import load_config
+from hub.ledger.causes import Cause
 from hub.ledger.models import Alert, Sku
 from hub.ledger.reader import LedgerReader
 from hub.ledger.service import LedgerService
@@ -46,6 +47,12 @@ DEMO_LOGIN = ("demo", "demo-password")  # a manager account on the demo's throw-
 POS = "demo-pos"  # the point of sale's API client (its writes are recorded as actor api:demo-pos)
 
 
+def _subject(cause_key: str) -> str:
+    """What an alert is about, without the detail (``lane:A1`` for ``lane:A1/COLA``); an unknown key as it is."""
+    cause = Cause.parse_or_none(cause_key)
+    return cause_key if cause is None else str(cause.subject)
+
+
 def lane_id(node: int, lane: int) -> str:
     return f"node{node}-lane{lane}"
 
@@ -64,7 +71,7 @@ def expected_outcome(truth: list[TruthRow], until_s: float) -> Expected:
             continue
         lid = lane_id(row.node, row.lane)
         exp.counts[lid] = (row.sku, row.stock_after)
-        cause = f"lane:{lid}/{row.sku}"
+        cause = str(Cause.lane_sku(lid, row.sku))
         if row.action == "theft":
             exp.alerts.add(("shrinkage", cause))
         elif row.action == "damage":
@@ -72,7 +79,7 @@ def expected_outcome(truth: list[TruthRow], until_s: float) -> Expected:
         elif row.action == "misplaced":
             exp.alerts.add(("misplaced", cause))
         if row.action != "initial" and row.stock_after <= row.reorder_point:
-            exp.alerts.add(("reorder", f"sku:{row.sku}"))
+            exp.alerts.add(("reorder", str(Cause.of_sku(row.sku))))
     return exp
 
 
@@ -201,7 +208,7 @@ class Demo:
         status = hub.status()
         frames = sum(int(n.get("frames", 0)) for n in status.get("nodes", []))
         open_alerts = ", ".join(
-            sorted(f"{a.kind}@{a.cause_key.split('/')[0]}" for a in alerts if str(a.status) != "resolved")
+            sorted(f"{a.kind}@{_subject(a.cause_key)}" for a in alerts if str(a.status) != "resolved")
         )
         return (
             f"[{now_s:5.0f} s] frames {frames:5d}  ledger/truth  " + "  ".join(cells)

@@ -40,6 +40,7 @@ from typing import Any
 
 import aiosqlite
 
+from hub.ledger.causes import Cause
 from hub.ledger.models import (
     BACKROOM,
     LANE_ID_RE,
@@ -667,7 +668,7 @@ class Tx:
         )
         if sku is not None:
             await self._resolve_if_open(
-                AlertKind.UNASSIGNED_LANE, f"lane:{lane_id}", actor=actor, resolution=f"lane assigned to {sku}"
+                AlertKind.UNASSIGNED_LANE, str(Cause.lane(lane_id)), actor=actor, resolution=f"lane assigned to {sku}"
             )
         return lane_id
 

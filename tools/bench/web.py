@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from hub.ledger import LedgerService, schema
+from hub.ledger.causes import Cause
 from hub.ledger.models import SensorEvent, now_ms
 from shared_protocol.messages import KIND_PICK
 
@@ -216,14 +217,16 @@ def build_ledger(path: Path, scale: Scale, seed: int = 1) -> Store:
     for i in range(scale.resolved_alerts):
         lane_id, _, _, sku = lanes[rng.randrange(len(lanes))]
         opened = start + rng.randrange(29 * DAY_MS)
-        alerts.append((kinds[i % 4], f"lane:{lane_id}/{sku}", "resolved", opened, opened + 3_600_000, "bench", "ok"))
+        alerts.append(
+            (kinds[i % 4], str(Cause.lane_sku(lane_id, sku)), "resolved", opened, opened + 3_600_000, "bench", "ok")
+        )
     open_lanes = rng.sample(lanes, max(3, len(lanes) // 40))
     for i, (lane_id, _, _, sku) in enumerate(open_lanes):
         kind = kinds[i % 4]
-        cause = f"lane:{lane_id}" if kind == "sensor" else f"lane:{lane_id}/{sku}"
-        alerts.append((kind, cause, "open", now - rng.randrange(DAY_MS), None, None, None))
+        cause = Cause.lane(lane_id) if kind == "sensor" else Cause.lane_sku(lane_id, sku)
+        alerts.append((kind, str(cause), "open", now - rng.randrange(DAY_MS), None, None, None))
     for sku in rng.sample([s[0] for s in skus], max(1, len(skus) // 50)):
-        alerts.append(("reorder", f"sku:{sku}", "open", now - rng.randrange(DAY_MS), None, None, None))
+        alerts.append(("reorder", str(Cause.of_sku(sku)), "open", now - rng.randrange(DAY_MS), None, None, None))
     conn.executemany(
         "INSERT INTO alerts (kind, cause_key, status, opened_ms, resolved_ms, resolved_by, resolution, evidence)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, '{}')",
