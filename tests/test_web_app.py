@@ -16,10 +16,10 @@ from werkzeug.test import TestResponse
 from hub.cli import main
 from hub.ledger import AlertStatus
 from hub.web import create_app
-from hub.web.access import API, PUBLIC, ROLE_MATRIX, matrix_markdown
-from hub.web.api_clients import add_client, token_sha256
+from hub.web.access import API, PUBLIC, matrix_markdown, role_matrix
+from hub.web.accounts.clients import add_client, token_sha256
+from hub.web.accounts.users import ROLES, THROTTLE_FAILURES, prune_login_attempts, role_rank
 from hub.web.app import secret_key_path
-from hub.web.users import ROLES, THROTTLE_FAILURES, role_rank
 from tests.web_routes import ROUTES
 from tests.web_support import PASSWORD, Env
 
@@ -30,8 +30,9 @@ def _alert_id(env: Env, cause: str = "lane:A1/COLA") -> int:
 
 def test_every_endpoint_is_in_the_matrix(env: Env) -> None:
     endpoints = {rule.endpoint for rule in env.app.url_map.iter_rules()}
-    assert endpoints == set(ROLE_MATRIX)
-    roles = {e for e, r in ROLE_MATRIX.items() if r not in (PUBLIC, API)}
+    matrix = role_matrix(env.app)  # every endpoint's declared rule (hub/web/access.py)
+    assert endpoints == set(matrix)
+    roles = {e for e, r in matrix.items() if r not in (PUBLIC, API)}
     assert {r.endpoint for r in ROUTES.values()} == roles
 
 
@@ -60,7 +61,7 @@ def test_route_by_role(env: Env, route: str, role: str | None) -> None:
         assert resp.status_code == 302
         assert resp.headers["Location"].startswith("/login")
         assert _fingerprint(env) == before
-    elif role_rank(role) < role_rank(ROLE_MATRIX[r.endpoint]):
+    elif role_rank(role) < role_rank(role_matrix(env.app)[r.endpoint]):
         assert resp.status_code == 403
         assert _fingerprint(env) == before
     else:
@@ -361,15 +362,15 @@ def test_parallel_guesses_cannot_pass_the_throttle(env: Env, monkeypatch: pytest
     import time
     from concurrent.futures import ThreadPoolExecutor
 
-    import hub.web.auth
+    import hub.web.accounts.login
 
-    real = hub.web.auth.verify
+    real = hub.web.accounts.login.verify
 
     def slow_verify(user: Any, password: str) -> bool:
         time.sleep(0.05)  # a real scrypt hash takes about this long
         return real(user, password)
 
-    monkeypatch.setattr(hub.web.auth, "verify", slow_verify)
+    monkeypatch.setattr(hub.web.accounts.login, "verify", slow_verify)
     barrier = threading.Barrier(16)
 
     def attempt(i: int) -> int:
@@ -389,16 +390,16 @@ def test_parallel_guesses_cannot_pass_the_throttle(env: Env, monkeypatch: pytest
 
 
 def test_an_unknown_username_costs_a_hash_too(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    import hub.web.users
+    import hub.web.accounts.users
 
     checked: list[str] = []
-    real = hub.web.users.check_password_hash
+    real = hub.web.accounts.users.check_password_hash
 
     def spy(pwhash: str, password: str) -> bool:
         checked.append(pwhash.split(":", 1)[0])
         return real(pwhash, password)
 
-    monkeypatch.setattr(hub.web.users, "check_password_hash", spy)
+    monkeypatch.setattr(hub.web.accounts.users, "check_password_hash", spy)
     assert _login(env, env.app.test_client(), "nobody", "wrong password").status_code == 401
     env.write(lambda ledger: ledger.transact(_disable("viewer")))
     assert _login(env, env.app.test_client(), "viewer", PASSWORD).status_code == 401
@@ -406,7 +407,7 @@ def test_an_unknown_username_costs_a_hash_too(env: Env, monkeypatch: pytest.Monk
 
 
 def _disable(username: str) -> Any:
-    from hub.web.users import set_disabled
+    from hub.web.accounts.users import set_disabled
 
     return lambda tx: set_disabled(tx, username, True, actor="t")
 
@@ -425,7 +426,7 @@ def test_unknown_usernames_are_throttled_in_memory_without_writes(env: Env) -> N
 
 
 def test_unknown_username_failures_are_bounded() -> None:
-    from hub.web.users import UnknownUserFailures
+    from hub.web.accounts.users import UnknownUserFailures
 
     fails = UnknownUserFailures(max_keys=3)
     for i in range(5):
@@ -446,7 +447,7 @@ def test_old_login_attempts_are_pruned(env: Env) -> None:
     conn.close()
     recent = _login(env, env.app.test_client(), "clerk", "wrong password")
     assert recent.status_code == 401
-    deleted = env.write(lambda ledger: ledger.prune_login_attempts())
+    deleted = env.write(lambda ledger: ledger.transact(prune_login_attempts))  # what the web server runs
     assert deleted == 3  # viewer's older success and failure, clerk's old failure; viewer's last success stays
     assert env.sql("SELECT ts_ms, username, ok FROM login_attempts ORDER BY ts_ms")[0] == (2 * day, "viewer", 1)
     assert len(env.sql("SELECT 1 FROM login_attempts")) == 2

@@ -1,4 +1,4 @@
-"""Live updates (hub/web/live.py), the overview's filters and tiles, the nodes page, the web server's threads.
+"""Live updates (hub/web/live/), the overview's filters and tiles, the nodes page, the web server's threads.
 
 Streams over a real waitress server read with http.client; deadlines are generous and only guard liveness.
 """
@@ -22,6 +22,7 @@ from hub.ledger import SensorGap
 from hub.ledger.models import now_ms
 from hub.web import create_app, live
 from hub.web.live import LaneFeed
+from hub.web.live.views import _stream
 from hub.web.server import WebServer, loop_status, waitress_threads
 from tests.web_support import Env
 
@@ -150,7 +151,7 @@ def test_slow_subscriber_is_dropped_with_a_bounded_queue(env: Env) -> None:
         assert slow.ended == "dropped" and fast.ended is None
         assert feed.subscribers == 1 and feed.dropped == 1
         # the dropped stream ends (the browser reconnects and gets a snapshot); the other one goes on
-        assert list(live._stream(feed, slow, "first", 15.0, 600.0)) == ["first"]
+        assert list(_stream(feed, slow, "first", 15.0, 600.0)) == ["first"]
         assert fast.queue.empty()
     finally:
         feed.close()

@@ -31,8 +31,8 @@ from hub.ledger.models import Alert, Sku
 from hub.ledger.reader import LedgerReader
 from hub.ledger.service import LedgerService
 from hub.service import HubService
-from hub.web.api_clients import add_client, new_token, token_sha256
-from hub.web.users import add_user, hash_password
+from hub.web.accounts.clients import add_client, new_token, token_sha256
+from hub.web.accounts.users import add_user, hash_password
 from tools.emulation.host import Emulator, EmulatorError
 from tools.emulation.scenarios import Scenario, TruthRow, build
 

@@ -17,6 +17,9 @@ serialised in the order they were submitted and never interleave.
 * **Lane readings** older than ``reading_retention_s`` (8 days) are pruned every ``prune_interval_s`` by the
   writer, in transactions of at most 2,000 deleted rows queued like any other work (``prune_lane_readings``);
   then the status page's sign-in attempts older than 30 days (``prune_login_attempts``).
+* **Commit listeners**: ``service.changes.listen(fn)`` calls ``fn(changes)`` on the loop after each commit with
+  what the transaction changed (movements' locations, lanes, SKUs, alerts; see ``changes``), collected by TEMP
+  triggers on the writer's connection, so no write path can be missed.
 * **Readers** use separate read-only connections: ``await service.reader()`` (see ``reader``).
 * **Backups**: ``await service.backup(dest)`` and, with a ``BackupPolicy``, on a schedule (see ``backup``); both
   use SQLite's online backup API on their own connection in a thread and never stop the writer.
@@ -42,6 +45,7 @@ import aiosqlite
 
 from hub.ledger import schema
 from hub.ledger.backup import BackupInfo, BackupPolicy, backup_database, scheduled_backup
+from hub.ledger.changes import ChangeTracker
 from hub.ledger.dblock import DbLock
 from hub.ledger.imports import ImportKind, ImportReport, ImportTooLarge, import_rows, parse_csv
 from hub.ledger.models import (
@@ -125,6 +129,7 @@ class LedgerService:
         self.prune_interval_s = prune_interval_s
         self.stats = ServiceStats()
         self.last_backup: BackupInfo | None = None
+        self.changes = ChangeTracker()  # commit listeners (hub/ledger/changes.py)
         self._conn: aiosqlite.Connection | None = None
         self._queue: asyncio.Queue[_Work] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
@@ -149,6 +154,7 @@ class LedgerService:
                 await conn.execute(stmt)
             if self.checkpoint_interval_s is not None:
                 await conn.execute("PRAGMA wal_autocheckpoint = 0")  # checkpoints run beside the writer
+            await self.changes.install(conn)
         except BaseException:
             self._lock.release()
             raise
@@ -236,12 +242,14 @@ class LedgerService:
         await conn.execute("BEGIN IMMEDIATE")
         try:
             result = await fn(conn, now_ms())
+            changed = await self.changes.collect(conn)
             await self._commit()
         except BaseException:
             with contextlib.suppress(Exception):
                 await conn.execute("ROLLBACK")
             raise
         self.stats.transactions += 1
+        self.changes.notify(changed)
         return result
 
     async def _sensor_batch(self, batch: list[_SensorWork]) -> None:

@@ -15,7 +15,7 @@ thread, and ``WebServer.start`` (waitress, the Flask app, ``LoopWriter`` into th
 ``/api/v1/stock`` (bearer token): one client, keep-alive, sequential requests; p50/p95 of the full request.
 (2) Interleaved with them (round robin, so the machine's other work weighs on each alike): the same overview
 rendered by the Flask test client in process (no HTTP), and the page's own lanes query
-(``hub.web.pages.lanes``) and the stock endpoint's three queries on a bare read-only ``sqlite3`` connection: the
+(``hub.web.lanes.lanes``) and the stock endpoint's three queries on a bare read-only ``sqlite3`` connection: the
 references the ratios are taken against.
 (3) SSE fan-out: 50 ``/events`` clients (one asyncio process of their own, so they do not share the server's GIL)
 while an ingest task on the hub's loop commits sensor events through the ``LedgerService`` at a steady rate, each
@@ -52,6 +52,7 @@ from typing import Any, TypeVar
 from hub.ledger import LedgerService, schema
 from hub.ledger.causes import Cause
 from hub.ledger.models import SensorEvent, now_ms
+from hub.ledger.reader import BOOK_STOCK, OBSERVED_STOCK, SKUS
 from shared_protocol.messages import KIND_PICK
 
 T = TypeVar("T")
@@ -561,9 +562,9 @@ def _fanout(
 
 
 def _bench(directory: Path, scale: Scale) -> dict[str, Any]:
-    from hub.web import create_app, pages
-    from hub.web.bridge import LoopWriter
-    from hub.web.server import WebServer
+    from hub.web import LoopWriter, WebServer, create_app
+    from hub.web.db import fetch_all
+    from hub.web.lanes import lanes
 
     db = directory / "bench.db"
     store = build_ledger(db, scale)
@@ -600,9 +601,9 @@ def _bench(directory: Path, scale: Scale) -> dict[str, Any]:
         bare = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
 
         def stock_queries() -> None:  # what /api/v1/stock reads: SKUs, book stock, observed stock
-            bare.execute("SELECT sku, name FROM skus ORDER BY sku").fetchall()
-            bare.execute("SELECT sku, location, qty FROM book_stock ORDER BY 1, 2").fetchall()
-            bare.execute("SELECT sku, lane_id, qty FROM observed_stock ORDER BY 1, 2").fetchall()
+            fetch_all(bare, SKUS)  # the ledger's query definitions, as the endpoint runs them
+            fetch_all(bare, BOOK_STOCK)
+            fetch_all(bare, OBSERVED_STOCK)
 
         def in_process() -> None:
             if test_client.get("/").status_code != 200:
@@ -615,7 +616,7 @@ def _bench(directory: Path, scale: Scale) -> dict[str, Any]:
                 "api_lanes": getter(api, "/api/v1/lanes", every_lane_json, bearer),
                 "api_stock": getter(api, "/api/v1/stock", headers=bearer),
                 "overview_in_process": in_process,
-                "lanes_query": lambda: pages.lanes(bare),
+                "lanes_query": lambda: lanes(bare),
                 "stock_query": stock_queries,
             },
             scale.requests,
