@@ -36,6 +36,44 @@ def test_every_endpoint_is_in_the_matrix(env: Env) -> None:
     assert {r.endpoint for r in ROUTES.values()} == roles
 
 
+def test_each_view_declares_one_rule_and_an_undeclared_one_is_refused_to_everyone(
+    env: Env, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import types
+
+    from flask import Blueprint
+
+    from hub.web import app as app_module
+    from hub.web.access import public, requires, rule_of, scope
+
+    def view() -> str:
+        return "secret"
+
+    public(view)
+    with pytest.raises(TypeError, match="one rule per endpoint"):
+        requires("admin")(view)  # a second rule on the same view: refused when the module is imported
+    with pytest.raises(ValueError):
+        requires("owner")
+    with pytest.raises(ValueError):
+        scope("everything")
+    assert rule_of(view) is not None and rule_of(view).kind == "public"  # type: ignore[union-attr]
+
+    extra = Blueprint("extra", __name__)
+    extra.add_url_rule("/extra", endpoint="forgotten", view_func=lambda: "secret")
+    monkeypatch.setattr(app_module, "BLUEPRINTS", (*app_module.BLUEPRINTS, types.SimpleNamespace(bp=extra)))
+    with caplog.at_level("ERROR", logger="hub.web.access"):
+        app = create_app(env.db, env.writer, config={"TESTING": True})
+    assert "extra.forgotten" in caplog.text  # start-up says which endpoint has no rule
+    assert "extra.forgotten" not in role_matrix(app)
+    for role in (None, "admin"):
+        client = app.test_client()
+        if role is not None:
+            with client.session_transaction() as sess:
+                sess["user"], sess["epoch"] = role, 0
+        resp = client.get("/extra")
+        assert resp.status_code == 403 and b"secret" not in resp.data
+
+
 def _fingerprint(env: Env) -> list[tuple[Any, ...]]:
     """Everything a refused request must leave as it was."""
     return env.sql(
@@ -451,6 +489,30 @@ def test_old_login_attempts_are_pruned(env: Env) -> None:
     assert deleted == 3  # viewer's older success and failure, clerk's old failure; viewer's last success stays
     assert env.sql("SELECT ts_ms, username, ok FROM login_attempts ORDER BY ts_ms")[0] == (2 * day, "viewer", 1)
     assert len(env.sql("SELECT 1 FROM login_attempts")) == 2
+
+
+def test_the_web_server_prunes_old_sign_ins_through_the_writer(env: Env) -> None:
+    import asyncio
+    import time
+
+    from hub.web.server import WebServer, prune_sign_ins
+
+    conn = sqlite3.connect(env.db)
+    conn.execute("INSERT INTO login_attempts (ts_ms, username, ip, ok) VALUES (86400000, 'clerk', '1.1.1.1', 0)")
+    conn.commit()
+    conn.close()
+    task = asyncio.run_coroutine_threadsafe(prune_sign_ins(env.writer.ledger, interval_s=0.01), env.writer.loop)
+    try:
+        deadline = time.monotonic() + 30
+        while env.sql("SELECT count(*) FROM login_attempts") != [(0,)] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert env.sql("SELECT count(*) FROM login_attempts") == [(0,)]
+    finally:
+        task.cancel()
+    web = WebServer.start(env.db, env.writer.ledger, env.writer.loop, host="127.0.0.1", port=0)
+    assert not web._housekeeping.done()  # scheduled on the hub's loop while the server runs
+    asyncio.run(web.stop())
+    assert web._housekeeping.cancelled()
 
 
 def test_secret_key_creation_never_exposes_a_partial_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

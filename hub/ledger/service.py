@@ -15,8 +15,8 @@ serialised in the order they were submitted and never interleave.
 * **Business operations** (sales, receipts, ..., counts, reversals, SKUs, lanes, alerts, CSV imports) each run in
   their own transaction, in queue order, record their actor, and write the audit trail (see ``postings``).
 * **Lane readings** older than ``reading_retention_s`` (8 days) are pruned every ``prune_interval_s`` by the
-  writer, in transactions of at most 2,000 deleted rows queued like any other work (``prune_lane_readings``);
-  then the status page's sign-in attempts older than 30 days (``prune_login_attempts``).
+  writer, in transactions of at most 2,000 deleted rows queued like any other work (``prune_lane_readings``).
+  (The status page prunes its own sign-in attempts through ``transact``: hub/web/server.py.)
 * **Commit listeners**: ``service.changes.listen(fn)`` calls ``fn(changes)`` on the loop after each commit with
   what the transaction changed (movements' locations, lanes, SKUs, alerts; see ``changes``), collected by TEMP
   triggers on the writer's connection, so no write path can be missed.
@@ -579,34 +579,15 @@ class LedgerService:
         finally:
             await asyncio.to_thread(conn.close)
 
-    async def prune_login_attempts(self, before_ms: int | None = None) -> int:
-        """Delete the status page's sign-in attempts older than ``before_ms`` (default: ``LOGIN_ATTEMPTS_RETENTION_MS``
-        ago), keeping each user's last successful one (the users page's "last sign-in"); older failures no longer
-        count for throttling. Returns the rows deleted."""
-        cutoff = now_ms() - LOGIN_ATTEMPTS_RETENTION_MS if before_ms is None else before_ms
-
-        async def run(tx: Tx) -> int:
-            cur = await tx.conn.execute(
-                "DELETE FROM login_attempts WHERE ts_ms < ? AND NOT (ok = 1 AND ts_ms = (SELECT max(b.ts_ms) FROM"
-                " login_attempts AS b WHERE b.username = login_attempts.username AND b.ok = 1))",
-                (cutoff,),
-            )
-            deleted = cur.rowcount
-            await cur.close()
-            return max(deleted, 0)
-
-        return await self._tx(run)
-
     async def _prune_loop(self, interval_s: float) -> None:
         while True:
             await asyncio.sleep(interval_s)
             try:
                 await self.prune_lane_readings()
-                await self.prune_login_attempts()
             except LedgerClosed:
                 return
             except Exception:
-                log.exception("ledger: pruning lane readings or login attempts failed")
+                log.exception("ledger: pruning lane readings failed")
 
     async def _backup_loop(self, policy: BackupPolicy) -> None:
         while True:
@@ -622,9 +603,6 @@ class LedgerService:
                 raise
             except Exception:
                 log.exception("ledger: scheduled backup failed")
-
-
-LOGIN_ATTEMPTS_RETENTION_MS = 30 * 24 * 3600 * 1000
 
 
 def _ts(ts: Timestamp) -> int | None:
