@@ -43,7 +43,7 @@ from hub.ledger.causes import Cause
 from hub.ledger.changes import Changes
 from hub.ledger.models import LedgerClosed
 from hub.web.bridge import ChangeSource
-from hub.web.db import app_writer, open_ro
+from hub.web.db import app_writer, open_ro, read_transaction
 from hub.web.lanes import LaneRow, alert_counts, lanes
 
 log = logging.getLogger(__name__)
@@ -314,12 +314,9 @@ class LaneFeed:
         if lane_ids is not None and not lane_ids and not alerts:
             return
         self.reads += 1
-        conn.execute("BEGIN")  # one consistent read
-        try:
+        with read_transaction(conn):  # one consistent read
             counts = alert_counts(conn)
             rows = {r.lane_id: r for r in lanes(conn, lane_ids, alerts=counts)} if lane_ids is None or lane_ids else {}
-        finally:
-            conn.execute("COMMIT")
         self._synced = True
         known = self._rows if lane_ids is None else {k: v for k, v in self._rows.items() if k in lane_ids}
         gone = [lane_id for lane_id in known if lane_id not in rows]  # not deleted by the ledger; after a restore
