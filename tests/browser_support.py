@@ -27,7 +27,7 @@ from hub.ledger import LedgerService, Sku
 from hub.ledger.postings import Tx
 from hub.schema import MIGRATIONS
 from hub.service import HubService
-from hub.web.users import add_user
+from hub.web.accounts.users import add_user
 from tests.hub_support import FakeNode, start_hub, write_config
 from tools.mpy_runtime import REPO_ROOT
 

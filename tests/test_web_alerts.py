@@ -15,7 +15,9 @@ from flask.testing import FlaskClient
 
 from hub.ledger.postings import Tx
 from hub.reconcile.resolve import OUTCOMES
-from hub.web.alerts import PAGE_SIZE, Filters, list_alerts, parse_filters, readable_evidence
+from hub.web.pages.alerts import parse_filters
+from hub.web.pages.alerts_queries import PAGE_SIZE, Filters, list_alerts
+from hub.web.pages.alerts_text import readable_evidence
 from tests.web_support import Env
 
 
@@ -555,6 +557,6 @@ def test_a_write_off_is_refused_when_the_evidence_grew_since_the_page(env: Env) 
     ],
 )
 def test_each_alert_kind_reads_as_one_sentence(kind: str, evidence: dict[str, object], expected: str) -> None:
-    from hub.web.alerts import summary
+    from hub.web.pages.alerts_text import summary
 
     assert summary(kind, json.dumps(evidence)) == expected

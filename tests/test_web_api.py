@@ -19,10 +19,10 @@ from werkzeug.test import TestResponse
 from hub.cli import main
 from hub.ledger.models import MAX_QTY
 from hub.web import create_app
-from hub.web.access import API, PUBLIC, ROLE_MATRIX
-from hub.web.api import API_SCOPES, MAX_BODY_BYTES, MAX_ITEMS
-from hub.web.api_clients import SCOPES, TOKEN_PREFIX, add_client, disable_client, token_sha256
-from hub.web.openapi import OPENAPI_PATH, build_spec
+from hub.web.access import API, PUBLIC, api_scopes, role_matrix
+from hub.web.accounts.clients import SCOPES, TOKEN_PREFIX, add_client, disable_client, token_sha256
+from hub.web.api.fields import MAX_BODY_BYTES, MAX_ITEMS
+from hub.web.api.openapi import OPENAPI_PATH, build_spec
 from tests.web_support import Env
 
 # one request per API endpoint that a client with the scope may make (the seeded ledger)
@@ -126,10 +126,11 @@ def fields(resp: TestResponse) -> list[str]:
 
 def test_every_api_endpoint_needs_a_token_and_a_scope(env: Env) -> None:
     api_endpoints = {r.endpoint for r in env.app.url_map.iter_rules() if r.endpoint.startswith("api.")}
-    assert api_endpoints - {"api.openapi"} == set(API_SCOPES) == set(CALLS)
-    assert {e for e, needed in ROLE_MATRIX.items() if needed == API} == set(API_SCOPES)
-    assert ROLE_MATRIX["api.openapi"] == PUBLIC
-    assert set(API_SCOPES.values()) == set(SCOPES)
+    scopes, matrix = api_scopes(env.app), role_matrix(env.app)  # the rules the views declare (hub/web/access.py)
+    assert api_endpoints - {"api.openapi"} == set(scopes) == set(CALLS)
+    assert {e for e, needed in matrix.items() if needed == API} == set(scopes)
+    assert matrix["api.openapi"] == PUBLIC
+    assert set(scopes.values()) == set(SCOPES)
 
 
 @pytest.mark.parametrize("endpoint", sorted(CALLS))
@@ -158,7 +159,7 @@ def test_missing_unknown_or_disabled_token_gets_401(env: Env, endpoint: str) -> 
 @pytest.mark.parametrize("endpoint", sorted(CALLS))
 def test_each_endpoint_needs_its_scope(env: Env, endpoint: str) -> None:
     method, url, body = CALLS[endpoint]
-    needed = API_SCOPES[endpoint]
+    needed = api_scopes(env.app)[endpoint]
     before = snapshot(env)
     for scope in SCOPES:
         if scope == needed:
@@ -176,7 +177,6 @@ def test_each_endpoint_needs_its_scope(env: Env, endpoint: str) -> None:
 def test_an_api_endpoint_without_a_scope_is_refused(env: Env, token: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # a new view of the blueprint that someone forgot to give a scope: refused even with every scope (fail closed)
     env.app.add_url_rule("/api/v1/forgotten", endpoint="api.forgotten", view_func=lambda: "secret")
-    monkeypatch.setitem(ROLE_MATRIX, "api.forgotten", API)
     resp = call(env, "GET", "/api/v1/forgotten", token=token)
     assert resp.status_code == 403 and b"secret" not in resp.data
     assert fields(resp) == ["endpoint"]
@@ -613,7 +613,7 @@ def test_openapi_lists_exactly_the_api_routes(env: Env) -> None:
     resp = env.app.test_client().get(OPENAPI_PATH)  # public: no token
     assert resp.status_code == 200
     spec = resp.get_json()
-    assert spec == json.loads(json.dumps(build_spec()))
+    assert spec == json.loads(json.dumps(build_spec(api_scopes(env.app))))
     assert spec["openapi"].startswith("3.1")
     routes = {
         (method.lower(), re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule))
@@ -626,7 +626,7 @@ def test_openapi_lists_exactly_the_api_routes(env: Env) -> None:
     bearer = spec["components"]["securitySchemes"]["bearer"]
     assert (bearer["type"], bearer["scheme"]) == ("http", "bearer")
     by_endpoint = {r.endpoint: r for r in env.app.url_map.iter_rules() if r.endpoint.startswith("api.")}
-    for endpoint, scope in API_SCOPES.items():
+    for endpoint, scope in api_scopes(env.app).items():
         rule = by_endpoint[endpoint]
         [method] = (rule.methods or set()) - {"HEAD", "OPTIONS"}
         op = spec["paths"][rule.rule][method.lower()]
@@ -638,9 +638,22 @@ def test_openapi_lists_exactly_the_api_routes(env: Env) -> None:
     assert spec["paths"][OPENAPI_PATH]["get"]["security"] == []
 
 
+class _NoWriter:
+    def call(self, fn: Any, *, timeout_s: float | None = None) -> Any:
+        raise AssertionError("nothing writes here")
+
+
+@pytest.fixture(scope="module")
+def declared_scopes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The scopes the API's views declare, read from an app (building one reads no ledger)."""
+    return api_scopes(create_app(tmp_path_factory.mktemp("spec") / "unused.db", _NoWriter()))
+
+
 @pytest.mark.parametrize(("kind", "item", "field"), BAD_ITEMS)
-def test_the_schema_refuses_what_the_validator_refuses(kind: str, item: dict[str, Any], field: str) -> None:
-    spec = build_spec()
+def test_the_schema_refuses_what_the_validator_refuses(
+    declared_scopes: dict[str, str], kind: str, item: dict[str, Any], field: str
+) -> None:
+    spec = build_spec(declared_scopes)
     schema = spec["paths"][f"/api/v1/{kind}"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     check(schema, CALLS[f"api.post_{kind}"][2], spec)
     with pytest.raises(SchemaError):
@@ -650,7 +663,7 @@ def test_the_schema_refuses_what_the_validator_refuses(kind: str, item: dict[str
 
 
 def test_real_responses_match_the_description(env: Env, token: str) -> None:
-    spec = build_spec()
+    spec = build_spec(api_scopes(env.app))
     for seen, (method, url, body) in enumerate(CALLS.values()):
         path = url.split("?")[0]
         resp = call(env, method, url, body, token)
@@ -794,7 +807,7 @@ def test_csv_import_refuses_bad_requests(env: Env, token: str, kw: dict[str, Any
 
 
 def test_csv_import_too_large_is_413_json(env: Env, token: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("hub.web.api.MAX_CSV_BYTES", 100)
+    monkeypatch.setattr("hub.web.api.auth.MAX_CSV_BYTES", 100)
     before = snapshot(env)
     resp = _import(env, "sales", "id,timestamp,sku,quantity\n" + "z,2026-11-27T10:00:00Z,COLA,1\n" * 10, token)
     assert resp.status_code == 413 and "split it" in errors(resp)[0]["message"]
@@ -904,7 +917,7 @@ def test_a_client_count_with_other_values_does_not_block_a_resolution(env: Env) 
 
 
 def test_csv_import_with_too_many_rows_is_413(env: Env, token: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("hub.web.api.MAX_IMPORT_ROWS", 5)
+    monkeypatch.setattr("hub.web.api.views.MAX_IMPORT_ROWS", 5)
     before = snapshot(env)
     rows = "".join(f"z{i},2026-11-27T10:00:00Z,COLA,1\n" for i in range(6))
     resp = _import(env, "sales", "id,timestamp,sku,quantity\n" + rows, token)
@@ -916,7 +929,7 @@ def test_csv_import_with_too_many_rows_is_413(env: Env, token: str, monkeypatch:
 
 
 def test_csv_import_byte_cap_matches_the_row_cap() -> None:
-    from hub.web.api import MAX_CSV_BYTES, MAX_IMPORT_ROWS
+    from hub.web.api.fields import MAX_CSV_BYTES, MAX_IMPORT_ROWS
 
     assert MAX_IMPORT_ROWS == 10_000 and MAX_CSV_BYTES == MAX_IMPORT_ROWS * 300
 
@@ -961,7 +974,7 @@ class _RecordingWriter:
 
 
 def test_csv_import_gets_a_longer_timeout(env: Env, token: str) -> None:
-    from hub.web.api import IMPORT_TIMEOUT_S
+    from hub.web.api.fields import IMPORT_TIMEOUT_S
 
     writer = _RecordingWriter(env.writer)
     app = create_app(env.db, writer, config={"TESTING": True})
@@ -999,7 +1012,7 @@ def test_ledger_import_cli_says_to_split_a_file_the_hub_refuses(
 ) -> None:
     from werkzeug.serving import make_server
 
-    monkeypatch.setattr("hub.web.api.MAX_IMPORT_ROWS", 2)
+    monkeypatch.setattr("hub.web.api.views.MAX_IMPORT_ROWS", 2)
     token = add_token(env, "wms", ("receipts",))
     server = make_server("127.0.0.1", 0, env.app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

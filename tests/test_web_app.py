@@ -16,10 +16,10 @@ from werkzeug.test import TestResponse
 from hub.cli import main
 from hub.ledger import AlertStatus
 from hub.web import create_app
-from hub.web.access import API, PUBLIC, ROLE_MATRIX, matrix_markdown
-from hub.web.api_clients import add_client, token_sha256
+from hub.web.access import API, PUBLIC, matrix_markdown, role_matrix
+from hub.web.accounts.clients import add_client, token_sha256
+from hub.web.accounts.users import ROLES, THROTTLE_FAILURES, prune_login_attempts, role_rank
 from hub.web.app import secret_key_path
-from hub.web.users import ROLES, THROTTLE_FAILURES, role_rank
 from tests.web_routes import ROUTES
 from tests.web_support import PASSWORD, Env
 
@@ -30,9 +30,48 @@ def _alert_id(env: Env, cause: str = "lane:A1/COLA") -> int:
 
 def test_every_endpoint_is_in_the_matrix(env: Env) -> None:
     endpoints = {rule.endpoint for rule in env.app.url_map.iter_rules()}
-    assert endpoints == set(ROLE_MATRIX)
-    roles = {e for e, r in ROLE_MATRIX.items() if r not in (PUBLIC, API)}
+    matrix = role_matrix(env.app)  # every endpoint's declared rule (hub/web/access.py)
+    assert endpoints == set(matrix)
+    roles = {e for e, r in matrix.items() if r not in (PUBLIC, API)}
     assert {r.endpoint for r in ROUTES.values()} == roles
+
+
+def test_each_view_declares_one_rule_and_an_undeclared_one_is_refused_to_everyone(
+    env: Env, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import types
+
+    from flask import Blueprint
+
+    from hub.web import app as app_module
+    from hub.web.access import public, requires, rule_of, scope
+
+    def view() -> str:
+        return "secret"
+
+    public(view)
+    with pytest.raises(TypeError, match="one rule per endpoint"):
+        requires("admin")(view)  # a second rule on the same view: refused when the module is imported
+    with pytest.raises(ValueError):
+        requires("owner")
+    with pytest.raises(ValueError):
+        scope("everything")
+    assert rule_of(view) is not None and rule_of(view).kind == "public"  # type: ignore[union-attr]
+
+    extra = Blueprint("extra", __name__)
+    extra.add_url_rule("/extra", endpoint="forgotten", view_func=lambda: "secret")
+    monkeypatch.setattr(app_module, "BLUEPRINTS", (*app_module.BLUEPRINTS, types.SimpleNamespace(bp=extra)))
+    with caplog.at_level("ERROR", logger="hub.web.access"):
+        app = create_app(env.db, env.writer, config={"TESTING": True})
+    assert "extra.forgotten" in caplog.text  # start-up says which endpoint has no rule
+    assert "extra.forgotten" not in role_matrix(app)
+    for role in (None, "admin"):
+        client = app.test_client()
+        if role is not None:
+            with client.session_transaction() as sess:
+                sess["user"], sess["epoch"] = role, 0
+        resp = client.get("/extra")
+        assert resp.status_code == 403 and b"secret" not in resp.data
 
 
 def _fingerprint(env: Env) -> list[tuple[Any, ...]]:
@@ -60,7 +99,7 @@ def test_route_by_role(env: Env, route: str, role: str | None) -> None:
         assert resp.status_code == 302
         assert resp.headers["Location"].startswith("/login")
         assert _fingerprint(env) == before
-    elif role_rank(role) < role_rank(ROLE_MATRIX[r.endpoint]):
+    elif role_rank(role) < role_rank(role_matrix(env.app)[r.endpoint]):
         assert resp.status_code == 403
         assert _fingerprint(env) == before
     else:
@@ -361,15 +400,15 @@ def test_parallel_guesses_cannot_pass_the_throttle(env: Env, monkeypatch: pytest
     import time
     from concurrent.futures import ThreadPoolExecutor
 
-    import hub.web.auth
+    import hub.web.accounts.login
 
-    real = hub.web.auth.verify
+    real = hub.web.accounts.login.verify
 
     def slow_verify(user: Any, password: str) -> bool:
         time.sleep(0.05)  # a real scrypt hash takes about this long
         return real(user, password)
 
-    monkeypatch.setattr(hub.web.auth, "verify", slow_verify)
+    monkeypatch.setattr(hub.web.accounts.login, "verify", slow_verify)
     barrier = threading.Barrier(16)
 
     def attempt(i: int) -> int:
@@ -389,16 +428,16 @@ def test_parallel_guesses_cannot_pass_the_throttle(env: Env, monkeypatch: pytest
 
 
 def test_an_unknown_username_costs_a_hash_too(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    import hub.web.users
+    import hub.web.accounts.users
 
     checked: list[str] = []
-    real = hub.web.users.check_password_hash
+    real = hub.web.accounts.users.check_password_hash
 
     def spy(pwhash: str, password: str) -> bool:
         checked.append(pwhash.split(":", 1)[0])
         return real(pwhash, password)
 
-    monkeypatch.setattr(hub.web.users, "check_password_hash", spy)
+    monkeypatch.setattr(hub.web.accounts.users, "check_password_hash", spy)
     assert _login(env, env.app.test_client(), "nobody", "wrong password").status_code == 401
     env.write(lambda ledger: ledger.transact(_disable("viewer")))
     assert _login(env, env.app.test_client(), "viewer", PASSWORD).status_code == 401
@@ -406,7 +445,7 @@ def test_an_unknown_username_costs_a_hash_too(env: Env, monkeypatch: pytest.Monk
 
 
 def _disable(username: str) -> Any:
-    from hub.web.users import set_disabled
+    from hub.web.accounts.users import set_disabled
 
     return lambda tx: set_disabled(tx, username, True, actor="t")
 
@@ -425,7 +464,7 @@ def test_unknown_usernames_are_throttled_in_memory_without_writes(env: Env) -> N
 
 
 def test_unknown_username_failures_are_bounded() -> None:
-    from hub.web.users import UnknownUserFailures
+    from hub.web.accounts.users import UnknownUserFailures
 
     fails = UnknownUserFailures(max_keys=3)
     for i in range(5):
@@ -446,10 +485,34 @@ def test_old_login_attempts_are_pruned(env: Env) -> None:
     conn.close()
     recent = _login(env, env.app.test_client(), "clerk", "wrong password")
     assert recent.status_code == 401
-    deleted = env.write(lambda ledger: ledger.prune_login_attempts())
+    deleted = env.write(lambda ledger: ledger.transact(prune_login_attempts))  # what the web server runs
     assert deleted == 3  # viewer's older success and failure, clerk's old failure; viewer's last success stays
     assert env.sql("SELECT ts_ms, username, ok FROM login_attempts ORDER BY ts_ms")[0] == (2 * day, "viewer", 1)
     assert len(env.sql("SELECT 1 FROM login_attempts")) == 2
+
+
+def test_the_web_server_prunes_old_sign_ins_through_the_writer(env: Env) -> None:
+    import asyncio
+    import time
+
+    from hub.web.server import WebServer, prune_sign_ins
+
+    conn = sqlite3.connect(env.db)
+    conn.execute("INSERT INTO login_attempts (ts_ms, username, ip, ok) VALUES (86400000, 'clerk', '1.1.1.1', 0)")
+    conn.commit()
+    conn.close()
+    task = asyncio.run_coroutine_threadsafe(prune_sign_ins(env.writer.ledger, interval_s=0.01), env.writer.loop)
+    try:
+        deadline = time.monotonic() + 30
+        while env.sql("SELECT count(*) FROM login_attempts") != [(0,)] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert env.sql("SELECT count(*) FROM login_attempts") == [(0,)]
+    finally:
+        task.cancel()
+    web = WebServer.start(env.db, env.writer.ledger, env.writer.loop, host="127.0.0.1", port=0)
+    assert not web._housekeeping.done()  # scheduled on the hub's loop while the server runs
+    asyncio.run(web.stop())
+    assert web._housekeeping.cancelled()
 
 
 def test_secret_key_creation_never_exposes_a_partial_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from hub.web.api_clients import token_sha256
+from hub.web.accounts.clients import token_sha256
 from tests.web_support import Env
 
 

@@ -18,7 +18,7 @@ import pytest
 from werkzeug.security import generate_password_hash
 
 from hub.config import ConfigError, load_config
-from hub.web.users import add_user
+from hub.web.accounts.users import add_user
 from tests.hub_support import FakeNode, short_dir, start_hub, write_config
 
 

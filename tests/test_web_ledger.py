@@ -1,5 +1,6 @@
-"""The ledger explorer and its CSV export (hub/web/ledger_view.py): every filter against the same filter written
-independently in Python over all movements, keyset pagination, 400s naming the parameter, the streamed CSV."""
+"""The ledger explorer and its CSV export (hub/web/pages/ledger.py, ledger_queries.py): every filter against the
+same filter written independently in Python over all movements, keyset pagination, 400s naming the parameter, the
+streamed CSV."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ import pytest
 from werkzeug.datastructures import MultiDict
 
 from hub.ledger import LedgerService, Reason
-from hub.web import ledger_view
+from hub.web.pages import ledger as explorer
+from hub.web.pages import ledger_queries
 from tests.web_support import Env, run_env
 
 T0 = int(datetime(2026, 11, 20, tzinfo=UTC).timestamp() * 1000)
@@ -130,7 +132,7 @@ def test_filters_and_pagination(env: Env, args: dict[str, Any]) -> None:
     while True:
         html = resp.get_data(as_text=True)
         ids = _ids(html)
-        assert len(ids) <= ledger_view.PAGE_SIZE
+        assert len(ids) <= ledger_queries.PAGE_SIZE
         seen += ids
         pages += 1
         if pages > 1:
@@ -146,7 +148,7 @@ def test_filters_and_pagination(env: Env, args: dict[str, Any]) -> None:
         )
         resp = client.get(href)
     assert seen == expected
-    assert pages == max(1, -(-len(expected) // ledger_view.PAGE_SIZE))
+    assert pages == max(1, -(-len(expected) // ledger_queries.PAGE_SIZE))
     if not expected:
         assert "No movements match" in html
 
@@ -154,15 +156,15 @@ def test_filters_and_pagination(env: Env, args: dict[str, Any]) -> None:
 @pytest.mark.parametrize("sort_limit", [0, 3, 20_000])
 def test_both_query_plans_give_the_same_pages(env: Env, monkeypatch: pytest.MonkeyPatch, sort_limit: int) -> None:
     """A short index range is read and sorted, a long one is not (the table is walked by id): same rows."""
-    monkeypatch.setattr(ledger_view, "SORT_LIMIT", sort_limit)
+    monkeypatch.setattr(ledger_queries, "SORT_LIMIT", sort_limit)
     conn = sqlite3.connect(f"file:{env.db}?mode=ro", uri=True)
     try:
         for args in CASES:
-            filters = ledger_view.parse_filters(MultiDict(args))
+            filters = explorer.parse_filters(MultiDict(args))
             expected = _expected(env, args)
-            assert [r[0] for r in ledger_view.page(conn, filters, None)] == expected[: ledger_view.PAGE_SIZE + 1]
+            assert [r[0] for r in ledger_queries.page(conn, filters, None)] == expected[: ledger_queries.PAGE_SIZE + 1]
             for before in (expected[len(expected) // 2], expected[-1]) if expected else ():
-                got = [r[0] for r in ledger_view.page(conn, filters, before, 10)]
+                got = [r[0] for r in ledger_queries.page(conn, filters, before, 10)]
                 assert got == [i for i in expected if i < before][:11]
     finally:
         conn.close()
@@ -172,7 +174,7 @@ def test_a_page_of_older_movements_and_the_newest_link(env: Env) -> None:
     everything = _expected(env, {})
     before = everything[40]
     html = env.client("clerk").get(f"/ledger?sku=COLA&before={before}").get_data(as_text=True)
-    assert _ids(html) == [i for i in _expected(env, {"sku": "COLA"}) if i < before][: ledger_view.PAGE_SIZE]
+    assert _ids(html) == [i for i in _expected(env, {"sku": "COLA"}) if i < before][: ledger_queries.PAGE_SIZE]
     assert '<a id="newest" href="/ledger?sku=COLA">' in html
 
 
@@ -240,7 +242,7 @@ def test_csv_applies_the_filters(env: Env, args: dict[str, Any]) -> None:
     from urllib.parse import urlencode
 
     _streamed, rows, _resp = _csv(env, urlencode(args, doseq=True))
-    assert rows[0] == list(ledger_view.CSV_HEADER)
+    assert rows[0] == list(explorer.CSV_HEADER)
     assert [int(r[0]) for r in rows[1:]] == _expected(env, args)
 
 
@@ -276,10 +278,10 @@ def test_csv_round_trips_and_is_formula_safe(env: Env) -> None:
 
 
 def test_csv_streams_in_batches(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ledger_view, "CSV_BATCH", 7)
+    monkeypatch.setattr(explorer, "CSV_BATCH", 7)
     conn = sqlite3.connect(f"file:{env.db}?mode=ro", uri=True)
     try:
-        chunks = list(ledger_view.csv_lines(conn, ledger_view.Filters(sku="COLA")))
+        chunks = list(explorer.csv_lines(conn, ledger_queries.Filters(sku="COLA")))
     finally:
         conn.close()
     expected = _expected(env, {"sku": "COLA"})

@@ -1,4 +1,4 @@
-"""Live updates (hub/web/live.py), the overview's filters and tiles, the nodes page, the web server's threads.
+"""Live updates (hub/web/live/), the overview's filters and tiles, the nodes page, the web server's threads.
 
 Streams over a real waitress server read with http.client; deadlines are generous and only guard liveness.
 """
@@ -21,7 +21,9 @@ from flask.testing import FlaskClient
 from hub.ledger import SensorGap
 from hub.ledger.models import now_ms
 from hub.web import create_app, live
-from hub.web.live import LaneFeed
+from hub.web.accounts.users import record_login
+from hub.web.live import LaneFeed, lane_feed
+from hub.web.live.views import _stream
 from hub.web.server import WebServer, loop_status, waitress_threads
 from tests.web_support import Env
 
@@ -150,7 +152,7 @@ def test_slow_subscriber_is_dropped_with_a_bounded_queue(env: Env) -> None:
         assert slow.ended == "dropped" and fast.ended is None
         assert feed.subscribers == 1 and feed.dropped == 1
         # the dropped stream ends (the browser reconnects and gets a snapshot); the other one goes on
-        assert list(live._stream(feed, slow, "first", 15.0, 600.0)) == ["first"]
+        assert list(_stream(feed, slow, "first", 15.0, 600.0)) == ["first"]
         assert fast.queue.empty()
     finally:
         feed.close()
@@ -193,6 +195,124 @@ def test_feed_thread_publishes_by_itself_and_stops_when_idle(env: Env) -> None:
     finally:
         feed.close()
     assert not feed.running
+
+
+# ------------------------------------------------------------------------------- notified by the ledger's writer
+
+
+class _Reads:
+    """Which lanes the feed reads (``lanes.lanes``'s ``lane_ids``: None = every lane) and every SQL it runs."""
+
+    def __init__(self, feed: LaneFeed, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.lanes: list[set[str] | None] = []
+        self.sql: list[str] = []
+        real = lane_feed.lanes
+
+        def spy(conn: sqlite3.Connection, lane_ids: Any = None, **kw: Any) -> Any:
+            self.lanes.append(None if lane_ids is None else set(lane_ids))
+            return real(conn, lane_ids, **kw)
+
+        monkeypatch.setattr(lane_feed, "lanes", spy)
+        self.feed = feed
+
+    def trace(self) -> None:
+        assert self.feed._conn is not None
+        self.feed._conn.set_trace_callback(self.sql.append)
+
+
+def _notified(env: Env, **settings: Any) -> LaneFeed:
+    return LaneFeed(env.db, {**live.DEFAULTS, "LIVE_POLL_S": 60.0, **settings}, env.writer)
+
+
+def test_a_notified_feed_reads_only_the_lanes_a_commit_names(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    feed = _notified(env)
+    reads = _Reads(feed, monkeypatch)
+    try:
+        assert feed.notified
+        sub, snapshot = feed.subscribe()
+        assert reads.lanes == [None]  # the first read: every lane
+        reads.trace()
+
+        def commit_then_event(write: Any) -> dict[str, Any]:
+            env.write(write)
+            event = sub.next(DEADLINE_S)  # the thread was woken by the commit: nobody asked for a snapshot
+            assert event is not None
+            return event
+
+        event = commit_then_event(lambda ledger: ledger.apply_sensor_gap(_gap(0, -2, "a1-pick")))
+        assert [(la["lane_id"], la["count"]) for la in event["lanes"]] == [("A1", 19)] and reads.lanes[-1] == {"A1"}
+        event = commit_then_event(lambda ledger: ledger.open_alert("reorder", "sku:COLA", {}, actor="t"))
+        assert [(la["lane_id"], la["open_alerts"]) for la in event["lanes"]] == [("A1", 2)]
+        assert reads.lanes[-1] == {"A1"}  # the lanes of the SKU
+        event = commit_then_event(lambda ledger: ledger.open_alert("sensor", "node:1/silent", {}, actor="t"))
+        assert {la["lane_id"] for la in event["lanes"]} == {"A1", "B1", "C1"} == reads.lanes[-1]  # of the node
+        event = commit_then_event(lambda ledger: ledger.open_alert("test", "item:5", {}, actor="t"))
+        assert event["lanes"] == [] and event["open_alerts"] == snapshot["open_alerts"] + 3  # about no lane
+        assert reads.lanes[-1] == {"A1", "B1", "C1"}  # (the read before: this one counted alerts only)
+
+        # a commit the page does not show (a sign-in) reads nothing; nothing ever polls
+        done = feed.reads
+        env.write(lambda ledger: ledger.transact(lambda tx: record_login(tx, "viewer", "1.2.3.4", False)))
+        time.sleep(0.3)
+        assert feed.reads == done and sub.queue.empty()
+        assert not [q for q in reads.sql if "data_version" in q], reads.sql
+        assert feed.snapshot()["version"] == event["version"]
+    finally:
+        feed.close()
+
+
+def test_a_notified_feed_reads_nothing_while_nothing_commits(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    feed = _notified(env, LIVE_IDLE_S=0.05)
+    reads = _Reads(feed, monkeypatch)
+    try:
+        sub, _ = feed.subscribe()
+        reads.trace()
+        time.sleep(0.5)  # the thread wakes to check for idleness, reads nothing
+        assert reads.sql == [] and reads.lanes == [None] and feed.running
+        feed.unsubscribe(sub)
+        deadline = time.monotonic() + DEADLINE_S
+        while feed.running and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not feed.running
+    finally:
+        feed.close()
+
+
+def test_a_full_inbox_makes_the_next_read_a_full_one(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    feed = _notified(env, LIVE_INBOX=2)
+    reads = _Reads(feed, monkeypatch)
+    try:
+        feed.rows()  # no subscriber, no thread: commits wait in the inbox
+        for i in range(3):
+            env.write(lambda ledger, i=i: ledger.apply_sensor_gap(_gap(1, 1, f"b1-{i}")))  # type: ignore[misc]
+        rows, _ = feed.rows()
+        assert reads.lanes == [None, None]  # the third did not fit: every lane read again
+        assert {r.lane_id: r.observed for r in rows}["B1"] == 6
+        env.write(lambda ledger: ledger.apply_sensor_gap(_gap(1, 1, "b1-more")))
+        assert {r.lane_id: r.observed for r in feed.rows()[0]}["B1"] == 7 and reads.lanes[-1] == {"B1"}
+    finally:
+        feed.close()
+    env.write(lambda ledger: ledger.apply_sensor_gap(_gap(1, 1, "b1-after")))
+    assert feed._inbox.empty()  # closed: it stopped listening
+
+
+def test_the_apps_feed_is_notified_by_the_hubs_writer_and_polls_for_any_other(env: Env) -> None:
+    class Plain:  # a writer that cannot see the ledger's commits
+        def call(self, fn: Any, *, timeout_s: float | None = None) -> Any:
+            return env.writer.call(fn, timeout_s=timeout_s)
+
+    notified, polled = _app(env), create_app(env.db, Plain(), config={"TESTING": True})
+    try:
+        assert live.feed(notified).notified and not live.feed(polled).notified
+        for app in (notified, polled):
+            _client(app).get("/lanes.json")
+        env.write(lambda ledger: ledger.apply_sensor_gap(_gap(2, 4, "c1-both")))
+        for app in (notified, polled):  # both include the commit made just before
+            lanes = {la["lane_id"]: la for la in _client(app).get("/lanes.json").get_json()["lanes"]}
+            assert lanes["C1"]["count"] == 4
+    finally:
+        live.close_feed(notified)
+        live.close_feed(polled)
 
 
 def test_stream_sends_heartbeats_and_ends_after_its_lifetime(env: Env) -> None:

@@ -1,5 +1,5 @@
 """Reports and the reorder list: every figure computed by hand from a small ledger with known timestamps, then the
-pages and the CSV (hub/web/metrics.py, hub/web/reports.py)."""
+pages and the CSV (hub/web/pages/metrics.py, hub/web/pages/reports.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from hub.ledger.models import now_ms
 from hub.reconcile import ReconcileConfig
 from hub.reconcile.reconciler import Reconciler
 from hub.schema import MIGRATIONS
-from hub.web import metrics
+from hub.web.pages import metrics, reorder_queries
 from tests.web_support import Env
 
 D = 86_400_000
@@ -194,7 +194,7 @@ def test_reorder_lines_use_the_reconcilers_rule(tmp_path: Path) -> None:
     asyncio.run(build_and_reconcile())
     c = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        lines = {line.sku: line for line in metrics.reorder_lines(c, now)}
+        lines = {line.sku: line for line in reorder_queries.reorder_lines(c, now)}
     finally:
         c.close()
     # TEA: book 5 at its reorder point 5; SALT 5 <= 5; GUM 3 > 2, COLA 65 > 6, SOUP has no reorder point

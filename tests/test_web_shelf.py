@@ -11,7 +11,7 @@ import pytest
 
 from hub.ledger import LedgerService, SensorEvent, SensorGap
 from hub.ledger.models import LaneReading, now_ms
-from hub.web import charts, shelf
+from hub.web.pages import charts, shelf, shelf_queries
 from shared_protocol.messages import KIND_PICK
 from tests.web_support import Env
 
@@ -125,9 +125,9 @@ def test_the_count_chart_steps_through_the_lane_movements(env: Env) -> None:
     # one before the window, three in it (two in the same millisecond), one after it
     gaps(env, 2, [(t0 - 5 * MIN, 7), (t0 + 10 * MIN, -2), (t0 + 30 * MIN, 4), (t0 + 30 * MIN, -1), (t1 + MIN, -3)])
     with ro(env) as conn:
-        lane = shelf.lane_info(conn, "C1")
+        lane = shelf_queries.lane_info(conn, "C1")
         assert lane is not None and lane.observed == 5
-        start, samples, n = shelf.count_series(conn, lane, t0, t1)
+        start, samples, n = shelf_queries.count_series(conn, lane, t0, t1)
     assert start == 7 and n == 3
     assert [(s.t_ms, s.value) for s in samples] == [(t0 + 10 * MIN, 5), (t0 + 30 * MIN, 9), (t0 + 30 * MIN, 8)]
     svg = charts.step_chart(start, samples, t0, t1, title="c", unit="units")
@@ -148,7 +148,7 @@ def test_the_weight_chart_draws_readings_with_gaps(env: Env) -> None:
     readings(env, 2, items)
     readings(env, 3, [(t - 30 * MIN, 1)])  # node 1 lane 3 is not a lane: ignored
     with ro(env) as conn:
-        samples, n = shelf.weight_series(conn, "C1", t - 3_600_000, t)
+        samples, n = shelf_queries.weight_series(conn, "C1", t - 3_600_000, t)
         assert n == 4
         assert conn.execute("SELECT count(*) FROM lane_readings").fetchone() == (4,)
     assert [(s.t_ms, s.value, s.breaks) for s in samples] == [

@@ -14,7 +14,7 @@ from werkzeug.test import TestResponse
 
 from hub.ledger.models import InvalidArgument
 from hub.ledger.postings import Tx
-from hub.web.users import add_user, set_disabled, set_password, set_role, update_user
+from hub.web.accounts.users import add_user, set_disabled, set_password, set_role, update_user
 from tests.web_support import PASSWORD, Env
 
 NEW_PASSWORD = "a-brand-new-passphrase"

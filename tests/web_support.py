@@ -17,7 +17,7 @@ from hub.ledger import LedgerService, SensorGap, Sku
 from hub.ledger.models import now_ms
 from hub.schema import MIGRATIONS
 from hub.web import LoopWriter, create_app
-from hub.web.users import ROLES, add_user
+from hub.web.accounts.users import ROLES, add_user
 
 T = TypeVar("T")
 PASSWORD = "correct horse battery"

@@ -25,13 +25,14 @@ import urllib.request
 from pathlib import Path
 
 from hub.config import load_config
+from hub.ledger.causes import Cause
 from hub.ledger.models import Alert
 from hub.ledger.reader import LedgerReader
 from hub.ledger.service import LedgerService
 from hub.schema import MIGRATIONS
 from hub.service import HubService
-from hub.web.api_clients import add_client, new_token, token_sha256
-from hub.web.users import add_user, hash_password
+from hub.web.accounts.clients import add_client, new_token, token_sha256
+from hub.web.accounts.users import add_user, hash_password
 from tools.emulation.host import Emulator, EmulatorError
 from tools.emulation.scenarios import Scenario, build
 from tools.emulation.store import STAFF, expected_outcome, lane_id, open_store
@@ -44,6 +45,12 @@ RECONCILE = {"window_s": 150.0, "grace_s": 5.0, "lead_s": 10.0, "putback_s": 60.
 WEB_PORT = 8080  # the status page; any free port when 8080 is taken
 DEMO_LOGIN = ("demo", "demo-password")  # a manager account on the demo's throw-away ledger
 POS = "demo-pos"  # the point of sale's API client (its writes are recorded as actor api:demo-pos)
+
+
+def _subject(cause_key: str) -> str:
+    """What an alert is about, without the detail (``lane:A1`` for ``lane:A1/COLA``); an unknown key as it is."""
+    cause = Cause.parse_or_none(cause_key)
+    return cause_key if cause is None else str(cause.subject)
 
 
 def story_scale(duration_s: float | None) -> float:
@@ -153,7 +160,7 @@ class Demo:
         status = hub.status()
         frames = sum(int(n.get("frames", 0)) for n in status.get("nodes", []))
         open_alerts = ", ".join(
-            sorted(f"{a.kind}@{a.cause_key.split('/')[0]}" for a in alerts if str(a.status) != "resolved")
+            sorted(f"{a.kind}@{_subject(a.cause_key)}" for a in alerts if str(a.status) != "resolved")
         )
         return (
             f"[{now_s:5.0f} s] frames {frames:5d}  ledger/truth  " + "  ".join(cells)

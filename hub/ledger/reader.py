@@ -9,11 +9,11 @@ stock and the movements that led to it). A reader is meant for one task at a tim
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import aiosqlite
 
@@ -123,6 +123,56 @@ def _where(clauses: Iterable[tuple[str, Any]]) -> tuple[str, list[Any]]:
     return (" WHERE " + " AND ".join(parts) if parts else ""), params
 
 
+# ------------------------------------------------------------------------------ query definitions, shared
+# One definition (SQL and row mapper) per read that more than one reader makes: LedgerReader below (aiosqlite)
+# and the status page's per-request sqlite3 connection (hub/web/db.py: fetch_all / fetch_one) run the same ones.
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Query(Generic[T]):
+    """``sql`` with ``{where}`` where optional filters go (a query with ``{where}`` takes its parameters from the
+    filters only); ``row`` maps one result row."""
+
+    sql: str
+    row: Callable[[Sequence[Any]], T]
+
+    def bind(self, params: Sequence[Any] = (), *, where: Iterable[tuple[str, Any]] = ()) -> tuple[str, list[Any]]:
+        """The statement and its parameters; ``where``: (condition, value) pairs, those with a None value left out."""
+        clause, values = _where(where)
+        return self.sql.replace("{where}", clause), [*params, *values]
+
+
+def _int(r: Sequence[Any]) -> int:
+    return int(r[0])
+
+
+def lane_and_sku_from_row(r: Sequence[Any]) -> tuple[Lane, Sku | None]:
+    return Lane(r[0], r[1], r[2], r[3]), (sku_from_row(r[4:]) if r[4] is not None else None)
+
+
+ALERT = Query(f"SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?", alert_from_row)
+SKUS = Query(f"SELECT {SKU_COLUMNS} FROM skus{{where}} ORDER BY sku", sku_from_row)
+LANES = Query(
+    "SELECT lane_id, node_id, lane_index, sku FROM lanes{where} ORDER BY node_id, lane_index", lambda r: Lane(*r)
+)
+# a lane with its SKU's record (None: unassigned)
+LANES_WITH_SKU = Query(
+    "SELECT l.lane_id, l.node_id, l.lane_index, l.sku,"
+    f" {', '.join('s.' + c.strip() for c in SKU_COLUMNS.split(','))}"
+    " FROM lanes AS l LEFT JOIN skus AS s ON s.sku = l.sku{where} ORDER BY l.node_id, l.lane_index",
+    lane_and_sku_from_row,
+)
+NODES = Query(f"SELECT {NODE_COLUMNS} FROM nodes{{where}} ORDER BY node_id", node_from_row)
+BALANCE = Query("SELECT qty FROM balances WHERE sku = ? AND location = ?", _int)  # no row: nothing was booked there
+BOOK_TOTAL = Query("SELECT coalesce(sum(qty), 0) FROM book_stock WHERE sku = ?", _int)
+BOOK_STOCK = Query("SELECT sku, location, qty FROM book_stock{where} ORDER BY sku, location", lambda r: BookBalance(*r))
+OBSERVED_STOCK = Query(
+    "SELECT lane_id, sku, qty FROM observed_stock{where} ORDER BY lane_id, sku", lambda r: ObservedBalance(*r)
+)
+
+
 class LedgerReader:
     """Queries on a read-only connection. Use ``await LedgerReader.open(path)`` or ``async with``."""
 
@@ -160,28 +210,28 @@ class LedgerReader:
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         return list(await self._conn.execute_fetchall(sql, params))
 
+    async def _run(self, query: Query[T], params: Sequence[Any] = (), **where: Any) -> list[T]:
+        """``query`` with ``params``, filtered by ``where`` (column = value, None: no filter)."""
+        sql, bound = query.bind(params, where=((f"{column} = ?", value) for column, value in where.items()))
+        return [query.row(r) for r in await self._all(sql, bound)]
+
     # ------------------------------------------------------------------------------------------------ stock
 
     async def book_stock(self, sku: str | None = None, location: str | None = None) -> list[BookBalance]:
         """Book stock per (SKU, book location), including zero balances of locations that ever held the SKU."""
-        where, params = _where((("sku = ?", sku), ("location = ?", location)))
-        rows = await self._all(f"SELECT sku, location, qty FROM book_stock{where} ORDER BY sku, location", params)
-        return [BookBalance(*r) for r in rows]
+        return await self._run(BOOK_STOCK, sku=sku, location=location)
 
     async def book_total(self, sku: str) -> int:
         """Everything the store owns of a SKU, all book locations together."""
-        rows = await self._all("SELECT coalesce(sum(qty), 0) FROM book_stock WHERE sku = ?", (sku,))
-        return int(rows[0][0])
+        return (await self._run(BOOK_TOTAL, (sku,)))[0]
 
     async def observed_stock(self, lane_id: str | None = None, sku: str | None = None) -> list[ObservedBalance]:
         """What the sensors observe per lane (the separate sensor ledger), per SKU the lane has held."""
-        where, params = _where((("lane_id = ?", lane_id), ("sku = ?", sku)))
-        rows = await self._all(f"SELECT lane_id, sku, qty FROM observed_stock{where} ORDER BY lane_id, sku", params)
-        return [ObservedBalance(*r) for r in rows]
+        return await self._run(OBSERVED_STOCK, lane_id=lane_id, sku=sku)
 
     async def balance(self, sku: str, location: str) -> int:
-        rows = await self._all("SELECT qty FROM balances WHERE sku = ? AND location = ?", (sku, location))
-        return int(rows[0][0]) if rows else 0
+        rows = await self._run(BALANCE, (sku, location))
+        return rows[0] if rows else 0
 
     async def consistency_errors(self) -> list[tuple[str, str, int, int]]:
         """(sku, location, balance, sum of movements) for every balance that disagrees; empty when consistent."""
@@ -234,25 +284,21 @@ class LedgerReader:
     # ------------------------------------------------------------------------------------------- reference
 
     async def skus(self) -> list[Sku]:
-        return [sku_from_row(r) for r in await self._all(f"SELECT {SKU_COLUMNS} FROM skus ORDER BY sku")]
+        return await self._run(SKUS)
 
     async def sku(self, sku: str) -> Sku | None:
-        rows = await self._all(f"SELECT {SKU_COLUMNS} FROM skus WHERE sku = ?", (sku,))
-        return sku_from_row(rows[0]) if rows else None
+        rows = await self._run(SKUS, sku=sku)
+        return rows[0] if rows else None
 
     async def lanes(self, node_id: int | None = None) -> list[Lane]:
-        where, params = _where((("node_id = ?", node_id),))
-        rows = await self._all(
-            f"SELECT lane_id, node_id, lane_index, sku FROM lanes{where} ORDER BY node_id, lane_index", params
-        )
-        return [Lane(*r) for r in rows]
+        return await self._run(LANES, node_id=node_id)
 
     async def nodes(self) -> list[NodeState]:
-        return [node_from_row(r) for r in await self._all(f"SELECT {NODE_COLUMNS} FROM nodes ORDER BY node_id")]
+        return await self._run(NODES)
 
     async def node(self, node_id: int) -> NodeState | None:
-        rows = await self._all(f"SELECT {NODE_COLUMNS} FROM nodes WHERE node_id = ?", (node_id,))
-        return node_from_row(rows[0]) if rows else None
+        rows = await self._run(NODES, node_id=node_id)
+        return rows[0] if rows else None
 
     async def counts(self, sku: str | None = None, limit: int = 100) -> list[PhysicalCount]:
         where, params = _where((("sku = ?", sku),))
@@ -269,8 +315,8 @@ class LedgerReader:
         return [alert_from_row(r) for r in rows]
 
     async def alert(self, alert_id: int) -> Alert | None:
-        rows = await self._all(f"SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?", (alert_id,))
-        return alert_from_row(rows[0]) if rows else None
+        rows = await self._run(ALERT, (alert_id,))
+        return rows[0] if rows else None
 
     async def audit(self, *, after_id: int | None = None, limit: int = 100) -> list[AuditEntry]:
         where, params = _where((("id > ?", after_id),))

@@ -36,6 +36,7 @@ from typing import Any
 
 import aiosqlite
 
+from hub.ledger.causes import Cause
 from hub.ledger.models import (
     AlertKind,
     Applied,
@@ -403,7 +404,7 @@ async def apply_batch(conn: aiosqlite.Connection, items: Sequence[SensorItem], n
             [
                 (
                     AlertKind.UNASSIGNED_LANE.value,
-                    f"lane:{lane_id}",
+                    str(Cause.lane(lane_id)),
                     now_ms,
                     json.dumps({"lane_id": lane_id, "node_id": n, "lane_index": li}, sort_keys=True),
                 )

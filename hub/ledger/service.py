@@ -17,8 +17,11 @@ serialised in the order they were submitted and never interleave.
   (``postings``) run as its own transaction with that method's signature (``operations``); ``transact(fn)`` runs
   any function of a ``Tx`` the same way (modules with their own tables: reconciliation, the status page).
 * **Lane readings** older than ``reading_retention_s`` (8 days) are pruned every ``prune_interval_s`` by the
-  writer, in transactions of at most 2,000 deleted rows queued like any other work (``prune_lane_readings``);
-  then the status page's sign-in attempts older than 30 days (``prune_login_attempts``).
+  writer, in transactions of at most 2,000 deleted rows queued like any other work (``prune_lane_readings``).
+  (The status page prunes its own sign-in attempts through ``transact``: hub/web/server.py.)
+* **Commit listeners**: ``service.changes.listen(fn)`` calls ``fn(changes)`` on the loop after each commit with
+  what the transaction changed (movements' locations, lanes, SKUs, alerts; see ``changes``), collected by TEMP
+  triggers on the writer's connection, so no write path can be missed.
 * **Readers** use separate read-only connections: ``await service.reader()`` (see ``reader``).
 * **Backups**: ``await service.backup(dest)`` and, with a ``BackupPolicy``, on a schedule (see ``backup``); both
   use SQLite's online backup API on their own connection in a thread and never stop the writer. WAL checkpoints
@@ -47,6 +50,7 @@ import aiosqlite
 
 from hub.ledger import schema, upkeep
 from hub.ledger.backup import BackupInfo, BackupPolicy, backup_database
+from hub.ledger.changes import ChangeTracker
 from hub.ledger.dblock import DbLock
 from hub.ledger.imports import ImportKind, ImportReport, ImportTooLarge, import_rows, parse_csv
 from hub.ledger.models import (
@@ -129,6 +133,7 @@ class LedgerService:
         self.prune_interval_s = prune_interval_s
         self.stats = ServiceStats()
         self.last_backup: BackupInfo | None = None
+        self.changes = ChangeTracker()  # commit listeners (hub/ledger/changes.py)
         self._conn: aiosqlite.Connection | None = None
         self._queue: asyncio.Queue[_Work] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
@@ -157,6 +162,7 @@ class LedgerService:
                 await conn.execute(stmt)
             if self.checkpoint_interval_s is not None:
                 await conn.execute("PRAGMA wal_autocheckpoint = 0")  # checkpoints run beside the writer
+            await self.changes.install(conn)
         except BaseException:
             self._lock.release()
             raise
@@ -248,12 +254,14 @@ class LedgerService:
         await conn.execute("BEGIN IMMEDIATE")
         try:
             result = await fn(conn, now_ms())
+            changed = await self.changes.collect(conn)
             await self._commit()
         except BaseException:
             with contextlib.suppress(Exception):
                 await conn.execute("ROLLBACK")
             raise
         self.stats.transactions += 1
+        self.changes.notify(changed)
         return result
 
     async def _sensor_batch(self, batch: list[_SensorWork]) -> None:
@@ -444,37 +452,15 @@ class LedgerService:
         """A scheduled backup was taken (``upkeep.backups``)."""
         self.last_backup = info
 
-    async def prune_login_attempts(self, before_ms: int | None = None) -> int:
-        """Delete the status page's sign-in attempts older than ``before_ms`` (default: ``LOGIN_ATTEMPTS_RETENTION_MS``
-        ago), keeping each user's last successful one (the users page's "last sign-in"); older failures no longer
-        count for throttling. Returns the rows deleted."""
-        cutoff = now_ms() - LOGIN_ATTEMPTS_RETENTION_MS if before_ms is None else before_ms
-
-        async def run(tx: Tx) -> int:
-            cur = await tx.conn.execute(
-                "DELETE FROM login_attempts WHERE ts_ms < ? AND NOT (ok = 1 AND ts_ms = (SELECT max(b.ts_ms) FROM"
-                " login_attempts AS b WHERE b.username = login_attempts.username AND b.ok = 1))",
-                (cutoff,),
-            )
-            deleted = cur.rowcount
-            await cur.close()
-            return max(deleted, 0)
-
-        return await self._tx(run)
-
     async def _prune_loop(self, interval_s: float) -> None:
         while True:
             await asyncio.sleep(interval_s)
             try:
                 await self.prune_lane_readings()
-                await self.prune_login_attempts()
             except LedgerClosed:
                 return
             except Exception:
-                log.exception("ledger: pruning lane readings or login attempts failed")
-
-
-LOGIN_ATTEMPTS_RETENTION_MS = 30 * 24 * 3600 * 1000
+                log.exception("ledger: pruning lane readings failed")
 
 
 async def _prune(tx: Tx, *, before_ms: int, start: str, rows: int) -> tuple[int, str | None]:

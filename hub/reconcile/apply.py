@@ -18,6 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from hub.ledger.causes import Cause
 from hub.ledger.models import Sku
 from hub.ledger.postings import Tx
 from hub.reconcile.config import ReconcileConfig
@@ -32,7 +33,6 @@ from hub.reconcile.plan import (
     ReconcileConflict,
     SettledPick,
     iso,
-    lane_cause,
 )
 from hub.reconcile.rules import REORDER_STOCK_SQL, reorder_available, reorder_due, reorder_quantity
 
@@ -157,7 +157,9 @@ class _Writer:
                 groups[(s.pick.lane_id, s.pick.sku)].append(s)
         alert_of: dict[tuple[str, str], int] = {}
         for lane_id, sku in sorted(groups):
-            alert_id, _ = await self._open(SHRINKAGE, lane_cause(lane_id, sku), {"lane_id": lane_id, "sku": sku})
+            alert_id, _ = await self._open(
+                SHRINKAGE, str(Cause.lane_sku(lane_id, sku)), {"lane_id": lane_id, "sku": sku}
+            )
             alert_of[(lane_id, sku)] = alert_id
             self.touched[alert_id] = (lane_id, sku)
         now = self.plan.now_ms
@@ -219,7 +221,7 @@ class _Writer:
         whose units were all explained late is resolved with no ledger entry."""
         for alert_id, (lane_id, sku) in sorted(self.touched.items()):
             evidence = await self._shrinkage_evidence(alert_id, lane_id, sku)
-            cause = lane_cause(lane_id, sku)
+            cause = str(Cause.lane_sku(lane_id, sku))
             if evidence["unexplained_units"] == 0:
                 late = sorted({m["source_ref"] for p in evidence["picks"] for m in p["explained_by"] if m["late"]})
                 shown = ", ".join(late[:5]) + (f" and {len(late) - 5} more" if len(late) > 5 else "")
@@ -347,7 +349,7 @@ class _Writer:
         }
         for sku_id, name, unit, spread, point, qty, capacity, book, shelf, lanes, pending in rows:
             sku = Sku(sku_id, name, unit, spread, point, qty, capacity)
-            cause = f"sku:{sku_id}"
+            cause = str(Cause.of_sku(sku_id))
             available = reorder_available(book, pending)
             if reorder_due(sku, available):
                 suggested = reorder_quantity(sku, available, lanes)

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from hub.ledger.causes import DRIFT, SILENT, STUCK, Cause
 from hub.ledger.models import Reason, Sku
 from hub.reconcile.config import ReconcileConfig
 from hub.reconcile.matching import PUT_BACK, Credit, Match, Pick, allocate
@@ -40,11 +41,6 @@ _CONSUMED = "coalesce((SELECT sum(c.units) FROM recon_matches AS c WHERE c.by_id
 
 def iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
-
-
-def lane_cause(lane_id: str, sku: str) -> str:
-    """Cause key of shrinkage, damage and misplaced-item alerts: one alert in flight per lane and SKU."""
-    return f"lane:{lane_id}/{sku}"
 
 
 class ReconcileConflict(Exception):
@@ -296,7 +292,7 @@ class _Planner:
             if damage is not None:
                 upd = groups.setdefault(
                     (DAMAGE, lane_id, sku_id),
-                    AlertUpdate(DAMAGE, lane_cause(lane_id, sku_id), self._lane_fields(lane_id, sku)),
+                    AlertUpdate(DAMAGE, str(Cause.lane_sku(lane_id, sku_id)), self._lane_fields(lane_id, sku)),
                 )
                 upd.events.append({**event, "rule": damage.rule, **damage.detail, "units": damage.suggested_units})
                 upd.suggested_units += damage.suggested_units
@@ -304,7 +300,7 @@ class _Planner:
             if misplaced is not None:
                 upd = groups.setdefault(
                     (MISPLACED, lane_id, sku_id),
-                    AlertUpdate(MISPLACED, lane_cause(lane_id, sku_id), self._lane_fields(lane_id, sku)),
+                    AlertUpdate(MISPLACED, str(Cause.lane_sku(lane_id, sku_id)), self._lane_fields(lane_id, sku)),
                 )
                 upd.events.append({**event, "rule": misplaced.rule, **misplaced.detail})
         plan.findings = [groups[k] for k in sorted(groups)]
@@ -332,7 +328,7 @@ class _Planner:
                 watched[node_id].append(lane_id)
         silent = set()
         for node_id, (label, last_seen) in sorted(self.nodes.items()):
-            cause = f"node:{node_id}/silent"
+            cause = str(Cause.node_problem(node_id, SILENT))
             if last_seen is None or node_id not in watched:
                 continue
             if last_seen < limit:
@@ -373,7 +369,7 @@ class _Planner:
             )
         }
         for lane_id, (node_id, sku) in sorted(self.lanes.items()):
-            cause = f"lane:{lane_id}/stuck"
+            cause = str(Cause.lane_problem(lane_id, STUCK))
             if lane_id in active:
                 plan.sensor_clear[cause] = f"lane {lane_id} reporting events again"
                 continue
@@ -421,7 +417,7 @@ class _Planner:
             )
         for lane_id in sorted(self.lanes):
             events = by_lane.get(lane_id, [])
-            cause = f"lane:{lane_id}/drift"
+            cause = str(Cause.lane_problem(lane_id, DRIFT))
             if len(events) >= cfg.drift_min_events:
                 node_id, sku = self.lanes[lane_id]
                 plan.sensor_open.append(

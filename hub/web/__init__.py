@@ -2,5 +2,6 @@
 
 from hub.web.app import create_app
 from hub.web.bridge import LoopWriter, Writer
+from hub.web.server import WebServer
 
-__all__ = ["LoopWriter", "Writer", "create_app"]
+__all__ = ["LoopWriter", "WebServer", "Writer", "create_app"]

@@ -1,66 +1,149 @@
-"""Who may see what: the role matrix (defined here, once), session users, CSRF tokens.
+"""Who may do what: each endpoint declares its rule where it is defined; the rules are checked before every view.
 
-Every request is checked against ``ROLE_MATRIX`` before its view runs (fail closed: an endpoint missing from the
-matrix is refused to everyone). Endpoints marked ``API`` take no session: the API blueprint checks their bearer
-token and scope itself (``hub/web/api.py``), before its views run, failing closed the same way.
-Anonymous users are redirected to the login page; a signed-in user whose role
-is below the minimum gets 403. Every POST must carry the session's CSRF token (form field ``csrf_token``).
+::
+
+    @bp.get("/reports")
+    @requires("manager")
+    def index() -> str: ...
+
+One rule per endpoint (a second one on the same view raises ``TypeError`` at import):
+
+* ``@public``: anyone, signed in or not (sign-in, sign-out, the OpenAPI description);
+* ``@requires(role)``: a signed-in user of ``role`` or above (``viewer`` < ``clerk`` < ``manager`` < ``admin``).
+  Anonymous users are redirected to the login page, a signed-in user below the role gets 403;
+* ``@scope(name)``: an API client's bearer token with that scope (``hub/web/api/auth.py`` checks it before the
+  view runs): no session, no cookie, no CSRF token.
+
+``install(app)`` (the end of ``create_app``, every blueprint registered) reads the rule of every endpoint of the URL
+map into the app's ``Policy``; an endpoint without one is logged by name at start-up and refused to everyone (fail
+closed), as is one added after start-up. Every POST of a session (``public`` or ``requires``) must carry the
+session's CSRF token (form field ``csrf_token``). ``matrix_markdown(app)`` renders the policy as the table in
+hub/web/README.md (a test keeps the two equal).
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
 
-from flask import Flask, abort, g, redirect, request, session, url_for
+from flask import Flask, abort, current_app, g, redirect, request, session, url_for
 from werkzeug.wrappers.response import Response
 
-from hub.web.users import ROLES, get_user, role_rank
+from hub.web.accounts.clients import SCOPES
+from hub.web.accounts.users import ROLES, get_user, role_rank
+from hub.web.db import get_db
+
+log = logging.getLogger(__name__)
 
 PUBLIC = "public"
-API = "api client"  # bearer token of an API client; its scopes are checked by hub/web/api.py (API_SCOPES)
-# endpoint -> minimum role (or PUBLIC, or API). hub/web/README.md renders this table.
-ROLE_MATRIX: dict[str, str] = {
-    "auth.login": PUBLIC,
-    "auth.logout": PUBLIC,
-    # seeing the store
-    "pages.overview": "viewer",
-    "live.events": "viewer",
-    "live.lanes": "viewer",
-    "shelf.detail": "viewer",
-    "alerts.index": "viewer",
-    "reports.reorder": "viewer",
-    "nodes.index": "viewer",
-    # acting on it
-    "alerts.acknowledge": "clerk",
-    "ledger.explorer": "clerk",
-    "alerts.resolve": "manager",
-    "ledger.export": "manager",
-    "reports.index": "manager",
-    "reports.export": "manager",
-    # administration
-    "users.index": "admin",
-    "users.create": "admin",
-    "users.update": "admin",
-    "clients.index": "admin",
-    "clients.create": "admin",
-    "clients.disable": "admin",
-    # the HTTP API (hub/web/api.py): bearer tokens, scopes in api.API_SCOPES
-    "api.openapi": PUBLIC,
-    "api.post_sales": API,
-    "api.post_receipts": API,
-    "api.post_returns": API,
-    "api.post_picks": API,
-    "api.post_counts": API,
-    "api.stock": API,
-    "api.lanes": API,
-    "api.alerts": API,
-    "api.import_sales": API,
-    "api.import_receipts": API,
-    "api.import_returns": API,
-    "api.import_picks": API,
-    "api.import_counts": API,
-}
+API = "api client"  # the matrix's minimum for an endpoint of a scope: a bearer token, not a role
+API_BLUEPRINT = "api"  # its endpoints answer in JSON, an undeclared one too (hub/web/api/auth.py)
+_ATTR = "smartshelf_access"
+_EXTENSION = "smartshelf_policy"
+
+F = TypeVar("F", bound=Callable[..., Any])
+RuleKind = Literal["public", "role", "scope"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    kind: RuleKind
+    name: str = ""  # the role or the scope
+
+    @property
+    def minimum(self) -> str:
+        """As the role matrix says it: ``public``, the role, or ``api client``."""
+        return PUBLIC if self.kind == "public" else API if self.kind == "scope" else self.name
+
+    def admits(self, role: str | None) -> bool:
+        """May a session of ``role`` (None: anonymous) reach it? (Never for a scope: that takes a token.)"""
+        if self.kind == "public":
+            return True
+        return self.kind == "role" and role is not None and role_rank(role) >= role_rank(self.name)
+
+
+def _declare(view: F, rule: Rule) -> F:
+    existing = getattr(view, _ATTR, None)
+    if existing is not None:
+        raise TypeError(f"{view.__qualname__} already has the access rule {existing}: one rule per endpoint")
+    setattr(view, _ATTR, rule)
+    return view
+
+
+def public(view: F) -> F:
+    """Anyone may reach this view."""
+    return _declare(view, Rule("public"))
+
+
+def requires(role: str) -> Callable[[F], F]:
+    """A signed-in user of ``role`` or above may reach this view."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+    return lambda view: _declare(view, Rule("role", role))
+
+
+def scope(name: str) -> Callable[[F], F]:
+    """An API client whose token has the scope ``name`` may reach this view."""
+    if name not in SCOPES:
+        raise ValueError(f"scope must be one of {', '.join(SCOPES)}, not {name!r}")
+    return lambda view: _declare(view, Rule("scope", name))
+
+
+def rule_of(view: Callable[..., Any]) -> Rule | None:
+    rule = getattr(view, _ATTR, None)
+    return rule if isinstance(rule, Rule) else None
+
+
+# ------------------------------------------------------------------------------------------------- the policy
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    rules: Mapping[str, Rule]  # endpoint -> rule, in the order of the URL map
+    undeclared: tuple[str, ...]  # endpoints without a rule: refused to everyone
+
+
+def build_policy(app: Flask) -> Policy:
+    rules: dict[str, Rule] = {}
+    undeclared: list[str] = []
+    for url_rule in app.url_map.iter_rules():
+        endpoint = url_rule.endpoint
+        if endpoint in rules or endpoint in undeclared:
+            continue
+        rule = rule_of(app.view_functions[endpoint])
+        if rule is None:
+            undeclared.append(endpoint)
+        else:
+            rules[endpoint] = rule
+    return Policy(rules, tuple(undeclared))
+
+
+def policy(app: Flask) -> Policy:
+    found = app.extensions.get(_EXTENSION)
+    if not isinstance(found, Policy):
+        raise RuntimeError("access.install(app) was not called")
+    return found
+
+
+def rule_for(app: Flask, endpoint: str | None) -> Rule | None:
+    return policy(app).rules.get(endpoint or "")
+
+
+def role_matrix(app: Flask) -> dict[str, str]:
+    """Endpoint -> its minimum (``public``, a role, ``api client``), every declared endpoint."""
+    return {endpoint: rule.minimum for endpoint, rule in policy(app).rules.items()}
+
+
+def api_scopes(app: Flask) -> dict[str, str]:
+    """Endpoint -> the scope an API client needs, every endpoint of a scope."""
+    return {endpoint: rule.name for endpoint, rule in policy(app).rules.items() if rule.kind == "scope"}
+
+
+# ---------------------------------------------------------------------------------------------- enforcement
 
 
 def csrf_token() -> str:
@@ -79,8 +162,6 @@ def _check_csrf() -> None:
 
 
 def _enforce() -> Response | None:
-    from hub.web.app import get_db
-
     g.user = None
     name = session.get("user")
     if isinstance(name, str):
@@ -91,15 +172,15 @@ def _enforce() -> Response | None:
             g.user = user
     if request.routing_exception is not None:
         return None  # 404 / 405: Flask raises it next
-    needed = ROLE_MATRIX.get(request.endpoint or "")
-    if needed is None:
-        abort(403)
-    if needed == API:
-        return None  # no session, no cookie, no CSRF: hub/web/api.py checks the bearer token and its scopes
-    if needed != PUBLIC:
+    rule = rule_for(current_app, request.endpoint)
+    if rule is None or rule.kind == "scope":
+        if request.blueprint == API_BLUEPRINT:
+            return None  # the API checks the bearer token and its scope, and refuses an undeclared endpoint (JSON)
+        abort(403)  # undeclared (or a scope outside the API, which has no token check): fail closed
+    if rule.kind == "role":
         if g.user is None:
             return redirect(url_for("auth.login", next=request.full_path if request.method == "GET" else None))
-        if role_rank(g.user.role) < role_rank(needed):
+        if not rule.admits(g.user.role):
             abort(403)
     if request.method not in ("GET", "HEAD", "OPTIONS"):
         _check_csrf()
@@ -107,6 +188,11 @@ def _enforce() -> Response | None:
 
 
 def install(app: Flask) -> None:
+    """Read every endpoint's rule (after the blueprints are registered) and enforce them."""
+    found = build_policy(app)
+    if found.undeclared:
+        log.error("access: endpoints without a rule, refused to everyone: %s", ", ".join(found.undeclared))
+    app.extensions[_EXTENSION] = found
     app.before_request(_enforce)
     app.jinja_env.globals["csrf_token"] = csrf_token
     app.jinja_env.globals["allowed"] = allowed
@@ -114,29 +200,34 @@ def install(app: Flask) -> None:
 
 def allowed(endpoint: str) -> bool:
     """For templates: may the current user reach ``endpoint``?"""
-    needed = ROLE_MATRIX.get(endpoint)
-    if needed is None or needed == API:
-        return False
-    if needed == PUBLIC:
-        return True
+    rule = rule_for(current_app, endpoint)
     user = g.get("user")
-    return user is not None and role_rank(user.role) >= role_rank(needed)
+    return rule is not None and rule.admits(None if user is None else user.role)
+
+
+# ------------------------------------------------------------------------------------------------ the table
+
+_GROUPS = {PUBLIC: 0, **{role: i + 1 for i, role in enumerate(ROLES)}, API: len(ROLES) + 1}
 
 
 def matrix_markdown(app: Flask) -> str:
-    """The role matrix as the Markdown table in hub/web/README.md (a test keeps the two equal)."""
+    """The policy as the Markdown table in hub/web/README.md: the pages by minimum role, then the API."""
     routes: dict[str, list[str]] = {}
-    for rule in app.url_map.iter_rules():
-        methods = sorted((rule.methods or set()) - {"HEAD", "OPTIONS"})
-        routes.setdefault(rule.endpoint, []).append(f"{' '.join(methods)} `{rule.rule}`")
+    for url_rule in app.url_map.iter_rules():
+        methods = sorted((url_rule.methods or set()) - {"HEAD", "OPTIONS"})
+        routes.setdefault(url_rule.endpoint, []).append(f"{' '.join(methods)} `{url_rule.rule}`")
+    rules = policy(app).rules
+    order = sorted(rules, key=lambda e: (e.split(".")[0] == API_BLUEPRINT, _GROUPS[rules[e].minimum]))
     lines = ["| route | endpoint | minimum role | " + " | ".join(("anonymous", *ROLES)) + " |"]
     lines.append("| --- | --- | --- |" + " --- |" * (len(ROLES) + 1))
-    for endpoint, needed in ROLE_MATRIX.items():
-        if needed == API:
-            cells = ["token"] * (len(ROLES) + 1)
+    for endpoint in order:
+        rule = rules[endpoint]
+        if rule.kind == "scope":
+            needed, cells = f"api client: `{rule.name}`", ["token"] * (len(ROLES) + 1)
         else:
-            cells = ["yes" if needed == PUBLIC else "→ login"]
-            cells += ["yes" if needed == PUBLIC or role_rank(r) >= role_rank(needed) else "403" for r in ROLES]
+            needed = rule.minimum
+            cells = ["yes" if rule.kind == "public" else "→ login"]
+            cells += ["yes" if rule.admits(role) else "403" for role in ROLES]
         route = ", ".join(routes.get(endpoint, ["-"]))
         lines.append(f"| {route} | `{endpoint}` | {needed} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

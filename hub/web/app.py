@@ -1,8 +1,9 @@
 """The Flask application: ``create_app(ledger_path, writer)``.
 
-Reads use a read-only sqlite3 connection per request (``get_db``, closed at teardown); writes go through
-``writer`` (the hub's LedgerService on its loop, see ``bridge.py``). The session cookie is signed with a key
-generated once and kept next to the database (``<db>.secret``, mode 0600).
+Reads use a read-only sqlite3 connection per request (``db.get_db``, closed at teardown); writes go through
+``writer`` (the hub's LedgerService on its loop, see ``bridge.py``). Every endpoint's access rule is declared where
+it is defined and checked here at start-up (``access.install``). The session cookie is signed with a key generated
+once and kept next to the database (``<db>.secret``, mode 0600).
 """
 
 from __future__ import annotations
@@ -10,19 +11,22 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import sqlite3
-import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, current_app, g, render_template, request
+from flask import Flask, render_template, request
 from flask.typing import ResponseReturnValue
 
 from hub.ledger.models import LedgerClosed
-from hub.web import access
+from hub.web import access, db, filters
+from hub.web.accounts import clients_admin, login, users_admin
+from hub.web.api import views as api
+from hub.web.api.errors import unavailable as api_unavailable
 from hub.web.bridge import Writer
+from hub.web.live import views as live
+from hub.web.pages import alerts, ledger, nodes, overview, reports, shelf
 
 
 def secret_key_path(ledger_path: Path) -> Path:
@@ -58,44 +62,11 @@ def _read_key(path: Path) -> bytes:
     return key
 
 
-def get_db() -> sqlite3.Connection:
-    """This request's read-only connection to the ledger."""
-    if "db" not in g:
-        uri = f"file:{Path(current_app.config['LEDGER_PATH']).resolve()}?mode=ro"
-        conn = sqlite3.connect(uri, uri=True, timeout=5.0)
-        conn.execute("PRAGMA query_only = ON")
-        g.db = conn
-    db: sqlite3.Connection = g.db
-    return db
-
-
-def get_writer() -> Writer:
-    writer: Writer = current_app.extensions["smartshelf_writer"]
-    return writer
-
-
-def _close_db(_exc: BaseException | None) -> None:
-    db = g.pop("db", None)
-    if db is not None:
-        db.close()
-
-
-def fmt_ms(ms: object) -> str:
-    """The ``ms`` template filter: ms since the epoch as UTC time ("-" for none). Built by hand: ten times faster
-    than strftime, which matters for the overview's 2,000 rows."""
-    if not isinstance(ms, int) or isinstance(ms, bool):
-        return "-"
-    t = time.gmtime(ms // 1000)
-    return f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d} {t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} UTC"
-
-
-def _unavailable(exc: Exception) -> ResponseReturnValue:
+def unavailable(exc: Exception) -> ResponseReturnValue:
     """503 for a write the ledger did not confirm (the writer is busy past the bridge's timeout, or closed), from
     any view: a clear page (JSON under /api/), never a 500. A timed-out write is still queued and may be applied."""
     if request.path == "/api" or request.path.startswith("/api/"):
-        from hub.web.api import unavailable
-
-        return unavailable(exc, "request")
+        return api_unavailable(exc, "request")
     if isinstance(exc, TimeoutError):
         message = (
             "The ledger is busy and did not confirm this change in time. It may still be applied: check before"
@@ -104,6 +75,10 @@ def _unavailable(exc: Exception) -> ResponseReturnValue:
     else:
         message = "The ledger is not available (the hub is stopping or restarting). Try again in a moment."
     return render_template("unavailable.html", message=message), 503, {"Retry-After": "5"}
+
+
+# in the order their routes are matched (and listed by access.matrix_markdown within a role)
+BLUEPRINTS = (login, overview, live, nodes, shelf, alerts, ledger, reports, users_admin, clients_admin, api)
 
 
 def create_app(
@@ -129,29 +104,12 @@ def create_app(
     )
     if config:
         app.config.update(config)
-    app.extensions["smartshelf_writer"] = writer
-    app.extensions["smartshelf_status"] = status  # hub/web/nodes_page.py
-    app.teardown_appcontext(_close_db)
-    app.jinja_env.filters["ms"] = fmt_ms
-    access.install(app)
-    app.register_error_handler(TimeoutError, _unavailable)
-    app.register_error_handler(LedgerClosed, _unavailable)
-
-    from hub.web import (
-        alerts,
-        api,
-        auth,
-        clients_admin,
-        ledger_view,
-        live,
-        nodes_page,
-        pages,
-        reports,
-        shelf,
-        users_admin,
-    )
-
-    blueprints = (auth, pages, live, nodes_page, shelf, alerts, ledger_view, reports, users_admin, clients_admin, api)
-    for module in blueprints:
+    db.install(app, writer)
+    nodes.install(app, status)
+    filters.install(app)
+    app.register_error_handler(TimeoutError, unavailable)
+    app.register_error_handler(LedgerClosed, unavailable)
+    for module in BLUEPRINTS:
         app.register_blueprint(module.bp)
+    access.install(app)  # last: every endpoint is known, each must declare its rule
     return app

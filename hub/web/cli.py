@@ -19,8 +19,17 @@ from typing import Any
 from hub.ledger import LedgerService
 from hub.ledger.cli import DB_ENV, DEFAULT_DB, default_actor, default_db
 from hub.ledger.models import LedgerError
-from hub.web.api_clients import SCOPES, add_client, disable_client, list_clients, new_token, parse_scopes, token_sha256
-from hub.web.users import ROLES, add_user, hash_password
+from hub.web.accounts.clients import (
+    SCOPES,
+    add_client,
+    disable_client,
+    list_clients,
+    new_token,
+    parse_scopes,
+    token_sha256,
+)
+from hub.web.accounts.users import ROLES, add_user, hash_password
+from hub.web.db import open_ro
 
 
 def _read_password(args: argparse.Namespace) -> str:
@@ -118,7 +127,7 @@ def _api_list(args: argparse.Namespace) -> int:
     if not db.is_file():
         return _api_err(OSError(f"no ledger at {db}"))
     try:
-        conn = sqlite3.connect(f"file:{db.resolve()}?mode=ro", uri=True, timeout=5.0)
+        conn = open_ro(db)
         try:
             clients = list_clients(conn)
         finally:

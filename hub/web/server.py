@@ -1,9 +1,15 @@
-"""Serving the app from the hub process: waitress (a production WSGI server) in a thread beside the hub's loop."""
+"""Serving the app from the hub process: waitress (a production WSGI server) in a thread beside the hub's loop.
+
+The server also keeps the status page's own table tidy: every ``PRUNE_INTERVAL_S`` it deletes old sign-in attempts
+(``accounts.users.prune_login_attempts``) through the hub's ledger writer, a task on the hub's loop.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -13,10 +19,13 @@ from flask import Flask
 from waitress.server import BaseWSGIServer, MultiSocketServer, create_server
 
 from hub.ledger import LedgerService
-from hub.web import live
+from hub.ledger.models import LedgerClosed
+from hub.web.accounts.users import PRUNE_INTERVAL_S, prune_login_attempts
 from hub.web.app import create_app
 from hub.web.bridge import LoopWriter
+from hub.web.live.lane_feed import close_feed
 
+log = logging.getLogger(__name__)
 DEFAULT_MAX_LIVE_CLIENTS = 64
 
 
@@ -47,6 +56,18 @@ def loop_status(
     return call
 
 
+async def prune_sign_ins(ledger: LedgerService, interval_s: float = PRUNE_INTERVAL_S) -> None:
+    """Every ``interval_s``, delete old sign-in attempts through the writer (until cancelled or the ledger closes)."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await ledger.transact(prune_login_attempts)
+        except LedgerClosed:
+            return
+        except Exception:
+            log.exception("web: pruning old sign-in attempts failed")
+
+
 def waitress_threads(threads: int, max_live_clients: int) -> int:
     """A live-updates stream holds a worker thread for its lifetime: ``threads`` stay for everything else."""
     return threads + max_live_clients
@@ -56,12 +77,18 @@ class WebServer:
     """``WebServer.start(...)`` on the hub's loop binds the socket and starts serving; ``await stop()``."""
 
     def __init__(
-        self, server: MultiSocketServer | BaseWSGIServer, thread: threading.Thread, url: str, app: Flask
+        self,
+        server: MultiSocketServer | BaseWSGIServer,
+        thread: threading.Thread,
+        url: str,
+        app: Flask,
+        housekeeping: concurrent.futures.Future[None],
     ) -> None:
         self._server = server
         self._thread = thread
         self.url = url
         self.app = app
+        self._housekeeping = housekeeping
 
     @classmethod
     def start(
@@ -98,14 +125,18 @@ class WebServer:
         shown = f"[{bound_host}]" if ":" in str(bound_host) else str(bound_host)
         thread = threading.Thread(target=server.run, name="web", daemon=True)
         thread.start()
-        return cls(server, thread, f"http://{shown}:{bound_port}/", app)
+        housekeeping = asyncio.run_coroutine_threadsafe(prune_sign_ins(ledger), loop)  # from any thread
+        return cls(server, thread, f"http://{shown}:{bound_port}/", app, housekeeping)
 
     async def stop(self) -> None:
         """End the live-update streams, stop accepting, let the worker threads finish (their ledger writes need
-        this loop running)."""
+        this loop running), stop the housekeeping."""
+        self._housekeeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wrap_future(self._housekeeping)
 
         def close() -> None:
-            live.close_feed(self.app)
+            close_feed(self.app)
             # workers first: closing the sockets under a running stream logs EBADF tracebacks
             self._server.task_dispatcher.shutdown()
             self._server.close()

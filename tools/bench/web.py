@@ -15,7 +15,7 @@ thread, and ``WebServer.start`` (waitress, the Flask app, ``LoopWriter`` into th
 ``/api/v1/stock`` (bearer token): one client, keep-alive, sequential requests; p50/p95 of the full request.
 (2) Interleaved with them (round robin, so the machine's other work weighs on each alike): the same overview
 rendered by the Flask test client in process (no HTTP), and the page's own lanes query
-(``hub.web.pages.lanes``) and the stock endpoint's three queries on a bare read-only ``sqlite3`` connection: the
+(``hub.web.lanes.lanes``) and the stock endpoint's three queries on a bare read-only ``sqlite3`` connection: the
 references the ratios are taken against.
 (3) SSE fan-out: 50 ``/events`` clients (one asyncio process of their own, so they do not share the server's GIL)
 while an ingest task on the hub's loop commits sensor events through the ``LedgerService`` at a steady rate, each
@@ -50,7 +50,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from hub.ledger import LedgerService, schema
+from hub.ledger.causes import Cause
 from hub.ledger.models import SensorEvent, now_ms
+from hub.ledger.reader import BOOK_STOCK, OBSERVED_STOCK, SKUS
 from hub.schema import MIGRATIONS
 from shared_protocol.messages import KIND_PICK
 
@@ -217,14 +219,16 @@ def build_ledger(path: Path, scale: Scale, seed: int = 1) -> Store:
     for i in range(scale.resolved_alerts):
         lane_id, _, _, sku = lanes[rng.randrange(len(lanes))]
         opened = start + rng.randrange(29 * DAY_MS)
-        alerts.append((kinds[i % 4], f"lane:{lane_id}/{sku}", "resolved", opened, opened + 3_600_000, "bench", "ok"))
+        alerts.append(
+            (kinds[i % 4], str(Cause.lane_sku(lane_id, sku)), "resolved", opened, opened + 3_600_000, "bench", "ok")
+        )
     open_lanes = rng.sample(lanes, max(3, len(lanes) // 40))
     for i, (lane_id, _, _, sku) in enumerate(open_lanes):
         kind = kinds[i % 4]
-        cause = f"lane:{lane_id}" if kind == "sensor" else f"lane:{lane_id}/{sku}"
-        alerts.append((kind, cause, "open", now - rng.randrange(DAY_MS), None, None, None))
+        cause = Cause.lane(lane_id) if kind == "sensor" else Cause.lane_sku(lane_id, sku)
+        alerts.append((kind, str(cause), "open", now - rng.randrange(DAY_MS), None, None, None))
     for sku in rng.sample([s[0] for s in skus], max(1, len(skus) // 50)):
-        alerts.append(("reorder", f"sku:{sku}", "open", now - rng.randrange(DAY_MS), None, None, None))
+        alerts.append(("reorder", str(Cause.of_sku(sku)), "open", now - rng.randrange(DAY_MS), None, None, None))
     conn.executemany(
         "INSERT INTO alerts (kind, cause_key, status, opened_ms, resolved_ms, resolved_by, resolution, evidence)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, '{}')",
@@ -559,9 +563,9 @@ def _fanout(
 
 
 def _bench(directory: Path, scale: Scale) -> dict[str, Any]:
-    from hub.web import create_app, pages
-    from hub.web.bridge import LoopWriter
-    from hub.web.server import WebServer
+    from hub.web import LoopWriter, WebServer, create_app
+    from hub.web.db import fetch_all
+    from hub.web.lanes import lanes
 
     db = directory / "bench.db"
     store = build_ledger(db, scale)
@@ -598,9 +602,9 @@ def _bench(directory: Path, scale: Scale) -> dict[str, Any]:
         bare = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
 
         def stock_queries() -> None:  # what /api/v1/stock reads: SKUs, book stock, observed stock
-            bare.execute("SELECT sku, name FROM skus ORDER BY sku").fetchall()
-            bare.execute("SELECT sku, location, qty FROM book_stock ORDER BY 1, 2").fetchall()
-            bare.execute("SELECT sku, lane_id, qty FROM observed_stock ORDER BY 1, 2").fetchall()
+            fetch_all(bare, SKUS)  # the ledger's query definitions, as the endpoint runs them
+            fetch_all(bare, BOOK_STOCK)
+            fetch_all(bare, OBSERVED_STOCK)
 
         def in_process() -> None:
             if test_client.get("/").status_code != 200:
@@ -613,7 +617,7 @@ def _bench(directory: Path, scale: Scale) -> dict[str, Any]:
                 "api_lanes": getter(api, "/api/v1/lanes", every_lane_json, bearer),
                 "api_stock": getter(api, "/api/v1/stock", headers=bearer),
                 "overview_in_process": in_process,
-                "lanes_query": lambda: pages.lanes(bare),
+                "lanes_query": lambda: lanes(bare),
                 "stock_query": stock_queries,
             },
             scale.requests,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from hub.ledger.causes import Cause
 from hub.ledger.models import Sku
 from hub.ledger.service import LedgerService
 from tools.emulation.scenarios import Scenario, TruthRow
@@ -33,7 +34,7 @@ def expected_outcome(truth: list[TruthRow], until_s: float) -> Expected:
             continue
         lid = lane_id(row.node, row.lane)
         exp.counts[lid] = (row.sku, row.stock_after)
-        cause = f"lane:{lid}/{row.sku}"
+        cause = str(Cause.lane_sku(lid, row.sku))
         if row.action == "theft":
             exp.alerts.add(("shrinkage", cause))
         elif row.action == "damage":
@@ -41,7 +42,7 @@ def expected_outcome(truth: list[TruthRow], until_s: float) -> Expected:
         elif row.action == "misplaced":
             exp.alerts.add(("misplaced", cause))
         if row.action != "initial" and row.stock_after <= row.reorder_point:
-            exp.alerts.add(("reorder", f"sku:{row.sku}"))
+            exp.alerts.add(("reorder", str(Cause.of_sku(row.sku))))
     return exp
 
 

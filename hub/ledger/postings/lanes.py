@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from hub.ledger.causes import Cause
 from hub.ledger.models import LANE_ID_RE, AlertKind, InvalidArgument, LaneInUse, lane_location
 from hub.ledger.postings.alerts import resolve_if_open
 from hub.ledger.postings.catalogue import require_sku
@@ -84,6 +85,6 @@ async def assign_lane(
     )
     if sku is not None:
         await resolve_if_open(
-            tx, AlertKind.UNASSIGNED_LANE, f"lane:{lane_id}", actor=actor, resolution=f"lane assigned to {sku}"
+            tx, AlertKind.UNASSIGNED_LANE, str(Cause.lane(lane_id)), actor=actor, resolution=f"lane assigned to {sku}"
         )
     return lane_id

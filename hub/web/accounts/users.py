@@ -2,7 +2,8 @@
 
 A role change, disabling and a password reset each bump the user's ``session_epoch`` in their own (audited)
 transaction, which signs out every session of theirs (``access._enforce`` compares it); logout does the same
-(``end_sessions``).
+(``end_sessions``). Sign-in attempts older than ``LOGIN_ATTEMPTS_RETENTION_MS`` are pruned
+(``prune_login_attempts``, run through the writer every ``PRUNE_INTERVAL_S`` by the web server, ``server.py``).
 
 Writes are functions of a ledger ``Tx`` (run them through the writer: ``ledger.transact(...)``); reads take a
 plain read-only ``sqlite3.Connection``.
@@ -25,6 +26,8 @@ from hub.ledger.postings import Tx
 ROLES = ("viewer", "clerk", "manager", "admin")  # each role can do everything the ones before it can
 THROTTLE_FAILURES = 5
 THROTTLE_WINDOW_MS = 15 * 60 * 1000
+LOGIN_ATTEMPTS_RETENTION_MS = 30 * 24 * 3600 * 1000
+PRUNE_INTERVAL_S = 600.0
 MIN_PASSWORD = 8
 MAX_USERNAME = 60
 USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,59}")
@@ -161,6 +164,41 @@ def recent_failures(conn: sqlite3.Connection, username: str, ip: str, at_ms: int
         (username, ip, since, username, ip),
     ).fetchone()
     return int(row[0])
+
+
+async def prune_login_attempts(tx: Tx, before_ms: int | None = None) -> int:
+    """Delete sign-in attempts older than ``before_ms`` (default: ``LOGIN_ATTEMPTS_RETENTION_MS`` ago), keeping each
+    user's last successful one (the users page's "last sign-in"); older failures no longer count for throttling.
+    Returns the rows deleted."""
+    cutoff = tx.now_ms - LOGIN_ATTEMPTS_RETENTION_MS if before_ms is None else before_ms
+    cur = await tx.conn.execute(
+        "DELETE FROM login_attempts WHERE ts_ms < ? AND NOT (ok = 1 AND ts_ms = (SELECT max(b.ts_ms) FROM"
+        " login_attempts AS b WHERE b.username = login_attempts.username AND b.ok = 1))",
+        (cutoff,),
+    )
+    deleted = cur.rowcount
+    await cur.close()
+    return max(deleted, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class UserRow:
+    username: str
+    role: str
+    created_ms: int
+    disabled_ms: int | None
+    last_login_ms: int | None
+
+
+def list_users(conn: sqlite3.Connection) -> list[UserRow]:
+    return [
+        UserRow(*r)
+        for r in conn.execute(
+            "SELECT u.username, u.role, u.created_ms, u.disabled_ms,"
+            " (SELECT max(a.ts_ms) FROM login_attempts AS a WHERE a.username = u.username AND a.ok = 1)"
+            " FROM users AS u ORDER BY u.username"
+        )
+    ]
 
 
 # ------------------------------------------------------------------------------------- administration (writes)

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Blueprint, current_app, render_template
+from flask import Blueprint, Flask, current_app, render_template
 
-from hub.web.app import get_db
+from hub.ledger.reader import LANES, NODES
+from hub.web.access import requires
+from hub.web.db import fetch_all, get_db
 
 log = logging.getLogger(__name__)
 bp = Blueprint("nodes", __name__)
@@ -54,6 +57,11 @@ class NodeView:
     @property
     def rejected_total(self) -> int:
         return sum(self.rejected.values())
+
+
+def install(app: Flask, status: StatusProvider | None) -> None:
+    """``status``: the running hub's ``HubService.status()`` callable from any thread, or None."""
+    app.extensions[STATUS_EXTENSION] = status
 
 
 def status_provider() -> StatusProvider | None:
@@ -112,12 +120,12 @@ def _merge(view: NodeView, node: dict[str, Any], links: dict[str, dict[str, Any]
 
 
 def node_views(status: dict[str, Any] | None) -> list[NodeView]:
-    views: dict[int, NodeView] = {}
-    for node_id, label, fw, first, last, lanes in get_db().execute(
-        "SELECT n.node_id, n.label, n.fw_version, n.first_seen_ms, n.last_seen_ms,"
-        " (SELECT count(*) FROM lanes AS l WHERE l.node_id = n.node_id) FROM nodes AS n"
-    ):
-        views[node_id] = NodeView(node_id, label or "", fw, first, last, lanes)
+    conn = get_db()
+    lanes = Counter(lane.node_id for lane in fetch_all(conn, LANES))
+    views = {
+        n.node_id: NodeView(n.node_id, n.label or "", n.fw_version, n.first_seen_ms, n.last_seen_ms, lanes[n.node_id])
+        for n in fetch_all(conn, NODES)
+    }
     if status is not None:
         links = {str(link.get("port")): link for link in status.get("links", []) if isinstance(link, dict)}
         for node in status.get("nodes", []):
@@ -150,6 +158,7 @@ def _duration(seconds: int | None) -> str:
 
 
 @bp.get("/nodes")
+@requires("viewer")
 def index() -> str:
     status, unavailable = _live_status()
     views = node_views(status)

@@ -17,8 +17,8 @@ from flask import Blueprint, Flask, current_app, flash, g, redirect, render_temp
 from werkzeug.wrappers.response import Response
 
 from hub.ledger.models import LedgerClosed
-from hub.web.app import get_db, get_writer
-from hub.web.users import (
+from hub.web.access import public
+from hub.web.accounts.users import (
     THROTTLE_FAILURES,
     THROTTLE_WINDOW_MS,
     UnknownUserFailures,
@@ -28,6 +28,7 @@ from hub.web.users import (
     record_login,
     verify,
 )
+from hub.web.db import get_db, get_writer
 
 bp = Blueprint("auth", __name__)
 
@@ -79,6 +80,7 @@ def _state(app: Flask) -> tuple[_KeyLocks, UnknownUserFailures]:
 
 
 @bp.route("/login", methods=["GET", "POST"])
+@public
 def login() -> str | Response | tuple[str, int]:
     if request.method == "GET":
         return render_template("login.html", error=None, next=request.args.get("next", ""))
@@ -108,6 +110,7 @@ def login() -> str | Response | tuple[str, int]:
 
 
 @bp.route("/logout", methods=["POST"])
+@public
 def logout() -> Response:
     """Sign out here and everywhere else: the user's session epoch moves on, so a copy of this cookie is dead too."""
     user = g.get("user")

@@ -1,5 +1,5 @@
-"""The report figures, as functions over a read-only sqlite3 connection (no Flask): reorder list, shrink rate,
-sell-through, sales velocity and days of cover, out-of-stock minutes per lane.
+"""The report figures, as functions over a read-only sqlite3 connection (no Flask): shrink rate, sell-through,
+sales velocity and days of cover, out-of-stock minutes per lane (the reorder list: ``reorder_queries``).
 
 Definitions (hub/web/README.md, "Reports"):
 
@@ -28,13 +28,14 @@ import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from hub.ledger.models import Sku
-from hub.reconcile.rules import REORDER_STOCK_SQL, reorder_available, reorder_due, reorder_quantity
+from hub.ledger.causes import Cause
+from hub.ledger.models import LANE_PREFIX, sensor_location
+from hub.ledger.reader import BALANCE, LANES, SKUS
+from hub.web.db import fetch_all, fetch_one
 
 DAY_MS = 86_400_000
 PERIOD_DAYS = (7, 30, 90)
 DEFAULT_DAYS = 30
-REORDER_VELOCITY_DAYS = 30  # the reorder report's days of cover use the sales of the last 30 days
 SOLD_REASONS = ("sale", "order_pick")
 # Recent retail surveys (NRF National Retail Security Survey 2023: 1.6 % for 2022, 1.4 % for 2021): shrink as a
 # share of sales *by value*. Here it is by units (SKUs carry no price), so the comparison is a rough guide.
@@ -118,8 +119,9 @@ def sold_by_lane(sold: Sales) -> tuple[dict[str, int], int]:
     lanes: dict[str, int] = {}
     other = 0
     for (_sku, location), n in sold.items():
-        if location.startswith("lane:"):
-            lanes[location[5:]] = lanes.get(location[5:], 0) + n
+        if location.startswith(LANE_PREFIX):
+            lane_id = location[len(LANE_PREFIX) :]
+            lanes[lane_id] = lanes.get(lane_id, 0) + n
         else:
             other += n
     return lanes, other
@@ -154,9 +156,10 @@ def _alert_lanes(conn: sqlite3.Connection, alert_ids: Iterable[int]) -> dict[int
         return {}
     ph = ", ".join("?" * len(ids))
     found = {}
-    for alert_id, cause in conn.execute(f"SELECT id, cause_key FROM alerts WHERE id IN ({ph})", ids):
-        if cause.startswith("lane:"):
-            found[alert_id] = cause[5:].split("/", 1)[0]
+    for alert_id, key in conn.execute(f"SELECT id, cause_key FROM alerts WHERE id IN ({ph})", ids):
+        cause = Cause.parse_or_none(key)
+        if cause is not None and cause.lane_id is not None:
+            found[alert_id] = cause.lane_id
     return found
 
 
@@ -183,14 +186,15 @@ def shrink_report(conn: sqlite3.Connection, p: Period, sold_rows: Sales | None =
     unattributed = 0
     for sku, location, ref, n in writeoffs:
         sku_shrink[sku] = sku_shrink.get(sku, 0) + n
-        lane = location[5:] if location.startswith("lane:") else alert_lane.get(alert_of.get(ref, -1))
+        on_lane = location.startswith(LANE_PREFIX)
+        lane = location[len(LANE_PREFIX) :] if on_lane else alert_lane.get(alert_of.get(ref, -1))
         if lane is None:
             unattributed += n
         else:
             lane_shrink[lane] = lane_shrink.get(lane, 0) + n
-    skus = sorted({r[0] for r in conn.execute("SELECT sku FROM skus")} | set(sold) | set(sku_shrink))
+    skus = sorted({s.sku for s in fetch_all(conn, SKUS)} | set(sold) | set(sku_shrink))
     by_sku = [ShrinkLine(s, s, sold.get(s, 0), sku_shrink.get(s, 0)) for s in skus]
-    lane_sku = dict(conn.execute("SELECT lane_id, sku FROM lanes").fetchall())
+    lane_sku = {lane.lane_id: lane.sku for lane in fetch_all(conn, LANES)}
     by_lane = [
         ShrinkLine(lane, lane_sku.get(lane), lane_sold.get(lane, 0), lane_shrink.get(lane, 0))
         for lane in sorted(set(lane_sku) | set(lane_sold) | set(lane_shrink))
@@ -241,7 +245,7 @@ def sku_flows(conn: sqlite3.Connection, p: Period, sold_rows: Sales | None = Non
     on_hand = book_on_hand_at(conn, p.end_ms)
     return [
         SkuFlow(sku, name, sold.get(sku, 0), on_hand.get(sku, 0), p.days)
-        for sku, name in conn.execute("SELECT sku, name FROM skus ORDER BY sku")
+        for sku, name in ((s.sku, s.name) for s in fetch_all(conn, SKUS))
     ]
 
 
@@ -311,14 +315,12 @@ def lane_outages(conn: sqlite3.Connection, p: Period) -> list[LaneOutage]:
     movements are read (``movements_location_ts``), however long the history."""
     history = assignments(conn, p.end_ms)
     result = []
-    for lane_id, sku in conn.execute("SELECT lane_id, sku FROM lanes ORDER BY lane_id").fetchall():
-        location = "sensor:" + lane_id
+    for lane_id, sku in sorted((lane.lane_id, lane.sku) for lane in fetch_all(conn, LANES)):
+        location = sensor_location(lane_id)
         total: int | None = None
         end_count = 0
         for start, end, held in _segments(history.get(lane_id, []), sku, p):
-            now_count = conn.execute(
-                "SELECT coalesce(sum(qty), 0) FROM balances WHERE sku = ? AND location = ?", (held, location)
-            ).fetchone()[0]
+            now_count = fetch_one(conn, BALANCE, (held, location)) or 0
             since = conn.execute(
                 "SELECT coalesce(sum(qty), 0) FROM movements WHERE location = ? AND ts_ms >= ? AND sku = ?",
                 (location, start, held),
@@ -344,63 +346,3 @@ def lane_outages(conn: sqlite3.Connection, p: Period) -> list[LaneOutage]:
             LaneOutage(lane_id, sku, total, end_count, total is not None and sku is not None and end_count <= 0)
         )
     return result
-
-
-# ------------------------------------------------------------------------------------------------ reorder
-
-
-@dataclass(frozen=True, slots=True)
-class ReorderLine:
-    sku: str
-    name: str
-    observed: int  # shelf stock the sensors see (sensor:* balances of the SKU)
-    book: int  # book stock at every book location
-    pending_shrinkage: int  # units in unresolved shrinkage alerts
-    available: int  # what the reorder rule compares with the reorder point
-    reorder_point: int
-    reorder_qty: int
-    suggested_qty: int  # the reconciler's suggestion: whole multiples of reorder_qty (hub/reconcile/rules.py)
-    per_day: float  # units sold per day over the last REORDER_VELOCITY_DAYS days
-    alert_id: int | None
-    alert_status: str | None  # open | acknowledged | None (no unresolved reorder alert)
-
-    @property
-    def days_of_cover(self) -> float | None:
-        return days_of_cover(self.available, self.per_day)
-
-
-def reorder_lines(conn: sqlite3.Connection, now_ms: int) -> list[ReorderLine]:
-    """SKUs at or below their reorder point by the reconciler's rule (``hub.reconcile.rules``)."""
-    sold = sold_by_sku(sales(conn, period(REORDER_VELOCITY_DAYS, now_ms)))
-    alerts = {
-        cause[4:]: (alert_id, status)
-        for alert_id, cause, status in conn.execute(
-            "SELECT id, cause_key, status FROM alerts WHERE kind = 'reorder' AND status != 'resolved'"
-        )
-    }
-    lines = []
-    for sku_id, name, unit, spread, point, qty, capacity, book, shelf, lanes, pending in conn.execute(
-        REORDER_STOCK_SQL
-    ).fetchall():
-        sku = Sku(sku_id, name, unit, spread, point, qty, capacity)
-        available = reorder_available(book, pending)
-        if not reorder_due(sku, available):
-            continue
-        alert_id, status = alerts.get(sku_id, (None, None))
-        lines.append(
-            ReorderLine(
-                sku_id,
-                name,
-                shelf,
-                book,
-                pending,
-                available,
-                point,
-                qty,
-                reorder_quantity(sku, available, lanes),
-                velocity(sold.get(sku_id, 0), REORDER_VELOCITY_DAYS),
-                alert_id,
-                status,
-            )
-        )
-    return lines

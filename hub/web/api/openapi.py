@@ -1,18 +1,19 @@
 """The OpenAPI 3.1 description of the HTTP API, served at ``GET /api/openapi.json``.
 
 Request schemas and query parameters are made from the same ``Field`` definitions the validator uses
-(``api.FIELDS``, ``api.QUERIES``); scopes come from ``api.API_SCOPES``. ``OPERATIONS`` lists every route of the API
-(a test keeps it equal to the application's URL map) and the response schemas below describe what the views return
-(the tests check real responses against them).
+(``fields.FIELDS``, ``fields.QUERIES``); the scopes are those the endpoints declare (``access.api_scopes(app)``).
+``OPERATIONS`` lists every route of the API (a test keeps it equal to the application's URL map) and the response
+schemas below describe what the views return (the tests check real responses against them).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hub.web import api
-from hub.web.api_clients import SCOPES, TOKEN_PREFIX
+from hub.web.accounts.clients import SCOPES, TOKEN_PREFIX
+from hub.web.api import fields as api
 
 OPENAPI_PATH = "/api/openapi.json"
 REF = "#/components/schemas/"
@@ -223,14 +224,14 @@ def _errors(*codes: int) -> dict[str, Any]:
     }
 
 
-def _operation(op: Operation) -> dict[str, Any]:
+def _operation(op: Operation, scopes: Mapping[str, str]) -> dict[str, Any]:
     name = op.endpoint.removeprefix("api.")
     out: dict[str, Any] = {"operationId": name, "summary": op.summary}
-    if op.endpoint not in api.API_SCOPES:  # the public description
+    if op.endpoint not in scopes:  # the public description
         out["security"] = []
         out["responses"] = {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}}
         return out
-    scope = api.API_SCOPES[op.endpoint]
+    scope = scopes[op.endpoint]
     out["description"] = f"Needs the scope `{scope}`."
     out["security"] = [{"bearer": [scope]}]
     ok = {"content": {"application/json": {"schema": ref(op.ok)}}}
@@ -271,7 +272,8 @@ def _operation(op: Operation) -> dict[str, Any]:
     return out
 
 
-def build_spec() -> dict[str, Any]:
+def build_spec(scopes: Mapping[str, str]) -> dict[str, Any]:
+    """The description; ``scopes``: endpoint -> the scope it declares (``access.api_scopes(app)``)."""
     schemas: dict[str, Any] = {}
     for kind in api.FIELDS:
         schemas[_item_name(kind)] = item_schema(kind)
@@ -279,7 +281,7 @@ def build_spec() -> dict[str, Any]:
     schemas.update(RESPONSE_SCHEMAS)
     paths: dict[str, dict[str, Any]] = {}
     for op in OPERATIONS:
-        paths.setdefault(op.path, {})[op.method] = _operation(op)
+        paths.setdefault(op.path, {})[op.method] = _operation(op, scopes)
     return {
         "openapi": "3.1.0",
         "info": {

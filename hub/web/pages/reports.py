@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
-import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,9 +16,10 @@ from typing import Any
 from flask import Blueprint, Response, abort, render_template, request
 
 from hub.ledger.models import now_ms
-from hub.web import metrics
-from hub.web.app import get_db
-from hub.web.ledger_view import csv_text, iso_ms
+from hub.web.access import requires
+from hub.web.db import get_db, read_transaction
+from hub.web.filters import csv_text, iso_ms
+from hub.web.pages import metrics, reorder_queries
 
 bp = Blueprint("reports", __name__)
 
@@ -59,19 +58,8 @@ def parse_days(value: str | None) -> int:
     return int(value)
 
 
-@contextmanager
-def snapshot() -> Iterator[sqlite3.Connection]:
-    """The request's read-only connection inside one read transaction: every figure sees one committed state."""
-    conn = get_db()
-    conn.execute("BEGIN")
-    try:
-        yield conn
-    finally:
-        conn.execute("COMMIT")
-
-
 def build_report(days: int, now: int) -> Report:
-    with snapshot() as conn:
+    with read_transaction(get_db()) as conn:  # every figure sees one committed state
         p = metrics.period(days, now)
         sold = metrics.sales(conn, p)
         return Report(
@@ -123,13 +111,15 @@ def report_rows(report: Report) -> Iterator[list[Any]]:
 
 
 @bp.get("/reorder")
+@requires("viewer")
 def reorder() -> str:
-    with snapshot() as conn:
-        lines = metrics.reorder_lines(conn, now_ms())
-    return render_template("reorder.html", lines=lines, velocity_days=metrics.REORDER_VELOCITY_DAYS)
+    with read_transaction(get_db()) as conn:
+        lines = reorder_queries.reorder_lines(conn, now_ms())
+    return render_template("reorder.html", lines=lines, velocity_days=reorder_queries.REORDER_VELOCITY_DAYS)
 
 
 @bp.get("/reports")
+@requires("manager")
 def index() -> str:
     days = parse_days(request.args.get("days"))
     report = build_report(days, now_ms())
@@ -144,6 +134,7 @@ def index() -> str:
 
 
 @bp.get("/reports.csv")
+@requires("manager")
 def export() -> Response:
     days = parse_days(request.args.get("days"))
     now = now_ms()

@@ -2,22 +2,19 @@
 
 Every change is one transaction of the ledger's writer with an audit entry (actor ``web:<admin>``); the safety
 rules (no admin disables or demotes themselves, the last enabled admin stays) are checked inside it
-(``hub/web/users.py``). A role change, disabling and a password reset sign the user out everywhere (a new session
+(``users.py``). A role change, disabling and a password reset sign the user out everywhere (a new session
 epoch); an admin resetting their own password stays signed in on this device only. Passwords are hashed here, in
 the web worker thread, never on the writer's loop.
 """
 
 from __future__ import annotations
 
-import sqlite3
-from dataclasses import dataclass
-
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, session, url_for
 from werkzeug.wrappers.response import Response
 
 from hub.ledger.models import InvalidArgument, LedgerError
-from hub.web.app import get_db, get_writer
-from hub.web.users import (
+from hub.web.access import requires
+from hub.web.accounts.users import (
     ACTIONS,
     MIN_PASSWORD,
     ROLES,
@@ -26,30 +23,12 @@ from hub.web.users import (
     check_username,
     get_user,
     hash_password,
+    list_users,
     update_user,
 )
+from hub.web.db import get_db, get_writer
 
 bp = Blueprint("users", __name__)
-
-
-@dataclass(frozen=True, slots=True)
-class UserRow:
-    username: str
-    role: str
-    created_ms: int
-    disabled_ms: int | None
-    last_login_ms: int | None
-
-
-def list_users(conn: sqlite3.Connection) -> list[UserRow]:
-    return [
-        UserRow(*r)
-        for r in conn.execute(
-            "SELECT u.username, u.role, u.created_ms, u.disabled_ms,"
-            " (SELECT max(a.ts_ms) FROM login_attempts AS a WHERE a.username = u.username AND a.ok = 1)"
-            " FROM users AS u ORDER BY u.username"
-        )
-    ]
 
 
 def _render(*, error: str | None = None, form: dict[str, str] | None = None, status: int = 200) -> tuple[str, int]:
@@ -78,11 +57,13 @@ def _actor() -> str:
 
 
 @bp.get("/users")
+@requires("admin")
 def index() -> tuple[str, int]:
     return _render()
 
 
 @bp.post("/users")
+@requires("admin")
 def create() -> Response | tuple[str, int]:
     username = request.form.get("username", "").strip()
     role = request.form.get("role", "")
@@ -102,6 +83,7 @@ def create() -> Response | tuple[str, int]:
 
 
 @bp.post("/users/<username>")
+@requires("admin")
 def update(username: str) -> Response | tuple[str, int]:
     if get_user(get_db(), username) is None:
         abort(404)

@@ -1,6 +1,6 @@
 """API clients administration (admins only): list, add (the token is shown once), disable.
 
-The same ledger functions as ``smartshelf api-clients`` (``api_clients.py``), each one writer transaction with an
+The same ledger functions as ``smartshelf api-clients`` (``clients.py``), each one writer transaction with an
 audit entry (actor ``web:<admin>``). The new token is rendered in the response to the add form and nowhere else:
 only its SHA-256 is stored, and the page is sent with ``Cache-Control: no-store``.
 """
@@ -11,8 +11,17 @@ from flask import Blueprint, flash, g, make_response, redirect, render_template,
 from werkzeug.wrappers.response import Response
 
 from hub.ledger.models import InvalidArgument, LedgerError
-from hub.web.api_clients import SCOPES, add_client, check_name, disable_client, list_clients, new_token, token_sha256
-from hub.web.app import get_db, get_writer
+from hub.web.access import requires
+from hub.web.accounts.clients import (
+    SCOPES,
+    add_client,
+    check_name,
+    disable_client,
+    list_clients,
+    new_token,
+    token_sha256,
+)
+from hub.web.db import get_db, get_writer
 
 bp = Blueprint("clients", __name__)
 
@@ -35,11 +44,13 @@ def _page(*, error: str | None = None, token: str | None = None, name: str = "",
 
 
 @bp.get("/api-clients")
+@requires("admin")
 def index() -> Response:
     return _page()
 
 
 @bp.post("/api-clients")
+@requires("admin")
 def create() -> Response:
     name = request.form.get("name", "").strip()
     scopes = tuple(request.form.getlist("scopes"))
@@ -58,6 +69,7 @@ def create() -> Response:
 
 
 @bp.post("/api-clients/<name>/disable")
+@requires("admin")
 def disable(name: str) -> Response:
     actor = f"web:{g.user.username}"
     try:

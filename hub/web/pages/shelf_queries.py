@@ -1,7 +1,7 @@
-"""Shelf (lane) detail: weight and count over the last hour / day, and the event timeline.
+"""What the shelf (lane) page reads: the lane's header, count and weight over a window, its event timeline.
 
-``GET /lanes/<lane_id>?range=1h|24h`` (404 for an unknown lane, 400 for another range). Every query is a range of
-an index, so the page costs the same on a ledger of a million movements as on a small one:
+Every query is a range of an index, so the page costs the same on a ledger of a million movements as on a small
+one:
 
 * the count chart: the lane's sensor movements (``movements_location_ts``) of the lane's current SKU. The count
   before the window is the lane's observed balance (``balances``) minus what moved since the window began, so no
@@ -16,32 +16,39 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, abort, render_template, request
-from markupsafe import Markup
-
-from hub.ledger.models import lane_location, now_ms, sensor_location
+from hub.ledger.causes import Cause
+from hub.ledger.models import lane_location, sensor_location
+from hub.ledger.reader import BALANCE, BOOK_TOTAL, LANES_WITH_SKU
 from hub.ledger.sensor import READING_INTERVAL_MS
-from hub.web import charts
-from hub.web.app import get_db
-from hub.web.pages import lane_state
+from hub.web.db import fetch_one
+from hub.web.lanes import TROUBLE_KINDS, lane_state
+from hub.web.pages import charts
 
-bp = Blueprint("shelf", __name__)
-
-RANGES = {"1h": 3_600_000, "24h": 86_400_000}
 TIMELINE_MAX = 500
 ALERTS_MAX = 100
 GAP_MS = 3 * READING_INTERVAL_MS  # no reading stored for this long: the node was silent (quiet lanes: 1 per 5 min)
 
-# unresolved or not, about the lane ('lane:<id>', 'lane:<id>/...'), its node ('node:<id>', 'node:<id>/...', e.g. a
-# silent node) or its SKU ('sku:<sku>')
+# unresolved or not, about the lane (lane:<id>, lane:<id>/...), its node (node:<id>, node:<id>/..., e.g. a silent
+# node) or its SKU (sku:<sku>); the keys and prefixes are the parameters ``_about`` makes (hub/ledger/causes.py)
 _ABOUT_LANE = (
-    "(a.cause_key = 'lane:' || :lane OR substr(a.cause_key, 1, length(:lane) + 6) = 'lane:' || :lane || '/'"
-    " OR a.cause_key = 'node:' || :node OR substr(a.cause_key, 1, length(:node) + 6) = 'node:' || :node || '/')"
+    "(a.cause_key = :lane OR substr(a.cause_key, 1, length(:lane_sub)) = :lane_sub"
+    " OR a.cause_key = :node OR substr(a.cause_key, 1, length(:node_sub)) = :node_sub)"
 )
-_ABOUT = f"({_ABOUT_LANE} OR a.cause_key = 'sku:' || :sku)"
+_ABOUT = f"({_ABOUT_LANE} OR a.cause_key = :sku)"
+_TROUBLE = ", ".join(f"'{kind}'" for kind in sorted(TROUBLE_KINDS))
+
+
+def _about(lane_id: str, node_id: int, sku: str | None) -> dict[str, str | None]:
+    lane, node = Cause.lane(lane_id), Cause.node(node_id)
+    return {
+        "lane": str(lane),
+        "lane_sub": lane.prefix,
+        "node": str(node),
+        "node_sub": node.prefix,
+        "sku": None if sku is None else str(Cause.of_sku(sku)),
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,25 +98,23 @@ def _one(conn: sqlite3.Connection, sql: str, params: Any = ()) -> Any:
 
 
 def lane_info(conn: sqlite3.Connection, lane_id: str) -> LaneInfo | None:
-    row = conn.execute(
-        "SELECT l.node_id, l.lane_index, l.sku, s.name, s.unit_weight_dg, s.capacity, s.reorder_point"
-        " FROM lanes AS l LEFT JOIN skus AS s ON s.sku = l.sku WHERE l.lane_id = ?",
-        (lane_id,),
-    ).fetchone()
-    if row is None:
+    found = fetch_one(conn, LANES_WITH_SKU, where=[("l.lane_id = ?", lane_id)])
+    if found is None:
         return None
-    node_id, lane_index, sku, name, unit_dg, capacity, reorder = row
-    reorder = int(reorder or 0)
+    lane, rec = found
+    node_id, lane_index, sku = lane.node_id, lane.lane_index, lane.sku
+    name = unit_dg = capacity = None
+    reorder = 0
+    if rec is not None:
+        name, unit_dg, capacity, reorder = rec.name, rec.unit_weight_dg, rec.capacity, rec.reorder_point or 0
     location = sensor_location(lane_id)
     book_total: int | None = None
     book_lane: int | None = None
     if sku is not None:
-        observed = int(_one(conn, "SELECT qty FROM balances WHERE sku = ? AND location = ?", (sku, location)) or 0)
         # balances' primary key is (sku, location): these read one SKU's rows only
-        book_total = int(_one(conn, "SELECT coalesce(sum(qty), 0) FROM book_stock WHERE sku = ?", (sku,)) or 0)
-        book_lane = int(
-            _one(conn, "SELECT qty FROM balances WHERE sku = ? AND location = ?", (sku, lane_location(lane_id))) or 0
-        )
+        observed = fetch_one(conn, BALANCE, (sku, location)) or 0
+        book_total = fetch_one(conn, BOOK_TOTAL, (sku,)) or 0
+        book_lane = fetch_one(conn, BALANCE, (sku, lane_location(lane_id))) or 0
     else:
         observed = int(
             _one(conn, "SELECT coalesce(sum(qty), 0) FROM movements WHERE location = ? AND sku IS NULL", (location,))
@@ -117,9 +122,9 @@ def lane_info(conn: sqlite3.Connection, lane_id: str) -> LaneInfo | None:
     trouble = bool(
         _one(
             conn,
-            f"SELECT count(*) FROM alerts AS a WHERE a.status != 'resolved' AND a.kind IN ('sensor', 'unassigned_lane')"
+            f"SELECT count(*) FROM alerts AS a WHERE a.status != 'resolved' AND a.kind IN ({_TROUBLE})"
             f" AND {_ABOUT_LANE}",
-            {"lane": lane_id, "node": str(node_id)},
+            _about(lane_id, node_id, None),
         )
     )
     last = conn.execute(
@@ -146,7 +151,7 @@ def open_alerts(conn: sqlite3.Connection, lane: LaneInfo) -> list[OpenAlert]:
     rows = conn.execute(
         f"SELECT a.id, a.kind, a.cause_key, a.status, a.opened_ms FROM alerts AS a WHERE a.status != 'resolved'"
         f" AND {_ABOUT} ORDER BY a.opened_ms DESC, a.id DESC LIMIT {ALERTS_MAX}",
-        {"lane": lane.lane_id, "sku": lane.sku, "node": str(lane.node_id)},
+        _about(lane.lane_id, lane.node_id, lane.sku),
     )
     return [OpenAlert(*r) for r in rows]
 
@@ -214,7 +219,7 @@ def timeline(conn: sqlite3.Connection, lane: LaneInfo, t0_ms: int, t1_ms: int) -
         "SELECT a.id, a.kind, a.cause_key, a.opened_ms, a.resolved_ms, a.resolved_by, a.resolution FROM alerts AS a"
         f" WHERE a.opened_ms <= :t1 AND (a.opened_ms >= :t0 OR a.resolved_ms >= :t0) AND {_ABOUT}"
         f" ORDER BY a.opened_ms DESC LIMIT {ALERTS_MAX}",
-        {"lane": lane.lane_id, "sku": lane.sku, "node": str(lane.node_id), "t0": t0_ms, "t1": t1_ms},
+        {**_about(lane.lane_id, lane.node_id, lane.sku), "t0": t0_ms, "t1": t1_ms},
     ):
         if t0_ms <= opened <= t1_ms:
             entries.append(TimelineEntry(opened, "alert", f"{kind} alert opened", ref=cause, alert_id=aid))
@@ -227,61 +232,3 @@ def timeline(conn: sqlite3.Connection, lane: LaneInfo, t0_ms: int, t1_ms: int) -
             )  # fmt: skip
     entries.sort(key=lambda e: e.ts_ms, reverse=True)  # stable: movements keep their id order within a ms
     return entries, len(rows), total
-
-
-def _short(ms: int) -> str:
-    """A time in the timeline and tables: short enough for a phone (the period's dates are above them)."""
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%m-%d %H:%M:%S")
-
-
-@bp.get("/lanes/<lane_id>")
-def detail(lane_id: str) -> str:
-    range_name = request.args.get("range", "1h")
-    span = RANGES.get(range_name)
-    if span is None:
-        abort(400, f"range must be one of {', '.join(RANGES)}")
-    conn = get_db()
-    conn.execute("BEGIN")  # one snapshot: the header, both charts and the timeline agree under live writes
-    try:
-        t1 = now_ms()
-        t0 = t1 - span
-        lane = lane_info(conn, lane_id)
-        if lane is None:
-            abort(404)
-        start, counts, count_n = count_series(conn, lane, t0, t1)
-        weights, weight_n = weight_series(conn, lane_id, t0, t1)
-        entries, shown, total = timeline(conn, lane, t0, t1)
-        alerts = open_alerts(conn, lane)
-    finally:
-        conn.execute("COMMIT")
-    refs = []
-    if lane.capacity is not None:
-        refs.append(charts.RefLine(lane.capacity, "capacity"))
-    if lane.sku is not None and lane.reorder_point > 0:
-        refs.append(charts.RefLine(lane.reorder_point, "reorder point"))
-    label = "last hour" if range_name == "1h" else "last day"
-    count_svg = charts.step_chart(
-        start, counts, t0, t1, title=f"Count on lane {lane_id}, {label}", unit="units", refs=refs
-    )
-    weight_svg = charts.line_chart(weights, t0, t1, title=f"Weight on lane {lane_id}, {label}", unit="g")
-    return render_template(
-        "shelf.html",
-        lane=lane,
-        range_name=range_name,
-        ranges=list(RANGES),
-        t0=t0,
-        t1=t1,
-        count_start=start,
-        count_svg=Markup(count_svg),  # charts escapes every text it draws
-        weight_svg=Markup(weight_svg),
-        counts=counts,
-        count_n=count_n,
-        weights=weights,
-        weight_n=weight_n,
-        short=_short,
-        alerts=alerts,
-        entries=entries,
-        shown=shown,
-        total=total,
-        timeline_max=TIMELINE_MAX,
-    )

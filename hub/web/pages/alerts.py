@@ -9,34 +9,28 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from datetime import date
 
 from flask import Blueprint, abort, flash, g, redirect, render_template, request
 from werkzeug.wrappers.response import Response
 
+from hub.ledger.causes import Cause
 from hub.ledger.models import MAX_QTY, Alert, AlertStatus, InvalidArgument, LedgerError, UnknownAlert
+from hub.ledger.reader import ALERT
 from hub.reconcile.resolve import OUTCOMES
 from hub.reconcile.resolve import resolve as resolve_reconciliation
-from hub.web.app import get_db, get_writer
+from hub.web.access import requires
+from hub.web.db import fetch_one, get_db, get_writer
+from hub.web.pages.alerts_queries import STATUSES, AlertRecord, Filters, Page, kinds_in_ledger, list_alerts
+from hub.web.pages.alerts_text import EvidenceItem, readable_evidence, summary
 
 bp = Blueprint("alerts", __name__)
 
-PAGE_SIZE = 50
 NOTE_MAX = 500
 SEARCH_MAX = 100
-EVIDENCE_ITEMS_SHOWN = 10  # per list in the evidence (the newest)
 PLAIN = "resolved"  # the one outcome of an alert kind outside reconciliation's OUTCOMES
-STATUSES: dict[str, tuple[str, ...]] = {
-    "unresolved": ("open", "acknowledged"),
-    "open": ("open",),
-    "acknowledged": ("acknowledged",),
-    "resolved": ("resolved",),
-    "all": (),
-}
 # outcome -> the evidence field its write-off defaults to (qty overrides it)
 WRITE_OFFS: dict[str, str] = {"theft": "unexplained_units", "damaged": "suggested_units"}
 COUNTS = ("count",)
@@ -53,7 +47,6 @@ OUTCOME_LABELS: dict[str, str] = {
     "dismissed": "dismissed",
     PLAIN: "resolved",
 }
-_LANE_CAUSE = re.compile(r"lane:([A-Za-z0-9][A-Za-z0-9._-]{0,63})(?:/.*)?", re.DOTALL)
 _CURSOR = re.compile(r"(\d{1,15})\.(\d{1,18})")
 _WHOLE = re.compile(r"\d{1,7}")
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -66,28 +59,6 @@ def outcomes(kind: str) -> tuple[str, ...]:
 
 
 # ---------------------------------------------------------------------------------------------------- the list
-
-
-@dataclass(frozen=True, slots=True)
-class Filters:
-    status: str = "unresolved"
-    kind: str = ""
-    q: str = ""  # text in the cause key
-    since: date | None = None  # opened on or after this day (UTC)
-    until: date | None = None  # opened on or before this day (UTC)
-
-    def args(self) -> dict[str, str]:
-        """The query arguments that select these filters (defaults left out)."""
-        out = {"status": self.status} if self.status != "unresolved" else {}
-        if self.kind:
-            out["kind"] = self.kind
-        if self.q:
-            out["q"] = self.q
-        if self.since:
-            out["from"] = self.since.isoformat()
-        if self.until:
-            out["to"] = self.until.isoformat()
-        return out
 
 
 def _day(text: str, what: str) -> date | None:
@@ -127,18 +98,6 @@ def _cursor(text: str | None, name: str) -> tuple[int, int] | None:
     return int(m[1]), int(m[2])
 
 
-def _day_ms(day: date) -> int:
-    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
-
-
-@dataclass(frozen=True, slots=True)
-class EvidenceItem:
-    key: str
-    text: str  # a scalar, or a summary of a list / object
-    items: tuple[str, ...] = ()  # the newest entries of a list, each as "key: value, ..."
-    more: int = 0  # entries of the list not shown
-
-
 @dataclass(frozen=True, slots=True)
 class AlertRow:
     id: int
@@ -162,134 +121,39 @@ class AlertRow:
     default_qty: int | None  # what a write-off takes from the evidence when qty is empty
 
 
-def _scalar(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, str | int | float):
-        return str(value)
-    if isinstance(value, list) and all(not isinstance(v, dict | list) for v in value):
-        return ", ".join(_scalar(v) for v in value) or "none"
-    if isinstance(value, dict):
-        return ", ".join(f"{k}: {_scalar(v)}" for k, v in value.items()) or "none"
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-
-def _g(weight_dg: Any) -> str:
-    return f"{weight_dg / 10:.1f} g" if isinstance(weight_dg, int) and not isinstance(weight_dg, bool) else "?"
-
-
-def _n(value: Any, one: str, many: str) -> str:
-    return f"{value} {one if value == 1 else many}"
-
-
-def summary(kind: str, text: str) -> str:
-    """One sentence a store manager reads before the evidence: what the alert says happened (from the evidence
-    reconciliation writes, hub/reconcile/README.md); empty when the evidence lacks what the sentence needs."""
-    try:
-        ev = json.loads(text)
-    except ValueError:
-        return ""
-    if not isinstance(ev, dict):
-        return ""
-    sku, lane = ev.get("sku"), ev.get("lane_id")
-    try:
-        if kind == "shrinkage":
-            return (
-                f"{_n(ev['unexplained_units'], 'unit', 'units')} of {sku} left lane {lane} and were neither put back"
-                f" nor sold within {ev['window_s']:.0f} s (picks {ev['first_pick'][11:19]}"
-                f"-{ev['last_pick'][11:19]} UTC)."
-            )
-        if kind == "damage":
-            return (
-                f"The weight on lane {lane} ({sku}) dropped without a whole item leaving:"
-                f" {_n(ev['suggested_units'], 'unit', 'units')} likely damaged or spilled."
-            )
-        if kind == "misplaced":
-            last = ev["events"][-1]
-            return (
-                f"Something weighing {_g(last['weight_delta_dg'])} was put on lane {lane} ({sku}):"
-                f" it fits {ev['likely_sku']}, not {sku}."
-            )
-        if kind == "reorder":
-            return (
-                f"{sku} ({ev['sku_name']}): {ev['available']} available, at or below the reorder point"
-                f" {ev['reorder_point']}; suggested order {ev['suggested_qty']}."
-            )
-        if kind == "sensor":
-            problem = ev.get("problem")
-            if problem == "silent":
-                return f"Node {ev['node_id']} has not been heard from since {ev['last_seen'][:19]} UTC."
-            if problem == "stuck":
-                return (
-                    f"Lane {lane} ({sku}) reported nothing for {ev['no_event_for_s'] / 60:.0f} min while"
-                    f" {_n(ev['unseen_sale_units'], 'unit was', 'units were')} sold: the load cell may be stuck."
-                )
-            if problem == "drift":
-                return (
-                    f"Lane {lane} ({sku}): {ev['events_in_period']} uncertain or unexplained weight changes in"
-                    f" {ev['period_s'] / 60:.0f} min (threshold {ev['threshold']}): the load cell may drift."
-                )
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError):
-        return ""
-    return ""
-
-
-def readable_evidence(text: str) -> tuple[EvidenceItem, ...]:
-    """The evidence as key: value items; lists of objects (picks, events) as their newest entries."""
-    try:
-        evidence = json.loads(text)
-    except ValueError:
-        return (EvidenceItem("evidence", text[:500]),)
-    if not isinstance(evidence, dict):
-        return (EvidenceItem("evidence", _scalar(evidence)),)
-    plain: list[EvidenceItem] = []
-    nested: list[EvidenceItem] = []
-    for key, value in evidence.items():
-        if isinstance(value, list) and any(isinstance(v, dict | list) for v in value):
-            shown = value[-EVIDENCE_ITEMS_SHOWN:]
-            summary = f"{len(value)} {'entry' if len(value) == 1 else 'entries'}"
-            if len(shown) < len(value):
-                summary += f", the newest {len(shown)} shown"
-            nested.append(EvidenceItem(key, summary, tuple(_scalar(v) for v in shown), len(value) - len(shown)))
-        else:
-            plain.append(EvidenceItem(key, _scalar(value)))
-    return (*plain, *nested)
-
-
-def _alert_row(r: sqlite3.Row) -> AlertRow:
-    lane = _LANE_CAUSE.fullmatch(r["cause_key"])
-    kind = r["kind"]
+def alert_row(r: AlertRecord) -> AlertRow:
+    """An alert as the page shows it."""
+    cause = Cause.parse_or_none(r.cause_key)
+    kind = r.kind
     kinds_outcomes = outcomes(kind)
     movement = None
-    if r["m_location"] is not None:
-        qty = int(r["m_qty"])
-        movement = f"{qty:+d} {r['m_sku'] or ''} at {r['m_location']} ({r['m_reason']})".replace("  ", " ")
+    if r.posted_location is not None:
+        qty = int(r.posted_qty or 0)
+        movement = f"{qty:+d} {r.posted_sku or ''} at {r.posted_location} ({r.posted_reason})".replace("  ", " ")
     default_qty = None
     write_offs = [o for o in kinds_outcomes if o in WRITE_OFFS]
     if write_offs:
         try:
-            value = json.loads(r["evidence"]).get(WRITE_OFFS[write_offs[0]])
+            value = json.loads(r.evidence).get(WRITE_OFFS[write_offs[0]])
         except (ValueError, AttributeError):
             value = None
         default_qty = value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
     return AlertRow(
-        id=r["id"],
+        id=r.id,
         kind=kind,
-        cause_key=r["cause_key"],
-        lane_id=lane[1] if lane else None,
-        status=r["status"],
-        opened_ms=r["opened_ms"],
-        acknowledged_ms=r["acknowledged_ms"],
-        acknowledged_by=r["acknowledged_by"],
-        resolved_ms=r["resolved_ms"],
-        resolved_by=r["resolved_by"],
-        resolution=r["resolution"],
-        movement_id=r["resolution_movement_id"],
+        cause_key=r.cause_key,
+        lane_id=None if cause is None else cause.lane_id,
+        status=r.status,
+        opened_ms=r.opened_ms,
+        acknowledged_ms=r.acknowledged_ms,
+        acknowledged_by=r.acknowledged_by,
+        resolved_ms=r.resolved_ms,
+        resolved_by=r.resolved_by,
+        resolution=r.resolution,
+        movement_id=r.resolution_movement_id,
         movement=movement,
-        summary=summary(kind, r["evidence"]),
-        evidence=readable_evidence(r["evidence"]),
+        summary=summary(kind, r.evidence),
+        evidence=readable_evidence(r.evidence),
         outcomes=kinds_outcomes,
         takes_qty=bool(write_offs),
         takes_counted=any(o in COUNTS for o in kinds_outcomes),
@@ -297,91 +161,14 @@ def _alert_row(r: sqlite3.Row) -> AlertRow:
     )
 
 
-_SELECT = (
-    "SELECT a.id, a.kind, a.cause_key, a.status, a.opened_ms, a.acknowledged_ms, a.acknowledged_by, a.resolved_ms,"
-    " a.resolved_by, a.resolution, a.resolution_movement_id, a.evidence,"
-    " m.sku AS m_sku, m.location AS m_location, m.qty AS m_qty, m.reason AS m_reason"
-    " FROM alerts AS a LEFT JOIN movements AS m ON m.id = a.resolution_movement_id"
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    rows: list[AlertRow]
-    older: str | None  # cursor of the next (older) page
-    newer: str | None  # cursor of the previous (newer) page
-    first: bool  # this is the newest page
-
-
-def list_alerts(
-    conn: sqlite3.Connection,
-    filters: Filters,
-    *,
-    before: tuple[int, int] | None = None,
-    after: tuple[int, int] | None = None,
-    page_size: int = PAGE_SIZE,
-) -> Page:
-    """One page of alerts matching ``filters``, newest first: those older than ``before`` (opened_ms, id), or
-    the page just newer than ``after``; the newest page without either."""
-    where: list[str] = []
-    params: list[Any] = []
-    statuses = STATUSES[filters.status]
-    if statuses:
-        where.append(f"a.status IN ({', '.join('?' * len(statuses))})")
-        params += statuses
-    if filters.kind:
-        where.append("a.kind = ?")
-        params.append(filters.kind)
-    if filters.q:
-        where.append("a.cause_key LIKE ? ESCAPE '\\'")
-        params.append("%" + re.sub(r"([\\%_])", r"\\\1", filters.q) + "%")
-    if filters.since:
-        where.append("a.opened_ms >= ?")
-        params.append(_day_ms(filters.since))
-    if filters.until:
-        where.append("a.opened_ms < ?")
-        params.append(_day_ms(filters.until + timedelta(days=1)))
-    conn.row_factory = sqlite3.Row
-
-    def fetch(extra: str, extra_params: tuple[int, ...], order: str) -> list[AlertRow]:
-        clauses = [*where, extra] if extra else where
-        sql = _SELECT + (" WHERE " + " AND ".join(clauses) if clauses else "")
-        sql += f" ORDER BY a.opened_ms {order}, a.id {order} LIMIT ?"
-        return [_alert_row(r) for r in conn.execute(sql, [*params, *extra_params, page_size + 1])]
-
-    try:
-        if after is not None:
-            newer = fetch("(a.opened_ms > ? OR (a.opened_ms = ? AND a.id > ?))", (after[0], after[0], after[1]), "ASC")
-            if len(newer) > page_size:  # there are newer pages still
-                rows = newer[:page_size][::-1]
-                return Page(rows, _key(rows[-1]), _key(rows[0]), first=False)
-            before = None  # fewer than a page newer than that: the newest page
-        if before is not None:
-            older = fetch(
-                "(a.opened_ms < ? OR (a.opened_ms = ? AND a.id < ?))", (before[0], before[0], before[1]), "DESC"
-            )
-        else:
-            older = fetch("", (), "DESC")
-    finally:
-        conn.row_factory = None
-    rows = older[:page_size]
-    more = len(older) > page_size
-    first = before is None
-    return Page(rows, _key(rows[-1]) if more else None, None if first or not rows else _key(rows[0]), first)
-
-
-def _key(row: AlertRow) -> str:
-    return f"{row.opened_ms}.{row.id}"
-
-
-def _kinds(conn: sqlite3.Connection) -> list[str]:
-    return sorted({*OUTCOMES, *(r[0] for r in conn.execute("SELECT DISTINCT kind FROM alerts"))})
+def _kinds() -> list[str]:
+    return sorted({*OUTCOMES, *kinds_in_ledger(get_db())})
 
 
 @bp.get("/alerts")
+@requires("viewer")
 def index() -> str | tuple[str, int]:
-    conn = get_db()
-    kinds = _kinds(conn)
+    kinds = _kinds()
     try:
         filters = parse_filters(request.args, kinds)
         before = _cursor(request.args.get("before"), "before")
@@ -389,14 +176,14 @@ def index() -> str | tuple[str, int]:
     except InvalidArgument as exc:
         page = Page([], None, None, first=True)
         return _render(page, Filters(), kinds, error=str(exc)), 400
-    return _render(list_alerts(conn, filters, before=before, after=after), filters, kinds, error=None)
+    return _render(list_alerts(get_db(), filters, before=before, after=after), filters, kinds, error=None)
 
 
 def _render(page: Page, filters: Filters, kinds: list[str], *, error: str | None) -> str:
     return render_template(
         "alerts.html",
         page=page,
-        alerts=page.rows,
+        alerts=[alert_row(r) for r in page.rows],
         filters=filters,
         filter_args=filters.args(),
         kinds=kinds,
@@ -422,6 +209,7 @@ def _back() -> str:
 
 
 @bp.post("/alerts/<int:alert_id>/acknowledge")
+@requires("clerk")
 def acknowledge(alert_id: int) -> Response:
     actor = f"web:{g.user.username}"
     try:
@@ -496,11 +284,12 @@ def _resolved_message(before: str, alert: Alert) -> str:
 
 
 @bp.post("/alerts/<int:alert_id>/resolve")
+@requires("manager")
 def resolve(alert_id: int) -> Response:
-    row = get_db().execute("SELECT kind, status FROM alerts WHERE id = ?", (alert_id,)).fetchone()
-    if row is None:
+    found = fetch_one(get_db(), ALERT, (alert_id,))
+    if found is None:
         abort(404)
-    kind, status = str(row[0]), str(row[1])
+    kind, status = found.kind, str(found.status)
     actor = f"web:{g.user.username}"
     try:
         res = parse_resolution(kind, request.form)

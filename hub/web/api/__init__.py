@@ -1,0 +1,1 @@
+"""The HTTP API for POS / WMS clients (``views``: the blueprint); hub/web/README.md, *HTTP API*."""

@@ -1,0 +1,152 @@
+"""What a request to the HTTP API may contain: the limits, and the ``Field`` definitions of every post item
+(``FIELDS``) and every read's query (``QUERIES``). They are the one definition: the validator (``validation.py``)
+and the OpenAPI description (``openapi.py``, served at ``/api/openapi.json``) are both made from them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from hub.ledger.models import BACKROOM, MAX_QTY
+from hub.ledger.postings import REF_MAX
+
+PREFIX = "/api/v1"
+MAX_ITEMS = 1000
+MAX_BODY_BYTES = 1024 * 1024  # 1000 items of ~200 bytes, with room to spare; larger bodies get 413
+# A CSV import (/imports/<kind>) is one transaction of the hub's single writer, which everything else (sensor
+# events, pages, sign-ins) waits behind: 10,000 rows keep it busy for seconds (6.7 s measured on the development
+# machine), not minutes. Larger files are refused with 413 (split them). 300 bytes: the longest row the formats
+# allow (64-character id and order, 32-character SKU, a lane location, a timestamp with an offset).
+MAX_IMPORT_ROWS = 10_000
+MAX_CSV_BYTES = MAX_IMPORT_ROWS * 300
+IMPORT_TIMEOUT_S = 120.0  # the bridge's wait for an import (ordinary requests: LoopWriter.timeout_s, 30 s)
+MAX_IMPORT_ERRORS = 100  # a 422 lists the first 100 problems and how many more there are
+MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+ALERTS_MAX_LIMIT = 500
+
+FieldType = Literal["string", "integer", "boolean", "timestamp"]
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of a request item or query: the validator and the OpenAPI schema are both made from it."""
+
+    name: str
+    type: FieldType
+    description: str
+    required: bool = False
+    minimum: int | None = None
+    maximum: int | None = None
+    min_length: int | None = None
+    max_length: int | None = None
+    pattern: str | None = None  # a regular expression searched for (as in JSON Schema): anchor it with ^...$
+    enum: tuple[str, ...] | None = None
+    default: bool | int | str | None = None
+    hint: str = ""  # what a value that does not match ``pattern`` should look like
+
+
+_ID = Field(
+    "id",
+    "string",
+    "The client's id of this line (POS line, delivery line, ...): the idempotency key, unique per kind and client. "
+    "Re-sending it with the same content changes nothing; with different content, or an id another client already "
+    "used, it is refused (409).",
+    required=True,
+    min_length=1,
+    max_length=REF_MAX,
+    pattern=r"^\S(.*\S)?$",
+    hint="no spaces at either end",
+)
+SKU_FIELD = Field(
+    "sku",
+    "string",
+    "A SKU the ledger knows.",
+    required=True,
+    min_length=1,
+    max_length=32,
+    pattern=r"^[ -~]+$",
+    hint="printable ASCII characters",
+)
+_QTY = Field("quantity", "integer", "Units, positive.", required=True, minimum=1, maximum=MAX_QTY)
+_COUNTED = Field("counted", "integer", "Units counted (zero or more).", required=True, minimum=0, maximum=MAX_QTY)
+_TS = Field(
+    "timestamp",
+    "timestamp",
+    "When it happened (1970..9999): ISO 8601 with a timezone (2025-11-27T14:03:00+01:00) or ms since the epoch. "
+    "Default: when the ledger records it.",
+)
+_LOCATION_RE = r"^(lane:[A-Za-z0-9][A-Za-z0-9._-]{0,63}|[a-z][a-z0-9_-]{0,63})$"
+
+
+def _location(default: str) -> Field:
+    return Field(
+        "location",
+        "string",
+        f"Book location: backroom, lane:<lane id> of a registered lane, or a plain name. Default: {default}.",
+        max_length=69,
+        pattern=_LOCATION_RE,
+        hint="backroom, lane:<lane id> or a plain lower-case name (a-z, 0-9, _ and -)",
+    )
+
+
+_SHELF = "the SKU's lane holding the most stock (backroom if it is on no lane)"
+
+PostKind = Literal["sales", "receipts", "returns", "picks", "counts"]
+FIELDS: dict[PostKind, tuple[Field, ...]] = {
+    "sales": (_ID, SKU_FIELD, _QTY, _TS, _location(_SHELF)),
+    "receipts": (_ID, SKU_FIELD, _QTY, _TS, _location(BACKROOM)),
+    "returns": (
+        _ID,
+        SKU_FIELD,
+        _QTY,
+        _TS,
+        _location(BACKROOM),
+        Field(
+            "restockable",
+            "boolean",
+            "False: the returned units are written off as damage in the same posting.",
+            default=True,
+        ),
+    ),
+    "picks": (
+        _ID,
+        SKU_FIELD,
+        _QTY,
+        Field(
+            "order",
+            "string",
+            "The order id.",
+            required=True,
+            min_length=1,
+            max_length=REF_MAX,
+            pattern=r"\S",
+            hint="not blank",
+        ),
+        _TS,
+        _location(_SHELF),
+    ),
+    "counts": (_ID, SKU_FIELD, _COUNTED, _TS, _location(BACKROOM)),
+}
+SUMMARIES: dict[PostKind, str] = {
+    "sales": "Record sales (stock leaves the shelf)",
+    "receipts": "Record goods received",
+    "returns": "Record customer returns",
+    "picks": "Record order picks (online orders)",
+    "counts": "Record physical counts (the difference is posted as a count adjustment)",
+}
+
+# query parameters of the reads (endpoint -> fields)
+QUERIES: dict[str, tuple[Field, ...]] = {
+    "api.stock": (Field("sku", "string", "Only this SKU.", min_length=1, max_length=32),),
+    "api.lanes": (),
+    "api.alerts": (
+        Field(
+            "status",
+            "string",
+            "Only alerts with this status (unresolved: open or acknowledged). Default: all.",
+            enum=("open", "acknowledged", "resolved", "unresolved"),
+        ),
+        Field("limit", "integer", "Page size.", minimum=1, maximum=ALERTS_MAX_LIMIT, default=100),
+        Field("after", "integer", "Only alerts with a larger id (the previous page's next_after).", minimum=0),
+    ),
+}

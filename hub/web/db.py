@@ -1,0 +1,89 @@
+"""The web layer's connections: read-only sqlite3 connections to the ledger, and the writer.
+
+* ``get_db()``: this request's read-only connection (opened on first use, closed at teardown); ``open_ro(path)``: a
+  connection of one's own (the live feed's, a streamed export's, the CLI's). Both are ``mode=ro`` with
+  ``query_only``: the web never writes through them.
+* ``read_transaction(conn)``: one read transaction, so that several queries see one committed state.
+* ``fetch_all`` / ``fetch_one``: run one of the ledger's query definitions (``hub.ledger.reader.Query``: SQL and
+  row mapper, the same ones ``LedgerReader`` runs) on such a connection.
+* ``get_writer()``: the app's ``Writer`` (``bridge.py``): every write goes through the hub's ``LedgerService``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from flask import Flask, current_app, g
+
+from hub.ledger.reader import Query
+from hub.web.bridge import Writer
+
+T = TypeVar("T")
+_WRITER = "smartshelf_writer"
+
+
+def open_ro(path: Path | str, *, check_same_thread: bool = True) -> sqlite3.Connection:
+    """A read-only connection to the ledger at ``path`` (autocommit: ``read_transaction`` makes one)."""
+    uri = f"file:{Path(path).resolve()}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, timeout=5.0, isolation_level=None, check_same_thread=check_same_thread)
+    conn.execute("PRAGMA query_only = ON")
+    return conn
+
+
+def get_db() -> sqlite3.Connection:
+    """This request's read-only connection to the ledger."""
+    if "db" not in g:
+        g.db = open_ro(current_app.config["LEDGER_PATH"])
+    db: sqlite3.Connection = g.db
+    return db
+
+
+def get_writer() -> Writer:
+    writer: Writer = current_app.extensions[_WRITER]
+    return writer
+
+
+def app_writer(app: Flask) -> Writer:
+    writer: Writer = app.extensions[_WRITER]
+    return writer
+
+
+def _close_db(_exc: BaseException | None) -> None:
+    db = g.pop("db", None)
+    if db is not None:
+        db.close()
+
+
+def install(app: Flask, writer: Writer) -> None:
+    app.extensions[_WRITER] = writer
+    app.teardown_appcontext(_close_db)
+
+
+@contextmanager
+def read_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """Every query inside sees the same committed state (under live writes: the header, the charts and the
+    timeline of a page agree)."""
+    conn.execute("BEGIN")
+    try:
+        yield conn
+    finally:
+        conn.execute("COMMIT")
+
+
+def fetch_all(
+    conn: sqlite3.Connection, query: Query[T], params: Sequence[Any] = (), *, where: Iterable[tuple[str, Any]] = ()
+) -> list[T]:
+    sql, bound = query.bind(params, where=where)
+    return [query.row(r) for r in conn.execute(sql, bound)]
+
+
+def fetch_one(
+    conn: sqlite3.Connection, query: Query[T], params: Sequence[Any] = (), *, where: Iterable[tuple[str, Any]] = ()
+) -> T | None:
+    sql, bound = query.bind(params, where=where)
+    row = conn.execute(sql, bound).fetchone()
+    return None if row is None else query.row(row)

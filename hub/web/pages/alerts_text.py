@@ -1,0 +1,114 @@
+"""The alerts page's words: one sentence per alert from its evidence (``summary``) and the evidence as a list of
+key: value items (``readable_evidence``). Pure functions of the stored evidence text (no Flask, no SQL)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+EVIDENCE_ITEMS_SHOWN = 10  # per list in the evidence (the newest)
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceItem:
+    key: str
+    text: str  # a scalar, or a summary of a list / object
+    items: tuple[str, ...] = ()  # the newest entries of a list, each as "key: value, ..."
+    more: int = 0  # entries of the list not shown
+
+
+def _scalar(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, str | int | float):
+        return str(value)
+    if isinstance(value, list) and all(not isinstance(v, dict | list) for v in value):
+        return ", ".join(_scalar(v) for v in value) or "none"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {_scalar(v)}" for k, v in value.items()) or "none"
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _g(weight_dg: Any) -> str:
+    return f"{weight_dg / 10:.1f} g" if isinstance(weight_dg, int) and not isinstance(weight_dg, bool) else "?"
+
+
+def _n(value: Any, one: str, many: str) -> str:
+    return f"{value} {one if value == 1 else many}"
+
+
+def summary(kind: str, text: str) -> str:
+    """One sentence a store manager reads before the evidence: what the alert says happened (from the evidence
+    reconciliation writes, hub/reconcile/README.md); empty when the evidence lacks what the sentence needs."""
+    try:
+        ev = json.loads(text)
+    except ValueError:
+        return ""
+    if not isinstance(ev, dict):
+        return ""
+    sku, lane = ev.get("sku"), ev.get("lane_id")
+    try:
+        if kind == "shrinkage":
+            return (
+                f"{_n(ev['unexplained_units'], 'unit', 'units')} of {sku} left lane {lane} and were neither put back"
+                f" nor sold within {ev['window_s']:.0f} s (picks {ev['first_pick'][11:19]}"
+                f"-{ev['last_pick'][11:19]} UTC)."
+            )
+        if kind == "damage":
+            return (
+                f"The weight on lane {lane} ({sku}) dropped without a whole item leaving:"
+                f" {_n(ev['suggested_units'], 'unit', 'units')} likely damaged or spilled."
+            )
+        if kind == "misplaced":
+            last = ev["events"][-1]
+            return (
+                f"Something weighing {_g(last['weight_delta_dg'])} was put on lane {lane} ({sku}):"
+                f" it fits {ev['likely_sku']}, not {sku}."
+            )
+        if kind == "reorder":
+            return (
+                f"{sku} ({ev['sku_name']}): {ev['available']} available, at or below the reorder point"
+                f" {ev['reorder_point']}; suggested order {ev['suggested_qty']}."
+            )
+        if kind == "sensor":
+            problem = ev.get("problem")
+            if problem == "silent":
+                return f"Node {ev['node_id']} has not been heard from since {ev['last_seen'][:19]} UTC."
+            if problem == "stuck":
+                return (
+                    f"Lane {lane} ({sku}) reported nothing for {ev['no_event_for_s'] / 60:.0f} min while"
+                    f" {_n(ev['unseen_sale_units'], 'unit was', 'units were')} sold: the load cell may be stuck."
+                )
+            if problem == "drift":
+                return (
+                    f"Lane {lane} ({sku}): {ev['events_in_period']} uncertain or unexplained weight changes in"
+                    f" {ev['period_s'] / 60:.0f} min (threshold {ev['threshold']}): the load cell may drift."
+                )
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+        return ""
+    return ""
+
+
+def readable_evidence(text: str) -> tuple[EvidenceItem, ...]:
+    """The evidence as key: value items; lists of objects (picks, events) as their newest entries."""
+    try:
+        evidence = json.loads(text)
+    except ValueError:
+        return (EvidenceItem("evidence", text[:500]),)
+    if not isinstance(evidence, dict):
+        return (EvidenceItem("evidence", _scalar(evidence)),)
+    plain: list[EvidenceItem] = []
+    nested: list[EvidenceItem] = []
+    for key, value in evidence.items():
+        if isinstance(value, list) and any(isinstance(v, dict | list) for v in value):
+            shown = value[-EVIDENCE_ITEMS_SHOWN:]
+            summary = f"{len(value)} {'entry' if len(value) == 1 else 'entries'}"
+            if len(shown) < len(value):
+                summary += f", the newest {len(shown)} shown"
+            nested.append(EvidenceItem(key, summary, tuple(_scalar(v) for v in shown), len(value) - len(shown)))
+        else:
+            plain.append(EvidenceItem(key, _scalar(value)))
+    return (*plain, *nested)

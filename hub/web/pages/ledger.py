@@ -1,0 +1,193 @@
+"""Ledger explorer: movements filtered by SKU, lane, location, reason, actor, date and source reference; keyset
+pagination by id (newest first); the same filters as a streamed CSV export.
+
+Filters (query parameters, all optional, combined with AND; an invalid value is a 400 naming the parameter):
+``sku`` (exact), ``lane`` (``sensor:<lane>`` and ``lane:<lane>``), ``location`` (exact), ``reason`` (repeatable:
+any of them), ``actor`` (prefix), ``from`` / ``to`` (``YYYY-MM-DD``, UTC days, both included), ``ref`` (text in
+the source reference), ``before`` (an id: the page of older movements).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sqlite3
+from collections.abc import Iterator, Sequence
+from datetime import UTC, date, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import Blueprint, Response, abort, current_app, render_template, request
+from werkzeug.datastructures import MultiDict
+
+from hub.ledger.models import LANE_ID_RE, SKU_RE, Reason
+from hub.web.access import requires
+from hub.web.db import get_db, open_ro
+from hub.web.filters import csv_text, iso_ms
+from hub.web.pages.ledger_queries import PAGE_SIZE, Filters, page
+
+bp = Blueprint("ledger", __name__)
+
+CSV_BATCH = 1000
+_MAX_TEXT = 200
+CSV_HEADER = (
+    "id",
+    "time_utc",
+    "sku",
+    "location",
+    "qty",
+    "reason",
+    "actor",
+    "source_ref",
+    "note",
+    "reverses_id",
+    "reversed_by",
+)
+
+
+class FilterError(ValueError):
+    """A query parameter the explorer cannot use; the message names it."""
+
+
+def _text(args: MultiDict[str, str], name: str) -> str:
+    value = args.get(name, "").strip()
+    if len(value) > _MAX_TEXT:
+        raise FilterError(f"{name}: at most {_MAX_TEXT} characters")
+    if any(ord(c) < 32 for c in value):
+        raise FilterError(f"{name}: control characters are not allowed")
+    return value
+
+
+def _day(args: MultiDict[str, str], name: str) -> date | None:
+    value = args.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        if len(value) != 10:
+            raise ValueError(value)
+        return date.fromisoformat(value)
+    except ValueError:
+        raise FilterError(f"{name}: {value[:40]!r} is not a date (YYYY-MM-DD, UTC)") from None
+
+
+def parse_filters(args: MultiDict[str, str]) -> Filters:
+    sku = _text(args, "sku")
+    if sku and not SKU_RE.fullmatch(sku):
+        raise FilterError(f"sku: {sku[:40]!r} is not a SKU (1-32 printable ASCII characters)")
+    lane = _text(args, "lane")
+    if lane and not LANE_ID_RE.fullmatch(lane):
+        raise FilterError(f"lane: {lane[:40]!r} is not a lane id")
+    location = _text(args, "location")
+    valid = {r.value for r in Reason}
+    reasons: list[str] = []
+    for value in args.getlist("reason"):
+        value = value.strip()
+        if not value:
+            continue
+        if value not in valid:
+            raise FilterError(f"reason: {value[:40]!r} is not one of {', '.join(sorted(valid))}")
+        if value not in reasons:
+            reasons.append(value)
+    day_from, day_to = _day(args, "from"), _day(args, "to")
+    if day_from is not None and day_to is not None and day_from > day_to:
+        raise FilterError("from: the first day is after the last day (to)")
+    return Filters(sku, lane, location, tuple(reasons), _text(args, "actor"), day_from, day_to, _text(args, "ref"))
+
+
+def parse_before(args: MultiDict[str, str]) -> int | None:
+    value = args.get("before", "").strip()
+    if not value:
+        return None
+    if not value.isascii() or not value.isdigit() or len(value) > 18 or int(value) <= 0:
+        raise FilterError(f"before: {value[:40]!r} is not a movement id (a positive whole number)")
+    return int(value)
+
+
+def _filters_or_400() -> tuple[Filters, int | None]:
+    try:
+        return parse_filters(request.args), parse_before(request.args)
+    except FilterError as exc:
+        abort(400, str(exc))
+
+
+def csv_row(r: Sequence[Any]) -> list[Any]:
+    """A movement row for the CSV: numbers stay numbers, text is made formula-safe."""
+    mid, ts, sku, location, qty, reason, actor, ref, note, reverses, reversed_by = r
+    return [
+        mid,
+        iso_ms(ts),
+        csv_text(sku),
+        csv_text(location),
+        qty,
+        reason,
+        csv_text(actor),
+        csv_text(ref),
+        csv_text(note),
+        "" if reverses is None else reverses,
+        "" if reversed_by is None else reversed_by,
+    ]
+
+
+def csv_lines(conn: sqlite3.Connection, filters: Filters) -> Iterator[str]:
+    """The CSV, a batch of rows at a time (keyset by id, so memory stays constant for any number of rows; rows
+    committed meanwhile have higher ids and are not included)."""
+    buf = io.StringIO()
+    out = csv.writer(buf, lineterminator="\r\n")
+    out.writerow(CSV_HEADER)
+    yield buf.getvalue()
+    before: int | None = None
+    while True:
+        rows = page(conn, filters, before, CSV_BATCH - 1)
+        if not rows:
+            return
+        buf.seek(0)
+        buf.truncate()
+        out.writerows(csv_row(r) for r in rows)
+        yield buf.getvalue()
+        if len(rows) < CSV_BATCH:
+            return
+        before = rows[-1][0]
+
+
+@bp.get("/ledger")
+@requires("clerk")
+def explorer() -> str:
+    filters, before = _filters_or_400()
+    rows = page(get_db(), filters, before)
+    older = None
+    if len(rows) > PAGE_SIZE:
+        rows = rows[:PAGE_SIZE]
+        older = "?" + urlencode([*filters.query_args(), ("before", str(rows[-1][0]))])
+    query = urlencode(filters.query_args())
+    return render_template(
+        "ledger.html",
+        rows=rows,
+        filters=filters,
+        reasons=[r.value for r in Reason],
+        before=before,
+        older=older,
+        newest="?" + query if before is not None else None,
+        export_query=query,
+        page_size=PAGE_SIZE,
+    )
+
+
+@bp.get("/ledger.csv")
+@requires("manager")
+def export() -> Response:
+    filters, _before = _filters_or_400()
+    path = current_app.config["LEDGER_PATH"]
+
+    def stream() -> Iterator[str]:
+        conn = open_ro(path)
+        try:
+            yield from csv_lines(conn, filters)
+        finally:
+            conn.close()
+
+    filename = f"ledger-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.csv"
+    return Response(
+        stream(),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"', "X-Content-Type-Options": "nosniff"},
+    )
