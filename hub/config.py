@@ -37,6 +37,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
+from hub.reconcile.config import ReconcileConfig
+
 Synchronous = Literal["FULL", "NORMAL"]
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_BAUD = 115200
@@ -283,7 +285,6 @@ def load_config(path: Path | str) -> HubConfig:
     reconcile = top.get("reconcile", {})
     if not isinstance(reconcile, dict):
         raise f.fail("reconcile", "must be a table ([reconcile])")
-    from hub.reconcile.config import ReconcileConfig
 
     try:
         ReconcileConfig.from_mapping(reconcile)

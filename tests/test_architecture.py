@@ -138,3 +138,15 @@ def test_hub_modules_stay_small() -> None:
         if name.startswith("hub") and (n := len(path.read_text().splitlines())) > MAX_HUB_LINES
     }
     assert {name: n for name, n in long.items() if name not in LONG_MODULES} == {}
+
+
+def test_the_hub_imports_its_modules_at_the_top() -> None:
+    """No import inside a function or under a condition: such imports hid the web's circle before."""
+    late = [
+        f"{name}:{line} imports {target}"
+        for name, path in MODULES.items()
+        if name.split(".")[0] in ("hub", "shared_protocol")
+        for target, line, top in imports_of(name, path)
+        if not top
+    ]
+    assert late == []

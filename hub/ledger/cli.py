@@ -16,6 +16,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hub.ledger import schema
+from hub.ledger.backup import RestoreRefused, backup_database, restore_database
+from hub.ledger.dblock import LedgerBusy
+from hub.ledger.models import LedgerError, SchemaError, Sku
+from hub.ledger.reader import LedgerReader
+from hub.ledger.service import LedgerService
+
 DEFAULT_DB = "smartshelf.db"
 DB_ENV = "SMARTSHELF_DB"
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
@@ -38,7 +45,6 @@ def _err(message: str) -> None:
 
 
 def _init(args: argparse.Namespace) -> int:
-    from hub.ledger import schema
 
     old, new = schema.open_and_migrate(args.db, args.migrations)
     print(f"{args.db}: schema version {new}" + (f" (upgraded from {old})" if old and old != new else ""))
@@ -46,7 +52,6 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _backup(args: argparse.Namespace) -> int:
-    from hub.ledger.backup import backup_database
 
     info = backup_database(args.db, args.dest)
     print(f"backup written: {info.path} ({info.movements} movements, schema {info.schema_version})")
@@ -54,8 +59,6 @@ def _backup(args: argparse.Namespace) -> int:
 
 
 def _restore(args: argparse.Namespace) -> int:
-    from hub.ledger.backup import RestoreRefused, restore_database
-    from hub.ledger.dblock import LedgerBusy
 
     try:
         info = restore_database(args.src, args.db, migrations=args.migrations)
@@ -70,7 +73,6 @@ TOKEN_ENV = "SMARTSHELF_API_TOKEN"
 
 
 def _import(args: argparse.Namespace) -> int:
-    from hub.ledger.service import LedgerService
 
     path = Path(args.file)
     if not path.is_file():
@@ -154,8 +156,6 @@ def _import_remote(args: argparse.Namespace, path: Path) -> int:
 
 
 def _add_sku(args: argparse.Namespace) -> int:
-    from hub.ledger.models import Sku
-    from hub.ledger.service import LedgerService
 
     sku = Sku(
         args.sku,
@@ -176,7 +176,6 @@ def _add_sku(args: argparse.Namespace) -> int:
 
 
 def _assign_lane(args: argparse.Namespace) -> int:
-    from hub.ledger.service import LedgerService
 
     async def run() -> str:
         async with LedgerService(args.db, migrations=args.migrations) as ledger:
@@ -188,7 +187,6 @@ def _assign_lane(args: argparse.Namespace) -> int:
 
 
 def _stock(args: argparse.Namespace) -> int:
-    from hub.ledger.reader import LedgerReader
 
     if not Path(args.db).is_file():
         _err(f"no ledger database at {args.db}")
@@ -214,10 +212,6 @@ def _stock(args: argparse.Namespace) -> int:
 
 def _ledger(args: argparse.Namespace) -> int:
     import sqlite3
-
-    from hub.ledger.backup import RestoreRefused
-    from hub.ledger.dblock import LedgerBusy
-    from hub.ledger.models import LedgerError, SchemaError
 
     try:
         rc: int = args.ledger_func(args)

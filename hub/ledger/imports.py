@@ -20,12 +20,10 @@ import io
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from hub.ledger.models import BACKROOM, MAX_QTY, InvalidArgument, LedgerError, to_ms
-
-if TYPE_CHECKING:
-    from hub.ledger.postings import Tx
+from hub.ledger.postings import Tx
 
 ImportKind = Literal["sales", "receipts", "picks", "returns", "counts"]
 KINDS: tuple[ImportKind, ...] = ("sales", "receipts", "picks", "returns", "counts")

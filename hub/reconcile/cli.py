@@ -19,6 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from hub.ledger.cli import DB_ENV, DEFAULT_DB, EXIT_FAILED, EXIT_OK, EXIT_REFUSED, default_actor, default_db
+from hub.ledger.models import AlertStatus, InvalidArgument, LedgerError, SchemaError, UnknownAlert
+from hub.ledger.reader import LedgerReader
+from hub.ledger.service import LedgerService
+from hub.reconcile.config import ReconcileConfig
+from hub.reconcile.plan import ReconcileConflict
+from hub.reconcile.reconciler import Reconciler
+from hub.reconcile.resolve import resolve
 
 KINDS = ("shrinkage", "damage", "misplaced", "sensor", "reorder")
 
@@ -38,15 +45,12 @@ def _timestamp(text: str) -> datetime:
 
 
 def _config(args: argparse.Namespace) -> Any:
-    from hub.reconcile.config import ReconcileConfig
 
     values = {k: getattr(args, k) for k in ("window_s", "lead_s", "grace_s") if getattr(args, k, None) is not None}
     return ReconcileConfig(**values)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from hub.ledger.service import LedgerService
-    from hub.reconcile.reconciler import Reconciler
 
     if not Path(args.db).is_file():
         _err(f"no ledger database at {args.db}")
@@ -78,8 +82,6 @@ def _describe(kind: str, ev: dict[str, Any]) -> str:
 
 
 def _alerts(args: argparse.Namespace) -> int:
-    from hub.ledger.models import AlertStatus
-    from hub.ledger.reader import LedgerReader
 
     if not Path(args.db).is_file():
         _err(f"no ledger database at {args.db}")
@@ -105,8 +107,6 @@ def _alerts(args: argparse.Namespace) -> int:
 
 
 def _resolve(args: argparse.Namespace) -> int:
-    from hub.ledger.service import LedgerService
-    from hub.reconcile.resolve import resolve
 
     async def run() -> Any:
         async with LedgerService(args.db, migrations=args.migrations) as ledger:
@@ -127,8 +127,6 @@ def _resolve(args: argparse.Namespace) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from hub.ledger.models import InvalidArgument, LedgerError, SchemaError, UnknownAlert
-    from hub.reconcile.plan import ReconcileConflict
 
     try:
         rc: int = args.reconcile_func(args)
