@@ -1,4 +1,4 @@
-"""What is flashed as ``/main.py`` on a shelf node (ESP32 / RP2040): the real board, then ``node.main``.
+"""What is flashed as ``/main.py`` on a shelf node (ESP32 / RP2040): the board, then the node until reset.
 
 Flash layout::
 
@@ -13,7 +13,9 @@ come in on ``sys.stdin``. Ctrl-C (which the hub never sends) still interrupts th
 take over and reflash it. An unexpected error is printed and the board resets after 5 s; a bad config is
 printed and the node stays at the REPL, unconfigured, until it is fixed.
 
-Board-only modules (``machine``) are imported inside functions, so this module imports anywhere.
+The board is ``MachineBoard`` (``machine.Pin`` for the HX711s) unless the MicroPython image has a board module
+of its own frozen in (``smartshelf_board``, see ``make_board``), as the emulated board does. Board-only modules
+(``machine``) are imported inside functions, so this module imports anywhere.
 """
 
 from firmware import node
@@ -72,21 +74,38 @@ class MachineBoard:
             self._wdt.feed()
 
 
-def start() -> None:
+def make_board() -> "Any":
+    """The board this MicroPython image runs on: the board support frozen into the image as ``smartshelf_board``
+    when it has one (a custom carrier board; the emulated board, ``tools/emulation/rom.py``), else the plain
+    ``machine`` board above."""
+    try:
+        import smartshelf_board  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        return MachineBoard()
+    return smartshelf_board.board()
+
+
+async def serve(board: "Any") -> None:
+    """The node until reset: an unexpected error is printed and the board reset after 5 s; Ctrl-C
+    (KeyboardInterrupt) leaves the REPL to whoever pressed it."""
+    import asyncio
     import sys
-    import time
 
     try:
-        node.main(MachineBoard())
-    except KeyboardInterrupt:
-        raise  # mpremote / a person at the console: leave the REPL to them
+        await node.run(board)
     except Exception as err:
         sys.print_exception(err)  # type: ignore[attr-defined, unused-ignore]
         print("smartshelf: node stopped by an error; resetting in 5 s (Ctrl-C to stay at the REPL)")
-        time.sleep(5)
+        await asyncio.sleep(5)
         import machine  # type: ignore[import-not-found, unused-ignore]
 
         machine.reset()
+
+
+def start() -> None:
+    import asyncio
+
+    asyncio.run(serve(make_board()))
 
 
 if __name__ == "__main__":

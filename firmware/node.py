@@ -1,4 +1,4 @@
-"""The shelf node: the firmware entry point (``main(board)`` on a board, ``await run(board)`` anywhere).
+"""The shelf node: ``await run(board)`` boots and serves it on any board (``firmware/main.py`` on a real one).
 
 A *board* gives the node its hardware (see ``Board`` below): pins for each load cell, the clock, the serial
 link's byte I/O, the LED, free memory, the watchdog and the flash root. ``firmware/main.py`` builds one from
@@ -299,10 +299,3 @@ async def run(board: "Board") -> "Node | None":
         return None
     await node.serve()
     return node
-
-
-def main(board: "Board") -> None:
-    """The firmware entry point on a board (``/main.py`` calls it with the real board)."""
-    import asyncio
-
-    asyncio.run(run(board))

@@ -309,12 +309,18 @@ def test_node_flash_persists_across_emulator_runs_unless_fresh(tmp_path: Path) -
     d = tmp_path / "emu"
     state = d / "state" / "node-3" / "flash" / "state"
 
+    log = d / "node-3.log"
+
+    def booted() -> int:
+        return log.read_text().count("smartshelf: node 3 boot ") if log.exists() else 0
+
     def one_run(fresh: bool) -> tuple[str, int | None, int | None]:
+        before = booted()
         emu = host.Emulator([3], build("idle", [3]), d, fresh=fresh, out=lambda s: None)
         emu.start()
         try:
             deadline = time.monotonic() + 10
-            while persist.load(str(state / "seq")) is None and time.monotonic() < deadline:
+            while (booted() == before or persist.load(str(state / "seq")) is None) and time.monotonic() < deadline:
                 time.sleep(0.05)
         finally:
             emu.stop()

@@ -229,7 +229,8 @@ SAMPLER_ALLOC = """
 import gc
 import micropython
 from tests.portable import node_cases as nc
-from tools.emulation.board import EmulatedBoard, provision
+from tools.emulation.board import EmulatedBoard
+from tools.emulation.provision import provision
 from firmware import node as node_mod
 
 def values(load_g, n):

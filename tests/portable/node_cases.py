@@ -20,7 +20,8 @@ from shared_protocol.messages import (
     Tare,
 )
 from shared_protocol.serial_framing import SerialDecoder
-from tools.emulation.board import EmulatedBoard, provision
+from tools.emulation.board import EmulatedBoard
+from tools.emulation.provision import provision
 
 NODE_ID = 7
 KEY = bytes(range(32))

@@ -14,16 +14,16 @@ clock pulses take no virtual time (a driver's own waits may put the virtual cloc
 next jump absorbs), and a loop that falls behind misses conversions as a real one would (``chip.missed``).
 Virtual time is the scenario's time, so the physics and the ground truth share one timeline.
 
-**Link.** ``BridgeIO`` is the link's byte I/O under the emulation host's runner: writes go out on
-``sys.stdout.buffer`` exactly as on a board (the runner forwards the console to the node's pty), reads come
-from the runner's ``emu_io`` module (non-blocking reads of the pty).
+**Link.** ``BridgeIO`` is the link's byte I/O under the board runner (``tools/mpy_runtime/board.mjs``):
+writes go out on ``sys.stdout.buffer`` exactly as on a board (the runner forwards the console to the node's
+pty), reads come from the runner's ``emu_io`` module (what arrived on the console for the program).
+
+**On the emulated board** the ROM (``rom.py``) builds the board at every boot (``install``) and registers this
+module as ``smartshelf_board``; ``firmware/main.py`` on the flash takes ``board()`` from it. Ctrl-C on the
+console reaches the program as KeyboardInterrupt at its next clock read or console read, as the USB console's
+interrupt character does on a board.
 """
 
-import json
-
-from firmware.assignment import save_assignment
-from firmware.calibration import Calibration, CalibrationStore
-from firmware.counters import CountersStore
 from tools.emulation.hx711_chip import STUCK_HIGH, ArraySource, HX711Chip, LoadCellSource, VirtualClock
 from tools.emulation.physics import LanePhysics
 
@@ -67,10 +67,14 @@ class EmulatedBoard:
 
     # -- time -------------------------------------------------------------------------------------
     def sync(self) -> None:
-        """Jump the virtual clock forward to the wall clock (never backwards)."""
+        """Jump the virtual clock forward to the wall clock (never backwards). A wall clock below zero is the
+        board runner's Ctrl-C: the program stops here with KeyboardInterrupt, at its next hardware access."""
         if self._wall is None:
             return
-        d = self._wall() * 1000 - self.clock.now
+        w = self._wall()
+        if w < 0:
+            raise KeyboardInterrupt
+        d = w * 1000 - self.clock.now
         if d > 0:
             self.clock.advance(d)
 
@@ -158,67 +162,25 @@ class BridgeIO:
 
     def read_available(self) -> bytes:
         h = self._js.read()
+        if h is None:  # Ctrl-C on the console: the program stops (see EmulatedBoard.sync)
+            raise KeyboardInterrupt
         return bytes.fromhex(h) if h else b""
 
 
-def provision(root: str, config_text: str, plan: "dict[str, Any]") -> None:
-    """Write a node's flash as the factory would: ``config.json``, each lane's calibration and its SKU
-    assignment (``plan["lanes"][i]``: ``cal`` = {"offset", "c10"}, ``unit_dg``, ``spread_permille``, ``sku``).
-    Runs on the host (CPython, a directory) and in tests (either runtime)."""
-    _mkdir(root)
-    _mkdir(root + "/state")
-    with open(root + "/config.json", "w") as f:
-        f.write(config_text)
-    cells = json.loads(config_text)["lanes"]
-    lanes = plan.get("lanes", [])
-    for i in range(len(lanes)):
-        lane = lanes[i]
-        cal = lane.get("cal")
-        if cal is not None and i < len(cells):
-            n = len(cells[i]["cells"])
-            CalibrationStore(root + "/state/cal" + str(i), n).save(Calibration(n, int(cal["offset"]), int(cal["c10"])))
-        if lane.get("unit_dg"):
-            save_assignment(
-                root + "/state/lane" + str(i), int(lane["unit_dg"]), int(lane.get("spread_permille", 0)), lane["sku"]
-            )
-    # The installer's count of what is on each lane at install: the node's counters start from it, so the hub
-    # observes absolute stock rather than change since install. Only on first provisioning: afterwards the
-    # counters are the node's own.
-    initial = [int(lane.get("initial", 0)) for lane in lanes]
-    if any(initial) and len(initial) == len(cells) and not _exists(root + "/state/counters"):
-        counters = CountersStore(root + "/state/counters", len(initial))
-        for i in range(len(initial)):
-            counters.lanes[i].count = initial[i]
-        counters.checkpoint()
+installed: "EmulatedBoard | None" = None  # the board's hardware, built by the ROM at power on (rom.py)
 
 
-def _exists(path: str) -> bool:
-    import os
+def install(plan: "dict[str, Any]") -> "EmulatedBoard":
+    """Build the board's hardware from the plan, as the ROM does at every boot; ``board()`` then returns it."""
+    import emu_io  # type: ignore[import-not-found, unused-ignore]  # registered by tools/mpy_runtime/board.mjs
 
-    try:
-        os.stat(path)
-    except OSError:
-        return False
-    return True
-
-
-def _mkdir(path: str) -> None:
-    import os
-
-    try:
-        os.stat(path)
-    except OSError:
-        os.mkdir(path)
+    global installed
+    installed = EmulatedBoard(plan, BridgeIO(), emu_io.clock_ms, "", emu_io.led)
+    return installed
 
 
-async def main(root: str = "/flash", plan_path: str = "/emu/plan.json") -> None:
-    """The emulated node, as started by the emulation host's runner: the real firmware entry point on an
-    emulated board whose plan (wiring and physics) is ``plan_path``."""
-    import emu_io  # type: ignore[import-not-found, unused-ignore]
-
-    from firmware import node
-
-    with open(plan_path) as f:
-        plan = json.load(f)
-    board = EmulatedBoard(plan, BridgeIO(), emu_io.clock_ms, root, emu_io.led)
-    await node.run(board)
+def board() -> "EmulatedBoard":
+    """The firmware's board on this hardware (``firmware/main.py`` asks ``smartshelf_board.board()``)."""
+    if installed is None:
+        raise RuntimeError("the emulated board's ROM has not run")
+    return installed

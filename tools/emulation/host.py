@@ -1,26 +1,31 @@
-"""``smartshelf emulate``: emulated shelf nodes, each the real firmware under MicroPython on a real pty.
+"""``smartshelf emulate``: emulated shelf nodes, each an emulated board running the real firmware on a real pty.
 
 For each node the host
 
-* provisions its flash (a directory under ``<dir>/state/node-<id>/flash``): ``config.json`` with the node id,
-  its key and the lane layout of the scenario, the lanes' factory calibrations and SKU assignments. The key
-  and everything the node stores itself (boot count, sequence reservation, outbox, counters) survive a
-  restart of the emulator, as a real node's flash would; ``--fresh`` starts with new nodes;
+* provisions its flash (a directory under ``<dir>/state/node-<id>/flash``) as the factory would: this
+  checkout's firmware (``/main.py``, ``/lib/firmware``, ``/lib/shared_protocol``), ``config.json`` with the node
+  id, its key and the lane layout of the scenario, the lanes' factory calibrations and SKU assignments. The key
+  and everything the node stores itself (boot count, sequence reservation, outbox, counters) survive a restart
+  of the emulator, as a real node's flash would; ``--fresh`` starts with new nodes. ``--blank`` boards get
+  nothing: MicroPython only, and their flash is whatever was installed on them (``mpremote``, ``smartshelf
+  flash``);
 * opens a pty (``os.openpty``, raw mode) and points a stable symlink at it, ``<dir>/node-<id>``;
-* starts a MicroPython runtime process (``tools/mpy_runtime`` node mode) running
-  ``tools/emulation/board.main``: the firmware's own ``node.run`` on an emulated board whose HX711s are fed
-  by the scenario's physics. The pty master is handed to the process; its console (frames and prints) is the
-  pty, so a hub reading ``<dir>/node-<id>`` cannot tell it from a node on USB;
+* starts the board (``tools/mpy_runtime`` node mode, ``board.mjs``): MicroPython whose console is the pty, with
+  its REPL, raw REPL, resets and the flash, booting ``main.py`` from the flash; its ROM (``rom.py``) gives the
+  firmware the emulated hardware (``board.py``: HX711s fed by the scenario's physics). A hub reading
+  ``<dir>/node-<id>`` cannot tell it from a node on USB, and neither can ``mpremote``;
 * holds the pty's slave side open itself, so the node's writes never fail while no hub is connected, and
   flushes what nobody reads once more than ``BACKLOG_MAX`` bytes have waited for a second (a USB port with
   no host drops data too); the runner bounds what it buffers in front of the pty as well;
-* writes a hub config fragment (``[[node]]`` tables: ``id``, ``key``, ``port``) and the ground truth
-  (``tools/emulation/scenarios.py``), one JSON line per physical action once its time has come.
+* writes a hub config fragment (``[[node]]`` tables: ``id``, ``key``, ``port``) for the provisioned nodes and the
+  ground truth (``tools/emulation/scenarios.py``), one JSON line per physical action once its time has come;
+* reports what the boards say: resets, the firmware stopping (a config error, Ctrl-C from mpremote: the board
+  is then at its REPL) and starting again.
 
-A node process that fails is restarted after 2 s with the same flash (like the board's reset in
-``firmware/main.py``), at most ``MAX_RESTARTS`` times; one that stops by itself (a bad config) is reported and
-left stopped. Ctrl-C (or SIGTERM) stops every node, closes the ptys and removes the symlinks; nothing is left
-running, and a host that dies anyway takes its nodes with it (they exit when their stdin closes).
+A board that fails to run (its ROM or emulated hardware broken: the runner exits) is powered up again after 2 s
+with the same flash, at most ``MAX_RESTARTS`` times; a firmware that fails resets the board itself
+(``firmware/main.py``). Ctrl-C (or SIGTERM) stops every node, closes the ptys and removes the symlinks; nothing
+is left running, and a host that dies anyway takes its nodes with it (they exit when their stdin closes).
 """
 
 from __future__ import annotations
@@ -45,21 +50,16 @@ from typing import IO, Any
 
 from firmware import config as node_config
 from hub.cli.args import number
-from tools.emulation.board import provision
+from tools.emulation.provision import provision
 from tools.emulation.scenarios import SCENARIOS, Scenario, build
-from tools.mpy_runtime import REPO_ROOT, MicroPythonUnavailable, NodeProcess
+from tools.mpy_runtime import DEFAULT_FLASH_BYTES, REPO_ROOT, MicroPythonUnavailable, NodeProcess
 
 DEFAULT_DIR = Path("/tmp/smartshelf-emu")
 MAX_NODES = 32
 BACKLOG_MAX = 4096  # unread bytes on a pty for a whole second: nobody is listening, drop them
 MAX_RESTARTS = 5
 RESTART_DELAY_S = 2.0
-PACKAGES: tuple[str | tuple[Path, str], ...] = (
-    "shared_protocol",
-    "firmware",
-    (REPO_ROOT / "tools" / "emulation", "tools/emulation"),
-)
-NODE_PROGRAM = "from tools.emulation import board\nawait board.main('/flash', '/emu/plan.json')\n"
+FIRMWARE_PACKAGES = ("firmware", "shared_protocol")  # the factory image: /main.py and these under /lib
 
 
 class EmulatorError(Exception):
@@ -81,7 +81,8 @@ class EmulatedNode:
     process: NodeProcess | None = None
     restarts: int = 0
     restart_at: float | None = None
-    stopped: str = ""  # why the node is no longer running ("" while it runs)
+    blank: bool = False  # a board with MicroPython only: the emulator leaves its flash alone
+    stopped: str = ""  # why the firmware is not running ("" while it runs)
     backlog_since: float | None = None
     flushed_bytes: int = 0
     boot_reported: bool = False
@@ -96,10 +97,42 @@ def _read_key(flash: Path, node_id: int) -> bytes | None:
     return cfg.key if cfg.node_id == node_id else None
 
 
+def unique_id(node_id: int) -> bytes:
+    """The emulated board's ``machine.unique_id()``: six bytes, like an ESP32's MAC, stable per node id."""
+    return b"\x02\x5e\x5e" + (node_id & 0xFFFFFF).to_bytes(3, "big")
+
+
+def install_factory_image(flash: Path) -> None:
+    """Put this checkout's firmware on a node's flash as the factory would (``/main.py``, ``/lib/firmware``,
+    ``/lib/shared_protocol`` as sources), writing only what differs and removing modules the checkout no longer
+    has, so an emulator started on a changed checkout runs the changed firmware."""
+    wanted = {"main.py": (REPO_ROOT / "firmware" / "main.py").read_bytes()}
+    for pkg in FIRMWARE_PACKAGES:
+        for src in sorted((REPO_ROOT / pkg).glob("*.py")):
+            wanted[f"lib/{pkg}/{src.name}"] = src.read_bytes()
+    for pkg in FIRMWARE_PACKAGES:
+        d = flash / "lib" / pkg
+        if d.is_dir():
+            for old in d.iterdir():
+                if old.is_file() and f"lib/{pkg}/{old.name}" not in wanted:
+                    old.unlink()
+    for rel, data in wanted.items():
+        dest = flash / rel
+        if dest.is_file() and dest.read_bytes() == data:
+            continue
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(dest.name + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, dest)
+
+
 def toml_fragment(nodes: list[EmulatedNode]) -> str:
-    """The hub's ``[[node]]`` tables for these nodes (strings quoted as TOML basic strings)."""
+    """The hub's ``[[node]]`` tables for the provisioned nodes (strings quoted as TOML basic strings); a blank
+    board has no key until it is installed and registered (``smartshelf flash``)."""
     out = ["# Emulated shelf nodes (smartshelf emulate); include from hub.toml with nodes_files = [...]"]
     for n in nodes:
+        if n.blank:
+            continue
         out += ["", "[[node]]", f"id = {n.node_id}", f'key = "{n.key.hex()}"', f"port = {json.dumps(str(n.port))}"]
     return "\n".join(out) + "\n"
 
@@ -118,6 +151,8 @@ class Emulator:
         write_config: Path | None = None,
         truth_path: Path | None = None,
         fresh: bool = False,
+        blank: bool = False,
+        flash_bytes: int = DEFAULT_FLASH_BYTES,
         out: Callable[[str], None] | None = None,
     ) -> None:
         node_ids = list(range(1, nodes + 1)) if isinstance(nodes, int) else list(nodes)
@@ -141,6 +176,8 @@ class Emulator:
         self.write_config = Path(write_config) if write_config else self.directory / "nodes.toml"
         self.truth_path = Path(truth_path) if truth_path else self.directory / "truth.jsonl"
         self.fresh = fresh
+        self.blank = blank
+        self.flash_bytes = flash_bytes
         self.seed = seed
         self.nodes: list[EmulatedNode] = []
         self.epoch = 0.0
@@ -212,14 +249,17 @@ class Emulator:
         if self.fresh and state.exists():
             shutil.rmtree(state)
         flash.mkdir(parents=True, exist_ok=True)
-        key = _read_key(flash, nid) or secrets.token_bytes(32)
         node_plan = self.scenario.nodes[nid]
         plan = node_plan.plan()
-        text = node_config.dumps(nid, key, node_plan.config_lanes())
-        provision(str(flash), text, plan)
+        if self.blank:
+            key = b""
+        else:
+            key = _read_key(flash, nid) or secrets.token_bytes(32)
+            provision(str(flash), node_config.dumps(nid, key, node_plan.config_lanes()), plan)
+            install_factory_image(flash)
         return EmulatedNode(
             nid, key, self.directory / f"node-{nid}", "", flash, self.directory / f"node-{nid}.log", plan,
-            [lane.sku.sku for lane in node_plan.lanes],
+            [lane.sku.sku for lane in node_plan.lanes], blank=self.blank,
         )  # fmt: skip
 
     def _open_pty(self, node: EmulatedNode) -> None:
@@ -236,13 +276,13 @@ class Emulator:
 
     def _spawn(self, node: EmulatedNode) -> None:
         proc = NodeProcess(
-            NODE_PROGRAM,
             node.master,
             node.flash_dir,
             epoch_ms=self.epoch * 1000.0,
             files={"/emu/plan.json": json.dumps(node.plan).encode()},
             log_path=node.log_path,
-            packages=PACKAGES,
+            unique_id=unique_id(node.node_id),
+            flash_bytes=self.flash_bytes,
         )
         try:
             proc.start()
@@ -295,23 +335,39 @@ class Emulator:
                 self._out(f"node {node.node_id}: restarting (reset {node.restarts} of {MAX_RESTARTS})")
                 self._spawn(node)
             return
-        proc.status()
+        for st in proc.status():
+            self._board_event(node, st)
         if proc.poll() is None:
             return
         info = proc.exit_info or {}
         proc.stop()
         node.process = None
         error = str(info.get("error") or "").strip()
-        if info.get("ok"):
-            node.stopped = "the firmware stopped by itself (see its log: a config error?)"
-            self._out(f"node {node.node_id}: {node.stopped} {node.log_path}")
-        elif node.restarts < MAX_RESTARTS:
+        if node.restarts < MAX_RESTARTS:
             node.stopped = "crashed"
             last = error.splitlines()[-1] if error else f"exit status {proc.poll()}"
             self._out(f"node {node.node_id}: crashed ({last}); log {node.log_path}")
             node.restart_at = mono + RESTART_DELAY_S
         else:
             node.stopped = f"crashed {node.restarts + 1} times; given up"
+            self._out(f"node {node.node_id}: {node.stopped}; log {node.log_path}")
+
+    def _board_event(self, node: EmulatedNode, st: dict[str, Any]) -> None:
+        """What the board reported: a reset (the firmware boots again) or main.py's program ending (the board
+        is at its REPL: a config error, Ctrl-C from mpremote, or no firmware on a blank board)."""
+        event = st.get("event")
+        if event == "reset":
+            self._out(f"node {node.node_id}: {st.get('kind')} reset")
+        elif event == "program" and st.get("running"):
+            node.stopped = ""
+        elif event == "program":
+            error = st.get("error") or ""
+            if error == "KeyboardInterrupt":
+                node.stopped = "interrupted (Ctrl-C): at the REPL"
+            elif error:
+                node.stopped = f"the firmware stopped ({error}): at the REPL"
+            else:
+                node.stopped = "the firmware stopped by itself (a config error?): at the REPL"
             self._out(f"node {node.node_id}: {node.stopped}; log {node.log_path}")
 
     def run(self, seconds: float | None = None) -> None:
@@ -396,6 +452,12 @@ def add_emulate_parser(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=1, help="scenario seed (default 1)")
     p.add_argument("--duration", type=_seconds, metavar="S", help="how long shoppers keep coming (scenario default)")
     p.add_argument("--fresh", action="store_true", help="new nodes: forget keys, boot counts, outboxes in DIR")
+    p.add_argument(
+        "--blank",
+        action="store_true",
+        help="boards with MicroPython only (empty flash at first, then whatever was installed on them): for "
+        "smartshelf flash / mpremote; not in the hub config",
+    )
     p.add_argument("--seconds", type=_seconds, metavar="S", help="stop by itself after S seconds")
     p.set_defaults(func=main)
 
@@ -412,6 +474,7 @@ def main(args: Any) -> int:
             write_config=Path(args.write_config) if args.write_config else None,
             truth_path=Path(args.truth) if args.truth else None,
             fresh=args.fresh,
+            blank=args.blank,
         )
         emu.start()
     except EmulatorError as err:

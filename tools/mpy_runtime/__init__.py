@@ -180,38 +180,49 @@ class MicroPythonRuntime:
         return self.exec(code, timeout_s=timeout_s)
 
 
+ROM_PACKAGES: tuple[str | tuple[Path, str], ...] = (
+    "shared_protocol",
+    "firmware",
+    (REPO_ROOT / "tools" / "emulation", "tools/emulation"),
+)
+DEFAULT_FLASH_BYTES = 0x1F0000  # an ESP32's default file-system partition (about 1.9 MiB)
+
+
 class NodeProcess:
-    """One long-lived MicroPython interpreter running ``code`` (top-level ``await`` allowed) in the runner's
-    node mode: its console is bridged to ``link_fd`` (e.g. a pty master, which should be non-blocking), the
-    module ``emu_io`` reads from it, and ``flash_dir`` on the host is its flash at ``flash_root``, mirrored
-    back as it changes (see ``runner.mjs``). ``files`` are extra MEMFS files (path -> bytes)."""
+    """One emulated shelf-node board in the runner's node mode (``board.mjs``): the MicroPython VM behind a
+    console on ``link_fd`` (a pty master, non-blocking) that behaves like a board's USB serial port (REPL, raw
+    REPL, Ctrl-C, soft and hard resets), booting ``main.py`` from its flash. ``flash_dir`` on the host is the
+    board's flash (``flash_bytes`` big), mirrored back as it changes; ``rom`` are the packages of its ROM (the
+    emulated hardware, ``tools/emulation/rom.py``); ``files`` extra MEMFS files outside the flash (the plan of
+    the board's physical world at ``/emu/plan.json``)."""
 
     def __init__(
         self,
-        code: str,
         link_fd: int,
         flash_dir: Path,
         *,
         epoch_ms: float,
         files: Mapping[str, bytes] | None = None,
         log_path: Path | None = None,
-        packages: Iterable[str | tuple[Path, str]] = DEFAULT_PACKAGES,
+        rom: Iterable[str | tuple[Path, str]] = ROM_PACKAGES,
         heap_bytes: int = 2 * 1024 * 1024,
-        flash_root: str = "/flash",
+        flash_bytes: int = DEFAULT_FLASH_BYTES,
+        unique_id: bytes = b"",
         max_pending: int = 65536,
     ) -> None:
         roots: list[tuple[str, str]] = []
-        for pkg in packages:
+        for pkg in rom:
             roots.append((str(pkg[0]), pkg[1]) if isinstance(pkg, tuple) else (str(REPO_ROOT / pkg), pkg))
         spec = {
-            "code": code,
             "fd": link_fd,
             "flash_dir": str(flash_dir),
-            "flash_root": flash_root,
+            "flash_bytes": flash_bytes,
             "files": {k: base64.b64encode(v).decode() for k, v in (files or {}).items()},
+            "plan": "/emu/plan.json",
             "epoch_ms": epoch_ms,
             "log": str(log_path) if log_path is not None else None,
             "max_pending": max_pending,
+            "unique_id": unique_id.hex(),
         }
         # The spec (with the node's files, e.g. a long scenario plan) goes through a private file: an
         # environment variable is limited to 128 KiB on Linux.
@@ -256,7 +267,8 @@ class NodeProcess:
         return self.proc.pid if self.proc is not None else 0
 
     def status(self) -> list[dict[str, Any]]:
-        """Status lines the runner has written since the last call ({"event": "ready" | "exit", ...})."""
+        """Status lines the runner has written since the last call ({"event": "ready" | "reset" | "program" |
+        "exit", ...}: see board.mjs)."""
         proc = self.proc
         if proc is None or proc.stdout is None:
             return []
@@ -285,7 +297,7 @@ class NodeProcess:
                 if st.get("event") == "ready":
                     return
                 if st.get("event") == "exit":
-                    raise MicroPythonUnavailable(f"the node program ended at start: {st.get('error')}")
+                    raise MicroPythonUnavailable(f"the emulated board did not start: {st.get('error')}")
             if self.poll() is not None:
                 raise MicroPythonUnavailable(f"the node runner exited with status {self.poll()}")
             time.sleep(0.02)
