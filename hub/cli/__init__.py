@@ -1,7 +1,8 @@
 """The ``smartshelf`` command: the hub's own commands, plus the ones other installed packages register.
 
-The hub's commands (``hub``, ``ledger``, ``reconcile``, ``users``, ``api-clients``) are defined by their subsystems
-(``hub.cli.hub_commands``, ``hub.ledger.cli``, ``hub.reconcile.cli``, ``hub.web.cli``) and always present. Developer
+The hub's commands (``hub``, ``flash``, ``ledger``, ``reconcile``, ``users``, ``api-clients``) are defined beside
+their subsystems (``hub.cli.hub_commands``, ``hub.cli.flash_command``, ``hub.ledger.cli``, ``hub.reconcile.cli``,
+``hub.web.cli``) and always present. Developer
 commands (``emulate``, ``demo``, ``bench``, ``replay``) live in ``tools/`` and are registered only where the
 ``smartshelf-tools`` distribution is installed (a development checkout: ``make bootstrap``): it names a function
 ``register(subparsers)`` in the ``smartshelf.commands`` entry-point group. A hub installed on a Raspberry Pi has no
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any, cast
 
+from hub.cli.flash_command import add_flash_parser
 from hub.cli.hub_commands import add_hub_parser
 from hub.ledger.cli import add_ledger_parser
 from hub.reconcile.cli import add_reconcile_parser
@@ -33,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_reconcile_parser(sub)
     add_users_parser(sub)
     add_api_clients_parser(sub)
+    add_flash_parser(sub)
     for ep in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
         register = cast(Callable[[Any], None], ep.load())
         register(sub)

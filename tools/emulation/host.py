@@ -3,7 +3,7 @@
 For each node the host
 
 * provisions its flash (a directory under ``<dir>/state/node-<id>/flash``) as the factory would: this
-  checkout's firmware (``/main.py``, ``/lib/firmware``, ``/lib/shared_protocol``), ``config.json`` with the node
+  checkout's firmware (the loader as ``/main.py``, the image under ``/fw``), ``config.json`` with the node
   id, its key and the lane layout of the scenario, the lanes' factory calibrations and SKU assignments. The key
   and everything the node stores itself (boot count, sequence reservation, outbox, counters) survive a restart
   of the emulator, as a real node's flash would; ``--fresh`` starts with new nodes. ``--blank`` boards get
@@ -50,16 +50,16 @@ from typing import IO, Any
 
 from firmware import config as node_config
 from hub.cli.args import number
+from hub.provisioning.image import build as build_image
 from tools.emulation.provision import provision
 from tools.emulation.scenarios import SCENARIOS, Scenario, build
-from tools.mpy_runtime import DEFAULT_FLASH_BYTES, REPO_ROOT, MicroPythonUnavailable, NodeProcess
+from tools.mpy_runtime import DEFAULT_FLASH_BYTES, MicroPythonUnavailable, NodeProcess
 
 DEFAULT_DIR = Path("/tmp/smartshelf-emu")
 MAX_NODES = 32
 BACKLOG_MAX = 4096  # unread bytes on a pty for a whole second: nobody is listening, drop them
 MAX_RESTARTS = 5
 RESTART_DELAY_S = 2.0
-FIRMWARE_PACKAGES = ("firmware", "shared_protocol")  # the factory image: /main.py and these under /lib
 
 
 class EmulatorError(Exception):
@@ -103,19 +103,21 @@ def unique_id(node_id: int) -> bytes:
 
 
 def install_factory_image(flash: Path) -> None:
-    """Put this checkout's firmware on a node's flash as the factory would (``/main.py``, ``/lib/firmware``,
-    ``/lib/shared_protocol`` as sources), writing only what differs and removing modules the checkout no longer
-    has, so an emulator started on a changed checkout runs the changed firmware."""
-    wanted = {"main.py": (REPO_ROOT / "firmware" / "main.py").read_bytes()}
-    for pkg in FIRMWARE_PACKAGES:
-        for src in sorted((REPO_ROOT / pkg).glob("*.py")):
-            wanted[f"lib/{pkg}/{src.name}"] = src.read_bytes()
-    for pkg in FIRMWARE_PACKAGES:
-        d = flash / "lib" / pkg
-        if d.is_dir():
-            for old in d.iterdir():
-                if old.is_file() and f"lib/{pkg}/{old.name}" not in wanted:
-                    old.unlink()
+    """Put this checkout's firmware on a node's flash as the factory would, in the layout ``smartshelf flash``
+    makes (the loader as ``/main.py``, the image under ``/fw/<id>``, ``/fw/active`` naming it; sources, not
+    ``.mpy``), writing only what differs and removing other images, so an emulator started on a changed checkout
+    runs the changed firmware."""
+    image = build_image("", compiled=False)
+    fw = flash / "fw"
+    wanted = {"main.py": image.loader, **{f"fw/{image.image_id}/{p}": d for p, d in image.files.items()}}
+    wanted["fw/active"] = image.image_id.encode()
+    for legacy in ("lib/firmware", "lib/shared_protocol"):  # where the factory put the firmware before /fw
+        shutil.rmtree(flash / legacy, ignore_errors=True)
+    if fw.is_dir():
+        for old in fw.iterdir():
+            if old.is_dir() and old.name != image.image_id:
+                shutil.rmtree(old)
+        (fw / "previous").unlink(missing_ok=True)
     for rel, data in wanted.items():
         dest = flash / rel
         if dest.is_file() and dest.read_bytes() == data:

@@ -540,9 +540,16 @@ export class Board {
   // Raw-paste mode as MicroPython specifies it: the host sends at most a window of bytes ahead, the board grants
   // another window with \x01 as it takes them, \x04 ends the paste (acknowledged with \x04); the code then runs
   // as the raw REPL runs a line, without its "OK". A paste over PASTE_MAX is refused (\x04 at once, then the
-  // error as the command's output).
+  // error as the command's output); Ctrl-C abandons the paste (KeyboardInterrupt, as MicroPython's reader does).
   async pasteByte(b) {
     const paste = this.paste;
+    if (b === CTRL_C) { // the host gave up (mpremote killed and started again): back to the raw REPL's empty line
+      this.paste = null;
+      this.console.raw([CTRL_D]);
+      this.console.text("KeyboardInterrupt: \r\n");
+      this.console.raw([CTRL_D, 0x3e]);
+      return;
+    }
     if (b !== CTRL_D) {
       if (paste.aborted) return;
       if (paste.data.length >= PASTE_MAX) {

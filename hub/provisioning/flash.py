@@ -1,0 +1,175 @@
+"""``smartshelf flash``: install the firmware on a shelf node over USB and provision it for this hub.
+
+    smartshelf flash [PORT] --nodes-file provisioned-nodes.toml --node-id 7 --layout shelf-a.json   # a new node
+    smartshelf flash [PORT] --nodes-file provisioned-nodes.toml                                     # new firmware
+
+1. The port: the one given, or the one board plugged in (USB VID:PID of MicroPython's RP2040 and the ESP32
+   bridges); it must exist and be free (a running hub holds its nodes' ports).
+2. What is on the board (``device.Probe``): MicroPython 1.22 or newer, its architecture
+   (``sys.implementation._mpy``), the free flash, the installed image and the node id of its config.
+3. The image for that architecture (``image.build``: mpy-cross, or sources with ``--no-mpy``), checked to fit.
+4. A new node (``--node-id`` and ``--layout``, the lanes' wiring as in ``config.json``): a fresh key in its
+   ``config.json``, registered in the nodes file the hub reads. A node with a config keeps it and its key.
+5. The install (``device.Device.install``): staged under ``/fw/<id>``, verified, switched by one rename, reset.
+6. The node's ``hello`` with the installed version, read from the port with its key; one line says what was
+   installed where. Every failure is one line too, and leaves the board booting what it booted before.
+
+The command line is ``hub/cli/flash_command.py``; exit status 0 installed and heard, 1 the board or the install
+failed, 2 bad arguments, layout or nodes file.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import serial
+
+from firmware import config as node_config
+from hub.provisioning import image as images
+from hub.provisioning.device import Device, DeviceError, Probe
+from hub.provisioning.image import MPY_VERSION
+from hub.provisioning.ports import check_port, choose_port, stable_name
+from hub.provisioning.registry import known_key, register
+from shared_protocol.auth import Key
+from shared_protocol.errors import ProtocolError
+from shared_protocol.frame import UplinkReceiver
+from shared_protocol.serial_framing import SerialDecoder
+
+MIN_VERSION = (1, 22, 0)
+
+
+class UsageError(Exception):
+    """Bad arguments, layout or nodes file (exit status 2); one line."""
+
+
+def new_config(node_id: int, layout_path: Path) -> tuple[bytes, bytes]:
+    """(config.json, key) for a new node: the layout's lanes, the node id and a fresh key; checked as the node
+    checks it."""
+    try:
+        layout = json.loads(layout_path.read_text())
+    except (OSError, ValueError) as err:
+        raise UsageError(f"{layout_path}: cannot read it as JSON: {err}") from None
+    if not isinstance(layout, dict):
+        raise UsageError(f"{layout_path}: must be a JSON object with the node's lanes")
+    for field in ("node_id", "key"):
+        if field in layout:
+            raise UsageError(
+                f"{layout_path}: {field}: not part of a layout (the node id is --node-id; keys are made here)"
+            )
+    key = secrets.token_bytes(32)
+    doc = dict(layout, node_id=node_id, key=key.hex())
+    try:
+        node_config.parse(doc)
+    except node_config.ConfigError as err:
+        raise UsageError(f"{layout_path}: {err}") from None
+    return json.dumps(doc).encode(), key
+
+
+def check_board(port: str, probe: Probe, compiled: bool, arch: str | None) -> str:
+    """The architecture to compile for; raises DeviceError when the board cannot run the image."""
+    if probe.version < MIN_VERSION:
+        have = ".".join(map(str, probe.version))
+        raise DeviceError(f"{port}: unsupported MicroPython {have} (needs 1.22 or newer)")
+    if compiled and probe.mpy_version != MPY_VERSION:
+        raise DeviceError(
+            f"{port}: the board loads .mpy v{probe.mpy_version}, this hub makes v{MPY_VERSION} (--no-mpy: sources)"
+        )
+    board_arch = probe.arch
+    if arch is not None and arch != board_arch:
+        raise DeviceError(f"{port}: wrong arch: the board is {board_arch or 'bytecode only'}, --arch asks for {arch}")
+    return board_arch
+
+
+def wait_hello(port: str, node_id: int, key: bytes, version: tuple[int, int, int], wait_s: float) -> tuple[float, int]:
+    """Read the node's frames until its hello with ``version``: (seconds it took, boot count)."""
+    rx = UplinkReceiver({node_id: Key(key)})
+    dec = SerialDecoder()
+    t0 = time.monotonic()
+    seen = ""
+    try:
+        with serial.Serial(port, 115200, timeout=0.1, exclusive=True) as ser:
+            while time.monotonic() - t0 < wait_s:
+                for raw in dec.feed(ser.read(4096)):
+                    try:
+                        msg = rx.accept(raw).message.to_dict()
+                    except ProtocolError:
+                        continue
+                    if msg["type"] != "hello":
+                        continue
+                    got = (msg["fw_major"], msg["fw_minor"], msg["fw_patch"])
+                    if got == version:
+                        return time.monotonic() - t0, int(msg["boot_count"])
+                    seen = f" (it says hello with firmware {'.'.join(map(str, got))})"
+    except serial.SerialException as err:
+        raise DeviceError(f"{port}: cannot listen for the node's hello: {err}") from None
+    raise DeviceError(
+        f"{port}: no hello from node {node_id} with firmware {'.'.join(map(str, version))} within {wait_s:.0f} s"
+        f"{seen}; see its console: mpremote connect {port} repl"
+    )
+
+
+def flash(
+    port: str | None,
+    *,
+    node_id: int | None = None,
+    layout: Path | None = None,
+    nodes_file: Path | None = None,
+    hub_config: Path | None = None,
+    compiled: bool = True,
+    arch: str | None = None,
+    source: Path = images.SOURCE,
+    wait_s: float | None = 30.0,
+    timeout_s: float = 300.0,
+    out: Any = print,
+) -> None:
+    """The whole of ``smartshelf flash`` (``wait_s`` None: do not wait for the hello); raises DeviceError,
+    UsageError, ImageError or ConfigError, each one line."""
+    if (node_id is None) != (layout is None):
+        raise UsageError("a new node needs both --node-id and --layout")
+    port = choose_port(port)
+    check_port(port)
+    device = Device(port, timeout_s=timeout_s)
+    probe = device.probe()
+    image = images.build(check_board(port, probe, compiled, arch), compiled=compiled, source=source)
+    config: bytes | None = None
+    if node_id is not None and layout is not None:
+        if nodes_file is None:
+            raise UsageError("--nodes-file is needed: the new node's key must be kept where the hub reads it")
+        config, key = new_config(node_id, layout)
+    else:
+        if probe.node_id is None:
+            raise UsageError(f"{port}: the board has no node config: give --node-id and --layout")
+        node_id = probe.node_id
+        found = known_key(node_id, nodes_file, hub_config)
+        if found is None:
+            raise UsageError(
+                f"node {node_id}'s key is in neither --nodes-file nor --config: re-provision it (--node-id, --layout)"
+            )
+        key = found
+    blocks = sum(-(-len(d) // probe.block) for d in (*image.files.values(), image.loader, config or b""))
+    stale = [d for d in probe.images if d not in (probe.active, image.image_id)]
+    if probe.active != image.image_id and not stale and blocks > probe.free_blocks:
+        raise DeviceError(
+            f"{port}: flash full: the firmware needs {blocks * probe.block // 1024} KiB, "
+            f"{probe.free_bytes // 1024} KiB free"
+        )
+    stable = stable_name(port)
+    if config is not None:
+        assert nodes_file is not None
+        replaced = register(nodes_file, node_id, key, stable)
+        if replaced:
+            out(f"nodes file {nodes_file}: node(s) {', '.join(map(str, replaced))} no longer on {stable}")
+    sent_files, sent_bytes = device.install(image, probe, config)
+    kind = f"{image.arch or 'bytecode'} .mpy" if image.compiled else "sources"
+    heard = ""
+    if wait_s is not None:
+        took, boot = wait_hello(port, node_id, key, image.version, wait_s)
+        heard = f"; hello after {took:.1f} s (boot {boot})"
+    out(
+        f"node {node_id}: firmware {image.image_id} ({kind}, {len(image.files) - 1} modules) installed on {stable}: "
+        f"{sent_files} files sent ({sent_bytes / 1024:.1f} KiB){heard}"
+    )

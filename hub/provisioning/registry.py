@@ -1,0 +1,63 @@
+"""Where the hub learns a provisioned node's key: a nodes file (``[[node]]`` tables: id, key, port) that the hub's
+``hub.toml`` lists in ``nodes_files``. Written whole, atomically, readable by its owner only (it holds keys)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from hub.config import ConfigError, load_config
+
+
+def _nodes(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    try:
+        nodes = tomllib.loads(path.read_text()).get("node", [])
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read it: {err}") from None
+    return [n for n in nodes if isinstance(n, dict)]
+
+
+def known_key(node_id: int, nodes_file: Path | None, hub_config: Path | None) -> bytes | None:
+    """The key the hub has for ``node_id`` (in the nodes file or anywhere ``hub.toml`` reads), or None."""
+    if nodes_file is not None:
+        for n in _nodes(nodes_file):
+            if n.get("id") == node_id and isinstance(n.get("key"), str):
+                return bytes.fromhex(n["key"])
+    if hub_config is not None:
+        for nc in load_config(hub_config).nodes:
+            if nc.node_id == node_id:
+                return nc.key
+    return None
+
+
+def register(nodes_file: Path, node_id: int, key: bytes, port: str) -> list[int]:
+    """Put the node's table into ``nodes_file`` (replacing one with its id, and any other node's on its port: that
+    board is no longer there). Returns the ids of other nodes it replaced on the port."""
+    kept, replaced = [], []
+    for n in _nodes(nodes_file):
+        if n.get("id") == node_id:
+            continue
+        if os.path.normpath(str(n.get("port", ""))) == os.path.normpath(port):
+            replaced.append(int(n["id"]))
+            continue
+        kept.append(n)
+    kept.append({"id": node_id, "key": key.hex(), "port": port})
+    lines = ["# Shelf nodes provisioned by `smartshelf flash`; list this file in hub.toml's nodes_files"]
+    for n in sorted(kept, key=lambda n: int(n["id"])):
+        lines += ["", "[[node]]", f"id = {int(n['id'])}", f'key = "{n["key"]}"', f"port = {json.dumps(str(n['port']))}"]
+        if "baud" in n:
+            lines.append(f"baud = {int(n['baud'])}")
+    nodes_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = nodes_file.with_name(nodes_file.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("\n".join(lines) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, nodes_file)
+    return replaced

@@ -1,0 +1,271 @@
+"""``smartshelf flash`` as a technician runs it (the CLI as a subprocess, stock mpremote under it) against emulated
+blank boards: a new node provisioned and heard, a re-flash that sends only what changed, an install killed half
+way that leaves the old firmware booting, and every refusal as one line that changes nothing on the board.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import serial
+
+from hub.provisioning.device import DeviceError, Probe
+from hub.provisioning.flash import check_board
+from tools.emulation import host
+from tools.emulation.scenarios import build
+from tools.mpy_runtime import REPO_ROOT, MicroPythonUnavailable, find_node
+
+pytestmark = [pytest.mark.micropython]
+
+LINE = re.compile(
+    r"^node (\d+): firmware (\d+\.\d+\.\d+-[0-9a-f]{10}) \((bytecode \.mpy|sources), (\d+) modules\) installed on "
+    r"(\S+): (\d+) files sent \(([\d.]+) KiB\); hello after [\d.]+ s \(boot (\d+)\)$"
+)
+
+
+@pytest.fixture(autouse=True)
+def _needs_node() -> None:
+    try:
+        find_node()
+    except MicroPythonUnavailable as exc:
+        if os.environ.get("SMARTSHELF_ALLOW_NO_MPY") == "1":
+            pytest.skip(f"MicroPython unavailable and SMARTSHELF_ALLOW_NO_MPY=1: {exc}")
+        pytest.fail(f"MicroPython runtime unavailable: {exc}", pytrace=False)
+
+
+def smartshelf_flash(*args: str, timeout: float = 180.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hub.cli", "flash", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        cwd=REPO_ROOT,
+    )
+
+
+def layout_file(tmp_path: Path) -> Path:
+    lanes = build("idle", [1]).nodes[1].config_lanes()
+    path = tmp_path / "layout.json"
+    import json
+
+    path.write_text(json.dumps({"lanes": [{"cells": [list(c) for c in cells], "rate_sps": r} for cells, r in lanes]}))
+    return path
+
+
+def snapshot(flash: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(flash)): p.read_bytes() for p in sorted(flash.rglob("*")) if p.is_file()}
+
+
+def changed_firmware(tmp_path: Path, version: str = "(0, 1, 1)", module: str = "reports.py") -> Path:
+    """A checkout whose firmware has a new version and one changed module."""
+    src = tmp_path / "checkout"
+    for pkg in ("firmware", "shared_protocol"):
+        shutil.copytree(REPO_ROOT / pkg, src / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    init = src / "firmware" / "__init__.py"
+    init.write_text(re.sub(r"FW_VERSION = \(\d+, \d+, \d+\)", f"FW_VERSION = {version}", init.read_text()))
+    (src / "firmware" / module).write_text(
+        (src / "firmware" / module).read_text() + "\n\ndef _changed() -> int:\n    return 1\n"
+    )
+    return src
+
+
+@pytest.fixture
+def blank(tmp_path: Path) -> Iterator[host.Emulator]:
+    emu = host.Emulator([1], build("idle", [1]), tmp_path / "emu", blank=True, out=lambda s: None)
+    emu.start()
+    try:
+        yield emu
+    finally:
+        emu.stop()
+
+
+def active_image(flash: Path) -> str:
+    return (flash / "fw" / "active").read_text().strip()
+
+
+def test_a_blank_board_becomes_a_node_and_a_reflash_sends_only_what_changed(
+    blank: host.Emulator, tmp_path: Path
+) -> None:
+    node = blank.nodes[0]
+    nodes_file = tmp_path / "hub" / "provisioned-nodes.toml"
+    r = smartshelf_flash(str(node.port), "--node-id", "7", "--layout", str(layout_file(tmp_path)),
+                         "--nodes-file", str(nodes_file))  # fmt: skip
+    assert r.returncode == 0, r
+    m = LINE.match(r.stdout.strip())
+    assert m, r.stdout
+    assert (m[1], m[3], m[5], m[8]) == ("7", "bytecode .mpy", str(node.port), "1")
+    first = m[2]
+    assert int(m[6]) == int(m[4]) + 3  # every module, the manifest, the loader, the config
+
+    # The key: in the nodes file the hub reads (owner-only), on the node, nowhere else.
+    assert stat.S_IMODE(nodes_file.stat().st_mode) == 0o600
+    (entry,) = tomllib.loads(nodes_file.read_text())["node"]
+    assert (entry["id"], entry["port"]) == (7, str(node.port)) and len(entry["key"]) == 64
+    assert entry["key"] in (node.flash_dir / "config.json").read_text()
+    for text in (r.stdout, r.stderr, node.log_path.read_text()):
+        assert entry["key"] not in text
+    assert active_image(node.flash_dir) == first
+    assert not (node.flash_dir / "fw" / "previous").exists()
+
+    # The same firmware again: nothing to send; the node keeps its config and key, boots again.
+    r = smartshelf_flash(str(node.port), "--nodes-file", str(nodes_file))
+    m = LINE.match(r.stdout.strip())
+    assert m and (m[2], m[6], m[8]) == (first, "0", "2"), r
+
+    # A new version with one module changed: the manifest, __init__ and that module go over the wire.
+    r = smartshelf_flash(str(node.port), "--nodes-file", str(nodes_file), "--source", str(changed_firmware(tmp_path)))
+    m = LINE.match(r.stdout.strip())
+    assert m and m[2].startswith("0.1.1-") and m[6] == "3" and m[8] == "3", r
+    assert active_image(node.flash_dir) == m[2]
+    assert (node.flash_dir / "fw" / "previous").read_text().strip() == first
+    assert tomllib.loads(nodes_file.read_text())["node"] == [entry]  # still the same node and key
+
+    # The active image damaged on the board (a module gone): the loader boots the previous one.
+    second = m[2]
+    r = subprocess.run([sys.executable, "-m", "mpremote", "connect", str(node.port), "fs", "rm",
+                        f":fw/{second}/firmware/reports.mpy", "+", "reset"], capture_output=True, text=True,
+                       timeout=60)  # fmt: skip
+    assert r.returncode == 0, r
+    deadline = time.monotonic() + 20
+    while node.log_path.read_text().count(f"firmware image {first}") < 3 and time.monotonic() < deadline:
+        blank.poll()
+        time.sleep(0.05)
+    assert node.log_path.read_text().count(f"firmware image {first}") == 3  # two boots of the first, now this one
+
+
+def test_an_install_killed_half_way_leaves_the_old_firmware_booting_and_the_retry_completes(
+    blank: host.Emulator, tmp_path: Path
+) -> None:
+    node = blank.nodes[0]
+    nodes_file = tmp_path / "nodes.toml"
+    r = smartshelf_flash(str(node.port), "--node-id", "3", "--layout", str(layout_file(tmp_path)),
+                         "--nodes-file", str(nodes_file))  # fmt: skip
+    assert r.returncode == 0, r
+    old = active_image(node.flash_dir)
+    before = snapshot(node.flash_dir)
+    source = changed_firmware(tmp_path, "(0, 2, 0)")
+    args = [sys.executable, "-m", "hub.cli", "flash", str(node.port), "--nodes-file", str(nodes_file), "--no-mpy",
+            "--source", str(source)]  # fmt: skip
+    proc = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        staged: list[Path] = []
+        while time.monotonic() < deadline and len(staged) < 5:  # a few of the new image's files are on the board
+            blank.poll()
+            staged = [p for p in (node.flash_dir / "fw").rglob("*.py") if old not in p.parts]
+            time.sleep(0.05)
+        assert len(staged) >= 5, "the install never started copying"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the technician pulls the cable: smartshelf flash and mpremote die
+        proc.wait()
+    assert active_image(node.flash_dir) == old
+    after = snapshot(node.flash_dir)
+    assert {k: v for k, v in after.items() if not k.startswith(("fw/0.2.0", "state/"))} == {
+        k: v for k, v in before.items() if not k.startswith("state/")
+    }
+
+    # Power cycle: it boots the firmware it ran before (the staged copy is ignored) and says hello.
+    boots = node.log_path.read_text().count(f"firmware image {old}")
+    r = subprocess.run([sys.executable, "-m", "mpremote", "connect", str(node.port), "reset"], capture_output=True,
+                       text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 0, r
+    deadline = time.monotonic() + 20
+    while node.log_path.read_text().count(f"firmware image {old}") == boots and time.monotonic() < deadline:
+        blank.poll()
+        time.sleep(0.05)
+    assert node.log_path.read_text().count(f"firmware image {old}") == boots + 1
+
+    r = smartshelf_flash(*args[4:])
+    m = LINE.match(r.stdout.strip())
+    assert m and m[2].startswith("0.2.0-") and m[3] == "sources", r
+    assert active_image(node.flash_dir) == m[2]
+    assert (node.flash_dir / "fw" / "previous").read_text().strip() == old
+
+
+def _talker(fd: int, stop: threading.Event) -> None:
+    """Something on a serial port that is not MicroPython: it chatters and never answers."""
+    while not stop.is_set():
+        try:
+            os.write(fd, b"$GPGGA,123519,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,*47\r\n")
+            while True:
+                os.read(fd, 4096)
+        except BlockingIOError:
+            pass
+        except OSError:
+            return
+        stop.wait(0.2)
+
+
+def test_every_refusal_is_one_line_and_changes_nothing(tmp_path: Path) -> None:
+    emu = host.Emulator([1], build("idle", [1]), tmp_path / "emu", blank=True, flash_bytes=48 * 1024,
+                        out=lambda s: None)  # fmt: skip
+    emu.start()
+    master, slave = os.openpty()
+    os.set_blocking(master, False)
+    stop = threading.Event()
+    talker = threading.Thread(target=_talker, args=(master, stop), daemon=True)
+    talker.start()
+    try:
+        node = emu.nodes[0]
+        port = str(node.port)
+        layout = layout_file(tmp_path)
+        nodes_file = tmp_path / "nodes.toml"
+        before = snapshot(node.flash_dir)
+
+        def refused(rc: int, message: str, *args: str) -> None:
+            r = smartshelf_flash(*args)
+            assert r.returncode == rc, r
+            assert r.stdout == "" and len(r.stderr.splitlines()) == 1, r
+            assert r.stderr.startswith("smartshelf flash: ") and message in r.stderr, r
+            assert snapshot(node.flash_dir) == before
+            assert not nodes_file.exists()
+
+        new = ("--node-id", "5", "--layout", str(layout), "--nodes-file", str(nodes_file))
+        refused(1, "no such port: /dev/ttyNOPE", "/dev/ttyNOPE", *new)
+        with serial.Serial(port, 115200, exclusive=True):
+            refused(1, "port busy", port, *new)
+        refused(1, "not MicroPython", os.ttyname(slave), *new)
+        refused(1, "flash full: the firmware needs", port, *new)
+        refused(
+            1, "wrong arch: the board is bytecode only, --arch asks for xtensawin", port, "--arch", "xtensawin", *new
+        )
+        refused(2, "--nodes-file is needed", port, "--node-id", "5", "--layout", str(layout))
+        refused(2, "a new node needs both --node-id and --layout", port, "--node-id", "5")
+        refused(2, "the board has no node config", port, "--nodes-file", str(nodes_file))
+        bad = tmp_path / "bad.json"
+        bad.write_text('{"lanes": [{"cells": [[4, 5]]}, {"cells": [[5, 6]]}]}')
+        refused(2, f"{bad}: lanes[1].cells[0]: pin 5 is already used", port, "--node-id", "5", "--layout", str(bad),
+                "--nodes-file", str(nodes_file))  # fmt: skip
+    finally:
+        stop.set()
+        os.close(master)
+        os.close(slave)
+        emu.stop()
+
+
+def test_unsupported_micropython_is_refused() -> None:
+    old = Probe("micropython", (1, 19, 1), 6 | (10 << 10), "esp32", "ESP32", 4096, 500, 400, "", "", {}, "", None, ())
+    with pytest.raises(DeviceError, match=r"unsupported MicroPython 1\.19\.1 \(needs 1\.22 or newer\)"):
+        check_board("/dev/ttyUSB0", old, True, None)
+    v5 = Probe("micropython", (1, 22, 0), 5, "rp2", "Pico", 4096, 500, 400, "", "", {}, "", None, ())
+    with pytest.raises(DeviceError, match=r"loads \.mpy v5"):
+        check_board("/dev/ttyACM0", v5, True, None)
+    assert check_board("/dev/ttyACM0", v5, False, None) == ""  # sources still go
+    esp = Probe("micropython", (1, 27, 0), 6 | (10 << 10), "esp32", "ESP32", 4096, 500, 400, "", "", {}, "", None, ())
+    assert check_board("/dev/ttyUSB0", esp, True, None) == "xtensawin"
+    pico = Probe("micropython", (1, 27, 0), 6 | (4 << 10), "rp2", "Pico W", 4096, 200, 100, "", "", {}, "", None, ())
+    assert check_board("/dev/ttyACM0", pico, True, None) == "armv6m"
