@@ -9,7 +9,7 @@ STDLIB_STUBS_VERSION := 1.27.0.post2
 PORTS := esp32 rp2
 PYTEST_ARGS ?=
 
-.PHONY: all bootstrap browser test check lint format typecheck mpy-check pytest bench demo clean help
+.PHONY: all bootstrap browser service-tools test check lint format typecheck mpy-check pytest bench demo clean help
 DURATION ?=
 
 all: test
@@ -21,12 +21,16 @@ help:
 	@echo "make pytest     only the test suite (PYTEST_ARGS=... to pass options)"
 	@echo "make bench      protocol (CPython vs MicroPython), sensing-accuracy, hub ingest and status-page benchmarks"
 
-bootstrap: $(VENV)/.stamp node_modules/.stamp $(foreach p,$(PORTS),.stubs/$(p)/.stamp) browser
+bootstrap: $(VENV)/.stamp node_modules/.stamp $(foreach p,$(PORTS),.stubs/$(p)/.stamp) browser service-tools
 
 # The browser tests drive Debian's chromium (/usr/bin/chromium) with Playwright's Python package (a dev dependency);
 # Playwright's own browser download is never used. Installed with apt-get when missing (root or passwordless sudo).
 browser:
 	@tools/bootstrap/install-chromium.sh
+
+# The service tests check the hub's systemd unit and udev rules with systemd-analyze and udevadm (apt-get when missing).
+service-tools:
+	@tools/bootstrap/install-service-tools.sh
 
 # The hub (with its dev extra) and the developer tools, a distribution of their own (tools/pyproject.toml).
 $(VENV)/.stamp: pyproject.toml tools/pyproject.toml

@@ -16,7 +16,9 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,8 @@ from hub.ledger.cli import default_actor
 from hub.ledger.models import LedgerError
 from hub.service import HubService
 from hub.service.control import HubNotRunning, HubRunning, request
+from hub.service.install import default_executable, install
+from hub.service.watchdog import Watchdog
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
 DEFAULT_CONFIG = "hub.toml"
@@ -60,10 +64,16 @@ async def _serve(cfg: HubConfig, status_interval_s: float | None) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    watchdog = Watchdog(service.healthy)
+    watchdog.ready(f"{len(cfg.nodes)} node(s), database {cfg.database}")
+    feeding = asyncio.create_task(watchdog.run(stop), name="systemd-watchdog")
     try:
         await service.run(stop, status_interval_s)
         log.info("stopping: finishing the ledger's work")
     finally:
+        watchdog.stopping()
+        stop.set()
+        await feeding
         await service.stop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -142,6 +152,19 @@ _lane = number(int, lambda v: 0 <= v <= 31, "a lane is 0..31", "a lane number")
 _seconds = number(int, lambda v: 0 <= v <= 255, "identify takes 0..255 seconds (0 stops)", "a whole number of seconds")
 
 
+def _install_service(args: argparse.Namespace) -> int:
+    executable = Path(args.executable) if args.executable else default_executable()
+    if not executable.is_absolute() or not os.access(executable, os.X_OK):
+        _err(f"--executable: {executable} is not an executable file given by its absolute path")
+        return EXIT_REFUSED
+    try:
+        install(Path(args.root), executable, enable=args.enable)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        _err(f"install-service: {exc}")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 def add_hub_parser(sub: Any) -> None:
     hub = sub.add_parser("hub", help="run the hub service, or send commands to the running hub")
     verbs = hub.add_subparsers(dest="hub_command", required=True, metavar="COMMAND")
@@ -186,3 +209,15 @@ def add_hub_parser(sub: Any) -> None:
     status = verbs.add_parser("status", help="print the running hub's status (JSON)")
     with_config(status)
     status.set_defaults(func=_status)
+
+    svc = verbs.add_parser(
+        "install-service",
+        help="install the hub as a systemd service with udev rules for the node boards (Raspberry Pi)",
+        description="Write the systemd unit, the udev rules for shelf-node boards, /etc/smartshelf/hub.toml and the "
+        "nodes file (the last two only if missing); as root on / also create the smartshelf user. --enable then "
+        "reloads systemd and udev and starts the hub.",
+    )
+    svc.add_argument("--root", default="/", help="install under this directory instead of / (to stage or inspect)")
+    svc.add_argument("--executable", help="the smartshelf command the unit runs (default: the one beside this Python)")
+    svc.add_argument("--enable", action="store_true", help="reload systemd and udev, enable and start the hub")
+    svc.set_defaults(func=_install_service)

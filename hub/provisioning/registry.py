@@ -59,5 +59,9 @@ def register(nodes_file: Path, node_id: int, key: bytes, port: str) -> list[int]
         f.write("\n".join(lines) + "\n")
         f.flush()
         os.fsync(f.fileno())
+        if nodes_file.exists():  # the hub's user keeps owning it when root runs smartshelf flash
+            st = nodes_file.stat()
+            if (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
+                os.fchown(f.fileno(), st.st_uid, st.st_gid)
     os.replace(tmp, nodes_file)
     return replaced

@@ -25,6 +25,7 @@ from typing import Any
 
 from hub.config import HubConfig
 from hub.ledger.backup import BackupPolicy
+from hub.ledger.models import LedgerError
 from hub.ledger.reader import LedgerReader
 from hub.ledger.service import LedgerService
 from hub.link.commands import CommandError, CommandOutcome, UnknownNode
@@ -177,6 +178,20 @@ class HubService:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    async def healthy(self) -> bool:
+        """The ledger's writer takes a transaction and finishes it (an empty one: nothing is written); for the
+        systemd watchdog (``hub/service/watchdog.py``)."""
+
+        async def nothing(tx: object) -> bool:
+            return True
+
+        if self.ledger is None:
+            return False
+        try:
+            return await self.ledger.transact(nothing)
+        except LedgerError:
+            return False
 
     async def run(self, stop: asyncio.Event, status_interval_s: float | None = None) -> None:
         """Log a status line every ``status_interval_s`` until ``stop`` is set."""
