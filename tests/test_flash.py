@@ -269,3 +269,16 @@ def test_unsupported_micropython_is_refused() -> None:
     assert check_board("/dev/ttyUSB0", esp, True, None) == "xtensawin"
     pico = Probe("micropython", (1, 27, 0), 6 | (4 << 10), "rp2", "Pico W", 4096, 200, 100, "", "", {}, "", None, ())
     assert check_board("/dev/ttyACM0", pico, True, None) == "armv6m"
+
+
+def test_bench_flash_compares_with_plain_mpremote_side_by_side(capsys: pytest.CaptureFixture[str]) -> None:
+    from tools.bench import flash as bench
+
+    rows = bench.run(as_json=True)["rows"]
+    ours, plain = rows["full: smartshelf flash"], rows["full: mpremote cp -r"]
+    assert plain["files"] == ours["files"] - 3  # the modules; smartshelf flash adds the manifest, loader, config
+    assert plain["bytes"] < ours["bytes"] < plain["bytes"] + 16 * 1024
+    one, plain_one = rows["one module: smartshelf flash"], rows["one module: mpremote cp -r"]
+    assert plain_one["files"] == 1 and one["files"] == 2  # the changed module (and the new image's manifest)
+    assert one["bytes"] < ours["bytes"] / 5
+    assert all(r["seconds"] > 0 for r in rows.values())

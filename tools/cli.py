@@ -19,7 +19,7 @@ from typing import Any
 from hub.cli.args import number
 from tools.emulation.host import add_emulate_parser
 
-BENCH_TARGETS = ("protocol", "sensing", "hub", "web")
+BENCH_TARGETS = ("protocol", "sensing", "hub", "web", "flash")
 
 _grams = number(float, lambda v: 1.0 <= v <= 100000.0, "unit weight must be between 1 g and 100 kg")
 _percent = number(float, lambda v: 0.0 <= v <= 30.0, "spread must be between 0 and 30 %")
@@ -57,10 +57,14 @@ def _bench(args: argparse.Namespace) -> int:
         from tools.bench import hub
 
         hub.run(quick=args.quick, as_json=args.json)
-    else:
+    elif args.target == "web":
         from tools.bench import web
 
         web.run(quick=args.quick, as_json=args.json)
+    else:
+        from tools.bench import flash
+
+        flash.run(as_json=args.json)
     return 0
 
 
