@@ -108,6 +108,12 @@ class Ingest:
             RfidLost: self._rfid_lost,
         }
 
+    def add_node(self, node: NodeSession, uplink_seq: int = 0) -> None:
+        """A node configured while the hub runs (``smartshelf flash`` provisioned it): its frames count from now."""
+        self.nodes[node.node_id] = node
+        self.receiver.keys[node.node_id] = node.key
+        self.restore_uplink_seq(node.node_id, uplink_seq)
+
     def restore_uplink_seq(self, node_id: int, seq: int) -> None:
         if seq > 0:
             self.receiver.last_seq[node_id] = seq

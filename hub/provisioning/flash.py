@@ -20,6 +20,7 @@ failed, 2 bad arguments, layout or nodes file.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
@@ -29,11 +30,13 @@ from typing import Any
 import serial
 
 from firmware import config as node_config
+from hub.config import ConfigError, load_config
 from hub.provisioning import image as images
 from hub.provisioning.device import Device, DeviceError, Probe
 from hub.provisioning.image import MPY_VERSION
 from hub.provisioning.ports import check_port, choose_port, stable_name
 from hub.provisioning.registry import known_key, register
+from hub.service.control import HubNotRunning, request
 from shared_protocol.auth import Key
 from shared_protocol.errors import ProtocolError
 from shared_protocol.frame import UplinkReceiver
@@ -131,7 +134,37 @@ def flash(
     if (node_id is None) != (layout is None):
         raise UsageError("a new node needs both --node-id and --layout")
     port = choose_port(port)
-    check_port(port)
+    hub = RunningHub(load_config(hub_config).control_socket) if hub_config is not None else None
+    borrowed = hub is not None and hub.borrow(port, timeout_s)
+    try:
+        added = _install(port, hub, node_id, layout, nodes_file, hub_config, compiled, arch, source, wait_s,
+                         timeout_s, out)  # fmt: skip
+    finally:
+        if borrowed:
+            assert hub is not None
+            hub.give_back(port)
+    if added is not None and hub is not None and hub.running:
+        ids = hub.reload_nodes()
+        if added in ids:
+            out(f"the running hub serves node {added} now")
+
+
+def _install(
+    port: str,
+    hub: RunningHub | None,
+    node_id: int | None,
+    layout: Path | None,
+    nodes_file: Path | None,
+    hub_config: Path | None,
+    compiled: bool,
+    arch: str | None,
+    source: Path,
+    wait_s: float | None,
+    timeout_s: float,
+    out: Any,
+) -> int | None:
+    """The install on a port nobody else holds; the id of a node it registered (None: none)."""
+    check_port(port, hub_running=hub is not None and hub.running)
     device = Device(port, timeout_s=timeout_s)
     probe = device.probe()
     image = images.build(check_board(port, probe, compiled, arch), compiled=compiled, source=source)
@@ -173,3 +206,41 @@ def flash(
         f"node {node_id}: firmware {image.image_id} ({kind}, {len(image.files) - 1} modules) installed on {stable}: "
         f"{sent_files} files sent ({sent_bytes / 1024:.1f} KiB){heard}"
     )
+    return node_id if config is not None else None
+
+
+class RunningHub:
+    """The hub on this machine, through its control socket: it lends a node's port and learns new nodes."""
+
+    def __init__(self, socket_path: Path) -> None:
+        self.socket_path = socket_path
+        self.running = True
+
+    def _ask(self, payload: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return asyncio.run(request(self.socket_path, payload, timeout_s=10.0))
+        except HubNotRunning:
+            self.running = False
+            return {"ok": False, "error": "no hub is running"}
+
+    def borrow(self, port: str, seconds: float) -> bool:
+        """Ask the hub to let go of ``port`` (False: it does not hold it, or does not run); wait until it has."""
+        if not self._ask({"op": "release", "port": port, "seconds": seconds + 60})["ok"]:
+            return False
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline:
+            try:
+                check_port(port)
+                return True
+            except DeviceError:
+                time.sleep(0.1)
+        return True  # check_port will say what holds it
+
+    def give_back(self, port: str) -> None:
+        self._ask({"op": "resume", "port": port})
+
+    def reload_nodes(self) -> list[int]:
+        reply = self._ask({"op": "reload-nodes"})
+        if not reply["ok"]:
+            raise ConfigError(f"the running hub did not take the new node: {reply['error']}")
+        return [int(n) for n in reply["added"]]

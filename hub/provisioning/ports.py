@@ -21,7 +21,7 @@ BOARDS: dict[tuple[int, int | None], str] = {
 STABLE_DIRS = (Path("/dev/serial/by-id"), Path("/dev/serial/by-path"))
 
 
-def check_port(port: str) -> None:
+def check_port(port: str, *, hub_running: bool = False) -> None:
     """Raises DeviceError (one line) unless ``port`` exists and no other program holds it."""
     if not os.path.exists(port):
         raise DeviceError(f"no such port: {port}")
@@ -30,10 +30,8 @@ def check_port(port: str) -> None:
             pass
     except serial.SerialException as err:
         if "lock" in str(err).lower() or "busy" in str(err).lower():
-            raise DeviceError(
-                f"port busy: {port} is open in another program (the hub? stop it, or stop it from holding the "
-                "port, then run this again)"
-            ) from None
+            hint = "another program has it" if hub_running else "the hub? give --config hub.toml to have it let go"
+            raise DeviceError(f"port busy: {port} is open in another program ({hint})") from None
         raise DeviceError(f"cannot open {port}: {err}") from None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from hub.config import ConfigError
 from hub.ledger.models import InvalidArgument, LedgerError
 from hub.link.commands import CommandError, CommandOutcome
 from shared_protocol.errors import ProtocolError
@@ -26,13 +27,24 @@ class Hub(Protocol):
         self, node_id: int, lane: int, sku: str, *, actor: str, lane_id: str | None = ..., timeout_s: float = ...
     ) -> CommandOutcome: ...
 
+    def release_port(self, port: str, seconds: float) -> None: ...
+
+    def resume_port(self, port: str) -> None: ...
+
+    async def reload_nodes(self) -> list[int]: ...
+
+
+MAX_RELEASE_S = 3600.0
+
 
 async def handle_request(hub: Hub, request: dict[str, Any]) -> dict[str, Any]:
     op = request.get("op")
     if op == "status":
         return {"ok": True, "status": hub.status()}
+    if op in ("release", "resume", "reload-nodes"):
+        return await _port_request(hub, op, request)
     if op != "command":
-        return {"ok": False, "error": f"unknown op {op!r} (command, status)"}
+        return {"ok": False, "error": f"unknown op {op!r} (command, status, release, resume, reload-nodes)"}
     try:
         node_id = _int(request, "node")
         timeout_s = float(request.get("timeout_s", 10.0))
@@ -80,3 +92,23 @@ def _message(name: object, request: dict[str, Any]) -> Message:
     if name == "identify":
         return Identify(_int(request, "seconds"))
     raise ValueError(f"unknown command {name!r} ({', '.join(COMMAND_NAMES)})")
+
+
+async def _port_request(hub: Hub, op: str, request: dict[str, Any]) -> dict[str, Any]:
+    """``smartshelf flash`` borrowing a node's port (release, resume) and announcing a new node (reload-nodes)."""
+    try:
+        if op == "reload-nodes":
+            return {"ok": True, "added": await hub.reload_nodes()}
+        port = request.get("port")
+        if not isinstance(port, str) or not port:
+            raise ValueError("port must be a device path")
+        if op == "resume":
+            hub.resume_port(port)
+            return {"ok": True}
+        seconds = request.get("seconds", 600)
+        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not 1 <= seconds <= MAX_RELEASE_S:
+            raise ValueError(f"seconds must be 1..{MAX_RELEASE_S:.0f}, not {seconds!r}")
+        hub.release_port(port, float(seconds))
+        return {"ok": True}
+    except (LookupError, ValueError, ConfigError, OSError) as exc:
+        return {"ok": False, "error": str(exc)}

@@ -20,10 +20,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
+from dataclasses import replace
 from typing import Any
 
-from hub.config import HubConfig
+from hub.config import HubConfig, NodeConfig, load_config
 from hub.ledger.backup import BackupPolicy
 from hub.ledger.models import LedgerError
 from hub.ledger.reader import LedgerReader
@@ -42,6 +44,10 @@ from hub.web.server import WebServer
 from shared_protocol.messages import Message, SetLane
 
 log = logging.getLogger(__name__)
+
+
+class UnknownPort(LookupError):
+    """No node of this hub is on that port."""
 
 
 class HubService:
@@ -101,17 +107,8 @@ class HubService:
             for node_id, seq in uplink_seqs.items():
                 ingest.restore_uplink_seq(node_id, seq)
             ingest.start()
-            for n in cfg.nodes if self._open_ports else ():
-                link = SerialLink(
-                    n.port,
-                    n.baud,
-                    ingest.enqueue,
-                    label=n.port,
-                    reopen_min_s=self.reopen_min_s,
-                    reopen_max_s=self.reopen_max_s,
-                )
-                self.links.append(link)
-                link.start()
+            for n in cfg.nodes:
+                self._open_link(n)
             if self._use_control:
                 self.control = ControlServer(cfg.control_socket, self.handle_control)
                 await self.control.start()
@@ -178,6 +175,52 @@ class HubService:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    def _open_link(self, node: NodeConfig) -> None:
+        if not self._open_ports or self.ingest is None:
+            return
+        link = SerialLink(
+            node.port,
+            node.baud,
+            self.ingest.enqueue,
+            label=node.port,
+            reopen_min_s=self.reopen_min_s,
+            reopen_max_s=self.reopen_max_s,
+        )
+        self.links.append(link)
+        link.start()
+
+    def _links_on(self, port: str) -> list[SerialLink]:
+        want = os.path.realpath(port)
+        found = [link for link in self.links if os.path.realpath(link.port) == want]
+        if not found:
+            raise UnknownPort(f"no node of this hub is on {port}")
+        return found
+
+    def release_port(self, port: str, seconds: float) -> None:
+        """Let go of a node's port for ``seconds`` (``smartshelf flash`` asks, then ``resume_port``)."""
+        for link in self._links_on(port):
+            link.release(seconds)
+        log.info("%s: released for %.0f s (smartshelf flash)", port, seconds)
+
+    def resume_port(self, port: str) -> None:
+        for link in self._links_on(port):
+            link.resume()
+
+    async def reload_nodes(self) -> list[int]:
+        """Serve the nodes that were added to the configuration (``hub.toml`` and its nodes files) since the hub
+        started; a node already served keeps its key and port until the hub restarts. The ids added."""
+        if self.ingest is None or self.ledger is None or self.reader is None:
+            return []
+        cfg = load_config(self.config.path)
+        new = [n for n in cfg.nodes if n.node_id not in self.ingest.nodes]
+        sessions, uplink_seqs = await restore_sessions(self.ledger, self.reader, new)
+        for session, node in zip(sessions, new, strict=True):
+            self.ingest.add_node(session, uplink_seqs.get(node.node_id, 0))
+            self._open_link(node)
+            log.info("node %d added (%s)", node.node_id, node.port)
+        self.config = replace(self.config, nodes=self.config.nodes + tuple(new))
+        return [n.node_id for n in new]
 
     async def healthy(self) -> bool:
         """The ledger's writer takes a transaction and finishes it (an empty one: nothing is written); for the

@@ -81,6 +81,7 @@ class SerialLink:
         self._wake = asyncio.Event()
         self._closing = False
         self._reading = True
+        self._released_until = 0.0
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -145,6 +146,22 @@ class SerialLink:
             self._task = asyncio.create_task(self.run(), name=f"serial {self.label}")
         return self._task
 
+    def release(self, seconds: float) -> None:
+        """Let go of the port for ``seconds`` (or until ``resume``), so another program can open it: ``smartshelf
+        flash`` re-installing the node's firmware. Frames the node sends meanwhile are not the hub's."""
+        self._released_until = time.monotonic() + seconds
+        self._lose("released to another program")
+        self._wake.set()
+
+    def resume(self) -> None:
+        """Take the port back now (it is opened again as after an unplug)."""
+        self._released_until = 0.0
+        self._wake.set()
+
+    @property
+    def released(self) -> bool:
+        return self._released_until > time.monotonic()
+
     def pause_reading(self) -> None:
         """Stop taking frames from the port (shutdown); writes still go out until ``close``."""
         self._reading = False
@@ -164,6 +181,12 @@ class SerialLink:
         delay = self.reopen_min_s
         waiting_logged = False
         while not self._closing:
+            if self.released:
+                log.info("%s: released to another program", self.label)
+                while self.released and not self._closing:
+                    await self._sleep(self._released_until - time.monotonic())
+                delay = self.reopen_min_s
+                continue
             try:
                 ser = serial.Serial(self.port, self.baud, timeout=0, write_timeout=0, exclusive=True)
             except (serial.SerialException, OSError, ValueError) as exc:
@@ -183,6 +206,8 @@ class SerialLink:
                 reason = f"error: {exc}"
             if self._closing:
                 break
+            if self.released:
+                continue
             log.warning("%s: disconnected (%s)", self.label, reason)
             if time.monotonic() - opened > 2 * self.reopen_max_s:
                 delay = self.reopen_min_s  # it had been working: try again soon

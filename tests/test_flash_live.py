@@ -1,0 +1,146 @@
+"""Re-flashing a counting node while the store is open (hardware in the loop, real time, about a minute).
+
+An emulated node counts picks into the real hub (a subprocess on the node's pty). The hub lets go of the port (as
+``smartshelf flash`` asks it to), a shopper picks while nobody listens, so the node holds an event the hub has not
+acknowledged; then ``smartshelf flash --config hub.toml`` installs a new firmware version (interrupting the firmware,
+staging, switching, resetting) and gives the port back. More picks follow. The hub must report the new version,
+the ledger must equal the ground truth, and every event must be booked exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hub.service.control import request
+from tests.faults.harness import HubProcess, query, seed, write_hub_config
+from tests.test_flash import changed_firmware
+from tools.emulation.host import Emulator
+from tools.emulation.scenarios import ScenarioBuilder
+from tools.emulation.store import expected_outcome
+from tools.mpy_runtime import REPO_ROOT
+
+pytestmark = [pytest.mark.slow, pytest.mark.micropython]
+
+
+def wait(cond: Any, emu: Emulator, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        emu.poll()
+        if cond():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_counting_node_is_reflashed_mid_traffic_and_every_event_is_booked_once(tmp_path: Path) -> None:
+    b = ScenarioBuilder([1], seed=3, start_s=8.0)
+    b.pick(1, 0, 8.0, 1)
+    b.pick(1, 1, 10.0, 2)
+    b.pick(1, 0, 17.0, 1)  # while the hub has let go of the port: counted, not yet acknowledged
+    b.pick(1, 2, 44.0, 1)  # after the new firmware is in
+    b.pick(1, 3, 46.0, 2)
+    scenario = b.build("reflash")
+    db = tmp_path / "ledger.db"
+    seed(db, scenario)
+    emu = Emulator([1], scenario, tmp_path / "emu", fresh=True, out=lambda s: None)
+    emu.start()
+    hub = None
+    try:
+        node = emu.nodes[0]
+        cfg = write_hub_config(tmp_path, db, [(1, node.key, node.port)])
+        hub = HubProcess(cfg, tmp_path / "hub.log")
+        hub.start()
+
+        def booked() -> int:
+            return int(query(db, "SELECT count(*) FROM movements WHERE event_seq IS NOT NULL")[0][0])
+
+        wait(lambda: booked() == 2, emu, 30.0, "the first two picks in the ledger")
+        wait(lambda: emu.elapsed() >= 14.0, emu, 20.0, "t = 14 s")
+        reply = asyncio.run(request(tmp_path / "hub.sock", {"op": "release", "port": str(node.port), "seconds": 600},
+                                    timeout_s=10.0))  # fmt: skip
+        assert reply == {"ok": True}, reply
+        wait(lambda: emu.elapsed() >= 19.5, emu, 20.0, "the pick at 17 s counted by the node")
+        assert booked() == 2  # the hub heard nothing of it
+
+        r = subprocess.run(
+            [sys.executable, "-m", "hub.cli", "flash", str(node.port), "--config", str(cfg), "--source",
+             str(changed_firmware(tmp_path, "(0, 1, 7)"))],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert r.returncode == 0, r
+        assert re.match(r"^node 1: firmware 0\.1\.7-[0-9a-f]{10} \(bytecode \.mpy, \d+ modules\) installed on ",
+                        r.stdout), r  # fmt: skip
+
+        end_s = max(row.t_end for row in scenario.truth) + 2.0
+        want = {lid: units for lid, (_sku, units) in expected_outcome(scenario.truth, end_s).counts.items()}
+
+        def observed() -> dict[str, int]:
+            return {str(lid): int(q) for lid, _sku, q in query(db, "SELECT lane_id, sku, qty FROM observed_stock")}
+
+        wait(lambda: emu.elapsed() >= end_s and observed() == want and booked() == 5, emu, 90.0,
+             "the ledger to equal the ground truth")  # fmt: skip
+        status = hub.status()
+        assert status is not None
+        (mine,) = [n for n in status["nodes"] if n["node_id"] == 1]
+        assert mine["firmware"] == "0.1.7", mine
+        dupes = query(db, "SELECT event_seq, count(*) FROM movements WHERE event_seq IS NOT NULL GROUP BY event_seq"
+                          " HAVING count(*) > 1")  # fmt: skip
+        assert dupes == []
+        seqs = [int(s) for (s,) in query(db, "SELECT event_seq FROM movements WHERE event_seq IS NOT NULL "
+                                             "ORDER BY event_seq")]  # fmt: skip
+        assert seqs == [1, 2, 3, 4, 5]
+        # The pick made while the port was lent out reached the ledger after the re-flash, from the node's outbox.
+        late = query(db, "SELECT note FROM movements WHERE event_seq = 3")[0][0] or ""
+        assert "age unknown" in late, late
+        assert hub.stop() == 0
+        hub = None
+    finally:
+        if hub is not None:
+            hub.stop()
+        emu.stop()
+
+
+def test_a_new_node_flashed_beside_a_running_hub_is_served_without_a_restart(tmp_path: Path) -> None:
+    from tests.test_flash import layout_file
+    from tools.emulation.scenarios import build
+
+    db = tmp_path / "ledger.db"
+    emu = Emulator([9], build("idle", [9]), tmp_path / "emu", blank=True, out=lambda s: None)
+    emu.start()
+    hub = None
+    try:
+        node = emu.nodes[0]
+        cfg = write_hub_config(tmp_path, db, [])  # a hub with no node yet; its nodes file is the one flash fills
+        nodes_file = tmp_path / "relay-nodes.toml"
+        hub = HubProcess(cfg, tmp_path / "hub.log")
+        hub.start()
+        wait(lambda: hub is not None and hub.status() is not None, emu, 30.0, "the hub")
+        r = subprocess.run(
+            [sys.executable, "-m", "hub.cli", "flash", str(node.port), "--node-id", "9", "--layout",
+             str(layout_file(tmp_path)), "--nodes-file", str(nodes_file), "--config", str(cfg)],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert r.returncode == 0, r
+        assert r.stdout.strip().splitlines()[-1] == "the running hub serves node 9 now", r
+
+        def served() -> dict[str, Any] | None:
+            status = hub.status() if hub is not None else None
+            nodes = [n for n in (status or {}).get("nodes", []) if n["node_id"] == 9]
+            return nodes[0] if nodes and nodes[0]["up"] and nodes[0]["firmware"] == "0.1.0" else None
+
+        wait(lambda: served() is not None, emu, 30.0, "node 9 up at the hub")
+        assert query(db, "SELECT fw_version FROM nodes WHERE node_id = 9") == [("0.1.0",)]
+        assert hub.stop() == 0
+        hub = None
+    finally:
+        if hub is not None:
+            hub.stop()
+        emu.stop()
