@@ -120,15 +120,25 @@ def test_a_blank_board_becomes_a_node_and_a_reflash_sends_only_what_changed(
     assert active_image(node.flash_dir) == first
     assert not (node.flash_dir / "fw" / "previous").exists()
 
-    # The same firmware again: nothing to send; the node keeps its config and key, boots again.
+    # Its id cannot be given to another node (the hub's replay marks and event numbers are this node's).
+    before = snapshot(node.flash_dir)
+    r = smartshelf_flash(str(node.port), "--node-id", "7", "--layout", str(layout_file(tmp_path)),
+                         "--nodes-file", str(nodes_file))  # fmt: skip
+    assert r.returncode == 2 and "node 7 is already provisioned for this hub" in r.stderr, r
+    assert {k: v for k, v in snapshot(node.flash_dir).items() if not k.startswith("state/")} == {
+        k: v for k, v in before.items() if not k.startswith("state/")
+    }
+
+    # The same firmware again: nothing to send; the node keeps its config and key, boots again (boot 2 was the
+    # reset after the refusal: the probe had stopped the firmware, and a refused flash leaves the node counting).
     r = smartshelf_flash(str(node.port), "--nodes-file", str(nodes_file))
     m = LINE.match(r.stdout.strip())
-    assert m and (m[2], m[6], m[8]) == (first, "0", "2"), r
+    assert m and (m[2], m[6], m[8]) == (first, "0", "3"), r
 
     # A new version with one module changed: the manifest, __init__ and that module go over the wire.
     r = smartshelf_flash(str(node.port), "--nodes-file", str(nodes_file), "--source", str(changed_firmware(tmp_path)))
     m = LINE.match(r.stdout.strip())
-    assert m and m[2].startswith("0.1.1-") and m[6] == "3" and m[8] == "3", r
+    assert m and m[2].startswith("0.1.1-") and m[6] == "3" and m[8] == "4", r
     assert active_image(node.flash_dir) == m[2]
     assert (node.flash_dir / "fw" / "previous").read_text().strip() == first
     assert tomllib.loads(nodes_file.read_text())["node"] == [entry]  # still the same node and key
@@ -140,10 +150,10 @@ def test_a_blank_board_becomes_a_node_and_a_reflash_sends_only_what_changed(
                        timeout=60)  # fmt: skip
     assert r.returncode == 0, r
     deadline = time.monotonic() + 20
-    while node.log_path.read_text().count(f"firmware image {first}") < 3 and time.monotonic() < deadline:
+    while node.log_path.read_text().count(f"firmware image {first}") < 4 and time.monotonic() < deadline:
         blank.poll()
         time.sleep(0.05)
-    assert node.log_path.read_text().count(f"firmware image {first}") == 3  # two boots of the first, now this one
+    assert node.log_path.read_text().count(f"firmware image {first}") == 4  # three boots of the first, now this
 
 
 def test_an_install_killed_half_way_leaves_the_old_firmware_booting_and_the_retry_completes(

@@ -257,6 +257,10 @@ class Device:
             tuple(str(x) for x in d["images"]),
         )  # fmt: skip
 
+    def restart(self) -> None:
+        """Reset the board (best effort), so a node whose firmware the probe interrupted counts again."""
+        self._mpremote("reset", timeout_s=self.probe_timeout_s)
+
     def install(self, image: Image, probe: Probe, config: bytes | None) -> tuple[int, int]:
         """Stage ``image`` under /fw/<id> (files shared with the active image copied on the board, the others over
         the wire), verify it, put the loader and ``config`` (if given) in place, switch, reset. Returns (files

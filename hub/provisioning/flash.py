@@ -33,7 +33,7 @@ from firmware import config as node_config
 from hub.config import ConfigError, load_config
 from hub.provisioning import image as images
 from hub.provisioning.device import Device, DeviceError, Probe
-from hub.provisioning.image import MPY_VERSION
+from hub.provisioning.image import MPY_VERSION, ImageError
 from hub.provisioning.ports import check_port, choose_port, stable_name
 from hub.provisioning.registry import known_key, register
 from hub.service.control import HubNotRunning, request
@@ -166,12 +166,37 @@ def _install(
     """The install on a port nobody else holds; the id of a node it registered (None: none)."""
     check_port(port, hub_running=hub is not None and hub.running)
     device = Device(port, timeout_s=timeout_s)
-    probe = device.probe()
+    probe = device.probe()  # this stops the firmware: a refusal from here on resets the board, which boots as before
+    try:
+        return _provision(device, probe, node_id, layout, nodes_file, hub_config, compiled, arch, source, wait_s, out)
+    except (UsageError, ImageError, ConfigError, DeviceError):
+        device.restart()  # whatever was refused or failed, the board boots what it has (the old image, if any)
+        raise
+
+
+def _provision(
+    device: Device,
+    probe: Probe,
+    node_id: int | None,
+    layout: Path | None,
+    nodes_file: Path | None,
+    hub_config: Path | None,
+    compiled: bool,
+    arch: str | None,
+    source: Path,
+    wait_s: float | None,
+    out: Any,
+) -> int | None:
+    port = device.port
     image = images.build(check_board(port, probe, compiled, arch), compiled=compiled, source=source)
     config: bytes | None = None
     if node_id is not None and layout is not None:
         if nodes_file is None:
             raise UsageError("--nodes-file is needed: the new node's key must be kept where the hub reads it")
+        if known_key(node_id, nodes_file, hub_config) is not None:
+            # The hub's replay marks and event numbers belong to that node; a second identity under its id would
+            # have its frames refused or its events taken for duplicates. Re-provisioning needs a new id for now.
+            raise UsageError(f"node {node_id} is already provisioned for this hub: give the new node an id of its own")
         config, key = new_config(node_id, layout)
     else:
         if probe.node_id is None:
