@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tools.mpy_runtime import REPO_ROOT, MicroPythonRuntime, MicroPythonUnavailable
+from tools.mpy_runtime import REPO_ROOT, MicroPythonRuntime, MicroPythonUnavailable, find_node
 
 PORTABLE_PACKAGES = (
     "shared_protocol",
@@ -68,6 +68,18 @@ def mpy_runtime() -> Iterator[MicroPythonRuntime]:
         pytest.fail(f"MicroPython runtime unavailable: {exc}", pytrace=False)
     yield rt
     rt.close()
+
+
+@pytest.fixture
+def emulated_boards() -> None:
+    """Tests that start emulated boards (a Node.js process each): fail, never skip, when the runtime is missing
+    (``SMARTSHELF_ALLOW_NO_MPY=1`` skips them)."""
+    try:
+        find_node()
+    except MicroPythonUnavailable as exc:
+        if os.environ.get("SMARTSHELF_ALLOW_NO_MPY") == "1":
+            pytest.skip(f"MicroPython unavailable and SMARTSHELF_ALLOW_NO_MPY=1: {exc}")
+        pytest.fail(f"MicroPython runtime unavailable: {exc}", pytrace=False)
 
 
 @pytest.fixture

@@ -28,19 +28,9 @@ from shared_protocol.messages import KIND_PICK, Ack, Message
 from shared_protocol.serial_framing import SerialDecoder
 from tools.emulation import host
 from tools.emulation.scenarios import ScenarioBuilder, build
-from tools.mpy_runtime import REPO_ROOT, MicroPythonUnavailable, find_node
+from tools.mpy_runtime import REPO_ROOT
 
-pytestmark = [pytest.mark.slow, pytest.mark.micropython]
-
-
-@pytest.fixture(autouse=True)
-def _needs_node() -> None:
-    try:
-        find_node()
-    except MicroPythonUnavailable as exc:
-        if os.environ.get("SMARTSHELF_ALLOW_NO_MPY") == "1":
-            pytest.skip(f"MicroPython unavailable and SMARTSHELF_ALLOW_NO_MPY=1: {exc}")
-        pytest.fail(f"MicroPython runtime unavailable: {exc}", pytrace=False)
+pytestmark = [pytest.mark.slow, pytest.mark.micropython, pytest.mark.usefixtures("emulated_boards")]
 
 
 class Hub:

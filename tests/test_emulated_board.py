@@ -25,21 +25,12 @@ from shared_protocol.errors import ProtocolError
 from shared_protocol.frame import DownlinkSender, UplinkReceiver
 from shared_protocol.messages import Ack
 from shared_protocol.serial_framing import SerialDecoder
+from tests.emulation_support import wait_until
 from tools.emulation import host
 from tools.emulation.scenarios import build
-from tools.mpy_runtime import REPO_ROOT, MicroPythonUnavailable, find_node
+from tools.mpy_runtime import REPO_ROOT
 
-pytestmark = [pytest.mark.micropython]
-
-
-@pytest.fixture(autouse=True)
-def _needs_node() -> None:
-    try:
-        find_node()
-    except MicroPythonUnavailable as exc:
-        if os.environ.get("SMARTSHELF_ALLOW_NO_MPY") == "1":
-            pytest.skip(f"MicroPython unavailable and SMARTSHELF_ALLOW_NO_MPY=1: {exc}")
-        pytest.fail(f"MicroPython runtime unavailable: {exc}", pytrace=False)
+pytestmark = [pytest.mark.micropython, pytest.mark.usefixtures("emulated_boards")]
 
 
 def mpremote(port: Path, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
@@ -53,17 +44,6 @@ def mpremote(port: Path, *args: str, timeout: float = 60.0) -> subprocess.Comple
     )
 
 
-def wait_for(cond: object, emu: host.Emulator, timeout: float = 20.0) -> None:
-    assert callable(cond)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        emu.poll()
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {cond}")
-
-
 def boots(node: host.EmulatedNode) -> int:
     """How many times the firmware announced itself on the node's console."""
     return node.log_path.read_text(errors="replace").count(f"smartshelf: node {node.node_id} boot ")
@@ -75,7 +55,7 @@ def emu(tmp_path: Path) -> Iterator[host.Emulator]:
     e = host.Emulator([1], build("idle", [1]), tmp_path / "emu", out=lines.append)
     e.start()
     try:
-        wait_for(lambda: boots(e.nodes[0]) == 1, e)
+        wait_until(lambda: boots(e.nodes[0]) == 1, e)
         yield e
     finally:
         e.stop()
@@ -85,7 +65,7 @@ def test_mpremote_exec_fs_and_resets_against_a_counting_node(emu: host.Emulator,
     node = emu.nodes[0]
     r = mpremote(node.port, "exec", "import sys; print(sys.implementation.name)")
     assert (r.returncode, r.stdout.strip()) == (0, "micropython"), r
-    wait_for(lambda: node.stopped.startswith("interrupted (Ctrl-C)"), emu)  # Ctrl-C stopped the firmware
+    wait_until(lambda: node.stopped.startswith("interrupted (Ctrl-C)"), emu)  # Ctrl-C stopped the firmware
     assert "KeyboardInterrupt" in node.log_path.read_text()
 
     # The flash as a board lists it: what the factory put there, with sizes.
@@ -125,8 +105,8 @@ def test_mpremote_exec_fs_and_resets_against_a_counting_node(emu: host.Emulator,
 
     r = mpremote(node.port, "reset")  # machine.reset(): a hard reset runs main.py, the firmware counts again
     assert r.returncode == 0, r
-    wait_for(lambda: boots(node) == 2, emu)
-    wait_for(lambda: node.stopped == "", emu)
+    wait_until(lambda: boots(node) == 2, emu)
+    wait_until(lambda: node.stopped == "", emu)
     r = mpremote(node.port, "exec", "import machine; print(machine.reset_cause())")
     assert r.stdout.split() == ["5"], r
     r = mpremote(node.port, "exec", "import machine; print(machine.unique_id().hex())")
@@ -224,7 +204,7 @@ def test_a_blank_board_takes_the_firmware_with_plain_mpremote_and_boots_it(tmp_p
     try:
         node = emu.nodes[0]
         assert "[[node]]" not in (emu.directory / "nodes.toml").read_text()  # no key until it is installed
-        wait_for(lambda: ">>> " in node.log_path.read_text(), emu)  # no main.py: the REPL, at once
+        wait_until(lambda: ">>> " in node.log_path.read_text(), emu)  # no main.py: the REPL, at once
         assert list(node.flash_dir.iterdir()) == []
         r = mpremote(node.port, "fs", "ls", ":")
         assert r.returncode == 0 and r.stdout.splitlines()[1:] == [], r
@@ -253,7 +233,7 @@ def test_a_blank_board_takes_the_firmware_with_plain_mpremote_and_boots_it(tmp_p
         assert mpremote(node.port, "fs", "rm", ":fill.bin", ":two.bin").returncode == 0  # no room was left for x.bin
 
         assert mpremote(node.port, "reset").returncode == 0
-        wait_for(lambda: boots(node) == 1, emu)
+        wait_until(lambda: boots(node) == 1, emu)
         active = (node.flash_dir / "fw" / "active").read_text().strip()
         assert (node.flash_dir / "fw" / active / "firmware" / "node.py").is_file()
         assert f"smartshelf: firmware image {active}" in node.log_path.read_text()

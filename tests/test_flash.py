@@ -25,24 +25,14 @@ from hub.provisioning.device import DeviceError, Probe
 from hub.provisioning.flash import check_board
 from tools.emulation import host
 from tools.emulation.scenarios import build
-from tools.mpy_runtime import REPO_ROOT, MicroPythonUnavailable, find_node
+from tools.mpy_runtime import REPO_ROOT
 
-pytestmark = [pytest.mark.micropython]
+pytestmark = [pytest.mark.micropython, pytest.mark.usefixtures("emulated_boards")]
 
 LINE = re.compile(
     r"^node (\d+): firmware (\d+\.\d+\.\d+-[0-9a-f]{10}) \((bytecode \.mpy|sources), (\d+) modules\) installed on "
     r"(\S+): (\d+) files sent \(([\d.]+) KiB\); hello after [\d.]+ s \(boot (\d+)\)$"
 )
-
-
-@pytest.fixture(autouse=True)
-def _needs_node() -> None:
-    try:
-        find_node()
-    except MicroPythonUnavailable as exc:
-        if os.environ.get("SMARTSHELF_ALLOW_NO_MPY") == "1":
-            pytest.skip(f"MicroPython unavailable and SMARTSHELF_ALLOW_NO_MPY=1: {exc}")
-        pytest.fail(f"MicroPython runtime unavailable: {exc}", pytrace=False)
 
 
 def smartshelf_flash(*args: str, timeout: float = 180.0) -> subprocess.CompletedProcess[str]:

@@ -13,13 +13,13 @@ import asyncio
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from hub.service.control import request
+from tests.emulation_support import wait_until
 from tests.faults.harness import HubProcess, query, seed, write_hub_config
 from tests.test_flash import changed_firmware
 from tools.emulation.host import Emulator
@@ -27,17 +27,7 @@ from tools.emulation.scenarios import ScenarioBuilder
 from tools.emulation.store import expected_outcome
 from tools.mpy_runtime import REPO_ROOT
 
-pytestmark = [pytest.mark.slow, pytest.mark.micropython]
-
-
-def wait(cond: Any, emu: Emulator, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        emu.poll()
-        if cond():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+pytestmark = [pytest.mark.slow, pytest.mark.micropython, pytest.mark.usefixtures("emulated_boards")]
 
 
 def test_a_counting_node_is_reflashed_mid_traffic_and_every_event_is_booked_once(tmp_path: Path) -> None:
@@ -62,12 +52,12 @@ def test_a_counting_node_is_reflashed_mid_traffic_and_every_event_is_booked_once
         def booked() -> int:
             return int(query(db, "SELECT count(*) FROM movements WHERE event_seq IS NOT NULL")[0][0])
 
-        wait(lambda: booked() == 2, emu, 30.0, "the first two picks in the ledger")
-        wait(lambda: emu.elapsed() >= 14.0, emu, 20.0, "t = 14 s")
+        wait_until(lambda: booked() == 2, emu, 30.0, "the first two picks in the ledger")
+        wait_until(lambda: emu.elapsed() >= 14.0, emu, 20.0, "t = 14 s")
         reply = asyncio.run(request(tmp_path / "hub.sock", {"op": "release", "port": str(node.port), "seconds": 600},
                                     timeout_s=10.0))  # fmt: skip
         assert reply == {"ok": True}, reply
-        wait(lambda: emu.elapsed() >= 19.5, emu, 20.0, "the pick at 17 s counted by the node")
+        wait_until(lambda: emu.elapsed() >= 19.5, emu, 20.0, "the pick at 17 s counted by the node")
         assert booked() == 2  # the hub heard nothing of it
 
         r = subprocess.run(
@@ -85,7 +75,7 @@ def test_a_counting_node_is_reflashed_mid_traffic_and_every_event_is_booked_once
         def observed() -> dict[str, int]:
             return {str(lid): int(q) for lid, _sku, q in query(db, "SELECT lane_id, sku, qty FROM observed_stock")}
 
-        wait(lambda: emu.elapsed() >= end_s and observed() == want and booked() == 5, emu, 90.0,
+        wait_until(lambda: emu.elapsed() >= end_s and observed() == want and booked() == 5, emu, 90.0,
              "the ledger to equal the ground truth")  # fmt: skip
         status = hub.status()
         assert status is not None
@@ -122,7 +112,7 @@ def test_a_new_node_flashed_beside_a_running_hub_is_served_without_a_restart(tmp
         nodes_file = tmp_path / "relay-nodes.toml"
         hub = HubProcess(cfg, tmp_path / "hub.log")
         hub.start()
-        wait(lambda: hub is not None and hub.status() is not None, emu, 30.0, "the hub")
+        wait_until(lambda: hub is not None and hub.status() is not None, emu, 30.0, "the hub")
         r = subprocess.run(
             [sys.executable, "-m", "hub.cli", "flash", str(node.port), "--node-id", "9", "--layout",
              str(layout_file(tmp_path)), "--nodes-file", str(nodes_file), "--config", str(cfg)],
@@ -136,7 +126,7 @@ def test_a_new_node_flashed_beside_a_running_hub_is_served_without_a_restart(tmp
             nodes = [n for n in (status or {}).get("nodes", []) if n["node_id"] == 9]
             return nodes[0] if nodes and nodes[0]["up"] and nodes[0]["firmware"] == "0.1.0" else None
 
-        wait(lambda: served() is not None, emu, 30.0, "node 9 up at the hub")
+        wait_until(lambda: served() is not None, emu, 30.0, "node 9 up at the hub")
         assert query(db, "SELECT fw_version FROM nodes WHERE node_id = 9") == [("0.1.0",)]
         assert hub.stop() == 0
         hub = None

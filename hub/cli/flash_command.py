@@ -11,7 +11,7 @@ from hub.cli.args import number
 from hub.config import ConfigError
 from hub.provisioning import image as images
 from hub.provisioning.device import DeviceError
-from hub.provisioning.flash import UsageError, flash
+from hub.provisioning.flash import Request, UsageError, flash
 from hub.provisioning.image import ImageError
 
 _seconds = number(float, lambda v: 1.0 <= v <= 3600.0, "must be 1 .. 3600 s")
@@ -42,8 +42,7 @@ def add_flash_parser(sub: Any) -> None:
 
 def main(args: argparse.Namespace) -> int:
     try:
-        flash(
-            args.port,
+        request = Request(
             node_id=args.node_id,
             layout=Path(args.layout) if args.layout else None,
             nodes_file=Path(args.nodes_file) if args.nodes_file else None,
@@ -54,6 +53,7 @@ def main(args: argparse.Namespace) -> int:
             wait_s=None if args.no_wait else args.wait,
             timeout_s=args.timeout,
         )
+        flash(args.port, request)
     except (UsageError, ConfigError) as err:
         print(f"smartshelf flash: {err}", file=sys.stderr)
         return 2

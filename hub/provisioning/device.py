@@ -60,12 +60,8 @@ class Probe:
         return self.block * self.free_blocks
 
 
-PROBE = r"""
-import sys, os, json
-try:
-    import hashlib, binascii
-except ImportError:
-    hashlib = None
+# On the board: the sha256 of a file, read in 512-byte chunks into one buffer (the probe and the switch use it).
+SHA = r"""
 def _sha(p):
     h = hashlib.sha256()
     b = bytearray(512)
@@ -77,7 +73,17 @@ def _sha(p):
                 break
             h.update(m[:n])
     return binascii.hexlify(h.digest()).decode()
-def _rd(p):
+"""
+
+PROBE = r"""
+import sys, os, json
+try:
+    import hashlib, binascii
+except ImportError:
+    hashlib = None
+"""
+PROBE += SHA
+PROBE += r"""def _rd(p):
     try:
         with open(p) as f:
             return f.read().strip()
@@ -166,18 +172,9 @@ print('SMARTSHELF-PREPARED')
 # the loader and the config are put in place, and last the switch itself: /fw/active replaced by one rename.
 SWITCH = r"""
 import os, hashlib, binascii
-def _sha(p):
-    h = hashlib.sha256()
-    b = bytearray(512)
-    m = memoryview(b)
-    with open(p, 'rb') as f:
-        while True:
-            n = f.readinto(b)
-            if not n:
-                break
-            h.update(m[:n])
-    return binascii.hexlify(h.digest()).decode()
-for p, want in EXPECT.items():
+"""
+SWITCH += SHA
+SWITCH += r"""for p, want in EXPECT.items():
     try:
         got = _sha(p)
     except OSError:

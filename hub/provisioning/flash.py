@@ -24,6 +24,7 @@ import asyncio
 import json
 import secrets
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -115,30 +116,30 @@ def wait_hello(port: str, node_id: int, key: bytes, version: tuple[int, int, int
     )
 
 
-def flash(
-    port: str | None,
-    *,
-    node_id: int | None = None,
-    layout: Path | None = None,
-    nodes_file: Path | None = None,
-    hub_config: Path | None = None,
-    compiled: bool = True,
-    arch: str | None = None,
-    source: Path = images.SOURCE,
-    wait_s: float | None = 30.0,
-    timeout_s: float = 300.0,
-    out: Any = print,
-) -> None:
-    """The whole of ``smartshelf flash`` (``wait_s`` None: do not wait for the hello); raises DeviceError,
-    UsageError, ImageError or ConfigError, each one line."""
-    if (node_id is None) != (layout is None):
+@dataclass(frozen=True)
+class Request:
+    """What the technician asked for (``smartshelf flash``'s options); ``wait_s`` None: do not wait for the hello."""
+
+    node_id: int | None = None  # with layout: provision a new node
+    layout: Path | None = None
+    nodes_file: Path | None = None
+    hub_config: Path | None = None
+    compiled: bool = True
+    arch: str | None = None
+    source: Path = images.SOURCE
+    wait_s: float | None = 30.0
+    timeout_s: float = 300.0
+
+
+def flash(port: str | None, req: Request, out: Any = print) -> None:
+    """The whole of ``smartshelf flash``; raises DeviceError, UsageError, ImageError or ConfigError, each one line."""
+    if (req.node_id is None) != (req.layout is None):
         raise UsageError("a new node needs both --node-id and --layout")
     port = choose_port(port)
-    hub = RunningHub(load_config(hub_config).control_socket) if hub_config is not None else None
-    borrowed = hub is not None and hub.borrow(port, timeout_s)
+    hub = RunningHub(load_config(req.hub_config).control_socket) if req.hub_config is not None else None
+    borrowed = hub is not None and hub.borrow(port, req.timeout_s)
     try:
-        added = _install(port, hub, node_id, layout, nodes_file, hub_config, compiled, arch, source, wait_s,
-                         timeout_s, out)  # fmt: skip
+        added = _install(port, hub, req, out)
     finally:
         if borrowed:
             assert hub is not None
@@ -149,55 +150,32 @@ def flash(
             out(f"the running hub serves node {added} now")
 
 
-def _install(
-    port: str,
-    hub: RunningHub | None,
-    node_id: int | None,
-    layout: Path | None,
-    nodes_file: Path | None,
-    hub_config: Path | None,
-    compiled: bool,
-    arch: str | None,
-    source: Path,
-    wait_s: float | None,
-    timeout_s: float,
-    out: Any,
-) -> int | None:
+def _install(port: str, hub: RunningHub | None, req: Request, out: Any) -> int | None:
     """The install on a port nobody else holds; the id of a node it registered (None: none)."""
     check_port(port, hub_running=hub is not None and hub.running)
-    device = Device(port, timeout_s=timeout_s)
+    device = Device(port, timeout_s=req.timeout_s)
     probe = device.probe()  # this stops the firmware: a refusal from here on resets the board, which boots as before
     try:
-        return _provision(device, probe, node_id, layout, nodes_file, hub_config, compiled, arch, source, wait_s, out)
+        return _provision(device, probe, req, out)
     except (UsageError, ImageError, ConfigError, DeviceError):
         device.restart()  # whatever was refused or failed, the board boots what it has (the old image, if any)
         raise
 
 
-def _provision(
-    device: Device,
-    probe: Probe,
-    node_id: int | None,
-    layout: Path | None,
-    nodes_file: Path | None,
-    hub_config: Path | None,
-    compiled: bool,
-    arch: str | None,
-    source: Path,
-    wait_s: float | None,
-    out: Any,
-) -> int | None:
+def _provision(device: Device, probe: Probe, req: Request, out: Any) -> int | None:
     port = device.port
-    image = images.build(check_board(port, probe, compiled, arch), compiled=compiled, source=source)
+    image = images.build(check_board(port, probe, req.compiled, req.arch), compiled=req.compiled, source=req.source)
+    nodes_file, hub_config = req.nodes_file, req.hub_config
     config: bytes | None = None
-    if node_id is not None and layout is not None:
+    node_id = req.node_id
+    if node_id is not None and req.layout is not None:
         if nodes_file is None:
             raise UsageError("--nodes-file is needed: the new node's key must be kept where the hub reads it")
         if known_key(node_id, nodes_file, hub_config) is not None:
             # The hub's replay marks and event numbers belong to that node; a second identity under its id would
             # have its frames refused or its events taken for duplicates. Re-provisioning needs a new id for now.
             raise UsageError(f"node {node_id} is already provisioned for this hub: give the new node an id of its own")
-        config, key = new_config(node_id, layout)
+        config, key = new_config(node_id, req.layout)
     else:
         if probe.node_id is None:
             raise UsageError(f"{port}: the board has no node config: give --node-id and --layout")
@@ -224,8 +202,8 @@ def _provision(
     sent_files, sent_bytes = device.install(image, probe, config)
     kind = f"{image.arch or 'bytecode'} .mpy" if image.compiled else "sources"
     heard = ""
-    if wait_s is not None:
-        took, boot = wait_hello(port, node_id, key, image.version, wait_s)
+    if req.wait_s is not None:
+        took, boot = wait_hello(port, node_id, key, image.version, req.wait_s)
         heard = f"; hello after {took:.1f} s (boot {boot})"
     out(
         f"node {node_id}: firmware {image.image_id} ({kind}, {len(image.files) - 1} modules) installed on {stable}: "

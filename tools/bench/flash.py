@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hub.provisioning import image as images
-from hub.provisioning.flash import flash
+from hub.provisioning.flash import Request, flash
 from tools.emulation.host import Emulator
 from tools.emulation.scenarios import build
 from tools.mpy_runtime import REPO_ROOT
@@ -63,8 +63,8 @@ def _mpremote_cp(port: Path, tree: Path) -> tuple[float, int, int]:
 def _smartshelf_flash(port: Path, layout: Path | None, nodes: Path, source: Path) -> tuple[float, int, int]:
     lines: list[str] = []
     t0 = time.perf_counter()
-    flash(str(port), node_id=1 if layout else None, layout=layout, nodes_file=nodes, source=source, wait_s=None,
-          out=lines.append)  # fmt: skip
+    flash(str(port), Request(node_id=1 if layout else None, layout=layout, nodes_file=nodes, source=source,
+                             wait_s=None), lines.append)  # fmt: skip
     took = time.perf_counter() - t0
     # "...: N files sent (X KiB)"
     tail = lines[-1].rsplit(": ", 1)[1]
