@@ -11,6 +11,7 @@ import pty
 import select
 import subprocess
 import sys
+import termios
 import time
 import tomllib
 from collections.abc import Iterator
@@ -136,6 +137,10 @@ def test_mpremote_repl_ctrl_c_then_leave(emu: host.Emulator) -> None:
 
     try:
         read_until(b"Use Ctrl-] or Ctrl-x to exit this shell")
+        # mpremote puts its terminal in raw mode just after that line; before it, Ctrl-C would be mpremote's SIGINT
+        deadline = time.monotonic() + 10
+        while termios.tcgetattr(fd)[3] & termios.ISIG and time.monotonic() < deadline:
+            time.sleep(0.02)
         os.write(fd, b"\x03")
         read_until(b"KeyboardInterrupt")
         read_until(b">>> ")

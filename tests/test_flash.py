@@ -196,6 +196,35 @@ def test_an_install_killed_half_way_leaves_the_old_firmware_booting_and_the_retr
     assert (node.flash_dir / "fw" / "previous").read_text().strip() == old
 
 
+def test_a_firmware_that_installs_but_never_says_hello_is_switched_back(blank: host.Emulator, tmp_path: Path) -> None:
+    node = blank.nodes[0]
+    nodes_file = tmp_path / "nodes.toml"
+    r = smartshelf_flash(str(node.port), "--node-id", "4", "--layout", str(layout_file(tmp_path)),
+                         "--nodes-file", str(nodes_file))  # fmt: skip
+    assert r.returncode == 0, r
+    good = active_image(node.flash_dir)
+    broken = changed_firmware(tmp_path, "(0, 3, 0)")
+    app = broken / "firmware" / "app.py"
+    app.write_text(
+        app.read_text().replace(
+            "def start() -> None:\n", "def start() -> None:\n    raise RuntimeError('broken build')\n"
+        )
+    )
+    r = smartshelf_flash(str(node.port), "--nodes-file", str(nodes_file), "--source", str(broken), "--wait", "8")
+    assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r
+    assert (
+        "no hello from node 4 with firmware 0.3.0 within 8 s" in r.stderr
+        and f"switched back to firmware {good}" in r.stderr
+    )
+    assert active_image(node.flash_dir) == good
+    assert "RuntimeError: broken build" in node.log_path.read_text()
+    deadline = time.monotonic() + 20
+    while node.log_path.read_text().count(f"firmware image {good}") < 2 and time.monotonic() < deadline:
+        blank.poll()
+        time.sleep(0.05)
+    assert node.log_path.read_text().count(f"firmware image {good}") == 2  # it runs the good firmware again
+
+
 def _talker(fd: int, stop: threading.Event) -> None:
     """Something on a serial port that is not MicroPython: it chatters and never answers."""
     while not stop.is_set():
@@ -257,28 +286,17 @@ def test_every_refusal_is_one_line_and_changes_nothing(tmp_path: Path) -> None:
         emu.stop()
 
 
+def probe_of(version: tuple[int, int, int], mpy: int, sysname: str) -> Probe:
+    """What a board of that MicroPython version and .mpy word would answer to the probe (no image, no config)."""
+    return Probe("micropython", version, mpy, sysname, sysname, 4096, 500, 400, "", "", "", {}, "", None, ())
+
+
 def test_unsupported_micropython_is_refused() -> None:
-    old = Probe("micropython", (1, 19, 1), 6 | (10 << 10), "esp32", "ESP32", 4096, 500, 400, "", "", {}, "", None, ())
     with pytest.raises(DeviceError, match=r"unsupported MicroPython 1\.19\.1 \(needs 1\.22 or newer\)"):
-        check_board("/dev/ttyUSB0", old, True, None)
-    v5 = Probe("micropython", (1, 22, 0), 5, "rp2", "Pico", 4096, 500, 400, "", "", {}, "", None, ())
+        check_board("/dev/ttyUSB0", probe_of((1, 19, 1), 6 | (10 << 10), "esp32"), True, None)
+    v5 = probe_of((1, 22, 0), 5, "rp2")
     with pytest.raises(DeviceError, match=r"loads \.mpy v5"):
         check_board("/dev/ttyACM0", v5, True, None)
     assert check_board("/dev/ttyACM0", v5, False, None) == ""  # sources still go
-    esp = Probe("micropython", (1, 27, 0), 6 | (10 << 10), "esp32", "ESP32", 4096, 500, 400, "", "", {}, "", None, ())
-    assert check_board("/dev/ttyUSB0", esp, True, None) == "xtensawin"
-    pico = Probe("micropython", (1, 27, 0), 6 | (4 << 10), "rp2", "Pico W", 4096, 200, 100, "", "", {}, "", None, ())
-    assert check_board("/dev/ttyACM0", pico, True, None) == "armv6m"
-
-
-def test_bench_flash_compares_with_plain_mpremote_side_by_side(capsys: pytest.CaptureFixture[str]) -> None:
-    from tools.bench import flash as bench
-
-    rows = bench.run(as_json=True)["rows"]
-    ours, plain = rows["full: smartshelf flash"], rows["full: mpremote cp -r"]
-    assert plain["files"] == ours["files"] - 3  # the modules; smartshelf flash adds the manifest, loader, config
-    assert plain["bytes"] < ours["bytes"] < plain["bytes"] + 16 * 1024
-    one, plain_one = rows["one module: smartshelf flash"], rows["one module: mpremote cp -r"]
-    assert plain_one["files"] == 1 and one["files"] == 2  # the changed module (and the new image's manifest)
-    assert one["bytes"] < ours["bytes"] / 5
-    assert all(r["seconds"] > 0 for r in rows.values())
+    assert check_board("/dev/ttyUSB0", probe_of((1, 27, 0), 6 | (10 << 10), "esp32"), True, None) == "xtensawin"
+    assert check_board("/dev/ttyACM0", probe_of((1, 27, 0), 6 | (4 << 10), "rp2"), True, None) == "armv6m"

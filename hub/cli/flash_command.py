@@ -57,7 +57,7 @@ def main(args: argparse.Namespace) -> int:
     except (UsageError, ConfigError) as err:
         print(f"smartshelf flash: {err}", file=sys.stderr)
         return 2
-    except (DeviceError, ImageError) as err:
+    except (DeviceError, ImageError, OSError) as err:
         print(f"smartshelf flash: {err}", file=sys.stderr)
         return 1
     return 0

@@ -41,7 +41,8 @@ class Probe:
     free_blocks: int
     active: str  # /fw/active ("" if none)
     previous: str
-    files: dict[str, str]  # the active image's files (and manifest.json) as the board hashes them (sha256)
+    bootable: str  # the image the loader boots now: active if complete, else previous if complete ("" if none)
+    files: dict[str, str]  # the bootable image's files (and manifest.json) as the board hashes them (sha256)
     loader: str  # sha256 of /main.py ("" if none)
     node_id: int | None  # /config.json's node id (None: no valid config)
     images: tuple[str, ...]  # the directories under /fw
@@ -99,9 +100,26 @@ s = os.statvfs('/')
 i['block'] = s[0]
 i['blocks'] = s[2]
 i['free'] = s[3]
-a = _rd('/fw/active')
-i['active'] = a
+def _complete(d):
+    try:
+        with open('/fw/' + d + '/manifest.json') as f:
+            m = json.load(f)
+        if m['id'] != d:
+            return False
+        for p in m['files']:
+            if os.stat('/fw/' + d + '/' + p)[6] != m['files'][p][0]:
+                return False
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return False
+    return True
+i['active'] = _rd('/fw/active')
 i['previous'] = _rd('/fw/previous')
+a = ''
+for d in (i['active'], i['previous']):
+    if d and _complete(d):
+        a = d
+        break
+i['bootable'] = a
 fs = {}
 if a and hashlib:
     try:
@@ -131,9 +149,9 @@ except OSError:
 print('SMARTSHELF-PROBE ' + json.dumps(i))
 """
 
-# Before the copy: every image directory but the active one and the new one goes (the space is needed; the active
-# image is the fallback while installing), the new image's directories exist, and the files it shares with the
-# active image are copied on the board instead of over the wire.
+# Before the copy: every image directory but the one the board boots now (BASE, the fallback while installing) and
+# the new one goes (the space is needed), the new image's directories exist, and the files it shares with BASE are
+# copied on the board instead of over the wire.
 PREPARE = r"""
 import os
 def _rm(p):
@@ -151,7 +169,7 @@ def _md(p):
         pass
 _md('/fw')
 for d in [e[0] for e in os.ilistdir('/fw') if e[1] == 0x4000]:
-    if d not in (ACTIVE, NEW):
+    if d not in KEEP:
         _rm('/fw/' + d)
 _md('/fw/' + NEW)
 for d in DIRS:
@@ -159,7 +177,7 @@ for d in DIRS:
 b = bytearray(512)
 m = memoryview(b)
 for p in COPY:
-    with open('/fw/' + ACTIVE + '/' + p, 'rb') as r, open('/fw/' + NEW + '/' + p, 'wb') as w:
+    with open('/fw/' + BASE + '/' + p, 'rb') as r, open('/fw/' + NEW + '/' + p, 'wb') as w:
         while True:
             n = r.readinto(b)
             if not n:
@@ -168,8 +186,9 @@ for p in COPY:
 print('SMARTSHELF-PREPARED')
 """
 
-# After the copy: every file checked (size and sha256) against what the host built; then the fallback pointer,
-# the loader and the config are put in place, and last the switch itself: /fw/active replaced by one rename.
+# After the copy: every file checked (size and sha256) against what the host built; then the fallback pointer (the
+# image the board booted), the loader and the config are put in place, and last the switch itself: /fw/active
+# replaced by one rename.
 SWITCH = r"""
 import os, hashlib, binascii
 """
@@ -185,8 +204,8 @@ def _put(path, text):
     with open(path + '.new', 'w') as f:
         f.write(text)
     os.rename(path + '.new', path)
-if ACTIVE and ACTIVE != NEW:
-    _put('/fw/previous', ACTIVE)
+if BASE and BASE != NEW:
+    _put('/fw/previous', BASE)
 for p in RENAME:
     os.rename(p + '.new', p)
 _put('/fw/active', NEW)
@@ -238,7 +257,10 @@ class Device:
             raise self._failure(proc, "reading the board")
         for line in proc.stdout.splitlines():
             if line.startswith(PROBE_MARK):
-                d = json.loads(line[len(PROBE_MARK) :])
+                try:
+                    d = json.loads(line[len(PROBE_MARK) :])
+                except ValueError:
+                    raise DeviceError(f"{self.port}: the board's answer to the probe is garbled") from None
                 break
         else:
             raise DeviceError(f"{self.port}: not MicroPython (no answer to the probe)")
@@ -249,27 +271,35 @@ class Device:
         return Probe(
             str(d["impl"]), (int(v[0]), int(v[1]), int(v[2])), int(d["mpy"]), str(d.get("sysname", "")),
             str(d.get("machine", "")), int(d["block"]), int(d["blocks"]), int(d["free"]), str(d["active"]),
-            str(d["previous"]), {str(k): str(h) for k, h in d["files"].items()}, str(d["loader"]),
+            str(d["previous"]), str(d["bootable"]), {str(k): str(h) for k, h in d["files"].items()}, str(d["loader"]),
             node_id if isinstance(node_id, int) and not isinstance(node_id, bool) else None,
             tuple(str(x) for x in d["images"]),
         )  # fmt: skip
+
+    def switch_back(self, image_id: str) -> None:
+        """Make ``image_id`` (complete on the board) the active image again and reset (best effort)."""
+        code = (
+            f"import os\nNEW = {image_id!r}\n"
+            "with open('/fw/active.new', 'w') as f:\n    f.write(NEW)\nos.rename('/fw/active.new', '/fw/active')\n"
+        )
+        self._mpremote("exec", code, "+", "reset", timeout_s=self.probe_timeout_s)
 
     def restart(self) -> None:
         """Reset the board (best effort), so a node whose firmware the probe interrupted counts again."""
         self._mpremote("reset", timeout_s=self.probe_timeout_s)
 
     def install(self, image: Image, probe: Probe, config: bytes | None) -> tuple[int, int]:
-        """Stage ``image`` under /fw/<id> (files shared with the active image copied on the board, the others over
-        the wire), verify it, put the loader and ``config`` (if given) in place, switch, reset. Returns (files
-        sent, bytes sent). Raises DeviceError; until the switch nothing the board boots from has changed."""
+        """Stage ``image`` under /fw/<id> (files shared with the image the board boots copied on the board, the
+        others over the wire), verify it, put the loader and ``config`` (if given) in place, switch, reset. Returns
+        (files sent, bytes sent). Raises DeviceError; until the switch nothing the board boots from has changed."""
         new = image.image_id
-        active = probe.active if probe.active in probe.images else ""
+        base = probe.bootable  # what the board boots now: kept, and the fallback afterwards
         want = image.digests()
-        if active == new:  # the same image again (a retry): what the board has right stays
+        if base == new:  # the same image again: what the board has right stays
             copy: list[str] = []
             send = {p: image.files[p] for p in sorted(want) if probe.files.get(p) != want[p]}
-        else:  # what the active image has too is copied on the board; the rest goes over the wire
-            copy = sorted(p for p, h in want.items() if active and probe.files.get(p) == h)
+        else:  # what the booted image has too is copied on the board; the rest goes over the wire
+            copy = sorted(p for p, h in want.items() if base and probe.files.get(p) == h)
             send = {p: image.files[p] for p in sorted(want) if p not in copy}
         expect = {f"/fw/{new}/{p}": h for p, h in want.items()}
         rename: list[str] = []
@@ -283,8 +313,9 @@ class Device:
             rename.append("/config.json")
             expect["/config.json.new"] = _sha(config)
         dirs = sorted({p.rpartition("/")[0] for p in want if "/" in p})
-        prepare = f"ACTIVE = {active!r}\nNEW = {new!r}\nDIRS = {dirs!r}\nCOPY = {copy!r}\n" + PREPARE
-        switch = f"ACTIVE = {active!r}\nNEW = {new!r}\nEXPECT = {expect!r}\nRENAME = {rename!r}\n" + SWITCH
+        keep = [base, new] + ([probe.previous] if base == new else [])  # a repair in place keeps a fallback
+        prepare = f"BASE = {base!r}\nNEW = {new!r}\nKEEP = {keep!r}\nDIRS = {dirs!r}\nCOPY = {copy!r}\n" + PREPARE
+        switch = f"BASE = {base!r}\nNEW = {new!r}\nEXPECT = {expect!r}\nRENAME = {rename!r}\n" + SWITCH
         with tempfile.TemporaryDirectory(prefix="smartshelf-flash-") as tmp:  # 0700: config.json holds the key
             stage = Path(tmp) / new
             stage.mkdir()

@@ -12,7 +12,8 @@
    ``config.json``, registered in the nodes file the hub reads. A node with a config keeps it and its key.
 5. The install (``device.Device.install``): staged under ``/fw/<id>``, verified, switched by one rename, reset.
 6. The node's ``hello`` with the installed version, read from the port with its key; one line says what was
-   installed where. Every failure is one line too, and leaves the board booting what it booted before.
+   installed where. A new firmware that installs but says no hello is switched back to the one the board ran.
+   Every failure is one line too, and leaves the board booting what it booted before.
 
 The command line is ``hub/cli/flash_command.py``; exit status 0 installed and heard, 1 the board or the install
 failed, 2 bad arguments, layout or nodes file.
@@ -33,11 +34,12 @@ import serial
 from firmware import config as node_config
 from hub.config import ConfigError, load_config
 from hub.provisioning import image as images
-from hub.provisioning.device import Device, DeviceError, Probe
+from hub.provisioning.device import PROBE_TIMEOUT_S, Device, DeviceError, Probe
 from hub.provisioning.image import MPY_VERSION, ImageError
 from hub.provisioning.ports import check_port, choose_port, stable_name
-from hub.provisioning.registry import known_key, register
+from hub.provisioning.registry import known_key, known_to_ledger, register
 from hub.service.control import HubNotRunning, request
+from hub.service.control_requests import MAX_RELEASE_S
 from shared_protocol.auth import Key
 from shared_protocol.errors import ProtocolError
 from shared_protocol.frame import UplinkReceiver
@@ -137,7 +139,8 @@ def flash(port: str | None, req: Request, out: Any = print) -> None:
         raise UsageError("a new node needs both --node-id and --layout")
     port = choose_port(port)
     hub = RunningHub(load_config(req.hub_config).control_socket) if req.hub_config is not None else None
-    borrowed = hub is not None and hub.borrow(port, req.timeout_s)
+    lease = PROBE_TIMEOUT_S + 2 * req.timeout_s + (req.wait_s or 0.0) + 60.0  # probe, install, restart, hello
+    borrowed = hub is not None and hub.borrow(port, lease)
     try:
         added = _install(port, hub, req, out)
     finally:
@@ -154,7 +157,12 @@ def _install(port: str, hub: RunningHub | None, req: Request, out: Any) -> int |
     """The install on a port nobody else holds; the id of a node it registered (None: none)."""
     check_port(port, hub_running=hub is not None and hub.running)
     device = Device(port, timeout_s=req.timeout_s)
-    probe = device.probe()  # this stops the firmware: a refusal from here on resets the board, which boots as before
+    try:
+        probe = device.probe()  # this stops the firmware: a refusal from here on resets the board (it boots as before)
+    except DeviceError as err:
+        if "not MicroPython" not in str(err) and "cannot open" not in str(err):
+            device.restart()
+        raise
     try:
         return _provision(device, probe, req, out)
     except (UsageError, ImageError, ConfigError, DeviceError):
@@ -171,7 +179,7 @@ def _provision(device: Device, probe: Probe, req: Request, out: Any) -> int | No
     if node_id is not None and req.layout is not None:
         if nodes_file is None:
             raise UsageError("--nodes-file is needed: the new node's key must be kept where the hub reads it")
-        if known_key(node_id, nodes_file, hub_config) is not None:
+        if known_key(node_id, nodes_file, hub_config) is not None or known_to_ledger(node_id, hub_config):
             # The hub's replay marks and event numbers belong to that node; a second identity under its id would
             # have its frames refused or its events taken for duplicates. Re-provisioning needs a new id for now.
             raise UsageError(f"node {node_id} is already provisioned for this hub: give the new node an id of its own")
@@ -187,23 +195,30 @@ def _provision(device: Device, probe: Probe, req: Request, out: Any) -> int | No
             )
         key = found
     blocks = sum(-(-len(d) // probe.block) for d in (*image.files.values(), image.loader, config or b""))
-    stale = [d for d in probe.images if d not in (probe.active, image.image_id)]
-    if probe.active != image.image_id and not stale and blocks > probe.free_blocks:
+    stale = [d for d in probe.images if d not in (probe.bootable, image.image_id)]
+    if probe.bootable != image.image_id and not stale and blocks > probe.free_blocks:
         raise DeviceError(
             f"{port}: flash full: the firmware needs {blocks * probe.block // 1024} KiB, "
             f"{probe.free_bytes // 1024} KiB free"
         )
     stable = stable_name(port)
-    if config is not None:
+    sent_files, sent_bytes = device.install(image, probe, config)
+    if config is not None:  # the board has the key now: the hub gets it too
         assert nodes_file is not None
         replaced = register(nodes_file, node_id, key, stable)
         if replaced:
             out(f"nodes file {nodes_file}: node(s) {', '.join(map(str, replaced))} no longer on {stable}")
-    sent_files, sent_bytes = device.install(image, probe, config)
     kind = f"{image.arch or 'bytecode'} .mpy" if image.compiled else "sources"
     heard = ""
     if req.wait_s is not None:
-        took, boot = wait_hello(port, node_id, key, image.version, req.wait_s)
+        try:
+            took, boot = wait_hello(port, node_id, key, image.version, req.wait_s)
+        except DeviceError as err:
+            base = probe.bootable
+            if not base or base == image.image_id:
+                raise
+            device.switch_back(base)  # it installed but does not run: the board goes back to what it ran
+            raise DeviceError(f"{err}; switched back to firmware {base}") from None
         heard = f"; hello after {took:.1f} s (boot {boot})"
     out(
         f"node {node_id}: firmware {image.image_id} ({kind}, {len(image.files) - 1} modules) installed on {stable}: "
@@ -225,10 +240,16 @@ class RunningHub:
         except HubNotRunning:
             self.running = False
             return {"ok": False, "error": "no hub is running"}
+        except (OSError, TimeoutError) as err:
+            raise DeviceError(f"the running hub ({self.socket_path}) did not answer: {err}") from None
 
     def borrow(self, port: str, seconds: float) -> bool:
-        """Ask the hub to let go of ``port`` (False: it does not hold it, or does not run); wait until it has."""
-        if not self._ask({"op": "release", "port": port, "seconds": seconds + 60})["ok"]:
+        """Ask the hub to let go of ``port`` for ``seconds`` (False: it does not hold it, or does not run); wait
+        until it has."""
+        reply = self._ask({"op": "release", "port": port, "seconds": min(MAX_RELEASE_S, seconds)})
+        if not reply["ok"]:
+            if self.running and not str(reply.get("error", "")).startswith("no node of this hub is on"):
+                raise DeviceError(f"the running hub would not lend {port}: {reply.get('error')}")
             return False
         deadline = time.monotonic() + 10.0
         while time.monotonic() < deadline:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
+import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,10 @@ def known_key(node_id: int, nodes_file: Path | None, hub_config: Path | None) ->
     if nodes_file is not None:
         for n in _nodes(nodes_file):
             if n.get("id") == node_id and isinstance(n.get("key"), str):
-                return bytes.fromhex(n["key"])
+                try:
+                    return bytes.fromhex(n["key"])
+                except ValueError:
+                    raise ConfigError(f"{nodes_file}: node {node_id}: key is not hexadecimal") from None
     if hub_config is not None:
         for nc in load_config(hub_config).nodes:
             if nc.node_id == node_id:
@@ -35,12 +40,32 @@ def known_key(node_id: int, nodes_file: Path | None, hub_config: Path | None) ->
     return None
 
 
+def known_to_ledger(node_id: int, hub_config: Path | None) -> bool:
+    """Whether the hub's ledger (``hub.toml``'s database, read-only) has a record of ``node_id``: its replay marks
+    and event numbers are that node's, whatever the nodes files say now."""
+    if hub_config is None:
+        return False
+    database = load_config(hub_config).database
+    if not database.exists():
+        return False
+    try:
+        con = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10)
+        try:
+            return con.execute("SELECT 1 FROM nodes WHERE node_id = ?", (node_id,)).fetchone() is not None
+        finally:
+            con.close()
+    except sqlite3.Error as err:
+        raise ConfigError(f"{database}: cannot read the hub's ledger: {err}") from None
+
+
 def register(nodes_file: Path, node_id: int, key: bytes, port: str) -> list[int]:
     """Put the node's table into ``nodes_file`` (replacing one with its id, and any other node's on its port: that
     board is no longer there). Returns the ids of other nodes it replaced on the port."""
     kept, replaced = [], []
     for n in _nodes(nodes_file):
-        if n.get("id") == node_id:
+        if not isinstance(n.get("id"), int) or not isinstance(n.get("key"), str):
+            raise ConfigError(f"{nodes_file}: a [[node]] table without a whole-number id and a key: fix it by hand")
+        if n["id"] == node_id:
             continue
         if os.path.normpath(str(n.get("port", ""))) == os.path.normpath(port):
             replaced.append(int(n["id"]))
@@ -53,8 +78,8 @@ def register(nodes_file: Path, node_id: int, key: bytes, port: str) -> list[int]
         if "baud" in n:
             lines.append(f"baud = {int(n['baud'])}")
     nodes_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = nodes_file.with_name(nodes_file.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd, name = tempfile.mkstemp(prefix=f".{nodes_file.name}.", dir=nodes_file.parent)  # 0600, never a planted file
+    tmp = Path(name)
     with os.fdopen(fd, "w") as f:
         f.write("\n".join(lines) + "\n")
         f.flush()

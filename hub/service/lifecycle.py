@@ -70,6 +70,7 @@ class HubService:
         self.reader: LedgerReader | None = None
         self.ingest: Ingest | None = None
         self.links: list[SerialLink] = []
+        self._reloading = asyncio.Lock()
         self.control: ControlServer | None = None
         self._use_control = control
         self._open_ports = open_ports  # False: frames come only through ``ingest.enqueue`` (benchmarks)
@@ -212,15 +213,17 @@ class HubService:
         started; a node already served keeps its key and port until the hub restarts. The ids added."""
         if self.ingest is None or self.ledger is None or self.reader is None:
             return []
-        cfg = load_config(self.config.path)
-        new = [n for n in cfg.nodes if n.node_id not in self.ingest.nodes]
-        sessions, uplink_seqs = await restore_sessions(self.ledger, self.reader, new)
-        for session, node in zip(sessions, new, strict=True):
-            self.ingest.add_node(session, uplink_seqs.get(node.node_id, 0))
-            self._open_link(node)
-            log.info("node %d added (%s)", node.node_id, node.port)
-        self.config = replace(self.config, nodes=self.config.nodes + tuple(new))
-        return [n.node_id for n in new]
+        async with self._reloading:  # two requests at once: the second finds the first one's nodes there
+            ingest = self.ingest
+            cfg = load_config(self.config.path)
+            new = [n for n in cfg.nodes if n.node_id not in ingest.nodes]
+            sessions, uplink_seqs = await restore_sessions(self.ledger, self.reader, new)
+            for session, node in zip(sessions, new, strict=True):
+                ingest.add_node(session, uplink_seqs.get(node.node_id, 0))
+                self._open_link(node)
+                log.info("node %d added (%s)", node.node_id, node.port)
+            self.config = replace(self.config, nodes=self.config.nodes + tuple(new))
+            return [n.node_id for n in new]
 
     async def healthy(self) -> bool:
         """The ledger's writer takes a transaction and finishes it (an empty one: nothing is written); for the

@@ -309,7 +309,10 @@ export class Board {
     this.vm = null;
     this.console.flush();
     this.console.drain();
+    clearTimeout(this.console.retry); // what could not go out is the next interpreter's to send, not this one's
     const pending = [...Buffer.concat(this.console.pending)];
+    this.console.pending = [];
+    this.console.pendingBytes = 0;
     this.console.close();
     parentPort.postMessage({ type: "reboot", boot: { kind, raw, input: this.replQueue, pending } });
   }
@@ -325,8 +328,8 @@ export class Board {
   syncFlash() {
     const vm = this.vm;
     if (vm === null || !vm.dirty) return;
+    this.flash.sync(vm.mp.FS); // throws: still dirty, tried again at the next console write or second
     vm.dirty = false;
-    this.flash.sync(vm.mp.FS);
   }
 
   // -- the interpreter ------------------------------------------------------------------------------------------
