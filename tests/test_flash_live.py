@@ -128,6 +128,23 @@ def test_a_new_node_flashed_beside_a_running_hub_is_served_without_a_restart(tmp
 
         wait_until(lambda: served() is not None, emu, 30.0, "node 9 up at the hub")
         assert query(db, "SELECT fw_version FROM nodes WHERE node_id = 9") == [("0.1.0",)]
+
+        # The same board provisioned again under a new id: the hub lets node 9 go and serves node 10 on the port.
+        r = subprocess.run(
+            [sys.executable, "-m", "hub.cli", "flash", str(node.port), "--node-id", "10", "--layout",
+             str(layout_file(tmp_path)), "--nodes-file", str(nodes_file), "--config", str(cfg)],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert r.returncode == 0, r
+        assert r.stdout.strip().splitlines()[-1] == "the running hub serves node 10 now", r
+
+        def only_node_10() -> bool:
+            status = hub.status() if hub is not None else None
+            nodes = {n["node_id"]: n for n in (status or {}).get("nodes", [])}
+            return set(nodes) == {10} and nodes[10]["up"] and nodes[10]["firmware"] == "0.1.0"
+
+        wait_until(only_node_10, emu, 30.0, "node 10 alone at the hub")
+        assert "Could not exclusively lock" not in (tmp_path / "hub.log").read_text()  # one link on the port
         assert hub.stop() == 0
         hub = None
     finally:

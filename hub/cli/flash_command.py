@@ -12,7 +12,7 @@ from hub.config import ConfigError
 from hub.provisioning import image as images
 from hub.provisioning.device import DeviceError
 from hub.provisioning.flash import Request, UsageError, flash
-from hub.provisioning.image import ImageError
+from hub.provisioning.image import ARCHS, ImageError
 
 _seconds = number(float, lambda v: 1.0 <= v <= 3600.0, "must be 1 .. 3600 s")
 _node_id = number(int, lambda n: 1 <= n <= 0xFFFFFFFF, "must be 1..4294967295", "a whole number")
@@ -28,12 +28,15 @@ def add_flash_parser(sub: Any) -> None:
     )
     p.add_argument("port", nargs="?", help="the board's serial port (default: the one board plugged in)")
     p.add_argument("--node-id", type=_node_id, help="provision a new node with this id (a new key)")
-    p.add_argument("--layout", metavar="JSON", help="the new node's lanes, as config.json has them (no id, no key)")
+    p.add_argument("--layout", metavar="JSON", help='the new node\'s config.json without node_id and key, e.g. '
+                   '{"lanes": [{"cells": [[4, 5]], "rate_sps": 80}]}')  # fmt: skip
     p.add_argument("--nodes-file", metavar="TOML", help="the nodes file the hub reads (hub.toml nodes_files)")
     p.add_argument("--config", metavar="HUB_TOML", help="hub.toml, to find an installed node's key")
     p.add_argument("--no-mpy", action="store_true", help="copy sources instead of .mpy compiled with mpy-cross")
     p.add_argument("--source", metavar="DIR", help="a checkout whose firmware/ and shared_protocol/ to install")
-    p.add_argument("--arch", help="mpy-cross -march (default: the board's own; a mismatch is refused)")
+    p.add_argument("--arch", choices=sorted(ARCHS.values()), metavar="ARCH",
+                   help="mpy-cross -march: " + ", ".join(sorted(ARCHS.values())) + " (default: the board's own; "
+                   "a mismatch is refused)")  # fmt: skip
     p.add_argument("--wait", type=_seconds, default=30.0, help="seconds to wait for the node's hello (default 30)")
     p.add_argument("--no-wait", action="store_true", help="do not wait for the node's hello")
     p.add_argument("--timeout", type=_seconds, default=300.0, help="seconds for each mpremote session (default 300)")

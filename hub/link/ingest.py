@@ -114,6 +114,11 @@ class Ingest:
         self.receiver.keys[node.node_id] = node.key
         self.restore_uplink_seq(node.node_id, uplink_seq)
 
+    def remove_node(self, node_id: int) -> None:
+        """A node no longer configured: its frames are refused from now on (as an unknown node's)."""
+        self.nodes.pop(node_id, None)
+        self.receiver.keys.pop(node_id, None)
+
     def restore_uplink_seq(self, node_id: int, seq: int) -> None:
         if seq > 0:
             self.receiver.last_seq[node_id] = seq

@@ -56,9 +56,13 @@ def new_config(node_id: int, layout_path: Path) -> tuple[bytes, bytes]:
     """(config.json, key) for a new node: the layout's lanes, the node id and a fresh key; checked as the node
     checks it."""
     try:
-        layout = json.loads(layout_path.read_text())
-    except (OSError, ValueError) as err:
-        raise UsageError(f"{layout_path}: cannot read it as JSON: {err}") from None
+        text = layout_path.read_text()
+    except OSError as err:
+        raise UsageError(f"{layout_path}: cannot read it: {err.strerror}") from None
+    try:
+        layout = json.loads(text)
+    except ValueError as err:
+        raise UsageError(f"{layout_path}: not JSON: {err}") from None
     if not isinstance(layout, dict):
         raise UsageError(f"{layout_path}: must be a JSON object with the node's lanes")
     for field in ("node_id", "key"):

@@ -209,20 +209,30 @@ class HubService:
             link.resume()
 
     async def reload_nodes(self) -> list[int]:
-        """Serve the nodes that were added to the configuration (``hub.toml`` and its nodes files) since the hub
-        started; a node already served keeps its key and port until the hub restarts. The ids added."""
+        """Follow the configuration (``hub.toml`` and its nodes files) as it is now: serve the nodes added since the
+        hub started, stop serving the ones no longer there (a board re-provisioned under a new id: its old id's
+        link lets go of the port). A node still configured keeps its key and port until the hub restarts. The ids
+        added."""
         if self.ingest is None or self.ledger is None or self.reader is None:
             return []
         async with self._reloading:  # two requests at once: the second finds the first one's nodes there
             ingest = self.ingest
             cfg = load_config(self.config.path)
+            wanted = {n.node_id for n in cfg.nodes}
+            for old in [n for n in self.config.nodes if n.node_id not in wanted]:
+                for link in [link for link in self.links if link.port == old.port]:
+                    self.links.remove(link)
+                    await link.close()
+                ingest.remove_node(old.node_id)
+                log.info("node %d no longer configured: not served (%s)", old.node_id, old.port)
+            kept = tuple(n for n in self.config.nodes if n.node_id in wanted)
             new = [n for n in cfg.nodes if n.node_id not in ingest.nodes]
             sessions, uplink_seqs = await restore_sessions(self.ledger, self.reader, new)
             for session, node in zip(sessions, new, strict=True):
                 ingest.add_node(session, uplink_seqs.get(node.node_id, 0))
                 self._open_link(node)
                 log.info("node %d added (%s)", node.node_id, node.port)
-            self.config = replace(self.config, nodes=self.config.nodes + tuple(new))
+            self.config = replace(self.config, nodes=kept + tuple(new))
             return [n.node_id for n in new]
 
     async def healthy(self) -> bool:
