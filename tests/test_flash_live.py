@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +19,10 @@ import pytest
 from hub.service.control import request
 from tests.emulation_support import wait_until
 from tests.faults.harness import HubProcess, query, seed, write_hub_config
-from tests.test_flash import changed_firmware
+from tests.test_flash import changed_firmware, smartshelf_flash
 from tools.emulation.host import Emulator
 from tools.emulation.scenarios import ScenarioBuilder
 from tools.emulation.store import expected_outcome
-from tools.mpy_runtime import REPO_ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.micropython, pytest.mark.usefixtures("emulated_boards")]
 
@@ -60,11 +57,9 @@ def test_a_counting_node_is_reflashed_mid_traffic_and_every_event_is_booked_once
         wait_until(lambda: emu.elapsed() >= 19.5, emu, 20.0, "the pick at 17 s counted by the node")
         assert booked() == 2  # the hub heard nothing of it
 
-        r = subprocess.run(
-            [sys.executable, "-m", "hub.cli", "flash", str(node.port), "--config", str(cfg), "--source",
-             str(changed_firmware(tmp_path, "(0, 1, 7)"))],
-            cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
+        r = smartshelf_flash(
+            str(node.port), "--config", str(cfg), "--source", str(changed_firmware(tmp_path, "(0, 1, 7)"))
+        )
         assert r.returncode == 0, r
         assert re.match(r"^node 1: firmware 0\.1\.7-[0-9a-f]{10} \(bytecode \.mpy, \d+ modules\) installed on ",
                         r.stdout), r  # fmt: skip
@@ -113,11 +108,8 @@ def test_a_new_node_flashed_beside_a_running_hub_is_served_without_a_restart(tmp
         hub = HubProcess(cfg, tmp_path / "hub.log")
         hub.start()
         wait_until(lambda: hub is not None and hub.status() is not None, emu, 30.0, "the hub")
-        r = subprocess.run(
-            [sys.executable, "-m", "hub.cli", "flash", str(node.port), "--node-id", "9", "--layout",
-             str(layout_file(tmp_path)), "--nodes-file", str(nodes_file), "--config", str(cfg)],
-            cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
+        r = smartshelf_flash(str(node.port), "--node-id", "9", "--layout", str(layout_file(tmp_path)),
+                             "--nodes-file", str(nodes_file), "--config", str(cfg))  # fmt: skip
         assert r.returncode == 0, r
         assert r.stdout.strip().splitlines()[-1] == "the running hub serves node 9 now", r
 
@@ -130,11 +122,8 @@ def test_a_new_node_flashed_beside_a_running_hub_is_served_without_a_restart(tmp
         assert query(db, "SELECT fw_version FROM nodes WHERE node_id = 9") == [("0.1.0",)]
 
         # The same board provisioned again under a new id: the hub lets node 9 go and serves node 10 on the port.
-        r = subprocess.run(
-            [sys.executable, "-m", "hub.cli", "flash", str(node.port), "--node-id", "10", "--layout",
-             str(layout_file(tmp_path)), "--nodes-file", str(nodes_file), "--config", str(cfg)],
-            cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
+        r = smartshelf_flash(str(node.port), "--node-id", "10", "--layout", str(layout_file(tmp_path)),
+                             "--nodes-file", str(nodes_file), "--config", str(cfg))  # fmt: skip
         assert r.returncode == 0, r
         assert r.stdout.strip().splitlines()[-1] == "the running hub serves node 10 now", r
 
