@@ -8,6 +8,8 @@ status, value)``.
 ``identify``        OK; the LED blinks for ``seconds`` (0 stops)
 ``set_config``      OK; UNSUPPORTED for an unknown key; BAD_ARGS out of range (keys: ``settings.SETTINGS``)
 ``request_state``   ``lane_state`` of the lane (255: all lanes), then OK
+``set_count``       OK, value = event_seq of the last count event (0: the count agreed); BUSY while the lane
+                    moves or is faulted, or when the outbox has no room for the count events (v1.1)
 ==================  ==================================================================================
 
 A lane number the node does not have is BAD_ARGS; a flash error is FAILED; any other message is UNSUPPORTED.
@@ -16,6 +18,7 @@ A command's effects (a calibration, an assignment, a setting) are on flash befor
 
 from firmware.assignment import assignment_path, save_assignment
 from firmware.calibration import CalibrationError
+from firmware.shelf import NO_ROOM
 from shared_protocol.messages import (
     ALL_LANES,
     STATUS_BAD_ARGS,
@@ -28,12 +31,15 @@ from shared_protocol.messages import (
     Identify,
     RequestState,
     SetConfig,
+    SetCount,
     SetLane,
     Tare,
 )
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from firmware.calibration import CalibrationStore
     from firmware.housekeeping import IdentifyLed
     from firmware.lane import Lane
@@ -46,7 +52,8 @@ if TYPE_CHECKING:
 
 
 class Commands:
-    """``calibrations[i]`` stores lane i's calibration; assignments go to ``state_dir``."""
+    """``calibrations[i]`` stores lane i's calibration; assignments go to ``state_dir``; ``deliver(seq, now)``
+    sends an event a command recorded (a count), as the sampler's events are sent."""
 
     def __init__(
         self,
@@ -57,6 +64,7 @@ class Commands:
         reports: "Reports",
         settings: "Settings",
         led: "IdentifyLed",
+        deliver: "Callable[[int, int], None]",
     ) -> None:
         self._shelf = shelf
         self._cal = calibrations
@@ -65,6 +73,7 @@ class Commands:
         self._reports = reports
         self._settings = settings
         self._led = led
+        self._deliver = deliver
 
     def answer(self, frame: "Frame", now: int) -> None:
         """Execute the command ``frame`` carries and send its result."""
@@ -109,6 +118,8 @@ class Commands:
             lane.det.set_unit(msg.unit_weight_dg, msg.spread_permille)
             lane.sku = msg.sku
             return STATUS_OK, 0
+        if isinstance(msg, SetCount):
+            return self._set_count(msg.lane, msg.count, now)
         return STATUS_UNSUPPORTED, 0
 
     def _lane(self, i: int) -> "Lane | None":
@@ -126,6 +137,25 @@ class Commands:
             return STATUS_BUSY, 0
         self._cal[lane.index].save(lane.cal)
         return STATUS_OK, offset
+
+    def _set_count(self, i: int, count: int, now: int) -> "tuple[int, int]":
+        lane = self._lane(i)
+        if lane is None:
+            return STATUS_BAD_ARGS, 0
+        if lane.fault or not lane.det.stable:
+            # Units are moving (the count staff took is of a settled lane), or a cell is silent: when it answers
+            # again the detector reports the change since the fault, which would count what was counted twice.
+            return STATUS_BUSY, 0
+
+        def deliver(seq: int) -> None:
+            self._deliver(seq, now)
+
+        seq = self._shelf.set_count(i, count, now, deliver)
+        if seq == NO_ROOM:
+            return STATUS_BUSY, 0
+        if seq:
+            self._reports.lane_state(i)  # once, after all of the count's events
+        return STATUS_OK, seq
 
     def _calibrate(self, i: int, known_dg: int) -> "tuple[int, int]":
         lane = self._lane(i)

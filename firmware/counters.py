@@ -10,7 +10,7 @@ import struct
 
 from firmware.persist import Record
 from shared_protocol.compat import const
-from shared_protocol.messages import KIND_ANOMALY, KIND_PICK, KIND_PUT
+from shared_protocol.messages import KIND_ANOMALY, KIND_COUNT, KIND_PICK, KIND_PUT
 
 CHECKPOINT_EVERY = const(32)
 _LANE_FMT = ">iII"  # count, removed_total, added_total
@@ -27,8 +27,9 @@ class LaneCounters:
 
     def apply(self, seq: int, kind: int, count_delta: int) -> None:
         """Apply one event. Anomalies carry their best count estimate and are applied like picks/puts:
-        the hub decides what to believe; the totals must still add up to the count."""
-        if kind != KIND_PICK and kind != KIND_PUT and kind != KIND_ANOMALY:
+        the hub decides what to believe; the totals must still add up to the count. A count event (staff
+        counted the lane) moves the count to what was counted, through the totals like any other change."""
+        if kind != KIND_PICK and kind != KIND_PUT and kind != KIND_ANOMALY and kind != KIND_COUNT:
             raise ValueError("unknown event kind")
         if count_delta < 0:
             self.removed_total = (self.removed_total - count_delta) & _MAX_TOTAL

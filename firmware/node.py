@@ -30,7 +30,7 @@ Where each part lives::
     session.py       Session: uplink tags and frame seq, downlink checks, hello and session up / lost
     delivery.py      Delivery: events on the wire: first send, retransmission rounds, acks
     reports.py       Reports: lane_state and health on timers, the health message
-    commands.py      Commands: tare, calibrate, set_lane, identify, set_config, request_state
+    commands.py      Commands: tare, calibrate, set_lane, identify, set_config, request_state, set_count
     settings.py      Settings: set_config's keys, kept on flash
     assignment.py    a lane's SKU assignment on flash
     housekeeping.py  Uptime, IdentifyLed, Housekeeping (compaction, gc, watchdog)
@@ -164,7 +164,9 @@ class Node:
         self.uptime = Uptime(now)
         self.reports = Reports(self.shelf, self.session, self.settings, self.uptime, board.mem_free, now)
         self.led = IdentifyLed(board.set_led, now)
-        self.commands = Commands(self.shelf, cal_stores, st, self.session, self.reports, self.settings, self.led)
+        self.commands = Commands(
+            self.shelf, cal_stores, st, self.session, self.reports, self.settings, self.led, self._deliver
+        )
         self.keeper = Housekeeping(self.shelf.outbox, self.delivery, self.uptime, self.led, board.feed_watchdog, now)
 
     # -- sampler task -----------------------------------------------------------------------------
@@ -193,10 +195,13 @@ class Node:
         return n
 
     def _on_event(self, lane: Lane, now: int) -> None:
-        seq = self.shelf.record(lane)
+        self._deliver(self.shelf.record(lane), now)
+        self.reports.lane_state(lane.index)
+
+    def _deliver(self, seq: int, now: int) -> None:
+        """Event ``seq`` (the outbox's newest) is kept: send it."""
         self.events += 1
         self.delivery.recorded(seq, now)
-        self.reports.lane_state(lane.index)
 
     # -- link task --------------------------------------------------------------------------------
     def service_link(self, now: int) -> None:

@@ -10,7 +10,13 @@ from firmware.counters import CountersStore
 from firmware.lane import Lane
 from firmware.outbox import Outbox
 from firmware.ticks import ticks_add
-from shared_protocol.messages import FLAG_OUTBOX_OVERFLOW, Event, LaneState
+from shared_protocol.messages import FLAG_OUTBOX_OVERFLOW, KIND_COUNT, MAX_STEP, Event, LaneState
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+NO_ROOM = -1  # set_count: the outbox cannot take the count's events without dropping one
 
 
 class Shelf:
@@ -44,6 +50,31 @@ class Shelf:
         t_start = ticks_add(d.ev_t_ms, -d.ev_duration_ms)
         seq = self.outbox.add(lane.index, d.ev_kind, d.ev_count, d.ev_delta_dg, d.ev_confidence, t_start)
         self.counters.apply(lane.index, seq, d.ev_kind, d.ev_count)
+        return seq
+
+    def set_count(self, i: int, count: int, t_ms: int, recorded: "Callable[[int], None]") -> int:
+        """Staff counted ``count`` units on lane ``i``: record the difference from the lane's count as count
+        events (each at most MAX_STEP units, kept like any event: journal, then counters), calling ``recorded``
+        with each one's event_seq. Returns the last event_seq, 0 when the count already agreed, or NO_ROOM
+        (nothing recorded) when the outbox would have to drop an unacknowledged event to take them."""
+        d = count - self.counters.lanes[i].count
+        if d == 0:
+            return 0
+        ob = self.outbox
+        steps = ((d if d > 0 else -d) + MAX_STEP - 1) // MAX_STEP
+        if ob.capacity - ob.depth < steps:
+            return NO_ROOM
+        seq = 0
+        while d:
+            step = d
+            if step > MAX_STEP:
+                step = MAX_STEP
+            elif step < -MAX_STEP:
+                step = -MAX_STEP
+            seq = ob.add(i, KIND_COUNT, step, 0, 100, t_ms)
+            self.counters.apply(i, seq, KIND_COUNT, step)
+            d -= step
+            recorded(seq)
         return seq
 
     def lane_state(self, i: int) -> LaneState:

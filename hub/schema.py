@@ -22,5 +22,6 @@ MIGRATIONS = ledger.compose(
     web.API_CLIENTS,
     ledger.LANE_READINGS,
     web.INDEXES_AND_SESSIONS,
+    ledger.SENSOR_COUNT,  # 6
 )
 LATEST_VERSION = MIGRATIONS[-1].version

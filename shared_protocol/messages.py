@@ -1,4 +1,4 @@
-"""Message payloads of protocol v1: what each type carries, its byte layout, and range checks.
+"""Message payloads of protocol v1.1: what each type carries, its byte layout, and range checks.
 
 Every message class has ``TYPE``, ``FIELDS`` (name, kind) and typed attributes. ``encode_payload``
 checks every field against its range *before* packing (MicroPython's ``struct.pack`` silently
@@ -33,6 +33,7 @@ CMD_SET_LANE = const(0x43)
 CMD_IDENTIFY = const(0x44)
 CMD_SET_CONFIG = const(0x45)
 CMD_REQUEST_STATE = const(0x46)
+CMD_SET_COUNT = const(0x47)  # v1.1
 
 UPLINK = const(0)
 DOWNLINK = const(1)
@@ -41,6 +42,7 @@ DOWNLINK = const(1)
 KIND_PICK = const(1)
 KIND_PUT = const(2)
 KIND_ANOMALY = const(3)
+KIND_COUNT = const(4)  # v1.1: a counted quantity set the lane's count (set_count); count_delta = new - old
 
 # Command-result status codes.
 STATUS_OK = const(0)
@@ -59,6 +61,8 @@ FLAG_OUTBOX_OVERFLOW = const(0x0010)
 ALL_LANES = const(255)
 AGE_UNKNOWN = const(0xFFFFFFFF)  # event.age_ms of an event from an earlier boot: its age cannot be known
 MAX_VAR_LEN = const(32)
+MAX_COUNT = const(1000000)  # set_count.count: the most units a lane can be said to hold
+MAX_STEP = const(32767)  # the largest |count_delta| one event carries (i16)
 
 _INT_RANGES = {
     "B": (0, 0xFF),
@@ -281,7 +285,7 @@ class Event(Message):
     FIELDS = (
         ("event_seq", "I", 1, 0xFFFFFFFF),
         ("lane", "B", 0, 31),
-        ("kind", "B", KIND_PICK, KIND_ANOMALY),
+        ("kind", "B", KIND_PICK, KIND_COUNT),
         ("count_delta", "h", -0x8000, 0x7FFF),
         ("weight_delta_dg", "i", -0x80000000, 0x7FFFFFFF),
         ("confidence", "B", 0, 100),
@@ -483,6 +487,21 @@ class RequestState(Message):
         self.lane = lane
 
 
+class SetCount(Message):
+    """v1.1: the lane holds ``count`` units, as counted by staff (an installation or a recount). The node sets its
+    lane counter to it and records the difference as ``KIND_COUNT`` events, so it reaches the ledger exactly once
+    through the outbox, at its place among the lane's other events."""
+
+    TYPE = CMD_SET_COUNT
+    NAME = "set_count"
+    DIRECTION = DOWNLINK
+    FIELDS = (("lane", "B", 0, 31), ("count", "i", 0, MAX_COUNT))
+
+    def __init__(self, lane: int, count: int) -> None:
+        self.lane = lane
+        self.count = count
+
+
 MESSAGE_CLASSES = (
     Hello,
     LaneState,
@@ -498,6 +517,7 @@ MESSAGE_CLASSES = (
     Identify,
     SetConfig,
     RequestState,
+    SetCount,
 )
 BY_TYPE = {}
 BY_NAME = {}

@@ -26,6 +26,7 @@ from shared_protocol.downlink_text import LineDecoder
 from shared_protocol.errors import ProtocolError
 from shared_protocol.frame import DownlinkReceiver, Frame, UplinkSender
 from shared_protocol.messages import (
+    KIND_COUNT,
     KIND_PICK,
     KIND_PUT,
     STATUS_OK,
@@ -37,6 +38,7 @@ from shared_protocol.messages import (
     LaneState,
     Message,
     RequestState,
+    SetCount,
 )
 from shared_protocol.serial_framing import encode_serial
 
@@ -186,6 +188,20 @@ class FakeNode:
             for lane in lanes:
                 self.send(self.lane_state(lane))
             self.send(CommandResult(frame.seq, STATUS_OK, 0))
+            return
+        if isinstance(m, SetCount) and self.answer_commands and m.NAME not in self.answers:
+            c = self.counters[m.lane]  # as the firmware does (protocol section 11): the difference as count events
+            d = m.count - c.count
+            if d:
+                self.event_seq += 1
+                c.count, c.last_event = m.count, self.event_seq
+                if d < 0:
+                    c.removed -= d
+                else:
+                    c.added += d
+                self.send(Event(self.event_seq, m.lane, KIND_COUNT, d, 0, 100, 5))
+                self.send(self.lane_state(m.lane))
+            self.send(CommandResult(frame.seq, STATUS_OK, self.event_seq if d else 0))
             return
         if self.answer_commands:
             status, value = self.answers.get(m.NAME, (STATUS_OK, 0))

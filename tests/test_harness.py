@@ -25,7 +25,7 @@ def test_traceback_comes_back_with_micropython_file_and_line(mpy: Any) -> None:
         mpy.exec("from shared_protocol.messages import Event\nEvent(1, 0, 9, 0, 0, 0, 0).encode_payload()")
     assert info.value.exc_type == "ProtocolError"
     assert "/lib/shared_protocol/messages.py" in info.value.traceback
-    assert "kind=9 outside 1..3" in info.value.traceback
+    assert "kind=9 outside 1..4" in info.value.traceback
 
 
 def test_each_call_gets_a_fresh_interpreter(mpy: Any) -> None:

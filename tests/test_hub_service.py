@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import sqlite3
 import sys
@@ -17,7 +18,7 @@ import pytest
 from hub.ledger import LaneReading, LedgerService, SensorEvent, Sku
 from hub.ledger.models import Reason
 from hub.link.booking import SensorBooking
-from hub.link.commands import CommandTimeout
+from hub.link.commands import CommandError, CommandTimeout
 from hub.link.session import RESERVE_BLOCK
 from hub.schema import MIGRATIONS
 from hub.service import HubService
@@ -26,12 +27,14 @@ from shared_protocol.auth import Key
 from shared_protocol.frame import UplinkSender
 from shared_protocol.messages import (
     KIND_PICK,
+    STATUS_BUSY,
     STATUS_OK,
     Ack,
     Calibrate,
     Event,
     Identify,
     RequestState,
+    SetCount,
     SetLane,
     Tare,
 )
@@ -397,6 +400,63 @@ async def test_hub_command_cli_over_the_control_socket(
     rc = await asyncio.to_thread(main, ["hub", "status", "--config", str(config)])
     status = json.loads(capsys.readouterr().out)
     assert rc == 0 and status["nodes"][0]["node_id"] == 1 and status["nodes"][0]["up"] is True
+
+
+async def test_set_count_books_the_counted_quantity_not_a_sensor_gap(
+    hub: HubService, node: FakeNode, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A shelf installed with stock on it: the node's count event becomes the lane's opening observed stock
+    (``sensor_count``), the count is a physical count of the lane's book stock (book vs counted), and the lane
+    counters agree with the ledger, so no sensor gap is booked."""
+    from hub.cli import main
+
+    assert hub.ledger is not None and hub.reader is not None
+    await hub.ledger.add_sku(Sku("COLA", "Cola 330 ml", 3500, 20), actor="setup")
+    await handshake(node)
+    assert (await hub.set_lane(1, 0, "COLA", actor="setup")).ok
+    lane_id = (await hub.reader.lanes(1))[0].lane_id
+    await hub.ledger.record_receipt("COLA", 10, actor="setup", ref="r1")
+    await hub.ledger.restock("COLA", lane_id, 10, actor="setup", ref="s1")  # the book says 10 on the lane
+
+    out = await hub.set_count(1, 0, 12, actor="alice")
+    assert out.command.ok and out.command.value == 1  # the node's count event
+    assert node.messages(SetCount) == [SetCount(0, 12)]
+    assert out.count is not None and (out.count.book_qty, out.count.counted_qty) == (10, 12)
+    await node.wait_ack(1)
+    node.send(node.lane_state(0))  # the counters the node reports agree: no gap
+    node.event(0, -2)
+    await node.wait_ack(2)
+    assert [(r[0], r[1], r[2]) for r in movements(hub)] == [(1, 12, "sensor_count"), (2, -2, "sensor_pick")]
+    db = config.parent / "hub.db"
+    assert db_rows(db, "SELECT qty FROM balances WHERE location = ?", (f"sensor:{lane_id}",)) == [(10,)]
+    assert db_rows(db, "SELECT qty FROM balances WHERE location = ?", (f"lane:{lane_id}",)) == [(12,)]
+    counts = db_rows(db, "SELECT location, book_qty, counted_qty, actor, source_ref FROM physical_counts")
+    assert counts[0][:4] == (f"lane:{lane_id}", 10, 12, "alice") and len(counts) == 1
+    assert re.fullmatch(rf"count:node1\.lane0\.boot1\.cmd{out.command.seq}\.[0-9a-f]{{8}}", counts[0][4]), counts
+
+    # A node that does not take the count (busy: units moving) changes nothing in the ledger.
+    node.answers["set_count"] = (STATUS_BUSY, 0)
+    busy = await hub.set_count(1, 0, 7, actor="alice")
+    assert busy.command.status_name == "busy" and busy.count is None
+    assert len(db_rows(db, "SELECT * FROM physical_counts")) == 1
+    del node.answers["set_count"]
+    with pytest.raises(CommandError, match="lane 3 of node 1 is not in the ledger: assign a SKU first"):
+        await hub.set_count(1, 3, 5, actor="alice")
+    # A node that does not answer in time may still take the count: the error says to send it again.
+    node.answer_commands = False
+    with pytest.raises(CommandTimeout, match="the node may still take the count: send the same count again"):
+        await hub.set_count(1, 0, 7, actor="alice", timeout_s=0.2)
+    node.answer_commands = True
+
+    # The CLI: the node's answer and the count booked, book vs counted.
+    rc = await asyncio.to_thread(main, ["hub", "command", "--config", str(config), "1", "set-count", "0", "9"])
+    out_text = capsys.readouterr().out
+    assert rc == 0 and f"lane {lane_id} (COLA): counted 9, book 12: adjusted -3" in out_text, out_text
+    await node.wait_ack(3)
+    assert db_rows(db, "SELECT qty FROM balances WHERE location = ?", (f"sensor:{lane_id}",)) == [(9,)]
+    with pytest.raises(SystemExit) as refused:
+        main(["hub", "command", "--config", str(config), "1", "set-count", "0", "-1"])
+    assert refused.value.code == 2 and "a count is 0..1,000,000 units" in capsys.readouterr().err
 
 
 async def test_hub_command_without_a_running_hub(config: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -175,6 +175,7 @@ RELEASED = {
     3: "2a7daa7008bb8e24f40c0e84f2cd0421cee33a6b2dd774762f69ff8048564d8c",
     4: "0e1ffacffb02c3e7c42aaadf0e3bf61b24567401af9eef48caac48de2b8d4fdd",
     5: "2e4855d1c615121b862d913898ca3505d42a509124e512d1768df0c721ab210c",
+    6: "b7e56982aca5d22448d150417206b10a54d2c7d8f07f5acb0fe503c05942d1ba",  # issue 10: sensor_count
 }
 
 
@@ -231,6 +232,40 @@ async def test_a_database_of_every_older_version_upgrades_to_the_schema_of_a_fre
         assert _schema(old) == _schema(fresh), k
         assert _sql(old, versions) == _sql(fresh, versions)
         assert _sql(old, "PRAGMA application_id") == [(APPLICATION_ID,)]
+
+
+def test_step_6_lets_movements_take_sensor_count_and_nothing_else_new(tmp_path: Path) -> None:
+    """A version 5 database with sensor rows: after the upgrade its rows are intact, a ``sensor_count`` row is
+    taken at a sensor location (and refused at a book one), unknown reasons are still refused, and a connection
+    opened before the upgrade sees the new rule too (the schema cookie moved)."""
+    db = tmp_path / "v5.db"
+    conn = connect(db)
+    migrate(conn, MIGRATIONS[:5])
+    conn.execute("INSERT INTO nodes (node_id) VALUES (1)")
+    row = (
+        "INSERT INTO movements (ts_ms, recorded_ms, location, qty, reason, source_ref, actor, node_id)"
+        " VALUES (1, 1, ?, ?, ?, ?, 'node:1', 1)"
+    )
+    conn.execute(row, ("sensor:a", -2, "sensor_pick", "node:1:ev:1"))
+    with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+        conn.execute(row, ("sensor:a", 5, "sensor_count", "node:1:ev:2"))
+    before = connect(db)
+    before.execute("SELECT count(*) FROM movements").fetchone()  # parses the version 5 schema
+    assert migrate(conn, MIGRATIONS) == (5, LATEST_VERSION)
+    conn.execute(row, ("sensor:a", 5, "sensor_count", "node:1:ev:2"))
+    with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+        conn.execute(row, ("lane:a", 5, "sensor_count", "x:1"))
+    with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+        conn.execute(row, ("sensor:a", 5, "sensor_guess", "x:2"))
+    before.execute(row, ("sensor:a", 1, "sensor_count", "node:1:ev:3"))
+    assert _sql(db, "SELECT reason, qty FROM movements ORDER BY id") == [
+        ("sensor_pick", -2),
+        ("sensor_count", 5),
+        ("sensor_count", 1),
+    ]
+    assert _sql(db, "PRAGMA integrity_check") == [("ok",)]
+    conn.close()
+    before.close()
 
 
 def test_the_ledger_imports_none_of_the_subsystems_that_use_it() -> None:

@@ -18,6 +18,7 @@ from shared_protocol.messages import (
     FLAG_SENSOR_FAULT,
     FLAG_UNCALIBRATED,
     FLAG_UNSTABLE,
+    KIND_COUNT,
     KIND_PICK,
     KIND_PUT,
     STATUS_BAD_ARGS,
@@ -145,6 +146,39 @@ def test_commands_are_executed_and_answered(runtime: Any, tmp_path: Any) -> None
     assert r["lane_state_times"] == [9205, 9505, 9505, 11705, 14205]
 
 
+def test_set_count_records_count_events_that_survive_a_reboot(runtime: Any, tmp_path: Any) -> None:
+    base = _base(runtime, tmp_path)
+    r = runtime.call(M, "set_count", base, timeout_s=T)
+    res = {count: r["results"][str(seq)] for seq, count, _t in r["sent"]}
+    # The node had counted nothing on lane 0 yet; staff counted 12: one count event of +12, answered with its
+    # event_seq.
+    assert r["events"][0] == [1, 0, KIND_COUNT, 12, 0, 100]
+    assert res[12] == [STATUS_OK, 1]
+    assert res[5] == [STATUS_BUSY, 0]  # the lane was moving: nothing recorded
+    assert r["events"][1][1:4] == [0, KIND_PICK, -2]  # the pick itself
+    assert res[10] == [STATUS_OK, 0]  # 12 - 2 agrees with the count: no event
+    # 40000 on lane 1 takes two events (at most 32767 units each), summing to the count.
+    assert [e[1:4] for e in r["events"][2:]] == [[1, KIND_COUNT, 32767], [1, KIND_COUNT, 40000 - 32767]]
+    assert res[40000] == [STATUS_OK, 4]
+    assert res[1] == [STATUS_BAD_ARGS, 0]  # no lane 9
+    assert len(r["events"]) == 4 and r["outbox"] == 0
+    # The lane states carry the counts, their totals, and last_event covering the count events.
+    assert r["last_state"]["0"] == [10, 2, 12, 2]
+    assert r["last_state"]["1"] == [40000, 0, 40000, 4]
+    # After a reboot the counters are what was counted.
+    again = runtime.call(M, "set_count", _base(runtime, tmp_path, "again"), r["files"], timeout_s=T)
+    assert again["last_state"]["0"][0] == 10 and again["last_state"]["1"][0] == 40000
+    # Acks are not journalled one by one: the rebooted node may send the same events again (same event_seq,
+    # which the hub dedupes), never new ones.
+    assert {e[0] for e in again["events"]} <= {1, 2, 3, 4}
+
+
+def test_set_count_without_room_in_the_outbox_records_nothing(runtime: Any, tmp_path: Any) -> None:
+    r = runtime.call(M, "set_count_no_room", _base(runtime, tmp_path), timeout_s=T)
+    assert r["first"] == 1 and r["seen"] == [1]
+    assert r["busy"] == r["no_room"] and r["depth"] == 2 and r["count"] == 5
+
+
 def test_forged_replayed_and_garbled_downlink_is_dropped_and_counted(runtime: Any, tmp_path: Any) -> None:
     r = runtime.call(M, "forged", _base(runtime, tmp_path), timeout_s=T)
     # Bad tag, another node's frame, another boot's frame, a replay, bad base64, an overlong line: six rejects.
@@ -164,6 +198,7 @@ def test_a_missing_cell_is_a_sensor_fault_not_a_hang(runtime: Any, tmp_path: Any
     assert r["faults"] == 1
     assert 230 <= r["samples"][1] <= 240  # the healthy lane keeps its 80 samples/s
     assert r["hellos"] == 1
+    assert r["count_answer"] == [[STATUS_BUSY, 0]] and r["events"] == 0  # no count on a faulted lane
 
 
 def _cfg(**over: Any) -> str:

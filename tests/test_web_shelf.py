@@ -327,3 +327,24 @@ def test_a_time_label_at_the_right_edge_stays_inside_the_chart() -> None:
     labels = re.findall(r'<text x="([\d.]+)" y="[\d.]+" text-anchor="(\w+)">(\d\d:\d\d)</text>', svg)
     assert labels[-1][1:] == ("end", "01:00") and labels[0][1] == "middle", labels
     assert all(float(x) <= charts.WIDTH for x, _, _ in labels)
+
+
+def test_a_count_takes_ascii_digits_only_and_says_what_happened(env: Env) -> None:
+    """The manager's count form (the hub's ``count_lane`` is the test app's stand-in, tests/web_support.py):
+    anything but 0..1,000,000 in ASCII digits is refused with one line and changes nothing."""
+    client = env.client("manager")
+    page = client.get("/lanes/A1").get_data(as_text=True)
+    assert 'action="/lanes/A1/count"' in page and "Units counted on the lane" in page
+    assert 'action="/lanes/A1/count"' not in env.client("clerk").get("/lanes/A1").get_data(as_text=True)
+    before = env.sql("SELECT count(*) FROM physical_counts")
+    for bad in ["", "\u0661\u0660", "\uff11", "+3", "-1", "1000001", "3.5", "12 units"]:
+        resp = client.post("/lanes/A1/count", data={"counted": bad, "csrf_token": env.csrf(client)})
+        assert resp.status_code == 302 and resp.headers["Location"].endswith("/lanes/A1")
+        text = client.get("/lanes/A1").get_data(as_text=True)
+        assert "Not counted: the count must be a whole number 0..1,000,000" in text, bad
+    assert env.sql("SELECT count(*) FROM physical_counts") == before
+    client.post("/lanes/A1/count", data={"counted": "7", "csrf_token": env.csrf(client)})
+    assert "Counted: counted 7, book" in client.get("/lanes/A1").get_data(as_text=True)
+    assert env.sql("SELECT location, counted_qty, actor FROM physical_counts ORDER BY id DESC LIMIT 1") == [
+        ("lane:A1", 7, "web:manager")
+    ]

@@ -25,6 +25,7 @@ ROUTES: dict[str, Route] = {
     "lanes json": Route("GET", "/lanes.json", "live.lanes"),
     "events": Route("GET", "/events?once=1", "live.events"),
     "shelf": Route("GET", "/lanes/{lane}", "shelf.detail"),
+    "count lane": Route("POST", "/lanes/{lane}/count", "shelf.count", {"counted": "3"}, ok=302),
     "alerts": Route("GET", "/alerts", "alerts.index"),
     "acknowledge": Route("POST", "/alerts/{alert}/acknowledge", "alerts.acknowledge", ok=302),
     "resolve": Route("POST", "/alerts/{alert}/resolve", "alerts.resolve", {"outcome": "found"}, ok=302),

@@ -80,6 +80,25 @@ def _adder(role: str) -> Callable[[Any], Awaitable[None]]:
     return lambda tx: add_user(tx, role, _fast_hash(PASSWORD), role, actor="t")  # username = role
 
 
+def _count_lane(db: Path, writer: LoopWriter) -> Callable[[int, int, int, str], tuple[bool, str]]:
+    """What the running hub's ``count_lane`` does once the node took the count (``HubService.set_count``, tested
+    with a node in tests/test_hub_service.py and end to end in tests/test_install_count.py): a physical count of the
+    lane's book stock."""
+
+    def count_lane(node_id: int, lane: int, counted: int, actor: str) -> tuple[bool, str]:
+        conn = sqlite3.connect(db)
+        try:
+            lane_id, sku = conn.execute(
+                "SELECT lane_id, sku FROM lanes WHERE node_id = ? AND lane_index = ?", (node_id, lane)
+            ).fetchone()
+        finally:
+            conn.close()
+        result = writer.call(lambda ledger: ledger.record_count(sku, counted, actor=actor, location=f"lane:{lane_id}"))
+        return True, f"counted {result.counted_qty}, book {result.book_qty}"
+
+    return count_lane
+
+
 def run_env(tmp_path: Path) -> Iterator[Env]:
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="hub-loop", daemon=True)
@@ -97,7 +116,7 @@ def run_env(tmp_path: Path) -> Iterator[Env]:
     writer = LoopWriter(ledger, loop)
     try:
         writer.call(_seed)
-        yield Env(db, writer, create_app(db, writer, config={"TESTING": True}))
+        yield Env(db, writer, create_app(db, writer, config={"TESTING": True}, count_lane=_count_lane(db, writer)))
     finally:
         on_loop(ledger.close())
         loop.call_soon_threadsafe(loop.stop)

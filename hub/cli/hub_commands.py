@@ -3,7 +3,8 @@
 * ``smartshelf hub run --config hub.toml [--status-interval S] [--log-level L]``: runs until SIGINT / SIGTERM,
   then stops reading, flushes the ledger, closes the ports and exits 0.
 * ``smartshelf hub command --config hub.toml NODE tare LANE | calibrate LANE GRAMS | set-lane LANE SKU |
-  identify SECONDS``: sends the command through the running hub's control socket and prints the node's answer.
+  identify SECONDS | set-count LANE COUNT``: sends the command through the running hub's control socket and prints
+  the node's answer (for set-count also the physical count booked: book vs counted).
 * ``smartshelf hub status --config hub.toml``: the running hub's status as JSON.
 
 Exit codes: 0 ok; 1 the command failed (the node answered with an error status, or did not answer in time);
@@ -31,6 +32,7 @@ from hub.service import HubService
 from hub.service.control import HubNotRunning, HubRunning, request
 from hub.service.install import default_executable, install
 from hub.service.watchdog import Watchdog
+from shared_protocol.messages import MAX_COUNT
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
 DEFAULT_CONFIG = "hub.toml"
@@ -96,8 +98,10 @@ def _run(args: argparse.Namespace) -> int:
 def _request(args: argparse.Namespace) -> dict[str, Any]:
     req: dict[str, Any] = {"op": "command", "node": args.node, "command": args.verb, "timeout_s": args.timeout}
     req["actor"] = args.actor or default_actor()
-    if args.verb in ("tare", "calibrate", "set-lane"):
+    if args.verb in ("tare", "calibrate", "set-lane", "set-count"):
         req["lane"] = args.lane
+    if args.verb == "set-count":
+        req["count"] = args.count
     if args.verb == "calibrate":
         req["grams"] = args.grams
     if args.verb == "set-lane":
@@ -127,6 +131,9 @@ def _command(args: argparse.Namespace) -> int:
         f"node {reply['node']}: {reply['command']} {args_text}: {reply['status']} (value {reply['value']}, "
         f"{reply['elapsed_s']} s)"
     )
+    count = reply.get("count")
+    if isinstance(count, dict):
+        print(count.get("summary"))
     return EXIT_OK if reply.get("status") == "ok" else EXIT_FAILED
 
 
@@ -150,6 +157,7 @@ _positive = number(float, lambda v: v > 0, "must be greater than 0")
 _grams = number(float, lambda v: 0.1 <= v <= 100_000, "the known weight must be 0.1 g .. 100 kg")
 _lane = number(int, lambda v: 0 <= v <= 31, "a lane is 0..31", "a lane number")
 _seconds = number(int, lambda v: 0 <= v <= 255, "identify takes 0..255 seconds (0 stops)", "a whole number of seconds")
+_count = number(int, lambda v: 0 <= v <= MAX_COUNT, f"a count is 0..{MAX_COUNT:,} units", "a whole number of units")
 
 
 def _install_service(args: argparse.Namespace) -> int:
@@ -187,7 +195,8 @@ def add_hub_parser(sub: Any) -> None:
         "command",
         help="send a command to a node through the running hub and print its answer",
         description="tare LANE | calibrate LANE GRAMS | set-lane LANE SKU (assigns the SKU in the ledger too) | "
-        "identify SECONDS",
+        "identify SECONDS | set-count LANE COUNT (the units staff counted on the lane: the node's count, and a "
+        "physical count of the lane's book stock)",
     )
     with_config(cmd)
     cmd.add_argument("--timeout", type=_positive, default=10.0, metavar="S", help="wait this long (default 10)")
@@ -204,6 +213,13 @@ def add_hub_parser(sub: Any) -> None:
     setl.add_argument("sku", metavar="SKU")
     ident = actions.add_parser("identify", help="blink the node's LED")
     ident.add_argument("seconds", type=_seconds, metavar="SECONDS")
+    setc = actions.add_parser(
+        "set-count",
+        help="the lane holds COUNT units, counted by staff (installation, recount): sets the node's count and "
+        "books a physical count (book vs counted)",
+    )
+    setc.add_argument("lane", type=_lane, metavar="LANE")
+    setc.add_argument("count", type=_count, metavar="COUNT")
     cmd.set_defaults(func=_command)
 
     status = verbs.add_parser("status", help="print the running hub's status (JSON)")

@@ -40,6 +40,7 @@ class Reason(StrEnum):
     SENSOR_PUT = "sensor_put"
     SENSOR_ANOMALY = "sensor_anomaly"
     SENSOR_GAP = "sensor_gap"
+    SENSOR_COUNT = "sensor_count"  # staff counted the lane; its node recorded the difference (protocol v1.1)
     SALE = "sale"
     ORDER_PICK = "order_pick"
     RECEIPT = "receipt"
@@ -55,7 +56,9 @@ class Reason(StrEnum):
         return self in SENSOR_REASONS
 
 
-SENSOR_REASONS = frozenset({Reason.SENSOR_PICK, Reason.SENSOR_PUT, Reason.SENSOR_ANOMALY, Reason.SENSOR_GAP})
+SENSOR_REASONS = frozenset(
+    {Reason.SENSOR_PICK, Reason.SENSOR_PUT, Reason.SENSOR_ANOMALY, Reason.SENSOR_GAP, Reason.SENSOR_COUNT}
+)
 WriteOffReason = Literal[Reason.DAMAGE, Reason.SHRINKAGE]
 
 

@@ -221,10 +221,26 @@ _V5_LANE_READINGS = (
     ) STRICT, WITHOUT ROWID""",
 )
 
+# A counted quantity from a node (protocol v1.1 set_count) is observed stock of its own reason, 'sensor_count'. Both
+# CHECKs of movements name the sensor reasons. Rebuilding the table would need foreign keys off, which cannot change
+# inside the migrator's one transaction; widening a CHECK changes no stored byte, so the table's SQL is edited in
+# place, as SQLite documents for such changes (lang_altertable.html, "Making Other Kinds Of Table Schema Changes"):
+# every existing row still passes. RESET reloads this connection's schema; the view created and dropped bumps the
+# schema cookie, so every other connection reloads it too.
+_V6_SENSOR_COUNT = (
+    "PRAGMA writable_schema = ON",
+    "UPDATE sqlite_schema SET sql = replace(sql, '''sensor_gap''', '''sensor_gap'', ''sensor_count''')"
+    " WHERE type = 'table' AND name = 'movements'",
+    "PRAGMA writable_schema = RESET",
+    "CREATE VIEW schema_cookie_bump AS SELECT 1",
+    "DROP VIEW schema_cookie_bump",
+)
+
 CORE = Migration(1, "core ledger: skus, nodes, lanes, movements, balances, physical counts, audit", _V1_CORE)
 ALERTS = Migration(2, "alerts; movements by sku and time; book_stock and observed_stock views", _V2_ALERTS)
 # Part of step 5 (released with the status page's API clients, its indexes and session epochs: hub.web.schema).
 LANE_READINGS = Migration(5, "lane readings", _V5_LANE_READINGS)
+SENSOR_COUNT = Migration(6, "movements: reason sensor_count (a node's counted quantity)", _V6_SENSOR_COUNT)
 
 
 # ------------------------------------------------------------------------------------------------ the migrator

@@ -13,7 +13,8 @@ Rules:
   events it covers, together with ``last_uplink_seq`` and the downlink session/seq (protocol §11).
 * **Observed stock only.** A pick/put/anomaly is a movement of ``count_delta`` (signed, as the node counted it)
   at ``sensor:<lane_id>`` with reason ``sensor_pick`` / ``sensor_put`` / ``sensor_anomaly``, carrying the weight
-  change and confidence as evidence. It never touches book stock.
+  change and confidence as evidence; a count event (staff counted the lane, protocol v1.1) likewise, with reason
+  ``sensor_count``. It never touches book stock.
 * **Unknown lanes are kept, not rejected.** A node event for a lane the hub has not registered is stored (and
   therefore acknowledged, so the node's outbox does not fill up) under an auto-registered *unassigned* lane
   ``node<node_id>-lane<index>`` with no SKU: it counts towards no SKU's observed stock, and an
@@ -51,12 +52,17 @@ from hub.ledger.models import (
     SensorGap,
     sensor_location,
 )
-from shared_protocol.messages import KIND_ANOMALY, KIND_PICK, KIND_PUT
+from shared_protocol.messages import KIND_ANOMALY, KIND_COUNT, KIND_PICK, KIND_PUT
 
 SensorItem = SensorEvent | SensorGap | NodeUpdate | LaneReading
 SensorOutcome = ApplyResult | bool | None | LedgerError  # bool: a lane reading (stored or not)
 
-_KIND_REASON = {KIND_PICK: Reason.SENSOR_PICK, KIND_PUT: Reason.SENSOR_PUT, KIND_ANOMALY: Reason.SENSOR_ANOMALY}
+_KIND_REASON = {
+    KIND_PICK: Reason.SENSOR_PICK,
+    KIND_PUT: Reason.SENSOR_PUT,
+    KIND_ANOMALY: Reason.SENSOR_ANOMALY,
+    KIND_COUNT: Reason.SENSOR_COUNT,
+}
 _U32 = 0xFFFFFFFF
 
 _INSERT_MOVEMENT = (

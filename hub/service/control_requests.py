@@ -8,10 +8,11 @@ from typing import Any, Protocol
 from hub.config import ConfigError
 from hub.ledger.models import InvalidArgument, LedgerError
 from hub.link.commands import CommandError, CommandOutcome
+from hub.service.counting import SetCountOutcome
 from shared_protocol.errors import ProtocolError
 from shared_protocol.messages import Calibrate, Identify, Message, Tare
 
-COMMAND_NAMES = ("tare", "calibrate", "set-lane", "identify")
+COMMAND_NAMES = ("tare", "calibrate", "set-lane", "identify", "set-count")
 
 
 class Hub(Protocol):
@@ -26,6 +27,10 @@ class Hub(Protocol):
     async def set_lane(
         self, node_id: int, lane: int, sku: str, *, actor: str, lane_id: str | None = ..., timeout_s: float = ...
     ) -> CommandOutcome: ...
+
+    async def set_count(
+        self, node_id: int, lane: int, count: int, *, actor: str, timeout_s: float = ...
+    ) -> SetCountOutcome: ...
 
     def release_port(self, port: str, seconds: float) -> None: ...
 
@@ -50,14 +55,36 @@ async def handle_request(hub: Hub, request: dict[str, Any]) -> dict[str, Any]:
         timeout_s = float(request.get("timeout_s", 10.0))
         actor = str(request.get("actor") or "control")
         name = request.get("command")
+        counted: SetCountOutcome | None = None
         if name == "set-lane":
             outcome = await hub.set_lane(
                 node_id, _int(request, "lane"), str(request.get("sku", "")), actor=actor, timeout_s=timeout_s
             )
+        elif name == "set-count":
+            counted = await hub.set_count(
+                node_id, _int(request, "lane"), _int(request, "count"), actor=actor, timeout_s=timeout_s
+            )
+            outcome = counted.command
         else:
             outcome = await hub.command(node_id, _message(name, request), timeout_s=timeout_s, actor=actor)
     except (CommandError, LedgerError, ProtocolError, ValueError, TypeError) as exc:
         return {"ok": False, "error": str(exc)}
+    answer = _answer(outcome)
+    if counted is not None:
+        booked = counted.count
+        answer["count"] = {
+            "lane_id": counted.lane_id,
+            "sku": counted.sku,
+            "booked": booked is not None,
+            "book": booked.book_qty if booked else None,
+            "counted": booked.counted_qty if booked else None,
+            "ref": booked.source_ref if booked else None,
+            "summary": counted.summary(),
+        }
+    return answer
+
+
+def _answer(outcome: CommandOutcome) -> dict[str, Any]:
     return {
         "ok": True,
         "node": outcome.node_id,

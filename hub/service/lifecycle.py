@@ -11,8 +11,9 @@ read, wait for audit writes, close the ledger (everything submitted commits and 
 ports), then fail waiting commands and close ports and socket.
 
 In-process API (for the status page and the control socket): ``await hub.command(node_id, message)`` /
-``await hub.set_lane(...)`` return a ``CommandOutcome`` or raise a ``CommandError``; ``hub.status()`` is a
-JSON-ready snapshot (``hub.service.status``).
+``await hub.set_lane(...)`` return a ``CommandOutcome`` or raise a ``CommandError``; ``await hub.set_count(...)``
+(staff counted a lane: the node's count and the book, protocol v1.1) returns a ``SetCountOutcome``; ``hub.status()``
+is a JSON-ready snapshot (``hub.service.status``).
 """
 
 from __future__ import annotations
@@ -22,15 +23,16 @@ import contextlib
 import logging
 import os
 import time
+import uuid
 from dataclasses import replace
 from typing import Any
 
 from hub.config import HubConfig, NodeConfig, load_config
 from hub.ledger.backup import BackupPolicy
-from hub.ledger.models import LedgerError
+from hub.ledger.models import LedgerError, lane_location
 from hub.ledger.reader import LedgerReader
 from hub.ledger.service import LedgerService
-from hub.link.commands import CommandError, CommandOutcome, UnknownNode
+from hub.link.commands import CommandError, CommandOutcome, CommandTimeout, UnknownNode
 from hub.link.ingest import Ingest
 from hub.link.restore import restore_sessions
 from hub.reconcile.config import ReconcileConfig
@@ -39,9 +41,10 @@ from hub.schema import MIGRATIONS
 from hub.service import status
 from hub.service.control import ControlServer, claim
 from hub.service.control_requests import handle_request
+from hub.service.counting import SetCountOutcome
 from hub.transport.serial import SerialLink
 from hub.web.server import WebServer
-from shared_protocol.messages import Message, SetLane
+from shared_protocol.messages import Message, SetCount, SetLane
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +129,7 @@ class HubService:
                     threads=cfg.web.threads,
                     max_live_clients=cfg.web.max_live_clients,
                     status=self.status,
+                    count_lane=self.count_lane,
                 )
                 log.info("status page on %s", self.web.url)
         except BaseException:
@@ -284,6 +288,51 @@ class HubService:
         await self.ledger.assign_lane(node_id, lane, sku, actor=actor, lane_id=lane_id)
         message = SetLane(lane, record.unit_weight_dg, record.spread_permille, sku)
         return await self.command(node_id, message, timeout_s=timeout_s, actor=actor)
+
+    async def set_count(
+        self, node_id: int, lane: int, count: int, *, actor: str, timeout_s: float = 10.0
+    ) -> SetCountOutcome:
+        """Staff counted ``count`` units on a lane (the stock a shelf is installed with, or a recount). The node
+        sets its lane count and records the difference as count events, which reach the ledger like its other
+        events (observed stock, reason ``sensor_count``); once the node has taken it, the count is booked as a
+        physical count of the lane's book stock (book vs counted, under ``count:node<N>.lane<L>.boot<B>.cmd<S>``,
+        plus a random suffix). A node that answers busy changes nothing. A node that does not answer in time may still
+        have taken the count: ``CommandTimeout`` says so, and the same count again is the remedy (the node finds it
+        agrees, answers OK, and the physical count is booked)."""
+        if self.ledger is None or self.reader is None:
+            raise CommandError("the hub is not running")
+        if self.config.node(node_id) is None:
+            raise UnknownNode(f"node {node_id} is not configured")
+        record = next((x for x in await self.reader.lanes(node_id) if x.lane_index == lane), None)
+        if record is None or record.sku is None:
+            what = "is not in the ledger" if record is None else "has no SKU"
+            raise CommandError(
+                f"lane {lane} of node {node_id} {what}: assign a SKU first (set-lane); the count is booked on it"
+            )
+        try:
+            outcome = await self.command(node_id, SetCount(lane, count), timeout_s=timeout_s, actor=actor)
+        except CommandTimeout as exc:
+            raise CommandTimeout(f"{exc}; the node may still take the count: send the same count again") from exc
+        if not outcome.ok:
+            return SetCountOutcome(outcome, record.lane_id, record.sku, None)
+        ref = f"node{node_id}.lane{lane}.boot{outcome.session}.cmd{outcome.seq}.{uuid.uuid4().hex[:8]}"
+        try:
+            booked = await self.ledger.record_count(
+                record.sku, count, actor=actor, ref=ref, location=lane_location(record.lane_id)
+            )
+        except LedgerError as exc:
+            raise CommandError(
+                f"the node took the count, the book count was not recorded ({exc}): send it again"
+            ) from exc
+        return SetCountOutcome(outcome, record.lane_id, record.sku, booked)
+
+    async def count_lane(self, node_id: int, lane: int, count: int, actor: str) -> tuple[bool, str]:
+        """``set_count`` for the shelf page: (booked, one line saying what happened or why not)."""
+        try:
+            outcome = await self.set_count(node_id, lane, count, actor=actor)
+        except (CommandError, LedgerError) as exc:
+            return False, str(exc)
+        return outcome.count is not None, outcome.summary()
 
     async def handle_control(self, request: dict[str, Any]) -> dict[str, Any]:
         """One request from the control socket (``smartshelf hub command`` / ``status``)."""

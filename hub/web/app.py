@@ -87,9 +87,11 @@ def create_app(
     *,
     config: dict[str, Any] | None = None,
     status: Callable[[], dict[str, Any]] | None = None,
+    count_lane: shelf.CountLane | None = None,
 ) -> Flask:
     """``status``: the running hub's ``HubService.status()``, callable from any thread (``server.loop_status``);
-    the nodes page shows only the ledger's view without it."""
+    the nodes page shows only the ledger's view without it. ``count_lane``: the hub's ``count_lane``, callable from
+    any thread (``server.loop_count_lane``); the shelf page offers no count without it."""
     ledger_path = Path(ledger_path)
     app = Flask(__name__, static_folder=None)
     app.config.update(
@@ -106,6 +108,7 @@ def create_app(
         app.config.update(config)
     db.install(app, writer)
     nodes.install(app, status)
+    shelf.install(app, count_lane)
     filters.install(app)
     app.register_error_handler(TimeoutError, unavailable)
     app.register_error_handler(LedgerClosed, unavailable)

@@ -11,7 +11,7 @@ import concurrent.futures
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,21 @@ def loop_status(
         except concurrent.futures.TimeoutError:
             future.cancel()
             raise
+
+    return call
+
+
+def loop_count_lane(
+    count_lane: Callable[[int, int, int, str], Coroutine[Any, Any, tuple[bool, str]]],
+    loop: asyncio.AbstractEventLoop,
+    *,
+    timeout_s: float = 20.0,
+) -> Callable[[int, int, int, str], tuple[bool, str]]:
+    """The hub's ``count_lane`` (a node command, then a ledger write) made callable from a WSGI thread: it runs on
+    ``loop``; the caller waits at most ``timeout_s`` (the node's own answer has 10 s) and gets TimeoutError."""
+
+    def call(node_id: int, lane: int, count: int, actor: str) -> tuple[bool, str]:
+        return asyncio.run_coroutine_threadsafe(count_lane(node_id, lane, count, actor), loop).result(timeout_s)
 
     return call
 
@@ -102,13 +117,16 @@ class WebServer:
         threads: int = 4,
         max_live_clients: int = DEFAULT_MAX_LIVE_CLIENTS,
         status: Callable[[], dict[str, Any]] | None = None,
+        count_lane: Callable[[int, int, int, str], Coroutine[Any, Any, tuple[bool, str]]] | None = None,
     ) -> WebServer:
-        """``status``: the hub's ``status()`` (runs on ``loop`` for the nodes page)."""
+        """``status``: the hub's ``status()`` (runs on ``loop`` for the nodes page); ``count_lane``: the hub's
+        ``count_lane`` (a manager's count on the shelf page)."""
         app = create_app(
             ledger_path,
             LoopWriter(ledger, loop),
             config={"LIVE_MAX_CLIENTS": max_live_clients},
             status=loop_status(status, loop) if status is not None else None,
+            count_lane=loop_count_lane(count_lane, loop) if count_lane is not None else None,
         )
         total = waitress_threads(threads, max_live_clients)
         server = create_server(

@@ -1,4 +1,5 @@
-"""Golden vectors for wire protocol v1: one per message type plus edge values.
+"""Golden vectors for wire protocol v1.1: one per message type plus edge values (v1.1 added set_count and
+the count event kind; every v1.0 vector is unchanged).
 
 ``python -m tests.golden.vectors --write`` regenerates ``tests/golden/protocol_v1.json``; do that only
 for a deliberate protocol change (and bump the version). Tests check that CPython and MicroPython both
@@ -69,6 +70,14 @@ SPECS: list[dict[str, Any]] = [
      "message": {"type": "set_config", "key": 1, "value": -100}},
     {"name": "request_state", "direction": "downlink", "key": KEY_A, "node_id": 1, "seq": 7, "session": 1,
      "message": {"type": "request_state", "lane": 255}},
+    # v1.1
+    {"name": "set_count", "direction": "downlink", "key": KEY_A, "node_id": 1, "seq": 8, "session": 1,
+     "message": {"type": "set_count", "lane": 2, "count": 24}},
+    {"name": "set_count_max", "direction": "downlink", "key": KEY_B, "node_id": 513, "seq": 10, "session": 2,
+     "message": {"type": "set_count", "lane": 31, "count": 1000000}},
+    {"name": "event_count", "direction": "uplink", "key": KEY_A, "node_id": 1, "seq": 9,
+     "message": {"type": "event", "event_seq": 19, "lane": 2, "kind": 4, "count_delta": -3,
+                 "weight_delta_dg": 0, "confidence": 100, "age_ms": 40}},
 ]
 
 

@@ -16,6 +16,7 @@ from shared_protocol.messages import (
     Identify,
     RequestState,
     SetConfig,
+    SetCount,
     SetLane,
     Tare,
 )
@@ -355,6 +356,63 @@ def commands(base):
     }
 
 
+def set_count(base, files=None):
+    """Staff counts: lane 0 (5 items of 100 g) set to 12 at 3 s; a count while a pick moves the lane (5.1 s:
+    busy); after the pick (2 items), 10 agrees (8 s); lane 1 set to 40000 (two count events); lane 9 does not
+    exist. Acks everything. With ``files`` (a reboot): boots from that flash and reports its lane states."""
+    plan = plan_two_lanes(pick(5.0, 200.0) if files is None else [], base0=500.0 if files is None else 300.0)
+    rig = Rig(base, plan, files=files)
+
+    def on_frame(f):
+        if f["type"] == "event":
+            rig.send(Ack(f["event_seq"]))
+
+    script = [] if files is not None else [
+        (3000, SetCount(0, 12)),
+        (5100, SetCount(0, 5)),
+        (8000, SetCount(0, 10)),
+        (8500, SetCount(1, 40000)),
+        (9000, SetCount(9, 1)),
+    ]  # fmt: skip
+    sent = []
+    for t, msg in script:
+        rig.run(t, 5, on_frame)
+        rig.send(msg)
+        sent.append([rig.hub.tx.seq, msg.count, t])
+    rig.run(12000, 5, on_frame)
+    results = {}
+    for f in rig.hub.of("command_result"):
+        results[str(f["command_seq"])] = [f["status"], f["value"]]
+    last = {}
+    for f in rig.hub.of("lane_state"):
+        last[str(f["lane"])] = [f["count"], f["removed_total"], f["added_total"], f["last_event"]]
+    return {
+        "sent": sent,
+        "results": results,
+        "events": [[f["event_seq"], f["lane"], f["kind"], f["count_delta"], f["weight_delta_dg"], f["confidence"]]
+                   for f in rig.hub.of("event")],
+        "last_state": last,
+        "outbox": rig.node.shelf.outbox.depth,
+        "files": snapshot(base),
+    }  # fmt: skip
+
+
+def set_count_no_room(base):
+    """A count needing two events on an outbox with room for one records nothing."""
+    from firmware.counters import CountersStore
+    from firmware.outbox import Outbox
+    from firmware.shelf import NO_ROOM, Shelf
+
+    _mkdir(base)
+    shelf = Shelf([None], Outbox(base + "/ob", 1, capacity=3), CountersStore(base + "/counters", 1))
+    seen = []
+    first = shelf.set_count(0, 5, 0, seen.append)
+    shelf.outbox.add(0, 1, -1, -100, 90, 10)
+    busy = shelf.set_count(0, 40000, 20, seen.append)
+    return {"first": first, "busy": busy, "no_room": NO_ROOM, "seen": seen, "depth": shelf.outbox.depth,
+            "count": shelf.counters.lanes[0].count}  # fmt: skip
+
+
 def forged(base):
     """Bad frames of every kind after the session is up; a good command at the end is still answered."""
     rig = Rig(base, plan_two_lanes([]))
@@ -434,9 +492,14 @@ def unwired_cell(base):
     provision(base, text, {"lanes": []})
     rig = Rig(base, plan, files=None, provision_flash=False)
     rig.run(3000, 5)
-    return {
+    out = {
         "flags": [rig.node.shelf.lane_state(i).flags for i in range(2)],
         "faults": rig.node.shelf.lanes[0].faults,
         "samples": [lane.samples for lane in rig.node.shelf.lanes],
         "hellos": len(rig.hub.of("hello")),
     }
+    rig.send(SetCount(0, 5))  # a faulted lane takes no count: its cell's return would count the change again
+    rig.run(3100, 5)
+    out["count_answer"] = [[f["status"], f["value"]] for f in rig.hub.of("command_result")]
+    out["events"] = len(rig.hub.of("event"))
+    return out

@@ -2,14 +2,22 @@
 
 The lane's header, its count and weight over the last hour or day as inline SVG charts (``charts``), and its event
 timeline; every figure is read in one read transaction (``shelf_queries``).
+
+``POST /lanes/<lane_id>/count`` (manager): staff counted the lane (the stock a shelf is installed with, a recount).
+The running hub sends the count to the lane's node and books it as a physical count of the lane's book stock
+(``HubService.set_count``, through the ``count_lane`` callable given to ``create_app``); the answer is one line.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+from concurrent.futures import CancelledError
 from datetime import UTC, datetime
 
-from flask import Blueprint, abort, render_template, request
+from flask import Blueprint, Flask, abort, current_app, flash, g, redirect, render_template, request, url_for
 from markupsafe import Markup
+from werkzeug.wrappers import Response
 
 from hub.ledger.models import now_ms
 from hub.web.access import requires
@@ -17,10 +25,25 @@ from hub.web.db import get_db, read_transaction
 from hub.web.lanes import STATE_LABELS
 from hub.web.pages import charts
 from hub.web.pages.shelf_queries import TIMELINE_MAX, count_series, lane_info, open_alerts, timeline, weight_series
+from shared_protocol.messages import MAX_COUNT
 
 bp = Blueprint("shelf", __name__)
 
 RANGES = {"1h": 3_600_000, "24h": 86_400_000}
+COUNT_EXTENSION = "smartshelf_count_lane"  # create_app(count_lane=...) keeps the callable here
+_COUNTED = re.compile(r"[0-9]{1,7}")  # ASCII digits only
+
+CountLane = Callable[[int, int, int, str], tuple[bool, str]]  # (node, lane index, counted, actor) -> (booked, line)
+
+
+def install(app: Flask, count_lane: CountLane | None) -> None:
+    """``count_lane``: the running hub's ``count_lane`` callable from any thread, or None (no hub: no counting)."""
+    app.extensions[COUNT_EXTENSION] = count_lane
+
+
+def _count_lane() -> CountLane | None:
+    fn = current_app.extensions.get(COUNT_EXTENSION)
+    return fn if callable(fn) else None
 
 
 def _short(ms: int) -> str:
@@ -76,4 +99,31 @@ def detail(lane_id: str) -> str:
         total=total,
         timeline_max=TIMELINE_MAX,
         labels=STATE_LABELS,
+        can_count=_count_lane() is not None,
     )
+
+
+@bp.post("/lanes/<lane_id>/count")
+@requires("manager")
+def count(lane_id: str) -> Response:
+    with read_transaction(get_db()) as conn:
+        lane = lane_info(conn, lane_id)
+    if lane is None:
+        abort(404)
+    back = url_for("shelf.detail", lane_id=lane_id)
+    text = request.form.get("counted", "").strip()
+    fn = _count_lane()
+    if _COUNTED.fullmatch(text) is None or int(text) > MAX_COUNT:
+        flash(f"Not counted: the count must be a whole number 0..{MAX_COUNT:,}, not {text[:20]!r}.")
+    elif fn is None:
+        flash("Not counted: this page is not served by a running hub.")
+    else:
+        try:
+            booked, line = fn(lane.node_id, lane.lane_index, int(text), f"web:{g.user.username}")
+        except TimeoutError:
+            flash("The hub did not answer in time: the count may still be booked; check the ledger before retrying.")
+        except (RuntimeError, CancelledError):  # the hub's loop is closed or stopping
+            flash("Not counted: the hub is stopping.")
+        else:
+            flash(f"Counted: {line}." if booked else f"Not counted: {line}.")
+    return redirect(back)
