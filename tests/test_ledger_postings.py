@@ -33,7 +33,7 @@ from hub.ledger.models import (
     UnknownSku,
 )
 from hub.schema import MIGRATIONS
-from shared_protocol.messages import KIND_ANOMALY, KIND_PICK, KIND_PUT
+from shared_protocol.messages import KIND_ANOMALY, KIND_COUNT, KIND_PICK, KIND_PUT
 
 T0 = datetime(2025, 11, 27, 9, 0, tzinfo=UTC)
 
@@ -70,7 +70,7 @@ async def test_every_reason_can_be_posted(ledger: LedgerService, reader: LedgerR
     await ledger.write_off("COLA", 1, Reason.DAMAGE, actor="clerk", ref="D1")
     await ledger.write_off("COLA", 1, Reason.SHRINKAGE, actor="clerk", ref="K1", location="lane:A1")
     await ledger.record_count("COLA", 20, actor="counter", ref="C1")
-    for seq, kind, delta in ((1, KIND_PICK, -1), (2, KIND_PUT, 1), (3, KIND_ANOMALY, 0)):
+    for seq, kind, delta in ((1, KIND_PICK, -1), (2, KIND_PUT, 1), (3, KIND_ANOMALY, 0), (4, KIND_COUNT, 5)):
         await ledger.apply_sensor_event(1, seq, 0, kind, delta, delta * 3500, 90, 1)
     await ledger.apply_sensor_gap(SensorGap(1, 0, -2, "g1", 1))
     used = {m.reason for m in (await reader.movements(limit=1000)).items}
