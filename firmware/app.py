@@ -12,7 +12,7 @@ of its own frozen in (``smartshelf_board``, see ``make_board``), as the emulated
 (``machine``) are imported inside functions, so this module imports anywhere.
 """
 
-from firmware import node
+from firmware import node, trial
 from firmware.link_serial import StdioIO
 
 TYPE_CHECKING = False
@@ -85,8 +85,15 @@ async def serve(board: "Any") -> None:
     import asyncio
     import sys
 
+    def reached_hub() -> None:
+        try:
+            if trial.confirm(board.root):
+                print("smartshelf: firmware image confirmed (the hub answered)")
+        except OSError as err:
+            print("smartshelf: firmware trial not ended: " + str(err))
+
     try:
-        await node.run(board)
+        await node.run(board, reached_hub)
     except Exception as err:
         sys.print_exception(err)  # type: ignore[attr-defined, unused-ignore]
         print("smartshelf: node stopped by an error; resetting in 5 s (Ctrl-C to stay at the REPL)")
@@ -99,4 +106,9 @@ async def serve(board: "Any") -> None:
 def start() -> None:
     import asyncio
 
-    asyncio.run(serve(make_board()))
+    try:
+        asyncio.run(serve(make_board()))
+    except KeyboardInterrupt:  # Ctrl-C between the node's tasks (in the scheduler): keep the lanes' levels too
+        if node.CURRENT is not None:
+            node.CURRENT.save_levels()
+        raise

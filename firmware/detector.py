@@ -208,6 +208,10 @@ class Detector:
             self._unit = min(max(unit_weight_dg, 10), 1000000)
         self._spread = min(max(spread_permille, 0), 300)
 
+    def unit_dg(self) -> int:
+        """The unit weight in dg (0: unknown)."""
+        return self._unit
+
     def level_dg(self) -> int:
         """The current stable level in dg (the last one while the lane is moving)."""
         return (self._lvl + 8) >> 4

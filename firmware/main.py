@@ -7,6 +7,8 @@ Flash layout (``smartshelf flash`` writes it, ``hub/provisioning/``)::
     /fw/active                the id of the firmware image to run (one line): renaming a new one over it is the
                               switch from one version to the next
     /fw/previous              the id of the image it replaced: the fallback
+    /fw/trial, /fw/tries      the image the installer switched to, on trial until the node reaches the hub, and
+                              the boots it has had on trial (``firmware/trial.py`` ends the trial)
     /fw/<id>/manifest.json    {"id", "version": [major, minor, patch], "arch", "files": {path: [size, sha256]}}
     /fw/<id>/firmware/..., /fw/<id>/shared_protocol/...   the image (.mpy or .py)
     /state/                   what the node keeps itself (boot count, outbox, counters, calibrations)
@@ -16,12 +18,18 @@ else ``previous``; if the image it took does not import (a damaged or foreign ``
 An install that was interrupted (power cut, mpremote killed, a full flash) never replaced ``active``, so the node
 boots what it ran before. With no image under ``/fw`` the firmware is imported from ``sys.path`` as it is
 (``/lib``: a developer's copy).
+
+A new image is on trial until the node has a session with the hub (the hub answered its hello: the firmware runs,
+reads its config and speaks with its key); the firmware then ends the trial (``firmware/trial.py``). An image that
+has not got that far in ``TRIAL_BOOTS`` boots (it crashes and resets, or hangs until the watchdog or a power cycle)
+is given up: the loader switches back to the previous image for good and says so on the console.
 """
 
 import sys
 
 FW = "/fw"
 PACKAGES = ("firmware", "shared_protocol")
+TRIAL_BOOTS = 3
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -34,6 +42,47 @@ def _read_id(name: str) -> str:
             return str(f.read()).strip()
     except OSError:
         return ""
+
+
+def _write_id(name: str, text: str) -> None:
+    import os
+
+    with open(FW + "/" + name + ".new", "w") as f:
+        f.write(text)
+    os.rename(FW + "/" + name + ".new", FW + "/" + name)
+
+
+def _remove(name: str) -> None:
+    import os
+
+    try:
+        os.remove(FW + "/" + name)
+    except OSError:
+        pass
+
+
+def settle_trial() -> None:
+    """Count this boot of an image on trial; after ``TRIAL_BOOTS`` of them, switch back to the previous image."""
+    active = _read_id("active")
+    if not active or _read_id("trial") != active:
+        return
+    try:
+        tries = int(_read_id("tries") or "0")
+    except ValueError:
+        tries = TRIAL_BOOTS
+    if tries < TRIAL_BOOTS:
+        _write_id("tries", str(tries + 1))
+        return
+    previous = _read_id("previous")
+    if previous and previous != active and complete(previous):
+        _write_id("active", previous)
+        _remove("previous")
+        print("smartshelf: firmware image " + active + " did not reach the hub in " + str(TRIAL_BOOTS)
+              + " boots: back to " + previous)  # fmt: skip
+    else:
+        print("smartshelf: firmware image " + active + " did not reach the hub, and there is nothing to go back to")
+    _remove("trial")
+    _remove("tries")
 
 
 def complete(image_id: str) -> bool:
@@ -98,6 +147,10 @@ def load() -> "Any":
 
 
 def start() -> None:
+    try:
+        settle_trial()
+    except OSError as err:  # a full or failing flash: boot what is there
+        print("smartshelf: firmware trial not counted: " + str(err))
     app = load()
     if app is None:
         print("smartshelf: no firmware to run (see " + FW + "); staying at the REPL")

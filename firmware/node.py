@@ -7,7 +7,8 @@ hub over is given to it too (``open_link``: the serial link on the board's byte 
 its place with the same session, outbox and ack rules. Everything else is the same on every board.
 
 Boot: read and validate ``<root>/config.json`` (a bad config is reported on the console and nothing runs),
-count the boot (``seq_store.next_boot``: it is the downlink session), restore the frame sequence, the lanes'
+make ``<root>/state/`` this identity's (``identity.py``: a board provisioned under a new id starts afresh), count
+the boot (``seq_store.next_boot``: it is the downlink session), restore the frame sequence, the lanes'
 calibrations and SKU assignments, the outbox and the counters from ``<root>/state/``.
 
 Three asyncio tasks, none of which blocks for long:
@@ -33,15 +34,17 @@ Where each part lives::
     commands.py      Commands: tare, calibrate, set_lane, identify, set_config, request_state, set_count
     settings.py      Settings: set_config's keys, kept on flash
     assignment.py    a lane's SKU assignment on flash
+    identity.py      the state on flash belongs to one node id; another's is removed at boot
     housekeeping.py  Uptime, IdentifyLed, Housekeeping (compaction, gc, watchdog)
     link_serial.py   SerialLink: frames over the USB console; StdioIO
+    standby.py       the lanes' levels kept across a stop (Ctrl-C), so the next boot counts what changed meanwhile
     shelf.py, lane.py, detector.py, hx711.py, outbox.py, counters.py, ...: the sensing pipeline and its state
 """
 
 import os
 from array import array
 
-from firmware import FW_VERSION
+from firmware import FW_VERSION, standby
 from firmware.assignment import assignment_path, load_assignment
 from firmware.calibration import CalibrationStore
 from firmware.commands import Commands
@@ -51,6 +54,7 @@ from firmware.delivery import Delivery
 from firmware.detector import Detector
 from firmware.housekeeping import LINK_ALIVE, SAMPLER_ALIVE, Housekeeping, IdentifyLed, Uptime
 from firmware.hx711 import HX711
+from firmware.identity import adopt
 from firmware.lane import Lane
 from firmware.link_serial import SerialLink
 from firmware.outbox import Outbox
@@ -66,6 +70,7 @@ from shared_protocol.messages import Ack, Hello
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any, Protocol
 
     from firmware.link_serial import ByteIO
@@ -121,6 +126,7 @@ class Node:
         self.link = link
         st = root + "/state"
         _mkdir(st)
+        cleared = adopt(st, cfg.node_id)  # another identity's counters and events are not this node's
         self.boot = next_boot(st + "/boot")  # persisted before any frame depends on it
         self._seqs = SeqStore(st + "/seq")
         n = len(cfg.lanes)
@@ -128,6 +134,8 @@ class Node:
         self._cells: list[list[HX711]] = []
         cal_stores: list[CalibrationStore] = []
         self.notes: list[str] = []
+        if cleared:
+            self.notes.append("new identity: " + str(cleared) + " state files of the previous one removed")
         stall = []
         for i in range(n):
             lc = cfg.lanes[i]
@@ -150,6 +158,9 @@ class Node:
             stall.append(200 if lc.rate_sps == 80 else 800)
         self._stall = array("i", stall)
         self.shelf = Shelf(lanes, Outbox(st + "/outbox", self.boot), CountersStore(st + "/counters", n))
+        self._levels_path = st + "/levels"
+        self._before = standby.take(self._levels_path, n)  # the levels at the last stop, if it was one
+        self._unwatched = 0 if self._before is None else n  # lanes still to compare with them
         if self.shelf.counters.error:
             self.notes.append(self.shelf.counters.error)
         self.settings = Settings(st + "/settings", cfg.lane_state_s, cfg.health_s)
@@ -158,6 +169,7 @@ class Node:
         self.started_ms = now
         self.running = False
         self.events = 0
+        self.on_session_up: Callable[[], None] | None = None  # called once, when the hub first answers
         hello = Hello(FW_VERSION[0], FW_VERSION[1], FW_VERSION[2], self.boot, n, cfg.layout_hash())
         self.session = Session(link, cfg.node_id, Key(cfg.key), self.boot, self._seqs.next, hello, now)
         self.delivery = Delivery(self.shelf.outbox, self.session, cfg.retransmit_ms, now)
@@ -190,9 +202,40 @@ class Node:
                 if lane.sample(now):
                     self._on_event(lane, now)
                     n += 1
+                elif self._unwatched and lane.det.stable:
+                    n += self._compare_with_stop(lane, now)
             i += 1
         self.keeper.alive |= SAMPLER_ALIVE
         return n
+
+    def _compare_with_stop(self, lane: Lane, now: int) -> int:
+        """A lane's first stable level after a boot that followed a stop (``standby.py``): what changed while the
+        firmware was stopped, in whole units, becomes an anomaly. Once per lane; 1 when it recorded one."""
+        before = self._before
+        i = lane.index
+        if before is None or before[i] == standby.UNKNOWN:
+            return 0
+        d = lane.det.level_dg() - before[i]
+        before[i] = standby.UNKNOWN
+        self._unwatched -= 1
+        unit = lane.det.unit_dg()
+        if unit <= 0 or lane.fault:
+            return 0
+        k = (2 * d + unit) // (2 * unit) if d >= 0 else -((-2 * d + unit) // (2 * unit))
+        floor = 5 * lane.det.noise_dg()
+        if k == 0 or (d if d >= 0 else -d) < (floor if floor > 20 else 20):
+            return 0
+        self._deliver(self.shelf.record_unwatched(i, k, d, now), now)
+        self.reports.lane_state(i)
+        return 1
+
+    def save_levels(self) -> None:
+        """The firmware stops on purpose (Ctrl-C: mpremote, smartshelf flash): keep the lanes' levels so the next
+        boot counts what changes meanwhile (``standby.py``)."""
+        try:
+            standby.save(self._levels_path, self.shelf.lanes)
+        except OSError as err:
+            print("smartshelf: lane levels not kept: " + str(err))
 
     def _on_event(self, lane: Lane, now: int) -> None:
         self._deliver(self.shelf.record(lane), now)
@@ -210,6 +253,9 @@ class Node:
             if session.heard(now):  # the hub answered: tell it where the node stands, re-send what waits
                 self.reports.session_started(now)
                 self.delivery.resume(now)
+                hook, self.on_session_up = self.on_session_up, None
+                if hook is not None:
+                    hook()
             msg = frame.message
             if isinstance(msg, Ack):
                 self.delivery.acked(msg.event_seq, now)
@@ -255,14 +301,27 @@ class Node:
 
         self.running = True
         tasks = [
-            asyncio.create_task(self._sampler()),
-            asyncio.create_task(self._linker()),
-            asyncio.create_task(self._housekeeper()),
+            asyncio.create_task(self._stoppable(self._sampler())),
+            asyncio.create_task(self._stoppable(self._linker())),
+            asyncio.create_task(self._stoppable(self._housekeeper())),
         ]
         try:
             await asyncio.gather(*tasks)
         finally:
             self.running = False
+
+    async def _stoppable(self, body: "Any") -> None:
+        """A task's body; a Ctrl-C raised in it (someone takes the board over: mpremote, smartshelf flash) keeps
+        the lanes' levels first. One raised between the tasks, in the scheduler, leaves ``asyncio.run``:
+        ``firmware/app.py`` keeps them then."""
+        try:
+            await body
+        except KeyboardInterrupt:
+            self.save_levels()
+            raise
+
+
+CURRENT: "Node | None" = None  # the node ``run`` serves (``firmware/app.py`` keeps its levels on a Ctrl-C)
 
 
 def open_link(cfg: Config, board: "Board") -> "Link":
@@ -297,10 +356,14 @@ def boot(board: "Board") -> "Node | None":
     return node
 
 
-async def run(board: "Board") -> "Node | None":
-    """Boot and serve; returns None at once when the config is bad."""
+async def run(board: "Board", on_session_up: "Callable[[], None] | None" = None) -> "Node | None":
+    """Boot and serve; returns None at once when the config is bad. ``on_session_up`` is called once, when the hub
+    first answers (``firmware/app.py``: the installed image's trial ends)."""
+    global CURRENT
     node = boot(board)
     if node is None:
         return None
+    node.on_session_up = on_session_up
+    CURRENT = node
     await node.serve()
     return node

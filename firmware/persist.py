@@ -51,14 +51,19 @@ def load_record(path: str) -> "tuple[int, bytes] | None":
     return b
 
 
-def store_record(path: str, payload: bytes, generation: int) -> None:
+def encode_record(payload: bytes, generation: int) -> bytes:
+    """A record's bytes on flash (also built by ``smartshelf flash`` for a file it installs)."""
     if len(payload) > MAX_PAYLOAD:
         raise ValueError("record payload too large")
     body = struct.pack(_HEAD, _MAGIC, generation & 0xFFFFFFFF, len(payload)) + payload
+    return body + struct.pack(">I", _crc(body))
+
+
+def store_record(path: str, payload: bytes, generation: int) -> None:
+    data = encode_record(payload, generation)
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
-        f.write(body)
-        f.write(struct.pack(">I", _crc(body)))
+        f.write(data)
     replace(tmp, path)
 
 

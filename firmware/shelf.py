@@ -10,13 +10,15 @@ from firmware.counters import CountersStore
 from firmware.lane import Lane
 from firmware.outbox import Outbox
 from firmware.ticks import ticks_add
-from shared_protocol.messages import FLAG_OUTBOX_OVERFLOW, KIND_COUNT, MAX_STEP, Event, LaneState
+from shared_protocol.compat import const
+from shared_protocol.messages import FLAG_OUTBOX_OVERFLOW, KIND_ANOMALY, KIND_COUNT, MAX_STEP, Event, LaneState
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 NO_ROOM = -1  # set_count: the outbox cannot take the count's events without dropping one
+UNWATCHED_CONFIDENCE = const(40)  # a change made while the firmware was stopped (as after a sensor fault)
 
 
 class Shelf:
@@ -50,6 +52,13 @@ class Shelf:
         t_start = ticks_add(d.ev_t_ms, -d.ev_duration_ms)
         seq = self.outbox.add(lane.index, d.ev_kind, d.ev_count, d.ev_delta_dg, d.ev_confidence, t_start)
         self.counters.apply(lane.index, seq, d.ev_kind, d.ev_count)
+        return seq
+
+    def record_unwatched(self, i: int, count: int, delta_dg: int, t_ms: int) -> int:
+        """Lane ``i`` changed by ``delta_dg`` (``count`` units) while the firmware was stopped
+        (``firmware/standby.py``): kept as an anomaly of low confidence; returns its event_seq."""
+        seq = self.outbox.add(i, KIND_ANOMALY, count, delta_dg, UNWATCHED_CONFIDENCE, t_ms)
+        self.counters.apply(i, seq, KIND_ANOMALY, count)
         return seq
 
     def set_count(self, i: int, count: int, t_ms: int, recorded: "Callable[[int], None]") -> int:

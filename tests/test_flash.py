@@ -5,6 +5,7 @@ way that leaves the old firmware booting, and every refusal as one line that cha
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -98,7 +99,7 @@ def test_a_blank_board_becomes_a_node_and_a_reflash_sends_only_what_changed(
     assert m, r.stdout
     assert (m[1], m[3], m[5], m[8]) == ("7", "bytecode .mpy", str(node.port), "1")
     first = m[2]
-    assert int(m[6]) == int(m[4]) + 3  # every module, the manifest, the loader, the config
+    assert int(m[6]) == int(m[4]) + 4  # every module, the manifest, the loader, the config, its identity record
 
     # The key: in the nodes file the hub reads (owner-only), on the node, nowhere else.
     assert stat.S_IMODE(nodes_file.stat().st_mode) == 0o600
@@ -156,7 +157,7 @@ def test_an_install_killed_half_way_leaves_the_old_firmware_booting_and_the_retr
     assert r.returncode == 0, r
     old = active_image(node.flash_dir)
     before = snapshot(node.flash_dir)
-    source = changed_firmware(tmp_path, "(0, 2, 0)")
+    source = changed_firmware(tmp_path, "(0, 9, 0)")
     args = [sys.executable, "-m", "hub.cli", "flash", str(node.port), "--nodes-file", str(nodes_file), "--no-mpy",
             "--source", str(source)]  # fmt: skip
     proc = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -174,7 +175,7 @@ def test_an_install_killed_half_way_leaves_the_old_firmware_booting_and_the_retr
         proc.wait()
     assert active_image(node.flash_dir) == old
     after = snapshot(node.flash_dir)
-    assert {k: v for k, v in after.items() if not k.startswith(("fw/0.2.0", "state/"))} == {
+    assert {k: v for k, v in after.items() if not k.startswith(("fw/0.9.0", "state/"))} == {
         k: v for k, v in before.items() if not k.startswith("state/")
     }
 
@@ -191,7 +192,7 @@ def test_an_install_killed_half_way_leaves_the_old_firmware_booting_and_the_retr
 
     r = smartshelf_flash(*args[4:])
     m = LINE.match(r.stdout.strip())
-    assert m and m[2].startswith("0.2.0-") and m[3] == "sources", r
+    assert m and m[2].startswith("0.9.0-") and m[3] == "sources", r
     assert active_image(node.flash_dir) == m[2]
     assert (node.flash_dir / "fw" / "previous").read_text().strip() == old
 
@@ -223,6 +224,43 @@ def test_a_firmware_that_installs_but_never_says_hello_is_switched_back(blank: h
         blank.poll()
         time.sleep(0.05)
     assert node.log_path.read_text().count(f"firmware image {good}") == 2  # it runs the good firmware again
+
+
+def test_a_firmware_that_never_reaches_the_hub_is_given_up_by_the_loader(blank: host.Emulator, tmp_path: Path) -> None:
+    """Installed without waiting for its hello (``--no-wait``), a firmware that crashes after it loads (the board
+    resets every 5 s) is on trial: the loader gives it three boots, then switches back to the previous image for
+    good, which runs again."""
+    node = blank.nodes[0]
+    nodes_file = tmp_path / "nodes.toml"
+    r = smartshelf_flash(str(node.port), "--node-id", "5", "--layout", str(layout_file(tmp_path)),
+                         "--nodes-file", str(nodes_file))  # fmt: skip
+    assert r.returncode == 0, r
+    good = active_image(node.flash_dir)
+    assert not (node.flash_dir / "fw" / "trial").exists()  # a first install has nothing to go back to
+    broken = changed_firmware(tmp_path, "(0, 4, 0)")
+    code = broken / "firmware" / "node.py"
+    code.write_text(
+        code.read_text() + "\n\nasync def run(board, on_session_up=None):\n    raise RuntimeError('crash')\n"
+    )
+    r = smartshelf_flash(str(node.port), "--nodes-file", str(nodes_file), "--source", str(broken), "--no-wait")
+    assert r.returncode == 0, r
+    bad = active_image(node.flash_dir)
+    assert bad != good and (node.flash_dir / "fw" / "trial").read_text().strip() == bad
+    given_up = f"firmware image {bad} did not reach the hub in 3 boots: back to {good}"
+    deadline = time.monotonic() + 90
+    while given_up not in node.log_path.read_text() and time.monotonic() < deadline:
+        blank.poll()
+        time.sleep(0.1)
+    log = node.log_path.read_text()
+    assert given_up in log, log[-2000:]
+    assert log.count("RuntimeError: crash") == 3
+    blank.poll()
+    deadline = time.monotonic() + 20
+    while node.log_path.read_text().count(f"firmware image {good}") < 2 and time.monotonic() < deadline:
+        blank.poll()
+        time.sleep(0.05)
+    assert active_image(node.flash_dir) == good
+    assert not (node.flash_dir / "fw" / "trial").exists() and not (node.flash_dir / "fw" / "previous").exists()
 
 
 def _talker(fd: int, stop: threading.Event) -> None:
@@ -300,3 +338,38 @@ def test_unsupported_micropython_is_refused() -> None:
     assert check_board("/dev/ttyACM0", v5, False, None) == ""  # sources still go
     assert check_board("/dev/ttyUSB0", probe_of((1, 27, 0), 6 | (10 << 10), "esp32"), True, None) == "xtensawin"
     assert check_board("/dev/ttyACM0", probe_of((1, 27, 0), 6 | (4 << 10), "rp2"), True, None) == "armv6m"
+
+
+def test_a_replacement_is_checked_before_the_board_is_touched(tmp_path: Path) -> None:
+    """``--replaces`` needs the new node, a nodes file and the hub's config, an id of its own, and an old node with
+    lanes in the ledger; each refusal is one line, before any port is opened."""
+    from hub.ledger import LedgerService, Sku
+    from hub.provisioning.flash import Request, UsageError, flash
+    from hub.schema import MIGRATIONS
+
+    db = tmp_path / "ledger.db"
+    cfg = tmp_path / "hub.toml"
+    cfg.write_text(f'[hub]\ndatabase = "{db}"\n')
+
+    async def seed() -> None:
+        async with LedgerService(db, migrations=MIGRATIONS) as ledger:
+            await ledger.add_sku(Sku("TEA", "Tea", 420), actor="t")
+            await ledger.assign_lane(7, 0, "TEA", actor="t")
+            await ledger.register_node(9, actor="t")
+
+    asyncio.run(seed())
+    layout, nodes = layout_file(tmp_path), tmp_path / "nodes.toml"
+    new = Request(node_id=8, layout=layout, nodes_file=nodes, hub_config=cfg, replaces=7)
+    cases = [
+        (Request(node_id=8, layout=layout, nodes_file=nodes, replaces=7), "needs the new node .* --config"),
+        (Request(replaces=7, hub_config=cfg, nodes_file=nodes), "needs the new node"),
+        (Request(node_id=7, layout=layout, nodes_file=nodes, hub_config=cfg, replaces=7), "an id of its own"),
+        (Request(node_id=8, layout=layout, nodes_file=nodes, hub_config=cfg, replaces=9), "node 9 has no lanes"),
+        (Request(node_id=8, layout=layout, nodes_file=nodes, hub_config=cfg, replaces=5), "node 5 has no lanes"),
+    ]
+    for req, message in cases:
+        with pytest.raises(UsageError, match=message):
+            flash("/dev/does-not-exist", req)
+    # Checked, it gets as far as the port.
+    with pytest.raises(DeviceError, match="does-not-exist"):
+        flash("/dev/does-not-exist", new)

@@ -40,6 +40,7 @@ from tests.faults.harness import (
     HubProcess,
     forged_frame,
     node_outbox,
+    observed_stock,
     query,
     seed,
     unacked_on_flash,
@@ -205,13 +206,10 @@ def test_exactly_once_under_line_faults_hub_kills_and_node_reboot(tmp_path: Path
         exp = expected_outcome(scenario.truth, end_s)
         want = {lid: units for lid, (_sku, units) in exp.counts.items()}
 
-        def observed() -> dict[str, int]:
-            return {str(lid): int(q) for lid, _sku, q in query(db, "SELECT lane_id, sku, qty FROM observed_stock")}
-
         stable: dict[str, Any] = {"sig": None, "since": 0.0}
 
         def settled() -> bool:
-            if observed() != want:
+            if observed_stock(db) != want:
                 return False
             sig = query(db, "SELECT count(*), max(id) FROM movements")[0]
             marks = tuple(contiguous(n) for n in NODES)
@@ -229,7 +227,7 @@ def test_exactly_once_under_line_faults_hub_kills_and_node_reboot(tmp_path: Path
         (tmp_path / "report.txt").write_text(report)
 
         # (a) observed stock per lane equals the truth.
-        assert observed() == want, report
+        assert observed_stock(db) == want, report
 
         # (b) exactly once: one movement per (node, event_seq); events 1..N with N = mark = node's count = truth.
         dupes = query(

@@ -19,7 +19,7 @@ import pytest
 from hub.ledger import LedgerService, Sku
 from hub.schema import MIGRATIONS
 from tests.emulation_support import wait_until
-from tests.faults.harness import HubProcess, query, write_hub_config
+from tests.faults.harness import hub_beside, observed_stock, query, write_hub_config
 from tests.test_flash import layout_file, smartshelf_flash
 from tools.emulation.host import Emulator
 from tools.emulation.scenarios import Scenario, ScenarioBuilder
@@ -29,6 +29,7 @@ from tools.mpy_runtime import REPO_ROOT
 pytestmark = [pytest.mark.slow, pytest.mark.micropython, pytest.mark.usefixtures("emulated_boards")]
 
 PICK_AT_S = 50.0  # after the flash and the counts (done at about 19 s on the 2-core development machine)
+PICK2_AT_S = 100.0  # after the board is provisioned again as node 2 and counted (done at about 80 s)
 
 
 async def _catalogue(db: Path, scenario: Scenario) -> None:
@@ -47,30 +48,33 @@ def _hub_command(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def test_a_stocked_shelf_is_flashed_counted_and_its_first_rows_are_counted_quantities(tmp_path: Path) -> None:
+def test_a_stocked_shelf_is_flashed_counted_and_later_its_board_replaced(tmp_path: Path) -> None:
+    """Installed and counted: each lane's first rows are counted quantities, not gaps. Later the board is wiped and
+    provisioned again as node 2 (``--replaces 1``, as for a board swapped for a new one): node 2 takes over the
+    lanes (same ids), starts afresh, its first reports book node 1's counts as sensor gaps, staff count again, and
+    the ledger equals the truth."""
     b = ScenarioBuilder([1], seed=11, start_s=PICK_AT_S)
-    b.pick(1, 1, PICK_AT_S, 2)
+    first_pick = b.pick(1, 1, PICK_AT_S, 2)
+    b.pick(1, 0, PICK2_AT_S, 1)
     scenario = b.build("install")
     db = tmp_path / "ledger.db"
     asyncio.run(_catalogue(db, scenario))
     emu = Emulator([1], scenario, tmp_path / "emu", blank=True, out=lambda s: None)
     emu.start()
-    hub = None
-    try:
-        node = emu.nodes[0]
-        cfg = write_hub_config(tmp_path, db, [])
-        hub = HubProcess(cfg, tmp_path / "hub.log")
-        hub.start()
-        wait_until(lambda: hub is not None and hub.status() is not None, emu, 30.0, "the hub")
-        r = smartshelf_flash(str(node.port), "--node-id", "1", "--layout", str(layout_file(tmp_path)),
-                             "--nodes-file", str(tmp_path / "relay-nodes.toml"), "--config", str(cfg))  # fmt: skip
+    node = emu.nodes[0]
+    cfg = write_hub_config(tmp_path, db, [])
+    with hub_beside(emu, cfg, tmp_path / "hub.log") as hub:
+        wait_until(lambda: hub.status() is not None, emu, 30.0, "the hub")
+        provision = ("--layout", str(layout_file(tmp_path)), "--nodes-file", str(tmp_path / "relay-nodes.toml"),
+                     "--config", str(cfg))  # fmt: skip
+        r = smartshelf_flash(str(node.port), "--node-id", "1", *provision)
         assert r.returncode == 0, r
 
-        def up() -> bool:
-            status = hub.status() if hub is not None else None
-            return any(n["node_id"] == 1 and n["firmware"] for n in (status or {}).get("nodes", []))
+        def up(node_id: int) -> bool:
+            status = hub.status()
+            return any(n["node_id"] == node_id and n["up"] and n["firmware"] for n in (status or {}).get("nodes", []))
 
-        wait_until(up, emu, 30.0, "node 1 up at the hub")
+        wait_until(lambda: up(1), emu, 30.0, "node 1 up at the hub")
         setups = scenario.nodes[1].lanes
         stock = {i: setup.initial for i, setup in enumerate(setups)}
         lanes: dict[int, str] = {}
@@ -83,13 +87,12 @@ def test_a_stocked_shelf_is_flashed_counted_and_its_first_rows_are_counted_quant
             assert f"lane {lanes[lane]} ({sku}): counted {units}, book 0: adjusted +{units}" in out.stdout, out
         assert emu.elapsed() < PICK_AT_S - 2.0, "the counts must be in before the shopper comes"
 
-        end_s = max(row.t_end for row in scenario.truth) + 2.0
+        end_s = first_pick.t_end + 2.0
         want = {lid: units for lid, (_sku, units) in expected_outcome(scenario.truth, end_s).counts.items()}
 
-        def observed() -> dict[str, int]:
-            return {str(lid): int(q) for lid, _sku, q in query(db, "SELECT lane_id, sku, qty FROM observed_stock")}
-
-        wait_until(lambda: emu.elapsed() >= end_s and observed() == want, emu, 60.0, "the ledger to equal the truth")
+        wait_until(
+            lambda: emu.elapsed() >= end_s and observed_stock(db) == want, emu, 60.0, "the ledger to equal the truth"
+        )
         assert query(db, "SELECT count(*) FROM movements WHERE reason = 'sensor_gap'") == [(0,)]
         first = query(
             db,
@@ -101,9 +104,28 @@ def test_a_stocked_shelf_is_flashed_counted_and_its_first_rows_are_counted_quant
         assert counts == sorted((f"lane:{lanes[i]}", 0, stock[i]) for i in stock), counts
         picks = query(db, "SELECT qty FROM movements WHERE reason = 'sensor_pick'")
         assert picks == [(-2,)], picks
+
+        # The board wiped and provisioned again as node 2, which takes over node 1's lanes.
+        before = observed_stock(db)
+        r = smartshelf_flash(str(node.port), "--node-id", "2", "--replaces", "1", *provision)
+        assert r.returncode == 0, r
+        handed = ", ".join(lanes[i] for i in sorted(lanes))
+        assert f"node 2 took over the lanes of node 1: {handed}" in r.stdout, r
+        wait_until(lambda: up(2), emu, 30.0, "node 2 up at the hub")
+        wait_until(lambda: observed_stock(db) == {lid: 0 for lid in before}, emu, 30.0, "node 2's first reports")
+        gaps = query(db, "SELECT node_id, location, qty FROM movements WHERE reason = 'sensor_gap' ORDER BY location")
+        assert gaps == sorted((2, f"sensor:{lid}", -q) for lid, q in before.items()), gaps
+        for lane in sorted(lanes):
+            out = _hub_command(cfg, "2", "set-count", str(lane), str(before[lanes[lane]]))
+            assert out.returncode == 0 and f"lane {lanes[lane]} " in out.stdout, out
+        assert emu.elapsed() < PICK2_AT_S - 2.0, "the counts must be in before the next shopper comes"
+        end_s = max(row.t_end for row in scenario.truth) + 2.0
+        want = {lid: units for lid, (_sku, units) in expected_outcome(scenario.truth, end_s).counts.items()}
+        wait_until(
+            lambda: emu.elapsed() >= end_s and observed_stock(db) == want, emu, 60.0, "the ledger to equal the truth"
+        )
+        assert query(db, "SELECT DISTINCT node_id FROM lanes") == [(2,)]
+        node2 = query(db, "SELECT reason, event_seq FROM movements WHERE node_id = 2 AND event_seq IS NOT NULL"
+                          " ORDER BY event_seq")  # fmt: skip
+        assert node2 == [("sensor_count", i) for i in range(1, 5)] + [("sensor_pick", 5)], node2
         assert hub.stop() == 0
-        hub = None
-    finally:
-        if hub is not None:
-            hub.stop()
-        emu.stop()

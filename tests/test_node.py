@@ -18,6 +18,7 @@ from shared_protocol.messages import (
     FLAG_SENSOR_FAULT,
     FLAG_UNCALIBRATED,
     FLAG_UNSTABLE,
+    KIND_ANOMALY,
     KIND_COUNT,
     KIND_PICK,
     KIND_PUT,
@@ -144,6 +145,44 @@ def test_commands_are_executed_and_answered(runtime: Any, tmp_path: Any) -> None
     assert r["lane_states_after_request"] == [0, 1]
     # The new lane_state interval (5 s, two lanes) applies at once.
     assert r["lane_state_times"] == [9205, 9505, 9505, 11705, 14205]
+
+
+def test_a_new_identity_starts_afresh_and_the_same_one_keeps_its_state(runtime: Any, tmp_path: Any) -> None:
+    """The node's numbers, counters and events belong to its id (firmware/identity.py): a reboot keeps them, and so
+    does a key rotated by hand; a config for another node (a board re-provisioned), or the record smartshelf flash
+    installs with a new config, starts from nothing but keeps the calibration."""
+    first = runtime.call(M, "identity_run", _base(runtime, tmp_path, "a"), None, timeout_s=T)
+    assert first["events"] == [[1, -2]] and first["lane0"][:2] == [-2, 1]
+    # The same identity after a reboot: its counts and numbers carry on.
+    unacked = runtime.call(M, "identity_run", _base(runtime, tmp_path, "b"), first["files"], timeout_s=T)
+    assert unacked["boots"] == [2] and unacked["lane0"][:2] == [-2, 1] and unacked["notes"] == []
+    assert unacked["min_seq"] > first["min_seq"]
+    other = bytes(range(100, 132)).hex()
+    rotated = runtime.call(M, "with_config", first["files"], other, timeout_s=T)
+    kept = runtime.call(M, "identity_run", _base(runtime, tmp_path, "c"), rotated, other, timeout_s=T)
+    assert kept["boots"] == [2] and kept["lane0"][:2] == [-2, 1] and kept["min_seq"] > first["min_seq"]
+    assert kept["notes"] == []
+    for name, node_id, unclaimed in (("d", 8, False), ("e", 7, True)):
+        files = runtime.call(M, "with_config", first["files"], other, node_id, unclaimed, timeout_s=T)
+        fresh = runtime.call(M, "identity_run", _base(runtime, tmp_path, name), files, other, node_id, timeout_s=T)
+        assert fresh["boots"] == [1] and fresh["events"] == [] and fresh["lane0"][:2] == [0, 0], (name, fresh)
+        assert fresh["min_seq"] == 1
+        assert fresh["notes"] and fresh["notes"][0].startswith("new identity: ")
+        assert not fresh["lane0"][2] & FLAG_UNCALIBRATED and abs(fresh["weight0"] - 3000) < 100  # calibration kept
+
+
+def test_what_changed_while_the_firmware_was_stopped_is_counted_at_the_next_boot(runtime: Any, tmp_path: Any) -> None:
+    """firmware/standby.py: a stop on purpose (Ctrl-C) keeps the lanes' levels; at the next boot a lane that lost
+    2 items meanwhile records an anomaly of -2 (confidence 40) and the unchanged lane nothing; the record is used
+    once, and a boot after a stop that kept nothing (a power cut) compares nothing."""
+    first = runtime.call(M, "standby_run", _base(runtime, tmp_path, "a"), None, 500.0, True, timeout_s=T)
+    assert first["events"] == [] and first["levels_file"]
+    second = runtime.call(M, "standby_run", _base(runtime, tmp_path, "b"), first["files"], 300.0, False, timeout_s=T)
+    ((seq, lane, kind, count, delta, confidence),) = second["events"]
+    assert (lane, kind, count, confidence) == (0, KIND_ANOMALY, -2, 40) and abs(delta + 2000) < 60, second["events"]
+    assert second["counts"] == [-2, 0] and not second["levels_file"]
+    third = runtime.call(M, "standby_run", _base(runtime, tmp_path, "c"), second["files"], 100.0, False, timeout_s=T)
+    assert [e[0] for e in third["events"]] in ([], [seq])  # at most the same event again (acks are not journalled)
 
 
 def test_set_count_records_count_events_that_survive_a_reboot(runtime: Any, tmp_path: Any) -> None:

@@ -30,6 +30,12 @@ def add_flash_parser(sub: Any) -> None:
     p.add_argument("--node-id", type=_node_id, help="provision a new node with this id (a new key)")
     p.add_argument("--layout", metavar="JSON", help='the new node\'s config.json without node_id and key, e.g. '
                    '{"lanes": [{"cells": [[4, 5]], "rate_sps": 80}]}')  # fmt: skip
+    p.add_argument(
+        "--replaces",
+        type=_node_id,
+        metavar="OLD_ID",
+        help="the new node takes over node OLD_ID's lanes (a board replaced, or wiped): needs --config",
+    )
     p.add_argument("--nodes-file", metavar="TOML", help="the nodes file the hub reads (hub.toml nodes_files)")
     p.add_argument("--config", metavar="HUB_TOML", help="hub.toml, to find an installed node's key")
     p.add_argument("--no-mpy", action="store_true", help="copy sources instead of .mpy compiled with mpy-cross")
@@ -47,6 +53,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         request = Request(
             node_id=args.node_id,
+            replaces=args.replaces,
             layout=Path(args.layout) if args.layout else None,
             nodes_file=Path(args.nodes_file) if args.nodes_file else None,
             hub_config=Path(args.config) if args.config else None,

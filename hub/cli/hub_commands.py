@@ -6,6 +6,8 @@
   identify SECONDS | set-count LANE COUNT``: sends the command through the running hub's control socket and prints
   the node's answer (for set-count also the physical count booked: book vs counted).
 * ``smartshelf hub status --config hub.toml``: the running hub's status as JSON.
+* ``smartshelf hub replace-node --config hub.toml OLD NEW``: node NEW (a board provisioned in OLD's place) takes
+  over OLD's lanes (``smartshelf flash --replaces`` does this itself).
 
 Exit codes: 0 ok; 1 the command failed (the node answered with an error status, or did not answer in time);
 2 a configuration error (one line naming the setting), bad arguments, or no hub running / one already running.
@@ -137,6 +139,26 @@ def _command(args: argparse.Namespace) -> int:
     return EXIT_OK if reply.get("status") == "ok" else EXIT_FAILED
 
 
+def _replace_node(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    if cfg is None:
+        return EXIT_REFUSED
+    payload = {"op": "replace-node", "old": args.old, "new": args.new, "actor": args.actor or default_actor()}
+    try:
+        reply = asyncio.run(request(cfg.control_socket, payload, timeout_s=120))
+    except HubNotRunning as exc:
+        _err(str(exc))
+        return EXIT_REFUSED
+    except (TimeoutError, OSError, ValueError) as exc:
+        _err(f"no answer from the hub: {exc or type(exc).__name__} (run it again: it says so if the lanes have moved)")
+        return EXIT_FAILED
+    if not reply.get("ok"):
+        _err(str(reply.get("error")))
+        return EXIT_FAILED
+    print(f"node {args.new} took over the lanes of node {args.old}: {', '.join(reply['lanes'])}")
+    return EXIT_OK
+
+
 def _status(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if cfg is None:
@@ -157,6 +179,7 @@ _positive = number(float, lambda v: v > 0, "must be greater than 0")
 _grams = number(float, lambda v: 0.1 <= v <= 100_000, "the known weight must be 0.1 g .. 100 kg")
 _lane = number(int, lambda v: 0 <= v <= 31, "a lane is 0..31", "a lane number")
 _seconds = number(int, lambda v: 0 <= v <= 255, "identify takes 0..255 seconds (0 stops)", "a whole number of seconds")
+_node = number(int, lambda v: 1 <= v <= 0xFFFFFFFF, "a node id is 1..4294967295", "a node id")
 _count = number(int, lambda v: 0 <= v <= MAX_COUNT, f"a count is 0..{MAX_COUNT:,} units", "a whole number of units")
 
 
@@ -221,6 +244,18 @@ def add_hub_parser(sub: Any) -> None:
     setc.add_argument("lane", type=_lane, metavar="LANE")
     setc.add_argument("count", type=_count, metavar="COUNT")
     cmd.set_defaults(func=_command)
+
+    repl = verbs.add_parser(
+        "replace-node",
+        help="node NEW (a board provisioned in place of OLD: replaced, or wiped) takes over OLD's lanes",
+        description="The lanes keep their ids, SKUs, stock and history; what OLD never delivered is booked as sensor "
+        "gaps at NEW's first lane reports. smartshelf flash --replaces OLD does this itself.",
+    )
+    with_config(repl)
+    repl.add_argument("--actor", help="who asks (recorded in the audit trail; default cli:<user>)")
+    repl.add_argument("old", type=_node, metavar="OLD")
+    repl.add_argument("new", type=_node, metavar="NEW")
+    repl.set_defaults(func=_replace_node)
 
     status = verbs.add_parser("status", help="print the running hub's status (JSON)")
     with_config(status)

@@ -347,15 +347,26 @@ class LedgerReader:
         return [AssignedLane(*r) for r in rows]
 
     async def sensor_tallies(self) -> dict[tuple[int, int], tuple[int, int]]:
-        """Per (node, lane index): observed units the ledger holds for the lane (events, gaps, reversals) and the
-        highest event_seq among them. One pass over the movements (there is no index on location): run it at
-        start, then keep the figures up to date from committed outcomes."""
-        rows = await self._all(
-            "SELECT l.node_id, l.lane_index, t.total, t.max_event FROM (SELECT location, coalesce(sum(qty), 0) AS"
-            " total, coalesce(max(event_seq), 0) AS max_event FROM movements WHERE location GLOB 'sensor:*'"
-            " GROUP BY location) AS t JOIN lanes AS l ON t.location = 'sensor:' || l.lane_id"
-        )
-        return {(int(r[0]), int(r[1])): (int(r[2]), int(r[3])) for r in rows}
+        """``SENSOR_TALLIES``, read: run it at start, then keep the figures up to date from committed outcomes."""
+        return sensor_tallies_of(await self._all(SENSOR_TALLIES))
+
+
+# Per (node, lane index): observed units the ledger holds for the lane (events, gaps, reversals, whichever node
+# booked them) and the highest event_seq among them of the node the lane has now (a lane taken over from a replaced
+# node starts with none of the new node's). One pass over the sensor movements, grouped by location and node (a
+# temporary b-tree: about a quarter slower than grouping by location alone on a million rows).
+SENSOR_TALLIES = (
+    "SELECT l.node_id, l.lane_index, sum(t.qty), coalesce(max(CASE WHEN t.node_id = l.node_id THEN"
+    " t.max_event END), 0) FROM (SELECT location, node_id, coalesce(sum(qty), 0) AS qty,"
+    " coalesce(max(event_seq), 0) AS max_event FROM movements WHERE location GLOB 'sensor:*'"
+    " GROUP BY location, node_id) AS t JOIN lanes AS l ON t.location = 'sensor:' || l.lane_id"
+    " GROUP BY l.node_id, l.lane_index"
+)
+
+
+def sensor_tallies_of(rows: Iterable[Sequence[Any]]) -> dict[tuple[int, int], tuple[int, int]]:
+    """``SENSOR_TALLIES``' rows as (node, lane index) -> (units, highest event_seq of the lane's node)."""
+    return {(int(r[0]), int(r[1])): (int(r[2]), int(r[3])) for r in rows}
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,8 @@ Rules:
   ``sensor_count``. It never touches book stock.
 * **Unknown lanes are kept, not rejected.** A node event for a lane the hub has not registered is stored (and
   therefore acknowledged, so the node's outbox does not fill up) under an auto-registered *unassigned* lane
-  ``node<node_id>-lane<index>`` with no SKU: it counts towards no SKU's observed stock, and an
+  ``node<node_id>-lane<index>`` (``.2``, ``.3``, ... when a replacement node took that id over) with no SKU: it
+  counts towards no SKU's observed stock, and an
   ``unassigned_lane`` alert is opened. Assigning the lane resolves the alert; events from then on count for the
   SKU (earlier ones stay unassigned).
 * **Bad input fails only its own item** (e.g. a lane index above 31): its future gets ``InvalidArgument`` and the
@@ -306,6 +307,17 @@ async def apply_batch(conn: aiosqlite.Connection, items: Sequence[SensorItem], n
             f"SELECT node_id, lane_index, lane_id, sku FROM lanes WHERE node_id IN ({ph})", node_ids
         )
     }
+    # A lane the ledger does not have gets the id node<N>-lane<I>, unless a lane taken over from a replaced node
+    # holds that id already (Tx.replace_node): then node<N>-lane<I>.2, .3, ... (rare: looked up only then).
+    missing = {
+        (it.node_id, it.lane_index)
+        for it in (items[i] for i in valid)
+        if isinstance(it, (SensorEvent, SensorGap)) and (it.node_id, it.lane_index) not in lanes
+    }
+    taken: set[str] = set()
+    for n, i in missing:
+        for r in await conn.execute_fetchall("SELECT lane_id FROM lanes WHERE lane_id GLOB ?", (f"node{n}-lane{i}*",)):
+            taken.add(str(r[0]))
     gap_refs = [it.source_ref for it in (items[i] for i in valid) if isinstance(it, SensorGap)]
     seen_refs: dict[str, int] = {}
     if gap_refs:
@@ -327,7 +339,11 @@ async def apply_batch(conn: aiosqlite.Connection, items: Sequence[SensorItem], n
     def lane_of(node_id: int, lane_index: int) -> tuple[str, str | None]:
         lane = lanes.get((node_id, lane_index))
         if lane is None:
-            lane = (f"node{node_id}-lane{lane_index}", None)
+            lane_id, k = f"node{node_id}-lane{lane_index}", 1
+            while lane_id in taken:
+                k += 1
+                lane_id = f"node{node_id}-lane{lane_index}.{k}"
+            lane = (lane_id, None)
             lanes[(node_id, lane_index)] = lane
             new_lanes.append((lane[0], node_id, lane_index))
         if lane[1] is None:

@@ -362,6 +362,7 @@ class LedgerService:
     add_sku = Operation(Tx.add_sku)
     register_node = Operation(Tx.register_node)
     assign_lane = Operation(Tx.assign_lane)
+    replace_node = Operation(Tx.replace_node)
     record_sale = Operation(Tx.sale)
     record_order_pick = Operation(Tx.order_pick)
     record_receipt = Operation(Tx.receipt)

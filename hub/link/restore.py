@@ -15,13 +15,19 @@ from hub.link.marks import LaneTally
 from hub.link.session import NodeSession, StoredState
 
 
+def lane_tallies(raw: dict[tuple[int, int], tuple[int, int]]) -> dict[int, dict[int, LaneTally]]:
+    """Per node, per lane index: what the ledger holds for the lane (``LedgerReader.sensor_tallies``' figures)."""
+    tallies: dict[int, dict[int, LaneTally]] = {}
+    for (node_id, lane), (total, max_event) in raw.items():
+        tallies.setdefault(node_id, {})[lane] = LaneTally(total, max_event)
+    return tallies
+
+
 async def restore_sessions(
     ledger: LedgerService, reader: LedgerReader, nodes: Iterable[NodeConfig]
 ) -> tuple[list[NodeSession], dict[int, int]]:
     """One session per configured node, and the last accepted uplink seq of each node the ledger knows."""
-    tallies: dict[int, dict[int, LaneTally]] = {}
-    for (node_id, lane), (total, max_event) in (await reader.sensor_tallies()).items():
-        tallies.setdefault(node_id, {})[lane] = LaneTally(total, max_event)
+    tallies = lane_tallies(await reader.sensor_tallies())
     sessions: list[NodeSession] = []
     uplink_seqs: dict[int, int] = {}
     for n in nodes:

@@ -17,6 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from firmware.identity import unclaimed_record
 from hub.provisioning.image import ARCHS, Image
 
 MPREMOTE = (sys.executable, "-m", "mpremote")
@@ -168,6 +169,7 @@ def _md(p):
     except OSError:
         pass
 _md('/fw')
+_md('/state')
 for d in [e[0] for e in os.ilistdir('/fw') if e[1] == 0x4000]:
     if d not in KEEP:
         _rm('/fw/' + d)
@@ -187,8 +189,9 @@ print('SMARTSHELF-PREPARED')
 """
 
 # After the copy: every file checked (size and sha256) against what the host built; then the fallback pointer (the
-# image the board booted), the loader and the config are put in place, and last the switch itself: /fw/active
-# replaced by one rename.
+# image the board booted) and the trial mark (the new image is on trial until the node reaches the hub: the loader
+# switches back after firmware/main.py's TRIAL_BOOTS boots without that), the loader and the config are put in
+# place, and last the switch itself: /fw/active replaced by one rename.
 SWITCH = r"""
 import os, hashlib, binascii
 """
@@ -206,6 +209,11 @@ def _put(path, text):
     os.rename(path + '.new', path)
 if BASE and BASE != NEW:
     _put('/fw/previous', BASE)
+    _put('/fw/trial', NEW)
+try:
+    os.remove('/fw/tries')
+except OSError:
+    pass
 for p in RENAME:
     os.rename(p + '.new', p)
 _put('/fw/active', NEW)
@@ -281,6 +289,7 @@ class Device:
         code = (
             f"import os\nNEW = {image_id!r}\n"
             "with open('/fw/active.new', 'w') as f:\n    f.write(NEW)\nos.rename('/fw/active.new', '/fw/active')\n"
+            "for p in ('/fw/trial', '/fw/tries'):\n    try:\n        os.remove(p)\n    except OSError:\n        pass\n"
         )
         self._mpremote("exec", code, "+", "reset", timeout_s=self.probe_timeout_s)
 
@@ -309,6 +318,13 @@ class Device:
             rename.append("/main.py")
             expect["/main.py.new"] = _sha(image.loader)
         if config is not None:
+            # A new node: whatever state the board holds is another identity's, and goes at its next boot (the
+            # record names no node; firmware/identity.py). Renamed before the config: a cut in between leaves the
+            # old node starting afresh, never the new one inheriting the old one's events.
+            identity = unclaimed_record()
+            extra["state/identity.new"] = identity
+            rename.append("/state/identity")
+            expect["/state/identity.new"] = _sha(identity)
             extra["config.json.new"] = config
             rename.append("/config.json")
             expect["/config.json.new"] = _sha(config)
@@ -327,7 +343,7 @@ class Device:
             if send:
                 args += ["+", "fs", "cp", "-r", str(stage), ":/fw/"]
             for name, data in extra.items():
-                local = Path(tmp) / name
+                local = Path(tmp) / name.replace("/", "_")
                 fd = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)

@@ -2,6 +2,7 @@
 
     smartshelf flash [PORT] --nodes-file provisioned-nodes.toml --node-id 7 --layout shelf-a.json   # a new node
     smartshelf flash [PORT] --nodes-file provisioned-nodes.toml                                     # new firmware
+    smartshelf flash [PORT] --nodes-file ... --node-id 8 --layout shelf-a.json --replaces 7 --config hub.toml
 
 1. The port: the one given, or the one board plugged in (USB VID:PID of MicroPython's RP2040 and the ESP32
    bridges); it must exist and be free (a running hub holds its nodes' ports).
@@ -14,6 +15,10 @@
 6. The node's ``hello`` with the installed version, read from the port with its key; one line says what was
    installed where. A new firmware that installs but says no hello is switched back to the one the board ran.
    Every failure is one line too, and leaves the board booting what it booted before.
+7. ``--replaces OLD`` (a board replaced, or wiped and provisioned again): the new node takes over OLD's lanes in
+   the ledger (``Tx.replace_node``, through the running hub, or directly when none runs), and OLD leaves the nodes
+   file. The new identity starts afresh on the board (``firmware/identity.py``); what OLD never delivered is booked
+   as sensor gaps at the new node's first lane reports, never merged.
 
 The command line is ``hub/cli/flash_command.py``; exit status 0 installed and heard, 1 the board or the install
 failed, 2 bad arguments, layout or nodes file.
@@ -24,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,11 +39,15 @@ import serial
 
 from firmware import config as node_config
 from hub.config import ConfigError, load_config
+from hub.ledger.dblock import DbLock
+from hub.ledger.models import LedgerError
+from hub.ledger.service import LedgerService
 from hub.provisioning import image as images
 from hub.provisioning.device import PROBE_TIMEOUT_S, Device, DeviceError, Probe
 from hub.provisioning.image import MPY_VERSION, ImageError
 from hub.provisioning.ports import check_port, choose_port, stable_name
-from hub.provisioning.registry import known_key, known_to_ledger, register
+from hub.provisioning.registry import known_key, known_to_ledger, register, unregister
+from hub.schema import MIGRATIONS
 from hub.service.control import HubNotRunning, request
 from hub.service.control_requests import MAX_RELEASE_S
 from shared_protocol.auth import Key
@@ -127,6 +137,7 @@ class Request:
     """What the technician asked for (``smartshelf flash``'s options); ``wait_s`` None: do not wait for the hello."""
 
     node_id: int | None = None  # with layout: provision a new node
+    replaces: int | None = None  # the new node takes over this node's lanes
     layout: Path | None = None
     nodes_file: Path | None = None
     hub_config: Path | None = None
@@ -141,6 +152,8 @@ def flash(port: str | None, req: Request, out: Any = print) -> None:
     """The whole of ``smartshelf flash``; raises DeviceError, UsageError, ImageError or ConfigError, each one line."""
     if (req.node_id is None) != (req.layout is None):
         raise UsageError("a new node needs both --node-id and --layout")
+    if req.replaces is not None:
+        check_replacement(req, req.replaces)
     port = choose_port(port)
     hub = RunningHub(load_config(req.hub_config).control_socket) if req.hub_config is not None else None
     lease = PROBE_TIMEOUT_S + 2 * req.timeout_s + (req.wait_s or 0.0) + 60.0  # probe, install, restart, hello
@@ -151,10 +164,57 @@ def flash(port: str | None, req: Request, out: Any = print) -> None:
         if borrowed:
             assert hub is not None
             hub.give_back(port)
+    served = False
+    if added is not None and req.replaces is not None:
+        served = take_over(hub, req, req.replaces, added, out)
     if added is not None and hub is not None and hub.running:
-        ids = hub.reload_nodes()
-        if added in ids:
+        reloaded = hub.reload_nodes()
+        if added in reloaded or served:
             out(f"the running hub serves node {added} now")
+
+
+def take_over(hub: RunningHub | None, req: Request, old: int, new: int, out: Any) -> bool:
+    """``--replaces``, once the new node is installed and registered: its takeover of ``old``'s lanes first (through
+    the running hub, which then serves it: True; else through a writer of our own), then ``old`` leaves the nodes
+    file. A failure says how to finish (the board is installed and keeps its new firmware)."""
+    assert req.hub_config is not None and req.nodes_file is not None
+    through_hub = hub is not None and hub.running
+    try:
+        if hub is not None and through_hub:
+            lanes = hub.replace_node(old, new)
+        else:
+            lanes = asyncio.run(replace_in_ledger(req.hub_config, old, new))
+    except (ConfigError, LedgerError, DeviceError, sqlite3.Error) as err:
+        raise DeviceError(
+            f"node {new} is installed, but it has not taken over node {old}'s lanes ({err}); finish with: "
+            f'smartshelf hub replace-node --config {req.hub_config} {old} {new} ("node {old} has no lanes": they '
+            "have moved already)"
+        ) from None
+    out(f"node {new} took over the lanes of node {old}: {', '.join(lanes)}")
+    if unregister(req.nodes_file, old):
+        out(f"nodes file {req.nodes_file}: node {old} removed")
+    return through_hub
+
+
+def check_replacement(req: Request, old: int) -> None:
+    """``--replaces OLD``: a new node, a ledger to move OLD's lanes in, and OLD's lanes there."""
+    if req.node_id is None or req.hub_config is None or req.nodes_file is None:
+        raise UsageError(
+            "--replaces needs the new node (--node-id, --layout, --nodes-file) and the hub's --config (its ledger)"
+        )
+    if old == req.node_id:
+        raise UsageError("--replaces: the new board needs an id of its own, not the one it replaces")
+    if not known_to_ledger(old, req.hub_config, with_lanes=True):
+        raise UsageError(f"--replaces: node {old} has no lanes in the hub's ledger: nothing to take over")
+
+
+async def replace_in_ledger(hub_config: Path, old: int, new: int) -> list[str]:
+    """No hub answers on its control socket: the lanes move through a writer of our own, the one writer while the hub
+    is down (refused, LedgerBusy, when a hub has the database open all the same)."""
+    database = load_config(hub_config).database
+    DbLock(database).acquire(exclusive=True).release()
+    async with LedgerService(database, migrations=MIGRATIONS) as ledger:
+        return await ledger.replace_node(old, new, actor="smartshelf flash")
 
 
 def _install(port: str, hub: RunningHub | None, req: Request, out: Any) -> int | None:
@@ -238,9 +298,9 @@ class RunningHub:
         self.socket_path = socket_path
         self.running = True
 
-    def _ask(self, payload: dict[str, Any]) -> dict[str, Any]:
+    def _ask(self, payload: dict[str, Any], timeout_s: float = 10.0) -> dict[str, Any]:
         try:
-            return asyncio.run(request(self.socket_path, payload, timeout_s=10.0))
+            return asyncio.run(request(self.socket_path, payload, timeout_s=timeout_s))
         except HubNotRunning:
             self.running = False
             return {"ok": False, "error": "no hub is running"}
@@ -266,6 +326,13 @@ class RunningHub:
 
     def give_back(self, port: str) -> None:
         self._ask({"op": "resume", "port": port})
+
+    def replace_node(self, old: int, new: int) -> list[str]:
+        payload = {"op": "replace-node", "old": old, "new": new, "actor": "smartshelf flash"}
+        reply = self._ask(payload, timeout_s=120.0)  # the hub rereads every lane's tallies: long on a big ledger
+        if not reply["ok"]:
+            raise ConfigError(f"the running hub did not hand node {old}'s lanes to node {new}: {reply['error']}")
+        return [str(lane) for lane in reply["lanes"]]
 
     def reload_nodes(self) -> list[int]:
         reply = self._ask({"op": "reload-nodes"})

@@ -40,9 +40,10 @@ def known_key(node_id: int, nodes_file: Path | None, hub_config: Path | None) ->
     return None
 
 
-def known_to_ledger(node_id: int, hub_config: Path | None) -> bool:
+def known_to_ledger(node_id: int, hub_config: Path | None, *, with_lanes: bool = False) -> bool:
     """Whether the hub's ledger (``hub.toml``'s database, read-only) has a record of ``node_id``: its replay marks
-    and event numbers are that node's, whatever the nodes files say now."""
+    and event numbers are that node's, whatever the nodes files say now (``with_lanes``: and lanes of its own)."""
+    sql = "SELECT 1 FROM lanes WHERE node_id = ?" if with_lanes else "SELECT 1 FROM nodes WHERE node_id = ?"
     if hub_config is None:
         return False
     database = load_config(hub_config).database
@@ -51,7 +52,7 @@ def known_to_ledger(node_id: int, hub_config: Path | None) -> bool:
     try:
         con = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10)
         try:
-            return con.execute("SELECT 1 FROM nodes WHERE node_id = ?", (node_id,)).fetchone() is not None
+            return con.execute(sql, (node_id,)).fetchone() is not None
         finally:
             con.close()
     except sqlite3.Error as err:
@@ -72,6 +73,22 @@ def register(nodes_file: Path, node_id: int, key: bytes, port: str) -> list[int]
             continue
         kept.append(n)
     kept.append({"id": node_id, "key": key.hex(), "port": port})
+    _write(nodes_file, kept)
+    return replaced
+
+
+def unregister(nodes_file: Path, node_id: int) -> bool:
+    """Take the node's table out of ``nodes_file`` (a node replaced by another); False when it was not there."""
+    nodes = _nodes(nodes_file)
+    kept = [n for n in nodes if n.get("id") != node_id]
+    if len(kept) == len(nodes):
+        return False
+    _write(nodes_file, kept)
+    return True
+
+
+def _write(nodes_file: Path, kept: list[dict[str, Any]]) -> None:
+    """The nodes file with these tables, replaced atomically (owner-only, keeping its owner)."""
     lines = ["# Shelf nodes provisioned by `smartshelf flash`; list this file in hub.toml's nodes_files"]
     for n in sorted(kept, key=lambda n: int(n["id"])):
         lines += ["", "[[node]]", f"id = {int(n['id'])}", f'key = "{n["key"]}"', f"port = {json.dumps(str(n['port']))}"]
@@ -89,4 +106,3 @@ def register(nodes_file: Path, node_id: int, key: bytes, port: str) -> list[int]
             if (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
                 os.fchown(f.fileno(), st.st_uid, st.st_gid)
     os.replace(tmp, nodes_file)
-    return replaced

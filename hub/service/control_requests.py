@@ -38,6 +38,8 @@ class Hub(Protocol):
 
     async def reload_nodes(self) -> list[int]: ...
 
+    async def replace_node(self, old: int, new: int, *, actor: str) -> list[str]: ...
+
 
 MAX_RELEASE_S = 3600.0
 
@@ -46,10 +48,21 @@ async def handle_request(hub: Hub, request: dict[str, Any]) -> dict[str, Any]:
     op = request.get("op")
     if op == "status":
         return {"ok": True, "status": hub.status()}
+    if op == "replace-node":
+        try:
+            lanes = await hub.replace_node(
+                _int(request, "old"), _int(request, "new"), actor=str(request.get("actor") or "control")
+            )
+        except (CommandError, LedgerError, ValueError) as exc:
+            return {"ok": False, "error": str(exc)}
+        return {"ok": True, "lanes": lanes}
     if op in ("release", "resume", "reload-nodes"):
         return await _port_request(hub, op, request)
     if op != "command":
-        return {"ok": False, "error": f"unknown op {op!r} (command, status, release, resume, reload-nodes)"}
+        return {
+            "ok": False,
+            "error": f"unknown op {op!r} (command, status, release, resume, reload-nodes, replace-node)",
+        }
     try:
         node_id = _int(request, "node")
         timeout_s = float(request.get("timeout_s", 10.0))

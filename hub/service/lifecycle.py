@@ -30,11 +30,12 @@ from typing import Any
 from hub.config import HubConfig, NodeConfig, load_config
 from hub.ledger.backup import BackupPolicy
 from hub.ledger.models import LedgerError, lane_location
-from hub.ledger.reader import LedgerReader
+from hub.ledger.postings import Tx
+from hub.ledger.reader import SENSOR_TALLIES, LedgerReader, sensor_tallies_of
 from hub.ledger.service import LedgerService
 from hub.link.commands import CommandError, CommandOutcome, CommandTimeout, UnknownNode
 from hub.link.ingest import Ingest
-from hub.link.restore import restore_sessions
+from hub.link.restore import lane_tallies, restore_sessions
 from hub.reconcile.config import ReconcileConfig
 from hub.reconcile.reconciler import Reconciler
 from hub.schema import MIGRATIONS
@@ -238,6 +239,28 @@ class HubService:
                 log.info("node %d added (%s)", node.node_id, node.port)
             self.config = replace(self.config, nodes=kept + tuple(new))
             return [n.node_id for n in new]
+
+    async def replace_node(self, old: int, new: int, *, actor: str) -> list[str]:
+        """Node ``new`` (a board provisioned in place of ``old``: replaced, or wiped) takes over ``old``'s lanes in
+        the ledger (``Tx.replace_node``); the hub then follows its configuration (``reload_nodes``: ``new`` served,
+        ``old`` no longer, once the nodes file says so). ``new``'s first lane reports book what ``old`` never
+        delivered as sensor gaps. The lane ids handed over."""
+        if self.ledger is None or self.ingest is None:
+            raise CommandError("the hub is not running")
+
+        async def move(tx: Tx) -> tuple[list[str], dict[tuple[int, int], tuple[int, int]]]:
+            lanes = await tx.replace_node(old, new, actor=actor)
+            return lanes, sensor_tallies_of(await tx.rows(SENSOR_TALLIES))  # as committed, in the same transaction
+
+        lanes, raw = await self.ledger.transact(move)
+        tallies = lane_tallies(raw)
+        for node_id in (old, new):  # either still served (configured by hand): its tallies are its lanes' now,
+            served = self.ingest.nodes.get(node_id)  # set before any later commit's outcome counts in them
+            if served is not None:
+                served.tallies = tallies.get(node_id, {})
+        await self.reload_nodes()
+        log.info("node %d took over the lanes of node %d: %s", new, old, ", ".join(lanes))
+        return lanes
 
     async def healthy(self) -> bool:
         """The ledger's writer takes a transaction and finishes it (an empty one: nothing is written); for the

@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -22,6 +23,7 @@ from shared_protocol.auth import Key
 from shared_protocol.frame import encode_frame
 from shared_protocol.messages import KIND_PICK, Event
 from shared_protocol.serial_framing import encode_serial
+from tools.emulation.host import Emulator
 from tools.emulation.scenarios import Scenario
 from tools.emulation.store import open_store
 from tools.mpy_runtime import REPO_ROOT
@@ -145,6 +147,24 @@ def query(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, .
         return con.execute(sql, params).fetchall()
     finally:
         con.close()
+
+
+def observed_stock(db: Path) -> dict[str, int]:
+    """Lane id -> observed units, as the ledger holds them now (to compare with ``expected_outcome``'s counts)."""
+    return {str(lid): int(q) for lid, _sku, q in query(db, "SELECT lane_id, sku, qty FROM observed_stock")}
+
+
+@contextlib.contextmanager
+def hub_beside(emu: Emulator, config: Path, log_path: Path) -> Iterator[HubProcess]:
+    """The hub as a subprocess beside ``emu``'s running nodes; on the way out (a failed assertion included) both
+    stop. A test that wants the hub's clean exit asserts ``hub.stop() == 0`` itself; stopping again is harmless."""
+    hub = HubProcess(config, log_path)
+    hub.start()
+    try:
+        yield hub
+    finally:
+        hub.stop()
+        emu.stop()
 
 
 def forged_frame(node_id: int, seq: int, event_seq: int) -> bytes:

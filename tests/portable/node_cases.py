@@ -73,10 +73,10 @@ def put(t, grams):
 class HubSim:
     """The hub's side of the link with the protocol's hub-side classes; records every uplink frame."""
 
-    def __init__(self, key=KEY):
+    def __init__(self, key=KEY, node_id=NODE_ID):
         self.key = Key(key)
-        self.rx = UplinkReceiver({NODE_ID: self.key})
-        self.tx = DownlinkSender(NODE_ID, self.key)
+        self.rx = UplinkReceiver({node_id: self.key})
+        self.tx = DownlinkSender(node_id, self.key)
         self.dec = SerialDecoder()
         self.frames = []
         self.lines = []
@@ -354,6 +354,64 @@ def commands(base):
         "skus": [lane.sku for lane in rig.node.shelf.lanes],
         "settings": [rig.node.settings.lane_state_ms, rig.node.settings.health_ms],
     }
+
+
+def identity_run(base, files, key_hex=None, node_id=NODE_ID):
+    """One boot from ``files`` (None: a fresh provision; a pick of 2 at 5 s) as ``node_id`` with the key
+    ``key_hex`` (None: the usual one); what went up."""
+    plan = plan_two_lanes(pick(5.0, 200.0)) if files is None else plan_two_lanes([], base0=300.0)
+    key = KEY if key_hex is None else binascii.unhexlify(key_hex)
+    rig = Rig(base, plan, files=files, hub=HubSim(key, node_id))
+
+    def on_frame(f):
+        if f["type"] == "event":
+            rig.send(Ack(f["event_seq"]))
+
+    rig.run(9000, 5, on_frame)
+    lane0 = [f for f in rig.hub.of("lane_state") if f["lane"] == 0][-1]
+    return {
+        "boots": [f["boot_count"] for f in rig.hub.of("hello")],
+        "events": [[f["event_seq"], f["count_delta"]] for f in rig.hub.of("event")],
+        "lane0": [lane0["count"], lane0["last_event"], lane0["flags"]],
+        "weight0": rig.node.shelf.lanes[0].weight_dg,
+        "min_seq": min(f["seq"] for f in rig.hub.frames),
+        "notes": rig.node.notes,
+        "files": snapshot(base),
+    }
+
+
+def standby_run(base, files, grams0, stop):
+    """One boot from ``files`` (None: fresh) with ``grams0`` on lane 0 (100 g items) and 300 g on lane 1; after
+    4 s, ``stop``: the node keeps its levels as on a Ctrl-C. What went up, and the flash."""
+    rig = Rig(base, plan_two_lanes([], base0=grams0), files=files)
+
+    def on_frame(f):
+        if f["type"] == "event":
+            rig.send(Ack(f["event_seq"]))
+
+    rig.run(4000, 5, on_frame)
+    if stop:
+        rig.node.save_levels()
+    return {
+        "events": [[f["event_seq"], f["lane"], f["kind"], f["count_delta"], f["weight_delta_dg"], f["confidence"]]
+                   for f in rig.hub.of("event")],
+        "counts": [rig.node.shelf.counters.lanes[i].count for i in range(2)],
+        "levels_file": "state/levels" in snapshot(base),
+        "files": snapshot(base),
+    }  # fmt: skip
+
+
+def with_config(files, key_hex, node_id=NODE_ID, unclaimed=False):
+    """``files`` with config.json rewritten (same wiring, this node id and key); ``unclaimed``: and the identity
+    record ``smartshelf flash`` installs with a new config."""
+    from firmware.identity import unclaimed_record
+
+    text = config_mod.dumps(node_id, binascii.unhexlify(key_hex), [([(4, 5)], 80), ([(6, 7)], 80)])
+    out = dict(files)
+    out["config.json"] = binascii.hexlify(text.encode()).decode()
+    if unclaimed:
+        out["state/identity"] = binascii.hexlify(unclaimed_record()).decode()
+    return out
 
 
 def set_count(base, files=None):

@@ -10,7 +10,7 @@ its rows and one audit entry. The postings live by area, as functions of the tra
 * ``legs``       the posting primitive: legs under one source reference, duplicates and conflicts, balances, locations
 * ``stock``      sales, order picks, receipts, returns, restocks, transfers, write-offs, counts, reversals
 * ``catalogue``  SKU master data
-* ``lanes``      nodes and lanes: register, assign a SKU
+* ``lanes``      nodes and lanes: register, assign a SKU, hand a replaced node's lanes to its successor
 * ``alerts``     open, acknowledge, later evidence, resolve (with the entry the resolution implies)
 
 Rules a store manager relies on, besides those of each area's module:
@@ -68,6 +68,7 @@ class Tx(TxCore):
     register_node = lanes.register_node
     register_node_if_missing = lanes.register_node_if_missing
     assign_lane = lanes.assign_lane
+    replace_node = lanes.replace_node
 
     # alerts (alerts.py)
     open_alert = alerts.open_alert

@@ -1,4 +1,5 @@
-"""Nodes and lanes: registering a node, registering a node's lane and assigning it a SKU."""
+"""Nodes and lanes: registering a node, registering a node's lane and assigning it a SKU, a node taking over the
+lanes of the one it replaces."""
 
 from __future__ import annotations
 
@@ -88,3 +89,27 @@ async def assign_lane(
             tx, AlertKind.UNASSIGNED_LANE, str(Cause.lane(lane_id)), actor=actor, resolution=f"lane assigned to {sku}"
         )
     return lane_id
+
+
+async def replace_node(tx: TxCore, old: int, new: int, *, actor: str) -> list[str]:
+    """Node ``new`` takes over the lanes of node ``old`` (a board replaced, or wiped and provisioned under a new
+    id): the lanes keep their ids, SKUs, stock and history; events ``old`` never delivered are not merged into
+    ``new``'s (its counters start afresh, and the first report of each lane books the difference as a sensor gap).
+    ``new`` must have no lanes yet. Returns the lane ids handed over."""
+    actor = check_actor(actor)
+    for name, node_id in (("old", old), ("new", new)):
+        if not isinstance(node_id, int) or isinstance(node_id, bool) or not 1 <= node_id <= 0xFFFFFFFF:
+            raise InvalidArgument(f"{name} node id must be 1..4294967295, not {node_id!r}")
+    if old == new:
+        raise InvalidArgument(f"node {old} cannot replace itself: the new board needs an id of its own")
+    lanes = [
+        str(r[0]) for r in await tx.rows("SELECT lane_id FROM lanes WHERE node_id = ? ORDER BY lane_index", (old,))
+    ]
+    if not lanes:
+        raise InvalidArgument(f"node {old} has no lanes to hand over")
+    if await tx.rows("SELECT 1 FROM lanes WHERE node_id = ? LIMIT 1", (new,)):
+        raise InvalidArgument(f"node {new} already has lanes: a replacement takes over another node's lanes whole")
+    await register_node_if_missing(tx, new)
+    await tx.conn.execute("UPDATE lanes SET node_id = ? WHERE node_id = ?", (new, old))
+    await tx.audit(actor, "replace_node", {"old": old, "new": new, "lanes": lanes})
+    return lanes
