@@ -15,6 +15,8 @@ of its own frozen in (``smartshelf_board``, see ``make_board``), as the emulated
 from firmware import node, trial
 from firmware.link_serial import StdioIO
 
+IMAGE: "str | None" = None  # the image under /fw the loader started this firmware from (firmware/main.py sets it)
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
@@ -85,15 +87,15 @@ async def serve(board: "Any") -> None:
     import asyncio
     import sys
 
-    def reached_hub() -> None:
+    def proven() -> None:
         try:
-            if trial.confirm(board.root):
-                print("smartshelf: firmware image confirmed (the hub answered)")
+            if trial.confirm(IMAGE, board.root):
+                print("smartshelf: firmware image " + str(IMAGE) + " confirmed")
         except OSError as err:
             print("smartshelf: firmware trial not ended: " + str(err))
 
     try:
-        await node.run(board, reached_hub)
+        await node.run(board, proven)
     except Exception as err:
         sys.print_exception(err)  # type: ignore[attr-defined, unused-ignore]
         print("smartshelf: node stopped by an error; resetting in 5 s (Ctrl-C to stay at the REPL)")

@@ -19,10 +19,10 @@ An install that was interrupted (power cut, mpremote killed, a full flash) never
 boots what it ran before. With no image under ``/fw`` the firmware is imported from ``sys.path`` as it is
 (``/lib``: a developer's copy).
 
-A new image is on trial until the node has a session with the hub (the hub answered its hello: the firmware runs,
-reads its config and speaks with its key); the firmware then ends the trial (``firmware/trial.py``). An image that
-has not got that far in ``TRIAL_BOOTS`` boots (it crashes and resets, or hangs until the watchdog or a power cycle)
-is given up: the loader switches back to the previous image for good and says so on the console.
+A new image is on trial until it proves itself: the hub answers its hello, or it runs ten minutes without a reset
+(``firmware/trial.py``). An image that has not in ``TRIAL_BOOTS`` boots (it crashes and resets, or hangs until the
+watchdog or a power cycle) is given up: the loader switches back to the previous image for good and says so on the
+console. Boots count, not time: power cycles in a row while the hub is down count too.
 """
 
 import sys
@@ -131,6 +131,7 @@ def load() -> "Any":
             from firmware import app
 
             print("smartshelf: firmware image " + image)
+            app.IMAGE = image  # the trial it may end is its own (firmware/trial.py)
             return app
         except Exception as err:  # ImportError, ValueError (an .mpy of another arch or version), SyntaxError
             sys.print_exception(err)  # type: ignore[attr-defined, unused-ignore]

@@ -66,7 +66,7 @@ from firmware.shelf import Shelf
 from firmware.ticks import ticks_diff
 from shared_protocol.auth import Key
 from shared_protocol.compat import const
-from shared_protocol.messages import Ack, Hello
+from shared_protocol.messages import MAX_STEP, Ack, Hello
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -94,6 +94,8 @@ if TYPE_CHECKING:
         def feed_watchdog(self) -> None: ...
 
 
+UNWATCHED_MS = const(60000)  # after a stop, lanes are compared with their levels within this time of the boot
+PROVEN_MS = const(600000)  # a new image that ran this long without a reset has proven itself (firmware/trial.py)
 SAMPLE_POLL_MS = const(4)
 LINK_POLL_MS = const(20)
 HOUSEKEEPING_MS = const(250)
@@ -159,8 +161,13 @@ class Node:
         self._stall = array("i", stall)
         self.shelf = Shelf(lanes, Outbox(st + "/outbox", self.boot), CountersStore(st + "/counters", n))
         self._levels_path = st + "/levels"
-        self._before = standby.take(self._levels_path, n)  # the levels at the last stop, if it was one
-        self._unwatched = 0 if self._before is None else n  # lanes still to compare with them
+        before = standby.take(self._levels_path, n)  # [level, c10] per lane at the last stop, if it was one
+        self._before = before
+        self._unwatched = 0  # lanes still to compare with them
+        if before is not None:
+            for i in range(n):
+                if before[2 * i] != standby.UNKNOWN:
+                    self._unwatched += 1
         if self.shelf.counters.error:
             self.notes.append(self.shelf.counters.error)
         self.settings = Settings(st + "/settings", cfg.lane_state_s, cfg.health_s)
@@ -169,7 +176,8 @@ class Node:
         self.started_ms = now
         self.running = False
         self.events = 0
-        self.on_session_up: Callable[[], None] | None = None  # called once, when the hub first answers
+        # called once: when the hub first answers, or after PROVEN_MS of running (the image works, hub or not)
+        self.on_proven: Callable[[], None] | None = None
         hello = Hello(FW_VERSION[0], FW_VERSION[1], FW_VERSION[2], self.boot, n, cfg.layout_hash())
         self.session = Session(link, cfg.node_id, Key(cfg.key), self.boot, self._seqs.next, hello, now)
         self.delivery = Delivery(self.shelf.outbox, self.session, cfg.retransmit_ms, now)
@@ -210,21 +218,29 @@ class Node:
 
     def _compare_with_stop(self, lane: Lane, now: int) -> int:
         """A lane's first stable level after a boot that followed a stop (``standby.py``): what changed while the
-        firmware was stopped, in whole units, becomes an anomaly. Once per lane; 1 when it recorded one."""
+        firmware was stopped becomes an anomaly. Once per lane, within UNWATCHED_MS of the boot (a lane that does
+        not settle by then is not compared); 1 when it recorded one."""
         before = self._before
         i = lane.index
-        if before is None or before[i] == standby.UNKNOWN:
+        if before is None or ticks_diff(now, self.started_ms) > UNWATCHED_MS:
+            self._unwatched = 0
             return 0
-        d = lane.det.level_dg() - before[i]
-        before[i] = standby.UNKNOWN
+        level, c10 = before[2 * i], before[2 * i + 1]
+        if level == standby.UNKNOWN:
+            return 0
+        before[2 * i] = standby.UNKNOWN
         self._unwatched -= 1
         unit = lane.det.unit_dg()
-        if unit <= 0 or lane.fault:
-            return 0
-        k = (2 * d + unit) // (2 * unit) if d >= 0 else -((-2 * d + unit) // (2 * unit))
+        if unit <= 0 or lane.fault or not lane.cal.calibrated or lane.cal.c10 != c10:
+            return 0  # no count to give, or another scale than the level was measured with
+        d = lane.det.level_dg() - level
+        ad = d if d >= 0 else -d
         floor = 5 * lane.det.noise_dg()
-        if k == 0 or (d if d >= 0 else -d) < (floor if floor > 20 else 20):
+        if ad < (floor if floor > 20 else 20) or 2 * ad < unit:
             return 0
+        k = standby.unwatched_count(d, unit)
+        if k > MAX_STEP or k < -MAX_STEP:
+            k = 0  # not a count a shelf can have changed by: the weight only
         self._deliver(self.shelf.record_unwatched(i, k, d, now), now)
         self.reports.lane_state(i)
         return 1
@@ -234,8 +250,8 @@ class Node:
         boot counts what changes meanwhile (``standby.py``)."""
         try:
             standby.save(self._levels_path, self.shelf.lanes)
-        except OSError as err:
-            print("smartshelf: lane levels not kept: " + str(err))
+        except Exception as err:  # never instead of the Ctrl-C that asked the node to stop
+            print("smartshelf: lane levels not kept: " + repr(err))
 
     def _on_event(self, lane: Lane, now: int) -> None:
         self._deliver(self.shelf.record(lane), now)
@@ -253,9 +269,7 @@ class Node:
             if session.heard(now):  # the hub answered: tell it where the node stands, re-send what waits
                 self.reports.session_started(now)
                 self.delivery.resume(now)
-                hook, self.on_session_up = self.on_session_up, None
-                if hook is not None:
-                    hook()
+                self._proven()
             msg = frame.message
             if isinstance(msg, Ack):
                 self.delivery.acked(msg.event_seq, now)
@@ -269,6 +283,13 @@ class Node:
     # -- housekeeping task ------------------------------------------------------------------------
     def housekeeping(self, now: int) -> None:
         self.keeper.run(now)
+        if self.on_proven is not None and self.uptime.ms(now) >= PROVEN_MS:
+            self._proven()
+
+    def _proven(self) -> None:
+        hook, self.on_proven = self.on_proven, None
+        if hook is not None:
+            hook()
 
     def step(self, now: int) -> None:
         """One round of all three tasks (tests drive the node with this on virtual time)."""
@@ -312,8 +333,9 @@ class Node:
 
     async def _stoppable(self, body: "Any") -> None:
         """A task's body; a Ctrl-C raised in it (someone takes the board over: mpremote, smartshelf flash) keeps
-        the lanes' levels first. One raised between the tasks, in the scheduler, leaves ``asyncio.run``:
-        ``firmware/app.py`` keeps them then."""
+        the lanes' levels. On a board the KeyboardInterrupt then leaves ``asyncio.run`` (MicroPython's asyncio
+        catches only Exception around a task), where ``firmware/app.py`` keeps them too (harmless: the same
+        levels); the emulated board's ROM stops the program at the task, so only this one runs there."""
         try:
             await body
         except KeyboardInterrupt:
@@ -356,14 +378,14 @@ def boot(board: "Board") -> "Node | None":
     return node
 
 
-async def run(board: "Board", on_session_up: "Callable[[], None] | None" = None) -> "Node | None":
-    """Boot and serve; returns None at once when the config is bad. ``on_session_up`` is called once, when the hub
-    first answers (``firmware/app.py``: the installed image's trial ends)."""
+async def run(board: "Board", on_proven: "Callable[[], None] | None" = None) -> "Node | None":
+    """Boot and serve; returns None at once when the config is bad. ``on_proven`` is called once, when the hub first
+    answers or after PROVEN_MS of running (``firmware/app.py``: the installed image's trial ends)."""
     global CURRENT
     node = boot(board)
     if node is None:
         return None
-    node.on_session_up = on_session_up
+    node.on_proven = on_proven
     CURRENT = node
     await node.serve()
     return node

@@ -263,6 +263,32 @@ def test_a_firmware_that_never_reaches_the_hub_is_given_up_by_the_loader(blank: 
     assert not (node.flash_dir / "fw" / "trial").exists() and not (node.flash_dir / "fw" / "previous").exists()
 
 
+def test_a_reflash_while_an_image_is_on_trial_keeps_the_confirmed_one_as_the_fallback(
+    blank: host.Emulator, tmp_path: Path
+) -> None:
+    """Image A installed (no hub here: it stays on trial), then image B before A proved itself: the fallback is the
+    last confirmed image, not A, which goes."""
+    node = blank.nodes[0]
+    nodes_file = tmp_path / "nodes.toml"
+    r = smartshelf_flash(str(node.port), "--node-id", "6", "--layout", str(layout_file(tmp_path)),
+                         "--nodes-file", str(nodes_file))  # fmt: skip
+    assert r.returncode == 0, r
+    good = active_image(node.flash_dir)
+    a = changed_firmware(tmp_path / "a", "(0, 5, 0)")
+    r = smartshelf_flash(str(node.port), "--nodes-file", str(nodes_file), "--source", str(a), "--no-mpy")
+    assert r.returncode == 0, r
+    image_a = active_image(node.flash_dir)
+    assert (node.flash_dir / "fw" / "trial").read_text().strip() == image_a
+    b = changed_firmware(tmp_path / "b", "(0, 6, 0)", "delivery.py")
+    r = smartshelf_flash(str(node.port), "--nodes-file", str(nodes_file), "--source", str(b), "--no-mpy")
+    assert r.returncode == 0, r
+    image_b = active_image(node.flash_dir)
+    assert image_b.startswith("0.6.0-")
+    assert (node.flash_dir / "fw" / "previous").read_text().strip() == good
+    assert (node.flash_dir / "fw" / "trial").read_text().strip() == image_b
+    assert sorted(p.name for p in (node.flash_dir / "fw").iterdir() if p.is_dir()) == sorted([good, image_b])
+
+
 def _talker(fd: int, stop: threading.Event) -> None:
     """Something on a serial port that is not MicroPython: it chatters and never answers."""
     while not stop.is_set():

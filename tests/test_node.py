@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from firmware import config as config_mod
 from shared_protocol.auth import Key
 from shared_protocol.downlink_text import encode_line
@@ -183,6 +185,10 @@ def test_what_changed_while_the_firmware_was_stopped_is_counted_at_the_next_boot
     assert second["counts"] == [-2, 0] and not second["levels_file"]
     third = runtime.call(M, "standby_run", _base(runtime, tmp_path, "c"), second["files"], 100.0, False, timeout_s=T)
     assert [e[0] for e in third["events"]] in ([], [seq])  # at most the same event again (acks are not journalled)
+    # 60 g more than the stop left is no whole number of 100 g items: the weight only, count 0.
+    odd = runtime.call(M, "standby_run", _base(runtime, tmp_path, "d"), first["files"], 560.0, False, timeout_s=T)
+    ((_seq, lane, kind, count, delta, confidence),) = odd["events"]
+    assert (lane, kind, count, confidence) == (0, KIND_ANOMALY, 0, 40) and abs(delta - 600) < 60, odd["events"]
 
 
 def test_set_count_records_count_events_that_survive_a_reboot(runtime: Any, tmp_path: Any) -> None:
@@ -314,6 +320,11 @@ plan = nc.plan_two_lanes([])
 plan["cells"][0]["values"] = values(500, 97)
 plan["cells"][1]["values"] = values(300, 89)
 provision("/a", nc.config_text(), plan)
+if STOPPED:  # the node was stopped by Ctrl-C with lane 0 settled at 500 g and lane 1 moving (firmware/standby.py)
+    import struct
+    from firmware.persist import Record
+    from firmware.standby import UNKNOWN
+    Record("/a/state/levels").save(struct.pack(">iiii", 5000, nc.CPG * 10, UNKNOWN, nc.CPG * 10))
 board = EmulatedBoard(plan, nc.PipeIO(), None, "/a")
 node = node_mod.boot(board)
 adv = board.clock.advance
@@ -352,8 +363,10 @@ result = {"delta": delta, "events": events, "locked": locked, "stable": [l.det.s
 """
 
 
-def test_sampler_allocates_nothing_per_sample(mpy: Any) -> None:
-    r = mpy.exec(SAMPLER_ALLOC, timeout_s=T)
+@pytest.mark.parametrize("stopped", [False, True], ids=["boot", "boot-after-a-stop"])
+def test_sampler_allocates_nothing_per_sample(mpy: Any, stopped: bool) -> None:
+    """Also after a stop that kept the levels of only some lanes: the comparison is once per known lane."""
+    r = mpy.exec(f"STOPPED = {stopped}\n" + SAMPLER_ALLOC, timeout_s=T)
     assert r["stable"] == [True, True] and r["events"] == 0, r
     assert r["samples"][0] >= 1600 * 2500 // 12500, r  # only ready cells were read: one sample per conversion
     assert r["delta"] == 0, r
@@ -392,3 +405,25 @@ def test_replay_rules_hold_on_any_link(runtime: Any, tmp_path: Any) -> None:
     assert r["rx_rejected"] == 3  # replay + bad tag (session checks) + what the link dropped
     assert r["rx_frames"] == 3  # the hello's ack and the two commands
     assert r["tx_frames"] == r["uplink_frames"]
+
+
+def test_a_trial_ends_only_for_the_image_on_trial(tmp_path: Any) -> None:
+    """firmware/trial.py: the marks go when the image they name has proven itself, not when the loader fell back
+    to another image that did."""
+    from firmware import trial
+
+    fw = tmp_path / "fw"
+    fw.mkdir()
+    (fw / "trial").write_text("0.2.0-aaaaaaaaaa\n")
+    (fw / "tries").write_text("2")
+    assert trial.confirm("0.1.0-bbbbbbbbbb", str(tmp_path)) is False
+    assert trial.confirm(None, str(tmp_path)) is False
+    assert (fw / "trial").exists() and (fw / "tries").exists()
+    assert trial.confirm("0.2.0-aaaaaaaaaa", str(tmp_path)) is True
+    assert not (fw / "trial").exists() and not (fw / "tries").exists()
+
+
+def test_an_image_that_runs_ten_minutes_has_proven_itself_without_a_hub(tmp_path: Any) -> None:
+    """firmware/node.py on_proven: the hub's answer, or PROVEN_MS of running without one."""
+    proven = node_cases.proven_after(str(tmp_path / "flash"))
+    assert proven == [None, 600], proven  # not at 9 minutes; once, at 10

@@ -42,7 +42,9 @@ class Probe:
     free_blocks: int
     active: str  # /fw/active ("" if none)
     previous: str
-    bootable: str  # the image the loader boots now: active if complete, else previous if complete ("" if none)
+    # The image to build on and fall back to: the one the loader boots now (active if complete, else previous if
+    # complete), except while active is on trial (firmware/main.py): then the previous, confirmed one if complete.
+    bootable: str
     files: dict[str, str]  # the bootable image's files (and manifest.json) as the board hashes them (sha256)
     loader: str  # sha256 of /main.py ("" if none)
     node_id: int | None  # /config.json's node id (None: no valid config)
@@ -115,8 +117,9 @@ def _complete(d):
     return True
 i['active'] = _rd('/fw/active')
 i['previous'] = _rd('/fw/previous')
+t = _rd('/fw/trial')
 a = ''
-for d in (i['active'], i['previous']):
+for d in ((i['previous'], i['active']) if t and t == i['active'] else (i['active'], i['previous'])):
     if d and _complete(d):
         a = d
         break

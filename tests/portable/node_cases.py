@@ -401,6 +401,19 @@ def standby_run(base, files, grams0, stop):
     }  # fmt: skip
 
 
+def proven_after(base):
+    """A node whose hub never answers: when (s) its on_proven hook runs, seen at 9 and at 11 minutes."""
+    rig = Rig(base, plan_two_lanes([]))
+    rig.auto_hello = False
+    seen = []
+    rig.node.on_proven = lambda: seen.append(rig.t[0] // 1000)
+    out = []
+    for until in (540000, 660000):
+        rig.run(until, 50)
+        out.append(seen[0] if seen else None)
+    return out
+
+
 def with_config(files, key_hex, node_id=NODE_ID, unclaimed=False):
     """``files`` with config.json rewritten (same wiring, this node id and key); ``unclaimed``: and the identity
     record ``smartshelf flash`` installs with a new config."""
