@@ -87,6 +87,15 @@ def active_image(flash: Path) -> str:
     return (flash / "fw" / "active").read_text().strip()
 
 
+def provisioned(node: host.EmulatedNode, tmp_path: Path, node_id: int) -> tuple[Path, str]:
+    """A blank board provisioned as node ``node_id``: its nodes file and the image it runs."""
+    nodes_file = tmp_path / "nodes.toml"
+    r = smartshelf_flash(str(node.port), "--node-id", str(node_id), "--layout", str(layout_file(tmp_path)),
+                         "--nodes-file", str(nodes_file))  # fmt: skip
+    assert r.returncode == 0, r
+    return nodes_file, active_image(node.flash_dir)
+
+
 def test_a_blank_board_becomes_a_node_and_a_reflash_sends_only_what_changed(
     blank: host.Emulator, tmp_path: Path
 ) -> None:
@@ -151,11 +160,7 @@ def test_an_install_killed_half_way_leaves_the_old_firmware_booting_and_the_retr
     blank: host.Emulator, tmp_path: Path
 ) -> None:
     node = blank.nodes[0]
-    nodes_file = tmp_path / "nodes.toml"
-    r = smartshelf_flash(str(node.port), "--node-id", "3", "--layout", str(layout_file(tmp_path)),
-                         "--nodes-file", str(nodes_file))  # fmt: skip
-    assert r.returncode == 0, r
-    old = active_image(node.flash_dir)
+    nodes_file, old = provisioned(node, tmp_path, 3)
     before = snapshot(node.flash_dir)
     source = changed_firmware(tmp_path, "(0, 9, 0)")
     args = [sys.executable, "-m", "hub.cli", "flash", str(node.port), "--nodes-file", str(nodes_file), "--no-mpy",
@@ -199,11 +204,7 @@ def test_an_install_killed_half_way_leaves_the_old_firmware_booting_and_the_retr
 
 def test_a_firmware_that_installs_but_never_says_hello_is_switched_back(blank: host.Emulator, tmp_path: Path) -> None:
     node = blank.nodes[0]
-    nodes_file = tmp_path / "nodes.toml"
-    r = smartshelf_flash(str(node.port), "--node-id", "4", "--layout", str(layout_file(tmp_path)),
-                         "--nodes-file", str(nodes_file))  # fmt: skip
-    assert r.returncode == 0, r
-    good = active_image(node.flash_dir)
+    nodes_file, good = provisioned(node, tmp_path, 4)
     broken = changed_firmware(tmp_path, "(0, 3, 0)")
     app = broken / "firmware" / "app.py"
     app.write_text(
@@ -231,11 +232,7 @@ def test_a_firmware_that_never_reaches_the_hub_is_given_up_by_the_loader(blank: 
     resets every 5 s) is on trial: the loader gives it three boots, then switches back to the previous image for
     good, which runs again."""
     node = blank.nodes[0]
-    nodes_file = tmp_path / "nodes.toml"
-    r = smartshelf_flash(str(node.port), "--node-id", "5", "--layout", str(layout_file(tmp_path)),
-                         "--nodes-file", str(nodes_file))  # fmt: skip
-    assert r.returncode == 0, r
-    good = active_image(node.flash_dir)
+    nodes_file, good = provisioned(node, tmp_path, 5)
     assert not (node.flash_dir / "fw" / "trial").exists()  # a first install has nothing to go back to
     broken = changed_firmware(tmp_path, "(0, 4, 0)")
     code = broken / "firmware" / "node.py"
@@ -269,11 +266,7 @@ def test_a_reflash_while_an_image_is_on_trial_keeps_the_confirmed_one_as_the_fal
     """Image A installed (no hub here: it stays on trial), then image B before A proved itself: the fallback is the
     last confirmed image, not A, which goes."""
     node = blank.nodes[0]
-    nodes_file = tmp_path / "nodes.toml"
-    r = smartshelf_flash(str(node.port), "--node-id", "6", "--layout", str(layout_file(tmp_path)),
-                         "--nodes-file", str(nodes_file))  # fmt: skip
-    assert r.returncode == 0, r
-    good = active_image(node.flash_dir)
+    nodes_file, good = provisioned(node, tmp_path, 6)
     a = changed_firmware(tmp_path / "a", "(0, 5, 0)")
     r = smartshelf_flash(str(node.port), "--nodes-file", str(nodes_file), "--source", str(a), "--no-mpy")
     assert r.returncode == 0, r

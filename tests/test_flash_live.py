@@ -10,9 +10,11 @@ the ledger must equal the ground truth, and every event must be booked exactly o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +23,31 @@ import pytest
 from firmware import FW_VERSION
 from hub.service.control import request
 from tests.emulation_support import wait_until
-from tests.faults.harness import hub_beside, observed_stock, query, seed, write_hub_config
+from tests.faults.harness import HubProcess, hub_beside, observed_stock, query, seed, write_hub_config
 from tests.test_flash import changed_firmware, smartshelf_flash
 from tools.emulation.host import Emulator
-from tools.emulation.scenarios import ScenarioBuilder
+from tools.emulation.scenarios import Scenario, ScenarioBuilder
 from tools.emulation.store import expected_outcome
 
 VERSION = ".".join(map(str, FW_VERSION))
 pytestmark = [pytest.mark.slow, pytest.mark.micropython, pytest.mark.usefixtures("emulated_boards")]
+
+
+@contextlib.contextmanager
+def counting_beside_hub(tmp_path: Path, scenario: Scenario) -> Iterator[tuple[Emulator, Path, HubProcess]]:
+    """Node 1 of ``scenario`` counting into the real hub (a subprocess) on ``tmp_path / "ledger.db"``, seeded as
+    the demo books a store: (the emulator, hub.toml, the hub). Both stop on the way out."""
+    seed(tmp_path / "ledger.db", scenario)
+    emu = Emulator([1], scenario, tmp_path / "emu", fresh=True, out=lambda s: None)
+    emu.start()
+    node = emu.nodes[0]
+    cfg = write_hub_config(tmp_path, tmp_path / "ledger.db", [(1, node.key, node.port)])
+    with hub_beside(emu, cfg, tmp_path / "hub.log") as hub:
+        yield emu, cfg, hub
+
+
+def events_booked(db: Path) -> int:
+    return int(query(db, "SELECT count(*) FROM movements WHERE event_seq IS NOT NULL")[0][0])
 
 
 def test_a_counting_node_is_reflashed_mid_traffic_and_every_event_is_booked_once(tmp_path: Path) -> None:
@@ -40,23 +59,16 @@ def test_a_counting_node_is_reflashed_mid_traffic_and_every_event_is_booked_once
     b.pick(1, 3, 46.0, 2)
     scenario = b.build("reflash")
     db = tmp_path / "ledger.db"
-    seed(db, scenario)
-    emu = Emulator([1], scenario, tmp_path / "emu", fresh=True, out=lambda s: None)
-    emu.start()
-    node = emu.nodes[0]
-    cfg = write_hub_config(tmp_path, db, [(1, node.key, node.port)])
-    with hub_beside(emu, cfg, tmp_path / "hub.log") as hub:
+    with counting_beside_hub(tmp_path, scenario) as (emu, cfg, hub):
+        node = emu.nodes[0]
 
-        def booked() -> int:
-            return int(query(db, "SELECT count(*) FROM movements WHERE event_seq IS NOT NULL")[0][0])
-
-        wait_until(lambda: booked() == 2, emu, 30.0, "the first two picks in the ledger")
+        wait_until(lambda: events_booked(db) == 2, emu, 30.0, "the first two picks in the ledger")
         wait_until(lambda: emu.elapsed() >= 14.0, emu, 20.0, "t = 14 s")
         reply = asyncio.run(request(tmp_path / "hub.sock", {"op": "release", "port": str(node.port), "seconds": 600},
                                     timeout_s=10.0))  # fmt: skip
         assert reply == {"ok": True}, reply
         wait_until(lambda: emu.elapsed() >= 19.5, emu, 20.0, "the pick at 17 s counted by the node")
-        assert booked() == 2  # the hub heard nothing of it
+        assert events_booked(db) == 2  # the hub heard nothing of it
 
         r = smartshelf_flash(
             str(node.port), "--config", str(cfg), "--source", str(changed_firmware(tmp_path, "(0, 1, 7)"))
@@ -68,7 +80,7 @@ def test_a_counting_node_is_reflashed_mid_traffic_and_every_event_is_booked_once
         end_s = max(row.t_end for row in scenario.truth) + 2.0
         want = {lid: units for lid, (_sku, units) in expected_outcome(scenario.truth, end_s).counts.items()}
 
-        wait_until(lambda: emu.elapsed() >= end_s and observed_stock(db) == want and booked() == 5, emu, 90.0,
+        wait_until(lambda: emu.elapsed() >= end_s and observed_stock(db) == want and events_booked(db) == 5, emu, 90.0,
              "the ledger to equal the ground truth")  # fmt: skip
         status = hub.status()
         assert status is not None
@@ -138,17 +150,10 @@ def test_a_pick_while_mpremote_holds_the_board_is_counted_at_its_next_boot(tmp_p
     b.pick(1, 1, 21.0, 2)  # while mpremote holds the board (about 15.5 s .. 26 s)
     scenario = b.build("unwatched")
     db = tmp_path / "ledger.db"
-    seed(db, scenario)
-    emu = Emulator([1], scenario, tmp_path / "emu", fresh=True, out=lambda s: None)
-    emu.start()
-    node = emu.nodes[0]
-    cfg = write_hub_config(tmp_path, db, [(1, node.key, node.port)])
-    with hub_beside(emu, cfg, tmp_path / "hub.log") as hub:
+    with counting_beside_hub(tmp_path, scenario) as (emu, _cfg, hub):
+        node = emu.nodes[0]
 
-        def booked() -> int:
-            return int(query(db, "SELECT count(*) FROM movements WHERE event_seq IS NOT NULL")[0][0])
-
-        wait_until(lambda: booked() == 1 and emu.elapsed() >= 14.0, emu, 30.0, "the first pick in the ledger")
+        wait_until(lambda: events_booked(db) == 1 and emu.elapsed() >= 14.0, emu, 30.0, "the first pick in the ledger")
         sock = tmp_path / "hub.sock"
         reply = asyncio.run(request(sock, {"op": "release", "port": str(node.port), "seconds": 600}, timeout_s=10.0))
         assert reply == {"ok": True}, reply

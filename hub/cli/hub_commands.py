@@ -117,17 +117,9 @@ def _command(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if cfg is None:
         return EXIT_REFUSED
-    try:
-        reply = asyncio.run(request(cfg.control_socket, _request(args), timeout_s=args.timeout + 5))
-    except HubNotRunning as exc:
-        _err(str(exc))
-        return EXIT_REFUSED
-    except (TimeoutError, OSError, ValueError) as exc:
-        _err(f"no answer from the hub: {exc or type(exc).__name__}")
-        return EXIT_FAILED
-    if not reply.get("ok"):
-        _err(str(reply.get("error")))
-        return EXIT_FAILED
+    reply = _ask(cfg, _request(args), args.timeout + 5)
+    if isinstance(reply, int):
+        return reply
     args_text = " ".join(f"{k} {v}" for k, v in sorted(reply.get("args", {}).items()))
     print(
         f"node {reply['node']}: {reply['command']} {args_text}: {reply['status']} (value {reply['value']}, "
@@ -139,22 +131,31 @@ def _command(args: argparse.Namespace) -> int:
     return EXIT_OK if reply.get("status") == "ok" else EXIT_FAILED
 
 
+def _ask(cfg: HubConfig, payload: dict[str, Any], timeout_s: float, retry: str = "") -> dict[str, Any] | int:
+    """The running hub's reply to one control request, or the exit status after saying why there is none (no hub,
+    no answer in time: ``retry`` is appended, or the hub refused)."""
+    try:
+        reply = asyncio.run(request(cfg.control_socket, payload, timeout_s=timeout_s))
+    except HubNotRunning as exc:
+        _err(str(exc))
+        return EXIT_REFUSED
+    except (TimeoutError, OSError, ValueError) as exc:
+        _err(f"no answer from the hub: {exc or type(exc).__name__}{retry}")
+        return EXIT_FAILED
+    if not reply.get("ok"):
+        _err(str(reply.get("error")))
+        return EXIT_FAILED
+    return reply
+
+
 def _replace_node(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if cfg is None:
         return EXIT_REFUSED
     payload = {"op": "replace-node", "old": args.old, "new": args.new, "actor": args.actor or default_actor()}
-    try:
-        reply = asyncio.run(request(cfg.control_socket, payload, timeout_s=120))
-    except HubNotRunning as exc:
-        _err(str(exc))
-        return EXIT_REFUSED
-    except (TimeoutError, OSError, ValueError) as exc:
-        _err(f"no answer from the hub: {exc or type(exc).__name__} (run it again: it says so if the lanes have moved)")
-        return EXIT_FAILED
-    if not reply.get("ok"):
-        _err(str(reply.get("error")))
-        return EXIT_FAILED
+    reply = _ask(cfg, payload, 120.0, " (run it again: it says so if the lanes have moved)")
+    if isinstance(reply, int):
+        return reply
     print(f"node {args.new} took over the lanes of node {args.old}: {', '.join(reply['lanes'])}")
     return EXIT_OK
 
@@ -163,11 +164,9 @@ def _status(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if cfg is None:
         return EXIT_REFUSED
-    try:
-        reply = asyncio.run(request(cfg.control_socket, {"op": "status"}, timeout_s=10))
-    except HubNotRunning as exc:
-        _err(str(exc))
-        return EXIT_REFUSED
+    reply = _ask(cfg, {"op": "status"}, 10.0)
+    if isinstance(reply, int):
+        return reply
     print(json.dumps(reply.get("status"), indent=2, sort_keys=True))
     return EXIT_OK
 
@@ -248,8 +247,9 @@ def add_hub_parser(sub: Any) -> None:
     repl = verbs.add_parser(
         "replace-node",
         help="node NEW (a board provisioned in place of OLD: replaced, or wiped) takes over OLD's lanes",
-        description="The lanes keep their ids, SKUs, stock and history; what OLD never delivered is booked as sensor "
-        "gaps at NEW's first lane reports. smartshelf flash --replaces OLD does this itself.",
+        description="The lanes keep their ids, SKUs, stock and history. NEW starts counting from 0: its first report "
+        "of each lane books the lane down to its count as a sensor gap (nothing of OLD's is merged into NEW's events); "
+        "then count the lanes (command NEW set-count LANE COUNT). smartshelf flash --replaces OLD does this itself.",
     )
     with_config(repl)
     repl.add_argument("--actor", help="who asks (recorded in the audit trail; default cli:<user>)")

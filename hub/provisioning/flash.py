@@ -17,8 +17,8 @@
    Every failure is one line too, and leaves the board booting what it booted before.
 7. ``--replaces OLD`` (a board replaced, or wiped and provisioned again): the new node takes over OLD's lanes in
    the ledger (``Tx.replace_node``, through the running hub, or directly when none runs), and OLD leaves the nodes
-   file. The new identity starts afresh on the board (``firmware/identity.py``); what OLD never delivered is booked
-   as sensor gaps at the new node's first lane reports, never merged.
+   file. The new identity starts afresh on the board (``firmware/identity.py``): its first report of each lane books
+   the lane down to its count as a sensor gap (nothing of OLD's, delivered or not, is merged into its events).
 
 The command line is ``hub/cli/flash_command.py``; exit status 0 installed and heard, 1 the board or the install
 failed, 2 bad arguments, layout or nodes file.

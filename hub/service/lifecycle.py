@@ -243,8 +243,8 @@ class HubService:
     async def replace_node(self, old: int, new: int, *, actor: str) -> list[str]:
         """Node ``new`` (a board provisioned in place of ``old``: replaced, or wiped) takes over ``old``'s lanes in
         the ledger (``Tx.replace_node``); the hub then follows its configuration (``reload_nodes``: ``new`` served,
-        ``old`` no longer, once the nodes file says so). ``new``'s first lane reports book what ``old`` never
-        delivered as sensor gaps. The lane ids handed over."""
+        ``old`` no longer, once the nodes file says so). ``new`` starts afresh: its first report of each lane books
+        the lane down to its count as a sensor gap. The lane ids handed over."""
         if self.ledger is None or self.ingest is None:
             raise CommandError("the hub is not running")
 
