@@ -39,7 +39,7 @@ from shared_protocol.messages import (
     Tare,
 )
 from shared_protocol.serial_framing import encode_serial
-from tests.hub_support import KEY1, KEY2, FakeNode, eventually, short_dir, start_hub, write_config
+from tests.hub_support import KEY1, KEY2, FakeNode, db_rows, eventually, short_dir, start_hub, write_config
 
 
 @pytest.fixture
@@ -66,14 +66,6 @@ async def hub(config: Path) -> AsyncIterator[HubService]:
     service = await start_hub(config)
     yield service
     await service.stop()
-
-
-def db_rows(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(db)
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
 
 
 def movements(hub_or_db: HubService | Path, node_id: int = 1) -> list[tuple[Any, ...]]:

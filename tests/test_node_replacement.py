@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,15 +18,7 @@ import pytest
 from hub.ledger import Sku
 from hub.ledger.models import InvalidArgument
 from hub.service import HubService
-from tests.hub_support import KEY1, KEY2, FakeNode, eventually, short_dir, start_hub, write_config
-
-
-def rows(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(db)
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
+from tests.hub_support import KEY1, KEY2, FakeNode, db_rows, eventually, short_dir, start_hub, write_config
 
 
 @pytest.fixture
@@ -64,13 +55,15 @@ async def test_the_new_node_takes_over_the_lanes_and_the_old_ones_undelivered_un
     lost = old.make_event(0, -1)  # counted by the old board, never delivered: the board dies with it
 
     def observed() -> list[tuple[Any, ...]]:
-        return rows(db, "SELECT qty FROM observed_stock WHERE lane_id = 'node1-lane0'")
+        return db_rows(db, "SELECT qty FROM observed_stock WHERE lane_id = 'node1-lane0'")
 
     assert observed() == [(8,)]
 
     assert await hub.replace_node(1, 2, actor="tech") == ["node1-lane0"]
-    assert rows(db, "SELECT lane_id, node_id, lane_index, sku FROM lanes") == [("node1-lane0", 2, 0, "COLA")]
-    audit = [(a, json.loads(d)) for a, d in rows(db, "SELECT actor, details FROM audit WHERE action = 'replace_node'")]
+    assert db_rows(db, "SELECT lane_id, node_id, lane_index, sku FROM lanes") == [("node1-lane0", 2, 0, "COLA")]
+    audit = [
+        (a, json.loads(d)) for a, d in db_rows(db, "SELECT actor, details FROM audit WHERE action = 'replace_node'")
+    ]
     assert audit == [("tech", {"old": 1, "new": 2, "lanes": ["node1-lane0"]})]
 
     # The new board starts afresh (firmware/identity.py): its first report of the lane books the difference.
@@ -78,7 +71,7 @@ async def test_the_new_node_takes_over_the_lanes_and_the_old_ones_undelivered_un
     await new.wait_for(lambda: 0 in new.acks)
     new.send(new.lane_state(0))
     await eventually(lambda: observed() == [(0,)], what="the gap to the new node's count")
-    gap = rows(db, "SELECT node_id, qty, reason FROM movements WHERE reason = 'sensor_gap'")
+    gap = db_rows(db, "SELECT node_id, qty, reason FROM movements WHERE reason = 'sensor_gap'")
     assert gap == [(2, -8, "sensor_gap")]
     # Staff count the lane; the new node's events carry on from there, numbered from 1.
     counted = await hub.set_count(2, 0, 7, actor="alice")
@@ -87,7 +80,7 @@ async def test_the_new_node_takes_over_the_lanes_and_the_old_ones_undelivered_un
     new.event(0, -1)
     await new.wait_ack(2)
     assert observed() == [(6,)]
-    booked = rows(db, "SELECT node_id, event_seq, qty, reason FROM movements WHERE node_id = 2 ORDER BY id")
+    booked = db_rows(db, "SELECT node_id, event_seq, qty, reason FROM movements WHERE node_id = 2 ORDER BY id")
     assert booked == [(2, None, -8, "sensor_gap"), (2, 1, 7, "sensor_count"), (2, 2, -1, "sensor_pick")]
 
     # The old id still configured (here: in hub.toml) and its board heard from again with the event it never
@@ -95,7 +88,7 @@ async def test_the_new_node_takes_over_the_lanes_and_the_old_ones_undelivered_un
     old.send(lost)
     await old.wait_ack(3)
     assert observed() == [(6,)]
-    assert rows(db, "SELECT lane_id, node_id, sku FROM lanes ORDER BY lane_id") == [
+    assert db_rows(db, "SELECT lane_id, node_id, sku FROM lanes ORDER BY lane_id") == [
         ("node1-lane0", 2, "COLA"),
         ("node1-lane0.2", 1, None),
     ]
