@@ -11,11 +11,13 @@ PYTEST_ARGS ?=
 
 .PHONY: all bootstrap browser service-tools test check lint format typecheck mpy-check pytest bench demo clean help
 DURATION ?=
+LINK ?= serial
 
 all: test
 
 help:
-	@echo "make demo       emulated shelves -> hub -> SQLite ledger, live (DURATION=90: stop and compare with the truth)"
+	@echo "make demo       emulated shelves -> hub -> SQLite ledger, live (DURATION=90: stop and compare with the truth;"
+	@echo "                LINK=ble: the nodes on Bluetooth LE, through a real BLE host stack on an emulated air)"
 	@echo "make test       bootstrap (venv, npm, stubs) then lint, type checks, mpy-cross and all tests"
 	@echo "make bootstrap  install everything the project needs (idempotent; Debian's chromium for the browser tests)"
 	@echo "make pytest     only the test suite (PYTEST_ARGS=... to pass options)"
@@ -74,7 +76,7 @@ check: lint typecheck mpy-check
 test: bootstrap check pytest
 
 demo: bootstrap
-	$(VENV)/bin/smartshelf demo $(if $(DURATION),--duration $(DURATION))
+	$(VENV)/bin/smartshelf demo --link $(LINK) $(if $(DURATION),--duration $(DURATION))
 
 bench: bootstrap
 	$(VENV)/bin/smartshelf bench protocol

@@ -10,7 +10,9 @@
   ],
   "intervals": {"lane_state_s": 10, "health_s": 30, "retransmit_ms": 2000},
   "led": 2,
-  "watchdog_s": 0
+  "watchdog_s": 0,
+  "link": "ble",
+  "ble": {"mtu": 247, "adv_ms": 250}
 }
 ```
 
@@ -22,6 +24,9 @@
   ``retransmit_ms`` 500..60000 (default 2000).
 * ``led`` (optional): the identify LED, a GPIO number or a pin name such as ``"LED"``; ``watchdog_s``
   (optional, 0 = off): hardware watchdog timeout, 2..3600.
+* ``link`` (optional): ``"serial"`` (the USB console, the default) or ``"ble"`` (``firmware/link_ble.py``); ``ble``
+  (optional, BLE only): ``mtu`` the largest ATT MTU the node accepts, 23..517 (default 247; the hub starts the
+  exchange), ``adv_ms`` the advertising interval, 20..10240 ms (default 250).
 
 ``load`` raises ``ConfigError`` whose message names the field (``lanes[1].cells[0]: pin 4 is already used by
 lanes[0].cells[0]``); unknown fields are errors too, so a typo cannot silently fall back to a default.
@@ -49,7 +54,11 @@ INTERVALS = (
     ("health_s", 5, 3600, DEFAULT_HEALTH_S),
     ("retransmit_ms", 500, 60000, DEFAULT_RETRANSMIT_MS),
 )
-_TOP = ("node_id", "key", "lanes", "intervals", "led", "watchdog_s")
+_TOP = ("node_id", "key", "lanes", "intervals", "led", "watchdog_s", "link", "ble")
+LINKS = ("serial", "ble")
+_BLE = ("mtu", "adv_ms")
+DEFAULT_BLE_MTU = const(247)
+DEFAULT_ADV_MS = const(250)
 _LANE = ("cells", "rate_sps")
 
 TYPE_CHECKING = False
@@ -76,6 +85,9 @@ class Config:
         intervals: "dict[str, int]",
         led: "int | str | None" = None,
         watchdog_s: int = 0,
+        link: str = "serial",
+        ble_mtu: int = DEFAULT_BLE_MTU,
+        adv_ms: int = DEFAULT_ADV_MS,
     ) -> None:
         self.node_id = node_id
         self.key = key
@@ -85,6 +97,9 @@ class Config:
         self.retransmit_ms = intervals["retransmit_ms"]
         self.led = led
         self.watchdog_s = watchdog_s
+        self.link = link
+        self.ble_mtu = ble_mtu
+        self.adv_ms = adv_ms
 
     def layout_hash(self) -> int:
         """CRC-32 of the lane layout (lanes, cells per lane, pins): ``hello.layout_hash``."""
@@ -194,7 +209,16 @@ def parse(d: "Any") -> Config:
         watchdog_s = _int("watchdog_s", watchdog_s, 2, 3600)
     elif not _is_int(watchdog_s):
         raise ConfigError("watchdog_s: must be an integer")
-    return Config(node_id, key, lanes, intervals, led, watchdog_s)
+    link = d.get("link", "serial")
+    if link not in LINKS:
+        raise ConfigError("link: must be " + " or ".join('"' + x + '"' for x in LINKS) + ", got " + repr(link))
+    ble = d.get("ble", {})
+    if not isinstance(ble, dict):
+        raise ConfigError("ble: must be an object")
+    _unknown("ble.", ble, _BLE)
+    mtu = _int("ble.mtu", ble.get("mtu", DEFAULT_BLE_MTU), 23, 517)
+    adv_ms = _int("ble.adv_ms", ble.get("adv_ms", DEFAULT_ADV_MS), 20, 10240)
+    return Config(node_id, key, lanes, intervals, led, watchdog_s, link, mtu, adv_ms)
 
 
 def load(path: str = CONFIG_FILE) -> Config:

@@ -2,11 +2,12 @@
 
 A *link* carries frames and nothing else: it neither tags nor checks them. ``firmware/session.py`` signs what
 goes up and authenticates what comes down (own node id, session = this boot, tag, strictly increasing seq), so
-every link (this one; BLE next) gets the same replay rules, outbox and acks. The contract a link meets:
+every link (this one; ``link_ble.py``) gets the same replay rules, outbox and acks. The contract a link meets:
 
 * ``send(frame: bytes) -> bool``: write one frame; False if it could not be written;
 * ``poll() -> list[bytes]``: the frames that arrived since the last poll, in order, not yet checked;
-* ``rejected() -> int``: input dropped before it became a frame (reported in ``health.rx_rejected``).
+* ``rejected() -> int``: input dropped before it became a frame (reported in ``health.rx_rejected``);
+* ``fresh() -> bool``: True once when a hub has just connected (BLE), so the node says hello on that connection.
 
 The byte I/O is an injected object with two methods, so the same code runs on a board and under emulation:
 
@@ -64,6 +65,10 @@ class SerialLink:
 
     def rejected(self) -> int:
         return self.decoder.bad_lines
+
+    def fresh(self) -> bool:
+        """A cable has no connections: the session alone decides when to say hello (``link_ble.py`` differs)."""
+        return False
 
 
 class StdioIO:

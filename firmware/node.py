@@ -37,6 +37,8 @@ Where each part lives::
     identity.py      the state on flash belongs to one node id; another's is removed at boot
     housekeeping.py  Uptime, IdentifyLed, Housekeeping (compaction, gc, watchdog)
     link_serial.py   SerialLink: frames over the USB console; StdioIO
+    link_ble.py      BleLink: frames over one GATT service (notify up, write down), advertising
+    beacons.py       Beacons: the lanes' counts advertised as an authenticated beacon (BLE)
     standby.py       the lanes' levels kept across a stop (Ctrl-C), so the next boot counts what changed meanwhile
     shelf.py, lane.py, detector.py, hx711.py, outbox.py, counters.py, ...: the sensing pipeline and its state
 """
@@ -46,6 +48,7 @@ from array import array
 
 from firmware import FW_VERSION, standby
 from firmware.assignment import assignment_path, load_assignment
+from firmware.beacons import Beacons
 from firmware.calibration import CalibrationStore
 from firmware.commands import Commands
 from firmware.config import CONFIG_FILE, Config, ConfigError, load
@@ -188,6 +191,10 @@ class Node:
             self.shelf, cal_stores, st, self.session, self.reports, self.settings, self.led, self._deliver
         )
         self.keeper = Housekeeping(self.shelf.outbox, self.delivery, self.uptime, self.led, board.feed_watchdog, now)
+        self.beacons: Beacons | None = None
+        advertise = getattr(link, "advertise", None)
+        if advertise is not None:  # a radio link: the lanes' state is advertised too (firmware/beacons.py)
+            self.beacons = Beacons(self.shelf, cfg.node_id, Key(cfg.key), self._seqs.next, advertise, now)
 
     # -- sampler task -----------------------------------------------------------------------------
     def sample_once(self, now: int) -> int:
@@ -265,7 +272,10 @@ class Node:
     # -- link task --------------------------------------------------------------------------------
     def service_link(self, now: int) -> None:
         session = self.session
-        for frame in session.poll():
+        frames = session.poll()
+        if self.link.fresh():  # a hub has just connected (BLE): hello now, so what waits goes on this connection
+            session.restart(now)
+        for frame in frames:
             if session.heard(now):  # the hub answered: tell it where the node stands, re-send what waits
                 self.reports.session_started(now)
                 self.delivery.resume(now)
@@ -278,6 +288,8 @@ class Node:
         session.tick(now, self.shelf.outbox.depth > 0)
         self.delivery.tick(now)
         self.reports.tick(now)
+        if self.beacons is not None:
+            self.beacons.tick(now)
         self.keeper.alive |= LINK_ALIVE
 
     # -- housekeeping task ------------------------------------------------------------------------
@@ -347,7 +359,19 @@ CURRENT: "Node | None" = None  # the node ``run`` serves (``firmware/app.py`` ke
 
 
 def open_link(cfg: Config, board: "Board") -> "Link":
-    """The link ``cfg`` asks for on ``board``: the serial link on the board's byte I/O (the only one today)."""
+    """The link ``cfg`` asks for on ``board``: the serial link on the board's byte I/O, or BLE on the board's radio
+    (``board.ble()`` when the board has one, else ``bluetooth.BLE()``)."""
+    if cfg.link == "ble":
+        from firmware.link_ble import BleLink
+
+        radio = getattr(board, "ble", None)
+        if radio is not None:
+            ble = radio()
+        else:
+            import bluetooth  # type: ignore[import-not-found, unused-ignore]
+
+            ble = bluetooth.BLE()
+        return BleLink(ble, cfg.ble_mtu, cfg.adv_ms * 1000, "shelf-" + str(cfg.node_id))
     return SerialLink(board.link_io())
 
 

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         def send(self, frame: bytes) -> bool: ...
         def poll(self) -> "list[bytes]": ...
         def rejected(self) -> int: ...
+        def fresh(self) -> bool: ...
 
 
 HELLO_MIN_MS = const(2000)
@@ -95,6 +96,13 @@ class Session:
         self.up = True
         self._hello_gap = HELLO_MIN_MS
         return True
+
+    def restart(self, now: int) -> None:
+        """A hub has just connected (BLE): say hello on this connection now, as after a boot; its answer starts the
+        session again and sends what waits (``Node.service_link``)."""
+        self.up = False
+        self._hello_gap = HELLO_MIN_MS
+        self._hello_at = now
 
     def tick(self, now: int, pending: bool) -> None:
         """Lose the session after a silence (shorter while events are ``pending``); hello while it is down."""

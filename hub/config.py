@@ -18,13 +18,27 @@ key = "000102...0e0f"            # the node's key: 32..128 hex characters (16..6
 port = "/dev/ttyACM0"            # its serial device (may be absent at start: unplugged is normal)
 baud = 115200                    # optional
 
+[[node]]                         # a node on Bluetooth LE (its config.json says "link": "ble")
+id = 2
+key = "101112...1e1f"
+link = "ble"                     # "serial" (default) | "ble"
+address = "C2:5E:5E:00:00:02"    # optional: found by its beacon's node id when absent
+
+[ble]                            # the hub's BLE adapter, used when a node has link = "ble"
+adapter = "bluez"                # "bluez" (default: bleak on BlueZ) | "bumble:<HCI transport>" (usb:0, unix:PATH ...)
+slots = 5                        # connections held at once (a Pi's adapter holds 5..7 reliably)
+mtu = 247                        # ATT MTU the hub asks for (23..517)
+idle_s = 2.0                     # a connection with nothing to carry for this long is closed
+hold_s = 10.0                    # a connection is closed after this long when other nodes wait for a slot
+visit_s = 300.0                  # every node is connected at least this often (health, lane states)
+
 [reconcile]                      # handed to hub/reconcile unchanged (a table; its keys are checked there)
 ```
 
 Every problem is reported as one line that names the file and the setting, for example
 ``hub.toml: node[2].key: must be 32..128 hex characters (16..64 bytes)`` (``node[N]`` counts the ``[[node]]``
-tables of that file from 1). A fragment listed in ``nodes_files`` holds only ``[[node]]`` tables; node ids and
-ports must be unique across all files.
+tables of that file from 1). A fragment listed in ``nodes_files`` holds only ``[[node]]`` tables; node ids,
+ports and BLE addresses must be unique across all files.
 """
 
 from __future__ import annotations
@@ -55,8 +69,10 @@ _HUB_KEYS = (
     "backup_keep",
     "nodes_files",
 )
-_NODE_KEYS = ("id", "key", "port", "baud")
-_TOP_KEYS = ("hub", "node", "reconcile", "web")
+_NODE_KEYS = ("id", "key", "port", "baud", "link", "address")
+_TOP_KEYS = ("hub", "node", "reconcile", "web", "ble")
+_BLE_KEYS = ("adapter", "slots", "mtu", "idle_s", "hold_s", "visit_s")
+LINKS = ("serial", "ble")
 _WEB_KEYS = ("host", "port", "threads", "max_live_clients")
 
 
@@ -68,9 +84,23 @@ class ConfigError(Exception):
 class NodeConfig:
     node_id: int
     key: bytes = field(repr=False)
-    port: str
+    port: str  # "" for a BLE node
     baud: int = DEFAULT_BAUD
     where: str = ""  # "hub.toml: node[2]", for messages
+    link: str = "serial"  # "serial" | "ble"
+    address: str = ""  # a BLE node's address (upper case), "" when it is found by its beacon
+
+
+@dataclass(frozen=True, slots=True)
+class BleConfig:
+    """The hub's BLE adapter and how it shares its connections (hub/transport/ble/README in the docstrings)."""
+
+    adapter: str = "bluez"
+    slots: int = 5
+    mtu: int = 247
+    idle_s: float = 2.0
+    hold_s: float = 10.0
+    visit_s: float = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +132,7 @@ class HubConfig:
     nodes: tuple[NodeConfig, ...] = ()
     reconcile: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     web: WebConfig | None = None  # None: no [web] table, no status page
+    ble: BleConfig = field(default_factory=BleConfig)
 
     def node(self, node_id: int) -> NodeConfig | None:
         for n in self.nodes:
@@ -183,11 +214,13 @@ def _nodes(f: _File, raw: object, base: Path) -> list[NodeConfig]:
     for i, table in enumerate(raw, start=1):
         where = f"node[{i}]"
         f.unknown(table, _NODE_KEYS, f"{where}.")
-        for required, hint in (
-            ("id", "the node id, 1..4294967295"),
-            ("key", "the node's key as hex"),
-            ("port", "its serial device, e.g. /dev/ttyACM0"),
-        ):
+        link = table.get("link", "serial")
+        if link not in LINKS:
+            raise f.fail(f"{where}.link", f'must be "serial" or "ble", not {_type_name(link)}')
+        needed = [("id", "the node id, 1..4294967295"), ("key", "the node's key as hex")]
+        if link == "serial":
+            needed.append(("port", "its serial device, e.g. /dev/ttyACM0"))
+        for required, hint in needed:
             if required not in table:
                 raise f.fail(f"{where}.{required}", f"missing ({hint})")
         node_id = f.integer(f"{where}.id", table["id"], 1, 0xFFFFFFFF, "a node id")
@@ -199,14 +232,55 @@ def _nodes(f: _File, raw: object, base: Path) -> list[NodeConfig]:
             or any(c not in "0123456789abcdefABCDEF" for c in key_text)
         ):
             raise f.fail(f"{where}.key", "must be 32..128 hex characters (16..64 bytes)")
+        key = bytes.fromhex(key_text)
+        if link == "ble":
+            for serial_only in ("port", "baud"):
+                if serial_only in table:
+                    raise f.fail(f"{where}.{serial_only}", 'a node with link = "ble" has no serial ' + serial_only)
+            address = ""
+            if "address" in table:
+                address = f.text(f"{where}.address", table["address"]).upper()
+                if not _is_address(address):
+                    raise f.fail(f"{where}.address", f"must be a BLE address like C2:5E:5E:00:00:07, not {address!r}")
+            out.append(NodeConfig(node_id, key, "", where=f"{f.display}: {where}", link="ble", address=address))
+            continue
+        if "address" in table:
+            raise f.fail(f"{where}.address", 'is for link = "ble" nodes')
         port = f.text(f"{where}.port", table["port"])
         if port != port.strip():
             raise f.fail(f"{where}.port", f"has spaces around it: {port!r}")
         baud = f.integer(f"{where}.baud", table.get("baud", DEFAULT_BAUD), 50, 4_000_000, "a baud rate")
-        out.append(
-            NodeConfig(node_id, bytes.fromhex(key_text), str(_under(base, port)), baud, where=f"{f.display}: {where}")
-        )
+        out.append(NodeConfig(node_id, key, str(_under(base, port)), baud, where=f"{f.display}: {where}"))
     return out
+
+
+def _is_address(text: str) -> bool:
+    parts = text.split(":")
+    return len(parts) == 6 and all(len(p) == 2 and all(c in "0123456789ABCDEF" for c in p) for p in parts)
+
+
+def _ble(f: _File, raw: object) -> BleConfig:
+    if not isinstance(raw, dict):
+        raise f.fail("ble", "must be a table ([ble])")
+    f.unknown(raw, _BLE_KEYS, "ble.")
+    adapter = f.text("ble.adapter", raw.get("adapter", "bluez"))
+    if adapter != "bluez" and not (adapter.startswith("bumble:") and len(adapter) > len("bumble:")):
+        raise f.fail("ble.adapter", f'must be "bluez" or "bumble:<HCI transport>" (e.g. bumble:usb:0), not {adapter!r}')
+    return BleConfig(
+        adapter,
+        f.integer("ble.slots", raw.get("slots", 5), 1, 32),
+        f.integer("ble.mtu", raw.get("mtu", 247), 23, 517),
+        _bounded(f, "ble.idle_s", raw.get("idle_s", 2.0), 0.1, 600.0),
+        _bounded(f, "ble.hold_s", raw.get("hold_s", 10.0), 1.0, 3600.0),
+        _bounded(f, "ble.visit_s", raw.get("visit_s", 300.0), 5.0, 86400.0),
+    )
+
+
+def _bounded(f: _File, setting: str, value: object, lo: float, hi: float) -> float:
+    seconds = f.seconds(setting, value)
+    if not lo <= seconds <= hi:
+        raise f.fail(setting, f"must be {lo:g} .. {hi:g} seconds, not {seconds:g}")
+    return seconds
 
 
 def load_config(path: Path | str) -> HubConfig:
@@ -276,6 +350,14 @@ def load_config(path: Path | str) -> HubConfig:
     for n in nodes:
         if n.node_id in by_id:
             raise ConfigError(f"{n.where}.id: node {n.node_id} is already defined ({by_id[n.node_id].where})")
+        if n.link == "ble":
+            by_id[n.node_id] = n
+            if n.address:
+                if n.address in by_port:
+                    other = by_port[n.address].node_id
+                    raise ConfigError(f"{n.where}.address: {n.address} is already the address of node {other}")
+                by_port[n.address] = n
+            continue
         port_key = os.path.normpath(n.port)
         if port_key in by_port:
             raise ConfigError(f"{n.where}.port: {n.port} is already the port of node {by_port[port_key].node_id}")
@@ -304,6 +386,8 @@ def load_config(path: Path | str) -> HubConfig:
             f.integer("web.max_live_clients", raw_web.get("max_live_clients", 64), 0, 512),
         )
 
+    ble = _ble(f, top.get("ble", {}))
+
     return HubConfig(
         path=path,
         database=database,
@@ -315,4 +399,5 @@ def load_config(path: Path | str) -> HubConfig:
         nodes=tuple(nodes),
         reconcile=MappingProxyType(dict(reconcile)),
         web=web,
+        ble=ble,
     )

@@ -51,7 +51,7 @@ class Reassembler:
         self._count = 0
         self._size = 0
 
-    def feed(self, piece: bytes) -> "bytes | None":
+    def feed(self, piece: "bytes | bytearray | memoryview") -> "bytes | None":
         if len(piece) <= FRAG_HEADER:
             self._reset()
             raise ProtocolError(BAD_FRAGMENT, "fragment of " + str(len(piece)) + " bytes has no data")

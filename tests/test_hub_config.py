@@ -10,6 +10,7 @@ from hub.cli import main
 from hub.config import DEFAULT_BAUD, ConfigError, load_config
 
 KEY = "00112233445566778899aabbccddeeff"
+BLE = f'[[node]]\nid = 1\nkey = "{KEY}"\nlink = "ble"\n'
 EMULATOR_FRAGMENT = f'[[node]]\nid = 1\nkey = "{KEY}"\nport = "/tmp/smartshelf-emu/node-1"\n'
 
 
@@ -91,6 +92,23 @@ NODE = f'[[node]]\nid = 1\nkey = "{KEY}"\nport = "/dev/ttyACM0"\n'
         (NODE + NODE.replace("ttyACM0", "ttyACM1"), "hub.toml: node[2].id: node 1 is already defined"),
         (NODE + NODE.replace("id = 1", "id = 2"), "hub.toml: node[2].port: /dev/ttyACM0 is already the port of node 1"),
         ("[reconcile]\n", None),
+        (BLE, None),
+        (BLE.replace('"ble"', '"radio"'), 'hub.toml: node[1].link: must be "serial" or "ble", not \'radio\''),
+        (BLE + "port = '/dev/x'\n", 'hub.toml: node[1].port: a node with link = "ble" has no serial port'),
+        (BLE + "address = 'C2:5E:5E:00:00'\n", "hub.toml: node[1].address: must be a BLE address like"),
+        (NODE + "address = 'C2:5E:5E:00:00:01'\n", 'hub.toml: node[1].address: is for link = "ble" nodes'),
+        (
+            BLE
+            + "address = 'c2:5e:5e:00:00:01'\n"
+            + BLE.replace("id = 1", "id = 2")
+            + "address = 'C2:5E:5E:00:00:01'\n",
+            "hub.toml: node[2].address: C2:5E:5E:00:00:01 is already the address of node 1",
+        ),
+        ("[ble]\nadapter = 'hci0'\n", 'hub.toml: ble.adapter: must be "bluez" or "bumble:<HCI transport>"'),
+        ("[ble]\nslots = 0\n", "hub.toml: ble.slots: must be a whole number 1..32"),
+        ("[ble]\nmtu = 600\n", "hub.toml: ble.mtu: must be a whole number 23..517"),
+        ("[ble]\nidle_s = 0.01\n", "hub.toml: ble.idle_s: must be 0.1 .. 600 seconds"),
+        ("[ble]\nscan = 'passive'\n", "hub.toml: ble.scan: unknown setting"),
         ("reconcile = 5\n", "hub.toml: reconcile: must be a table"),
         ("[hub\n", "hub.toml: invalid TOML"),
     ],
@@ -139,3 +157,12 @@ def test_hub_run_with_a_bad_config_prints_one_line_and_exits_2(
     assert err.count("\n") == 1 and "node[1].key: must be 32..128 hex characters" in err
     assert main(["hub", "run", "--config", str(tmp_path / "nope.toml")]) == 2
     assert "nope.toml: no such file" in capsys.readouterr().err
+
+
+def test_ble_nodes_and_the_adapter(tmp_path: Path) -> None:
+    text = "[ble]\nadapter = 'bumble:unix:/tmp/hci.sock'\nslots = 3\n" + BLE + "address = 'c2:5e:5e:00:00:01'\n"
+    cfg = load_config(write(tmp_path, text))
+    (node,) = cfg.nodes
+    assert (node.link, node.address, node.port) == ("ble", "C2:5E:5E:00:00:01", "")
+    assert (cfg.ble.adapter, cfg.ble.slots, cfg.ble.mtu, cfg.ble.idle_s) == ("bumble:unix:/tmp/hci.sock", 3, 247, 2.0)
+    assert load_config(write(tmp_path, EMULATOR_FRAGMENT)).ble.adapter == "bluez"  # the default: BlueZ

@@ -107,10 +107,13 @@ def register_demo(sub: Any) -> None:
     demo.add_argument("--nodes", type=int, default=3, choices=range(1, 4), metavar="N", help="shelf nodes (1-3)")
     demo.add_argument("--dir", default=".demo", help="working directory, recreated each run (default .demo)")
     demo.add_argument("--seed", type=int, default=1, help="scenario seed (default 1)")
+    demo.add_argument(
+        "--link", choices=("serial", "ble"), default="serial", help="how the nodes reach the hub (default serial)"
+    )
     demo.set_defaults(func=_demo)
 
 
 def _demo(args: argparse.Namespace) -> int:
     from tools import demo
 
-    return demo.main(Path(args.dir), args.nodes, args.duration, args.seed)
+    return demo.main(Path(args.dir), args.nodes, args.duration, args.seed, args.link)

@@ -7,6 +7,10 @@ HTTP API with the POS's own bearer token, as a real till system would), one thef
 one misplaced item, a restock and a lane falling to its reorder point. Progress is printed live; with
 ``--duration`` the demo stops by itself and prints a summary that compares the ledger with the scenario's
 ground truth (exit status 0 when every lane's count matches and exactly the expected alerts were raised).
+
+``--link ble``: the same story over Bluetooth LE. The nodes go on the emulated air (a Bumble peripheral each), the
+hub's ``[ble]`` adapter is Bumble on the air's HCI socket, and the hub shares 2 connection slots among the 3
+nodes, so it rotates them as a Pi's adapter with more nodes than slots would.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ STORY_SPAN_S = 150.0 - 12.0  # the store story from its first action to the rest
 RECONCILE = {"window_s": 150.0, "grace_s": 5.0, "lead_s": 10.0, "putback_s": 60.0, "interval_s": 2.0}
 WEB_PORT = 8080  # the status page; any free port when 8080 is taken
 DEMO_LOGIN = ("demo", "demo-password")  # a manager account on the demo's throw-away ledger
+BLE_SLOTS = 2  # --link ble: fewer slots than nodes, so the hub rotates its connections
 POS = "demo-pos"  # the point of sale's API client (its writes are recorded as actor api:demo-pos)
 
 
@@ -60,11 +65,12 @@ def story_scale(duration_s: float | None) -> float:
 
 
 class Demo:
-    def __init__(self, directory: Path, nodes: int, duration_s: float | None, seed: int) -> None:
+    def __init__(self, directory: Path, nodes: int, duration_s: float | None, seed: int, link: str = "serial") -> None:
         if duration_s is not None and duration_s < MIN_DURATION_S:
             raise ValueError(f"--duration must be at least {MIN_DURATION_S:.0f} s (the story needs it)")
         self.dir = directory.resolve()
         self.nodes = nodes
+        self.link = link
         self.duration_s = duration_s
         shopping = (duration_s - SETTLE_S) if duration_s is not None else LIVE_SHOPPING_S
         self.scenario: Scenario = build("store", list(range(1, nodes + 1)), seed, shopping, story_scale(duration_s))
@@ -88,7 +94,7 @@ class Demo:
         finally:
             await ledger.close()
 
-    def write_config(self, db: Path) -> Path:
+    def write_config(self, db: Path, adapter: str = "") -> Path:
         cfg = self.dir / "hub.toml"
         lines = [
             "# Written by smartshelf demo",
@@ -105,6 +111,8 @@ class Demo:
             'host = "127.0.0.1"',
             f"port = {WEB_PORT if _port_free(WEB_PORT) else 0}",
         ]
+        if adapter:
+            lines += ["", "[ble]", f'adapter = "{adapter}"', f"slots = {BLE_SLOTS}"]
         cfg.write_text("\n".join(lines) + "\n")
         return cfg
 
@@ -198,8 +206,15 @@ class Demo:
         (self.dir / "emu").mkdir(parents=True)
         db = self.dir / "ledger.db"
         await self.seed_ledger(db)
-        emu = Emulator(list(range(1, self.nodes + 1)), self.scenario, self.dir / "emu", fresh=True,
-                       out=lambda s: print(f"emulate: {s}", flush=True))  # fmt: skip
+        adapter: list[str] = []
+
+        def said(line: str) -> None:
+            print(f"emulate: {line}", flush=True)
+            if line.startswith("hub BLE adapter: "):
+                adapter.append(line.split(": ", 1)[1])
+
+        emu = Emulator(list(range(1, self.nodes + 1)), self.scenario, self.dir / "emu", fresh=True, out=said,
+                       link=self.link)  # fmt: skip
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -213,7 +228,7 @@ class Demo:
         ok = False
         hub: HubService | None = None
         try:
-            hub = HubService(load_config(self.write_config(db)), control=False)
+            hub = HubService(load_config(self.write_config(db, adapter[0] if adapter else "")), control=False)
             await hub.start()
             assert hub.ledger is not None and hub.reconciler is not None
             reader = await hub.ledger.reader()
@@ -263,10 +278,10 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def main(directory: Path, nodes: int, duration_s: float | None, seed: int) -> int:
+def main(directory: Path, nodes: int, duration_s: float | None, seed: int, link: str = "serial") -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        demo = Demo(directory, nodes, duration_s, seed)
+        demo = Demo(directory, nodes, duration_s, seed, link)
     except ValueError as err:
         print(f"smartshelf demo: {err}", file=sys.stderr)
         return 2

@@ -43,6 +43,7 @@ from hub.service import status
 from hub.service.control import ControlServer, claim
 from hub.service.control_requests import handle_request
 from hub.service.counting import SetCountOutcome
+from hub.transport.ble.central import BleCentral
 from hub.transport.serial import SerialLink
 from hub.web.server import WebServer
 from shared_protocol.messages import Message, SetCount, SetLane
@@ -74,6 +75,7 @@ class HubService:
         self.reader: LedgerReader | None = None
         self.ingest: Ingest | None = None
         self.links: list[SerialLink] = []
+        self.ble: BleCentral | None = None  # the BLE side, when a node has link = "ble"
         self._reloading = asyncio.Lock()
         self.control: ControlServer | None = None
         self._use_control = control
@@ -114,6 +116,8 @@ class HubService:
             ingest.start()
             for n in cfg.nodes:
                 self._open_link(n)
+            if self.ble is not None:
+                self.ble.start()
             if self._use_control:
                 self.control = ControlServer(cfg.control_socket, self.handle_control)
                 await self.control.start()
@@ -166,6 +170,9 @@ class HubService:
         for link in self.links:
             await link.close()
         self.links = []
+        if self.ble is not None:
+            await self.ble.close()
+            self.ble = None
         if self.control is not None:
             await self.control.close()
             self.control = None
@@ -185,6 +192,14 @@ class HubService:
     def _open_link(self, node: NodeConfig) -> None:
         if not self._open_ports or self.ingest is None:
             return
+        if node.link == "ble":
+            if self.ble is None:
+                self.ble = BleCentral(self.config.ble, self.ingest.enqueue, self._wants_downlink)
+            session = self.ingest.nodes.get(node.node_id)
+            ble_link = self.ble.add_node(node)
+            if session is not None:
+                session.link = ble_link  # answered there (connected or not: the central connects when it must)
+            return
         link = SerialLink(
             node.port,
             node.baud,
@@ -195,6 +210,11 @@ class HubService:
         )
         self.links.append(link)
         link.start()
+
+    def _wants_downlink(self, node_id: int) -> bool:
+        """Node ``node_id``'s session has an ack or a command to send (a BLE node then needs a connection)."""
+        session = self.ingest.nodes.get(node_id) if self.ingest is not None else None
+        return session is not None and (session.ack_wanted or bool(session.commands))
 
     def _links_on(self, port: str) -> list[SerialLink]:
         want = os.path.realpath(port)
@@ -225,18 +245,23 @@ class HubService:
             cfg = load_config(self.config.path)
             wanted = {n.node_id for n in cfg.nodes}
             for old in [n for n in self.config.nodes if n.node_id not in wanted]:
-                for link in [link for link in self.links if link.port == old.port]:
+                for link in [link for link in self.links if old.link == "serial" and link.port == old.port]:
                     self.links.remove(link)
                     await link.close()
+                if old.link == "ble" and self.ble is not None:
+                    await self.ble.remove_node(old.node_id)
                 ingest.remove_node(old.node_id)
-                log.info("node %d no longer configured: not served (%s)", old.node_id, old.port)
+                log.info("node %d no longer configured: not served (%s)", old.node_id, old.port or "ble")
             kept = tuple(n for n in self.config.nodes if n.node_id in wanted)
             new = [n for n in cfg.nodes if n.node_id not in ingest.nodes]
             sessions, uplink_seqs = await restore_sessions(self.ledger, self.reader, new)
             for session, node in zip(sessions, new, strict=True):
                 ingest.add_node(session, uplink_seqs.get(node.node_id, 0))
+                had_ble = self.ble is not None
                 self._open_link(node)
-                log.info("node %d added (%s)", node.node_id, node.port)
+                if self.ble is not None and not had_ble:
+                    self.ble.start()
+                log.info("node %d added (%s)", node.node_id, node.port or "ble")
             self.config = replace(self.config, nodes=kept + tuple(new))
             return [n.node_id for n in new]
 
@@ -364,7 +389,7 @@ class HubService:
     # --------------------------------------------------------------------------------------------- status
 
     def status(self) -> dict[str, Any]:
-        return status.snapshot(self.ingest, self.links, self.started_ns)
+        return status.snapshot(self.ingest, self.links, self.started_ns, self.ble)
 
     def status_line(self) -> str:
         return status.line(self.ingest, self.status_mark)

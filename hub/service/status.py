@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hub.link.ingest import Ingest
+from hub.transport.ble.central import BleCentral
 from hub.transport.serial import SerialLink
 
 
@@ -21,13 +22,20 @@ class StatusMark:
     applied: int = 0
 
 
-def snapshot(ingest: Ingest | None, links: Sequence[SerialLink], started_ns: int) -> dict[str, Any]:
+def snapshot(
+    ingest: Ingest | None, links: Sequence[SerialLink], started_ns: int, ble: BleCentral | None = None
+) -> dict[str, Any]:
+    """``ble``: the BLE side, when nodes use it: each BLE node gets its ``ble`` part (state, RSSI, beacon and its
+    age, connection), the snapshot a top-level ``ble`` (adapter, slots, beacon counters)."""
     now = time.monotonic_ns()
     nodes: list[dict[str, Any]] = []
     totals: dict[str, Any] = {}
     if ingest is not None:
         for node in ingest.nodes.values():
-            nodes.append(node.status(now, ingest.rejects_by_reason(node.node_id), ingest.forged(node.node_id)))
+            st = node.status(now, ingest.rejects_by_reason(node.node_id), ingest.forged(node.node_id))
+            st["ble"] = ble.node_status(node.node_id) if ble is not None else None
+            st["link_kind"] = "ble" if st["ble"] is not None else "serial"
+            nodes.append(st)
         t = ingest.totals()
         totals = {
             "frames": t.frames,
@@ -44,7 +52,9 @@ def snapshot(ingest: Ingest | None, links: Sequence[SerialLink], started_ns: int
             "gaps": t.gaps,
             "uptime_s": round((now - started_ns) / 1e9, 1) if started_ns else 0,
         }
-    return {"nodes": nodes, "links": [link.status() for link in links], "totals": totals}
+    out: dict[str, Any] = {"nodes": nodes, "links": [link.status() for link in links], "totals": totals}
+    out["ble"] = ble.status() if ble is not None else None
+    return out
 
 
 def line(ingest: Ingest | None, mark: StatusMark) -> str:

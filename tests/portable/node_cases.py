@@ -148,6 +148,9 @@ class FrameLink:
     def rejected(self):
         return self.bad
 
+    def fresh(self):
+        return False
+
     def take(self):
         d = self.up
         self.up = []

@@ -19,6 +19,13 @@ For each node the host
   no host drops data too); the runner bounds what it buffers in front of the pty as well;
 * writes a hub config fragment (``[[node]]`` tables: ``id``, ``key``, ``port``) for the provisioned nodes and the
   ground truth (``tools/emulation/scenarios.py``), one JSON line per physical action once its time has come;
+* with ``--link ble``: puts every board on an emulated air as well (``tools/emulation/radio/``: a radio thread
+  with one asyncio loop), each board with its radio (its ROM then has ``bluetooth``, backed by a Bumble
+  peripheral with the node's static random address ``C2:5E:5E:...``), provisions ``"link": "ble"`` in its
+  config, writes ``link = "ble"`` and ``address`` instead of ``port`` in its ``[[node]]`` table and serves the
+  hub's adapter controller at ``<dir>/hci.sock`` (``hub BLE adapter: bumble:unix:<dir>/hci.sock``). The console
+  ptys stay (mpremote, logs). A board's reset or restart is its radio going away and coming back: the hub's
+  connections to it end with a supervision timeout;
 * reports what the boards say: resets, the firmware stopping (a config error, Ctrl-C from mpremote: the board
   is then at its REPL) and starting again.
 
@@ -46,7 +53,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from firmware import config as node_config
 from hub.cli.args import number
@@ -55,11 +62,15 @@ from tools.emulation.provision import provision
 from tools.emulation.scenarios import SCENARIOS, Scenario, build
 from tools.mpy_runtime import DEFAULT_FLASH_BYTES, MicroPythonUnavailable, NodeProcess
 
+if TYPE_CHECKING:
+    from tools.emulation.radio.host import Radio
+
 DEFAULT_DIR = Path("/tmp/smartshelf-emu")
 MAX_NODES = 32
 BACKLOG_MAX = 4096  # unread bytes on a pty for a whole second: nobody is listening, drop them
 MAX_RESTARTS = 5
 RESTART_DELAY_S = 2.0
+LINKS = ("serial", "ble")
 
 
 class EmulatorError(Exception):
@@ -86,6 +97,7 @@ class EmulatedNode:
     backlog_since: float | None = None
     flushed_bytes: int = 0
     boot_reported: bool = False
+    address: str = ""  # the board's BLE address (--link ble)
 
 
 def _read_key(flash: Path, node_id: int) -> bytes | None:
@@ -100,6 +112,12 @@ def _read_key(flash: Path, node_id: int) -> bytes | None:
 def unique_id(node_id: int) -> bytes:
     """The emulated board's ``machine.unique_id()``: six bytes, like an ESP32's MAC, stable per node id."""
     return b"\x02\x5e\x5e" + (node_id & 0xFFFFFF).to_bytes(3, "big")
+
+
+def _ble_address(node_id: int) -> str:
+    from tools.emulation.radio.peripheral import ble_address  # Bumble: only when the nodes go on the air
+
+    return ble_address(node_id)
 
 
 def install_factory_image(flash: Path) -> None:
@@ -128,14 +146,19 @@ def install_factory_image(flash: Path) -> None:
         os.replace(tmp, dest)
 
 
-def toml_fragment(nodes: list[EmulatedNode]) -> str:
+def toml_fragment(nodes: list[EmulatedNode], link: str = "serial") -> str:
     """The hub's ``[[node]]`` tables for the provisioned nodes (strings quoted as TOML basic strings); a blank
-    board has no key until it is installed and registered (``smartshelf flash``)."""
+    board has no key until it is installed and registered (``smartshelf flash``). A BLE node has its ``link``
+    and ``address`` instead of a ``port``."""
     out = ["# Emulated shelf nodes (smartshelf emulate); include from hub.toml with nodes_files = [...]"]
     for n in nodes:
         if n.blank:
             continue
-        out += ["", "[[node]]", f"id = {n.node_id}", f'key = "{n.key.hex()}"', f"port = {json.dumps(str(n.port))}"]
+        out += ["", "[[node]]", f"id = {n.node_id}", f'key = "{n.key.hex()}"']
+        if link == "ble":
+            out += ['link = "ble"', f'address = "{n.address}"']
+        else:
+            out.append(f"port = {json.dumps(str(n.port))}")
     return "\n".join(out) + "\n"
 
 
@@ -156,7 +179,10 @@ class Emulator:
         blank: bool = False,
         flash_bytes: int = DEFAULT_FLASH_BYTES,
         out: Callable[[str], None] | None = None,
+        link: str = "serial",
     ) -> None:
+        if link not in LINKS:
+            raise EmulatorError(f"--link must be one of {', '.join(LINKS)}, got {link!r}")
         node_ids = list(range(1, nodes + 1)) if isinstance(nodes, int) else list(nodes)
         if not 1 <= len(node_ids) <= MAX_NODES:
             raise EmulatorError(f"--nodes must be 1..{MAX_NODES}, got {len(node_ids)}")
@@ -181,6 +207,8 @@ class Emulator:
         self.blank = blank
         self.flash_bytes = flash_bytes
         self.seed = seed
+        self.link = link
+        self.radio: Radio | None = None  # --link ble: the air and the boards' peripherals
         self.nodes: list[EmulatedNode] = []
         self.epoch = 0.0
         self._out = out or (lambda s: print(s, flush=True))
@@ -219,6 +247,11 @@ class Emulator:
             self.nodes.append(self._provision(nid))
         for node in self.nodes:
             self._open_pty(node)
+        if self.link == "ble":
+            from tools.emulation.radio.host import Radio  # Bumble: only when the nodes go on the air
+
+            self.radio = Radio()
+            self.radio.start(self.directory)
         for node in self.nodes:
             self._spawn(node)
         for node in self.nodes:
@@ -229,7 +262,7 @@ class Emulator:
                 raise EmulatorError(f"node {node.node_id} did not start: {err}") from None
         self.write_config.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.write_config.with_name(self.write_config.name + ".tmp")
-        tmp.write_text(toml_fragment(self.nodes))
+        tmp.write_text(toml_fragment(self.nodes, self.link))
         os.replace(tmp, self.write_config)
         self.truth_path.parent.mkdir(parents=True, exist_ok=True)
         self._truth = open(self.truth_path, "w")  # noqa: SIM115 (written as time passes, closed in stop)
@@ -240,8 +273,11 @@ class Emulator:
         )
         for node in self.nodes:
             lanes = ", ".join(node.skus)
-            self._out(f"node {node.node_id}: {node.port} -> {node.device}  lanes: {lanes}  log: {node.log_path}")
+            ble = f"  ble: {node.address}" if self.radio is not None else ""
+            self._out(f"node {node.node_id}: {node.port} -> {node.device}{ble}  lanes: {lanes}  log: {node.log_path}")
         self._out(f"hub config: {self.write_config}")
+        if self.radio is not None:
+            self._out(f"hub BLE adapter: bumble:unix:{self.radio.hci_path}")
         self._out(f"ground truth: {self.truth_path}")
         self.poll()
 
@@ -257,11 +293,13 @@ class Emulator:
             key = b""
         else:
             key = _read_key(flash, nid) or secrets.token_bytes(32)
-            provision(str(flash), node_config.dumps(nid, key, node_plan.config_lanes()), plan)
+            extra = {"link": "ble"} if self.link == "ble" else {}
+            provision(str(flash), node_config.dumps(nid, key, node_plan.config_lanes(), **extra), plan)
             install_factory_image(flash)
         return EmulatedNode(
             nid, key, self.directory / f"node-{nid}", "", flash, self.directory / f"node-{nid}.log", plan,
             [lane.sku.sku for lane in node_plan.lanes], blank=self.blank,
+            address=_ble_address(nid) if self.link == "ble" else "",
         )  # fmt: skip
 
     def _open_pty(self, node: EmulatedNode) -> None:
@@ -277,19 +315,25 @@ class Emulator:
         os.replace(tmp, node.port)
 
     def _spawn(self, node: EmulatedNode) -> None:
-        proc = NodeProcess(
-            node.master,
-            node.flash_dir,
-            epoch_ms=self.epoch * 1000.0,
-            files={"/emu/plan.json": json.dumps(node.plan).encode()},
-            log_path=node.log_path,
-            unique_id=unique_id(node.node_id),
-            flash_bytes=self.flash_bytes,
-        )
+        # a board (re)started gets a new radio: the last one's connections end
+        radio_fd = self.radio.attach(node.node_id) if self.radio is not None else None
         try:
+            proc = NodeProcess(
+                node.master,
+                node.flash_dir,
+                epoch_ms=self.epoch * 1000.0,
+                files={"/emu/plan.json": json.dumps(node.plan).encode()},
+                log_path=node.log_path,
+                unique_id=unique_id(node.node_id),
+                flash_bytes=self.flash_bytes,
+                radio_fd=radio_fd,
+            )
             proc.start()
         except MicroPythonUnavailable as err:
             raise EmulatorError(str(err)) from None
+        finally:
+            if radio_fd is not None:
+                os.close(radio_fd)  # the board's process has its own copy
         node.process = proc
         node.stopped = ""
 
@@ -403,6 +447,9 @@ class Emulator:
                 p.proc.terminate()
         for p in procs:
             p.stop()
+        if self.radio is not None:
+            self.radio.stop()
+            self.radio = None
         for node in self.nodes:
             node.process = None
             for fd in (node.master, node.slave):
@@ -460,6 +507,13 @@ def add_emulate_parser(sub: Any) -> None:
         help="boards with MicroPython only (empty flash at first, then whatever was installed on them): for "
         "smartshelf flash / mpremote; not in the hub config",
     )
+    p.add_argument(
+        "--link",
+        choices=LINKS,
+        default="serial",
+        help="serial (default): the hub reads each node's pty; ble: the nodes are also on an emulated air, "
+        "provisioned for BLE, and the hub's adapter is served at DIR/hci.sock (bumble:unix:...)",
+    )
     p.add_argument("--seconds", type=_seconds, metavar="S", help="stop by itself after S seconds")
     p.set_defaults(func=main)
 
@@ -477,6 +531,7 @@ def main(args: Any) -> int:
             truth_path=Path(args.truth) if args.truth else None,
             fresh=args.fresh,
             blank=args.blank,
+            link=args.link,
         )
         emu.start()
     except EmulatorError as err:

@@ -6,6 +6,9 @@ frozen modules:
 * ``smartshelf_board``: the board's hardware (``board.py``: HX711s wired to the shelf's load cells by the
   plan, the clock, the console), which ``firmware/main.py`` asks for;
 * ``machine`` (``machine.py``: resets, reset cause, unique id) and ``os`` with ``uname()`` (``rom_os.py``);
+* ``bluetooth`` (``bluetooth.py``) when the board has a radio (the runner offers ``emu_ble``); a board without one
+  has no ``bluetooth`` module, as an image built without BLE. ``ble_dispatch`` is how the runner delivers the
+  radio's events to the program's IRQ handler;
 * the flash (``flash.py``) mounted at ``/`` and ``sys.path`` as on a board: ``['', '.frozen', '/lib']``;
 * ``asyncio.run``: the VM's event loop is the JS one, so ``run`` cannot block; it starts the program as a task
   and tells the board, which keeps the console the program's until the task ends (``_program_done``: the
@@ -34,6 +37,8 @@ if TYPE_CHECKING:
 
 FLASH_MEM = "/flash"  # the MEMFS directory the board runner mirrors to the host
 
+_bluetooth: "Any" = None  # tools.emulation.bluetooth on a board with a radio
+
 
 def boot(plan_path: str, flash_bytes: int) -> None:
     import asyncio
@@ -45,6 +50,16 @@ def boot(plan_path: str, flash_bytes: int) -> None:
     from asyncio import core  # type: ignore[attr-defined, unused-ignore]
 
     core._run_iter = _guarded(core._run_iter)
+    global _bluetooth
+    try:
+        import emu_ble  # type: ignore[import-not-found, unused-ignore]  # noqa: F401  # only on a board with a radio
+    except ImportError:
+        pass
+    else:
+        from tools.emulation import bluetooth
+
+        _bluetooth = bluetooth
+        sys.modules["bluetooth"] = bluetooth
     for name in list(sys.modules):
         if name.split(".")[0] in ("firmware", "shared_protocol"):
             del sys.modules[name]
@@ -75,6 +90,16 @@ def run_file(path: str) -> bool:
     except BaseException as err:  # KeyboardInterrupt too: printed, as pyexec_file does
         sys.print_exception(err)  # type: ignore[attr-defined]
     return True
+
+
+def ble_dispatch() -> None:
+    """The radio's events to the program's BLE IRQ handler: the runner calls this from its poll, while the program
+    runs, between two steps of its event loop (``bluetooth.dispatch``). SystemExit or KeyboardInterrupt from the
+    handler end the program as they would from the loop's step."""
+    try:
+        _bluetooth.dispatch()
+    except BaseException as err:  # the handler's machine.reset(), or a Ctrl-C it caught up with
+        _program_done(None, err)
 
 
 def _guarded(run_iter: "Any") -> "Any":

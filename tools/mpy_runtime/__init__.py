@@ -194,7 +194,9 @@ class NodeProcess:
     REPL, Ctrl-C, soft and hard resets), booting ``main.py`` from its flash. ``flash_dir`` on the host is the
     board's flash (``flash_bytes`` big), mirrored back as it changes; ``rom`` are the packages of its ROM (the
     emulated hardware, ``tools/emulation/rom.py``); ``files`` extra MEMFS files outside the flash (the plan of
-    the board's physical world at ``/emu/plan.json``)."""
+    the board's physical world at ``/emu/plan.json``). ``radio_fd`` (optional): the board's end of a SOCK_SEQPACKET
+    socket to its radio (``tools.emulation.radio.host.Radio.attach``), made non-blocking and passed to the runner:
+    the ROM then has a ``bluetooth`` module; without it the board has none, as an image built without BLE."""
 
     def __init__(
         self,
@@ -209,6 +211,7 @@ class NodeProcess:
         flash_bytes: int = DEFAULT_FLASH_BYTES,
         unique_id: bytes = b"",
         max_pending: int = 65536,
+        radio_fd: int | None = None,
     ) -> None:
         roots: list[tuple[str, str]] = []
         for pkg in rom:
@@ -223,6 +226,7 @@ class NodeProcess:
             "log": str(log_path) if log_path is not None else None,
             "max_pending": max_pending,
             "unique_id": unique_id.hex(),
+            "radio_fd": radio_fd,
         }
         # The spec (with the node's files, e.g. a long scenario plan) goes through a private file: an
         # environment variable is limited to 128 KiB on Linux.
@@ -237,6 +241,9 @@ class NodeProcess:
             MPY_NODE_SPEC_FILE=spec_path,
         )
         self._fd = link_fd
+        self._radio_fd = radio_fd
+        if radio_fd is not None:
+            os.set_blocking(radio_fd, False)
         self._log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
         self._buf = b""
@@ -253,7 +260,7 @@ class NodeProcess:
                 stdin=subprocess.PIPE,  # never written: its end tells the runner the host is gone
                 stdout=subprocess.PIPE,
                 stderr=err,
-                pass_fds=(self._fd,),
+                pass_fds=(self._fd,) if self._radio_fd is None else (self._fd, self._radio_fd),
                 start_new_session=True,  # a terminal's Ctrl-C reaches the host only; the host stops the nodes
             )
         finally:

@@ -3,7 +3,8 @@
 //
 // spec (JSON file named by MPY_NODE_SPEC_FILE):
 //   {"fd": N, "flash_dir": "/host/dir", "flash_bytes": N, "files": {path: base64}, "epoch_ms": <wall-clock ms of
-//    time zero>, "log": "/host/node.log" | null, "max_pending": 65536, "unique_id": "hex", "plan": "/emu/plan.json"}
+//    time zero>, "log": "/host/node.log" | null, "max_pending": 65536, "unique_id": "hex", "plan": "/emu/plan.json",
+//    "radio_fd": N | null}
 //
 // What the host side sees on fd N (a pty master) is what a board's console shows:
 // * Power on: the ROM (tools/emulation/rom.py, under /rom in MEMFS, outside the flash) builds the board's
@@ -28,6 +29,18 @@
 //   node has said. A reboot or reset mirrors the old interpreter's flash before the next one loads it.
 // * The log file gets the console's text (frames left out) and the board's own notes (resets, LED).
 //
+// * The radio (spec "radio_fd": N, optional): a SOCK_SEQPACKET socket to the node's peripheral on the emulation
+//   host's air (tools/emulation/radio/peripheral.py), one frame per message (a type byte, little-endian fields:
+//   tools/emulation/bluetooth.py lists them). With it the ROM has a `bluetooth` module (tools/emulation/bluetooth.py)
+//   and this runner offers it the JS module `emu_ble`: outgoing frames built three bytes per call, incoming event
+//   frames queued (at most RADIO_QUEUE writes; connects and disconnects always), and what the module must know
+//   without entering the VM kept here: connections and their MTU, tx credits, advertising. The events reach the
+//   program's IRQ handler through the ROM's ble_dispatch, called from the 2 ms poll only while main.py's program
+//   runs: the VM is idle between two steps of its event loop then (at the REPL they wait). Every interpreter (power
+//   on, soft reboot, hard reset) starts with a MSG_RESET carrying a new generation, written by the main thread
+//   before the worker exists: to the radio, the old radio is gone (connections drop, advertising stops); the
+//   worker takes no event until the radio's MSG_READY for its generation. The process's end closes the socket.
+//
 // On stdout, one JSON object per line for the host: {"event": "ready"} once the board has powered on (its
 // firmware runs, or its REPL waits, or it failed: then "exit" follows), {"event": "reset",
 // "kind": "soft"|"hard"}, {"event": "program", "running": true} when main.py's program starts and {"event":
@@ -51,6 +64,16 @@ const FLASH_MEM = "/flash";
 const ROM_MEM = "/rom";
 // machine.reset_cause() values (MicroPython's machine constants on ESP32 / RP2)
 const CAUSE = { power: 1, hard: 2, wdt: 3, soft: 5 };
+// The radio's frames this runner reads or writes itself (tools/emulation/bluetooth.py MSG_*: keep in step).
+const RADIO = {
+  RESET: 0x01, ACTIVE: 0x02, ADVERTISE: 0x08, ADV_STOP: 0x09, NOTIFY: 0x0a,
+  READY: 0x81, CONNECTED: 0x82, DISCONNECTED: 0x83, WRITE: 0x84, MTU_EXCHANGED: 0x85, SENT: 0x86,
+};
+const RADIO_CREDITS = 8; // bluetooth.TX_CREDITS: notifications in flight before gatts_notify raises ENOMEM
+const RADIO_QUEUE = 256; // client writes waiting for the program's IRQ handler; more are dropped and counted
+const RADIO_PENDING_MAX = 256 * 1024; // outgoing bytes held while the radio does not read; more are dropped
+const RADIO_FRAME_MAX = 64 * 1024;
+const MIN_MTU = 23;
 
 function status(obj) {
   try { fs.writeSync(1, JSON.stringify(obj) + "\n"); } catch (e) { /* the host is gone */ }
@@ -156,6 +179,158 @@ class Console {
   }
 }
 
+// The board's end of the radio link (one per interpreter: the worker's). Frames are whole SOCK_SEQPACKET messages,
+// so a worker ended mid-way never leaves half a frame behind.
+class RadioLink {
+  constructor(fd, gen) {
+    this.fd = fd;
+    this.gen = gen; // this interpreter's MSG_RESET generation: events count from the radio's MSG_READY for it
+    this.synced = false;
+    this.closed = false;
+    this.readBuf = Buffer.alloc(RADIO_FRAME_MAX);
+    this.queue = []; // event frames for the ROM (CONNECTED, DISCONNECTED, WRITE, MTU_EXCHANGED)
+    this.cur = null; // the frame the ROM is reading (emu_ble.next)
+    this.out = null; // the frame the ROM is building (emu_ble.begin .. end)
+    this.pending = [];
+    this.pendingBytes = 0;
+    this.retry = null;
+    this.conns = new Map(); // connection handle -> ATT MTU
+    this.credits = RADIO_CREDITS;
+    this.advertising = false;
+    this.mac = null; // the radio's address (display order), from MSG_READY
+    this.dropped = 0;
+  }
+
+  // What the radio has sent (from the poll): the state is updated at once, events are queued for the ROM.
+  read() {
+    while (!this.closed) {
+      let n;
+      try { n = fs.readSync(this.fd, this.readBuf, 0, this.readBuf.length, null); } catch (e) {
+        if (e.code === "EAGAIN" || e.code === "EWOULDBLOCK") return;
+        this.gone();
+        return;
+      }
+      if (n === 0) { this.gone(); return; }
+      this.take(Buffer.from(this.readBuf.subarray(0, n)));
+    }
+  }
+
+  take(f) {
+    const type = f[0];
+    if (!this.synced) { // what the radio says before it has seen this interpreter's reset was for the last one
+      if (type === RADIO.READY && f.length >= 12 && f.readUInt32LE(1) === this.gen) {
+        this.synced = true;
+        this.mac = [...f.subarray(6, 12)];
+      }
+      return;
+    }
+    switch (type) {
+      case RADIO.SENT:
+        this.credits = Math.min(RADIO_CREDITS, this.credits + f.readUInt16LE(1));
+        return;
+      case RADIO.CONNECTED:
+        this.conns.set(f.readUInt16LE(1), MIN_MTU);
+        this.advertising = false; // a connection ends (legacy) advertising
+        break;
+      case RADIO.DISCONNECTED:
+        this.conns.delete(f.readUInt16LE(1));
+        break;
+      case RADIO.MTU_EXCHANGED: {
+        const conn = f.readUInt16LE(1);
+        if (this.conns.has(conn)) this.conns.set(conn, f.readUInt16LE(3));
+        break;
+      }
+      case RADIO.WRITE:
+        if (this.queue.length >= RADIO_QUEUE) { this.dropped++; return; }
+        break;
+      default:
+        return;
+    }
+    this.queue.push(f);
+  }
+
+  gone() { // the host's radio closed its end (the emulator stops): nothing is connected any more
+    this.closed = true;
+    this.conns.clear();
+    this.advertising = false;
+    this.pending = [];
+    this.pendingBytes = 0;
+  }
+
+  // A frame the ROM built: the state it implies, then out (or held while the socket is full).
+  send(f) {
+    if (f[0] === RADIO.ADVERTISE) this.advertising = true;
+    else if (f[0] === RADIO.ADV_STOP) this.advertising = false;
+    else if (f[0] === RADIO.ACTIVE && !f[1]) { // the stack stops: its connections and buffers with it, no IRQs
+      this.advertising = false;
+      this.conns.clear();
+      this.credits = RADIO_CREDITS;
+      this.queue = [];
+    }
+    if (this.closed) return;
+    if (this.pendingBytes + f.length > RADIO_PENDING_MAX) { // the radio stalled: the frame is lost, not its credit
+      if (f[0] === RADIO.NOTIFY) this.credits = Math.min(RADIO_CREDITS, this.credits + 1);
+      return;
+    }
+    this.pending.push(f);
+    this.pendingBytes += f.length;
+    if (this.retry === null) this.drain();
+  }
+
+  drain() {
+    this.retry = null;
+    while (this.pending.length && !this.closed) {
+      try { fs.writeSync(this.fd, this.pending[0]); } catch (e) {
+        if (e.code === "EAGAIN" || e.code === "EWOULDBLOCK" || e.code === "ENOBUFS") {
+          this.retry = setTimeout(() => this.drain(), 5);
+          return;
+        }
+        this.gone();
+        return;
+      }
+      this.pendingBytes -= this.pending.shift().length;
+    }
+  }
+
+  // emu_ble: the ROM's bluetooth module's view (ints and booleans only: no allocation in the VM per call).
+  module() {
+    return {
+      next: () => { this.cur = this.queue.length ? this.queue.shift() : null; return this.cur === null ? 0 : this.cur[0]; },
+      size: () => (this.cur === null ? 0 : this.cur.length - 1),
+      get: (off, n) => {
+        let v = 0;
+        for (let i = n - 1; i >= 0; i--) v = v * 256 + (this.cur !== null && 1 + off + i < this.cur.length ? this.cur[1 + off + i] : 0);
+        return v;
+      },
+      begin: (type) => { this.out = [type]; },
+      put: (v, n) => { for (let i = 0; i < n; i++) { this.out.push(v & 0xff); v = Math.floor(v / 256); } },
+      end: () => { const f = Buffer.from(this.out); this.out = null; this.send(f); },
+      mtu: (conn) => this.conns.get(conn) || 0, // 0: not connected
+      connections: () => this.conns.size,
+      advertising: () => this.advertising,
+      take: () => { if (this.credits <= 0) return false; this.credits--; return true; },
+      give: () => { this.credits = Math.min(RADIO_CREDITS, this.credits + 1); },
+      mac: (i) => (this.mac === null ? -1 : this.mac[i]),
+      dropped: () => this.dropped,
+    };
+  }
+}
+
+// The main thread's MSG_RESET before each interpreter: blocking (briefly) if the socket is full, since the new
+// worker's frames must follow it.
+function radioReset(fd, gen) {
+  const f = Buffer.alloc(5);
+  f[0] = RADIO.RESET;
+  f.writeUInt32LE(gen >>> 0, 1);
+  const deadline = Date.now() + 2000;
+  for (;;) {
+    try { fs.writeSync(fd, f); return; } catch (e) {
+      if ((e.code !== "EAGAIN" && e.code !== "EWOULDBLOCK" && e.code !== "ENOBUFS") || Date.now() > deadline) return;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
+    }
+  }
+}
+
 // The flash's host directory <-> an interpreter's MEMFS directory FLASH_MEM.
 class HostFlash {
   constructor(dir) {
@@ -246,7 +421,8 @@ export class Board {
     this.console = new Console(spec.fd, spec.log, spec.max_pending || 65536);
     this.console.beforeWrite = () => this.syncFlash();
     this.flash = new HostFlash(spec.flash_dir);
-    this.vm = null; // the interpreter: {mp, rom, dirty, mute, skip, program (main.py's task runs)}
+    this.radio = spec.radio_fd == null ? null : new RadioLink(spec.radio_fd, boot.radioGen);
+    this.vm = null; // the interpreter: {mp, rom, dirty, mute, skip, program (main.py's task runs), bleDispatch}
     this.mode = "off"; // off | boot | program | repl
     this.raw = false; // the REPL is in raw mode
     this.rawEmpty = true; // ... with an empty line
@@ -367,7 +543,7 @@ export class Board {
   }
 
   async newVM() {
-    const vm = { mp: null, rom: null, dirty: false, mute: false, skip: 0, program: false };
+    const vm = { mp: null, rom: null, dirty: false, mute: false, skip: 0, program: false, bleDispatch: null };
     const out = (b) => {
       if (vm !== this.vm || vm.mute) return;
       if (vm.skip > 0) {
@@ -383,6 +559,7 @@ export class Board {
     installEncoded(FS, this.spec.files);
     this.flash.load(FS);
     vm.mp.registerJsModule("emu_io", this.io(vm));
+    if (this.radio !== null) vm.mp.registerJsModule("emu_ble", this.radio.module());
     this.vm = vm;
     vm.mp.runPython(
       "import sys\nsys.path[:] = ['/rom', '.frozen']\nimport tools.emulation.rom\n" +
@@ -390,6 +567,7 @@ export class Board {
       "del sys, tools\n",
     );
     vm.rom = vm.mp.pyimport("tools.emulation.rom");
+    if (this.radio !== null) vm.bleDispatch = vm.rom.ble_dispatch; // looked up once: a lookup allocates in the VM
     return vm;
   }
 
@@ -460,6 +638,23 @@ export class Board {
     if (this.exiting) return;
     let data;
     while ((data = this.console.read()) !== null) this.input(data);
+    if (this.radio !== null) {
+      this.radio.read();
+      this.dispatchRadio();
+    }
+  }
+
+  // The radio's events to the program's IRQ handler: only while the program runs (the VM is idle between two steps
+  // of its event loop; at the REPL, or while a Ctrl-C stops the program, they wait).
+  dispatchRadio() {
+    const vm = this.vm;
+    if (vm === null || !vm.program || this.mode !== "program" || this.interrupting) return;
+    if (!this.radio.synced || !this.radio.queue.length) return;
+    try {
+      vm.bleDispatch();
+    } catch (e) {
+      this.console.text((e.name === "PythonError" ? e.message : String((e && e.stack) || e)) + "\n");
+    }
   }
 
   input(data) {
@@ -588,7 +783,13 @@ export class Board {
 export async function runBoard(spec, romFiles, heapBytes) {
   let worker = null;
   let stopping = false;
+  let radioGen = 0;
   const launch = (boot) => {
+    if (spec.radio_fd != null) {
+      radioGen += 1;
+      radioReset(spec.radio_fd, radioGen);
+      boot.radioGen = radioGen;
+    }
     const w = new Worker(new URL(import.meta.url), { workerData: { spec, romFiles, heapBytes, boot } });
     worker = w;
     w.on("message", (m) => {

@@ -26,6 +26,7 @@ bp = Blueprint("nodes", __name__)
 STATUS_EXTENSION = "smartshelf_status"  # create_app(status=...) keeps the provider here
 
 StatusProvider = Callable[[], dict[str, Any]]
+BEACON_ONLINE_S = 90.0  # a BLE node whose beacon was heard this recently is online (nodes renew it every 30 s)
 
 
 @dataclass
@@ -53,6 +54,10 @@ class NodeView:
     free_heap: int | None = None
     uptime_s: int | None = None
     gaps: int | None = None
+    ble_state: str | None = None  # a BLE node: connected, connecting, queued, idle, backing off, ...
+    rssi: int | None = None
+    beacon_age_s: float | None = None
+    beacon_lanes: list[tuple[int, int, bool]] = field(default_factory=list)  # (lane, count, fault) from its beacon
 
     @property
     def rejected_total(self) -> int:
@@ -109,6 +114,9 @@ def _merge(view: NodeView, node: dict[str, Any], links: dict[str, dict[str, Any]
         dropped_out = _int(link.get("dropped_out"))
         if dropped_out:
             view.downlink_dropped = (view.downlink_dropped or 0) + dropped_out
+    ble = node.get("ble")
+    if isinstance(ble, dict):
+        _merge_ble(view, ble)
     health = node.get("health")
     if isinstance(health, dict):
         rate = _int(health.get("sample_rate_chz"))
@@ -117,6 +125,30 @@ def _merge(view: NodeView, node: dict[str, Any], links: dict[str, dict[str, Any]
         view.outbox_dropped = _int(health.get("outbox_dropped"))
         view.free_heap = _int(health.get("free_heap"))
         view.uptime_s = _int(health.get("uptime_s"))
+
+
+def _merge_ble(view: NodeView, ble: dict[str, Any]) -> None:
+    """A BLE node: its connection state, RSSI, and what its last beacon said and how long ago it was heard. It counts
+    as online while its beacons are heard (it holds no connection while idle)."""
+    view.ble_state = str(ble.get("state") or "") or None
+    view.rssi = _int(ble.get("rssi"))
+    address = ble.get("address")
+    view.link = f"BLE {address}" if isinstance(address, str) else "BLE"
+    view.link_connected = ble.get("state") == "connected"
+    link = ble.get("link")
+    if isinstance(link, dict):
+        view.disconnects = _int(link.get("disconnects"))
+    beacon = ble.get("beacon")
+    if isinstance(beacon, dict):
+        age = beacon.get("age_s")
+        view.beacon_age_s = float(age) if isinstance(age, int | float) else None
+        lanes = beacon.get("lanes")
+        if isinstance(lanes, dict):
+            for k, v in sorted(lanes.items(), key=lambda kv: int(kv[0])):
+                if isinstance(v, dict) and _int(v.get("count")) is not None:
+                    view.beacon_lanes.append((int(k), int(v["count"]), bool(v.get("fault"))))
+    if view.beacon_age_s is not None and view.beacon_age_s < BEACON_ONLINE_S:
+        view.up = True
 
 
 def node_views(status: dict[str, Any] | None) -> list[NodeView]:

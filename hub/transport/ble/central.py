@@ -1,0 +1,356 @@
+"""``BleCentral``: the hub's BLE side. Scans for beacons, and shares a few connection slots among many nodes.
+
+Connections are the scarce resource (a Pi's adapter holds 5..7 reliably; ``[ble] slots``, default 5), adverts the
+cheap one. So:
+
+* **Scan always.** Every advertisement with a beacon goes to the ``BeaconBook`` (verified, counted); an accepted one
+  also tells the manager where the node is (its ``BLEDevice``) and whether events wait on it.
+* **Connect only for a reason.** A node wants a slot when its beacon says events wait (a beacon newer than the one
+  heard when its last connection ended), when its ``NodeSession`` has something to send (an ack, a command:
+  ``wants(node_id)``), or when it has not been visited for ``visit_s`` (health and lane states come over a
+  connection). Waiting nodes get free slots in the order they started waiting.
+* **Hold a slot only while it carries something.** A connection with nothing either way for ``idle_s`` is closed; one
+  held for ``hold_s`` while other nodes wait is closed too, and the node waits again at the back of the queue, so a
+  node with events waiting never starves and no node holds a slot while idle.
+* **Retries never block the loop.** Each connection is a task (``bleak_retry_connector.establish_connection``, two
+  attempts); a failure backs the node off exponentially (0.5 s doubling to 30 s), and the scheduler runs on.
+
+A connection: connect (the backend exchanges the MTU), find the smart-shelf service's characteristics, subscribe to
+uplink notifications, then write the one-byte *poke* (protocol section 8.2): the node says hello on this
+connection, the hub's ack starts its session and the node sends what waits. Frames then flow through
+``BleNodeLink`` (``node_link.py``) into ingest like any link's.
+
+The adapter (``[ble] adapter``) is bleak's default backend (BlueZ on a Pi) or Bumble over an HCI transport
+(``backend.py``); a missing adapter is retried with back-off like an unplugged serial device, never fatal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bleak import BleakClient, BleakScanner
+from bleak.backends.device import BLEDevice
+from bleak.backends.scanner import AdvertisementData
+from bleak.exc import BleakError
+from bleak_retry_connector import establish_connection
+
+from hub.config import BleConfig, NodeConfig
+from hub.transport import FrameSink
+from hub.transport.ble.backend import BleBackend, open_backend
+from hub.transport.ble.beacons import BeaconBook
+from hub.transport.ble.node_link import BleNodeLink
+from shared_protocol.beacon import COMPANY_ID
+from shared_protocol.ble_gatt import DOWNLINK_UUID, POKE, SERVICE_UUID, UPLINK_UUID
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.1
+CONNECT_TIMEOUT_S = 10.0
+BACKOFF_MIN_S = 0.5
+BACKOFF_MAX_S = 30.0
+ADAPTER_RETRY_MAX_S = 10.0
+
+
+@dataclass(slots=True)
+class _Node:
+    config: NodeConfig
+    link: BleNodeLink
+    device: BLEDevice | None = None
+    task: asyncio.Task[None] | None = None
+    connected_at: float | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    close_reason: str = ""
+    want_since: float | None = None
+    want_reason: str = ""
+    backoff_until: float = 0.0
+    failures: int = 0
+    last_visit: float = float("-inf")
+    drained_counter: int = -1
+    last_error: str = ""
+    rotations: int = 0
+
+    @property
+    def state(self) -> str:
+        if self.connected_at is not None:
+            return "connected"
+        if self.task is not None:
+            return "connecting"
+        if self.device is None:
+            return "waiting for its beacon"
+        if time.monotonic() < self.backoff_until:
+            return "backing off"
+        return "queued" if self.want_since is not None else "idle"
+
+
+class BleCentral:
+    """``sink``: ingest's enqueue; ``wants(node_id)``: the node's session has something to send."""
+
+    def __init__(self, cfg: BleConfig, sink: FrameSink, wants: Callable[[int], bool]) -> None:
+        self.cfg = cfg
+        self.book = BeaconBook()
+        self._sink = sink
+        self._wants = wants
+        self._nodes: dict[int, _Node] = {}
+        self._backend: BleBackend | None = None
+        self._scanner: BleakScanner | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.adapter_error = ""
+        self.connects = 0
+        self.connect_failures = 0
+        self.slot_refusals = 0
+
+    # ------------------------------------------------------------------------------------------- nodes
+
+    def add_node(self, node: NodeConfig) -> BleNodeLink:
+        link = BleNodeLink(node.node_id, self._sink)
+        link.address = node.address
+        self._nodes[node.node_id] = _Node(node, link)
+        self.book.add_node(node.node_id, node.key, node.address)
+        return link
+
+    async def remove_node(self, node_id: int) -> None:
+        n = self._nodes.pop(node_id, None)
+        self.book.remove_node(node_id)
+        if n is not None and n.task is not None:
+            n.close_reason = "no longer configured"
+            n.done.set()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await n.task
+
+    def link(self, node_id: int) -> BleNodeLink:
+        return self._nodes[node_id].link
+
+    @property
+    def node_ids(self) -> list[int]:
+        return list(self._nodes)
+
+    # --------------------------------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="ble central")
+
+    async def close(self) -> None:
+        self._closing = True
+        await self._drop_connections("hub stopping")
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._close_adapter()
+
+    async def _close_adapter(self) -> None:
+        scanner, self._scanner = self._scanner, None
+        if scanner is not None:
+            with contextlib.suppress(Exception):
+                await scanner.stop()
+        backend, self._backend = self._backend, None
+        if backend is not None:
+            with contextlib.suppress(Exception):
+                await backend.close()
+
+    async def _open_adapter(self) -> None:
+        backend = await open_backend(self.cfg.adapter, mtu=self.cfg.mtu)
+        try:
+            scanner = BleakScanner(detection_callback=self._on_advert, backend=backend.scanner)
+            await scanner.start()
+        except BaseException:
+            await backend.close()
+            raise
+        self._backend, self._scanner = backend, scanner
+        self.adapter_error = ""
+        log.info("BLE: adapter %s open, scanning", backend.name)
+
+    async def _run(self) -> None:
+        delay = BACKOFF_MIN_S
+        while not self._closing:
+            if self._backend is None:
+                try:
+                    await self._open_adapter()
+                    delay = BACKOFF_MIN_S
+                except (OSError, BleakError, ValueError, TimeoutError) as exc:
+                    if not self.adapter_error:
+                        log.warning("BLE: adapter %s not available (%s): retrying", self.cfg.adapter, exc)
+                    self.adapter_error = str(exc) or type(exc).__name__
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, ADAPTER_RETRY_MAX_S)
+                    continue
+            if self._backend is not None and not self._backend.is_open:  # a dongle unplugged, an emulator restarted
+                log.warning("BLE: adapter %s lost: reopening", self.cfg.adapter)
+                self.adapter_error = "adapter lost"
+                await self._drop_connections("adapter lost")
+                await self._close_adapter()
+                continue
+            self._schedule(time.monotonic())
+            await asyncio.sleep(TICK_S)
+
+    async def _drop_connections(self, reason: str) -> None:
+        for n in self._nodes.values():
+            if n.task is not None:
+                n.close_reason = reason
+                n.done.set()
+        tasks = [n.task for n in self._nodes.values() if n.task is not None]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # ------------------------------------------------------------------------------------------ beacons
+
+    def _on_advert(self, device: BLEDevice, adv: AdvertisementData) -> None:
+        payload = adv.manufacturer_data.get(COMPANY_ID)
+        if payload is None:
+            return
+        node_id = self.book.heard(device.address, bytes(payload), adv.rssi)
+        if node_id is not None:
+            n = self._nodes.get(node_id)
+            if n is not None:
+                n.device = device
+
+    # -------------------------------------------------------------------------------------- scheduling
+
+    def _want(self, n: _Node, now: float) -> str:
+        """Why the node needs a slot now ("" when it does not)."""
+        node_id = n.config.node_id
+        if self._wants(node_id):
+            return "downlink"
+        seen = self.book.nodes.get(node_id)
+        if seen is not None and seen.waiting and seen.counter > n.drained_counter:
+            return "events waiting"
+        if now - n.last_visit >= self.cfg.visit_s:
+            return "visit"
+        return ""
+
+    def _schedule(self, now: float) -> None:
+        queued: list[_Node] = []
+        busy = 0
+        for n in self._nodes.values():
+            if n.task is not None:
+                busy += 1
+                continue
+            reason = "" if n.device is None or now < n.backoff_until else self._want(n, now)
+            if not reason:
+                n.want_since = None
+                continue
+            if n.want_since is None:
+                n.want_since = now
+            n.want_reason = reason
+            queued.append(n)
+        for n in self._nodes.values():  # connected ones: close when idle, or rotate when others wait
+            if n.connected_at is None or n.done.is_set():
+                continue
+            if not self._wants(n.config.node_id) and not n.link.writing and n.link.idle_for >= self.cfg.idle_s:
+                n.close_reason = "idle"
+                n.done.set()
+            elif queued and now - n.connected_at >= self.cfg.hold_s:
+                n.close_reason = "slot rotated to a waiting node"
+                n.rotations += 1
+                n.done.set()
+        free = self.cfg.slots - busy
+        if free <= 0 or not queued:
+            return
+        queued.sort(key=lambda q: q.want_since or 0.0)
+        for n in queued[:free]:
+            n.want_since = None
+            n.done = asyncio.Event()
+            n.close_reason = ""
+            n.task = asyncio.create_task(self._connection(n), name=f"ble node {n.config.node_id}")
+
+    # ------------------------------------------------------------------------------------- connections
+
+    async def _connection(self, n: _Node) -> None:
+        node_id = n.config.node_id
+        device = n.device
+        assert device is not None and self._backend is not None
+        kwargs: dict[str, Any] = {}
+        if self._backend.client is not None:
+            kwargs["backend"] = self._backend.client
+        client: BleakClient | None = None
+        try:
+            try:
+                client = await establish_connection(
+                    BleakClient,
+                    device,
+                    f"node {node_id}",
+                    disconnected_callback=lambda _c: n.done.set(),
+                    max_attempts=2,
+                    timeout=CONNECT_TIMEOUT_S,
+                    **kwargs,
+                )
+                uplink = client.services.get_characteristic(UPLINK_UUID)
+                downlink = client.services.get_characteristic(DOWNLINK_UUID)
+                if uplink is None or downlink is None:
+                    raise BleakError(f"{device.address} has no smart-shelf service {SERVICE_UUID}")
+                n.link.attach(client, downlink, client.mtu_size, device.address)
+                n.connected_at = time.monotonic()
+                await client.start_notify(uplink, n.link.on_notify)
+                await client.write_gatt_char(downlink, POKE, response=True)
+            except (BleakError, TimeoutError, OSError, EOFError) as exc:
+                self._failed(n, exc)
+                return
+            n.failures = 0
+            self.connects += 1
+            log.info("BLE: node %d connected (%s, MTU %d)", node_id, device.address, client.mtu_size)
+            await n.done.wait()
+            log.info("BLE: node %d disconnected (%s)", node_id, n.close_reason or "dropped by the node or the air")
+        finally:
+            await n.link.detach()
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(client.disconnect(), 5.0)
+            seen = self.book.nodes.get(node_id)
+            if seen is not None:
+                n.drained_counter = seen.counter
+            n.last_visit = time.monotonic()
+            n.connected_at = None
+            n.task = None
+
+    def _failed(self, n: _Node, exc: BaseException) -> None:
+        text = str(exc) or type(exc).__name__
+        self.connect_failures += 1
+        if "slot" in text.lower():
+            self.slot_refusals += 1
+        n.failures += 1
+        n.backoff_until = time.monotonic() + min(BACKOFF_MIN_S * 2 ** (n.failures - 1), BACKOFF_MAX_S)
+        n.last_error = text
+        log.warning("BLE: node %d: connection failed (%s); next try in %.1f s", n.config.node_id, text,
+                    n.backoff_until - time.monotonic())  # fmt: skip
+
+    # ------------------------------------------------------------------------------------------- status
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "adapter": self.cfg.adapter,
+            "adapter_up": self._backend is not None,
+            "adapter_error": self.adapter_error or None,
+            "slots": self.cfg.slots,
+            "slots_used": sum(1 for n in self._nodes.values() if n.task is not None),
+            "connects": self.connects,
+            "connect_failures": self.connect_failures,
+            "slot_refusals": self.slot_refusals,
+            "beacons": self.book.status(),
+        }
+
+    def node_status(self, node_id: int) -> dict[str, Any] | None:
+        n = self._nodes.get(node_id)
+        if n is None:
+            return None
+        now = time.monotonic()
+        seen = self.book.nodes.get(node_id)
+        return {
+            "state": n.state,
+            "address": (seen.address if seen is not None and seen.address else n.config.address) or None,
+            "rssi": seen.rssi if seen is not None else None,
+            "beacon": seen.status(now) if seen is not None and seen.accepted else None,
+            "connected_s": round(now - n.connected_at, 1) if n.connected_at is not None else None,
+            "failures": n.failures,
+            "rotations": n.rotations,
+            "last_error": n.last_error or None,
+            "link": n.link.status(),
+        }
