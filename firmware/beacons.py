@@ -45,13 +45,13 @@ class Beacons:
         self._rotate_at = now
         self.sent = 0
 
-    def _entries(self, first: int) -> "tuple[int, bool]":
-        """(changed, any fault) for the lanes from ``first``, filling the beacon's entries."""
+    def _entries(self, first: int) -> int:
+        """Fill the beacon's entries for the lanes from ``first``: bit 0 set when one changed, bit 1 when any lane
+        of the node has a fault (an int: nothing allocated)."""
         lanes = self._shelf.lanes
         counters = self._shelf.counters.lanes
         entries = self._beacon.entries
-        changed = 0
-        fault = False
+        out = 0
         for i in range(LANES):
             e = 0
             k = first + i
@@ -60,12 +60,12 @@ class Beacons:
                 e = lane_entry(counters[k].count, lane.fault, not lane.det.stable)
             if e != entries[i]:
                 entries[i] = e
-                changed = 1
+                out |= 1
         for lane in lanes:
             if lane.fault:
-                fault = True
+                out |= 2
                 break
-        return changed, fault
+        return out
 
     def tick(self, now: int) -> None:
         b = self._beacon
@@ -74,9 +74,9 @@ class Beacons:
             first = first + LANES
             if first >= b.lane_count:
                 first = 0
-        changed, fault = self._entries(first)
-        flags = (WAITING if self._shelf.outbox.depth else 0) | (FAULT if fault else 0)
-        if not changed and flags == b.flags and first == b.first and self.sent and ticks_diff(now, self._at) < RENEW_MS:
+        got = self._entries(first)
+        flags = (WAITING if self._shelf.outbox.depth else 0) | (FAULT if got & 2 else 0)
+        if not got & 1 and flags == b.flags and first == b.first and self.sent and ticks_diff(now, self._at) < RENEW_MS:
             return
         if first != b.first:
             self._rotate_at = now

@@ -1,29 +1,39 @@
 """The node's end of the BLE link: one GATT service, frames up as notifications, frames down as writes.
 
-The same link contract as ``link_serial.py`` (``send``, ``poll``, ``rejected``), plus what only a radio has:
-``advertise(adv)`` (the lane-state beacon, ``firmware/beacons.py``) and ``fresh()`` (a hub has connected and
-subscribed, and poked the node: the node starts its session again, so what waits goes out on this connection).
+The same link contract as ``link_serial.py`` (``send``, ``poll``, ``rejected``, ``fresh``, ``vouch``), plus what only
+a radio has: ``advertise(adv)`` (the lane-state beacon, ``firmware/beacons.py``).
 
-**GATT.** One primary service (``SERVICE_UUID``) with the uplink characteristic (notify, read) and the downlink
-characteristic (write, write without response). Both carry raw frames cut into fragments of at most MTU - 3 bytes
-(``shared_protocol/ble_fragments.py``, protocol section 8). The hub (the central) starts the MTU exchange: a
-Pico W (BTstack) cannot as a peripheral. The node accepts up to ``cfg.ble_mtu``; until the exchange, 23.
+**GATT** (``shared_protocol/ble_gatt.py``, protocol section 8). One primary service with the uplink characteristic
+(notify, read) and the downlink characteristic (write, write without response). Both carry raw frames cut into
+fragments of at most MTU - 3 bytes (``shared_protocol/ble_fragments.py``). The hub (the central) starts the MTU
+exchange: a Pico W (BTstack) cannot as a peripheral. The node accepts up to ``mtu``; until the exchange, 23. Once
+the hub has subscribed it writes the one-byte *poke*; ``fresh()`` then says so once, and the node says hello on
+this connection.
 
 **One hub at a time.** The node serves one central. A second one that connects is disconnected at the next poll.
+A central that has sent no authenticated frame (``vouch``, called by the node) within ``AUTH_MS`` of connecting is
+disconnected (again every ``AUTH_MS`` while it stays), and so is one from which none has come for ``SILENT_MS``
+(a hub that died and left its connection open on its adapter): a stranger cannot hold the node's only
+connection, and the node advertises again for the hub.
 
-**Interrupts.** The ``bluetooth`` IRQ handler (``_irq``) only records: a connection's handle, a disconnect, the
-exchanged MTU, and a downlink write copied into a preallocated ring of ``RX_SLOTS`` fragments (a full ring drops
-the write and counts it in ``rx_dropped``). ``poll`` (the link task, every 20 ms) does the rest: it reassembles
-frames, disconnects a second central, restarts advertising after a disconnect and sends what waits.
+**Interrupts.** The ``bluetooth`` IRQ handler (``_irq``) only records, and every field has one writer: the handler
+owns the connection handle, the MTU, free-running counters of connects, disconnects and pokes, and the write index
+of a preallocated ring of ``RX_SLOTS`` downlink fragments (a full ring drops the write: ``rx_dropped``); ``poll``
+owns the read index and what it has seen of the counters. A scheduled IRQ (ESP32, Pico W: between two bytecodes of
+``poll``) therefore never loses an update. Each slot records the connection it came on; a fragment of an earlier
+connection is discarded, so a frame cut by a disconnect never joins the next connection's and never vouches for it.
 
-**Uplink.** ``send`` keeps the frame (a reference, no copy) in a ring of ``TX_SLOTS`` frames and sends as many
-fragments as the stack takes now; the stack's buffers are bounded (NimBLE raises ENOMEM, BTstack would queue on
-the heap without limit, so the link never has more than one call's worth in flight on its own) and the rest
-goes at the next poll. A full ring refuses the frame (``send`` returns False, counted in ``tx_dropped``): an
-event stays in the outbox and is sent again, a report is simply sent later. Each fragment is built in one
-preallocated buffer: no allocation per notification. A disconnect drops the frames not yet sent.
+**Uplink.** ``send`` keeps the frame (a reference, no copy) in a ring of ``TX_SLOTS`` frames and sends fragments
+while the stack takes them, at most ``BURST`` per call: NimBLE (ESP32) refuses with ENOMEM when its buffers are full,
+BTstack (Pico W) would keep queueing on the heap, so the link bounds what it hands over per 20 ms poll and treats a
+``MemoryError`` as a refusal too. The rest goes at the next poll. A full ring refuses the frame (``send`` returns
+False, ``tx_dropped``): an event stays in the outbox and is sent again, a report is sent later. A frame's fragment
+size is fixed when its first fragment goes out. Full fragments are built in one preallocated buffer and allocate
+nothing; a frame's last, shorter fragment costs one small memoryview. A disconnect drops the frames not yet sent
+(counted in ``tx_dropped``).
 """
 
+from firmware.ticks import ticks_diff
 from shared_protocol.ble_fragments import FRAG_HEADER, MAX_FRAGMENTS, MIN_MTU, Reassembler
 from shared_protocol.ble_gatt import DOWNLINK_UUID, SERVICE_UUID, UPLINK_UUID
 from shared_protocol.compat import const
@@ -31,6 +41,7 @@ from shared_protocol.errors import ProtocolError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 _IRQ_CENTRAL_CONNECT = const(1)
@@ -42,20 +53,32 @@ _FLAG_WRITE_NO_RESPONSE = const(0x0004)
 _FLAG_WRITE = const(0x0008)
 _FLAG_NOTIFY = const(0x0010)
 
+AUTH_MS = const(15000)  # a central that sends no authenticated frame this long after connecting is disconnected
+SILENT_MS = const(120000)  # ... and one from which none came this long (the hub acks every health report, 30 s)
 RX_SLOTS = const(8)  # downlink fragments the IRQ handler can keep until the next poll
-TX_SLOTS = const(8)  # uplink frames waiting for the stack
+TX_SLOTS = const(16)  # uplink frames waiting for the stack (a session start sends health + a lane state per lane)
+BURST = const(8)  # fragments handed to the stack per call at most
 _NONE = const(-1)
 
 
 class BleLink:
     """``ble``: a ``bluetooth.BLE()`` (the board's radio). ``mtu``: the largest ATT MTU accepted.
-    ``adv_interval_us``: the advertising interval. Counters: ``tx_dropped`` (frames refused, ring full or not
-    connected), ``rx_dropped`` (downlink writes lost, ring full), ``connects``, ``disconnects``."""
+    ``adv_interval_us``: the advertising interval. ``clock``: milliseconds (the board's; ``time.ticks_ms`` if not
+    given). Counters: ``tx_dropped`` (frames refused or dropped), ``rx_dropped`` (downlink writes lost, ring full),
+    ``bad_fragments``, ``stale`` (fragments of an earlier connection), ``connects``, ``disconnects``, ``strangers``
+    (centrals disconnected for sending nothing authenticated)."""
 
-    def __init__(self, ble: "Any", mtu: int, adv_interval_us: int, name: str = "") -> None:
+    def __init__(
+        self, ble: "Any", mtu: int, adv_interval_us: int, name: str = "", clock: "Callable[[], int] | None" = None
+    ) -> None:
         import bluetooth  # type: ignore[import-not-found, unused-ignore]  # the board's: ESP32, Pico W, emulated
 
         self._ble = ble
+        if clock is None:
+            import time
+
+            clock = time.ticks_ms  # type: ignore[attr-defined, unused-ignore]
+        self._clock = clock
         self._max_mtu = mtu
         self._interval = adv_interval_us
         ble.active(True)
@@ -72,29 +95,41 @@ class BleLink:
         ((self._tx_h, self._rx_h),) = ble.gatts_register_services((service,))
         slot = mtu - 3
         ble.gatts_set_buffer(self._rx_h, slot)  # the default (20 bytes) would cut every longer write
+        # written by the IRQ handler only
+        self._conn = _NONE
+        self._extra = _NONE  # a second central, disconnected at the next poll
+        self._mtu = MIN_MTU
+        self._n_conn = 0  # connections accepted
+        self._n_lost = 0  # ... and ended
+        self._pokes = 0
+        self._rx_w = 0  # free-running write index of the ring
+        self.rx_dropped = 0
         self._rx = [bytearray(slot) for _ in range(RX_SLOTS)]
         self._rx_len = [0] * RX_SLOTS
-        self._rx_head = 0  # next slot poll takes
-        self._rx_count = 0
+        self._rx_conn = [0] * RX_SLOTS  # which connection (``_n_conn``) each slot came on
+        # written by poll / send only
+        self._rx_r = 0
+        self._seen_conn = 0
+        self._seen_lost = 0
+        self._seen_pokes = 0
+        self._since = 0  # when the current connection, or its last authenticated frame, was seen (ms)
+        self._vouched = 0  # the connection (``_n_conn``) an authenticated frame came on
+        self._reasm = Reassembler()
         self._frag = bytearray(slot)
         self._tx: list[bytes | None] = [None] * TX_SLOTS
         self._tx_head = 0
         self._tx_count = 0
         self._tx_off = 0  # bytes of the head frame already sent
+        self._tx_size = 0  # the head frame's fragment data size, fixed at its first fragment
         self._msg_id = 0
-        self._reasm = Reassembler()
-        self._conn = _NONE
-        self._extra = _NONE  # a second central, disconnected at the next poll
-        self._mtu = MIN_MTU
-        self._fresh = False
-        self._lost = False
         self._adv: bytes | None = None
         self._advertising = False
         self.bad_fragments = 0
+        self.stale = 0
         self.tx_dropped = 0
-        self.rx_dropped = 0
         self.connects = 0
         self.disconnects = 0
+        self.strangers = 0
         ble.irq(self._irq)
 
     # -- interrupt handler: records only -------------------------------------------------------------
@@ -103,32 +138,33 @@ class BleLink:
             conn, handle = data
             if handle != self._rx_h or conn != self._conn:
                 return
-            if self._rx_count >= RX_SLOTS:
-                self.rx_dropped += 1
-                return
             value = self._ble.gatts_read(handle)
             n = len(value)
             if n == 1 and value[0] == 0:  # the poke (shared_protocol/ble_gatt.py): the hub has subscribed
-                self._fresh = True
+                self._pokes += 1
                 return
-            i = (self._rx_head + self._rx_count) % RX_SLOTS
+            w = self._rx_w
+            if w - self._rx_r >= RX_SLOTS:
+                self.rx_dropped += 1
+                return
+            i = w % RX_SLOTS
             self._rx[i][0:n] = value
             self._rx_len[i] = n
-            self._rx_count += 1
+            self._rx_conn[i] = self._n_conn
+            self._rx_w = w + 1  # published last: poll reads the slot only once the index says it is there
         elif event == _IRQ_CENTRAL_CONNECT:
             conn = data[0]
             if self._conn == _NONE:
-                self._conn = conn
                 self._mtu = MIN_MTU
-                self._advertising = False  # a connection ends advertising (NimBLE, BTstack)
+                self._n_conn += 1
+                self._conn = conn
             else:
                 self._extra = conn
         elif event == _IRQ_CENTRAL_DISCONNECT:
             conn = data[0]
             if conn == self._conn:
                 self._conn = _NONE
-                self._lost = True
-                self._advertising = False
+                self._n_lost += 1
             elif conn == self._extra:
                 self._extra = _NONE
         elif event == _IRQ_MTU_EXCHANGED:
@@ -145,13 +181,18 @@ class BleLink:
     def mtu(self) -> int:
         return self._mtu
 
+    def vouch(self) -> None:
+        """An authenticated frame arrived on the current connection: the central is the hub."""
+        self._vouched = self._seen_conn
+        self._since = self._clock()
+
     def fresh(self) -> bool:
-        """True once after the connected hub's poke (``shared_protocol/ble_gatt.py``): it has subscribed, so the
+        """True once for each poke of the connected hub (``shared_protocol/ble_gatt.py``): it has subscribed, so the
         node says hello on this connection."""
-        if self._fresh:
-            self._fresh = False
-            self.connects += 1
-            return True
+        pokes = self._pokes
+        if pokes != self._seen_pokes:
+            self._seen_pokes = pokes
+            return self._conn != _NONE
         return False
 
     def send(self, frame: bytes) -> bool:
@@ -165,39 +206,66 @@ class BleLink:
         return True
 
     def poll(self) -> "list[bytes]":
-        """The frames whose last fragment arrived since the last poll, in order; also: disconnect a second
-        central, advertise again after a disconnect, and send what waits."""
-        if self._extra != _NONE:
-            extra, self._extra = self._extra, _NONE
-            try:
-                self._ble.gap_disconnect(extra)
-            except OSError:
-                pass
-        if self._lost:
-            self._lost = False
-            self.disconnects += 1
+        """The frames whose last fragment arrived since the last poll, in order; also: follow connects and
+        disconnects, disconnect a second central or a stranger, advertise again, and send what waits."""
+        extra = self._extra
+        if extra != _NONE:
+            self._disconnect(extra)
+        lost = self._n_lost
+        if lost != self._seen_lost:
+            self.disconnects += lost - self._seen_lost
+            self._seen_lost = lost
             self._drop_tx()
             self._reasm = Reassembler()  # a frame cut by the disconnect never joins the next one
-        if self._conn == _NONE and not self._advertising and self._adv is not None:
+            self._advertising = False  # a connection ended advertising (NimBLE, BTstack); it starts again below
+        conn = self._conn
+        n = self._n_conn
+        if n != self._seen_conn:
+            self._seen_conn = n
+            self._since = self._clock()
+            self.connects += 1
+            self._advertising = False
+            if self._seen_lost == self._n_lost:  # the previous connection's leftovers go with it
+                self._drop_tx()
+                self._reasm = Reassembler()
+        if conn != _NONE:
+            quiet = ticks_diff(self._clock(), self._since)
+            if quiet > (SILENT_MS if self._vouched == n else AUTH_MS):
+                self.strangers += 1
+                self._since = self._clock()  # asked again after as long if it stays
+                self._disconnect(conn)
+        elif not self._advertising and self._adv is not None:
             self._start_advertising()
         frames: list[bytes] = []
-        while self._rx_count:
-            i = self._rx_head
-            try:
-                frame = self._reasm.feed(memoryview(self._rx[i])[: self._rx_len[i]])
-            except ProtocolError:
-                frame = None
-                self.bad_fragments += 1
-            self._rx_head = (i + 1) % RX_SLOTS
-            self._rx_count -= 1
-            if frame is not None:
-                frames.append(frame)
+        r = self._rx_r
+        while r != self._rx_w:
+            i = r % RX_SLOTS
+            if self._rx_conn[i] != n:
+                self.stale += 1
+            else:
+                try:
+                    frame = self._reasm.feed(memoryview(self._rx[i])[: self._rx_len[i]])
+                except ProtocolError:
+                    frame = None
+                    self.bad_fragments += 1
+                if frame is not None:
+                    frames.append(frame)
+            r += 1
+            self._rx_r = r  # the slot is free for the IRQ handler from here on
         if self._tx_count:
             self._pump()
         return frames
 
     def rejected(self) -> int:
-        return self.bad_fragments + self.rx_dropped
+        return self.bad_fragments + self.rx_dropped + self.stale
+
+    def _disconnect(self, conn: int) -> None:
+        if conn == self._extra:
+            self._extra = _NONE  # asked once; a failure leaves it to its own timeout
+        try:
+            self._ble.gap_disconnect(conn)
+        except OSError:
+            pass
 
     # -- advertising ---------------------------------------------------------------------------------
     def advertise(self, adv: bytes) -> None:
@@ -220,22 +288,28 @@ class BleLink:
             self._tx[self._tx_head] = None
             self._tx_head = (self._tx_head + 1) % TX_SLOTS
             self._tx_count -= 1
+            self.tx_dropped += 1
         self._tx_off = 0
 
     def _pump(self) -> None:
-        """Notify fragments of the waiting frames until the stack refuses one (tried again at the next poll)."""
+        """Notify fragments of the waiting frames until the stack refuses one or ``BURST`` went out (the rest at the
+        next poll)."""
         ble = self._ble
         frag = self._frag
-        while self._tx_count and self._conn != _NONE:
+        budget = BURST
+        while self._tx_count and self._conn != _NONE and budget:
             frame = self._tx[self._tx_head]
             assert frame is not None
-            size = self._mtu - 3 - FRAG_HEADER
+            off = self._tx_off
+            if off == 0:
+                self._tx_size = self._mtu - 3 - FRAG_HEADER
+            size = self._tx_size
             n = len(frame)
             count = (n + size - 1) // size
             if count > MAX_FRAGMENTS:  # cannot happen for a frame of 274 bytes at MTU 23: drop, never block
+                self.tx_dropped += 1
                 self._next_frame()
                 continue
-            off = self._tx_off
             index = off // size
             end = off + size if off + size < n else n
             frag[0] = self._msg_id
@@ -246,9 +320,10 @@ class BleLink:
                 j += 1
                 off += 1
             try:
-                ble.gatts_notify(self._conn, self._tx_h, memoryview(frag)[:j] if j < len(frag) else frag)
-            except OSError:
-                return  # ENOMEM: the stack's buffers are full; ENOTCONN: the disconnect IRQ follows
+                ble.gatts_notify(self._conn, self._tx_h, frag if j == len(frag) else memoryview(frag)[:j])
+            except (OSError, MemoryError):
+                return  # ENOMEM (NimBLE) / heap (BTstack): the stack is full; ENOTCONN: the disconnect IRQ follows
+            budget -= 1
             if end >= n:
                 self._next_frame()
             else:

@@ -7,7 +7,8 @@ every link (this one; ``link_ble.py``) gets the same replay rules, outbox and ac
 * ``send(frame: bytes) -> bool``: write one frame; False if it could not be written;
 * ``poll() -> list[bytes]``: the frames that arrived since the last poll, in order, not yet checked;
 * ``rejected() -> int``: input dropped before it became a frame (reported in ``health.rx_rejected``);
-* ``fresh() -> bool``: True once when a hub has just connected (BLE), so the node says hello on that connection.
+* ``fresh() -> bool``: True once when a hub has just connected (BLE), so the node says hello on that connection;
+* ``vouch()``: an authenticated frame arrived (BLE: the central is the hub; one that never vouches is dropped).
 
 The byte I/O is an injected object with two methods, so the same code runs on a board and under emulation:
 
@@ -69,6 +70,9 @@ class SerialLink:
     def fresh(self) -> bool:
         """A cable has no connections: the session alone decides when to say hello (``link_ble.py`` differs)."""
         return False
+
+    def vouch(self) -> None:
+        """An authenticated frame arrived (a radio link keeps the central that sent it; a cable has nothing to do)."""
 
 
 class StdioIO:

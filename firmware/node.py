@@ -193,8 +193,9 @@ class Node:
         self.keeper = Housekeeping(self.shelf.outbox, self.delivery, self.uptime, self.led, board.feed_watchdog, now)
         self.beacons: Beacons | None = None
         advertise = getattr(link, "advertise", None)
-        if advertise is not None:  # a radio link: the lanes' state is advertised too (firmware/beacons.py)
+        if advertise is not None:  # a radio link: the lanes' state is advertised (firmware/beacons.py) instead
             self.beacons = Beacons(self.shelf, cfg.node_id, Key(cfg.key), self._seqs.next, advertise, now)
+            self.reports.periodic_lanes = False
 
     # -- sampler task -----------------------------------------------------------------------------
     def sample_once(self, now: int) -> int:
@@ -273,6 +274,8 @@ class Node:
     def service_link(self, now: int) -> None:
         session = self.session
         frames = session.poll()
+        if frames:
+            self.link.vouch()  # authenticated: the one talking to the node is the hub
         if self.link.fresh():  # a hub has just connected (BLE): hello now, so what waits goes on this connection
             session.restart(now)
         for frame in frames:
@@ -371,7 +374,7 @@ def open_link(cfg: Config, board: "Board") -> "Link":
             import bluetooth  # type: ignore[import-not-found, unused-ignore]
 
             ble = bluetooth.BLE()
-        return BleLink(ble, cfg.ble_mtu, cfg.adv_ms * 1000, "shelf-" + str(cfg.node_id))
+        return BleLink(ble, cfg.ble_mtu, cfg.adv_ms * 1000, "shelf-" + str(cfg.node_id), board.now_ms)
     return SerialLink(board.link_io())
 
 

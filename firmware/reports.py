@@ -4,6 +4,10 @@
 ``health`` every ``health_s`` (30 s); both for every lane when a session starts. (A lane's state also goes up
 right after each of its events: ``firmware/node.py``.) The periods are ``Settings``, which ``set_config``
 changes; the new period applies at once.
+
+On a radio link (``periodic_lanes = False``) the lanes' periodic states are left to the beacon, which carries the
+counts between connections: a connection carries them at its start and after each event, so a connection with
+nothing else to carry goes quiet and the hub lets its slot go.
 """
 
 from firmware.ticks import ticks_add, ticks_diff
@@ -42,10 +46,11 @@ class Reports:
         self._health_at = ticks_add(now, settings.health_ms)
         self._rate_samples = 0
         self._rate_at = now
+        self.periodic_lanes = True
 
     def tick(self, now: int) -> None:
         n = len(self._shelf.lanes)
-        if ticks_diff(now, self._lane_at) >= 0:
+        if self.periodic_lanes and ticks_diff(now, self._lane_at) >= 0:
             self.lane_state(self._lane)
             self._lane = (self._lane + 1) % n
             self._lane_at = ticks_add(now, self._settings.lane_state_ms // n)

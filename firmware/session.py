@@ -1,4 +1,4 @@
-"""The node's authenticated conversation with the hub, over whatever link it is given (serial today, BLE next).
+"""The node's authenticated conversation with the hub, over whatever link it is given (serial or BLE).
 
 ``Session`` signs every uplink message (``UplinkSender``: node id, the next persistent frame seq, the node key)
 and checks every downlink frame (``DownlinkReceiver``: own node id, session = this boot, tag, strictly
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         def poll(self) -> "list[bytes]": ...
         def rejected(self) -> int: ...
         def fresh(self) -> bool: ...
+        def vouch(self) -> None: ...
 
 
 HELLO_MIN_MS = const(2000)

@@ -2,7 +2,7 @@
 
 A legacy advertisement holds 31 bytes. The beacon fills them exactly: the Flags AD structure (3 bytes) and one
 Manufacturer Specific Data structure (28 bytes: length, type 0xFF, company id, then the 24-byte beacon below).
-All integers are big-endian, as in frames (shared_protocol/README.md section 8.1).
+All integers are big-endian, as in frames (shared_protocol/README.md section 8.2).
 
 | Offset | Size | Field |
 |--------|------|-------|

@@ -7,7 +7,6 @@ once, a set-count command reaches a node that holds no connection, and no node h
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.harness import hub_beside, observed_stock, query, seed
+from tests.faults.harness import hub_beside, observed_stock, query, seed, write_ble_hub_config
 from tools.emulation.host import Emulator
 from tools.emulation.scenarios import ScenarioBuilder
 from tools.emulation.store import expected_outcome
@@ -25,28 +24,6 @@ from tools.mpy_runtime import REPO_ROOT
 pytestmark = [pytest.mark.slow, pytest.mark.micropython, pytest.mark.usefixtures("emulated_boards")]
 
 NODES = [1, 2, 3]
-
-
-def _hub_config(directory: Path, db: Path, nodes_file: Path, adapter: str, slots: int) -> Path:
-    cfg = directory / "hub.toml"
-    cfg.write_text(
-        "\n".join(
-            [
-                "[hub]",
-                f"database = {json.dumps(str(db))}",
-                f"control_socket = {json.dumps(str(directory / 'hub.sock'))}",
-                f"nodes_files = [{json.dumps(str(nodes_file))}]",
-                "",
-                "[ble]",
-                f"adapter = {json.dumps(adapter)}",
-                f"slots = {slots}",
-                "idle_s = 1.0",
-                "hold_s = 5.0",
-                "",
-            ]
-        )
-    )
-    return cfg
 
 
 def _wait(emu: Emulator, check: Callable[[], bool], timeout_s: float, what: str, log: Path) -> None:
@@ -73,7 +50,7 @@ def test_three_ble_nodes_over_two_slots_reach_the_ledger_exactly_once(tmp_path: 
     emu = Emulator(NODES, scenario, tmp_path / "emu", out=lines.append, link="ble")
     emu.start()
     adapter = next(line.split(": ", 1)[1] for line in lines if line.startswith("hub BLE adapter: "))
-    cfg = _hub_config(tmp_path, db, tmp_path / "emu" / "nodes.toml", adapter, slots=2)
+    cfg = write_ble_hub_config(tmp_path, db, tmp_path / "emu" / "nodes.toml", adapter, slots=2, idle_s=1.0, hold_s=5.0)
     log = tmp_path / "hub.log"
     with hub_beside(emu, cfg, log) as hub:
         end_s = max(r.t_end for r in scenario.truth) + 1.0
@@ -105,7 +82,7 @@ def test_three_ble_nodes_over_two_slots_reach_the_ledger_exactly_once(tmp_path: 
                     node, lane = lid.removeprefix("node").split("-lane")
                     if int(node) == nid and lanes.get(int(lane)) != units:
                         return False
-            return st["ble"]["slots_used"] == 0
+            return bool(st["ble"]["slots_used"] == 0)
 
         _wait(emu, beacons_current, 60, "every beacon to show the ledger's counts and the slots to be free", log)
         st = hub.status()

@@ -28,7 +28,6 @@ import random
 import re
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +45,12 @@ from tests.faults.harness import (
     unacked_on_flash,
     write_hub_config,
 )
+from tests.faults.harness import (
+    contiguous as harness_contiguous,
+)
 from tests.faults.relay import FaultRelay, Faults
+from tests.faults.rig import Rig, shoppers, status_nodes
 from tools.emulation.host import Emulator
-from tools.emulation.scenarios import FIRST_ACTION_S, Scenario, ScenarioBuilder
 from tools.emulation.store import expected_outcome
 
 SEED = 7
@@ -62,68 +64,6 @@ DOWN = Faults(drop=0.06, flip=0.05, dup=0.05, delay=0.06, delay_s=(0.1, 1.5), en
 FORGED = 5
 REPLAYED = 5
 SETTLE_TIMEOUT_S = 120.0
-MEAN_GAP_S = 25.0  # busier than the named scenario (45 s per lane): more events in flight at every fault
-
-
-def shoppers(node_ids: list[int], seed: int, duration_s: float) -> Scenario:
-    """The ``shoppers`` scenario with shoppers coming more often."""
-    b = ScenarioBuilder(node_ids, seed)
-    for nid in node_ids:
-        for lane in range(len(b.lanes[nid])):
-            b.shoppers(nid, lane, FIRST_ACTION_S, duration_s, mean_gap_s=MEAN_GAP_S)
-    return b.build("shoppers")
-
-
-class Rig:
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.log: list[str] = []
-        self.emu: Emulator | None = None
-        self.relays: dict[int, FaultRelay] = {}
-        self.hub: HubProcess | None = None
-        self.t0 = time.monotonic()
-
-    def note(self, text: str) -> None:
-        self.log.append(f"[{time.monotonic() - self.t0:6.1f}] {text}")
-
-    def tick(self) -> None:
-        assert self.emu is not None
-        self.emu.poll()
-        for relay in self.relays.values():
-            assert relay.error is None, f"relay failed: {relay.error!r}"
-
-    def wait(self, cond: Callable[[], bool], timeout_s: float, what: str, step_s: float = 0.1) -> None:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            self.tick()
-            if cond():
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}\n" + self.report())
-            time.sleep(step_s)
-
-    def sleep(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        self.wait(lambda: time.monotonic() >= end, seconds + 30.0, "a pause")
-
-    def until_elapsed(self, t: float) -> None:
-        assert self.emu is not None
-        emu = self.emu
-        self.wait(lambda: emu.elapsed() >= t, t - emu.elapsed() + 60.0, f"scenario time {t:.0f} s")
-
-    def report(self) -> str:
-        lines = list(self.log[-60:])
-        for nid, relay in self.relays.items():
-            lines.append(f"relay {nid}: {relay.stats}")
-        hub_log = self.tmp / "hub.log"
-        if hub_log.exists():
-            lines.append("--- hub log (tail) ---")
-            lines += hub_log.read_text(errors="replace").splitlines()[-40:]
-        return "\n".join(lines)
-
-
-def _status_nodes(status: dict[str, Any] | None) -> dict[int, dict[str, Any]]:
-    return {int(n["node_id"]): n for n in (status or {}).get("nodes", [])}
 
 
 @pytest.mark.slow
@@ -148,8 +88,7 @@ def test_exactly_once_under_line_faults_hub_kills_and_node_reboot(tmp_path: Path
         by_id = {n.node_id: n for n in emu.nodes}
 
         def contiguous(nid: int) -> int:
-            rows = query(db, "SELECT highest_contiguous_event_seq FROM nodes WHERE node_id = ?", (nid,))
-            return int(rows[0][0]) if rows else 0
+            return harness_contiguous(db, nid)
 
         last_start = {"t": 0.0}
 
@@ -184,7 +123,7 @@ def test_exactly_once_under_line_faults_hub_kills_and_node_reboot(tmp_path: Path
 
         # After the last restart: forged and replayed frames, once the hub talks to both nodes again.
         def both_up() -> bool:
-            nodes = _status_nodes(hub.status())
+            nodes = status_nodes(hub.status())
             return sorted(nodes) == NODES and all(n.get("up") for n in nodes.values())
 
         rig.wait(both_up, 90.0, "both nodes up", step_s=1.0)
@@ -264,7 +203,7 @@ def test_exactly_once_under_line_faults_hub_kills_and_node_reboot(tmp_path: Path
         assert resent >= 1, report
 
         # (c), (d) the last hub counted what the relay mangled, forged and replayed, and applied none of it.
-        nodes = _status_nodes(final)
+        nodes = status_nodes(final)
         for nid in NODES:
             assert nodes[nid]["contiguous_event_seq"] == contiguous(nid), (nodes[nid], report)
         rejected: Counter[str] = Counter()

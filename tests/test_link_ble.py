@@ -36,6 +36,17 @@ def test_link_fragments_up_and_down_and_survives_a_full_stack(runtime: Any) -> N
     connected, adverts, fresh, disconnects, sent = r["after"]
     assert (connected, fresh, disconnects, sent) == (False, False, 1, False)
     assert adverts == 2  # advertising again after the disconnect
+    assert r["tx_dropped"] == 3  # refused while disconnected, dropped at the disconnect, refused after
+
+
+def test_a_stranger_is_dropped_and_a_cut_frame_never_joins_the_next(runtime: Any) -> None:
+    r = runtime.call(M, "strangers_and_cut_frames")
+    assert r["kept_before"] == [] and r["dropped_after"] == [70]
+    assert r["hub_kept"] == [70]  # the vouched hub is kept while it talks
+    assert r["frames"] == [r["want"]]  # only the whole frame of the new connection
+    assert r["bad_fragments"] == 2  # the cut frame's two orphan fragments, refused and counted
+    assert r["stale_frames"] == [] and r["stale"] == 1  # a fragment of the last connection never joins the next
+    assert r["silent_dropped"] == [70, 73] and r["strangers"] == 2  # a hub silent for SILENT_MS is let go
 
 
 def _reference_adv(key: bytes, node: int, counter: int, flags: int, first: int, n: int, entries: list[int]) -> bytes:
@@ -73,3 +84,22 @@ def test_beacon_decoding_refuses_what_is_not_one() -> None:
         bc.Beacon(9, 5, 4, 0, 2, [1, 2, 0, 0]).advertisement(key)  # reserved flag bit
     assert bc.payload_of(b"\x02\x01\x06") is None
     assert bc.payload_of(b"\x05\x09abc") is None  # a length running past the end
+
+
+def test_beacons_follow_the_shelf_rotate_lanes_and_renew(runtime: Any) -> None:
+    r = runtime.call(M, "beacon_ticks", KEY, 2, timeout_s=120)
+    sent = r["sent"]
+    counters = [s[1] for s in sent]
+    assert counters == sorted(set(counters))  # strictly increasing, drawn from the node's sequence
+    assert sent[0][:4] == [0, 101, 0, 0] and sent[0][4] == [10, 20]
+    at = {s[0]: s for s in sent}
+    assert at[5000][2] == bc.WAITING and at[5000][4] == [10, 19]  # the pick: at once, with events waiting
+    assert at[6000][2] == 0  # acknowledged: a new beacon without WAITING
+    assert at[7000][2] == bc.FAULT
+    # nothing changed afterwards: renewed every RENEW_MS, not more often
+    later = [s[0] for s in sent if s[0] > 7000]
+    assert later and all(b - a == r["renew_ms"] for a, b in zip([7000, *later], later, strict=False))
+    big = runtime.call(M, "beacon_ticks", KEY, 6, timeout_s=120)["sent"]
+    firsts = [s[3] for s in big if s[0] < 5000]
+    assert firsts[:3] == [0, 4, 0]  # six lanes: the first four, then the other two, in turn every ROTATE_MS
+    assert next(s[4] for s in big if s[3] == 4) == [50, 60]

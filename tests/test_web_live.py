@@ -532,6 +532,29 @@ def test_nodes_page_with_the_hubs_status(env: Env) -> None:
     assert "forged" not in _client(clean).get("/nodes").get_data(as_text=True).split('<tr id="node-1">')[1]
 
 
+def test_nodes_page_shows_a_ble_node_its_beacon_and_connection(env: Env) -> None:
+    status = _status()
+    ble_node = {**status["nodes"][0], "node_id": 5, "port": "", "link": None, "up": False, "forged_frames": 0}
+    ble_node["ble"] = {
+        "state": "idle",
+        "address": "C2:5E:5E:00:00:05",
+        "rssi": -61,
+        "beacon": {"age_s": 4.2, "lanes": {"0": {"count": 12, "fault": False}, "1": {"count": 3, "fault": True}}},
+        "link": {"connects": 7, "disconnects": 7},
+    }
+    status["nodes"].append(ble_node)
+    app = create_app(env.db, env.writer, config={"TESTING": True}, status=lambda: status)
+    html = _client(app).get("/nodes").get_data(as_text=True)
+    five = html.split('<tr id="node-5">')[1].split("</tr>")[0]
+    assert "online" in five  # its beacon was heard 4 s ago: online, though it holds no connection
+    assert "BLE C2:5E:5E:00:00:05 (idle)" in five and "RSSI -61 dBm" in five and "beacon 4 s ago" in five
+    assert "7 connections" in five and "7 disconnects" not in five  # a BLE node connects and lets go by design
+    assert "lane 0: 12, lane 1: 3 (fault)" in five
+    status["nodes"][-1]["ble"]["beacon"]["age_s"] = 400.0  # not heard for minutes: offline
+    html = _client(app).get("/nodes").get_data(as_text=True)
+    assert "offline" in html.split('<tr id="node-5">')[1].split("</tr>")[0]
+
+
 def test_nodes_page_without_the_hub_shows_the_ledger(env: Env) -> None:
     html = env.client("viewer").get("/nodes").get_data(as_text=True)
     assert "Live status is unavailable" in html

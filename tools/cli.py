@@ -19,7 +19,7 @@ from typing import Any
 from hub.cli.args import number
 from tools.emulation.host import add_emulate_parser
 
-BENCH_TARGETS = ("protocol", "sensing", "hub", "web", "flash")
+BENCH_TARGETS = ("protocol", "sensing", "hub", "ble", "web", "flash")
 
 _grams = number(float, lambda v: 1.0 <= v <= 100000.0, "unit weight must be between 1 g and 100 kg")
 _percent = number(float, lambda v: 0.0 <= v <= 30.0, "spread must be between 0 and 30 %")
@@ -37,7 +37,9 @@ def register_bench(sub: Any) -> None:
         "--min-ms", type=int, default=1000, help="protocol: minimum time per measured stage (default 1000)"
     )
     bench.add_argument("--seed", type=int, default=1, help="sensing: scenario generator seed (default 1)")
-    bench.add_argument("--quick", action="store_true", help="sensing, hub, web: a small set (a few seconds)")
+    bench.add_argument(
+        "--quick", action="store_true", help="sensing, hub, ble, web: a small set (a few seconds; ble: about 30)"
+    )
     bench.add_argument("--json", action="store_true", help="print machine-readable JSON")
     bench.set_defaults(func=_bench)
 
@@ -57,6 +59,10 @@ def _bench(args: argparse.Namespace) -> int:
         from tools.bench import hub
 
         hub.run(quick=args.quick, as_json=args.json)
+    elif args.target == "ble":
+        from tools.bench import ble
+
+        ble.run(quick=args.quick, as_json=args.json)
     elif args.target == "web":
         from tools.bench import web
 

@@ -204,8 +204,10 @@ def add_hub_parser(sub: Any) -> None:
 
     run = verbs.add_parser(
         "run",
-        help="run the hub: serial ports -> ingest -> ledger, until SIGINT/SIGTERM",
-        description="Opens the configured serial ports (waiting for unplugged ones), completes each node's hello, "
+        help="run the hub: serial ports and BLE -> ingest -> ledger, until SIGINT/SIGTERM",
+        description="Opens the configured serial ports (waiting for unplugged ones) and, for nodes with link = ble, "
+        "the BLE adapter (scanning for their beacons, connecting when there is something to carry), completes each "
+        "node's hello, "
         "books verified events in the ledger and acknowledges them after commit. Stops cleanly on SIGINT/SIGTERM.",
     )
     with_config(run)

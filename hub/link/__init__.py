@@ -1,7 +1,7 @@
 """The node link: everything between a transport's raw frames and the ledger, per node and for the hub.
 
 ```
-transport (serial, BLE next) --raw frames--> ingest.Ingest --verified, by type--> booking.SensorBooking -> ledger
+transport (serial, BLE) --raw frames--> ingest.Ingest --verified, by type--> booking.SensorBooking -> ledger
                                                    |                              commands.CommandDesk  -> audit
                                                    +--> session.NodeSession (per node: route, boot session, acks,
                                                         downlink reservation, transmit, jobs, stats)

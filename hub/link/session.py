@@ -1,7 +1,7 @@
 """``NodeSession``: everything the hub keeps for one node while it runs, and the methods that change it.
 
 * **Identity and route**: node id, key, configured port, and the ``Link`` its last authenticated frame arrived on
-  (the hub answers there: serial today, BLE next; a node heard on another port than its configured one is
+  (the hub answers there: a serial port or a BLE connection; a node heard on another port than its configured one is
   answered where it is, with one warning).
 * **Boot session** (``hello``): a new boot count starts a new downlink session (seq from 1); what was sent in the
   old one will never be answered (its callers get ``NodeRebooted``).

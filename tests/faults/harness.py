@@ -69,6 +69,37 @@ def write_hub_config(directory: Path, db: Path, nodes: list[tuple[int, bytes, Pa
     return cfg
 
 
+def write_ble_hub_config(
+    directory: Path, db: Path, nodes_file: Path, adapter: str, *, slots: int, idle_s: float, hold_s: float
+) -> Path:
+    """hub.toml (absolute paths) for BLE nodes: the emulator's nodes file and its air's adapter."""
+    cfg = directory / "hub.toml"
+    cfg.write_text(
+        "\n".join(
+            [
+                "[hub]",
+                f"database = {json.dumps(str(db))}",
+                f"control_socket = {json.dumps(str(directory / 'hub.sock'))}",
+                f"nodes_files = [{json.dumps(str(nodes_file))}]",
+                "",
+                "[ble]",
+                f"adapter = {json.dumps(adapter)}",
+                f"slots = {slots}",
+                f"idle_s = {idle_s}",
+                f"hold_s = {hold_s}",
+                "",
+            ]
+        )
+    )
+    return cfg
+
+
+def contiguous(db: Path, node_id: int) -> int:
+    """The node's highest contiguous event_seq as the ledger holds it."""
+    rows = query(db, "SELECT highest_contiguous_event_seq FROM nodes WHERE node_id = ?", (node_id,))
+    return int(rows[0][0]) if rows else 0
+
+
 class HubProcess:
     """``python -m hub.cli hub run`` as a subprocess in its own process group; ``kill()`` is SIGKILL."""
 

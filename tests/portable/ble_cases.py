@@ -3,7 +3,7 @@
 ``FakeBle`` stands for ``bluetooth.BLE()`` with the documented behaviour the link relies on: value handles from
 ``gatts_register_services``, ``gatts_set_buffer``, ``gatts_read`` of the last write, ``gatts_notify`` that can
 refuse (ENOMEM) and IRQs delivered by the test (``irq(event, data)``). The emulated board's real ``bluetooth``
-module behind a Bumble stack is tested end to end elsewhere (tests/test_emulated_ble.py, tests/test_ble_link.py).
+module behind a Bumble stack is tested end to end elsewhere (tests/test_emulated_ble.py, tests/test_ble_hub.py).
 """
 
 import sys
@@ -75,12 +75,12 @@ class FakeBle:
         self.handler(3, (conn, 13))
 
 
-def _link(mtu=247):
+def _link(mtu=247, clock=None):
     sys.modules["bluetooth"] = _Module
     from firmware.link_ble import BleLink
 
     ble = FakeBle()
-    return ble, BleLink(ble, mtu, 250000, "shelf-7")
+    return ble, BleLink(ble, mtu, 250000, "shelf-7", clock or (lambda: 0))
 
 
 def link_flow():
@@ -133,6 +133,64 @@ def link_flow():
     ble.handler(2, (64, 1, b"\xc0\x00\x00\x00\x00\x01"))
     link.poll()
     out["after"] = [link.connected, len(ble.adverts), link.fresh(), link.disconnects, link.send(b"a")]
+    out["tx_dropped"] = link.tx_dropped
+    return out
+
+
+def strangers_and_cut_frames():
+    """A central that never sends an authenticated frame is disconnected after AUTH_MS; the hub (vouched) is kept.
+    A downlink frame cut by a disconnect never joins the next connection's frames."""
+    t = [0]
+    ble, link = _link(clock=lambda: t[0])
+    from firmware.link_ble import AUTH_MS, SILENT_MS
+
+    out = {}
+    ble.handler(1, (70, 1, b"\xc0\x00\x00\x00\x00\x09"))  # a stranger
+    link.poll()
+    t[0] = AUTH_MS - 10
+    link.poll()
+    out["kept_before"] = list(ble.disconnected)
+    t[0] = AUTH_MS + 100
+    link.poll()
+    out["dropped_after"] = list(ble.disconnected)
+    ble.handler(2, (70, 0, b""))
+    link.poll()
+    # the hub: connects, vouched by the node, kept long after AUTH_MS
+    ble.handler(1, (71, 1, b"\xc0\x00\x00\x00\x00\x01"))
+    link.poll()
+    link.vouch()
+    t[0] += SILENT_MS - 1000
+    link.poll()
+    out["hub_kept"] = list(ble.disconnected)
+    # the first fragment of a 3-fragment frame, then the connection drops
+    big = bytes(range(50))
+    parts = fragment(big, 23, 1)
+    ble.write(71, parts[0])
+    link.poll()
+    ble.handler(2, (71, 0, b""))
+    link.poll()
+    ble.handler(1, (72, 1, b"\xc0\x00\x00\x00\x00\x01"))
+    for p in parts[1:]:  # the rest of the cut frame arrives on the new connection: not a frame
+        ble.write(72, p)
+    got = link.poll()
+    for p in fragment(big, 23, 2):
+        ble.write(72, p)
+    got += link.poll()
+    out["frames"] = [g.hex() for g in got]
+    out["want"] = big.hex()
+    # a fragment written just before a disconnect and a reconnect that the link had not polled yet: stale
+    ble.write(72, parts[0])
+    ble.handler(2, (72, 0, b""))
+    ble.handler(1, (73, 1, b"\xc0\x00\x00\x00\x00\x01"))
+    out["stale_frames"] = link.poll()
+    out["stale"] = link.stale
+    # the hub vouched, then fell silent (it died, its adapter kept the connection): dropped after SILENT_MS
+    link.vouch()
+    t[0] += SILENT_MS + 1
+    link.poll()
+    out["silent_dropped"] = list(ble.disconnected)
+    out["strangers"] = link.strangers
+    out["bad_fragments"] = link.bad_fragments
     return out
 
 
@@ -155,3 +213,70 @@ def beacon_vector(key_hex, node_id, counter, flags, first, lane_count, lanes):
         "lanes": [[x[0], x[1], x[2], x[3]] for x in b.lanes()],
         "wrong_key": bc.verify(payload, Key(b"\x00" * 16)),
     }
+
+
+class _Det:
+    def __init__(self):
+        self.stable = True
+
+
+class _Lane:
+    def __init__(self):
+        self.fault = False
+        self.det = _Det()
+
+
+class _Count:
+    def __init__(self, n):
+        self.count = n
+
+
+class _Counters:
+    def __init__(self, n):
+        self.lanes = [_Count(10 * (i + 1)) for i in range(n)]
+
+
+class _Outbox:
+    def __init__(self):
+        self.depth = 0
+
+
+class _Shelf:
+    def __init__(self, n):
+        self.lanes = [_Lane() for _ in range(n)]
+        self.counters = _Counters(n)
+        self.outbox = _Outbox()
+
+
+def beacon_ticks(key_hex, lanes):
+    """``firmware/beacons.py`` on a shelf of ``lanes`` lanes: which beacons it advertises as time passes and the
+    shelf changes: [t, counter, flags, first, [counts...]] per advertisement (decoded with the node key)."""
+    from firmware.beacons import RENEW_MS, ROTATE_MS, Beacons
+
+    key = Key(bytes.fromhex(key_hex))
+    shelf = _Shelf(lanes)
+    seq = [100]
+    sent = []
+
+    def next_counter():
+        seq[0] += 1
+        return seq[0]
+
+    t = [0]
+
+    def advertise(adv):
+        b = bc.open_beacon(bc.payload_of(adv), key)
+        sent.append([t[0], b.counter, b.flags, b.first, [x[1] for x in b.lanes()]])
+
+    beacons = Beacons(shelf, 7, key, next_counter, advertise, 0)
+    for step in range(0, 70000, 20):  # the link task's period
+        t[0] = step
+        if step == 5000:
+            shelf.counters.lanes[1].count -= 1  # a pick on lane 1
+            shelf.outbox.depth = 1
+        if step == 6000:
+            shelf.outbox.depth = 0  # acknowledged
+        if step == 7000:
+            shelf.lanes[0].fault = True
+        beacons.tick(step)
+    return {"sent": sent, "rotate_ms": ROTATE_MS, "renew_ms": RENEW_MS}

@@ -18,4 +18,5 @@ HOST_ONLY = (
     "tools/emulation/radio/air.py",
     "tools/emulation/radio/host.py",
     "tools/emulation/radio/peripheral.py",
+    "tools/emulation/radio/synthetic.py",
 )

@@ -180,6 +180,7 @@ class Emulator:
         flash_bytes: int = DEFAULT_FLASH_BYTES,
         out: Callable[[str], None] | None = None,
         link: str = "serial",
+        ble_mtu: int | None = None,
     ) -> None:
         if link not in LINKS:
             raise EmulatorError(f"--link must be one of {', '.join(LINKS)}, got {link!r}")
@@ -208,6 +209,7 @@ class Emulator:
         self.flash_bytes = flash_bytes
         self.seed = seed
         self.link = link
+        self.ble_mtu = ble_mtu  # --link ble: the largest ATT MTU the nodes accept (their config's ble.mtu)
         self.radio: Radio | None = None  # --link ble: the air and the boards' peripherals
         self.nodes: list[EmulatedNode] = []
         self.epoch = 0.0
@@ -293,7 +295,9 @@ class Emulator:
             key = b""
         else:
             key = _read_key(flash, nid) or secrets.token_bytes(32)
-            extra = {"link": "ble"} if self.link == "ble" else {}
+            extra: dict[str, Any] = {"link": "ble"} if self.link == "ble" else {}
+            if self.link == "ble" and self.ble_mtu is not None:
+                extra["ble"] = {"mtu": self.ble_mtu}
             provision(str(flash), node_config.dumps(nid, key, node_plan.config_lanes(), **extra), plan)
             install_factory_image(flash)
         return EmulatedNode(

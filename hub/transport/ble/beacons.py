@@ -7,9 +7,12 @@ shows and whether the connection manager wants a slot for the node.
 An advertisement is accepted when its manufacturer data is a well-formed beacon of a configured BLE node, its tag
 is that node's key's, it comes from the node's configured address (when one is configured), and its counter is
 above the last accepted one. The same beacon heard again (same counter, same bytes: a node re-advertises it until
-something changes) only refreshes RSSI and the time it was last heard. Everything else is counted and ignored:
-``malformed``, ``unknown`` (not a node of this hub), ``forged`` (bad tag, or a known node's beacon from another
-address), ``replayed`` (an authentic but older counter, or the same counter with other bytes).
+something changes) from the same address, within ``REPEAT_S`` of its first hearing (a node renews its beacon every
+30 s), only refreshes RSSI and the time it was last heard. Everything else is counted and ignored: ``malformed``,
+``unknown`` (not a node of this hub), ``forged`` (bad tag, or a known node's beacon from another address than its
+configured one), ``replayed`` (an authentic but older counter; the same counter with other bytes, from another
+address, or long after the node should have renewed it). So a recorded beacon replayed elsewhere neither moves a
+node (the hub would connect to the replayer) nor keeps a dead node looking alive.
 
 After a hub restart the first authentic beacon of a node is accepted whatever its counter (the last one is not
 kept on disk): a replay then can show an old count until the node's next beacon (within 30 s, ``RENEW_MS``), and
@@ -25,6 +28,8 @@ from typing import Any
 from shared_protocol import beacon as bc
 from shared_protocol.auth import Key
 from shared_protocol.errors import ProtocolError
+
+REPEAT_S = 75.0  # a beacon heard again this long after it was new is stale (nodes renew theirs every 30 s)
 
 
 @dataclass(slots=True)
@@ -115,18 +120,17 @@ class BeaconBook:
             c.unknown += 1
             return None
         address = address.upper()
+        node = self.nodes[b.node_id]
+        if node.accepted and payload == node.payload and address == node.address and now - node.changed <= REPEAT_S:
+            c.repeated += 1  # the accepted beacon again, from its node (no HMAC: it was checked when it was new)
+            node.heard = now
+            node.rssi = rssi
+            return b.node_id
         if not bc.verify(payload, key) or self._addresses.get(b.node_id, address) != address:
             c.forged += 1
             return None
-        node = self.nodes[b.node_id]
         if node.accepted and b.counter <= node.counter:
-            if b.counter == node.counter and payload == node.payload:
-                c.repeated += 1
-                node.heard = now
-                node.rssi = rssi
-                node.address = address
-                return b.node_id
-            c.replayed += 1
+            c.replayed += 1  # older, or the current one from elsewhere or too late
             return None
         c.accepted += 1
         node.accepted += 1

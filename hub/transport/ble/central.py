@@ -9,19 +9,24 @@ cheap one. So:
   heard when its last connection ended), when its ``NodeSession`` has something to send (an ack, a command:
   ``wants(node_id)``), or when it has not been visited for ``visit_s`` (health and lane states come over a
   connection). Waiting nodes get free slots in the order they started waiting.
-* **Hold a slot only while it carries something.** A connection with nothing either way for ``idle_s`` is closed; one
-  held for ``hold_s`` while other nodes wait is closed too, and the node waits again at the back of the queue, so a
-  node with events waiting never starves and no node holds a slot while idle.
+* **Hold a slot only while it carries something.** A connection with nothing either way for ``idle_s`` (while
+  other nodes wait for a slot: ``QUEUED_IDLE_S``) is closed (the node is drained: its beacon's "waiting" as it
+  was then is history). When more nodes wait than slots are free, the
+  connections held longest beyond ``hold_s`` are closed to make room, and those nodes wait again at the back of the
+  queue (their beacons still say events wait), so a node with events waiting never starves and no node holds a
+  slot while idle.
 * **Retries never block the loop.** Each connection is a task (``bleak_retry_connector.establish_connection``, two
-  attempts); a failure backs the node off exponentially (0.5 s doubling to 30 s), and the scheduler runs on.
+  attempts); a failure (any exception: the unexpected ones are logged with their traceback) backs the node off
+  exponentially (0.5 s doubling to 30 s), and the scheduler runs on. A failed downlink write ends the connection.
 
 A connection: connect (the backend exchanges the MTU), find the smart-shelf service's characteristics, subscribe to
-uplink notifications, then write the one-byte *poke* (protocol section 8.2): the node says hello on this
+uplink notifications, then write the one-byte *poke* (protocol section 8.1): the node says hello on this
 connection, the hub's ack starts its session and the node sends what waits. Frames then flow through
 ``BleNodeLink`` (``node_link.py``) into ingest like any link's.
 
 The adapter (``[ble] adapter``) is bleak's default backend (BlueZ on a Pi) or Bumble over an HCI transport
-(``backend.py``); a missing adapter is retried with back-off like an unplugged serial device, never fatal.
+(``backend.py``); a missing adapter is retried with back-off like an unplugged serial device, never fatal, and an
+open one is reopened when its transport goes away or it reports no advertisement at all for ``SCAN_STALL_S``.
 """
 
 from __future__ import annotations
@@ -55,6 +60,8 @@ CONNECT_TIMEOUT_S = 10.0
 BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 30.0
 ADAPTER_RETRY_MAX_S = 10.0
+QUEUED_IDLE_S = 0.3  # while nodes wait for a slot, a connection quiet this long is done (instead of idle_s)
+SCAN_STALL_S = 120.0  # no advertisement at all this long while nodes are configured: the scan is dead, reopen
 
 
 @dataclass(slots=True)
@@ -72,6 +79,7 @@ class _Node:
     failures: int = 0
     last_visit: float = float("-inf")
     drained_counter: int = -1
+    idle_counter: int = -1  # the beacon counter when the connection was found idle (drained up to there)
     last_error: str = ""
     rotations: int = 0
 
@@ -101,6 +109,8 @@ class BleCentral:
         self._scanner: BleakScanner | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._opened_at = 0.0
+        self._last_advert = 0.0
         self.adapter_error = ""
         self.connects = 0
         self.connect_failures = 0
@@ -121,6 +131,8 @@ class BleCentral:
         if n is not None and n.task is not None:
             n.close_reason = "no longer configured"
             n.done.set()
+            if n.connected_at is None:
+                n.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await n.task
 
@@ -139,12 +151,12 @@ class BleCentral:
 
     async def close(self) -> None:
         self._closing = True
-        await self._drop_connections("hub stopping")
-        if self._task is not None:
+        if self._task is not None:  # first: nothing schedules a new connection from here on
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        await self._drop_connections("hub stopping")
         await self._close_adapter()
 
     async def _close_adapter(self) -> None:
@@ -166,44 +178,74 @@ class BleCentral:
             await backend.close()
             raise
         self._backend, self._scanner = backend, scanner
+        self._opened_at = time.monotonic()
         self.adapter_error = ""
         log.info("BLE: adapter %s open, scanning", backend.name)
 
     async def _run(self) -> None:
         delay = BACKOFF_MIN_S
         while not self._closing:
-            if self._backend is None:
-                try:
-                    await self._open_adapter()
-                    delay = BACKOFF_MIN_S
-                except (OSError, BleakError, ValueError, TimeoutError) as exc:
-                    if not self.adapter_error:
-                        log.warning("BLE: adapter %s not available (%s): retrying", self.cfg.adapter, exc)
-                    self.adapter_error = str(exc) or type(exc).__name__
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, ADAPTER_RETRY_MAX_S)
+            try:
+                if self._backend is None:
+                    try:
+                        await self._open_adapter()
+                        delay = BACKOFF_MIN_S
+                    except (OSError, BleakError, ValueError, TimeoutError) as exc:
+                        if not self.adapter_error:
+                            log.warning("BLE: adapter %s not available (%s): retrying", self.cfg.adapter, exc)
+                        self.adapter_error = str(exc) or type(exc).__name__
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, ADAPTER_RETRY_MAX_S)
+                        continue
+                lost = self._adapter_lost(time.monotonic())
+                if lost:
+                    log.warning("BLE: adapter %s %s: reopening", self.cfg.adapter, lost)
+                    self.adapter_error = lost
+                    await self._drop_connections(lost)
+                    await self._close_adapter()
                     continue
-            if self._backend is not None and not self._backend.is_open:  # a dongle unplugged, an emulator restarted
-                log.warning("BLE: adapter %s lost: reopening", self.cfg.adapter)
-                self.adapter_error = "adapter lost"
-                await self._drop_connections("adapter lost")
+                self._schedule(time.monotonic())
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug or an adapter error nobody foresaw: logged, the adapter reopened, never fatal
+                log.exception("BLE: unexpected error; reopening the adapter")
+                self.adapter_error = "unexpected error"
+                await self._drop_connections("unexpected error")
                 await self._close_adapter()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, ADAPTER_RETRY_MAX_S)
                 continue
-            self._schedule(time.monotonic())
             await asyncio.sleep(TICK_S)
 
+    def _adapter_lost(self, now: float) -> str:
+        """Why the open adapter must be reopened ("" when it is fine): its transport went away (Bumble: a dongle
+        unplugged, an emulator restarted), or it has reported no advertisement at all for ``SCAN_STALL_S`` while
+        nodes are configured and none is connected (BlueZ: bluetoothd restarted, the adapter powered down; bleak says
+        nothing then)."""
+        if self._backend is not None and not self._backend.is_open:
+            return "lost"
+        connected = any(n.connected_at is not None for n in self._nodes.values())  # a connected node is quiet
+        if self._nodes and not connected and now - max(self._last_advert, self._opened_at) > SCAN_STALL_S:
+            return f"silent for {SCAN_STALL_S:.0f} s (no advertisement at all)"
+        return ""
+
     async def _drop_connections(self, reason: str) -> None:
+        """End every connection (and cancel every connect still under way), and wait for their tasks."""
+        tasks = []
         for n in self._nodes.values():
             if n.task is not None:
                 n.close_reason = reason
                 n.done.set()
-        tasks = [n.task for n in self._nodes.values() if n.task is not None]
+                if n.connected_at is None:
+                    n.task.cancel()
+                tasks.append(n.task)
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     # ------------------------------------------------------------------------------------------ beacons
 
     def _on_advert(self, device: BLEDevice, adv: AdvertisementData) -> None:
+        self._last_advert = time.monotonic()
         payload = adv.manufacturer_data.get(COMPANY_ID)
         if payload is None:
             return
@@ -242,17 +284,26 @@ class BleCentral:
                 n.want_since = now
             n.want_reason = reason
             queued.append(n)
-        for n in self._nodes.values():  # connected ones: close when idle, or rotate when others wait
+        held: list[_Node] = []
+        # Nodes are waiting for a slot: a connection with nothing left to carry lets go sooner than idle_s.
+        idle_s = min(self.cfg.idle_s, QUEUED_IDLE_S) if queued else self.cfg.idle_s
+        for n in self._nodes.values():  # connected ones: close when idle; held long enough: may be rotated
             if n.connected_at is None or n.done.is_set():
                 continue
-            if not self._wants(n.config.node_id) and not n.link.writing and n.link.idle_for >= self.cfg.idle_s:
+            if not self._wants(n.config.node_id) and not n.link.writing and n.link.idle_for >= idle_s:
                 n.close_reason = "idle"
+                seen = self.book.nodes.get(n.config.node_id)
+                n.idle_counter = seen.counter if seen is not None else n.drained_counter  # before any await
                 n.done.set()
-            elif queued and now - n.connected_at >= self.cfg.hold_s:
+            elif now - n.connected_at >= self.cfg.hold_s:
+                held.append(n)
+        free = self.cfg.slots - busy
+        if len(queued) > free and held:  # more nodes wait than slots are free: the longest-held make room
+            held.sort(key=lambda h: h.connected_at or 0.0)
+            for n in held[: len(queued) - free]:
                 n.close_reason = "slot rotated to a waiting node"
                 n.rotations += 1
                 n.done.set()
-        free = self.cfg.slots - busy
         if free <= 0 or not queued:
             return
         queued.sort(key=lambda q: q.want_since or 0.0)
@@ -272,13 +323,19 @@ class BleCentral:
         if self._backend.client is not None:
             kwargs["backend"] = self._backend.client
         client: BleakClient | None = None
+        done = n.done  # this connection's: a late callback of an earlier client must not end a newer connection
+
+        def write_failed(reason: str) -> None:
+            n.close_reason = reason
+            done.set()
+
         try:
             try:
                 client = await establish_connection(
                     BleakClient,
                     device,
                     f"node {node_id}",
-                    disconnected_callback=lambda _c: n.done.set(),
+                    disconnected_callback=lambda _c: done.set(),
                     max_attempts=2,
                     timeout=CONNECT_TIMEOUT_S,
                     **kwargs,
@@ -287,26 +344,32 @@ class BleCentral:
                 downlink = client.services.get_characteristic(DOWNLINK_UUID)
                 if uplink is None or downlink is None:
                     raise BleakError(f"{device.address} has no smart-shelf service {SERVICE_UUID}")
-                n.link.attach(client, downlink, client.mtu_size, device.address)
+                # The MTU as the stack reports it for writes (BlueZ exchanges it itself; bleak's mtu_size there is
+                # only known after an explicit acquire): the largest write without response, plus the ATT header.
+                mtu = downlink.max_write_without_response_size + 3
+                n.link.attach(client, downlink, mtu, device.address, write_failed)
                 n.connected_at = time.monotonic()
                 await client.start_notify(uplink, n.link.on_notify)
                 await client.write_gatt_char(downlink, POKE, response=True)
             except (BleakError, TimeoutError, OSError, EOFError) as exc:
                 self._failed(n, exc)
                 return
+            except Exception as exc:  # a backend error bleak does not map: logged, backed off like any failure
+                log.exception("BLE: node %d: unexpected error while connecting", node_id)
+                self._failed(n, exc)
+                return
             n.failures = 0
             self.connects += 1
-            log.info("BLE: node %d connected (%s, MTU %d)", node_id, device.address, client.mtu_size)
-            await n.done.wait()
+            log.info("BLE: node %d connected (%s, MTU %d)", node_id, device.address, n.link.mtu)
+            await done.wait()
             log.info("BLE: node %d disconnected (%s)", node_id, n.close_reason or "dropped by the node or the air")
         finally:
             await n.link.detach()
             if client is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(client.disconnect(), 5.0)
-            seen = self.book.nodes.get(node_id)
-            if seen is not None:
-                n.drained_counter = seen.counter
+            if n.close_reason == "idle":  # drained: its beacon as it was then says nothing new
+                n.drained_counter = n.idle_counter
             n.last_visit = time.monotonic()
             n.connected_at = None
             n.task = None
@@ -317,7 +380,7 @@ class BleCentral:
         if "slot" in text.lower():
             self.slot_refusals += 1
         n.failures += 1
-        n.backoff_until = time.monotonic() + min(BACKOFF_MIN_S * 2 ** (n.failures - 1), BACKOFF_MAX_S)
+        n.backoff_until = time.monotonic() + min(BACKOFF_MIN_S * 2 ** min(n.failures - 1, 16), BACKOFF_MAX_S)
         n.last_error = text
         log.warning("BLE: node %d: connection failed (%s); next try in %.1f s", n.config.node_id, text,
                     n.backoff_until - time.monotonic())  # fmt: skip

@@ -5,7 +5,8 @@ the handler only reassembles and hands the frame to ingest's sink (no await, no 
 the frame into fragments of MTU - 3 bytes and queues them; one writer task per connection writes them in order
 (with response: the ATT layer's own flow control, so a slow node slows the hub's writes instead of losing them).
 The queue is bounded: beyond ``MAX_PENDING`` fragments a frame is refused and counted, as a serial link's full
-buffer is (acks are cumulative, commands time out).
+buffer is (acks are cumulative, commands time out). A failed write ends the connection (the manager is told);
+fragments never written are counted in ``dropped_out``.
 
 Between connections the link is not ``connected``: ``NodeSession.transmit`` then keeps acks and commands, and the
 manager connects when the session wants to send (``hub/transport/ble/central.py``).
@@ -18,6 +19,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +60,7 @@ class BleNodeLink:
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._msg_id = 0
+        self._failed: Callable[[str], None] | None = None
         self.last_activity = 0.0  # time.monotonic() of the last fragment either way
 
     # ------------------------------------------------------------------------------------------- Link API
@@ -95,9 +98,13 @@ class BleNodeLink:
 
     # ------------------------------------------------------------------------------- the manager's side
 
-    def attach(self, client: Any, downlink: Any, mtu: int, address: str) -> None:
+    def attach(
+        self, client: Any, downlink: Any, mtu: int, address: str, failed: Callable[[str], None] | None = None
+    ) -> None:
         """A connection is up: ``client`` (a BleakClient) with the node's downlink characteristic; ``mtu`` as
-        exchanged."""
+        exchanged; ``failed(reason)``: told when a write fails (the connection is then useless: the manager ends
+        it)."""
+        self._failed = failed
         self._client = client
         self._downlink = downlink
         self._mtu = max(MIN_MTU, min(mtu, 517))
@@ -115,10 +122,8 @@ class BleNodeLink:
         self._client = None
         self._downlink = None
         self.stats.disconnects += 1
-        dropped = len(self._out)
+        self.stats.dropped_out += len(self._out)  # fragments never written
         self._out.clear()
-        if dropped:
-            self.stats.dropped_out += 1
         writer, self._writer = self._writer, None
         if writer is not None:
             writer.cancel()
@@ -154,10 +159,13 @@ class BleNodeLink:
             part = self._out[0]
             try:
                 await client.write_gatt_char(downlink, part, response=True)
-            except Exception as exc:  # the connection is failing: the manager sees the disconnect
+            except Exception as exc:  # an ATT error, a timeout, a disconnect: this connection carries nothing more
                 self.stats.write_errors += 1
                 self.stats.last_error = str(exc) or type(exc).__name__
+                self.stats.dropped_out += len(self._out)
                 self._out.clear()
+                if self._failed is not None:
+                    self._failed(f"downlink write failed: {self.stats.last_error}")
                 return
             if self._out and self._out[0] is part:
                 self._out.popleft()

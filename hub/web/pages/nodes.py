@@ -58,6 +58,7 @@ class NodeView:
     rssi: int | None = None
     beacon_age_s: float | None = None
     beacon_lanes: list[tuple[int, int, bool]] = field(default_factory=list)  # (lane, count, fault) from its beacon
+    ble_connects: int | None = None
 
     @property
     def rejected_total(self) -> int:
@@ -136,8 +137,8 @@ def _merge_ble(view: NodeView, ble: dict[str, Any]) -> None:
     view.link = f"BLE {address}" if isinstance(address, str) else "BLE"
     view.link_connected = ble.get("state") == "connected"
     link = ble.get("link")
-    if isinstance(link, dict):
-        view.disconnects = _int(link.get("disconnects"))
+    if isinstance(link, dict):  # connections come and go by design: their count, not "disconnects" (a fault)
+        view.ble_connects = _int(link.get("connects"))
     beacon = ble.get("beacon")
     if isinstance(beacon, dict):
         age = beacon.get("age_s")

@@ -1,14 +1,21 @@
-"""Test support for the hub's BLE side: fake shelf nodes as Bumble peripherals on the emulated air.
+"""Synthetic BLE shelf nodes: Bumble peripherals on the emulated air that speak the protocol, without MicroPython.
 
-Each ``BleFakeNode`` is a Bumble host ``Device`` on its own controller of an ``Air`` (tools/emulation/radio/air.py),
-with the smart-shelf GATT service, written here from the protocol alone (shared_protocol: frames, fragments,
-beacons, the poke), so the hub's BLE code is tested against the spec with a real BLE host stack on both sides and
-without MicroPython (fast; the firmware's own BLE link runs end to end in tests/test_ble_hub.py).
+Each ``BleFakeNode`` is a Bumble host ``Device`` on its own controller of an ``Air`` (``air.py``) with the smart-shelf
+GATT service, written from the protocol alone (shared_protocol: frames, fragments, beacons, the poke), so the hub's
+BLE side can be tested (tests/test_ble_central.py) and measured (``smartshelf bench ble``) against the spec with a
+real BLE host stack on both sides, many nodes at once, in one process. The firmware's own BLE link runs end to end
+on emulated boards (tests/test_ble_hub.py, ``smartshelf emulate --link ble``).
+
+For measurements each node keeps ``time.monotonic()`` stamps: when each event was picked (``picked_at``) and
+acknowledged (``acked_at``), when each connection came up (``connected_at``) and when the hub poked it
+(``poked_at``). Its outbox is simple: an event picked while connected is sent at once, and everything waiting is
+sent again at any ack that does not advance the mark (the hub's answer to a hello is one); nothing else is resent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,7 +64,12 @@ class Watch:
 
 
 class BleFakeNode:
-    def __init__(self, node_id: int, key: bytes, device: Device, watch: Watch) -> None:
+    """``stock``: units on each lane at the start (counts in beacons and lane states; picks take from it);
+    ``adv_ms``: the advertising interval (the firmware's default is 250 ms; 20 finds a node sooner in tests)."""
+
+    def __init__(
+        self, node_id: int, key: bytes, device: Device, watch: Watch, stock: int = 0, adv_ms: int = 20
+    ) -> None:
         self.node_id = node_id
         self.key = key
         self.device = device
@@ -68,7 +80,13 @@ class BleFakeNode:
         self.event_seq = 0
         self.acked = 0
         self.outbox: list[Event] = []
-        self.counts = [0] * LANES
+        self.counts = [stock] * LANES
+        self.added = [stock] * LANES
+        self.removed = [0] * LANES
+        self.picked_at: dict[int, float] = {}  # event_seq -> time.monotonic() of the pick
+        self.acked_at: dict[int, float] = {}  # event_seq -> when the ack covering it arrived
+        self.connected_at: list[float] = []
+        self.poked_at: list[float] = []
         self.sender = UplinkSender(node_id, Key(key), self._next_seq)
         self.receiver = DownlinkReceiver(node_id, Key(key), self.boot)
         self.reasm = Reassembler()
@@ -78,6 +96,8 @@ class BleFakeNode:
         self.mtu = 23
         self.msg_id = 0
         self.beacons = 0
+        self.adv_ms = adv_ms
+        self._advertising = asyncio.Lock()  # one advertise() at a time: a pick's and a disconnection's may overlap
         self.last_adv = b""
         self._tasks: set[asyncio.Task[object]] = set()
         self._out: asyncio.Queue[tuple[Connection, bytes]] = asyncio.Queue()
@@ -108,7 +128,9 @@ class BleFakeNode:
     def pick(self, lane: int, units: int = 1) -> Event:
         """Units leave a lane: an event kept in the outbox until acknowledged (sent now when connected)."""
         self.event_seq += 1
+        self.picked_at[self.event_seq] = time.monotonic()
         self.counts[lane] -= units
+        self.removed[lane] += units
         ev = Event(self.event_seq, lane, KIND_PICK, -units, -units * UNIT_DG, 97, 100)
         self.outbox.append(ev)
         if self.conn is not None:
@@ -122,14 +144,18 @@ class BleFakeNode:
 
     async def advertise(self) -> None:
         """Advertise the current beacon (a new counter each time), as the firmware does when its state changes."""
-        adv = self.beacon_adv()
-        self.last_adv = adv
-        self.beacons += 1
-        if self.device.is_advertising:
-            await self.device.stop_advertising()
-        await self.device.start_advertising(
-            advertising_data=adv, advertising_interval_min=20, advertising_interval_max=20, auto_restart=True
-        )
+        async with self._advertising:
+            adv = self.beacon_adv()
+            self.last_adv = adv
+            self.beacons += 1
+            if self.device.is_advertising:
+                await self.device.stop_advertising()
+            await self.device.start_advertising(
+                advertising_data=adv,
+                advertising_interval_min=self.adv_ms,
+                advertising_interval_max=self.adv_ms,
+                auto_restart=True,
+            )
 
     def send(self, message: Message) -> None:
         frame = self.sender.encode(message)
@@ -152,6 +178,7 @@ class BleFakeNode:
 
     def _on_connection(self, connection: Connection) -> None:
         self.conn = connection
+        self.connected_at.append(time.monotonic())
         self.mtu = 23
         self.reasm = Reassembler()
         self.watch.up(self.node_id)
@@ -170,6 +197,7 @@ class BleFakeNode:
 
     def _on_write(self, _connection: Connection, value: bytes) -> None:
         if bytes(value) == POKE:
+            self.poked_at.append(time.monotonic())
             self.send(Hello(1, 2, 3, self.boot, LANES, 0xC0FFEE))
             return
         try:
@@ -188,6 +216,9 @@ class BleFakeNode:
         m = frame.message
         if isinstance(m, Ack):
             if m.event_seq > self.acked:
+                now = time.monotonic()
+                for seq in range(self.acked + 1, m.event_seq + 1):
+                    self.acked_at[seq] = now
                 self.acked = m.event_seq
                 self.outbox = [e for e in self.outbox if e.event_seq > m.event_seq]
             else:  # the hub's answer to hello: send what waits
@@ -197,16 +228,19 @@ class BleFakeNode:
         if isinstance(m, RequestState):
             for lane in range(LANES) if m.lane == 255 else [m.lane]:
                 c = self.counts[lane]
-                self.send(LaneState(lane, c, -c, 0, c * UNIT_DG, 0, self.event_seq))
+                self.send(LaneState(lane, c, self.removed[lane], self.added[lane], c * UNIT_DG, 0, self.event_seq))
         self.send(CommandResult(frame.seq, STATUS_OK, 0))
 
 
-async def add_nodes(air: Air, keys: dict[int, bytes], watch: Watch) -> dict[int, BleFakeNode]:
+async def add_nodes(
+    air: Air, keys: dict[int, bytes], watch: Watch, *, mtu: int = 247, stock: int = 0, adv_ms: int = 20
+) -> dict[int, BleFakeNode]:
+    """One node per key on ``air``; ``mtu``: the largest ATT MTU each node's GATT server accepts."""
     nodes = {}
     for nid, key in keys.items():
         device = await air.new_device(f"shelf-{nid}", node_address(nid))
-        device.gatt_server.max_mtu = 247
-        nodes[nid] = BleFakeNode(nid, key, device, watch)
+        device.gatt_server.max_mtu = mtu
+        nodes[nid] = BleFakeNode(nid, key, device, watch, stock, adv_ms)
     return nodes
 
 
