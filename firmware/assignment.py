@@ -31,5 +31,12 @@ def load_assignment(path: str) -> "tuple[int, int, str]":
     return unit, spread, raw.decode()
 
 
-def save_assignment(path: str, unit_dg: int, spread_permille: int, sku: str) -> None:
-    Record(path).save(struct.pack(_ASSIGN_FMT, unit_dg, spread_permille) + sku.encode())
+def save_assignment(path: str, unit_dg: int, spread_permille: int, sku: str) -> bool:
+    """Store the assignment unless flash already holds exactly it (the hub re-sends every lane's assignment at each
+    hello, which a BLE node says on every connection: no flash wear for that); True when it wrote."""
+    data = struct.pack(_ASSIGN_FMT, unit_dg, spread_permille) + sku.encode()
+    record = Record(path)
+    if record.load() == data:
+        return False
+    record.save(data)
+    return True

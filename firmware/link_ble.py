@@ -13,23 +13,26 @@ this connection.
 **One hub at a time.** The node serves one central. A second one that connects is disconnected at the next poll.
 A central that has sent no authenticated frame (``vouch``, called by the node) within ``AUTH_MS`` of connecting is
 disconnected (again every ``AUTH_MS`` while it stays), and so is one from which none has come for ``SILENT_MS``
-(a hub that died and left its connection open on its adapter): a stranger cannot hold the node's only
-connection, and the node advertises again for the hub.
+(a hub that died and left its connection open on its adapter; a live hub closes a connection that idles for
+seconds): a stranger cannot hold the node's only connection, and the node advertises again for the hub.
 
 **Interrupts.** The ``bluetooth`` IRQ handler (``_irq``) only records, and every field has one writer: the handler
-owns the connection handle, the MTU, free-running counters of connects, disconnects and pokes, and the write index
-of a preallocated ring of ``RX_SLOTS`` downlink fragments (a full ring drops the write: ``rx_dropped``); ``poll``
-owns the read index and what it has seen of the counters. A scheduled IRQ (ESP32, Pico W: between two bytecodes of
-``poll``) therefore never loses an update. Each slot records the connection it came on; a fragment of an earlier
-connection is discarded, so a frame cut by a disconnect never joins the next connection's and never vouches for it.
+owns the connection handle, the MTU, the last second central's handle, free-running counters of connects,
+disconnects, second centrals and pokes, and the write index of a preallocated ring of ``RX_SLOTS`` downlink
+fragments (a full ring drops the write: ``rx_dropped``); ``poll`` owns the read index and what it has seen of the
+counters, and reads the connection fields until two reads agree. A scheduled IRQ (ESP32, Pico W: between two
+bytecodes of ``poll``) therefore never loses an update. Each slot records the connection it came on; a fragment of
+an earlier connection is discarded (``stale``), so a frame cut by a disconnect never joins the next connection's
+and never vouches for it; one of a connection newer than the poll's view waits for the next poll.
 
 **Uplink.** ``send`` keeps the frame (a reference, no copy) in a ring of ``TX_SLOTS`` frames and sends fragments
-while the stack takes them, at most ``BURST`` per call: NimBLE (ESP32) refuses with ENOMEM when its buffers are full,
-BTstack (Pico W) would keep queueing on the heap, so the link bounds what it hands over per 20 ms poll and treats a
-``MemoryError`` as a refusal too. The rest goes at the next poll. A full ring refuses the frame (``send`` returns
-False, ``tx_dropped``): an event stays in the outbox and is sent again, a report is sent later. A frame's fragment
-size is fixed when its first fragment goes out. Full fragments are built in one preallocated buffer and allocate
-nothing; a frame's last, shorter fragment costs one small memoryview. A disconnect drops the frames not yet sent
+while the stack takes them, at most ``BURST`` between two polls: NimBLE (ESP32) refuses with ENOMEM when its buffers
+are full, BTstack (Pico W) would keep queueing on the heap, so the link bounds what it hands over per 20 ms poll and
+treats a ``MemoryError`` as a refusal too. The rest goes at the next poll. A full ring refuses the frame
+(``send`` returns False, ``tx_dropped``): an event stays in the outbox and is sent again, a report is sent later.
+A frame's fragment size is fixed when its first fragment goes out. Full fragments are built in one preallocated
+buffer and allocate nothing; a frame's last, shorter fragment costs a memoryview slice (per frame, not per
+notification), and a refusal the stack's exception. A disconnect drops the frames not yet sent
 (counted in ``tx_dropped``).
 """
 
@@ -56,8 +59,8 @@ _FLAG_NOTIFY = const(0x0010)
 AUTH_MS = const(15000)  # a central that sends no authenticated frame this long after connecting is disconnected
 SILENT_MS = const(120000)  # ... and one from which none came this long (the hub acks every health report, 30 s)
 RX_SLOTS = const(8)  # downlink fragments the IRQ handler can keep until the next poll
-TX_SLOTS = const(16)  # uplink frames waiting for the stack (a session start sends health + a lane state per lane)
-BURST = const(8)  # fragments handed to the stack per call at most
+TX_SLOTS = const(40)  # uplink frames waiting for the stack: a session start sends health + a state per lane (<= 32)
+BURST = const(8)  # fragments handed to the stack per poll at most (BTstack would queue any number on the heap)
 _NONE = const(-1)
 
 
@@ -66,7 +69,7 @@ class BleLink:
     ``adv_interval_us``: the advertising interval. ``clock``: milliseconds (the board's; ``time.ticks_ms`` if not
     given). Counters: ``tx_dropped`` (frames refused or dropped), ``rx_dropped`` (downlink writes lost, ring full),
     ``bad_fragments``, ``stale`` (fragments of an earlier connection), ``connects``, ``disconnects``, ``strangers``
-    (centrals disconnected for sending nothing authenticated)."""
+    (centrals disconnected for sending nothing authenticated: strangers, and hubs silent for ``SILENT_MS``)."""
 
     def __init__(
         self, ble: "Any", mtu: int, adv_interval_us: int, name: str = "", clock: "Callable[[], int] | None" = None
@@ -97,7 +100,8 @@ class BleLink:
         ble.gatts_set_buffer(self._rx_h, slot)  # the default (20 bytes) would cut every longer write
         # written by the IRQ handler only
         self._conn = _NONE
-        self._extra = _NONE  # a second central, disconnected at the next poll
+        self._extra = _NONE  # the last second central (disconnected by the next poll) ...
+        self._n_extra = 0  # ... and how many there were
         self._mtu = MIN_MTU
         self._n_conn = 0  # connections accepted
         self._n_lost = 0  # ... and ended
@@ -109,6 +113,8 @@ class BleLink:
         self._rx_conn = [0] * RX_SLOTS  # which connection (``_n_conn``) each slot came on
         # written by poll / send only
         self._rx_r = 0
+        self._seen_extra = 0
+        self._budget = BURST  # fragments the stack may still take before the next poll
         self._seen_conn = 0
         self._seen_lost = 0
         self._seen_pokes = 0
@@ -160,13 +166,12 @@ class BleLink:
                 self._conn = conn
             else:
                 self._extra = conn
+                self._n_extra += 1
         elif event == _IRQ_CENTRAL_DISCONNECT:
             conn = data[0]
             if conn == self._conn:
                 self._conn = _NONE
                 self._n_lost += 1
-            elif conn == self._extra:
-                self._extra = _NONE
         elif event == _IRQ_MTU_EXCHANGED:
             conn, mtu = data
             if conn == self._conn:
@@ -208,26 +213,30 @@ class BleLink:
     def poll(self) -> "list[bytes]":
         """The frames whose last fragment arrived since the last poll, in order; also: follow connects and
         disconnects, disconnect a second central or a stranger, advertise again, and send what waits."""
-        extra = self._extra
-        if extra != _NONE:
-            self._disconnect(extra)
-        lost = self._n_lost
-        if lost != self._seen_lost:
+        extra = self._n_extra
+        if extra != self._seen_extra:
+            self._seen_extra = extra
+            self._disconnect(self._extra)
+        # One consistent view of the IRQ handler's fields (an IRQ may land between two reads: read until stable).
+        lost, n, conn = self._n_lost, self._n_conn, self._conn
+        while (lost, n, conn) != (self._n_lost, self._n_conn, self._conn):
+            lost, n, conn = self._n_lost, self._n_conn, self._conn
+        self._budget = BURST
+        if n != self._seen_conn:  # a new connection: whatever was left of the earlier ones goes
+            self.connects += n - self._seen_conn
+            self._seen_conn = n
+            self._since = self._clock()
+            self._advertising = False  # a connection ends advertising (NimBLE, BTstack); it starts again below
             self.disconnects += lost - self._seen_lost
             self._seen_lost = lost
             self._drop_tx()
-            self._reasm = Reassembler()  # a frame cut by the disconnect never joins the next one
-            self._advertising = False  # a connection ended advertising (NimBLE, BTstack); it starts again below
-        conn = self._conn
-        n = self._n_conn
-        if n != self._seen_conn:
-            self._seen_conn = n
-            self._since = self._clock()
-            self.connects += 1
+            self._reasm = Reassembler()
+        elif lost != self._seen_lost:  # the connection ended (a frame cut by it never joins the next one)
+            self.disconnects += lost - self._seen_lost
+            self._seen_lost = lost
+            self._drop_tx()
+            self._reasm = Reassembler()
             self._advertising = False
-            if self._seen_lost == self._n_lost:  # the previous connection's leftovers go with it
-                self._drop_tx()
-                self._reasm = Reassembler()
         if conn != _NONE:
             quiet = ticks_diff(self._clock(), self._since)
             if quiet > (SILENT_MS if self._vouched == n else AUTH_MS):
@@ -240,6 +249,8 @@ class BleLink:
         r = self._rx_r
         while r != self._rx_w:
             i = r % RX_SLOTS
+            if self._rx_conn[i] > n:
+                break  # from a connection this poll has not taken in yet: the next poll's
             if self._rx_conn[i] != n:
                 self.stale += 1
             else:
@@ -260,8 +271,8 @@ class BleLink:
         return self.bad_fragments + self.rx_dropped + self.stale
 
     def _disconnect(self, conn: int) -> None:
-        if conn == self._extra:
-            self._extra = _NONE  # asked once; a failure leaves it to its own timeout
+        if conn == _NONE:
+            return
         try:
             self._ble.gap_disconnect(conn)
         except OSError:
@@ -296,8 +307,7 @@ class BleLink:
         next poll)."""
         ble = self._ble
         frag = self._frag
-        budget = BURST
-        while self._tx_count and self._conn != _NONE and budget:
+        while self._tx_count and self._conn != _NONE and self._budget > 0:
             frame = self._tx[self._tx_head]
             assert frame is not None
             off = self._tx_off
@@ -323,7 +333,7 @@ class BleLink:
                 ble.gatts_notify(self._conn, self._tx_h, frag if j == len(frag) else memoryview(frag)[:j])
             except (OSError, MemoryError):
                 return  # ENOMEM (NimBLE) / heap (BTstack): the stack is full; ENOTCONN: the disconnect IRQ follows
-            budget -= 1
+            self._budget -= 1
             if end >= n:
                 self._next_frame()
             else:

@@ -194,14 +194,20 @@ def test_exactly_once_over_ble_under_hub_kills_a_node_reboot_strangers_and_forge
         ]
         radio.call(_advertise(radio, advs), timeout_s=30.0)
         rig.note(f"forged beacons advertised at {emu.elapsed():.1f} s")
-        seen = hub.status()  # this hub heard them all (its counters die with it at the next kill)
-        assert seen is not None, rig.report()
+
         # All three come from an address that is not node 2's configured one: forged (a replay from the node's own
-        # address is counted as replayed: tests/test_ble_central.py).
-        assert seen["ble"]["beacons"]["forged"] >= 3, (seen["ble"], rig.report())
+        # address is counted as replayed: tests/test_ble_central.py). This hub heard them (its counters die with it).
+        def counted() -> bool:
+            st = hub.status()
+            return st is not None and st["ble"]["beacons"]["forged"] >= 3
+
+        rig.wait(counted, 30.0, "the forged beacons counted", 1.0)
+        seen = hub.status()
+        assert seen is not None, rig.report()
         shown = status_nodes(seen)[BEACON_TARGET]["ble"]["beacon"]
         assert shown is None or all(v["count"] < 997 for v in shown["lanes"].values()), (shown, rig.report())
         target = by_id[STRANGER_TARGET]
+        before = (status_nodes(seen)[STRANGER_TARGET].get("health") or {}).get("rx_rejected", 0)
         reason = radio.call(_stranger(radio, target.address, b"\x66" * 32, STRANGER_TARGET), timeout_s=90.0)
         rig.note(f"stranger on node {STRANGER_TARGET} dropped (reason 0x{reason:02x}) at {emu.elapsed():.1f} s")
 
@@ -255,11 +261,10 @@ def test_exactly_once_over_ble_under_hub_kills_a_node_reboot_strangers_and_forge
         lanes = nodes[BEACON_TARGET]["ble"]["beacon"]["lanes"]
         assert all(v["count"] < 997 for v in lanes.values()), (lanes, report)
         health = nodes[STRANGER_TARGET].get("health") or {}
-        assert health.get("rx_rejected", 0) >= 1, (health, report)
-        assert reason in (0x13, 0x16), report  # the node ended the stranger's connection
+        assert health.get("rx_rejected", 0) >= before + 3, (before, health, report)  # two forged frames, the garbage
+        assert reason == 0x13, report  # the node ended the stranger's connection (remote user terminated)
         hub_log = (tmp_path / "hub.log").read_text(errors="replace")
         assert f"MTU {MTU})" in hub_log, report
-        assert hub.kills == 2 and hub.starts == 3
         rc = hub.stop()
         rig.hub = None
         assert rc == 0, report

@@ -49,6 +49,15 @@ def test_a_stranger_is_dropped_and_a_cut_frame_never_joins_the_next(runtime: Any
     assert r["silent_dropped"] == [70, 73] and r["strangers"] == 2  # a hub silent for SILENT_MS is let go
 
 
+def test_irqs_inside_poll_lose_nothing_and_mix_no_connections(runtime: Any) -> None:
+    r = runtime.call(M, "irqs_inside_poll")
+    assert r["frames"] == ["hello-from-81"]  # the new connection's frame, once, whichever poll took it in
+    assert (r["connects"], r["disconnects"], r["connected"]) == (2, 1, True)
+    assert r["adverts"] == 1  # no advertising while connected, even when the swap landed mid-poll
+    assert r["tx_dropped"] == 1  # the old connection's waiting frame went with it
+    assert r["last_notify_conn"] == 81 and r["disconnected"] == []
+
+
 def _reference_adv(key: bytes, node: int, counter: int, flags: int, first: int, n: int, entries: list[int]) -> bytes:
     body = struct.pack(">BIIBBB4H", 1, node, counter, flags, first, n, *entries)
     tag = hmac.new(key, b"SSB1" + body, hashlib.sha256).digest()[:4]

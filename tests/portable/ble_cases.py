@@ -194,6 +194,50 @@ def strangers_and_cut_frames():
     return out
 
 
+def irqs_inside_poll():
+    """IRQs that land in the middle of ``poll`` (a scheduled IRQ runs between two bytecodes; here: from the clock,
+    which poll reads half way): the hub's connection ends and another central connects, twice over."""
+    box = {"fire": None}
+
+    def clock():
+        fire = box["fire"]
+        if fire is not None:
+            box["fire"] = None
+            fire()
+        return 0
+
+    ble, link = _link(clock=clock)
+    link.advertise(b"\x02\x01\x06")
+    ble.handler(1, (80, 1, b"\xc0\x00\x00\x00\x00\x01"))
+    link.poll()
+    link.vouch()
+    link.send(b"q" * 30)  # waits for room in the stack
+    ble.credits = 0
+    link.send(b"r" * 30)
+
+    def swap():
+        ble.handler(2, (80, 0, b""))
+        ble.handler(1, (81, 1, b"\xc0\x00\x00\x00\x00\x02"))
+        ble.write(81, fragment(b"hello-from-81", 247, 3)[0])
+
+    box["fire"] = swap
+    first = link.poll()  # the swap lands inside this poll
+    second = link.poll()
+    adverts_while_connected = len(ble.adverts)
+    ble.credits = 100
+    link.send(b"s" * 10)
+    return {
+        "frames": [bytes(f).decode() for f in first + second],
+        "connects": link.connects,
+        "disconnects": link.disconnects,
+        "connected": link.connected,
+        "adverts": adverts_while_connected,
+        "tx_dropped": link.tx_dropped,
+        "last_notify_conn": ble.notified[-1][0],
+        "disconnected": ble.disconnected,
+    }
+
+
 def beacon_vector(key_hex, node_id, counter, flags, first, lane_count, lanes):
     """The advertisement for these fields (lanes: [count, fault, moving] for up to 4 lanes) and what the hub reads
     back from it."""

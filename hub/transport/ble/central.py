@@ -5,13 +5,15 @@ cheap one. So:
 
 * **Scan always.** Every advertisement with a beacon goes to the ``BeaconBook`` (verified, counted); an accepted one
   also tells the manager where the node is (its ``BLEDevice``) and whether events wait on it.
-* **Connect only for a reason.** A node wants a slot when its beacon says events wait (a beacon newer than the one
-  heard when its last connection ended), when its ``NodeSession`` has something to send (an ack, a command:
-  ``wants(node_id)``), or when it has not been visited for ``visit_s`` (health and lane states come over a
-  connection). Waiting nodes get free slots in the order they started waiting.
+* **Connect only for a reason, and only to a node that is there.** A node whose beacon was heard within
+  ``REPEAT_S`` wants a slot when its beacon says events wait (a beacon newer than the one heard when its last
+  connection drained it), when its ``NodeSession`` has something to send (an ack, a command: ``wants(node_id)``),
+  or when it has not been visited for ``visit_s`` (health and lane states come over a connection). Waiting nodes
+  get free slots in the order they started waiting; connections already closing count as free.
 * **Hold a slot only while it carries something.** A connection with nothing either way for ``idle_s`` (while
-  other nodes wait for a slot: ``QUEUED_IDLE_S``) is closed (the node is drained: its beacon's "waiting" as it
-  was then is history). When more nodes wait than slots are free, the
+  more nodes wait than slots are free: ``QUEUED_IDLE_S``, counted from the poke) is closed; a connection that
+  carried frames is then drained (its beacon's "waiting" as it was then is history), one that carried nothing
+  is wanted again at once. When more nodes wait than slots are free, the
   connections held longest beyond ``hold_s`` are closed to make room, and those nodes wait again at the back of the
   queue (their beacons still say events wait), so a node with events waiting never starves and no node holds a
   slot while idle.
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -48,7 +51,7 @@ from bleak_retry_connector import establish_connection
 from hub.config import BleConfig, NodeConfig
 from hub.transport import FrameSink
 from hub.transport.ble.backend import BleBackend, open_backend
-from hub.transport.ble.beacons import BeaconBook
+from hub.transport.ble.beacons import REPEAT_S, BeaconBook
 from hub.transport.ble.node_link import BleNodeLink
 from shared_protocol.beacon import COMPANY_ID
 from shared_protocol.ble_gatt import DOWNLINK_UUID, POKE, SERVICE_UUID, UPLINK_UUID
@@ -60,7 +63,7 @@ CONNECT_TIMEOUT_S = 10.0
 BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 30.0
 ADAPTER_RETRY_MAX_S = 10.0
-QUEUED_IDLE_S = 0.3  # while nodes wait for a slot, a connection quiet this long is done (instead of idle_s)
+QUEUED_IDLE_S = 1.0  # while nodes wait for a slot, a connection quiet this long is done (instead of idle_s)
 SCAN_STALL_S = 120.0  # no advertisement at all this long while nodes are configured: the scan is dead, reopen
 
 
@@ -203,6 +206,8 @@ class BleCentral:
                     self.adapter_error = lost
                     await self._drop_connections(lost)
                     await self._close_adapter()
+                    for n in self._nodes.values():  # found again by their next beacons on the new adapter
+                        n.device = None
                     continue
                 self._schedule(time.monotonic())
             except asyncio.CancelledError:
@@ -258,12 +263,15 @@ class BleCentral:
     # -------------------------------------------------------------------------------------- scheduling
 
     def _want(self, n: _Node, now: float) -> str:
-        """Why the node needs a slot now ("" when it does not)."""
+        """Why the node needs a slot now ("" when it does not, or when its beacon has not been heard lately: a node
+        that is off or out of range would only hold a slot while the connect times out)."""
         node_id = n.config.node_id
+        seen = self.book.nodes.get(node_id)
+        if seen is None or now - seen.heard > REPEAT_S:
+            return ""
         if self._wants(node_id):
             return "downlink"
-        seen = self.book.nodes.get(node_id)
-        if seen is not None and seen.waiting and seen.counter > n.drained_counter:
+        if seen.waiting and seen.counter > n.drained_counter:
             return "events waiting"
         if now - n.last_visit >= self.cfg.visit_s:
             return "visit"
@@ -285,8 +293,10 @@ class BleCentral:
             n.want_reason = reason
             queued.append(n)
         held: list[_Node] = []
-        # Nodes are waiting for a slot: a connection with nothing left to carry lets go sooner than idle_s.
-        idle_s = min(self.cfg.idle_s, QUEUED_IDLE_S) if queued else self.cfg.idle_s
+        closing = sum(1 for n in self._nodes.values() if n.task is not None and n.done.is_set())
+        free = self.cfg.slots - busy
+        # More nodes wait than slots are free: a connection with nothing left to carry lets go sooner than idle_s.
+        idle_s = min(self.cfg.idle_s, QUEUED_IDLE_S) if len(queued) > free + closing else self.cfg.idle_s
         for n in self._nodes.values():  # connected ones: close when idle; held long enough: may be rotated
             if n.connected_at is None or n.done.is_set():
                 continue
@@ -295,12 +305,13 @@ class BleCentral:
                 seen = self.book.nodes.get(n.config.node_id)
                 n.idle_counter = seen.counter if seen is not None else n.drained_counter  # before any await
                 n.done.set()
+                closing += 1
             elif now - n.connected_at >= self.cfg.hold_s:
                 held.append(n)
-        free = self.cfg.slots - busy
-        if len(queued) > free and held:  # more nodes wait than slots are free: the longest-held make room
+        excess = len(queued) - free - closing  # connections already closing free their slots soon
+        if excess > 0 and held:  # more nodes wait than slots are (about to be) free: the longest-held make room
             held.sort(key=lambda h: h.connected_at or 0.0)
-            for n in held[: len(queued) - free]:
+            for n in held[:excess]:
                 n.close_reason = "slot rotated to a waiting node"
                 n.rotations += 1
                 n.done.set()
@@ -311,7 +322,17 @@ class BleCentral:
             n.want_since = None
             n.done = asyncio.Event()
             n.close_reason = ""
-            n.task = asyncio.create_task(self._connection(n), name=f"ble node {n.config.node_id}")
+            task = asyncio.create_task(self._connection(n), name=f"ble node {n.config.node_id}")
+            n.task = task
+            task.add_done_callback(functools.partial(self._ended, n))
+
+    @staticmethod
+    def _ended(n: _Node, task: asyncio.Task[None]) -> None:
+        """A connection task is over: however it ended (a task cancelled before it ever ran skips its ``finally``),
+        the node's slot is free again."""
+        if n.task is task:
+            n.task = None
+            n.connected_at = None
 
     # ------------------------------------------------------------------------------------- connections
 
@@ -323,6 +344,7 @@ class BleCentral:
         if self._backend.client is not None:
             kwargs["backend"] = self._backend.client
         client: BleakClient | None = None
+        frames_before = n.link.stats.frames_in
         done = n.done  # this connection's: a late callback of an earlier client must not end a newer connection
 
         def write_failed(reason: str) -> None:
@@ -351,6 +373,7 @@ class BleCentral:
                 n.connected_at = time.monotonic()
                 await client.start_notify(uplink, n.link.on_notify)
                 await client.write_gatt_char(downlink, POKE, response=True)
+                n.link.last_activity = time.monotonic()  # idle from the poke on: the node says hello now
             except (BleakError, TimeoutError, OSError, EOFError) as exc:
                 self._failed(n, exc)
                 return
@@ -368,8 +391,9 @@ class BleCentral:
             if client is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(client.disconnect(), 5.0)
-            if n.close_reason == "idle":  # drained: its beacon as it was then says nothing new
-                n.drained_counter = n.idle_counter
+            if n.close_reason == "idle" and n.link.stats.frames_in > frames_before:  # drained: its beacon as it
+                n.drained_counter = n.idle_counter  # was then says nothing new (a connection that carried nothing
+                # drained nothing: the node is wanted again at once)
             n.last_visit = time.monotonic()
             n.connected_at = None
             n.task = None
