@@ -421,13 +421,16 @@ class Emulator:
             self._out(f"node {node.node_id}: {node.stopped}; log {node.log_path}")
 
     def run(self, seconds: float | None = None) -> None:
-        """Poll until Ctrl-C / SIGTERM (or for ``seconds``), then stop everything."""
-        previous = signal.getsignal(signal.SIGTERM)
+        """Poll until Ctrl-C / SIGINT / SIGTERM (or for ``seconds``), then stop everything. SIGINT is handled here
+        even when the emulator was started with it ignored (a background job of a script: POSIX shells start those
+        with SIGINT ignored), so ``kill -INT`` stops it as Ctrl-C does."""
+        previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
 
         def on_term(signum: int, frame: FrameType | None) -> None:
             raise KeyboardInterrupt
 
         signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_term)
         try:
             self._out("running; Ctrl-C stops")
             deadline = None if seconds is None else time.monotonic() + seconds
@@ -437,7 +440,8 @@ class Emulator:
         except KeyboardInterrupt:
             pass
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGTERM, previous[0])
+            signal.signal(signal.SIGINT, previous[1])
             self.stop()
 
     # -- stop -------------------------------------------------------------------------------------
