@@ -149,8 +149,8 @@ async def test_forged_and_replayed_beacons_are_counted_and_change_nothing(
 
         async def advertise(adv: bytes) -> None:
             if rogue.is_advertising:
-                await rogue.stop_advertising()
-            await rogue.start_advertising(advertising_data=adv, advertising_interval_min=20)
+                await asyncio.wait_for(rogue.stop_advertising(), 10)
+            await asyncio.wait_for(rogue.start_advertising(advertising_data=adv, advertising_interval_min=20), 10)
 
         # 1. a beacon for node 12 with a wrong tag (another key), a higher counter and a different count
         forged = bc.Beacon(12, 0x7FFFFFFF, bc.WAITING, 0, 2, [bc.lane_entry(99, False, False), 0, 0, 0])
@@ -165,7 +165,7 @@ async def test_forged_and_replayed_beacons_are_counted_and_change_nothing(
         # 4. a beacon of a node this hub does not know
         await advertise(bc.Beacon(99, 1, 0, 0, 1, [1, 0, 0, 0]).advertisement(Key(b"\x01" * 16)))
         await eventually(lambda: hub.status()["ble"]["beacons"]["unknown"] >= 1, 10, "the unknown beacon counted")
-        await rogue.stop_advertising()
+        await asyncio.wait_for(rogue.stop_advertising(), 10)
         now = hub.status()["nodes"][11]["ble"]["beacon"]  # what node 12's own beacons say, nothing of the rogue's
         assert seen["counter"] <= now["counter"] <= real.seq and now["waiting"] is False
         assert {k: v["count"] for k, v in now["lanes"].items()} == {"0": 0, "1": 0}  # the forged 99 never shown

@@ -63,6 +63,7 @@ CONNECT_TIMEOUT_S = 10.0
 BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 30.0
 ADAPTER_RETRY_MAX_S = 10.0
+ADAPTER_OP_S = 10.0  # opening, starting or stopping the adapter's scan: an adapter silent this long is given up
 QUEUED_IDLE_S = 1.0  # while nodes wait for a slot, a connection quiet this long is done (instead of idle_s)
 SCAN_STALL_S = 120.0  # no advertisement at all this long while nodes are configured: the scan is dead, reopen
 
@@ -163,22 +164,24 @@ class BleCentral:
         await self._close_adapter()
 
     async def _close_adapter(self) -> None:
+        """Stop scanning and close the adapter; an adapter that does not answer is given up after ADAPTER_OP_S."""
         scanner, self._scanner = self._scanner, None
         if scanner is not None:
             with contextlib.suppress(Exception):
-                await scanner.stop()
+                await asyncio.wait_for(scanner.stop(), ADAPTER_OP_S)
         backend, self._backend = self._backend, None
         if backend is not None:
             with contextlib.suppress(Exception):
-                await backend.close()
+                await asyncio.wait_for(backend.close(), ADAPTER_OP_S)
 
     async def _open_adapter(self) -> None:
-        backend = await open_backend(self.cfg.adapter, mtu=self.cfg.mtu)
+        backend = await asyncio.wait_for(open_backend(self.cfg.adapter, mtu=self.cfg.mtu), ADAPTER_OP_S)
         try:
             scanner = BleakScanner(detection_callback=self._on_advert, backend=backend.scanner)
-            await scanner.start()
+            await asyncio.wait_for(scanner.start(), ADAPTER_OP_S)
         except BaseException:
-            await backend.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(backend.close(), ADAPTER_OP_S)
             raise
         self._backend, self._scanner = backend, scanner
         self._opened_at = time.monotonic()
@@ -371,8 +374,8 @@ class BleCentral:
                 mtu = downlink.max_write_without_response_size + 3
                 n.link.attach(client, downlink, mtu, device.address, write_failed)
                 n.connected_at = time.monotonic()
-                await client.start_notify(uplink, n.link.on_notify)
-                await client.write_gatt_char(downlink, POKE, response=True)
+                await asyncio.wait_for(client.start_notify(uplink, n.link.on_notify), CONNECT_TIMEOUT_S)
+                await asyncio.wait_for(client.write_gatt_char(downlink, POKE, response=True), CONNECT_TIMEOUT_S)
                 n.link.last_activity = time.monotonic()  # idle from the poke on: the node says hello now
             except (BleakError, TimeoutError, OSError, EOFError) as exc:
                 self._failed(n, exc)
