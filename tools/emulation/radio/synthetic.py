@@ -43,6 +43,7 @@ from shared_protocol.messages import (
 from tools.emulation.radio.air import Air, static_address
 
 LANES = 2
+ADVERTISE_TIMEOUT_S = 5.0
 UNIT_DG = 3500
 
 
@@ -148,13 +149,19 @@ class BleFakeNode:
             adv = self.beacon_adv()
             self.last_adv = adv
             self.beacons += 1
+            # The node advertises again itself after a disconnection (as the firmware does), so Bumble's own
+            # auto-restart stays off: both at once race on the advertising set. Bounded: a stack that does not
+            # answer must not hold the lock for ever.
             if self.device.is_advertising:
-                await self.device.stop_advertising()
-            await self.device.start_advertising(
-                advertising_data=adv,
-                advertising_interval_min=self.adv_ms,
-                advertising_interval_max=self.adv_ms,
-                auto_restart=True,
+                await asyncio.wait_for(self.device.stop_advertising(), ADVERTISE_TIMEOUT_S)
+            await asyncio.wait_for(
+                self.device.start_advertising(
+                    advertising_data=adv,
+                    advertising_interval_min=self.adv_ms,
+                    advertising_interval_max=self.adv_ms,
+                    auto_restart=False,
+                ),
+                ADVERTISE_TIMEOUT_S,
             )
 
     def send(self, message: Message) -> None:
