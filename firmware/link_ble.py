@@ -182,10 +182,6 @@ class BleLink:
     def connected(self) -> bool:
         return self._conn != _NONE
 
-    @property
-    def mtu(self) -> int:
-        return self._mtu
-
     def vouch(self) -> None:
         """An authenticated frame arrived on the current connection: the central is the hub."""
         self._vouched = self._seen_conn

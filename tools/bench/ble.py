@@ -55,7 +55,6 @@ import functools
 import json
 import logging
 import os
-import platform
 import shutil
 import sqlite3
 import statistics
@@ -88,6 +87,7 @@ from shared_protocol.messages import (
     RequestState,
 )
 from shared_protocol.serial_framing import encode_serial
+from tools.bench import host_figures
 from tools.emulation.radio.air import Air
 from tools.emulation.radio.synthetic import LANES, UNIT_DG, BleFakeNode, Watch, add_nodes, node_address
 
@@ -740,9 +740,7 @@ def run(quick: bool = False, as_json: bool = False, directory: str | None = None
         figures = asyncio.run(bench(tmp, QUICK if quick else DEFAULT))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    figures["host"] = platform.platform()
-    figures["python"] = platform.python_version()
-    figures["cpus"] = os.cpu_count()
+    figures.update(host_figures())
     if as_json:
         print(json.dumps(figures, indent=2))
     else:

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import platform
 import shutil
 import sqlite3
 import tempfile
@@ -40,6 +38,7 @@ from shared_protocol.errors import ProtocolError
 from shared_protocol.frame import DownlinkReceiver, UplinkSender
 from shared_protocol.messages import KIND_PICK, Ack, Event, Hello, LaneState
 from shared_protocol.serial_framing import SerialDecoder, encode_serial
+from tools.bench import host_figures
 
 WINDOW = 256  # events in flight per node (the firmware outbox's default capacity)
 LANES = 4
@@ -309,9 +308,7 @@ def run(quick: bool = False, as_json: bool = False, nodes: int = 16, directory: 
         figures = asyncio.run(_bench(tmp, quick, nodes))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    figures["host"] = platform.platform()
-    figures["python"] = platform.python_version()
-    figures["cpus"] = os.cpu_count()
+    figures.update(host_figures())
     if as_json:
         print(json.dumps(figures, indent=2))
         return figures

@@ -31,8 +31,6 @@ import contextlib
 import http.client
 import json
 import multiprocessing
-import os
-import platform
 import random
 import re
 import secrets
@@ -55,6 +53,7 @@ from hub.ledger.models import SensorEvent, now_ms
 from hub.ledger.reader import BOOK_STOCK, OBSERVED_STOCK, SKUS
 from hub.schema import MIGRATIONS
 from shared_protocol.messages import KIND_PICK
+from tools.bench import host_figures
 
 T = TypeVar("T")
 
@@ -669,10 +668,8 @@ def run(quick: bool = False, as_json: bool = False, directory: str | None = None
         figures = _bench(tmp, scale)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    figures["host"] = platform.platform()
-    figures["python"] = platform.python_version()
+    figures.update(host_figures())
     figures["sqlite"] = sqlite3.sqlite_version
-    figures["cpus"] = os.cpu_count()
     if as_json:
         print(json.dumps(figures, indent=2))
         return figures
