@@ -1,4 +1,4 @@
-"""Message payloads of protocol v1.1: what each type carries, its byte layout, and range checks.
+"""Message payloads of protocol v1.2: what each type carries, its byte layout, and range checks.
 
 Every message class has ``TYPE``, ``FIELDS`` (name, kind) and typed attributes. ``encode_payload``
 checks every field against its range *before* packing (MicroPython's ``struct.pack`` silently
@@ -26,6 +26,9 @@ COMMAND_RESULT = const(0x04)
 HEALTH = const(0x05)
 RFID_SEEN = const(0x06)
 RFID_LOST = const(0x07)
+TAG_SEEN = const(0x08)  # v1.2
+TAG_LOST = const(0x09)  # v1.2
+READER_HEALTH = const(0x0A)  # v1.2
 ACK = const(0x40)
 CMD_TARE = const(0x41)
 CMD_CALIBRATE = const(0x42)
@@ -57,6 +60,11 @@ FLAG_UNSTABLE = const(0x0002)
 FLAG_UNCALIBRATED = const(0x0004)
 FLAG_OVERLOAD = const(0x0008)
 FLAG_OUTBOX_OVERFLOW = const(0x0010)
+
+# reader_health.state (v1.2).
+READER_OK = const(0)  # the reader answers and inventories
+READER_SILENT = const(1)  # the reader stopped answering (unplugged, unpowered, rebooting): nothing is read
+READER_STARTING = const(2)  # the node is (re)configuring the reader: region, power
 
 ALL_LANES = const(255)
 AGE_UNKNOWN = const(0xFFFFFFFF)  # event.age_ms of an event from an earlier boot: its age cannot be known
@@ -371,7 +379,8 @@ class Health(Message):
 
 
 class RfidSeen(Message):
-    """A tag came into view of the reader (antenna) serving ``lane``."""
+    """v1.0, unsequenced: a tag came into view of the reader (antenna) serving ``lane``. No firmware sends it; a v1.2
+    node sends ``tag_seen`` instead, which is delivered through the outbox like an event."""
 
     TYPE = RFID_SEEN
     NAME = "rfid_seen"
@@ -384,7 +393,7 @@ class RfidSeen(Message):
 
 
 class RfidLost(Message):
-    """A tag previously seen has not been read for the node's loss timeout."""
+    """v1.0, unsequenced: a tag previously seen has not been read for the node's loss timeout (see ``TagLost``)."""
 
     TYPE = RFID_LOST
     NAME = "rfid_lost"
@@ -393,6 +402,77 @@ class RfidLost(Message):
     def __init__(self, lane: int, epc: bytes) -> None:
         self.lane = lane
         self.epc = epc
+
+
+class TagSeen(Message):
+    """v1.2: a tag is present on ``lane`` (the node's debounce says so). ``event_seq`` is from the same sequence as
+    ``event``: it is kept in the outbox, re-sent until acknowledged and booked once. ``rssi`` is the strongest read
+    of the debounce window in the reader's units (dBm on R200-class modules); ``age_ms`` as in ``event``."""
+
+    TYPE = TAG_SEEN
+    NAME = "tag_seen"
+    FIELDS = (
+        ("event_seq", "I", 1, 0xFFFFFFFF),
+        ("lane", "B", 0, 31),
+        ("rssi", "b", -128, 127),
+        ("age_ms", "I", 0, 0xFFFFFFFF),
+        ("epc", "E", 0, 0),
+    )
+
+    def __init__(self, event_seq: int, lane: int, rssi: int, age_ms: int, epc: bytes) -> None:
+        self.event_seq = event_seq
+        self.lane = lane
+        self.rssi = rssi
+        self.age_ms = age_ms
+        self.epc = epc
+
+
+class TagLost(Message):
+    """v1.2: a tag present on ``lane`` has not been read there for the node's loss time (it left, or it moved to
+    another lane: then a ``tag_seen`` on that lane follows). Sequenced like ``tag_seen``; ``age_ms`` dates the loss
+    decision, which is ``lost_s`` after the last read."""
+
+    TYPE = TAG_LOST
+    NAME = "tag_lost"
+    FIELDS = (
+        ("event_seq", "I", 1, 0xFFFFFFFF),
+        ("lane", "B", 0, 31),
+        ("age_ms", "I", 0, 0xFFFFFFFF),
+        ("epc", "E", 0, 0),
+    )
+
+    def __init__(self, event_seq: int, lane: int, age_ms: int, epc: bytes) -> None:
+        self.event_seq = event_seq
+        self.lane = lane
+        self.age_ms = age_ms
+        self.epc = epc
+
+
+class ReaderHealth(Message):
+    """v1.2: one RFID reader's state and counters, sent with ``health`` (not sequenced: the next one replaces it)."""
+
+    TYPE = READER_HEALTH
+    NAME = "reader_health"
+    FIELDS = (
+        ("reader", "B", 0, 7),
+        ("state", "B", READER_OK, READER_STARTING),
+        ("reads", "I", 0, 0xFFFFFFFF),
+        ("bad_frames", "I", 0, 0xFFFFFFFF),
+        ("resets", "H", 0, 0xFFFF),
+        ("silences", "H", 0, 0xFFFF),
+        ("present", "H", 0, 0xFFFF),
+    )
+
+    def __init__(
+        self, reader: int, state: int, reads: int, bad_frames: int, resets: int, silences: int, present: int
+    ) -> None:
+        self.reader = reader
+        self.state = state
+        self.reads = reads  # tag reads accepted (valid frame, valid EPC), all antennas
+        self.bad_frames = bad_frames  # frames dropped: bad checksum, bad length, garbage resynchronised past
+        self.resets = resets  # times the reader was found reset (settings lost) and configured again
+        self.silences = silences  # times the reader stopped answering
+        self.present = present  # tags present now on this reader's lanes
 
 
 class Ack(Message):
@@ -510,6 +590,9 @@ MESSAGE_CLASSES = (
     Health,
     RfidSeen,
     RfidLost,
+    TagSeen,
+    TagLost,
+    ReaderHealth,
     Ack,
     Tare,
     Calibrate,
