@@ -407,7 +407,8 @@ class RfidLost(Message):
 class TagSeen(Message):
     """v1.2: a tag is present on ``lane`` (the node's debounce says so). ``event_seq`` is from the same sequence as
     ``event``: it is kept in the outbox, re-sent until acknowledged and booked once. ``rssi`` is the strongest read
-    of the debounce window in the reader's units (dBm on R200-class modules); ``age_ms`` as in ``event``."""
+    of the debounce window in the reader's units (dBm on R200-class modules); ``age_ms`` is the time since the tag's
+    first read of that window (its arrival), as ``event``'s age (``AGE_UNKNOWN`` from an earlier boot)."""
 
     TYPE = TAG_SEEN
     NAME = "tag_seen"
@@ -429,8 +430,8 @@ class TagSeen(Message):
 
 class TagLost(Message):
     """v1.2: a tag present on ``lane`` has not been read there for the node's loss time (it left, or it moved to
-    another lane: then a ``tag_seen`` on that lane follows). Sequenced like ``tag_seen``; ``age_ms`` dates the loss
-    decision, which is ``lost_s`` after the last read."""
+    another lane: then a ``tag_seen`` on that lane follows). Sequenced like ``tag_seen``; ``age_ms`` is the time since
+    the tag's last read on ``lane`` (its departure), not since the decision, which comes ``lost_s`` later."""
 
     TYPE = TAG_LOST
     NAME = "tag_lost"
