@@ -15,6 +15,7 @@ of its own frozen in (``smartshelf_board``, see ``make_board``), as the emulated
 from firmware import node, trial
 from firmware.link_serial import StdioIO
 
+UART_RXBUF = 1024
 IMAGE: "str | None" = None  # the image under /fw the loader started this firmware from (firmware/main.py sets it)
 
 TYPE_CHECKING = False
@@ -25,7 +26,8 @@ if TYPE_CHECKING:
 
 
 class MachineBoard:
-    """A board's hardware through ``machine``: HX711 pins, the LED, the watchdog; flash at the root."""
+    """A board's hardware through ``machine``: HX711 pins, RFID readers' UARTs and switch lines, the LED, the
+    watchdog; flash at the root."""
 
     def __init__(self, root: str = "") -> None:
         self.root = root
@@ -45,6 +47,19 @@ class MachineBoard:
         from machine import Pin  # type: ignore[import-not-found, unused-ignore]
 
         return Pin(sck, Pin.OUT, value=0), Pin(dout, Pin.IN, Pin.PULL_UP), None
+
+    def uart(self, index: int, tx: int, rx: int, baud: int) -> "Any":
+        """``machine.UART`` ``index`` on those pins, 8N1, non-blocking (``timeout=0``: the driver reads only what
+        ``any()`` reports), with a receive buffer of ``UART_RXBUF`` bytes (~90 ms of a busy reader at 115200 baud,
+        so a slow poll loses nothing)."""
+        from machine import UART, Pin  # type: ignore[import-not-found, unused-ignore]
+
+        return UART(index, baudrate=baud, tx=Pin(tx), rx=Pin(rx), timeout=0, timeout_char=0, rxbuf=UART_RXBUF)
+
+    def pin_out(self, n: int) -> "Any":
+        from machine import Pin  # type: ignore[import-not-found, unused-ignore]
+
+        return Pin(n, Pin.OUT, value=0)
 
     def now_ms(self) -> int:
         import time

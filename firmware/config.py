@@ -12,7 +12,12 @@
   "led": 2,
   "watchdog_s": 0,
   "link": "ble",
-  "ble": {"mtu": 247, "adv_ms": 250}
+  "ble": {"mtu": 247, "adv_ms": 250},
+  "rfid": {
+    "readers": [{"uart": 1, "tx": 17, "rx": 16, "baud": 115200, "region": "eu", "power_dbm": 20,
+                 "switch": [25, 26], "antennas": [0, 1, 1]}],
+    "seen_n": 2, "window_ms": 3000, "lost_s": 10, "dwell_ms": 200
+  }
 }
 ```
 
@@ -27,6 +32,18 @@
 * ``link`` (optional): ``"serial"`` (the USB console, the default) or ``"ble"`` (``firmware/link_ble.py``); ``ble``
   (optional, BLE only): ``mtu`` the largest ATT MTU the node accepts, 23..517 (default 247; the hub starts the
   exchange), ``adv_ms`` the advertising interval, 20..10240 ms (default 250).
+
+* ``rfid`` (optional; ``firmware/rfid/``): UHF RFID readers (R200 / YRM100 / JRD-4035 class modules on a UART).
+  ``readers``: 1..2 readers, each with ``uart`` (the UART id, 0..2; one reader per UART), ``tx`` and ``rx`` (the
+  board's GPIOs wired to the module's RX and TX), ``baud`` (9600, 19200, 38400, 57600 or 115200; default 115200),
+  ``region`` (the module's frequency plan, required: ``"eu"``, ``"us"``, ``"cn900"``, ``"cn800"`` or ``"kr"``),
+  ``power_dbm`` (TX power, 10..30, default 20), ``switch`` (0..3 GPIOs driving the RF switch that selects the
+  antenna, first pin = bit 0; default none) and ``antennas`` (1..8 lanes, one per antenna: ``antennas[i]`` is the
+  lane covered by the antenna the switch selects with value ``i``, so at most ``2 ** len(switch)`` of them; a lane
+  may have several). Every pin is used once, by a cell, the LED or a reader. ``seen_n`` (1..10, default 2) reads
+  within ``window_ms`` (100..60000, default 3000) make a tag present on a lane; ``lost_s`` (1..3600, default 10)
+  without a read lose it, and must cover two rounds of each reader's antennas (``2 * len(antennas) *
+  dwell_ms``); ``dwell_ms`` (50..5000, default 200) is the time each antenna inventories in turn.
 
 ``load`` raises ``ConfigError`` whose message names the field (``lanes[1].cells[0]: pin 4 is already used by
 lanes[0].cells[0]``); unknown fields are errors too, so a typo cannot silently fall back to a default.
@@ -54,12 +71,30 @@ INTERVALS = (
     ("health_s", 5, 3600, DEFAULT_HEALTH_S),
     ("retransmit_ms", 500, 60000, DEFAULT_RETRANSMIT_MS),
 )
-_TOP = ("node_id", "key", "lanes", "intervals", "led", "watchdog_s", "link", "ble")
+_TOP = ("node_id", "key", "lanes", "intervals", "led", "watchdog_s", "link", "ble", "rfid")
 LINKS = ("serial", "ble")
 _BLE = ("mtu", "adv_ms")
 DEFAULT_BLE_MTU = const(247)
 DEFAULT_ADV_MS = const(250)
 _LANE = ("cells", "rate_sps")
+_RFID = ("readers", "seen_n", "window_ms", "lost_s", "dwell_ms")
+_READER = ("uart", "tx", "rx", "baud", "region", "power_dbm", "switch", "antennas")
+MAX_READERS = const(2)
+MAX_UART = const(2)
+MAX_ANTENNAS = const(8)
+MAX_SWITCH_PINS = const(3)
+BAUDS = (9600, 19200, 38400, 57600, 115200)
+# (name, the module's region code: firmware/rfid/uhf.py REGION_*)
+RFID_REGIONS = (("eu", 0x03), ("us", 0x02), ("cn900", 0x01), ("cn800", 0x04), ("kr", 0x06))
+# (name, lo, hi, default) of the rfid section's numbers.
+RFID_NUMBERS = (
+    ("seen_n", 1, 10, 2),
+    ("window_ms", 100, 60000, 3000),
+    ("lost_s", 1, 3600, 10),
+    ("dwell_ms", 50, 5000, 200),
+)
+DEFAULT_POWER_DBM = const(20)
+DEFAULT_BAUD = const(115200)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -76,6 +111,41 @@ class LaneConfig:
         self.rate_sps = rate_sps
 
 
+class ReaderConfig:
+    """One RFID reader: its UART and pins, the module's settings, and the lane of each antenna."""
+
+    def __init__(
+        self,
+        uart: int,
+        tx: int,
+        rx: int,
+        baud: int,
+        region: int,
+        power_dbm: int,
+        switch: "list[int]",
+        antennas: "list[int]",
+        region_name: str = "",
+    ) -> None:
+        self.uart = uart
+        self.tx = tx
+        self.rx = rx
+        self.baud = baud
+        self.region = region  # the module's region code
+        self.region_name = region_name
+        self.power_dbm = power_dbm
+        self.switch = switch
+        self.antennas = antennas
+
+
+class RfidConfig:
+    def __init__(self, readers: "list[ReaderConfig]", seen_n: int, window_ms: int, lost_s: int, dwell_ms: int) -> None:
+        self.readers = readers
+        self.seen_n = seen_n
+        self.window_ms = window_ms
+        self.lost_s = lost_s
+        self.dwell_ms = dwell_ms
+
+
 class Config:
     def __init__(
         self,
@@ -88,6 +158,7 @@ class Config:
         link: str = "serial",
         ble_mtu: int = DEFAULT_BLE_MTU,
         adv_ms: int = DEFAULT_ADV_MS,
+        rfid: "RfidConfig | None" = None,
     ) -> None:
         self.node_id = node_id
         self.key = key
@@ -100,6 +171,7 @@ class Config:
         self.link = link
         self.ble_mtu = ble_mtu
         self.adv_ms = adv_ms
+        self.rfid = rfid
 
     def layout_hash(self) -> int:
         """CRC-32 of the lane layout (lanes, cells per lane, pins): ``hello.layout_hash``."""
@@ -144,6 +216,100 @@ def _key(v: "Any") -> bytes:
         if c not in "0123456789abcdefABCDEF":
             raise ConfigError("key: must be hex, found " + repr(c))
     return bytes(binascii.unhexlify(v))
+
+
+def _pins_of(lanes: "list[LaneConfig]") -> "dict[int, str]":
+    """Every cell pin, with the field that uses it."""
+    used: dict[int, str] = {}
+    for i in range(len(lanes)):
+        cells = lanes[i].cells
+        for j in range(len(cells)):
+            for pin in cells[j]:
+                used[pin] = "lanes[" + str(i) + "].cells[" + str(j) + "]"
+    return used
+
+
+def _pin(where: str, v: "Any", used: "dict[int, str]") -> int:
+    pin = _int(where, v, 0, MAX_PIN)
+    if pin in used:
+        raise ConfigError(where + ": pin " + str(pin) + " is already used by " + used[pin])
+    used[pin] = where
+    return pin
+
+
+def _reader(where: str, d: "Any", n_lanes: int, used: "dict[int, str]", uarts: "dict[int, str]") -> ReaderConfig:
+    if not isinstance(d, dict):
+        raise ConfigError(where + ": must be an object with uart, tx, rx, region and antennas")
+    _unknown(where + ".", d, _READER)
+    for name in ("uart", "tx", "rx", "region", "antennas"):
+        if name not in d:
+            raise ConfigError(where + "." + name + ": missing")
+    uart = _int(where + ".uart", d["uart"], 0, MAX_UART)
+    if uart in uarts:
+        raise ConfigError(where + ".uart: UART " + str(uart) + " is already used by " + uarts[uart])
+    uarts[uart] = where
+    tx = _pin(where + ".tx", d["tx"], used)
+    rx = _pin(where + ".rx", d["rx"], used)
+    baud = d.get("baud", DEFAULT_BAUD)
+    if not _is_int(baud) or baud not in BAUDS:
+        raise ConfigError(where + ".baud: must be one of " + ", ".join(str(b) for b in BAUDS) + ", got " + repr(baud))
+    region = d["region"]
+    code = -1
+    for name, c in RFID_REGIONS:
+        if region == name:
+            code = c
+    if code < 0:
+        names = ", ".join('"' + r[0] + '"' for r in RFID_REGIONS)
+        raise ConfigError(where + ".region: must be one of " + names + ", got " + repr(region))
+    power = _int(where + ".power_dbm", d.get("power_dbm", DEFAULT_POWER_DBM), 10, 30)
+    sw = d.get("switch", [])
+    if not isinstance(sw, list) or len(sw) > MAX_SWITCH_PINS:
+        raise ConfigError(where + ".switch: must be a list of 0.." + str(MAX_SWITCH_PINS) + " pins")
+    switch = []
+    for k in range(len(sw)):
+        switch.append(_pin(where + ".switch[" + str(k) + "]", sw[k], used))
+    ants = d["antennas"]
+    most = 1 << len(switch)
+    if not isinstance(ants, list) or not ants or len(ants) > MAX_ANTENNAS:
+        raise ConfigError(where + ".antennas: must be a list of 1.." + str(MAX_ANTENNAS) + " lanes, one per antenna")
+    if len(ants) > most:
+        raise ConfigError(
+            where + ".antennas: " + str(len(ants)) + " antennas, but " + str(len(switch))
+            + " switch pins select at most " + str(most)
+        )  # fmt: skip
+    antennas = []
+    for k in range(len(ants)):
+        antennas.append(_int(where + ".antennas[" + str(k) + "]", ants[k], 0, n_lanes - 1))
+    return ReaderConfig(uart, tx, rx, baud, code, power, switch, antennas, region)
+
+
+def _rfid(v: "Any", lanes: "list[LaneConfig]", led: "int | str | None") -> "RfidConfig | None":
+    if v is None:
+        return None
+    if not isinstance(v, dict):
+        raise ConfigError("rfid: must be an object with readers")
+    _unknown("rfid.", v, _RFID)
+    numbers = {}
+    for name, lo, hi, default in RFID_NUMBERS:
+        numbers[name] = _int("rfid." + name, v.get(name, default), lo, hi)
+    readers_v = v.get("readers")
+    if not isinstance(readers_v, list) or not readers_v or len(readers_v) > MAX_READERS:
+        raise ConfigError("rfid.readers: must be a list of 1.." + str(MAX_READERS) + " readers")
+    used = _pins_of(lanes)
+    if isinstance(led, int):
+        used[led] = "led"
+    uarts: dict[int, str] = {}
+    readers = []
+    for i in range(len(readers_v)):
+        readers.append(_reader("rfid.readers[" + str(i) + "]", readers_v[i], len(lanes), used, uarts))
+    for i in range(len(readers)):
+        cycle = 2 * len(readers[i].antennas) * numbers["dwell_ms"]
+        if numbers["lost_s"] * 1000 < cycle:
+            raise ConfigError(
+                "rfid.lost_s: " + str(numbers["lost_s"]) + " s is shorter than two rounds of rfid.readers[" + str(i)
+                + "]'s antennas (2 x " + str(len(readers[i].antennas)) + " x " + str(numbers["dwell_ms"]) + " ms)"
+            )  # fmt: skip
+    return RfidConfig(readers, numbers["seen_n"], numbers["window_ms"], numbers["lost_s"], numbers["dwell_ms"])
 
 
 def _lanes(v: "Any") -> "list[LaneConfig]":
@@ -218,7 +384,8 @@ def parse(d: "Any") -> Config:
     _unknown("ble.", ble, _BLE)
     mtu = _int("ble.mtu", ble.get("mtu", DEFAULT_BLE_MTU), 23, 517)
     adv_ms = _int("ble.adv_ms", ble.get("adv_ms", DEFAULT_ADV_MS), 20, 10240)
-    return Config(node_id, key, lanes, intervals, led, watchdog_s, link, mtu, adv_ms)
+    rfid = _rfid(d.get("rfid"), lanes, led)
+    return Config(node_id, key, lanes, intervals, led, watchdog_s, link, mtu, adv_ms, rfid)
 
 
 def load(path: str = CONFIG_FILE) -> Config:

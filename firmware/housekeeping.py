@@ -4,7 +4,8 @@
 * ``IdentifyLed``: ``identify`` blinks the board's LED (250 ms on, 250 ms off) for some seconds; 0 stops it.
 * ``Housekeeping``: compacts the outbox journal when 32 acknowledged events are in it, or a minute after the
   last ack once nothing is pending; collects garbage every 5 s; feeds the watchdog only while the sampler
-  and the link make progress (each sets its bit in ``alive``).
+  and the link (and the RFID task, on a node with readers: ``need``) make progress (each sets its bit in
+  ``alive``).
 """
 
 import gc
@@ -25,6 +26,7 @@ GC_EVERY_MS = const(5000)
 BLINK_MS = const(250)
 SAMPLER_ALIVE = const(1)
 LINK_ALIVE = const(2)
+RFID_ALIVE = const(4)
 _ALL_ALIVE = const(SAMPLER_ALIVE | LINK_ALIVE)
 
 
@@ -71,7 +73,8 @@ class IdentifyLed:
 
 
 class Housekeeping:
-    """``alive``: the tasks that ran since the watchdog was last fed (``SAMPLER_ALIVE | LINK_ALIVE``).
+    """``alive``: the tasks that ran since the watchdog was last fed (``SAMPLER_ALIVE | LINK_ALIVE``, and
+    ``RFID_ALIVE``); ``need``: the ones that must have (a node with RFID readers adds ``RFID_ALIVE``).
     ``compactions`` counts outbox compactions."""
 
     def __init__(
@@ -90,6 +93,7 @@ class Housekeeping:
         self._feed = feed_watchdog
         self._gc_at = now
         self.alive = 0
+        self.need = _ALL_ALIVE
         self.compactions = 0
 
     def run(self, now: int) -> None:
@@ -105,6 +109,6 @@ class Housekeeping:
         if ticks_diff(now, self._gc_at) >= 0:
             gc.collect()
             self._gc_at = ticks_add(now, GC_EVERY_MS)
-        if self.alive == _ALL_ALIVE:  # both other tasks ran since the last feed
+        if self.alive & self.need == self.need:  # every other task ran since the last feed
             self.alive = 0
             self._feed()

@@ -1,7 +1,8 @@
 """The shelf node: ``await run(board)`` boots and serves it on any board (``firmware/main.py`` on a real one).
 
 A *board* gives the node its hardware (see ``Board`` below): pins for each load cell, the clock, the serial
-link's byte I/O, the LED, free memory, the watchdog and the flash root. ``firmware/main.py`` builds one from
+link's byte I/O, the LED, free memory, the watchdog, the flash root, and for RFID readers a UART each and the
+antenna switches' output pins. ``firmware/main.py`` builds one from
 ``machine.Pin``; ``tools/emulation/board.py`` builds one from emulated HX711s. The *link* the node talks to the
 hub over is given to it too (``open_link``: the serial link on the board's byte I/O), so another link can take
 its place with the same session, outbox and ack rules. Everything else is the same on every board.
@@ -11,7 +12,7 @@ make ``<root>/state/`` this identity's (``identity.py``: a board provisioned und
 the boot (``seq_store.next_boot``: it is the downlink session), restore the frame sequence, the lanes'
 calibrations and SKU assignments, the outbox and the counters from ``<root>/state/``.
 
-Three asyncio tasks, none of which blocks for long:
+Three asyncio tasks (four with RFID readers), none of which blocks for long:
 
 * **sampler** (every 4 ms, here): a lane is sampled only when all its cells have a conversion ready, so a
   read never waits; a lane whose cells stay silent past 200 ms (80 SPS) / 800 ms (10 SPS) is read anyway,
@@ -21,7 +22,13 @@ Three asyncio tasks, none of which blocks for long:
   (``delivery.py``); commands are executed and answered (``commands.py``). Timers: ``hello`` (session),
   retransmission (delivery), ``lane_state`` and ``health`` (``reports.py``).
 * **housekeeping** (every 250 ms, ``housekeeping.py``): uptime, the identify LED, outbox compaction, garbage
-  collection and the watchdog (fed only while the other two tasks make progress).
+  collection and the watchdog (fed only while the other tasks make progress).
+* **rfid** (every 10 ms, only with an ``rfid`` config section: ``rfid/poller.py``): each reader's UART is read
+  without waiting and its inventory cycle advanced; tag reads update the presence table, and a tag that appears
+  on or leaves a lane becomes a ``tag_seen`` / ``tag_lost`` record in the outbox (the events' sequence, journalled,
+  delivered and acknowledged like an event); ``reader_health`` goes up with ``health`` and when a reader's state
+  changes. It allocates nothing per tag read, and its per-poll work is bounded (a few ms), so the sampler keeps
+  its timing. A node without readers never imports ``firmware/rfid/``.
 
 Nothing here runs in an interrupt handler; a board that adds one (a button, say) must only set a flag.
 
@@ -39,6 +46,7 @@ Where each part lives::
     link_serial.py   SerialLink: frames over the USB console; StdioIO
     link_ble.py      BleLink: frames over one GATT service (notify up, write down), advertising
     beacons.py       Beacons: the lanes' counts advertised as an authenticated beacon (BLE)
+    rfid/            UHF RFID: the reader driver (uhf.py), tag presence per lane (presence.py), the task (poller.py)
     standby.py       the lanes' levels kept across a stop (Ctrl-C), so the next boot counts what changed meanwhile
     shelf.py, lane.py, detector.py, hx711.py, outbox.py, counters.py, ...: the sensing pipeline and its state
 """
@@ -55,7 +63,7 @@ from firmware.config import CONFIG_FILE, Config, ConfigError, load
 from firmware.counters import CountersStore
 from firmware.delivery import Delivery
 from firmware.detector import Detector
-from firmware.housekeeping import LINK_ALIVE, SAMPLER_ALIVE, Housekeeping, IdentifyLed, Uptime
+from firmware.housekeeping import LINK_ALIVE, RFID_ALIVE, SAMPLER_ALIVE, Housekeeping, IdentifyLed, Uptime
 from firmware.hx711 import HX711
 from firmware.identity import adopt
 from firmware.lane import Lane
@@ -77,6 +85,7 @@ if TYPE_CHECKING:
     from typing import Any, Protocol
 
     from firmware.link_serial import ByteIO
+    from firmware.rfid.poller import RfidPoller
     from firmware.session import Link
 
     class Board(Protocol):
@@ -92,6 +101,15 @@ if TYPE_CHECKING:
             ...
 
         def link_io(self) -> ByteIO: ...
+        def uart(self, index: int, tx: int, rx: int, baud: int) -> "Any":
+            """A machine.UART-like object on those pins (``write``, ``any``, ``readinto(buf, n)``), non-blocking:
+            an RFID reader's link (``firmware/rfid/``)."""
+            ...
+
+        def pin_out(self, n: int) -> "Any":
+            """A machine.Pin-like output (``value(v)``), low at first: an RFID antenna switch's line."""
+            ...
+
         def mem_free(self) -> int: ...
         def set_led(self, on: bool) -> None: ...
         def feed_watchdog(self) -> None: ...
@@ -101,6 +119,7 @@ UNWATCHED_MS = const(60000)  # after a stop, lanes are compared with their level
 PROVEN_MS = const(600000)  # a new image that ran this long without a reset has proven itself (firmware/trial.py)
 SAMPLE_POLL_MS = const(4)
 LINK_POLL_MS = const(20)
+RFID_POLL_MS = const(10)
 HOUSEKEEPING_MS = const(250)
 READ_TIMEOUT_MS = const(2)  # a read is only started when the cell is ready (or has stalled)
 
@@ -191,6 +210,15 @@ class Node:
             self.shelf, cal_stores, st, self.session, self.reports, self.settings, self.led, self._deliver
         )
         self.keeper = Housekeeping(self.shelf.outbox, self.delivery, self.uptime, self.led, board.feed_watchdog, now)
+        self.rfid: RfidPoller | None = None
+        if cfg.rfid is not None:
+            from firmware.rfid import poller
+
+            self.shelf.outbox.enable_tags()  # the EPC ring, allocated now while the heap is whole
+            self.rfid = poller.RfidPoller(cfg.rfid, board, self.shelf.outbox, self._deliver, self.session.send, now)
+            self.notes.extend(self.rfid.notes)
+            self.reports.rfid = self.rfid
+            self.keeper.need |= RFID_ALIVE
         self.beacons: Beacons | None = None
         advertise = getattr(link, "advertise", None)
         if advertise is not None:  # a radio link: the lanes' state is advertised (firmware/beacons.py) instead
@@ -266,7 +294,7 @@ class Node:
         self.reports.lane_state(lane.index)
 
     def _deliver(self, seq: int, now: int) -> None:
-        """Event ``seq`` (the outbox's newest) is kept: send it."""
+        """Record ``seq`` (the outbox's newest: an event, or a tag record from the RFID task) is kept: send it."""
         self.events += 1
         self.delivery.recorded(seq, now)
 
@@ -295,6 +323,13 @@ class Node:
             self.beacons.tick(now)
         self.keeper.alive |= LINK_ALIVE
 
+    # -- rfid task --------------------------------------------------------------------------------
+    def poll_rfid(self, now: int) -> None:
+        rfid = self.rfid
+        if rfid is not None:
+            rfid.poll(now)
+            self.keeper.alive |= RFID_ALIVE
+
     # -- housekeeping task ------------------------------------------------------------------------
     def housekeeping(self, now: int) -> None:
         self.keeper.run(now)
@@ -307,8 +342,9 @@ class Node:
             hook()
 
     def step(self, now: int) -> None:
-        """One round of all three tasks (tests drive the node with this on virtual time)."""
+        """One round of every task (tests drive the node with this on virtual time)."""
         self.sample_once(now)
+        self.poll_rfid(now)
         self.service_link(now)
         self.housekeeping(now)
 
@@ -325,6 +361,12 @@ class Node:
             self.service_link(board.now_ms())
             await _sleep_ms(LINK_POLL_MS)
 
+    async def _rfid_poller(self) -> None:
+        board = self.board
+        while self.running:
+            self.poll_rfid(board.now_ms())
+            await _sleep_ms(RFID_POLL_MS)
+
     async def _housekeeper(self) -> None:
         board = self.board
         while self.running:
@@ -332,7 +374,7 @@ class Node:
             await _sleep_ms(HOUSEKEEPING_MS)
 
     async def serve(self) -> None:
-        """Run the three tasks until ``running`` is cleared (a board runs until reset)."""
+        """Run the tasks until ``running`` is cleared (a board runs until reset)."""
         import asyncio
 
         self.running = True
@@ -341,6 +383,8 @@ class Node:
             asyncio.create_task(self._stoppable(self._linker())),
             asyncio.create_task(self._stoppable(self._housekeeper())),
         ]
+        if self.rfid is not None:
+            tasks.append(asyncio.create_task(self._stoppable(self._rfid_poller())))
         try:
             await asyncio.gather(*tasks)
         finally:
@@ -397,9 +441,12 @@ def boot(board: "Board") -> "Node | None":
         + ", "
         + str(len(cfg.lanes))
         + " lanes, "
+        + (str(len(node.rfid.readers)) + " RFID reader(s), " if node.rfid is not None else "")
         + str(node.shelf.outbox.depth)
         + " events waiting"
     )
+    if node.shelf.outbox.migrated:
+        print("smartshelf: outbox journal rewritten in the v2 format (tag records)")
     for note in node.notes:
         print("smartshelf: " + note)
     return node

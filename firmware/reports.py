@@ -1,7 +1,9 @@
 """What the node reports unasked: every lane's ``lane_state`` in turn and its ``health``, on timers.
 
 ``lane_state`` for every lane every ``lane_state_s`` (10 s, spread over the period: one lane at a time);
-``health`` every ``health_s`` (30 s); both for every lane when a session starts. (A lane's state also goes up
+``health`` every ``health_s`` (30 s), each followed by one ``reader_health`` per RFID reader (``rfid``, the
+node's ``firmware/rfid/poller.py``, when it has readers; a reader's state change sends its own at once); both for
+every lane when a session starts. (A lane's state also goes up
 right after each of its events: ``firmware/node.py``.) The periods are ``Settings``, which ``set_config``
 changes; the new period applies at once.
 
@@ -19,6 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from firmware.housekeeping import Uptime
+    from firmware.rfid.poller import RfidPoller
     from firmware.session import Session
     from firmware.settings import Settings
     from firmware.shelf import Shelf
@@ -47,6 +50,7 @@ class Reports:
         self._rate_samples = 0
         self._rate_at = now
         self.periodic_lanes = True
+        self.rfid: RfidPoller | None = None
 
     def tick(self, now: int) -> None:
         n = len(self._shelf.lanes)
@@ -55,11 +59,11 @@ class Reports:
             self._lane = (self._lane + 1) % n
             self._lane_at = ticks_add(now, self._settings.lane_state_ms // n)
         if ticks_diff(now, self._health_at) >= 0:
-            self._session.send(self.health(now))
+            self._send_health(now)
             self._health_at = ticks_add(now, self._settings.health_ms)
 
     def session_started(self, now: int) -> None:
-        self._session.send(self.health(now))
+        self._send_health(now)
         for i in range(len(self._shelf.lanes)):
             self.lane_state(i)
 
@@ -67,6 +71,13 @@ class Reports:
         """The periods changed: the next lane's state now, health a (new) period from now."""
         self._lane_at = now
         self._health_at = ticks_add(now, self._settings.health_ms)
+
+    def _send_health(self, now: int) -> None:
+        self._session.send(self.health(now))
+        rfid = self.rfid
+        if rfid is not None:
+            for i in range(len(rfid.readers)):
+                self._session.send(rfid.health(i))
 
     def lane_state(self, i: int) -> None:
         self._session.send(self._shelf.lane_state(i))

@@ -17,6 +17,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from shared_protocol.messages import TagLost, TagSeen
+
 NO_ROOM = -1  # set_count: the outbox cannot take the count's events without dropping one
 UNWATCHED_CONFIDENCE = const(40)  # a change made while the firmware was stopped (as after a sensor fault)
 
@@ -30,8 +32,10 @@ class Shelf:
         self.counters = counters
         outbox.before_forget = counters.checkpoint
         for i in range(outbox.depth):
+            if not outbox.is_event(i):
+                continue  # a tag record (firmware/rfid/): it moves no counter
             m = outbox.message(i, 0)
-            if m.lane < len(lanes):
+            if isinstance(m, Event) and m.lane < len(lanes):
                 counters.apply(m.lane, m.event_seq, m.kind, m.count_delta)
 
     def poll(self, t_ms: int) -> int:
@@ -94,7 +98,7 @@ class Shelf:
             flags |= FLAG_OUTBOX_OVERFLOW
         return LaneState(i, c.count, c.removed_total, c.added_total, lane.weight_dg, flags, c.last_event)
 
-    def pending(self, now_ms: int, limit: int) -> "list[Event]":
-        """Up to ``limit`` unacknowledged events, oldest first, for (re)transmission."""
+    def pending(self, now_ms: int, limit: int) -> "list[Event | TagSeen | TagLost]":
+        """Up to ``limit`` unacknowledged records (events and tag records), oldest first, for (re)transmission."""
         n = self.outbox.depth if self.outbox.depth < limit else limit
         return [self.outbox.message(i, now_ms) for i in range(n)]

@@ -66,13 +66,16 @@ class Image:
 
 
 def sources(source: Path = SOURCE) -> dict[str, bytes]:
-    """The image's modules as sources: ``firmware/*.py`` (but the loader) and ``shared_protocol/*.py``."""
+    """The image's modules as sources: ``firmware/**/*.py`` (but the loader) and ``shared_protocol/**/*.py``,
+    subpackages included (``firmware/rfid/``)."""
     out: dict[str, bytes] = {}
     for name in PACKAGE_NAMES:
-        for src in sorted((source / name).glob("*.py")):
-            if name == "firmware" and src.name == "main.py":
+        root = source / name
+        for src in sorted(root.rglob("*.py")):
+            rel = src.relative_to(root).as_posix()
+            if "__pycache__" in src.parts or (name == "firmware" and rel == "main.py"):
                 continue  # the loader: /main.py
-            out[f"{name}/{src.name}"] = src.read_bytes()
+            out[f"{name}/{rel}"] = src.read_bytes()
     return out
 
 

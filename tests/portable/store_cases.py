@@ -62,7 +62,8 @@ def outbox_lifecycle(base, capacity):
 
 
 def outbox_record_size(base):
-    """Journal bytes per event vs the record format (+4 bytes of CRC)."""
+    """Journal bytes for three events vs the v2 format: the file's magic, then per event kind and length bytes, the
+    body and 4 bytes of CRC."""
     import struct
 
     from firmware import outbox
@@ -71,7 +72,7 @@ def outbox_record_size(base):
     ob = Outbox(base + "/sz", 1, 8)
     for _ in range(3):
         ob.add(0, 1, -1, -10, 50, 0)
-    return [os.stat(base + "/sz.log")[6] // 3, struct.calcsize(outbox._REC_FMT) + 4]
+    return [os.stat(base + "/sz.log")[6], len(outbox.MAGIC) + 3 * (2 + struct.calcsize(outbox._EV_FMT) + 4)]
 
 
 def outbox_torn_tail(base):
