@@ -62,6 +62,7 @@ def test_named_scenarios_have_consistent_truth(name: str) -> None:
         story = [r for r in sc.truth if r.node == 1 and r.t < 170]
         assert [r.action for r in story if r.action != "initial"] == [
             "pick", "pick", "pick", "put_back", "theft", "press", "damage", "misplaced", "pick", "restock",
+            "substitution",
         ]  # fmt: skip
         coffee = [r for r in story if r.lane == 3 and r.action == "pick"]
         assert coffee[-1].stock_after == coffee[-1].reorder_point  # the reorder point is reached
@@ -71,7 +72,7 @@ def test_named_scenarios_have_consistent_truth(name: str) -> None:
         assert 0.3 < -damage.grams / damage.unit_g < 0.6  # not a whole unit
     rows = [json.loads(r.to_json(1_700_000_000.0)) for r in sc.truth]
     keys = {"time", "t", "t_end", "node", "lane", "sku", "action", "units", "grams", "paid_units", "pay_at",
-            "honest", "item_sku", "stock_after", "reorder_point", "unit_g"}  # fmt: skip
+            "honest", "item_sku", "stock_after", "reorder_point", "unit_g", "epcs"}  # fmt: skip
     assert all(set(r) == keys for r in rows)
     assert all(r["time"] == pytest.approx(1_700_000_000.0 + r["t"], abs=1e-3) for r in rows)
 

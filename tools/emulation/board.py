@@ -1,4 +1,5 @@
-"""An emulated shelf-node board: the firmware's ``Board`` with pin-level HX711s on a clock that follows real time.
+"""An emulated shelf-node board: the firmware's ``Board`` with pin-level HX711s and byte-level UHF RFID reader
+modules on a clock that follows real time.
 
 Runs under MicroPython (the emulated node, ``tools/emulation/host.py``) and CPython (tests). The node's real
 firmware (``firmware/node.py``) gets, for each ``[sck, dout]`` pair of its config, the two pins of an
@@ -6,6 +7,15 @@ firmware (``firmware/node.py``) gets, for each ``[sck, dout]`` pair of its confi
 electrical model); pins the plan does not wire read as a disconnected sensor (DOUT stuck high), exactly as an
 unplugged cell would. Each cell's load is its share of the lane's plate plus the lane's items
 (``tools/emulation/physics.py``) at the moment of each conversion, averaged over the conversion.
+
+**RFID.** ``plan["rfid"]`` wires UHF reader modules (``uhf_module.py``) to UARTs: ``{"readers": [{"uart": 1,
+"tx": 17, "rx": 16, "switch": [25, 26], "antennas": [0, 1, 2, 3], "seed": 5, "faults": {...}, "baud": 115200}],
+"tags": [...]}`` (``antennas[i]``: the lane covered by the antenna that RF-switch value ``i`` selects; ``tags``:
+the field, ``uhf_module.TagField``'s data, seen by every reader). ``uart(index, tx, rx, baud)`` returns the module
+wired to that UART and those pins, or a UART with nothing behind it (``AbsentUart``: a reader that is not there,
+or pins given the wrong way round); ``pin_out(n)`` returns GPIO ``n`` as an output, the same object at every call,
+and for a reader's switch lines the pins the module reads at the start of each inventory round. The modules share
+the board's clock and catch it up with the wall clock at every UART access, as the firmware's clock reads do.
 
 **Time.** The chips and the HX711 driver run on one ``VirtualClock``. Before every clock read the board jumps
 the virtual clock forward to the wall clock (``wall_ms()``: milliseconds since the emulation's epoch, the
@@ -26,6 +36,7 @@ interrupt character does on a board.
 
 from tools.emulation.hx711_chip import STUCK_HIGH, ArraySource, HX711Chip, LoadCellSource, VirtualClock
 from tools.emulation.physics import LanePhysics
+from tools.emulation.uhf_module import AbsentUart, OutPin, TagField, UhfModule
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -64,6 +75,19 @@ class EmulatedBoard:
         self.led_changes = 0
         self.watchdog_feeds = 0
         self.sync()
+        self._pins: dict[int, OutPin] = {}
+        self._uarts: dict[tuple[int, int, int], UhfModule] = {}
+        self.readers: list[UhfModule] = []  # built at power-on, after the clock has caught up with the wall
+        rfid = plan.get("rfid") or {}
+        tags = rfid.get("tags", [])
+        for r in rfid.get("readers", []):
+            module = UhfModule(
+                self.clock, TagField(tags), antennas=r.get("antennas"),
+                switch=[self.pin_out(int(p)) for p in r.get("switch", [])], seed=int(r.get("seed", 1)),
+                baud=int(r.get("baud", 115200)), faults=r.get("faults"), before=self.sync,
+            )  # fmt: skip
+            self.readers.append(module)
+            self._uarts[(int(r["uart"]), int(r["tx"]), int(r["rx"]))] = module
 
     # -- time -------------------------------------------------------------------------------------
     def sync(self) -> None:
@@ -123,6 +147,22 @@ class EmulatedBoard:
             spike_counts=int(spec.get("spike_counts", 0)),
             seed=int(spec.get("seed", 1)),
         )
+
+    def uart(self, index: int, tx: int, rx: int, baud: int) -> "UhfModule | AbsentUart":
+        """The UART ``index`` on pins ``tx`` / ``rx`` at ``baud`` (machine.UART's non-blocking subset)."""
+        module = self._uarts.get((index, tx, rx))
+        if module is None:
+            return AbsentUart()
+        module.set_host_baud(baud)
+        return module
+
+    def pin_out(self, n: int) -> OutPin:
+        """GPIO ``n`` as an output (``value(v)``, ``on()``, ``off()``)."""
+        pin = self._pins.get(n)
+        if pin is None:
+            pin = OutPin()
+            self._pins[n] = pin
+        return pin
 
     def link_io(self) -> "ByteIO":
         if self._io is None:

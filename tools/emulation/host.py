@@ -4,7 +4,8 @@ For each node the host
 
 * provisions its flash (a directory under ``<dir>/state/node-<id>/flash``) as the factory would: this
   checkout's firmware (the loader as ``/main.py``, the image under ``/fw``), ``config.json`` with the node
-  id, its key and the lane layout of the scenario, the lanes' factory calibrations and SKU assignments. The key
+  id, its key and the lane layout of the scenario (and, for a node with tagged lanes, its RFID reader: the
+  ``rfid`` section), the lanes' factory calibrations and SKU assignments. The key
   and everything the node stores itself (boot count, sequence reservation, outbox, counters) survive a restart
   of the emulator, as a real node's flash would; ``--fresh`` starts with new nodes. ``--blank`` boards get
   nothing: MicroPython only, and their flash is whatever was installed on them (``mpremote``, ``smartshelf
@@ -298,6 +299,9 @@ class Emulator:
             extra: dict[str, Any] = {"link": "ble"} if self.link == "ble" else {}
             if self.link == "ble" and self.ble_mtu is not None:
                 extra["ble"] = {"mtu": self.ble_mtu}
+            rfid = node_plan.rfid_config()  # a node with tagged lanes has a UHF reader (NodePlan.rfid_wiring)
+            if rfid is not None:
+                extra["rfid"] = rfid
             provision(str(flash), node_config.dumps(nid, key, node_plan.config_lanes(), **extra), plan)
             install_factory_image(flash)
         return EmulatedNode(

@@ -4,7 +4,8 @@ from ``/rom`` (MEMFS, outside the flash); afterwards the ROM's modules live on i
 frozen modules:
 
 * ``smartshelf_board``: the board's hardware (``board.py``: HX711s wired to the shelf's load cells by the
-  plan, the clock, the console), which ``firmware/main.py`` asks for;
+  plan, UHF RFID reader modules on UARTs with their antenna switch lines, the clock, the console), which
+  ``firmware/main.py`` asks for;
 * ``machine`` (``machine.py``: resets, reset cause, unique id) and ``os`` with ``uname()`` (``rom_os.py``);
 * ``bluetooth`` (``bluetooth.py``) when the board has a radio (the runner offers ``emu_ble``); a board without one
   has no ``bluetooth`` module, as an image built without BLE. ``ble_dispatch`` is how the runner delivers the
