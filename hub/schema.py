@@ -23,5 +23,7 @@ MIGRATIONS = ledger.compose(
     ledger.LANE_READINGS,
     web.INDEXES_AND_SESSIONS,
     ledger.SENSOR_COUNT,  # 6
+    ledger.RFID,  # 7
+    reconcile.TAGS,  # 8
 )
 LATEST_VERSION = MIGRATIONS[-1].version

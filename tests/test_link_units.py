@@ -1,4 +1,4 @@
-"""The node link's small parts on their own: command queues, per-node jobs, event marks, RFID sightings."""
+"""The node link's small parts on their own: command queues, per-node jobs, event marks, RFID reader reports."""
 
 from __future__ import annotations
 
@@ -6,11 +6,20 @@ import asyncio
 
 import pytest
 
+from hub.ledger.tags import CONFIRM_INTERVAL_MS, ReaderReport
 from hub.link.commands import MAX_SENT_COMMANDS, CommandQueue, NodeRebooted, PendingCommand
 from hub.link.jobs import NodeJobs
 from hub.link.marks import EventMarks
-from hub.link.rfid import RfidSightings
-from shared_protocol.messages import Identify, RequestState, Tare
+from hub.link.rfid import NodeRfid
+from shared_protocol.messages import (
+    READER_OK,
+    READER_SILENT,
+    READER_STARTING,
+    Identify,
+    ReaderHealth,
+    RequestState,
+    Tare,
+)
 
 
 def test_a_queue_sends_in_order_and_skips_commands_whose_caller_gave_up() -> None:
@@ -107,11 +116,48 @@ def test_a_skip_moves_the_mark_and_picks_up_what_follows() -> None:
     assert (marks.contiguous, marks.above) == (8, {10})
 
 
-def test_rfid_sightings_log_arrivals_and_departures() -> None:
-    rfid = RfidSightings()
-    epc = bytes.fromhex("e2801160600002084c7d1a5f")
-    rfid.seen(0, epc, -40, 1000)
-    rfid.seen(0, epc, -42, 2000)  # still there: not logged again
-    assert rfid.present == {(0, epc.hex()): (-42, 2000)}
-    rfid.lost(0, epc, 3000)
-    assert rfid.present == {} and [e[:2] for e in rfid.log] == [(1000, "seen"), (3000, "lost")]
+def _health(reader: int, state: int, reads: int = 10, silences: int = 0, resets: int = 0) -> ReaderHealth:
+    return ReaderHealth(reader, state, reads, 0, resets, silences, 3)
+
+
+def test_reader_reports_book_state_changes_and_periodic_confirmations_only() -> None:
+    rfid = NodeRfid(7)
+    t = 1_000_000
+    first = rfid.report(_health(0, READER_OK), t)  # first report since the hub started: books the state
+    assert first == ReaderReport(7, 0, t, READER_OK, True, None, "")
+    assert rfid.report(_health(0, READER_OK, reads=20), t + 1000) is None  # nothing new, confirmed a moment ago
+    silent = rfid.report(_health(0, READER_SILENT, reads=20, silences=1), t + 2000)
+    assert silent is not None and (silent.state, silent.all_ok) == (READER_SILENT, False)
+    assert rfid.report(_health(0, READER_SILENT, reads=20, silences=1), t + 3000) is None  # still silent
+    back = rfid.report(_health(0, READER_OK, reads=30, silences=1), t + 4000)
+    assert back is not None and back.state == READER_OK and back.missed_from_ms is None
+    later = rfid.report(_health(0, READER_OK, reads=40, silences=1), t + 4000 + CONFIRM_INTERVAL_MS)
+    assert later is not None and later.all_ok and later.missed_from_ms is None  # the periodic confirmation
+
+
+def test_an_outage_between_two_ok_reports_is_found_from_the_counters() -> None:
+    rfid = NodeRfid(7)
+    rfid.report(_health(0, READER_OK, silences=2), 5000)
+    missed = rfid.report(_health(0, READER_OK, silences=3), 6000)  # its silent report was lost on the way
+    assert missed is not None and (missed.missed_from_ms, missed.missed_cause) == (5000, "silent between two reports")
+    reset = rfid.report(_health(0, READER_OK, silences=3, resets=1), 7000)
+    assert reset is not None and (reset.missed_from_ms, reset.missed_cause) == (6000, "reset between two reports")
+
+
+def test_counters_that_went_down_are_a_new_boot_not_an_outage_and_a_restart_forgets_the_readers() -> None:
+    rfid = NodeRfid(7)
+    rfid.report(_health(0, READER_OK, reads=500, silences=4), 5000)
+    assert rfid.report(_health(0, READER_OK, reads=3, silences=0), 6000) is None  # the node rebooted meanwhile
+    rfid.restarted()
+    assert rfid.readers == {}
+
+
+def test_present_tags_are_confirmed_only_while_every_reader_works() -> None:
+    rfid = NodeRfid(7)
+    rfid.report(_health(0, READER_OK), 1000)
+    starting = rfid.report(_health(1, READER_STARTING), 1000 + CONFIRM_INTERVAL_MS)
+    assert starting is not None and not starting.all_ok  # reader 1 is not reading: nothing is confirmed
+    ok = rfid.report(_health(1, READER_OK), 2000 + CONFIRM_INTERVAL_MS)
+    assert ok is not None and ok.all_ok
+    status = rfid.status(2000 + CONFIRM_INTERVAL_MS)
+    assert [(r["reader"], r["state"], r["present"]) for r in status["readers"]] == [(0, "ok", 3), (1, "ok", 3)]

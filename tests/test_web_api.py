@@ -23,7 +23,7 @@ from hub.web.access import API, PUBLIC, api_scopes, role_matrix
 from hub.web.accounts.clients import SCOPES, TOKEN_PREFIX, add_client, disable_client, token_sha256
 from hub.web.api.fields import MAX_BODY_BYTES, MAX_ITEMS
 from hub.web.api.openapi import OPENAPI_PATH, build_spec
-from tests.web_support import Env
+from tests.web_support import SEED_EPC, Env
 
 # one request per API endpoint that a client with the scope may make (the seeded ledger)
 CALLS: dict[str, tuple[str, str, Any]] = {
@@ -61,6 +61,9 @@ CALLS: dict[str, tuple[str, str, Any]] = {
         "/api/v1/imports/counts",
         "id,timestamp,sku,counted\nfc-1,2026-11-27T10:00:00Z,COLA,5\n",
     ),
+    "api.import_epcs": ("POST", "/api/v1/imports/epcs", "epc,sku\nE2801160600002054CC2096F,COLA\n"),
+    "api.tags": ("GET", "/api/v1/tags", None),
+    "api.tag_trail": ("GET", f"/api/v1/tags/trail?epc={SEED_EPC}", None),
 }
 
 

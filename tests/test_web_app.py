@@ -21,7 +21,7 @@ from hub.web.accounts.clients import add_client, token_sha256
 from hub.web.accounts.users import ROLES, THROTTLE_FAILURES, prune_login_attempts, role_rank
 from hub.web.app import secret_key_path
 from tests.web_routes import ROUTES
-from tests.web_support import PASSWORD, Env
+from tests.web_support import PASSWORD, SEED_EPC, Env
 
 
 def _alert_id(env: Env, cause: str = "lane:A1/COLA") -> int:
@@ -91,7 +91,7 @@ def test_route_by_role(env: Env, route: str, role: str | None) -> None:
     if "{client}" in r.url:
         digest = token_sha256("ssk_" + "c" * 43)
         env.write(lambda ledger: ledger.transact(lambda tx: add_client(tx, "till-1", digest, ("sales",), actor="t")))
-    url = r.url.format(alert=_alert_id(env), lane="A1", user="viewer", client="till-1")
+    url = r.url.format(alert=_alert_id(env), lane="A1", user="viewer", client="till-1", epc=SEED_EPC)
     before = _fingerprint(env)
     form = {**r.data, "csrf_token": env.csrf(client)}
     resp = client.get(url) if r.method == "GET" else client.post(url, data=form)

@@ -39,6 +39,9 @@ LANE_KEYS = {
     "state",
     "last_change_ms",
     "open_alerts",
+    "tags_present",
+    "tags_other_sku",
+    "tags_last_read_ms",
 }
 DEADLINE_S = 30.0  # liveness only
 

@@ -1,9 +1,9 @@
 """Every page route of the status page, with a request that exercises it (the role-matrix test walks them all).
 
 ``url`` may name ``{alert}`` (an open shrinkage alert of the seeded ledger), ``{lane}`` (a seeded lane id),
-``{user}`` (a seeded user) and ``{client}`` (an API client the test adds). ``data`` is the form a POST sends (the
-CSRF token is added). ``ok`` is the status an allowed role gets. The API's endpoints are tested in
-tests/test_web_api.py (tokens, not roles).
+``{user}`` (a seeded user), ``{client}`` (an API client the test adds) and ``{epc}`` (the seeded tag's EPC).
+``data`` is the form a POST sends (the CSRF token is added). ``ok`` is the status an allowed role gets. The API's
+endpoints are tested in tests/test_web_api.py (tokens, not roles).
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ ROUTES: dict[str, Route] = {
     "lanes json": Route("GET", "/lanes.json", "live.lanes"),
     "events": Route("GET", "/events?once=1", "live.events"),
     "shelf": Route("GET", "/lanes/{lane}", "shelf.detail"),
+    "tags": Route("GET", "/tags?epc=3074", "tags.index"),
+    "tag trail": Route("GET", "/tags/{epc}", "tags.detail"),
     "count lane": Route("POST", "/lanes/{lane}/count", "shelf.count", {"counted": "3"}, ok=302),
     "alerts": Route("GET", "/alerts", "alerts.index"),
     "acknowledge": Route("POST", "/alerts/{alert}/acknowledge", "alerts.acknowledge", ok=302),

@@ -15,12 +15,16 @@ from flask.testing import FlaskClient
 
 from hub.ledger import LedgerService, SensorGap, Sku
 from hub.ledger.models import now_ms
+from hub.ledger.tags import SEEN, TagEvent
 from hub.schema import MIGRATIONS
 from hub.web import LoopWriter, create_app
 from hub.web.accounts.users import ROLES, add_user
 
 T = TypeVar("T")
 PASSWORD = "correct horse battery"
+# A cola unit's tag, read on lane A1 (GS1 TDS's SGTIN-96 example: GTIN 80614141123458, COLA's GTIN here)
+SEED_EPC = "3074257BF7194E4000001A85"
+COLA_GTIN = "80614141123458"
 
 
 @dataclass
@@ -62,7 +66,8 @@ def _fast_hash(password: str) -> str:
 
 
 async def _seed(ledger: LedgerService) -> None:
-    await ledger.add_sku(Sku("COLA", "Cola 330 ml", 3500, 20, reorder_point=6, reorder_qty=24, capacity=30), actor="t")
+    cola = Sku("COLA", "Cola 330 ml", 3500, 20, reorder_point=6, reorder_qty=24, capacity=30, gtin=COLA_GTIN)
+    await ledger.add_sku(cola, actor="t")
     await ledger.add_sku(Sku("TEA", "Green tea", 1200, reorder_point=4, capacity=20), actor="t")
     await ledger.add_sku(Sku("SOUP", "Soup", 4000, reorder_point=2, capacity=10), actor="t")
     await ledger.assign_lane(1, 0, "COLA", actor="t", lane_id="A1")
@@ -70,6 +75,8 @@ async def _seed(ledger: LedgerService) -> None:
     await ledger.assign_lane(1, 2, "SOUP", actor="t", lane_id="C1")
     await ledger.apply_sensor_gap(SensorGap(1, 0, 21, "seed0", now_ms()))
     await ledger.apply_sensor_gap(SensorGap(1, 1, 3, "seed1", now_ms()))
+    # far above the event_seqs the tests give node 1's weight events (they start at 1)
+    await ledger.submit(TagEvent(1, 1_000_000, 0, SEEN, SEED_EPC, now_ms() - 60_000, -45))
     await ledger.open_alert("shrinkage", "lane:A1/COLA", {"missing": 2}, actor="reconcile")
     await ledger.open_alert("reorder", "sku:TEA", {"observed": 3}, actor="reconcile")
     for role in ROLES:

@@ -11,7 +11,9 @@ nothing. After COMMIT the writer calls ``notify(changes)``.
 
 Tracked (``Changes``): ``movements`` (the location whose stock moved: ``sensor:<lane>``, ``lane:<lane>``,
 ``backroom``, ...), ``lane_readings`` (the lane), ``lanes`` (the lane), ``skus`` (the SKU), ``alerts`` (the alert
-and its cause key). Not tracked, because nothing shows them live: nodes, audit, counts, users, sign-ins, API
+and its cause key), ``tag_presence`` (the lane whose tags present changed; the EPC table's imports re-name tags'
+SKUs, which every lane row may show: ``epc_skus`` reports the lanes the EPCs are on). Not tracked, because nothing
+shows them live: nodes, audit, counts, users, sign-ins, API
 clients, reconciliation's own tables, and deletions of lane readings (pruning).
 
 Listeners run on the writer's event loop, right after COMMIT and before the callers' futures resolve (so a caller
@@ -50,6 +52,9 @@ _WATCHED: tuple[tuple[str, str, str, tuple[tuple[str, str], ...]], ...] = (
     ("sku_gone", "skus", "DELETE", (("sku", "OLD.sku"),)),
     ("alert_new", "alerts", "INSERT", (("alert", "NEW.id"), ("cause", "NEW.cause_key"))),
     ("alert_edit", "alerts", "UPDATE", (("alert", "NEW.id"), ("cause", "OLD.cause_key"), ("cause", "NEW.cause_key"))),
+    ("tags_new", "tag_presence", "INSERT", (("tags", "NEW.lane_id"),)),
+    ("tags_edit", "tag_presence", "UPDATE", (("tags", "OLD.lane_id"), ("tags", "NEW.lane_id"))),
+    ("tags_gone", "tag_presence", "DELETE", (("tags", "OLD.lane_id"),)),
 )
 
 
@@ -70,6 +75,14 @@ def _ddl() -> list[str]:
         statements.append(
             f"CREATE TEMP TRIGGER IF NOT EXISTS ledger_changes_{name} AFTER {event} ON main.{table} BEGIN {body} END"
         )
+    # an EPC mapped (again) to a SKU: the lanes its tag is on now show it as that SKU
+    for event in ("INSERT", "UPDATE"):
+        statements.append(
+            f"CREATE TEMP TRIGGER IF NOT EXISTS ledger_changes_epc_{event.lower()} AFTER {event} ON main.epc_skus"
+            f" BEGIN INSERT INTO {_TABLE} (what, key) SELECT DISTINCT 'tags', p.lane_id FROM main.tag_presence AS p"
+            f" WHERE p.epc = NEW.epc AND p.present = 1 AND NOT EXISTS (SELECT 1 FROM {_TABLE}"
+            " WHERE what = 'tags' AND key = p.lane_id); END"
+        )
     return statements
 
 
@@ -87,9 +100,12 @@ class Changes:
     skus: frozenset[str] = frozenset()  # SKUs added or edited
     alerts: frozenset[int] = frozenset()  # alerts opened or changed (status, evidence)
     causes: frozenset[str] = frozenset()  # the cause keys of those alerts
+    tags: frozenset[str] = frozenset()  # lanes whose tags present changed
 
     def __bool__(self) -> bool:
-        return bool(self.locations or self.readings or self.lanes or self.skus or self.alerts or self.causes)
+        return bool(
+            self.locations or self.readings or self.lanes or self.skus or self.alerts or self.causes or self.tags
+        )
 
     @property
     def sensor_lanes(self) -> frozenset[str]:
@@ -105,6 +121,7 @@ class Changes:
             self.skus | other.skus,
             self.alerts | other.alerts,
             self.causes | other.causes,
+            self.tags | other.tags,
         )
 
     @classmethod
@@ -118,7 +135,7 @@ class Changes:
             return frozenset(str(k) for k in found.get(what, ()))
 
         alerts = frozenset(int(k) for k in found.get("alert", ()) if isinstance(k, int | str))
-        return cls(text("location"), text("reading"), text("lane"), text("sku"), alerts, text("cause"))
+        return cls(text("location"), text("reading"), text("lane"), text("sku"), alerts, text("cause"), text("tags"))
 
 
 NOTHING = Changes()

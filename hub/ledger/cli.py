@@ -165,6 +165,7 @@ def _add_sku(args: argparse.Namespace) -> int:
         args.reorder_point,
         args.reorder_qty,
         args.capacity,
+        args.gtin or None,
     )
 
     async def run() -> bool:
@@ -249,8 +250,12 @@ def add_ledger_parser(sub: Any) -> None:
     p = cmd("restore", "replace the ledger with backup SRC after checking it (stop the hub first)", _restore)
     p.add_argument("src", type=Path, metavar="SRC")
 
-    p = cmd("import", "import a CSV file of business transactions, all or nothing", _import)
-    p.add_argument("kind", choices=["sales", "receipts", "picks", "returns", "counts"])
+    p = cmd(
+        "import",
+        "import a CSV file of business transactions (or the store's EPC -> SKU table), all or nothing",
+        _import,
+    )
+    p.add_argument("kind", choices=["sales", "receipts", "picks", "returns", "counts", "epcs"])
     p.add_argument("file", type=Path, metavar="FILE.csv")
     p.add_argument("--actor", default=default_actor(), help="who is importing (default: cli:<login>)")
     p.add_argument(
@@ -269,6 +274,9 @@ def add_ledger_parser(sub: Any) -> None:
     p.add_argument("--reorder-point", type=int, default=0)
     p.add_argument("--reorder-qty", type=int, default=0)
     p.add_argument("--capacity", type=int, default=None)
+    p.add_argument(
+        "--gtin", default="", help="the SKU's GTIN-8/12/13/14 (check digit verified): SGTIN tags name it by it"
+    )
     p.add_argument("--actor", default=default_actor())
 
     p = cmd("assign-lane", "register a node's lane and assign it a SKU", _assign_lane)

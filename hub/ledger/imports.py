@@ -36,18 +36,27 @@ class ImportTooLarge(InvalidArgument):
     """A file with more rows than the caller accepts in one transaction (the HTTP API's ``MAX_IMPORT_ROWS``)."""
 
 
+def check_size(rows: int, name: str, max_rows: int | None) -> None:
+    """``ImportTooLarge`` for a file of more than ``max_rows`` data rows (None: any size)."""
+    if max_rows is not None and rows > max_rows:
+        raise ImportTooLarge(
+            f"{name} has {rows:,} rows, more than {max_rows:,} in one file: split it into files of"
+            f" at most {max_rows:,} rows (each is imported all or nothing; re-sending a file is safe)"
+        )
+
+
 @dataclass(frozen=True)
-class _Spec:
+class Spec:
     required: tuple[str, ...]
     optional: tuple[str, ...]
 
 
-SPECS: dict[ImportKind, _Spec] = {
-    "sales": _Spec(("id", "timestamp", "sku", "quantity"), ("location",)),
-    "receipts": _Spec(("id", "timestamp", "sku", "quantity"), ("location",)),
-    "picks": _Spec(("id", "timestamp", "sku", "quantity", "order"), ("location",)),
-    "returns": _Spec(("id", "timestamp", "sku", "quantity"), ("restockable", "location")),
-    "counts": _Spec(("id", "timestamp", "sku", "counted"), ("location",)),
+SPECS: dict[ImportKind, Spec] = {
+    "sales": Spec(("id", "timestamp", "sku", "quantity"), ("location",)),
+    "receipts": Spec(("id", "timestamp", "sku", "quantity"), ("location",)),
+    "picks": Spec(("id", "timestamp", "sku", "quantity", "order"), ("location",)),
+    "returns": Spec(("id", "timestamp", "sku", "quantity"), ("restockable", "location")),
+    "counts": Spec(("id", "timestamp", "sku", "counted"), ("location",)),
 }
 
 
@@ -74,7 +83,7 @@ class ImportRow:
 
 @dataclass
 class ImportReport:
-    kind: ImportKind
+    kind: str  # an ImportKind, or "epcs" (epc_imports)
     name: str
     rows: int = 0
     applied: int = 0
@@ -147,26 +156,25 @@ class ParsedFile:
     skus_of_bad_rows: list[tuple[int, str]] = field(default_factory=list)  # (line, sku): checked against the ledger
 
 
-def parse_csv(kind: ImportKind, data: bytes) -> ParsedFile:
-    """Check a file without touching the ledger. Any error rejects the file; rows that passed these checks are
-    still checked against the ledger so that one report lists every problem."""
-    if kind not in SPECS:
-        raise ValueError(f"unknown import kind {kind!r} (one of {', '.join(KINDS)})")
-    spec = SPECS[kind]
+def read_records(
+    kind: str, spec: Spec, data: bytes, errors: list[RowError]
+) -> tuple[list[tuple[int, dict[str, str]]], int] | None:
+    """The file's data rows as ``(physical line, {column: stripped value})`` and how many there were, after the
+    checks every import shares (encoding, header, field counts, CSV syntax), whose problems go to ``errors``; None
+    when the file cannot be read row by row at all (encoding, empty, a bad header)."""
     text, error = _decode(data)
     if error is not None:
-        return ParsedFile([], [error])
+        errors.append(error)
+        return None
     assert text is not None
+    empty = RowError(1, "empty file: a header row is required (" + ",".join(spec.required) + ")")
     if not text.strip():
-        return ParsedFile([], [RowError(1, "empty file: a header row is required (" + ",".join(spec.required) + ")")])
-
+        errors.append(empty)
+        return None
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    errors: list[RowError] = []
-    rows: list[ImportRow] = []
+    records: list[tuple[int, dict[str, str]]] = []
     header: list[str] | None = None
     data_rows = 0
-    parsed_bad_skus: list[tuple[int, str]] = []
-    first_line_of: dict[str, int] = {}
     prev_end = 0
     while True:
         try:
@@ -182,6 +190,7 @@ def parse_csv(kind: ImportKind, data: bytes) -> ParsedFile:
         if header is None:
             header = [c.strip().lower() for c in record]
             known = set(spec.required) | set(spec.optional)
+            before = len(errors)
             for name in header:
                 if name not in known:
                     expected = ",".join(spec.required) + "".join(f"[,{o}]" for o in spec.optional)
@@ -191,14 +200,33 @@ def parse_csv(kind: ImportKind, data: bytes) -> ParsedFile:
                     errors.append(RowError(line, f"missing column {name!r}"))
             for name in sorted({n for n in header if header.count(n) > 1}):
                 errors.append(RowError(line, f"column {name!r} appears more than once"))
-            if errors:
-                return ParsedFile([], errors)
+            if len(errors) > before:
+                return None
             continue
         data_rows += 1
         if len(record) != len(header):
             errors.append(RowError(line, f"expected {len(header)} fields, found {len(record)}"))
             continue
-        values = {name: cell.strip() for name, cell in zip(header, record, strict=True)}
+        records.append((line, {name: cell.strip() for name, cell in zip(header, record, strict=True)}))
+    if header is None and not errors:  # only separators and blank lines
+        errors.append(empty)
+    return records, data_rows
+
+
+def parse_csv(kind: ImportKind, data: bytes) -> ParsedFile:
+    """Check a file without touching the ledger. Any error rejects the file; rows that passed these checks are
+    still checked against the ledger so that one report lists every problem."""
+    if kind not in SPECS:
+        raise ValueError(f"unknown import kind {kind!r} (one of {', '.join(KINDS)})")
+    errors: list[RowError] = []
+    read = read_records(kind, SPECS[kind], data, errors)
+    if read is None:
+        return ParsedFile([], errors)
+    records, data_rows = read
+    rows: list[ImportRow] = []
+    parsed_bad_skus: list[tuple[int, str]] = []
+    first_line_of: dict[str, int] = {}
+    for line, values in records:
         row_errors: list[str] = []
         row_id = values["id"]
         if not row_id:
@@ -238,8 +266,7 @@ def parse_csv(kind: ImportKind, data: bytes) -> ParsedFile:
             parsed_bad_skus.append((line, sku))
         if not row_errors:
             rows.append(ImportRow(line, row_id, ts_ms, sku, qty, values.get("location") or None, order, restockable))
-    if header is None and not errors:  # only separators and blank lines
-        errors.append(RowError(1, "empty file: a header row is required (" + ",".join(spec.required) + ")"))
+    errors.sort(key=lambda e: e.line)
     return ParsedFile(rows, errors, data_rows, parsed_bad_skus)
 
 

@@ -199,6 +199,7 @@ class Sku:
     reorder_point: int = 0
     reorder_qty: int = 0
     capacity: int | None = None
+    gtin: str | None = None  # GTIN-8/12/13/14 (stored as 14 digits): an SGTIN tag's EPC names this SKU by it
 
 
 @dataclass(frozen=True, slots=True)
@@ -420,3 +421,4 @@ class ServiceStats:
     largest_batch: int = 0
     checkpoints: int = 0
     readings_pruned: int = 0
+    tag_rows_pruned: int = 0

@@ -47,7 +47,7 @@ NODE_COLUMNS = (
 COUNT_COLUMNS = (
     "id, ts_ms, recorded_ms, sku, location, book_qty, counted_qty, actor, source_ref, adjustment_movement_id"
 )
-SKU_COLUMNS = "sku, name, unit_weight_dg, spread_permille, reorder_point, reorder_qty, capacity"
+SKU_COLUMNS = "sku, name, unit_weight_dg, spread_permille, reorder_point, reorder_qty, capacity, gtin"
 
 # The consistency invariant: every balance equals the sum of its movements (sensor rows of unassigned lanes
 # carry no SKU and have no balance). Returns the (sku, location, balance, sum) rows that disagree.
@@ -331,9 +331,12 @@ class LedgerReader:
     # ------------------------------------------------------------------- the node link's state (hub.link)
 
     async def events_above(self, node_id: int, event_seq: int) -> set[int]:
-        """Stored event_seqs of a node above ``event_seq`` (the ledger's marks after a restart)."""
+        """Stored event_seqs of a node above ``event_seq`` (the ledger's marks after a restart): its weight events
+        and its tag events share the sequence."""
         rows = await self._all(
-            "SELECT event_seq FROM movements WHERE node_id = ? AND event_seq > ?", (node_id, event_seq)
+            "SELECT event_seq FROM movements WHERE node_id = ? AND event_seq > ?"
+            " UNION SELECT event_seq FROM tag_events WHERE node_id = ? AND event_seq > ?",
+            (node_id, event_seq, node_id, event_seq),
         )
         return {int(r[0]) for r in rows}
 

@@ -1,7 +1,8 @@
 """The ledger's tables as migration steps, and the migrator every subsystem's steps go through.
 
 * A database's schema is one ordered list of migrations, each a numbered step (``Migration``). Each subsystem owns
-  the steps of its tables: the ledger core's are here (``CORE``, ``ALERTS``, ``LANE_READINGS``), reconciliation's in
+  the steps of its tables: the ledger core's are here (``CORE``, ``ALERTS``, ``LANE_READINGS``, ``SENSOR_COUNT``,
+  ``RFID``), reconciliation's in
   ``hub.reconcile.schema``, the status page's in ``hub.web.schema``. The hub root lists them in order
   (``hub.schema.MIGRATIONS``, made with ``compose``) and passes that list to everything that opens a database
   (``LedgerService(..., migrations=...)``, ``open_and_migrate``, ``restore_database``): the ledger never imports
@@ -236,11 +237,90 @@ _V6_SENSOR_COUNT = (
     "DROP VIEW schema_cookie_bump",
 )
 
+# RFID (issue 12, protocol v1.2). Tags are observations like lane readings, not stock: they get tables of their own
+# beside the movements. Every tag event a node sends is booked once (node, event_seq: the same sequence and the same
+# exactness as weight events); what is on each lane now is kept per (lane, EPC) by the writer in the same
+# transaction, so it survives the pruning of old events; SKUs get a GTIN and the store an EPC -> SKU table, so an
+# EPC names a product.
+_HEX_EPC = "length({c}) BETWEEN 2 AND 64 AND length({c}) % 2 = 0 AND {c} NOT GLOB '*[^0-9A-F]*'"
+_V7_RFID = (
+    # GTIN-14 (GTIN-8/12/13 left-padded), check digit verified by the writer; an SGTIN EPC names the SKU by it
+    "ALTER TABLE skus ADD COLUMN gtin TEXT CHECK (gtin IS NULL OR (length(gtin) = 14 AND gtin NOT GLOB '*[^0-9]*'))",
+    "CREATE UNIQUE INDEX skus_gtin ON skus(gtin) WHERE gtin IS NOT NULL",
+    # the store's own EPC -> SKU table (imported); it takes precedence over the EPC's GTIN
+    f"""CREATE TABLE epc_skus (
+        epc TEXT PRIMARY KEY CHECK ({_HEX_EPC.format(c="epc")}),
+        sku TEXT NOT NULL REFERENCES skus(sku),
+        imported_ms INTEGER NOT NULL,
+        actor TEXT NOT NULL
+    ) STRICT, WITHOUT ROWID""",
+    # Every tag event as booked. seen: the tag arrived (ts = its first read); lost: it left (ts = its last read on the
+    # lane); expired: the hub's own, for a tag not read again after its node restarted (ts = the restart). effect:
+    # what the event did to the lane's presence (arrived, still there, left, or superseded by a later event of the
+    # node that arrived first). ts_known = 0: an event from an earlier boot of the node, ts is the hub's arrival time.
+    f"""CREATE TABLE tag_events (
+        id INTEGER PRIMARY KEY,
+        node_id INTEGER NOT NULL REFERENCES nodes(node_id),
+        event_seq INTEGER CHECK (event_seq IS NULL OR event_seq BETWEEN 1 AND 4294967295),
+        lane_id TEXT NOT NULL,
+        epc TEXT NOT NULL CHECK ({_HEX_EPC.format(c="epc")}),
+        kind TEXT NOT NULL CHECK (kind IN ('seen', 'lost', 'expired')),
+        effect TEXT NOT NULL CHECK (effect IN ('arrived', 'still', 'left', 'superseded')),
+        ts_ms INTEGER NOT NULL,
+        ts_known INTEGER NOT NULL CHECK (ts_known IN (0, 1)),
+        recorded_ms INTEGER NOT NULL,
+        rssi INTEGER,
+        gtin TEXT,
+        sku TEXT,
+        note TEXT,
+        CHECK ((event_seq IS NULL) = (kind = 'expired'))
+    ) STRICT""",
+    "CREATE UNIQUE INDEX tag_events_node_event ON tag_events(node_id, event_seq) WHERE event_seq IS NOT NULL",
+    "CREATE INDEX tag_events_epc ON tag_events(epc, ts_ms)",
+    "CREATE INDEX tag_events_lane ON tag_events(lane_id, ts_ms)",
+    "CREATE INDEX tag_events_ts ON tag_events(ts_ms)",
+    # Per (lane, EPC): the latest stay. seq orders a node's events that arrive out of order (a retransmission after a
+    # lost frame); last_read_ms is the latest time the node vouched for the tag being read there; unconfirmed_ms: the
+    # node restarted then and has not read the tag again since. Rows of tags gone are pruned with the events.
+    f"""CREATE TABLE tag_presence (
+        lane_id TEXT NOT NULL,
+        epc TEXT NOT NULL CHECK ({_HEX_EPC.format(c="epc")}),
+        node_id INTEGER NOT NULL,
+        present INTEGER NOT NULL CHECK (present IN (0, 1)),
+        seq INTEGER,
+        first_seen_ms INTEGER,
+        last_read_ms INTEGER,
+        left_ms INTEGER,
+        rssi INTEGER,
+        gtin TEXT,
+        unconfirmed_ms INTEGER,
+        event_id INTEGER NOT NULL,
+        PRIMARY KEY (lane_id, epc)
+    ) STRICT, WITHOUT ROWID""",
+    "CREATE INDEX tag_presence_epc ON tag_presence(epc)",
+    "CREATE INDEX tag_presence_node ON tag_presence(node_id, present)",
+    "CREATE INDEX tag_presence_unconfirmed ON tag_presence(unconfirmed_ms) WHERE unconfirmed_ms IS NOT NULL",
+    # When a node's RFID readers were not reading (reader_health: silent, starting; or an outage its counters show
+    # between two reports): to_ms NULL while it lasts. Tags that leave meanwhile are not evidence of tampering.
+    """CREATE TABLE rfid_outages (
+        id INTEGER PRIMARY KEY,
+        node_id INTEGER NOT NULL,
+        reader INTEGER NOT NULL CHECK (reader BETWEEN 0 AND 7),
+        from_ms INTEGER NOT NULL,
+        to_ms INTEGER,
+        cause TEXT NOT NULL,
+        CHECK (to_ms IS NULL OR to_ms >= from_ms)
+    ) STRICT""",
+    "CREATE INDEX rfid_outages_node ON rfid_outages(node_id, from_ms)",
+    "CREATE UNIQUE INDEX rfid_outages_open ON rfid_outages(node_id, reader) WHERE to_ms IS NULL",
+)
+
 CORE = Migration(1, "core ledger: skus, nodes, lanes, movements, balances, physical counts, audit", _V1_CORE)
 ALERTS = Migration(2, "alerts; movements by sku and time; book_stock and observed_stock views", _V2_ALERTS)
 # Part of step 5 (released with the status page's API clients, its indexes and session epochs: hub.web.schema).
 LANE_READINGS = Migration(5, "lane readings", _V5_LANE_READINGS)
 SENSOR_COUNT = Migration(6, "movements: reason sensor_count (a node's counted quantity)", _V6_SENSOR_COUNT)
+RFID = Migration(7, "rfid: tag events, tags present per lane, reader outages, EPC -> SKU table, GTIN per SKU", _V7_RFID)
 
 
 # ------------------------------------------------------------------------------------------------ the migrator

@@ -27,6 +27,14 @@ Rules:
   ``lane_readings`` under the lane registered for ``(node_id, lane_index)`` (the same lookup as events, in the same
   transaction). A reading of a lane the ledger does not know is ignored: no row, no lane, no alert, no error.
   Ingest thins them first (``ReadingThinner``); ``prune_readings`` deletes old ones in small batches.
+* **Tag events** (``TagEvent``, protocol v1.2 ``tag_seen`` / ``tag_lost``) are events of the node: the same dedupe
+  by ``(node, event_seq)``, the same contiguous mark, the same lane lookup (an unknown lane is registered as for a
+  weight event). They are booked in ``tag_events`` and move the lanes' tag presence (``tag_booking``), never stock.
+  ``TagRecheck`` and ``ReaderReport`` (a node restarted; a reader's state) ride in the same batches.
+* **A skip without units.** Events a node's full outbox dropped are booked from its lane counters as a sensor gap
+  that moves the mark past them (``skip_events_to``). When no lane's counters changed (the dropped events were tag
+  events, which are not weight, or weight events that cancel out) the gap has 0 units: the mark moves and the skip
+  is recorded in the audit trail (``event_skip``, actor ``node:<id>``), with no stock movement.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from typing import Any
 
 import aiosqlite
 
+from hub.ledger import tag_booking
 from hub.ledger.causes import Cause
 from hub.ledger.models import (
     AlertKind,
@@ -53,10 +62,13 @@ from hub.ledger.models import (
     SensorGap,
     sensor_location,
 )
+from hub.ledger.tags import ReaderReport, TagEvent, TagRecheck
 from shared_protocol.messages import KIND_ANOMALY, KIND_COUNT, KIND_PICK, KIND_PUT
 
-SensorItem = SensorEvent | SensorGap | NodeUpdate | LaneReading
-SensorOutcome = ApplyResult | bool | None | LedgerError  # bool: a lane reading (stored or not)
+SensorItem = SensorEvent | SensorGap | NodeUpdate | LaneReading | TagEvent | TagRecheck | ReaderReport
+# bool: a lane reading (stored or not); int: a recheck (tags marked unconfirmed)
+SensorOutcome = ApplyResult | bool | int | None | LedgerError
+_NODE_STATE = (SensorEvent, SensorGap, NodeUpdate, TagEvent)  # the items that read and move a node's marks
 
 _KIND_REASON = {
     KIND_PICK: Reason.SENSOR_PICK,
@@ -216,6 +228,9 @@ def _plainly_valid_event(e: SensorEvent) -> bool:
 def _validate(item: SensorItem) -> None:
     if isinstance(item, SensorEvent) and _plainly_valid_event(item):
         return
+    if isinstance(item, TagEvent | TagRecheck | ReaderReport):
+        tag_booking.validate(item)
+        return
     _check_int("node_id", item.node_id, 1, _U32)
     if isinstance(item, SensorEvent):
         _check_int("event_seq", item.event_seq, 1, _U32)
@@ -285,7 +300,7 @@ async def apply_batch(conn: aiosqlite.Connection, items: Sequence[SensorItem], n
     node_ids = sorted({items[i].node_id for i in valid})
     ph = ",".join("?" * len(node_ids))
     # Node state is read and written for the nodes of events, gaps and updates; readings only look up lanes.
-    state_ids = sorted({items[i].node_id for i in valid if not isinstance(items[i], LaneReading)})
+    state_ids = sorted({items[i].node_id for i in valid if isinstance(items[i], _NODE_STATE)})
     sph = ",".join("?" * len(state_ids))
     nodes = {n: _Node(n) for n in state_ids}
     if state_ids:
@@ -297,8 +312,10 @@ async def apply_batch(conn: aiosqlite.Connection, items: Sequence[SensorItem], n
             nodes[r[0]] = _Node(*r)
         for node_id, seq in await conn.execute_fetchall(
             "SELECT m.node_id, m.event_seq FROM nodes AS n JOIN movements AS m ON m.node_id = n.node_id"
-            f" AND m.event_seq > n.highest_contiguous_event_seq WHERE n.node_id IN ({sph})",
-            state_ids,
+            f" AND m.event_seq > n.highest_contiguous_event_seq WHERE n.node_id IN ({sph}) UNION ALL"
+            " SELECT t.node_id, t.event_seq FROM nodes AS n JOIN tag_events AS t ON t.node_id = n.node_id"
+            f" AND t.event_seq > n.highest_contiguous_event_seq WHERE n.node_id IN ({sph})",
+            [*state_ids, *state_ids],
         ):
             nodes[node_id].above.add(seq)
     lanes: dict[tuple[int, int], tuple[str, str | None]] = {
@@ -312,7 +329,7 @@ async def apply_batch(conn: aiosqlite.Connection, items: Sequence[SensorItem], n
     missing = {
         (it.node_id, it.lane_index)
         for it in (items[i] for i in valid)
-        if isinstance(it, (SensorEvent, SensorGap)) and (it.node_id, it.lane_index) not in lanes
+        if isinstance(it, SensorEvent | SensorGap | TagEvent) and (it.node_id, it.lane_index) not in lanes
     }
     taken: set[str] = set()
     for n, i in missing:
@@ -335,6 +352,11 @@ async def apply_batch(conn: aiosqlite.Connection, items: Sequence[SensorItem], n
     unassigned: dict[str, tuple[int, int]] = {}
     rows: list[tuple[Any, ...]] = []
     readings: dict[tuple[str, int], tuple[str, int, int, int, int]] = {}  # (lane_id, ts_ms) -> row: last one wins
+    # tag events (item index, event, lane id) and rechecks in item order: a restart's recheck before the tags the
+    # node reads again after it, never after them
+    tags: list[tuple[int, TagEvent, str] | tuple[int, TagRecheck]] = []
+    reports: list[ReaderReport] = []
+    skips: list[tuple[Any, ...]] = []  # audit rows of gaps without units
 
     def lane_of(node_id: int, lane_index: int) -> tuple[str, str | None]:
         lane = lanes.get((node_id, lane_index))
@@ -352,6 +374,12 @@ async def apply_batch(conn: aiosqlite.Connection, items: Sequence[SensorItem], n
 
     for i in valid:
         item = items[i]
+        if isinstance(item, TagRecheck | ReaderReport):
+            if isinstance(item, TagRecheck):
+                tags.append((i, item))
+            else:
+                reports.append(item)
+            continue
         if isinstance(item, LaneReading):
             known = lanes.get((item.node_id, item.lane_index))
             if known is not None:  # else ignored: a reading registers no lane
@@ -359,7 +387,15 @@ async def apply_batch(conn: aiosqlite.Connection, items: Sequence[SensorItem], n
             outcomes[i] = known is not None  # the reading's future: stored or not
             continue
         node = nodes[item.node_id]
-        if isinstance(item, SensorEvent):
+        if isinstance(item, TagEvent):
+            node.seen(now_ms, item.uplink_seq)
+            if item.event_seq <= node.contiguous or item.event_seq in node.above:
+                outcomes[i] = Duplicate(item.source_ref)
+                continue
+            tags.append((i, item, lane_of(item.node_id, item.lane_index)[0]))
+            node.above.add(item.event_seq)
+            node.advance()
+        elif isinstance(item, SensorEvent):
             node.seen(now_ms, item.uplink_seq)
             ref = item.source_ref
             if item.event_seq <= node.contiguous or item.event_seq in node.above:
@@ -379,6 +415,11 @@ async def apply_batch(conn: aiosqlite.Connection, items: Sequence[SensorItem], n
             ref = item.source_ref
             if ref in seen_refs:
                 outcomes[i] = Duplicate(ref, (seen_refs[ref],))
+                continue
+            if item.count_delta == 0 and item.skip_events_to is not None:  # a skip without units: no stock gap
+                details = {"ref": ref, "lane": item.lane_index, "to": item.skip_events_to, "note": item.note}
+                skips.append((now_ms, f"node:{item.node_id}", "event_skip", json.dumps(details, sort_keys=True)))
+                outcomes[i] = Applied(ref, ())
                 continue
             lane_id, sku = lane_of(item.node_id, item.lane_index)
             no_event = (None, None, None)
@@ -420,6 +461,13 @@ async def apply_batch(conn: aiosqlite.Connection, items: Sequence[SensorItem], n
         )
     if rows:
         await conn.executemany(_INSERT_MOVEMENT, rows)
+    if tags:
+        for i, outcome in await tag_booking.book_in_order(conn, tags, now_ms):
+            outcomes[i] = outcome
+    if reports:
+        await tag_booking.reader_reports(conn, reports)
+    if skips:
+        await conn.executemany("INSERT INTO audit (ts_ms, actor, action, details) VALUES (?, ?, ?, ?)", skips)
     if unassigned:
         await conn.executemany(
             "INSERT OR IGNORE INTO alerts (kind, cause_key, status, opened_ms, evidence) VALUES (?, ?, 'open', ?, ?)",

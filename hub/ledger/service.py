@@ -17,7 +17,9 @@ serialised in the order they were submitted and never interleave.
   (``postings``) run as its own transaction with that method's signature (``operations``); ``transact(fn)`` runs
   any function of a ``Tx`` the same way (modules with their own tables: reconciliation, the status page).
 * **Lane readings** older than ``reading_retention_s`` (8 days) are pruned every ``prune_interval_s`` by the
-  writer, in transactions of at most 2,000 deleted rows queued like any other work (``prune_lane_readings``).
+  writer, in transactions of at most 2,000 deleted rows queued like any other work (``prune_lane_readings``); tag
+  events, reader outages and the presence of tags gone older than ``tag_retention_s`` (30 days) the same way
+  (``prune_tags``). RFID records (``TagEvent``, ``TagRecheck``, ``ReaderReport``: ``tags``) are sensor items.
   (The status page prunes its own sign-in attempts through ``transact``: hub/web/server.py.)
 * **Commit listeners**: ``service.changes.listen(fn)`` calls ``fn(changes)`` on the loop after each commit with
   what the transaction changed (movements' locations, lanes, SKUs, alerts; see ``changes``), collected by TEMP
@@ -44,7 +46,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
 
 import aiosqlite
 
@@ -52,7 +54,8 @@ from hub.ledger import schema, upkeep
 from hub.ledger.backup import BackupInfo, BackupPolicy, backup_database
 from hub.ledger.changes import ChangeTracker
 from hub.ledger.dblock import DbLock
-from hub.ledger.imports import ImportKind, ImportReport, ImportTooLarge, import_rows, parse_csv
+from hub.ledger.epc_imports import EPCS, import_epc_rows, parse_epc_csv
+from hub.ledger.imports import ImportKind, ImportReport, check_size, import_rows, parse_csv
 from hub.ledger.models import (
     BACKROOM,
     Alert,
@@ -72,6 +75,8 @@ from hub.ledger.operations import Operation
 from hub.ledger.postings import Tx, WriteOff
 from hub.ledger.reader import LedgerReader
 from hub.ledger.sensor import PRUNE_BATCH_ROWS, READING_RETENTION_MS, SensorItem, apply_batch, prune_readings
+from hub.ledger.tag_booking import prune_tags
+from hub.ledger.tags import TAG_RETENTION_MS, ReaderReport, TagEvent, TagRecheck
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -117,6 +122,7 @@ class LedgerService:
         backups: BackupPolicy | None = None,
         checkpoint_interval_s: float | None = 1.0,
         reading_retention_s: float = READING_RETENTION_MS / 1000,
+        tag_retention_s: float = TAG_RETENTION_MS / 1000,
         prune_interval_s: float | None = 600.0,
     ) -> None:
         if max_batch < 1 or batch_linger_s < 0:
@@ -130,6 +136,7 @@ class LedgerService:
         self.backup_policy = backups
         self.checkpoint_interval_s = checkpoint_interval_s
         self.reading_retention_s = reading_retention_s
+        self.tag_retention_s = tag_retention_s
         self.prune_interval_s = prune_interval_s
         self.stats = ServiceStats()
         self.last_backup: BackupInfo | None = None
@@ -179,7 +186,8 @@ class LedgerService:
                 )
             )
         if self.prune_interval_s is not None:
-            self._tasks.append(asyncio.create_task(self._prune_loop(self.prune_interval_s), name="ledger-prune"))
+            pruning = upkeep.pruning(self.prune_interval_s, self.prune_lane_readings, self.prune_tags)
+            self._tasks.append(asyncio.create_task(pruning, name="ledger-prune"))
         return self
 
     async def close(self) -> None:
@@ -306,9 +314,11 @@ class LedgerService:
     # ------------------------------------------------------------------------------------------- sensor path
 
     @overload
-    def submit(self, item: SensorEvent | SensorGap) -> asyncio.Future[ApplyResult]: ...
+    def submit(self, item: SensorEvent | SensorGap | TagEvent) -> asyncio.Future[ApplyResult]: ...
     @overload
-    def submit(self, item: NodeUpdate) -> asyncio.Future[None]: ...
+    def submit(self, item: NodeUpdate | ReaderReport) -> asyncio.Future[None]: ...
+    @overload
+    def submit(self, item: TagRecheck) -> asyncio.Future[int]: ...  # the tags marked unconfirmed
     @overload
     def submit(self, item: LaneReading) -> asyncio.Future[bool]: ...  # False: the ledger knows no such lane
     def submit(self, item: SensorItem) -> asyncio.Future[Any]:
@@ -353,6 +363,17 @@ class LedgerService:
             deleted, resume = await self._tx(functools.partial(_prune, before_ms=cutoff, start=resume, rows=max_rows))
             total += deleted
             self.stats.readings_pruned += deleted
+        return total
+
+    async def prune_tags(self, before_ms: int | None = None, *, max_rows: int = PRUNE_BATCH_ROWS) -> int:
+        """Delete tag events, ended reader outages and the presence of tags gone, older than ``before_ms`` (default:
+        the retention before now), at most ``max_rows`` per transaction. The tags on a lane now are kept."""
+        cutoff = before_ms if before_ms is not None else now_ms() - int(self.tag_retention_s * 1000)
+        total, more = 0, True
+        while more:
+            deleted, more = await self._tx(lambda tx: prune_tags(tx.conn, cutoff, max_rows))
+            total += deleted
+            self.stats.tag_rows_pruned += deleted
         return total
 
     # ---------------------------------------------------------------------------------------- business writes
@@ -413,16 +434,26 @@ class LedgerService:
         every problem with its line number. The file is parsed in a thread (never on the loop); ``max_rows``
         refuses a larger file (``ImportTooLarge``) before anything is queued for the writer."""
         parsed = await asyncio.to_thread(parse_csv, kind, data)
-        if max_rows is not None and parsed.data_rows > max_rows:
-            raise ImportTooLarge(
-                f"{name} has {parsed.data_rows:,} rows, more than {max_rows:,} in one file: split it into files of"
-                f" at most {max_rows:,} rows (each is imported all or nothing; re-sending a file is safe)"
-            )
+        check_size(parsed.data_rows, name, max_rows)
         if not parsed.rows and not parsed.skus_of_bad_rows:  # nothing to check against the ledger
             return ImportReport(kind, name, rows=parsed.data_rows, errors=parsed.errors)
+        return await self._import(lambda tx: import_rows(tx, kind, parsed, actor=actor, name=name, data=data))
+
+    async def import_epcs(
+        self, data: bytes, *, actor: str, name: str = "<data>", max_rows: int | None = None
+    ) -> ImportReport:
+        """Import the store's EPC -> SKU table (``epc,sku``; ``epc_imports``) like ``import_csv``: all or nothing."""
+        parsed = await asyncio.to_thread(parse_epc_csv, data)
+        check_size(parsed.data_rows, name, max_rows)
+        if not parsed.rows:
+            return ImportReport(EPCS, name, rows=parsed.data_rows, errors=parsed.errors)
+        return await self._import(lambda tx: import_epc_rows(tx, parsed, actor=actor, name=name, data=data))
+
+    async def _import(self, apply: Callable[[Tx], Awaitable[ImportReport]]) -> ImportReport:
+        """One transaction, rolled back (and the report returned) unless the report is ok."""
 
         async def run(tx: Tx) -> ImportReport:
-            done = await import_rows(tx, kind, parsed, actor=actor, name=name, data=data)
+            done = await apply(tx)
             if not done.ok:
                 raise _Rejected(done)
             return done
@@ -432,9 +463,11 @@ class LedgerService:
         except _Rejected as rejected:
             return rejected.report
 
-    async def import_file(self, kind: ImportKind, path: Path | str, *, actor: str) -> ImportReport:
+    async def import_file(self, kind: ImportKind | Literal["epcs"], path: Path | str, *, actor: str) -> ImportReport:
         path = Path(path)
         data = await asyncio.to_thread(path.read_bytes)
+        if kind == "epcs":
+            return await self.import_epcs(data, actor=actor, name=path.name)
         return await self.import_csv(kind, data, actor=actor, name=path.name)
 
     # -------------------------------------------------------------------------------------- reads and backups
@@ -452,16 +485,6 @@ class LedgerService:
     def _taken(self, info: BackupInfo) -> None:
         """A scheduled backup was taken (``upkeep.backups``)."""
         self.last_backup = info
-
-    async def _prune_loop(self, interval_s: float) -> None:
-        while True:
-            await asyncio.sleep(interval_s)
-            try:
-                await self.prune_lane_readings()
-            except LedgerClosed:
-                return
-            except Exception:
-                log.exception("ledger: pruning lane readings failed")
 
 
 async def _prune(tx: Tx, *, before_ms: int, start: str, rows: int) -> tuple[int, str | None]:

@@ -1,5 +1,6 @@
-"""The writer's background tasks that run beside it, never through its queue: WAL checkpoints and scheduled
-backups, each on its own connection in a thread, so neither ever holds up a commit."""
+"""The writer's background tasks: WAL checkpoints and scheduled backups run beside it, never through its queue, each
+on its own connection in a thread, so neither ever holds up a commit; pruning (lane readings, tag events) goes
+through the queue in small transactions, between the other work."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from hub.ledger.backup import BackupInfo, BackupPolicy, scheduled_backup
-from hub.ledger.models import ServiceStats
+from hub.ledger.models import LedgerClosed, ServiceStats
 
 log = logging.getLogger(__name__)
 
@@ -59,3 +60,17 @@ async def backups(path: Path, policy: BackupPolicy, taken: Callable[[BackupInfo]
         else:
             taken(info)
             log.info("ledger backup: %s", info.path)
+
+
+async def pruning(interval_s: float, *jobs: Callable[[], Awaitable[int]]) -> None:
+    """Every ``interval_s``, each pruning job in turn (each deletes in transactions queued behind the writer's
+    work). A failed job is logged and tried again next time; a closed ledger ends the loop."""
+    while True:
+        await asyncio.sleep(interval_s)
+        for job in jobs:
+            try:
+                await job()
+            except LedgerClosed:
+                return
+            except Exception:
+                log.exception("ledger: pruning failed (%s)", getattr(job, "__name__", job))

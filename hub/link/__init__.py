@@ -9,12 +9,13 @@ transport (serial, BLE) --raw frames--> ingest.Ingest --verified, by type--> boo
 
 * ``ingest``   Ingest: the transports' sink, verification and the dispatch from message type to handler.
 * ``session``  NodeSession: one node's state and the methods that change it; ``transmit`` sends its downlink.
-* ``booking``  SensorBooking: events (acks after commit, coalesced), lane readings, sensor gaps, outbox skips.
+* ``booking``  SensorBooking: events and tag events (acks after commit, coalesced), lane readings, reader reports,
+  sensor gaps, outbox skips.
 * ``gaps``     pure sensor-gap detection from lane counters, tallies and marks.
 * ``marks``    EventMarks (the contiguous committed mark), LaneTally (what the ledger holds per lane).
 * ``commands`` command queue per node, CommandDesk (call, answer, timeout) and the audit records.
 * ``jobs``     per-node jobs in arrival order (asyncio.Queue and one worker).
-* ``rfid``     RFID sightings per node (in memory).
+* ``rfid``     per node: its RFID readers' last reports (status), what of them the ledger needs, tag counters.
 * ``restore``  sessions rebuilt from the ledger at start.
 
 Who may call it: ``hub.service`` builds and stops it and reaches nodes through ``Ingest.command``; transports call

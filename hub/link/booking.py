@@ -11,6 +11,14 @@
   counters show (``gaps.lane_gap``).
 * ``health`` -> a per-node job that, once everything before it has committed, notes events a full outbox dropped
   (``gaps.outbox_skip``) and asks for the lane states whose counters then book them.
+* ``tag_seen`` / ``tag_lost`` (v1.2) -> ``ledger.submit(TagEvent)``: events of the node (the same event_seq), so
+  exactly the path of ``event``: deduplicated by the ledger, the mark advanced and the ack sent only from the
+  committed outcome, coalesced with the weight events'. Time = arrival - ``age_ms`` (the arrival for a seen tag,
+  the last read on the lane for a lost one); ``AGE_UNKNOWN`` books the hub's arrival time, marked as unknown. A
+  dropped tag event is a hole in the sequence like a dropped weight event: the outbox skip books it from the lane
+  counters, which tags never change, so it moves the mark without booking any stock (``hub.ledger.sensor``).
+* ``reader_health`` -> the node's ``NodeRfid`` (status); what the ledger needs of it (a reader's state changed, an
+  outage between reports, the periodic confirmation of the present tags) as a ``ReaderReport``, without waiting.
 """
 
 from __future__ import annotations
@@ -20,12 +28,24 @@ import contextlib
 import functools
 import logging
 
+from hub.ledger.epc import epc_hex
 from hub.ledger.models import ApplyResult, LaneReading, SensorEvent, SensorGap
 from hub.ledger.sensor import ReadingThinner
 from hub.ledger.service import LedgerService
+from hub.ledger.tags import LOST, SEEN, TagEvent
 from hub.link.gaps import lane_gap, outbox_skip
-from hub.link.session import NodeSession
-from shared_protocol.messages import AGE_UNKNOWN, ALL_LANES, Event, Health, LaneState, RequestState
+from hub.link.session import NodeSession, consume
+from shared_protocol.messages import (
+    AGE_UNKNOWN,
+    ALL_LANES,
+    Event,
+    Health,
+    LaneState,
+    ReaderHealth,
+    RequestState,
+    TagLost,
+    TagSeen,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +90,48 @@ class SensorBooking:
             log.warning("node %d: event %d not applied (%s): not acknowledged", node.node_id, msg.event_seq, exc)
             return
         node.event_committed(msg, applied=not fut.result().duplicate)
+        self._mark(node)
+
+    # ------------------------------------------------------------------------------------------------ tags
+
+    def tag(self, node: NodeSession, frame_seq: int, msg: TagSeen | TagLost, arrival_ms: int) -> None:
+        node.rfid.tags += 1
+        known = msg.age_ms != AGE_UNKNOWN
+        seen = isinstance(msg, TagSeen)
+        fut = self.ledger.submit(
+            TagEvent(
+                node.node_id,
+                msg.event_seq,
+                msg.lane,
+                SEEN if seen else LOST,
+                epc_hex(bytes(msg.epc)),
+                max(0, arrival_ms - msg.age_ms) if known else arrival_ms,
+                msg.rssi if isinstance(msg, TagSeen) else None,
+                ts_known=known,
+                uplink_seq=frame_seq,
+            )
+        )
+        fut.add_done_callback(functools.partial(self._tag_done, node, msg.event_seq))
+
+    def _tag_done(self, node: NodeSession, event_seq: int, fut: asyncio.Future[ApplyResult]) -> None:
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:
+            node.event_failed()
+            log.warning("node %d: tag event %d not applied (%s): not acknowledged", node.node_id, event_seq, exc)
+            return
+        node.tag_committed(event_seq, applied=not fut.result().duplicate)
+        self._mark(node)
+
+    def reader_health(self, node: NodeSession, frame_seq: int, msg: ReaderHealth, arrival_ms: int) -> None:
+        report = node.rfid.report(msg, arrival_ms)
+        if report is not None:
+            self.ledger.submit(report).add_done_callback(consume)
+        node.persist_seq(frame_seq)
+
+    def _mark(self, node: NodeSession) -> None:
+        """An outcome committed for ``node``: one flush (after this commit's callbacks) sends its ack."""
         self._dirty.add(node)
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -117,7 +179,10 @@ class SensorBooking:
         except Exception as exc:
             log.warning("node %d lane %d: sensor gap %+d not booked: %s", node.node_id, gap.lane, gap.diff, exc)
             return
-        log.warning("node %d lane %d: sensor gap %+d booked (%s)", node.node_id, gap.lane, gap.diff, gap.note)
+        if gap.diff or not gap.skip_to:
+            log.warning("node %d lane %d: sensor gap %+d booked (%s)", node.node_id, gap.lane, gap.diff, gap.note)
+        else:
+            log.warning("node %d: %s; no lane counter changed: the mark moves, no stock booked", node.node_id, gap.note)
         node.gap_booked(gap.lane, gap.diff, duplicate=result.duplicate, skip_to=gap.skip_to)
 
     # -------------------------------------------------------------------------------------------- health

@@ -6,11 +6,13 @@ frame is never applied, it is counted per node and reason (``bad_tag`` is the fo
 once per kind. An accepted frame is routed to its node's ``NodeSession`` (which answers on the link it came from)
 and dispatched by message type:
 
-* ``event``, ``lane_state``, ``health`` -> ``SensorBooking`` (hub/link/booking.py);
+* ``event``, ``lane_state``, ``health``, ``tag_seen``, ``tag_lost``, ``reader_health`` -> ``SensorBooking``
+  (hub/link/booking.py);
 * ``hello`` -> the session's boot session, an ack, then a job that sends ``set_lane`` for every lane the ledger
-  assigns to the node and ``request_state(ALL_LANES)`` (its counters book the first sensor gap);
+  assigns to the node and ``request_state(ALL_LANES)`` (its counters book the first sensor gap); a new boot
+  count also tells the ledger the node restarted (``TagRecheck``: it reads its tags again from nothing);
 * ``command_result`` -> ``CommandDesk.answered`` (hub/link/commands.py);
-* ``rfid_seen`` / ``rfid_lost`` -> the session's ``RfidSightings``.
+* ``rfid_seen`` / ``rfid_lost`` (v1.0, unsequenced, sent by no firmware) -> counted per node, nothing booked.
 
 Ingest knows nothing of the transport: every link implements ``hub.transport.Link``. The last accepted uplink seq
 travels with each ``SensorEvent`` (``uplink_seq``) or in a ``NodeUpdate`` for other frames, so it commits with
@@ -29,9 +31,10 @@ from typing import Any
 
 from hub.ledger.reader import LedgerReader
 from hub.ledger.service import LedgerService
+from hub.ledger.tags import TagRecheck
 from hub.link.booking import SensorBooking
 from hub.link.commands import CommandDesk, CommandOutcome, CommandTimeout, UnknownNode
-from hub.link.session import NodeSession
+from hub.link.session import NodeSession, consume
 from hub.transport import Link
 from shared_protocol.errors import BAD_TAG, REASON_NAMES, ProtocolError
 from shared_protocol.frame import Frame, UplinkReceiver, peek_header
@@ -43,10 +46,13 @@ from shared_protocol.messages import (
     Hello,
     LaneState,
     Message,
+    ReaderHealth,
     RequestState,
     RfidLost,
     RfidSeen,
     SetLane,
+    TagLost,
+    TagSeen,
 )
 
 log = logging.getLogger(__name__)
@@ -104,8 +110,11 @@ class Ingest:
             Health: lambda node, frame, msg, _ns, ms: b.health(node, frame.seq, msg, ms),
             Hello: self._hello,
             CommandResult: self._command_result,
-            RfidSeen: self._rfid_seen,
-            RfidLost: self._rfid_lost,
+            TagSeen: lambda node, frame, msg, _ns, ms: b.tag(node, frame.seq, msg, ms),
+            TagLost: lambda node, frame, msg, _ns, ms: b.tag(node, frame.seq, msg, ms),
+            ReaderHealth: lambda node, frame, msg, _ns, ms: b.reader_health(node, frame.seq, msg, ms),
+            RfidSeen: self._rfid_v10,
+            RfidLost: self._rfid_v10,
         }
 
     def add_node(self, node: NodeSession, uplink_seq: int = 0) -> None:
@@ -222,8 +231,9 @@ class Ingest:
 
     # ------------------------------------------------------------------------------------------- handlers
 
-    def _hello(self, node: NodeSession, frame: Frame, msg: Hello, _ns: int, _ms: int) -> None:
-        node.hello_received(msg)
+    def _hello(self, node: NodeSession, frame: Frame, msg: Hello, _ns: int, ms: int) -> None:
+        if node.hello_received(msg):  # a restart: the node holds no tag any more and reads them all again
+            self.ledger.submit(TagRecheck(node.node_id, ms)).add_done_callback(consume)
         node.persist_seq(frame.seq, fw_version=node.firmware)
         node.transmit()
         node.jobs.add(lambda: self._send_assignments(node, msg))
@@ -252,12 +262,10 @@ class Ingest:
         node.persist_seq(frame.seq)
         self.desk.answered(node, msg, arrival_ns)
 
-    def _rfid_seen(self, node: NodeSession, frame: Frame, msg: RfidSeen, _ns: int, ms: int) -> None:
-        node.rfid.seen(msg.lane, bytes(msg.epc), msg.rssi, ms)
-        node.persist_seq(frame.seq)
-
-    def _rfid_lost(self, node: NodeSession, frame: Frame, msg: RfidLost, _ns: int, ms: int) -> None:
-        node.rfid.lost(msg.lane, bytes(msg.epc), ms)
+    def _rfid_v10(self, node: NodeSession, frame: Frame, _msg: RfidSeen | RfidLost, _ns: int, _ms: int) -> None:
+        """v1.0 sightings carry no sequence number: a lost frame would lose one for good, so none is booked (v1.2
+        nodes send ``tag_seen`` / ``tag_lost`` through their outbox)."""
+        node.rfid.v10_ignored += 1
         node.persist_seq(frame.seq)
 
     # -------------------------------------------------------------------------------------------- commands

@@ -16,8 +16,8 @@
   per ``RESERVE_BLOCK`` downlink frames.
 * **transmit**: the ack first, then queued commands, as far as the session, the link and the reservation allow;
   the rest waits for the next call.
-* What the node last reported (hello, health, lane states, RFID), its lane tallies, an outbox skip pending
-  (``hub.link.gaps``), per-node jobs and statistics.
+* What the node last reported (hello, health, lane states, its RFID readers: ``hub.link.rfid``), its lane tallies,
+  an outbox skip pending (``hub.link.gaps``), per-node jobs and statistics.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +34,7 @@ from hub.ledger.service import LedgerService
 from hub.link.commands import CommandQueue, NodeRebooted
 from hub.link.jobs import NodeJobs
 from hub.link.marks import EventMarks, LaneTally
-from hub.link.rfid import RfidSightings
+from hub.link.rfid import NodeRfid
 from hub.transport import Link
 from shared_protocol.auth import Key
 from shared_protocol.frame import DownlinkSender
@@ -98,7 +99,7 @@ class NodeSession:
         self.health: Health | None = None
         self.health_ms = 0
         self.lane_states: dict[int, LaneState] = {}
-        self.rfid = RfidSightings()
+        self.rfid = NodeRfid(node_id)
         self.stats = NodeStats()
         self.jobs = NodeJobs(f"node {node_id}")
 
@@ -142,8 +143,9 @@ class NodeSession:
                 )
             self.link = link
 
-    def hello_received(self, msg: Hello) -> None:
-        """A hello: a new boot count starts a new downlink session; an ack is due either way."""
+    def hello_received(self, msg: Hello) -> bool:
+        """A hello: a new boot count starts a new downlink session; an ack is due either way. True when the node
+        rebooted (another boot count than the session's)."""
         self.stats.hellos += 1
         if self.hello is not None and self.hello.layout_hash != msg.layout_hash:
             log.warning(
@@ -153,7 +155,9 @@ class NodeSession:
                 msg.layout_hash,
             )
         self.hello = msg
-        if msg.boot_count != self.sender.session:
+        rebooted = msg.boot_count != self.sender.session
+        if rebooted:
+            self.rfid.restarted()
             self.sender.new_session(msg.boot_count)
             self.reserved = 0  # nothing reserved in the new session yet: the first frame waits for the commit
             self.commands.forget_sent(NodeRebooted(f"node {self.node_id} rebooted before answering"))
@@ -168,6 +172,7 @@ class NodeSession:
         else:
             log.info("node %d: hello again, boot %d", self.node_id, msg.boot_count)
         self.ack_wanted = True
+        return rebooted
 
     def lane_state_received(self, msg: LaneState) -> None:
         self.lane_states[msg.lane] = msg
@@ -200,6 +205,16 @@ class NodeSession:
         self.marks.add(msg.event_seq)
         self.ack_wanted = True
 
+    def tag_committed(self, event_seq: int, applied: bool) -> None:
+        """A tag event's ledger outcome committed: it is one of the node's events, so the mark may move and an ack
+        is due, exactly as for a weight event (it counts in no lane tally: tags are not weight)."""
+        if applied:
+            self.rfid.tags_applied += 1
+        else:
+            self.rfid.tags_duplicates += 1
+        self.marks.add(event_seq)
+        self.ack_wanted = True
+
     def outbox_dropped(self, upto: int) -> bool:
         """A health report shows events up to ``upto`` will never arrive (``gaps.outbox_skip``); True when that
         is news. The lane states requested next book them as a gap that skips the mark past them."""
@@ -225,7 +240,7 @@ class NodeSession:
         """Persist the last accepted uplink seq (a frame that carries no event); the future is the barrier behind
         everything received before it."""
         fut = self.ledger.submit(NodeUpdate(self.node_id, uplink_seq=frame_seq, fw_version=fw_version))
-        fut.add_done_callback(_consume)
+        fut.add_done_callback(consume)
         return fut
 
     # ------------------------------------------------------------------------------------- downlink side
@@ -325,11 +340,11 @@ class NodeSession:
             "firmware": self.firmware,
             "health": self.health.to_dict() if self.health is not None else None,
             "lane_states": {str(k): v.to_dict() for k, v in sorted(self.lane_states.items())},
-            "rfid_present": len(self.rfid.present),
+            "rfid": self.rfid.status(time.time_ns() // 1_000_000),
         }
 
 
-def _consume(fut: asyncio.Future[Any]) -> None:
+def consume(fut: asyncio.Future[Any]) -> None:
     """Retrieve a fire-and-forget future's exception (so asyncio does not log it as never retrieved)."""
     if not fut.cancelled() and fut.exception() is not None:
         log.warning("ledger: node update failed: %s", fut.exception())

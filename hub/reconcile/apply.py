@@ -1,7 +1,8 @@
 """Phase 2 of a run: write a ``Plan`` in one transaction of the ledger's writer (``LedgerService.transact``).
 
 Everything of a run is committed together or not at all: settled picks and their matches, late explanations,
-alerts opened / extended / resolved, reorder suggestions, and the marks in ``recon_state``. The run checks that
+alerts opened / extended / resolved, reorder suggestions, the tags' verdicts and alerts (``tag_apply``), and the
+marks in ``recon_state`` and ``recon_tag_state``. The run checks that
 ``recon_state.run_seq`` is still the one it planned from (another reconciler, e.g. ``smartshelf reconcile`` while
 the hub runs, would otherwise write the same picks twice) and raises ``ReconcileConflict`` if not.
 
@@ -21,6 +22,7 @@ from typing import Any
 from hub.ledger.causes import Cause
 from hub.ledger.models import Sku
 from hub.ledger.postings import Tx
+from hub.reconcile import tag_apply
 from hub.reconcile.config import ReconcileConfig
 from hub.reconcile.matching import PUT_BACK
 from hub.reconcile.plan import (
@@ -58,6 +60,8 @@ class RunReport:
             or self.resolved
             or self.stats.get("picks_settled")
             or self.stats.get("units_explained_late")
+            or self.stats.get("tags_judged")
+            or self.stats.get("tags_expired")
         )
 
     def summary(self) -> str:
@@ -69,6 +73,8 @@ class RunReport:
             f"{s.get('units_explained_late', 0)} units explained late",
             f"{s.get('picks_open', 0)} picks still in their window",
             f"{s.get('events_checked', 0)} events checked",
+            f"{s.get('tags_judged', 0)} tag departures judged ({s.get('tags_tamper', 0)} tamper,"
+            f" {s.get('tags_cross_read', 0)} cross-reads), {s.get('tags_expired', 0)} tags gone after a restart",
             f"alerts: {len(self.opened)} opened, {len(self.updated)} updated, {len(self.resolved)} resolved",
         ]
         return "; ".join(parts) + f" ({self.seconds:.2f} s)"
@@ -94,14 +100,22 @@ async def apply_plan(tx: Tx, plan: Plan, cfg: ReconcileConfig) -> RunReport:
     report = RunReport(plan.now_ms, plan.settled_before_ms, plan.scanned_to_id, stats=dict(plan.stats))
     w = _Writer(tx, plan, cfg, report)
     await w.settle()
+    tags = plan.tags
+    if tags is not None:
+        w.touched.update(await tag_apply.write_verdicts(tx, tags, cfg, w, plan.now_ms))
+        await tag_apply.write_pick_tags(tx, [s.pick.id for s in plan.settled], tags.picks)
     await w.explain_late()
     await w.shrinkage_evidence()
     for upd in plan.findings:
         await w.upsert(upd)
+    if tags is not None:
+        await tag_apply.write_misplaced(tx, tags, cfg, w)
     for upd in plan.sensor_open:
         await w.upsert(upd)
     await w.clear_sensor_alerts()
     await w.reorder()
+    if tags is not None:
+        report.stats["tags_expired"] = await tag_apply.upkeep(tx, tags)
     await tx.conn.execute(
         "INSERT INTO recon_state (id, run_seq, settled_before_ms, scanned_to_id, last_run_ms) VALUES (1, ?, ?, ?, ?)"
         " ON CONFLICT (id) DO UPDATE SET run_seq = excluded.run_seq, settled_before_ms = excluded.settled_before_ms,"
@@ -133,18 +147,18 @@ class _Writer:
         self.actor = cfg.actor
         self.touched: dict[int, tuple[str, str]] = {}  # shrinkage alert id -> (lane, sku)
 
-    async def _open(self, kind: str, cause_key: str, evidence: dict[str, Any]) -> tuple[int, bool]:
+    async def open_alert(self, kind: str, cause_key: str, evidence: dict[str, Any]) -> tuple[int, bool]:
         opened = await self.tx.open_alert(kind, cause_key, evidence, actor=self.actor, ts=self.plan.now_ms)
         if opened.created:
             self.report.opened.append((kind, cause_key, opened.alert_id))
         return opened.alert_id, opened.created
 
-    async def _update(self, kind: str, cause_key: str, alert_id: int, evidence: dict[str, Any]) -> None:
+    async def update_alert(self, kind: str, cause_key: str, alert_id: int, evidence: dict[str, Any]) -> None:
         changed = await self.tx.update_alert_evidence(alert_id, evidence, actor=self.actor)
         if changed and not any(a[2] == alert_id for a in self.report.opened + self.report.updated):
             self.report.updated.append((kind, cause_key, alert_id))
 
-    async def _resolve(self, kind: str, cause_key: str, alert_id: int, resolution: str) -> None:
+    async def resolve_alert(self, kind: str, cause_key: str, alert_id: int, resolution: str) -> None:
         await self.tx.resolve_alert(alert_id, actor=self.actor, resolution=resolution)
         self.report.resolved.append((kind, cause_key, alert_id))
 
@@ -157,7 +171,7 @@ class _Writer:
                 groups[(s.pick.lane_id, s.pick.sku)].append(s)
         alert_of: dict[tuple[str, str], int] = {}
         for lane_id, sku in sorted(groups):
-            alert_id, _ = await self._open(
+            alert_id, _ = await self.open_alert(
                 SHRINKAGE, str(Cause.lane_sku(lane_id, sku)), {"lane_id": lane_id, "sku": sku}
             )
             alert_of[(lane_id, sku)] = alert_id
@@ -225,10 +239,10 @@ class _Writer:
             if evidence["unexplained_units"] == 0:
                 late = sorted({m["source_ref"] for p in evidence["picks"] for m in p["explained_by"] if m["late"]})
                 shown = ", ".join(late[:5]) + (f" and {len(late) - 5} more" if len(late) > 5 else "")
-                await self._update(SHRINKAGE, cause, alert_id, evidence)
-                await self._resolve(SHRINKAGE, cause, alert_id, f"explained late by {shown}")
+                await self.update_alert(SHRINKAGE, cause, alert_id, evidence)
+                await self.resolve_alert(SHRINKAGE, cause, alert_id, f"explained late by {shown}")
             else:
-                await self._update(SHRINKAGE, cause, alert_id, evidence)
+                await self.update_alert(SHRINKAGE, cause, alert_id, evidence)
 
     async def _shrinkage_evidence(self, alert_id: int, lane_id: str, sku: str) -> dict[str, Any]:
         rows = await _rows(
@@ -274,6 +288,10 @@ class _Writer:
             }
             for r in rows
         ]
+        tags = await tag_apply.pick_evidence(self.tx, [p["movement_id"] for p in picks])
+        for p in picks:
+            if p["movement_id"] in tags:
+                p["rfid"] = tags[p["movement_id"]]
         node = await _rows(self.tx, "SELECT node_id FROM lanes WHERE lane_id = ?", (lane_id,))
         limit = self.cfg.evidence_items_max
         return {
@@ -320,9 +338,9 @@ class _Writer:
             evidence["likely_sku_counts"] = counts
             evidence["likely_sku"] = min(counts, key=lambda k: (-counts[k], k)) if counts else None
         if existing is None:
-            await self._open(upd.kind, upd.cause_key, evidence)
+            await self.open_alert(upd.kind, upd.cause_key, evidence)
         else:
-            await self._update(upd.kind, upd.cause_key, existing[0], evidence)
+            await self.update_alert(upd.kind, upd.cause_key, existing[0], evidence)
 
     async def clear_sensor_alerts(self) -> None:
         if not self.plan.sensor_clear:
@@ -332,7 +350,7 @@ class _Writer:
         ):
             resolution = self.plan.sensor_clear.get(cause)
             if resolution is not None:
-                await self._resolve("sensor", cause, alert_id, resolution)
+                await self.resolve_alert("sensor", cause, alert_id, resolution)
 
     # -------------------------------------------------------------------------------------------- reorder
 
@@ -367,11 +385,11 @@ class _Writer:
                     "suggested_qty": suggested,
                 }
                 if cause in open_now:
-                    await self._update(REORDER, cause, open_now[cause], evidence)
+                    await self.update_alert(REORDER, cause, open_now[cause], evidence)
                 else:
-                    await self._open(REORDER, cause, evidence)
+                    await self.open_alert(REORDER, cause, evidence)
             elif cause in open_now:
-                await self._resolve(REORDER, cause, open_now[cause], f"stock recovered: {available} available")
+                await self.resolve_alert(REORDER, cause, open_now[cause], f"stock recovered: {available} available")
             open_now.pop(cause, None)
         for cause, alert_id in sorted(open_now.items()):  # the SKU's reorder point and quantity were removed
-            await self._resolve(REORDER, cause, alert_id, "no reorder point any more")
+            await self.resolve_alert(REORDER, cause, alert_id, "no reorder point any more")

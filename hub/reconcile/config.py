@@ -33,6 +33,14 @@ class ReconcileConfig:
     drift_s: float = 3600.0  # period over which low-confidence and anomaly events are counted per lane
     drift_min_events: int = 5  # this many in drift_s: the lane is drifting (cleared below half of it)
 
+    # RFID beside the weight (hub/reconcile/README.md, "Tags and weight"). Tag times come from the node's clock like
+    # weight events' (age_ms), so a window of some seconds each side absorbs the delays between the two.
+    tag_window_s: float = 20.0  # a weight step this close to a tag's departure (either side) is the same movement
+    tag_return_s: float = 60.0  # a tag read on its lane again this soon after leaving never left (a missed read)
+    tag_late_s: float = 1800.0  # a tag leaving this long after a pick that took no tag is named on that pick
+    misplaced_grace_s: float = 120.0  # a tag of another SKU this long on a lane is misplaced (a passing hand is not)
+    tag_reseen_s: float = 300.0  # after a node restart: a tag not read again once its readers worked this long is gone
+
     # Running.
     interval_s: float = 60.0
     evidence_items_max: int = 100  # events listed in one alert's evidence (totals always complete)
@@ -94,3 +102,11 @@ class ReconcileConfig:
     @property
     def putback_ms(self) -> int:
         return round(self.putback_s * 1000)
+
+    @property
+    def tag_window_ms(self) -> int:
+        return round(self.tag_window_s * 1000)
+
+    def ms(self, name: str) -> int:
+        """A setting in seconds (``tag_return_s``, ...) in milliseconds."""
+        return round(float(getattr(self, name)) * 1000)

@@ -10,7 +10,9 @@ What the plan holds:
   unresolved) that a sale or put-back arriving since explains;
 * **findings**: damage and misplaced-item events among the sensor events not checked before;
 * **sensor health**: silent nodes, stuck and drifting lanes (to open), and sensor alerts whose cause is gone (to
-  resolve).
+  resolve);
+* **tags** (``tag_plan``): tag departures judged (tamper, cross-reads, the pick a tag left with), misplaced tags,
+  and what the tags say about each open pick (a low-confidence count the tags settle is matched with their count).
 
 Which picks are still open is tracked by two marks (``recon_state``): every sensor pick with
 ``ts_ms < settled_before_ms`` and ``id <= scanned_to_id`` is settled. So a run looks at the picks at or after the
@@ -32,6 +34,7 @@ from hub.ledger.models import Reason, Sku
 from hub.reconcile.config import ReconcileConfig
 from hub.reconcile.matching import PUT_BACK, Credit, Match, Pick, allocate
 from hub.reconcile.rules import check_damage, check_misplaced, put_fits_lane
+from hub.reconcile.tag_plan import TagPlan, TagPlanner
 
 SHRINKAGE, DAMAGE, MISPLACED, SENSOR, REORDER = "shrinkage", "damage", "misplaced", "sensor", "reorder"
 _SENSOR_EVENTS = "('sensor_pick', 'sensor_put', 'sensor_anomaly')"
@@ -98,6 +101,7 @@ class Plan:
     sensor_clear: dict[str, str] = field(default_factory=dict)  # cause key -> resolution
     pick_info: dict[int, PickInfo] = field(default_factory=dict)
     stats: dict[str, int] = field(default_factory=dict)
+    tags: TagPlan | None = None
 
 
 def connect_ro(path: Path | str, busy_timeout_ms: int = 5000) -> sqlite3.Connection:
@@ -149,7 +153,13 @@ class _Planner:
         self.nodes = {r[0]: (r[1], r[2]) for r in self.q("SELECT node_id, label, last_seen_ms FROM nodes")}
 
         picks, late_alert = self._candidate_picks(plan, old_settled, old_scanned)
-        puts, sales = self._credits([p for p in picks if p.id not in late_alert], settled, old_scanned)
+        fresh = [p for p in picks if p.id not in late_alert]
+        weights = {p.id: (plan.pick_info[p.id].weight_delta_dg, plan.pick_info[p.id].confidence) for p in fresh}
+        plan.tags = TagPlanner(self.conn, self.now, cfg, self.skus, self.lanes).plan(fresh, weights)
+        by_tags = {i: t.units_by_tags for i, t in plan.tags.picks.items() if t.units_by_tags is not None}
+        for p in fresh:  # a count the weight left open, settled by the tags that left with the pick
+            p.remaining = by_tags.get(p.id, p.remaining)
+        puts, sales = self._credits(fresh, settled, old_scanned)
         allocate(picks, puts, sales, window_ms=cfg.window_ms, lead_ms=cfg.lead_ms, putback_ms=cfg.putback_ms)
 
         n_units = {p.id: p.remaining + sum(m.units for m in p.matches) for p in picks}
@@ -164,7 +174,7 @@ class _Planner:
             sold = n_units[p.id] - put_back - p.remaining
             if p.remaining == 0:
                 status = "explained"
-            elif plan.pick_info[p.id].confidence < cfg.min_confidence:
+            elif plan.pick_info[p.id].confidence < cfg.min_confidence and p.id not in by_tags:
                 status = "uncertain"
             else:
                 status = "unexplained"
@@ -182,6 +192,8 @@ class _Planner:
             "units_explained_late": sum(m.units for x in plan.late for m in x.matches),
             "picks_open": sum(1 for p in picks if p.id not in late_alert and p.ts_ms >= settled),
             "events_checked": self.events_checked,
+            "picks_counted_by_tags": sum(1 for s in plan.settled if s.pick.id in by_tags),
+            **plan.tags.stats,
         }
         return plan
 

@@ -7,6 +7,9 @@
 | shrinkage | ``count`` | a physical count of the lane (``counted``): the difference is a count adjustment |
 | damage | ``damaged`` | damage write-off of the suggested units (or ``qty``) from ``lane:<lane>`` |
 | damage | ``no_damage`` | none |
+| tamper | ``theft`` | shrinkage write-off of one unit per tag that left (or ``qty``) from ``lane:<lane>`` |
+| tamper | ``tag_removed`` | none: the item is on the lane without its tag (torn off, found on the shelf) |
+| tamper | ``no_tamper`` | none: a reader or antenna fault, a test |
 | misplaced | ``moved`` | none: the item went back to its own place (the book never moved it) |
 | misplaced | ``kept`` | none: left where it is (e.g. a deliberate display) |
 | sensor | ``fixed`` | none |
@@ -30,6 +33,7 @@ from hub.ledger.service import LedgerService
 OUTCOMES: dict[str, tuple[str, ...]] = {
     "shrinkage": ("theft", "found", "count"),
     "damage": ("damaged", "no_damage"),
+    "tamper": ("tag_removed", "no_tamper", "theft"),
     "misplaced": ("moved", "kept"),
     "sensor": ("fixed",),
     "reorder": ("ordered", "dismissed"),

@@ -56,3 +56,45 @@ _V3_RECONCILE = (
 STATE = Migration(
     3, "reconciliation: settled picks, their matches, progress; movements by reason and time", _V3_RECONCILE
 )
+
+# RFID fusion (issue 12): how far the departures of tags have been judged, the verdict on each, and what the tags
+# said about each settled pick of a tagged lane. No foreign key to tag_events: the ledger prunes old tag events, and
+# reconciliation drops its verdicts on them in the same run (``tag_apply``).
+_V8_TAGS = (
+    # One row: every tag event with id <= settled_to_id that is a departure has its verdict in recon_tags.
+    """CREATE TABLE recon_tag_state (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        settled_to_id INTEGER NOT NULL
+    ) STRICT""",
+    # One row per judged departure (tag_events kind 'lost'): why the tag left (picked with a weight step, tamper,
+    # a cross-read, ...), the pick it left with, the alert that cites it.
+    """CREATE TABLE recon_tags (
+        event_id INTEGER PRIMARY KEY,
+        lane_id TEXT NOT NULL,
+        epc TEXT NOT NULL,
+        sku TEXT,
+        ts_ms INTEGER NOT NULL,
+        verdict TEXT NOT NULL CHECK (verdict IN ('picked', 'picked_late', 'weight_changed', 'tamper', 'cross_read',
+            'other_sku_picked', 'returned', 'moved', 'reader_outage', 'time_unknown', 'unknown_sku',
+            'unassigned_lane')),
+        pick_id INTEGER REFERENCES movements(id),
+        lag_ms INTEGER,
+        alert_id INTEGER REFERENCES alerts(id),
+        settled_ms INTEGER NOT NULL,
+        CHECK ((pick_id IS NOT NULL) = (verdict IN ('picked', 'picked_late')))
+    ) STRICT""",
+    "CREATE INDEX recon_tags_pick ON recon_tags(pick_id) WHERE pick_id IS NOT NULL",
+    "CREATE INDEX recon_tags_lane ON recon_tags(lane_id, ts_ms)",
+    "CREATE INDEX recon_tags_epc ON recon_tags(epc)",
+    # One row per settled pick of a tagged lane: the node's count and confidence, how many tags left with it within
+    # the window, and the count the tags settled when the weight left it ambiguous.
+    """CREATE TABLE recon_pick_rfid (
+        pick_id INTEGER PRIMARY KEY REFERENCES recon_picks(movement_id),
+        counted INTEGER NOT NULL,
+        confidence INTEGER NOT NULL,
+        tags_left INTEGER NOT NULL CHECK (tags_left >= 0),
+        units_by_tags INTEGER CHECK (units_by_tags IS NULL OR units_by_tags > 0)
+    ) STRICT""",
+)
+
+TAGS = Migration(8, "reconciliation: tag departures judged, what the tags said about each pick", _V8_TAGS)

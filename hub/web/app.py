@@ -26,7 +26,7 @@ from hub.web.api import views as api
 from hub.web.api.errors import unavailable as api_unavailable
 from hub.web.bridge import Writer
 from hub.web.live import views as live
-from hub.web.pages import alerts, ledger, nodes, overview, reports, shelf
+from hub.web.pages import alerts, ledger, nodes, overview, reports, shelf, tags
 
 
 def secret_key_path(ledger_path: Path) -> Path:
@@ -78,7 +78,7 @@ def unavailable(exc: Exception) -> ResponseReturnValue:
 
 
 # in the order their routes are matched (and listed by access.matrix_markdown within a role)
-BLUEPRINTS = (login, overview, live, nodes, shelf, alerts, ledger, reports, users_admin, clients_admin, api)
+BLUEPRINTS = (login, overview, live, nodes, shelf, tags, alerts, ledger, reports, users_admin, clients_admin, api)
 
 
 def create_app(

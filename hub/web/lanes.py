@@ -2,7 +2,8 @@
 ``/api/v1/lanes`` (one shape, ``LaneRow.to_json``), and the state rule the shelf page shows too.
 
 A row is a function of the lane (node, index, SKU), its SKU (name, capacity, reorder point), the lane's observed
-balance and last sensor movement (``sensor:<lane>``), and the unresolved alerts about the lane (``lane:<id>``,
+balance and last sensor movement (``sensor:<lane>``), the tags on it now (``tag_presence``: how many, how many of
+another SKU, when the latest was last read), and the unresolved alerts about the lane (``lane:<id>``,
 ``lane:<id>/...``), its node (``node:<id>[/...]``) or its SKU (``sku:<sku>``): exactly what the ledger's commit
 notifications name (``hub/ledger/changes.py``), which is how the live feed knows which rows to read again.
 """
@@ -17,22 +18,28 @@ from dataclasses import dataclass
 from typing import Any
 
 from hub.ledger.causes import Cause, CauseKind
+from hub.ledger.tags import tag_sku_sql
 
 # Per lane: SKU, observed count, capacity, reorder point and the last sensor movement of the lane's SKU (newest
 # first on movements_location_ts, stopping at the first row of the SKU; "+" keeps the planner off the SKU index,
 # which would walk every movement of the SKU). Alerts are counted in Python from the unresolved ones
 # (``alert_counts``): one pass over a small set instead of a scan per lane.
-_LANES_SQL = """
+# The tags: probes of the lane's rows in tag_presence (its primary key's prefix), usually none.
+_LANES_SQL = f"""
 SELECT l.lane_id, l.node_id, l.lane_index, l.sku, s.name, s.capacity, s.reorder_point,
        coalesce(b.qty, 0),
        CASE WHEN l.sku IS NOT NULL THEN (
            SELECT m.ts_ms FROM movements AS m
            WHERE m.location = 'sensor:' || l.lane_id AND +m.sku = l.sku
-           ORDER BY m.ts_ms DESC LIMIT 1) END
+           ORDER BY m.ts_ms DESC LIMIT 1) END,
+       (SELECT count(*) FROM tag_presence AS p WHERE p.lane_id = l.lane_id AND p.present = 1),
+       (SELECT count(*) FROM tag_presence AS p WHERE p.lane_id = l.lane_id AND p.present = 1
+        AND {tag_sku_sql("p")} != l.sku),
+       (SELECT max(p.last_read_ms) FROM tag_presence AS p WHERE p.lane_id = l.lane_id AND p.present = 1)
 FROM lanes AS l
 LEFT JOIN skus AS s ON s.sku = l.sku
 LEFT JOIN balances AS b ON b.sku = l.sku AND b.location = 'sensor:' || l.lane_id
-{where}
+{{where}}
 ORDER BY l.node_id, l.lane_index
 """
 # Unresolved alerts: a scan of the partial index alerts_one_unresolved (only unresolved rows are in it).
@@ -54,6 +61,9 @@ class LaneRow:
     last_change_ms: int | None
     open_alerts: int
     state: str  # ok | low | out | trouble
+    tags_present: int = 0  # RFID tags on the lane now
+    tags_other_sku: int = 0  # ... of those, tags of another SKU than the lane's
+    tags_last_read_ms: int | None = None  # the latest a tag on the lane was confirmed read
 
     def to_json(self) -> dict[str, Any]:
         """The lane as /events and /lanes.json send it (hub/web/README.md, "Live updates")."""
@@ -69,6 +79,9 @@ class LaneRow:
             "state": self.state,
             "last_change_ms": self.last_change_ms,
             "open_alerts": self.open_alerts,
+            "tags_present": self.tags_present,
+            "tags_other_sku": self.tags_other_sku,
+            "tags_last_read_ms": self.tags_last_read_ms,
         }
 
 
@@ -136,7 +149,7 @@ def lanes(
     if alerts is None:
         alerts = alert_counts(conn)
     rows = []
-    for lane_id, node_id, lane_index, sku, name, capacity, reorder_point, observed, last_ms in found:
+    for lane_id, node_id, lane_index, sku, name, capacity, reorder_point, observed, last_ms, tags, other, read in found:
         reorder = int(reorder_point or 0)
         trouble = alerts.troubled(lane_id, node_id)
         rows.append(
@@ -152,6 +165,9 @@ def lanes(
                 last_ms,
                 alerts.for_lane(lane_id, sku, node_id),
                 lane_state(sku, observed, reorder, trouble),
+                int(tags or 0),
+                int(other or 0),
+                read,
             )
         )
     return rows

@@ -13,6 +13,9 @@ its rows and one audit entry. The postings live by area, as functions of the tra
 * ``lanes``      nodes and lanes: register, assign a SKU, hand a replaced node's lanes to its successor
 * ``alerts``     open, acknowledge, later evidence, resolve (with the entry the resolution implies)
 
+and, for reconciliation's runs, ``expire_unconfirmed_tags`` (``hub.ledger.tag_booking``): tags not read again
+after their node restarted are recorded gone.
+
 Rules a store manager relies on, besides those of each area's module:
 
 * **Source references.** Each posting has a unique source reference ``<kind>:<client id>``; posting the same
@@ -31,6 +34,7 @@ Rules a store manager relies on, besides those of each area's module:
 
 from __future__ import annotations
 
+from hub.ledger import tag_booking
 from hub.ledger.postings import alerts, catalogue, lanes, legs, stock
 from hub.ledger.postings.alerts import AlertOpened, WriteOff
 from hub.ledger.postings.checks import REF_MAX, RESOLUTION_KIND, check_actor, check_qty, check_ref
@@ -75,6 +79,11 @@ class Tx(TxCore):
     acknowledge_alert = alerts.acknowledge_alert
     update_alert_evidence = alerts.update_alert_evidence
     resolve_alert = alerts.resolve_alert
+
+    async def expire_unconfirmed_tags(self, restarted_before_ms: int) -> int:
+        """Tags not read again since their node restarted at or before ``restarted_before_ms``, on a node whose
+        readers have worked since: recorded gone (``tag_booking.expire_unconfirmed``). Returns how many."""
+        return await tag_booking.expire_unconfirmed(self.conn, restarted_before_ms, self.now_ms)
 
 
 __all__ = [

@@ -1,7 +1,14 @@
-"""The catalogue: SKU master data (unit weight and spread, reorder point and quantity, lane capacity)."""
+"""The catalogue: SKU master data (unit weight and spread, reorder point and quantity, lane capacity, GTIN).
+
+A SKU's GTIN is what an SGTIN tag's EPC names it by (``hub.ledger.epc``): it is checked by its check digit and
+stored as 14 digits, and no two SKUs share one (a tag would name both).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+
+from hub.ledger.epc import InvalidCode, normalise_gtin
 from hub.ledger.models import SKU_RE, InvalidArgument, Sku, UnknownSku
 from hub.ledger.postings.checks import check_actor
 from hub.ledger.postings.core import TxCore
@@ -23,6 +30,14 @@ async def add_sku(tx: TxCore, sku: Sku, *, actor: str) -> bool:
         raise InvalidArgument("spread must be 0..1000 permille")
     if sku.reorder_point < 0 or sku.reorder_qty < 0 or (sku.capacity is not None and sku.capacity < 0):
         raise InvalidArgument("reorder point, reorder quantity and capacity cannot be negative")
+    if sku.gtin is not None:
+        try:
+            sku = dataclasses.replace(sku, gtin=normalise_gtin(sku.gtin))
+        except InvalidCode as exc:
+            raise InvalidArgument(str(exc)) from None
+        other = await tx.rows("SELECT sku FROM skus WHERE gtin = ? AND sku != ?", (sku.gtin, sku.sku))
+        if other:
+            raise InvalidArgument(f"GTIN {sku.gtin} belongs to SKU {other[0][0]!r} already")
     values = (
         sku.sku,
         sku.name,
@@ -31,20 +46,21 @@ async def add_sku(tx: TxCore, sku: Sku, *, actor: str) -> bool:
         sku.reorder_point,
         sku.reorder_qty,
         sku.capacity,
+        sku.gtin,
     )
     old = await tx.rows(
-        "SELECT sku, name, unit_weight_dg, spread_permille, reorder_point, reorder_qty, capacity FROM skus"
+        "SELECT sku, name, unit_weight_dg, spread_permille, reorder_point, reorder_qty, capacity, gtin FROM skus"
         " WHERE sku = ?",
         (sku.sku,),
     )
     if old and tuple(old[0]) == values:
         return False
     await tx.conn.execute(
-        "INSERT INTO skus (sku, name, unit_weight_dg, spread_permille, reorder_point, reorder_qty, capacity)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sku) DO UPDATE SET name = excluded.name,"
+        "INSERT INTO skus (sku, name, unit_weight_dg, spread_permille, reorder_point, reorder_qty, capacity, gtin)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sku) DO UPDATE SET name = excluded.name,"
         " unit_weight_dg = excluded.unit_weight_dg, spread_permille = excluded.spread_permille,"
         " reorder_point = excluded.reorder_point, reorder_qty = excluded.reorder_qty,"
-        " capacity = excluded.capacity",
+        " capacity = excluded.capacity, gtin = excluded.gtin",
         values,
     )
     await tx.audit(

@@ -20,8 +20,9 @@ from hub.ledger.models import InvalidArgument
 from hub.ledger.postings import Tx
 
 TOKEN_PREFIX = "ssk_"
-# What a client may do. "read": GET stock, lanes, alerts; the others: POST that kind of business transaction.
-SCOPES: tuple[str, ...] = ("read", "sales", "receipts", "returns", "picks", "counts")
+# What a client may do. "read": GET stock, lanes, alerts, tags; "epcs": import the store's EPC -> SKU table; the
+# others: POST that kind of business transaction.
+SCOPES: tuple[str, ...] = ("read", "sales", "receipts", "returns", "picks", "counts", "epcs")
 
 
 @dataclass(frozen=True, slots=True)

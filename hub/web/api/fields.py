@@ -135,9 +135,35 @@ SUMMARIES: dict[PostKind, str] = {
     "counts": "Record physical counts (the difference is posted as a count adjustment)",
 }
 
+# the CSV files a client may import besides the post kinds: the store's EPC -> SKU table (scope "epcs")
+EPCS_IMPORT: Literal["epcs"] = "epcs"
+EPCS_SUMMARY = "The store's EPC -> SKU table (epc,sku): it names the SKU of tags whose EPC is no SGTIN of a known GTIN"
+LANE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
 # query parameters of the reads (endpoint -> fields)
 QUERIES: dict[str, tuple[Field, ...]] = {
     "api.stock": (Field("sku", "string", "Only this SKU.", min_length=1, max_length=32),),
+    "api.tags": (
+        Field(
+            "lane",
+            "string",
+            "Only this lane (its tags, none included). Default: every lane with a tag on it.",
+            min_length=1,
+            max_length=64,
+            pattern=LANE_ID_PATTERN,
+            hint="a lane id (letters, digits, '.', '_' and '-')",
+        ),
+    ),
+    "api.tag_trail": (
+        Field(
+            "epc",
+            "string",
+            "The tag's EPC in hex (any case; spaces, dashes and colons between digits are dropped).",
+            required=True,
+            min_length=2,
+            max_length=100,
+        ),
+    ),
     "api.lanes": (),
     "api.alerts": (
         Field(

@@ -149,6 +149,9 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
             "state": {"enum": ["ok", "low", "out", "trouble"]},
             "last_change_ms": _nullable("integer"),
             "open_alerts": _INT,
+            "tags_present": {"type": "integer", "minimum": 0, "description": "RFID tags on the lane now"},
+            "tags_other_sku": {"type": "integer", "minimum": 0, "description": "... of another SKU than the lane's"},
+            "tags_last_read_ms": _nullable("integer", description="the latest a tag on it was confirmed read"),
         }
     ),
     "Lanes": _list_of("Lane"),
@@ -173,6 +176,85 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
         required=["kind", "name", "rows", "applied", "duplicates"],
     ),
     "Alerts": _list_of("Alert", next_after=_nullable("integer", description="pass as after for the next page")),
+    "Tag": _object(
+        {
+            "epc": {"type": "string", "description": "upper-case hex"},
+            "sku": _nullable(
+                "string", description="the store's EPC table, else the SKU of the EPC's GTIN; null: unknown"
+            ),
+            "name": _nullable("string"),
+            "first_seen_ms": _nullable("integer", description="its arrival on the lane"),
+            "last_read_ms": _nullable("integer", description="the latest its node confirmed reading it"),
+            "rssi": _nullable("integer"),
+            "unconfirmed_ms": _nullable("integer", description="its node restarted then and has not read it since"),
+            "other_sku": {"type": "boolean", "description": "a tag of another SKU than the lane's"},
+        }
+    ),
+    "LaneTags": _object(
+        {
+            "lane_id": _STR,
+            "node_id": _INT,
+            "lane_index": _INT,
+            "sku": _nullable("string"),
+            "tags": {"type": "array", "items": ref("Tag")},
+        }
+    ),
+    "Tags": _list_of("LaneTags"),
+    "TagTrail": _object(
+        {
+            "epc": _STR,
+            "scheme": _nullable("string", description="sgtin-96 or sgtin-198; null: not an SGTIN"),
+            "gtin": _nullable("string"),
+            "serial": _nullable("string"),
+            "sku": _nullable("string"),
+            "sku_from": {"enum": ["epc_table", "gtin", None], "description": "how the SKU was found"},
+            "stays": {
+                "type": "array",
+                "items": _object(
+                    {
+                        "lane_id": _STR,
+                        "arrived_ms": _nullable("integer", description="null: before the trail"),
+                        "left_ms": _nullable("integer", description="null: still there"),
+                        "how": _STR,
+                        "unconfirmed": {"type": "boolean"},
+                    }
+                ),
+            },
+            "events": {
+                "type": "array",
+                "items": _object(
+                    {
+                        "id": _INT,
+                        "ts_ms": _INT,
+                        "ts_known": {"type": "boolean", "description": "false: the hub's arrival (node restarted)"},
+                        "lane_id": _STR,
+                        "kind": {"enum": ["seen", "lost", "expired"]},
+                        "effect": {"enum": ["arrived", "still", "left", "superseded"]},
+                        "node_id": _INT,
+                        "event_seq": _nullable("integer"),
+                        "rssi": _nullable("integer"),
+                        "verdict": _nullable("string", description="why it left, once judged (reconciliation)"),
+                        "pick_id": _nullable("integer"),
+                        "alert_id": _nullable("integer"),
+                        "note": _nullable("string"),
+                    }
+                ),
+            },
+            "events_total": _INT,
+            "alerts": {
+                "type": "array",
+                "items": _object(
+                    {
+                        "id": _INT,
+                        "kind": _STR,
+                        "cause_key": _STR,
+                        "status": {"enum": ["open", "acknowledged", "resolved"]},
+                        "opened_ms": _INT,
+                    }
+                ),
+            },
+        }
+    ),
 }
 
 
@@ -197,7 +279,12 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation("get", f"{api.PREFIX}/stock", "api.stock", "Book stock per SKU and location, observed per lane", "Stock"),
     Operation("get", f"{api.PREFIX}/lanes", "api.lanes", "Every lane with its count, capacity and state", "Lanes"),
+    Operation("post", f"{api.PREFIX}/imports/epcs", "api.import_epcs", api.EPCS_SUMMARY, "Import"),
     Operation("get", f"{api.PREFIX}/alerts", "api.alerts", "Alerts, oldest first, a page at a time", "Alerts"),
+    Operation("get", f"{api.PREFIX}/tags", "api.tags", "The RFID tags on each lane now", "Tags"),
+    Operation(
+        "get", f"{api.PREFIX}/tags/trail", "api.tag_trail", "One tag's trail: its lanes, times, alerts", "TagTrail"
+    ),
     Operation("get", OPENAPI_PATH, "api.openapi", "This description", ""),
 )
 
@@ -265,7 +352,13 @@ def _operation(op: Operation, scopes: Mapping[str, str]) -> dict[str, Any]:
         }
     else:
         out["parameters"] = [
-            {"name": f.name, "in": "query", "required": False, "description": f.description, "schema": field_schema(f)}
+            {
+                "name": f.name,
+                "in": "query",
+                "required": f.required,
+                "description": f.description,
+                "schema": field_schema(f),
+            }
             for f in api.QUERIES[op.endpoint]
         ]
         out["responses"] = {"200": {"description": "OK", **ok}, **_errors(400, 401, 403, 404)}
@@ -288,8 +381,9 @@ def build_spec(scopes: Mapping[str, str]) -> dict[str, Any]:
             "title": "smartshelf HTTP API",
             "version": "1",
             "description": (
-                "Business transactions from POS / WMS systems into the smartshelf ledger, and reads of stock, "
-                "lanes and alerts. Every item carries the client's id: re-sending a request is safe. "
+                "Business transactions from POS / WMS systems into the smartshelf ledger, the store's EPC -> SKU "
+                "table, and reads of stock, lanes, alerts and RFID tags. Every item carries the client's id: "
+                "re-sending a request is safe. "
                 f"Scopes: {', '.join(SCOPES)}."
             ),
         },

@@ -207,6 +207,8 @@ def read_query(endpoint: str) -> tuple[dict[str, Any], Response | None]:
     for f in fields:
         given = request.args.getlist(f.name)
         if not given:
+            if f.required:
+                errors.append(FieldError(f.name, "required"))
             values[f.name] = f.default
             continue
         if len(given) > 1:

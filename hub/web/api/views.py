@@ -11,7 +11,10 @@
   content is refused with 409 naming the item. Any bad item refuses the whole request (400 / 409 / 413 / 415 / 422,
   ``{"errors": [{"field": "items[3].quantity", "message": ...}]}``) and nothing is written. The actor of every
   write is ``api:<client name>``.
-* **Reads**: ``/api/v1/stock``, ``/api/v1/lanes``, ``/api/v1/alerts``.
+* **Imports**: a CSV file of a post kind (``/api/v1/imports/<kind>``, the kind's scope) or the store's EPC -> SKU
+  table (``/api/v1/imports/epcs``, scope ``epcs``), all or nothing in one transaction of the hub's writer.
+* **Reads**: ``/api/v1/stock``, ``/api/v1/lanes``, ``/api/v1/alerts``, ``/api/v1/tags`` (the RFID tags on each lane
+  now), ``/api/v1/tags/trail?epc=`` (one tag's serialised trail).
 * **Errors** under ``/api/`` are JSON, including 404 / 405 / 413 raised before a view runs (``errors.py``).
 
 The fields (``fields.py``: ``FIELDS``, ``QUERIES``) are the one definition of what a request may contain: the
@@ -21,25 +24,37 @@ both made from them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
 
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from hub.ledger.imports import ImportTooLarge
-from hub.ledger.models import LedgerClosed
-from hub.ledger.reader import BOOK_STOCK, OBSERVED_STOCK, SKUS
+from hub.ledger.epc import InvalidCode, normalise_epc
+from hub.ledger.imports import ImportReport, ImportTooLarge
+from hub.ledger.models import LedgerClosed, now_ms
+from hub.ledger.reader import BOOK_STOCK, LANES, OBSERVED_STOCK, SKUS
+from hub.ledger.service import LedgerService
 from hub.web.access import api_scopes, public, scope
 from hub.web.api.auth import authenticate, current_client
 from hub.web.api.errors import FieldError, Rejected, error_response, install_json_errors, unavailable
-from hub.web.api.fields import FIELDS, IMPORT_TIMEOUT_S, MAX_IMPORT_ERRORS, MAX_IMPORT_ROWS, PREFIX, SUMMARIES, PostKind
+from hub.web.api.fields import (
+    EPCS_IMPORT,
+    FIELDS,
+    IMPORT_TIMEOUT_S,
+    MAX_IMPORT_ERRORS,
+    MAX_IMPORT_ROWS,
+    PREFIX,
+    SUMMARIES,
+    PostKind,
+)
 from hub.web.api.openapi import OPENAPI_PATH, build_spec
 from hub.web.api.posting import post_items
 from hub.web.api.queries import alerts_page
 from hub.web.api.validation import read_items, read_query
-from hub.web.db import fetch_all, get_db, get_writer
+from hub.web.db import fetch_all, get_db, get_writer, read_transaction
 from hub.web.live.lane_feed import feed
+from hub.web.pages.tags_queries import all_lane_tags, trail
 
 bp = Blueprint("api", __name__)
 bp.before_request(authenticate)
@@ -76,7 +91,7 @@ for _kind in FIELDS:
 IMPORT_NAME_MAX = 100
 
 
-def _make_import_view(kind: PostKind) -> Callable[[], ResponseReturnValue]:
+def _make_import_view(kind: PostKind | Literal["epcs"]) -> Callable[[], ResponseReturnValue]:
     def view() -> ResponseReturnValue:
         """A CSV file of one kind (the formats of ``smartshelf ledger import``), imported all or nothing in one
         transaction of the hub's writer; each row's id is its idempotency key, so re-sending the file is safe."""
@@ -92,11 +107,14 @@ def _make_import_view(kind: PostKind) -> Callable[[], ResponseReturnValue]:
             return error_response(400, unknown)
         data = request.get_data(cache=False)  # 413 (JSON) when larger than MAX_CSV_BYTES
         actor = f"api:{client.name}"
+
+        def run(ledger: LedgerService) -> Awaitable[ImportReport]:
+            if kind == "epcs":
+                return ledger.import_epcs(data, actor=actor, name=name, max_rows=MAX_IMPORT_ROWS)
+            return ledger.import_csv(kind, data, actor=actor, name=name, max_rows=MAX_IMPORT_ROWS)
+
         try:
-            report = get_writer().call(
-                lambda ledger: ledger.import_csv(kind, data, actor=actor, name=name, max_rows=MAX_IMPORT_ROWS),
-                timeout_s=IMPORT_TIMEOUT_S,
-            )
+            report = get_writer().call(run, timeout_s=IMPORT_TIMEOUT_S)
         except ImportTooLarge as exc:
             return error_response(413, [FieldError("file", str(exc))])
         except (LedgerClosed, TimeoutError) as exc:
@@ -117,9 +135,12 @@ def _make_import_view(kind: PostKind) -> Callable[[], ResponseReturnValue]:
     return scope(kind)(view)  # a file of a kind needs the kind's scope
 
 
-for _kind in FIELDS:
+for _import in (*FIELDS, EPCS_IMPORT):
     bp.add_url_rule(
-        f"{PREFIX}/imports/{_kind}", endpoint=f"import_{_kind}", view_func=_make_import_view(_kind), methods=["POST"]
+        f"{PREFIX}/imports/{_import}",
+        endpoint=f"import_{_import}",
+        view_func=_make_import_view(_import),
+        methods=["POST"],
     )
 
 
@@ -194,6 +215,90 @@ def alerts() -> ResponseReturnValue:
         for a in page
     ]
     return jsonify(items=items, next_after=page[-1].id if len(rows) > limit else None)
+
+
+@bp.get(f"{PREFIX}/tags")
+@scope("read")
+def tags() -> ResponseReturnValue:
+    """The RFID tags on each lane now (every lane with one, or the lane asked for), with their SKU and times."""
+    query, refused = read_query("api.tags")
+    if refused is not None:
+        return refused
+    conn = get_db()
+    with read_transaction(conn):
+        lanes = {lane.lane_id: lane for lane in fetch_all(conn, LANES, where=[("lane_id = ?", query["lane"])])}
+        if query["lane"] is not None and not lanes:
+            return error_response(404, [FieldError("lane", f"unknown lane {query['lane']!r}")])
+        found = all_lane_tags(conn, query["lane"])
+    by_lane: dict[str, list[dict[str, Any]]] = {lane: [] for lane in (lanes if query["lane"] else ())}
+    for lane_id, t in found:
+        lane_sku = lanes[lane_id].sku if lane_id in lanes else None
+        by_lane.setdefault(lane_id, []).append(
+            {
+                "epc": t.epc,
+                "sku": t.sku,
+                "name": t.name,
+                "first_seen_ms": t.first_seen_ms,
+                "last_read_ms": t.last_read_ms,
+                "rssi": t.rssi,
+                "unconfirmed_ms": t.unconfirmed_ms,
+                "other_sku": t.other_sku(lane_sku),
+            }
+        )
+    items = [
+        {
+            "lane_id": lane_id,
+            "node_id": lanes[lane_id].node_id,
+            "lane_index": lanes[lane_id].lane_index,
+            "sku": lanes[lane_id].sku,
+            "tags": found_tags,
+        }
+        for lane_id, found_tags in sorted(by_lane.items())
+        if lane_id in lanes
+    ]
+    return jsonify(items=items)
+
+
+@bp.get(f"{PREFIX}/tags/trail")
+@scope("read")
+def tag_trail() -> ResponseReturnValue:
+    """One tag's serialised trail: what its EPC is, the lanes it sat on and when, its events, the alerts citing it."""
+    query, refused = read_query("api.tag_trail")
+    if refused is not None:
+        return refused
+    try:
+        epc = normalise_epc(query["epc"])
+    except InvalidCode as exc:
+        return error_response(400, [FieldError("epc", str(exc))])
+    conn = get_db()
+    with read_transaction(conn):
+        t = trail(conn, epc, now_ms())
+    if not t.known:
+        return error_response(404, [FieldError("epc", f"no tag {epc} in the ledger")])
+    return jsonify(
+        epc=t.epc,
+        scheme=t.code.scheme if t.code else None,
+        gtin=t.code.gtin if t.code else None,
+        serial=t.code.serial if t.code else None,
+        sku=t.sku,
+        sku_from={"the store's EPC table": "epc_table", "its GTIN": "gtin"}.get(t.sku_from),
+        stays=[
+            {"lane_id": s.lane_id, "arrived_ms": s.arrived_ms, "left_ms": s.left_ms, "how": s.how,
+             "unconfirmed": s.unconfirmed}
+            for s in t.stays
+        ],
+        events=[
+            {"id": e.id, "ts_ms": e.ts_ms, "ts_known": e.ts_known, "lane_id": e.lane_id, "kind": e.kind,
+             "effect": e.effect, "node_id": e.node_id, "event_seq": e.event_seq, "rssi": e.rssi,
+             "verdict": e.verdict, "pick_id": e.pick_id, "alert_id": e.alert_id, "note": e.note}
+            for e in t.events
+        ],
+        events_total=t.events_total,
+        alerts=[
+            {"id": i, "kind": kind, "cause_key": cause, "status": status, "opened_ms": opened}
+            for i, kind, cause, status, opened in t.alerts
+        ],
+    )  # fmt: skip
 
 
 @bp.get(OPENAPI_PATH)

@@ -14,9 +14,9 @@ How the feed learns of commits:
   each COMMIT with what that transaction changed (``hub/ledger/changes.py``). The listener, on the hub's loop, only
   puts the changes on a bounded queue (``LIVE_INBOX``) and wakes the thread; should the queue fill up (nobody read
   for that many commits) the next read is a full one instead. A read takes every queued change, works out the
-  lanes they name (``sensor:<lane>`` movements, edited lanes, the lanes of edited SKUs, the lanes, nodes and SKUs
-  the changed alerts' causes name) and reads only those rows, and the unresolved alerts' counts when an alert
-  changed, in one read transaction. Nothing is read while nothing is committed.
+  lanes they name (``sensor:<lane>`` movements, edited lanes, lanes whose tags changed, the lanes of edited SKUs,
+  the lanes, nodes and SKUs the changed alerts' causes name) and reads only those rows, and the unresolved alerts'
+  counts when an alert changed, in one read transaction. Nothing is read while nothing is committed.
 * **Polling**, only when there is no change source: a writer that is not the hub's ``LoopWriter`` (a test's), or a
   ``LaneFeed`` built on its own (``LaneFeed(path, settings)``, e.g. on a file another process writes). A commit of
   another connection cannot be notified in this process (SQLite tells another connection only *that* something
@@ -291,7 +291,7 @@ class LaneFeed:
 
     def _lanes_named(self, changes: Changes) -> set[str]:
         """The lanes whose row ``changes`` may have changed (``lanes.py`` says what a row depends on)."""
-        named = set(changes.sensor_lanes) | set(changes.lanes)
+        named = set(changes.sensor_lanes) | set(changes.lanes) | set(changes.tags)
         skus = set(changes.skus)
         nodes: set[int] = set()
         for key in changes.causes:

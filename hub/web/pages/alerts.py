@@ -24,7 +24,7 @@ from hub.reconcile.resolve import resolve as resolve_reconciliation
 from hub.web.access import requires
 from hub.web.db import fetch_one, get_db, get_writer
 from hub.web.pages.alerts_queries import STATUSES, AlertRecord, Filters, Page, kinds_in_ledger, list_alerts
-from hub.web.pages.alerts_text import EvidenceItem, readable_evidence, summary
+from hub.web.pages.alerts_text import EvidenceItem, cited_epcs, readable_evidence, summary
 
 bp = Blueprint("alerts", __name__)
 
@@ -40,6 +40,8 @@ OUTCOME_LABELS: dict[str, str] = {
     "count": "count: post a physical count of the lane",
     "damaged": "damaged: write the units off as damage",
     "no_damage": "no damage",
+    "tag_removed": "tag removed: the item is there without its tag",
+    "no_tamper": "no tamper (a reader or antenna fault)",
     "moved": "moved back to its place",
     "kept": "kept where it is",
     "fixed": "fixed",
@@ -115,6 +117,7 @@ class AlertRow:
     movement: str | None  # what the resolution posted, e.g. "-2 COLA at lane:A1 (shrinkage)"
     summary: str  # one sentence from the evidence ("" when it lacks what the sentence needs)
     evidence: tuple[EvidenceItem, ...]
+    epcs: tuple[str, ...]  # the RFID tags the evidence cites (each linked to its trail)
     outcomes: tuple[str, ...]
     takes_qty: bool  # one of its outcomes writes off (qty)
     takes_counted: bool  # one of its outcomes is a count (counted)
@@ -154,6 +157,7 @@ def alert_row(r: AlertRecord) -> AlertRow:
         movement=movement,
         summary=summary(kind, r.evidence),
         evidence=readable_evidence(r.evidence),
+        epcs=cited_epcs(r.evidence),
         outcomes=kinds_outcomes,
         takes_qty=bool(write_offs),
         takes_counted=any(o in COUNTS for o in kinds_outcomes),

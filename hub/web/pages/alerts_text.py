@@ -63,10 +63,25 @@ def summary(kind: str, text: str) -> str:
                 f" {_n(ev['suggested_units'], 'unit', 'units')} likely damaged or spilled."
             )
         if kind == "misplaced":
+            tags = [t for t in ev.get("tags", []) if "left" not in t]
+            said = ""
+            if tags:
+                names = ", ".join(f"{t['epc']} ({t['sku']})" for t in tags[:3]) + (" ..." if len(tags) > 3 else "")
+                said = f"{_n(len(tags), 'tag', 'tags')} of another SKU on lane {lane} ({sku}): {names}."
+            if not ev.get("events"):
+                return said or f"The misplaced tags left lane {lane} ({sku})."
             last = ev["events"][-1]
             return (
                 f"Something weighing {_g(last['weight_delta_dg'])} was put on lane {lane} ({sku}):"
-                f" it fits {ev['likely_sku']}, not {sku}."
+                f" it fits {ev['likely_sku']}, not {sku}." + (f" {said}" if said else "")
+            )
+        if kind == "tamper":
+            tags = ev["tags"]
+            names = ", ".join(t["epc"] for t in tags[-3:]) + (" ..." if len(tags) > 3 else "")
+            return (
+                f"{_n(ev['tags_total'], 'tag', 'tags')} of {sku} left lane {lane} while its weight did not change"
+                f" (last {ev['last_departure'][11:19]} UTC): {names}. A unit swapped for something of the same weight,"
+                " or a tag torn off."
             )
         if kind == "reorder":
             return (
@@ -90,6 +105,26 @@ def summary(kind: str, text: str) -> str:
     except (KeyError, TypeError, ValueError, IndexError, AttributeError):
         return ""
     return ""
+
+
+def cited_epcs(text: str) -> tuple[str, ...]:
+    """The RFID EPCs the evidence names (any ``epc`` field at any depth), in the order met, each once."""
+    try:
+        evidence = json.loads(text)
+    except ValueError:
+        return ()
+    found: dict[str, None] = {}
+    stack = [evidence]
+    while stack:
+        value = stack.pop(0)
+        if isinstance(value, dict):
+            epc = value.get("epc")
+            if isinstance(epc, str) and epc:
+                found[epc] = None
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return tuple(found)
 
 
 def readable_evidence(text: str) -> tuple[EvidenceItem, ...]:

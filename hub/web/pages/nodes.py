@@ -1,4 +1,4 @@
-"""Nodes: online/offline, firmware, last seen, link quality, sample rate, forged frames.
+"""Nodes: online/offline, firmware, last seen, link quality, sample rate, forged frames, RFID readers.
 
 The ledger's ``nodes`` table (label, firmware, first / last seen) merged with the running hub's status
 (``HubService.status()``, through the ``status`` provider given to ``create_app``; ``server.loop_status`` runs it on
@@ -27,6 +27,18 @@ STATUS_EXTENSION = "smartshelf_status"  # create_app(status=...) keeps the provi
 
 StatusProvider = Callable[[], dict[str, Any]]
 BEACON_ONLINE_S = 90.0  # a BLE node whose beacon was heard this recently is online (nodes renew it every 30 s)
+
+
+@dataclass(frozen=True)
+class ReaderView:
+    reader: int
+    state: str  # ok | silent | starting
+    reads: int
+    bad_frames: int
+    resets: int
+    silences: int
+    present: int  # tags the node holds present on this reader's lanes
+    age_s: float | None
 
 
 @dataclass
@@ -59,6 +71,8 @@ class NodeView:
     beacon_age_s: float | None = None
     beacon_lanes: list[tuple[int, int, bool]] = field(default_factory=list)  # (lane, count, fault) from its beacon
     ble_connects: int | None = None
+    readers: list[ReaderView] = field(default_factory=list)  # its RFID readers' last reader_health (protocol v1.2)
+    rfid_v10_ignored: int = 0  # v1.0 rfid_seen / rfid_lost frames: unsequenced, counted, not booked
 
     @property
     def rejected_total(self) -> int:
@@ -118,6 +132,9 @@ def _merge(view: NodeView, node: dict[str, Any], links: dict[str, dict[str, Any]
     ble = node.get("ble")
     if isinstance(ble, dict):
         _merge_ble(view, ble)
+    rfid = node.get("rfid")
+    if isinstance(rfid, dict):
+        _merge_rfid(view, rfid)
     health = node.get("health")
     if isinstance(health, dict):
         rate = _int(health.get("sample_rate_chz"))
@@ -150,6 +167,28 @@ def _merge_ble(view: NodeView, ble: dict[str, Any]) -> None:
                     view.beacon_lanes.append((int(k), int(v["count"]), bool(v.get("fault"))))
     if view.beacon_age_s is not None and view.beacon_age_s < BEACON_ONLINE_S:
         view.up = True
+
+
+def _merge_rfid(view: NodeView, rfid: dict[str, Any]) -> None:
+    """The node's RFID readers as their last ``reader_health`` said (state and counters since the node's boot)."""
+    view.rfid_v10_ignored = _int(rfid.get("v10_sightings_ignored")) or 0
+    for r in rfid.get("readers") or []:
+        if not isinstance(r, dict) or _int(r.get("reader")) is None:
+            continue
+        age = r.get("age_s")
+        n = {k: _int(r.get(k)) or 0 for k in ("reads", "bad_frames", "resets", "silences", "present")}
+        view.readers.append(
+            ReaderView(
+                int(r["reader"]),
+                str(r.get("state")),
+                n["reads"],
+                n["bad_frames"],
+                n["resets"],
+                n["silences"],
+                n["present"],
+                float(age) if isinstance(age, int | float) else None,
+            )
+        )
 
 
 def node_views(status: dict[str, Any] | None) -> list[NodeView]:

@@ -1,4 +1,5 @@
-"""The overview: every lane with its SKU, count against capacity, last change, state and open alerts.
+"""The overview: every lane with its SKU, count against capacity, last change, RFID tags on it (how many, of another
+SKU, when last read), state and open alerts.
 
 It renders the live feed's rows (``hub/web/live``: in memory, up to date with every commit so far); the table rows
 are built here in Python (``rows_html``), each once while it stays the same.
@@ -47,12 +48,16 @@ def _row_html(lane: LaneRow, lane_url: tuple[str, str] | None, alerts_url: str |
     capacity = "-" if lane.capacity is None else str(lane.capacity)
     k = lane.open_alerts
     alerts = f'<a href="{html.escape(alerts_url)}">{k}</a>' if k and alerts_url else str(k)
+    other = f" ({lane.tags_other_sku} other SKU)" if lane.tags_other_sku else ""
+    read = fmt_ms(lane.tags_last_read_ms) if lane.tags_present else ""
     return (
         f'<tr id="lane-{lane_id}" data-state="{lane.state}" data-search="{search}"',
         f"><td>{name}</td><td>{sku}</td>"
         f'<td class="num count" data-count="{n}">{n}</td>'
         f'<td class="num capacity">{meter}<span>{capacity}</span></td>'
         f'<td class="wide last-change">{fmt_ms(lane.last_change_ms)}</td>'
+        f'<td class="num tags" data-tags="{lane.tags_present}"><span>{lane.tags_present}</span>'
+        f'<small class="wide other">{other}</small><small class="wide read">{read}</small></td>'
         f'<td><span class="state {lane.state}">{STATE_LABELS[lane.state]}</span></td>'
         f'<td class="num alerts">{alerts}</td></tr>\n',
     )

@@ -1,7 +1,9 @@
 """Shelf (lane) detail: ``GET /lanes/<lane_id>?range=1h|24h`` (404 for an unknown lane, 400 for another range).
 
-The lane's header, its count and weight over the last hour or day as inline SVG charts (``charts``), and its event
-timeline; every figure is read in one read transaction (``shelf_queries``).
+The lane's header, the RFID tags on it now (each linked to its trail, ``tags``; those of another SKU, unknown or not
+confirmed since a restart marked), its count and weight over the last hour or day as inline SVG charts (``charts``),
+and its event timeline (weight movements, tag arrivals and departures with their verdicts, alerts); every figure is
+read in one read transaction (``shelf_queries``, ``tags_queries``).
 
 ``POST /lanes/<lane_id>/count`` (manager): staff counted the lane (the stock a shelf is installed with, a recount).
 The running hub sends the count to the lane's node and books it as a physical count of the lane's book stock
@@ -24,7 +26,16 @@ from hub.web.access import requires
 from hub.web.db import get_db, read_transaction
 from hub.web.lanes import STATE_LABELS
 from hub.web.pages import charts
-from hub.web.pages.shelf_queries import TIMELINE_MAX, count_series, lane_info, open_alerts, timeline, weight_series
+from hub.web.pages.shelf_queries import (
+    TIMELINE_MAX,
+    TimelineEntry,
+    count_series,
+    lane_info,
+    open_alerts,
+    timeline,
+    weight_series,
+)
+from hub.web.pages.tags_queries import lane_events, lane_tags, lane_verdicts
 from shared_protocol.messages import MAX_COUNT
 
 bp = Blueprint("shelf", __name__)
@@ -68,6 +79,16 @@ def detail(lane_id: str) -> str:
         weights, weight_n = weight_series(conn, lane_id, t0, t1)
         entries, shown, total = timeline(conn, lane, t0, t1)
         alerts = open_alerts(conn, lane)
+        tags = lane_tags(conn, lane_id)
+        tag_events = lane_events(conn, lane_id, t0, t1, TIMELINE_MAX + 1)
+        verdicts = lane_verdicts(conn, lane_id, t0, t1)
+    tags_truncated = len(tag_events) > TIMELINE_MAX
+    for e in tag_events[:TIMELINE_MAX]:
+        note = "; ".join(x for x in (e.verdict_text, e.note or "", "" if e.ts_known else "time unknown") if x)
+        actor = f"node:{e.node_id}"
+        tag = TimelineEntry(e.ts_ms, "tag", e.what, ref=e.epc, actor=actor, event_seq=e.event_seq, note=note or None)
+        entries.append(tag)
+    entries.sort(key=lambda x: x.ts_ms, reverse=True)
     refs = []
     if lane.capacity is not None:
         refs.append(charts.RefLine(lane.capacity, "capacity"))
@@ -100,6 +121,9 @@ def detail(lane_id: str) -> str:
         timeline_max=TIMELINE_MAX,
         labels=STATE_LABELS,
         can_count=_count_lane() is not None,
+        tags=tags,
+        tags_truncated=tags_truncated,
+        verdicts=verdicts,
     )
 
 

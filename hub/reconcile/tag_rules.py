@@ -1,0 +1,255 @@
+"""Pure rules of RFID beside the weight: why a tag left a lane, what the tags say about a pick, which tags are
+misplaced. No I/O: ``tag_plan`` feeds them ledger rows and turns their verdicts into alerts and evidence.
+
+**Why a tag left** (``judge``), for each departure (a ``tag_lost``: its time is the tag's last read on the lane),
+in this order, the first that holds:
+
+1. ``time_unknown``: the node could not date it (an event from before its restart): nothing can be compared.
+2. ``unassigned_lane`` / ``unknown_sku``: the lane holds no SKU, or the EPC names none (still tracked).
+3. The tag is of **another SKU** than the lane's: a weight loss on the lane within ``tag_window_s`` means a
+   misplaced item was taken (``other_sku_picked``); none means the lane's antenna read a tag that was never on it,
+   a **cross-read**, ignored (``cross_read``, counted).
+4. The tag is of the lane's SKU (a **tagged lane**): a weight loss within ``tag_window_s`` with a unit left to
+   give (a pick of n units takes at most n tags; the nearest in time first) is the tag's pick (``picked``) --
+   unless a put gave the weight back before the verdict while no tag of the SKU came back (the same one or another
+   unit's): a unit **swapped** for something of the same weight (``tamper``; the weight matching takes such a put
+   for a put-back, so only the tags can tell).
+5. The lane's weight readings dropped by half a unit or more across the window although no event said so
+   (``weight_changed``): the weight saw it go.
+6. The tag was read on its lane again within ``tag_return_s`` (``returned``: hidden for a moment, a missed read)
+   or is read on another lane around its departure (``moved``: the strongest antenna changed, or the item was
+   moved with the weight unchanged).
+7. An earlier pick of the lane within ``tag_late_s`` that took no tag: the unit left late, the tag is named on that
+   pick (``picked_late``).
+8. A reader of the node was not reading around the departure, or before its loss was decided (``reader_outage``:
+   from ``tag_window_s`` before the last read to ``tag_window_s + tag_return_s`` after it; a node holds the tags of a
+   reader that cannot read and declares them lost only once it reads again, dated at their last read): not
+   evidence.
+9. Otherwise the tag left and the weight did not change: **tamper** (a substitution, or a tag torn off).
+
+Judged ``tag_window_s + tag_return_s`` after the departure, so a swap slower than that passes as a pick put back.
+
+**What the tags say about a pick** (``pick_tags``): on a tagged lane, a pick with no tag leaving within the window
+is noted *no tag left: lower confidence*; a pick the node counted with low confidence (below ``min_confidence``)
+is counted by the tags that left with it, when that many units fit its weight change.
+
+**Misplaced** (``misplaced``): a tag of SKU X present on a lane of SKU Y for ``misplaced_grace_s`` (a shopper's hand
+passing over is not), its presence confirmed since its node's last restart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from hub.ledger.models import Sku
+from hub.reconcile.config import ReconcileConfig
+from hub.reconcile.rules import fit, tolerance_dg
+
+PICKED, PICKED_LATE, TAMPER, CROSS_READ = "picked", "picked_late", "tamper", "cross_read"
+VERDICTS = (
+    PICKED, PICKED_LATE, "weight_changed", TAMPER, CROSS_READ, "other_sku_picked", "returned", "moved",
+    "reader_outage", "time_unknown", "unknown_sku", "unassigned_lane",
+)  # fmt: skip
+NO_TAG_LEFT = "no tag left: lower confidence"
+
+
+@dataclass(frozen=True, slots=True)
+class Departure:
+    """A tag that left a lane (``tag_events`` kind ``lost``), with the SKU its EPC names now."""
+
+    event_id: int
+    node_id: int
+    lane_id: str
+    epc: str
+    sku: str | None
+    ts_ms: int  # the tag's last read on the lane
+    ts_known: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """A weight event of a lane (sensor pick, put or anomaly movement)."""
+
+    movement_id: int
+    ts_ms: int
+    kind: str  # pick | put | anomaly
+    qty: int  # as booked: negative for a pick
+    weight_delta_dg: int | None
+    confidence: int
+
+    def loss(self, sku: Sku | None, cfg: ReconcileConfig) -> int:
+        """How many units this step took off the lane (0: it took none): a pick's count, or its weight's whole
+        units when more; an anomaly that lost weight, at least one."""
+        w = self.weight_delta_dg
+        by_weight = fit(w, sku, cfg).units if sku is not None and w is not None and w < 0 else 0
+        if self.kind == "pick" and self.qty < 0:
+            return max(-self.qty, by_weight)
+        if self.kind == "anomaly" and w is not None and w < -cfg.min_change_dg:
+            return max(1, by_weight)
+        return 0
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    ts_ms: int
+    weight_dg: int
+
+
+@dataclass(frozen=True, slots=True)
+class Sighting:
+    """A read of the same EPC after it left: a ``tag_seen`` on this lane or another."""
+
+    lane_id: str
+    ts_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outage:
+    """A reader of the node not reading from ``from_ms`` to ``to_ms`` (None: still)."""
+
+    from_ms: int
+    to_ms: int | None
+
+    def overlaps(self, lo: int, hi: int) -> bool:
+        return self.from_ms <= hi and (self.to_ms is None or self.to_ms >= lo)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    verdict: str
+    pick_id: int | None = None
+    lag_ms: int | None = None  # departure - pick
+    why: str = ""  # a tamper's: "no weight change" or "swapped"
+
+
+SWAPPED = "the weight came back (a put) but no tag of the SKU did: swapped"
+UNCHANGED = "the lane's weight did not change"
+
+
+def weight_dropped(readings: Iterable[Reading], ts_ms: int, window_ms: int, threshold_dg: int) -> bool:
+    """Did the lane's weight drop by ``threshold_dg`` or more across ``[ts - window, ts + window]``? From the last
+    reading at or before the window's start (else the first in it) to the lowest reading in or just after it."""
+    ordered = sorted(readings, key=lambda r: r.ts_ms)
+    before = [r for r in ordered if r.ts_ms <= ts_ms - window_ms]
+    inside = [r for r in ordered if ts_ms - window_ms < r.ts_ms <= ts_ms + window_ms]
+    after = [r for r in ordered if r.ts_ms > ts_ms + window_ms][:1]
+    start = before[-1] if before else (inside[0] if inside else None)
+    rest = [r for r in (*inside, *after) if r is not start]
+    if start is None or not rest:
+        return False
+    return start.weight_dg - min(r.weight_dg for r in rest) >= threshold_dg
+
+
+def judge(
+    dep: Departure,
+    lane_sku: Sku | None,
+    steps: Iterable[Step],
+    taken: Mapping[int, tuple[int, int]],
+    readings: Iterable[Reading],
+    later: Iterable[Sighting],
+    outages: Iterable[Outage],
+    cfg: ReconcileConfig,
+    arrivals: Iterable[Sighting] = (),
+) -> Verdict:
+    """Why ``dep`` left (module docstring). ``steps``: the lane's weight events around it (from ``tag_late_s``
+    before to ``tag_window_s`` after); ``taken``: tags already given to each pick (movement id -> (within the
+    window, late));
+    ``readings``: the lane's weights around it; ``later``: reads of the EPC after it left; ``outages``: the node's;
+    ``arrivals``: tags of the lane's SKU arriving on the lane after it left (another unit put back)."""
+    if not dep.ts_known:
+        return Verdict("time_unknown")
+    if lane_sku is None:
+        return Verdict("unassigned_lane")
+    if dep.sku is None:
+        return Verdict("unknown_sku")
+    window = cfg.tag_window_ms
+    t = dep.ts_ms
+    steps = sorted(steps, key=lambda s: (s.ts_ms, s.movement_id))
+    near = [s for s in steps if abs(s.ts_ms - t) <= window and s.loss(lane_sku, cfg) > 0]
+    threshold = max(cfg.min_change_dg, lane_sku.unit_weight_dg // 2)
+    if dep.sku != lane_sku.sku:
+        if near or weight_dropped(readings, t, window, threshold):
+            return Verdict("other_sku_picked")
+        return Verdict(CROSS_READ)
+    free = [s for s in near if sum(taken.get(s.movement_id, (0, 0))) < s.loss(lane_sku, cfg)]
+    later = list(later)
+    if free:
+        pick = min(free, key=lambda s: (abs(s.ts_ms - t), s.movement_id))
+        horizon = t + cfg.ms("tag_return_s")
+        put = any(s.kind == "put" and s.qty > 0 and pick.ts_ms < s.ts_ms <= horizon for s in steps)
+        back = any(s.lane_id == dep.lane_id and t < s.ts_ms for s in (*later, *arrivals))
+        if put and not back:
+            return Verdict(TAMPER, why=SWAPPED)
+        return Verdict(PICKED, pick.movement_id, t - pick.ts_ms)
+    if weight_dropped(readings, t, window, threshold):
+        return Verdict("weight_changed")
+    if any(s.lane_id == dep.lane_id and t < s.ts_ms <= t + cfg.ms("tag_return_s") for s in later):
+        return Verdict("returned")
+    if any(s.lane_id != dep.lane_id and abs(s.ts_ms - t) <= window for s in later):
+        return Verdict("moved")
+    earlier = [
+        s
+        for s in steps
+        if t - cfg.ms("tag_late_s") <= s.ts_ms < t - window
+        and taken.get(s.movement_id, (0, 0))[0] == 0  # no tag left with it ...
+        and sum(taken.get(s.movement_id, (0, 0))) < s.loss(lane_sku, cfg)  # ... and not all of its units since
+    ]
+    if earlier:
+        pick = earlier[-1]  # the latest such pick
+        return Verdict(PICKED_LATE, pick.movement_id, t - pick.ts_ms)
+    if any(o.overlaps(t - window, t + window + cfg.ms("tag_return_s")) for o in outages):
+        return Verdict("reader_outage")
+    return Verdict(TAMPER, why=UNCHANGED)
+
+
+@dataclass(frozen=True, slots=True)
+class PickTags:
+    """What the tags said about one pick of a tagged lane."""
+
+    counted: int  # units the node counted
+    confidence: int
+    tags_left: int  # tags of the lane's SKU that left with it (within the window)
+    units_by_tags: int | None  # the count the tags settled (a low-confidence count whose weight fits them)
+
+    @property
+    def note(self) -> str:
+        if self.tags_left == 0:
+            return NO_TAG_LEFT
+        if self.units_by_tags is not None:
+            return f"count {self.counted} at {self.confidence}% confidence settled by {self.tags_left} tags leaving"
+        return f"{self.tags_left} {'tag' if self.tags_left == 1 else 'tags'} left with it"
+
+
+def pick_tags(step: Step, sku: Sku, tagged: bool, tags_left: int, cfg: ReconcileConfig) -> PickTags | None:
+    """The tags' view of a pick, or None for a pick of a lane whose SKU carried no tag then (``tagged``: a tag of
+    the lane's SKU was on the lane at the pick, or left with it)."""
+    if not tagged and tags_left == 0:
+        return None
+    units = None
+    w = step.weight_delta_dg
+    low = tags_left > 0 and step.confidence < cfg.min_confidence and w is not None and w < 0
+    # the weight left the count open; the tags settle it when exactly that many units fit the weight change
+    if low and w is not None and abs(-w - tags_left * sku.unit_weight_dg) <= tolerance_dg(sku, tags_left, cfg):
+        units = tags_left
+    return PickTags(-step.qty, step.confidence, tags_left, units)
+
+
+@dataclass(frozen=True, slots=True)
+class Present:
+    """A tag on a lane now (``tag_presence``)."""
+
+    lane_id: str
+    epc: str
+    sku: str | None  # the tag's SKU
+    first_seen_ms: int | None
+    last_read_ms: int | None
+    rssi: int | None
+    unconfirmed: bool = False
+
+
+def misplaced(tag: Present, lane_sku: str | None, now_ms: int, cfg: ReconcileConfig) -> bool:
+    """A tag of another SKU than the lane's, on it for ``misplaced_grace_s`` or more, read since any restart."""
+    if tag.sku is None or lane_sku is None or tag.sku == lane_sku or tag.unconfirmed or tag.first_seen_ms is None:
+        return False
+    return now_ms - tag.first_seen_ms >= cfg.ms("misplaced_grace_s")

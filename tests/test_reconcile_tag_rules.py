@@ -1,0 +1,246 @@
+"""The pure rules of RFID beside the weight (hub/reconcile/tag_rules.py), as timelines: why a tag left a lane, what
+the tags say about a pick, which tags are misplaced. Every rule has its negative cases: the honest flows a store
+sees all day must raise nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from hub.ledger.models import Sku
+from hub.reconcile.config import ReconcileConfig
+from hub.reconcile.tag_rules import (
+    NO_TAG_LEFT,
+    SWAPPED,
+    UNCHANGED,
+    Departure,
+    Outage,
+    Present,
+    Reading,
+    Sighting,
+    Step,
+    Verdict,
+    judge,
+    misplaced,
+    pick_tags,
+    weight_dropped,
+)
+
+CFG = ReconcileConfig()  # tag_window_s 20, tag_return_s 60, tag_late_s 1800, misplaced_grace_s 120
+COLA = Sku("COLA", "Cola", 3500, 20)
+T = 1_700_000_000_000
+S = 1000  # ms
+
+
+def dep(ts: int = T, sku: str | None = "COLA", lane: str = "A1", known: bool = True) -> Departure:
+    return Departure(41, 1, lane, "3074257BF7194E4000001A85", sku, ts, known)
+
+
+def pick(mid: int, ts: int, units: int = 1, conf: int = 95, weight: int | None = None) -> Step:
+    return Step(mid, ts, "pick", -units, -3500 * units if weight is None else weight, conf)
+
+
+def put(mid: int, ts: int, units: int = 1) -> Step:
+    return Step(mid, ts, "put", units, 3500 * units, 95)
+
+
+def verdict(
+    d: Departure,
+    steps: Sequence[Step] = (),
+    taken: dict[int, tuple[int, int]] | None = None,
+    readings: Sequence[Reading] = (),
+    later: Sequence[Sighting] = (),
+    outages: Sequence[Outage] = (),
+    arrivals: Sequence[Sighting] = (),
+    lane_sku: Sku | None = COLA,
+) -> Verdict:
+    return judge(d, lane_sku, steps, taken or {}, readings, later, outages, CFG, arrivals)
+
+
+# ------------------------------------------------------------------------------------------ honest flows
+
+
+def test_an_honest_pick_takes_its_tag_with_it() -> None:
+    # 10:00:00 pick of one cola; its tag last read 2 s later (the shopper's hand), reported lost_s after that
+    assert verdict(dep(T + 2 * S), [pick(7, T)]) == Verdict("picked", 7, 2 * S)
+
+
+def test_the_tag_may_leave_before_the_weight_step_within_the_window() -> None:
+    assert verdict(dep(T - 15 * S), [pick(7, T)]) == Verdict("picked", 7, -15 * S)
+
+
+def test_a_pick_outside_the_window_is_not_the_tags() -> None:
+    assert verdict(dep(T + 25 * S), [pick(7, T)]).verdict == "picked_late"  # ... but the late rule names it
+
+
+def test_the_nearest_pick_with_a_unit_to_give_takes_the_tag() -> None:
+    steps = [pick(7, T - 10 * S), pick(8, T + 3 * S)]
+    assert verdict(dep(T), steps).pick_id == 8
+    assert verdict(dep(T), steps, taken={8: (1, 0)}).pick_id == 7  # 8 took its one tag already
+
+
+def test_a_pick_of_two_units_takes_two_tags_and_no_third() -> None:
+    steps = [pick(7, T, units=2)]
+    assert verdict(dep(T), steps, taken={7: (1, 0)}).verdict == "picked"
+    third = verdict(dep(T), steps, taken={7: (2, 0)})
+    assert third == Verdict("tamper", why=UNCHANGED)  # more tags left than the weight saw units go
+
+
+def test_a_pick_whose_weight_says_two_units_gives_two_tags_even_if_the_node_counted_one() -> None:
+    assert verdict(dep(T), [pick(7, T, units=1, weight=-7000)], taken={7: (1, 0)}).verdict == "picked"
+
+
+def test_an_anomaly_that_lost_weight_is_a_pick_the_node_could_not_count() -> None:
+    anomaly = Step(7, T, "anomaly", 0, -3400, 30)
+    assert verdict(dep(T + S), [anomaly]).verdict == "picked"
+    assert verdict(dep(T + S), [Step(7, T, "anomaly", 0, -20, 30)]).verdict == "tamper"  # noise is no pick
+
+
+def test_picked_and_put_back_with_the_tag_read_again_is_honest() -> None:
+    steps = [pick(7, T), put(8, T + 30 * S)]
+    back = [Sighting("A1", T + 31 * S)]
+    assert verdict(dep(T + 2 * S), steps, later=back).verdict == "picked"
+
+
+def test_another_unit_of_the_sku_put_back_counts_as_the_weight_and_a_tag_returning() -> None:
+    steps = [pick(7, T), put(8, T + 30 * S)]
+    other_unit = [Sighting("A1", T + 31 * S)]
+    assert verdict(dep(T + 2 * S), steps, arrivals=other_unit).verdict == "picked"
+
+
+# ---------------------------------------------------------------------------------------------- tamper
+
+
+def test_a_tag_leaving_without_any_weight_change_is_tamper() -> None:
+    assert verdict(dep(T)) == Verdict("tamper", why=UNCHANGED)
+    puts_only = [put(8, T + 5 * S)]  # something put on the lane is no unit taken off
+    assert verdict(dep(T), puts_only).verdict == "tamper"
+
+
+def test_a_unit_swapped_for_one_of_the_same_weight_is_tamper() -> None:
+    steps = [pick(7, T), put(8, T + 40 * S)]  # the weight came back ... and no tag of cola did
+    assert verdict(dep(T + 2 * S), steps) == Verdict("tamper", why=SWAPPED)
+
+
+def test_a_swap_slower_than_the_verdict_passes_as_a_pick_put_back() -> None:
+    steps = [pick(7, T), put(8, T + 2 * S + 90 * S)]  # after tag_window_s + tag_return_s: a stated limit
+    assert verdict(dep(T + 2 * S), steps).verdict == "picked"
+
+
+# ------------------------------------------------------------------------------------- not evidence of tamper
+
+
+def test_the_weight_readings_saw_the_unit_go_though_no_event_said_so() -> None:
+    readings = [Reading(T - 60 * S, 35_000), Reading(T + 5 * S, 31_500)]
+    assert verdict(dep(T), readings=readings).verdict == "weight_changed"
+    noise = [Reading(T - 60 * S, 35_000), Reading(T + 5 * S, 34_980)]
+    assert verdict(dep(T), readings=noise).verdict == "tamper"
+
+
+def test_a_tag_read_again_on_its_lane_soon_never_left() -> None:
+    assert verdict(dep(T), later=[Sighting("A1", T + 40 * S)]).verdict == "returned"
+    assert verdict(dep(T), later=[Sighting("A1", T + 70 * S)]).verdict == "tamper"  # later than tag_return_s
+
+
+def test_a_tag_read_on_another_lane_at_its_departure_moved() -> None:
+    assert verdict(dep(T), later=[Sighting("A2", T + S)]).verdict == "moved"
+    assert verdict(dep(T), later=[Sighting("A2", T + 45 * S)]).verdict == "tamper"
+
+
+def test_a_reader_not_reading_around_the_departure_is_no_evidence() -> None:
+    assert verdict(dep(T), outages=[Outage(T - 5 * S, T + 5 * S)]).verdict == "reader_outage"
+    assert verdict(dep(T), outages=[Outage(T + 10 * S, None)]).verdict == "reader_outage"  # still silent
+    # the reader died 40 s after the last read, before the node decided the loss: it held the tag, no evidence
+    assert verdict(dep(T), outages=[Outage(T + 40 * S, T + 300 * S)]).verdict == "reader_outage"
+    assert verdict(dep(T), outages=[Outage(T - 3600 * S, T - 3000 * S)]).verdict == "tamper"
+    assert verdict(dep(T), outages=[Outage(T + 120 * S, None)]).verdict == "tamper"  # long after the loss
+
+
+def test_a_pick_that_took_no_tag_gets_its_tag_named_when_it_leaves_late() -> None:
+    assert verdict(dep(T + 600 * S), [pick(7, T)]) == Verdict("picked_late", 7, 600 * S)
+    assert verdict(dep(T + 600 * S), [pick(7, T)], taken={7: (1, 0)}).verdict == "tamper"  # it took its tag
+    assert verdict(dep(T + 1900 * S), [pick(7, T)]).verdict == "tamper"  # older than tag_late_s
+    two = [pick(7, T, units=2)]
+    assert verdict(dep(T + 600 * S), two, taken={7: (0, 1)}).verdict == "picked_late"  # its second unit
+    assert verdict(dep(T + 600 * S), two, taken={7: (0, 2)}).verdict == "tamper"
+
+
+# --------------------------------------------------------------------------------- other SKUs, unknowns
+
+
+def test_a_tag_of_another_sku_leaving_an_untouched_lane_is_a_cross_read() -> None:
+    assert verdict(dep(T, sku="TEA")).verdict == "cross_read"
+    assert verdict(dep(T, sku="TEA"), [pick(7, T)]).verdict == "other_sku_picked"  # a misplaced item taken
+    assert verdict(dep(T, sku="TEA"), lane_sku=Sku("SOUP", "Soup", 4000)).verdict == "cross_read"  # untagged lane
+
+
+@pytest.mark.parametrize(
+    ("d", "lane_sku", "expected"),
+    [
+        (dep(known=False), COLA, "time_unknown"),
+        (dep(sku=None), COLA, "unknown_sku"),
+        (dep(), None, "unassigned_lane"),
+    ],
+)
+def test_departures_nothing_can_be_said_about(d: Departure, lane_sku: Sku | None, expected: str) -> None:
+    assert verdict(d, lane_sku=lane_sku).verdict == expected
+
+
+# --------------------------------------------------------------------------------------------------- picks
+
+
+def test_a_pick_on_a_tagged_lane_with_no_tag_leaving_has_lower_confidence() -> None:
+    found = pick_tags(pick(7, T), COLA, tagged=True, tags_left=0, cfg=CFG)
+    assert found is not None and found.note == NO_TAG_LEFT and found.units_by_tags is None
+
+
+def test_a_pick_on_an_untagged_lane_says_nothing() -> None:
+    assert pick_tags(pick(7, T), COLA, tagged=False, tags_left=0, cfg=CFG) is None
+
+
+def test_an_ambiguous_count_is_settled_by_the_tags_that_left() -> None:
+    # a pick the node counted as 2 at 40 %: the weight fits 3 units too; 3 tags left with it
+    ambiguous = pick(7, T, units=2, conf=40, weight=-10_400)
+    found = pick_tags(ambiguous, COLA, tagged=True, tags_left=3, cfg=CFG)
+    assert found is not None and (found.counted, found.units_by_tags) == (2, 3)
+    assert "settled by 3 tags" in found.note
+
+
+def test_tags_never_override_a_confident_count_or_a_weight_they_do_not_fit() -> None:
+    confident = pick_tags(pick(7, T, units=2, conf=95, weight=-10_400), COLA, True, 3, CFG)
+    assert confident is not None and confident.units_by_tags is None and confident.note == "3 tags left with it"
+    misfit = pick_tags(pick(7, T, units=2, conf=40, weight=-7000), COLA, True, 3, CFG)  # 3 units weigh 1050 g
+    assert misfit is not None and misfit.units_by_tags is None
+
+
+# ------------------------------------------------------------------------------------------------ misplaced
+
+
+def present(first: int, sku: str | None = "TEA", unconfirmed: bool = False) -> Present:
+    return Present("A1", "E2801160600002054CC2096F", sku, first, first, -50, unconfirmed)
+
+
+def test_a_tag_of_another_sku_past_the_grace_is_misplaced() -> None:
+    assert misplaced(present(T - 121 * S), "COLA", T, CFG)
+
+
+@pytest.mark.parametrize(
+    ("tag", "lane_sku"),
+    [
+        (present(T - 30 * S), "COLA"),  # a hand passing over
+        (present(T - 600 * S, sku="COLA"), "COLA"),  # its own lane
+        (present(T - 600 * S, sku=None), "COLA"),  # unknown EPC
+        (present(T - 600 * S), None),  # a lane without SKU
+        (present(T - 600 * S, unconfirmed=True), "COLA"),  # not read since its node restarted
+    ],
+)
+def test_what_is_not_misplaced(tag: Present, lane_sku: str | None) -> None:
+    assert not misplaced(tag, lane_sku, T, CFG)
+
+
+def test_weight_dropped_compares_the_last_reading_before_the_window_with_those_in_and_after_it() -> None:
+    readings = [Reading(T - 100 * S, 50_000), Reading(T - 30 * S, 35_000), Reading(T + 25 * S, 33_000)]
+    assert weight_dropped(readings, T, 20 * S, 1750)  # 35.0 kg before, 33.0 kg after the window
+    assert not weight_dropped(readings[:2], T, 20 * S, 1750)  # nothing after: no evidence
+    assert not weight_dropped([], T, 20 * S, 1750)
