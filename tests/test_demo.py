@@ -2,7 +2,8 @@
 
 Emulated nodes (the firmware under MicroPython with pin-level HX711 emulators) play the store story; the
 hub ingests over ptys, reconciles with late POS sales, and the run must end with every lane's ledger count
-equal to the ground truth and exactly the expected alerts (theft, damage, misplaced item, reorder)."""
+equal to the ground truth and exactly the expected alerts (theft, damage, misplaced item, reorder, and the tamper
+alert of a tagged coffee swapped for an object of the same weight, which only its RFID tag reveals)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def test_demo_ledger_matches_ground_truth(tmp_path: Path) -> None:
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     assert "result: ledger matches the ground truth" in out
-    for kind in ("shrinkage", "damage", "misplaced", "reorder"):
+    for kind in ("shrinkage", "damage", "misplaced", "reorder", "tamper"):
         assert f"  {kind} " in out, out[-3000:]
     assert "MISSING" not in out and "MISMATCH" not in out
     assert re.search(r"demo: status page http://127\.0\.0\.1:\d+/ \(login demo / demo-password\)", out), out[:3000]

@@ -123,6 +123,14 @@ def test_a_unit_swapped_for_one_of_the_same_weight_is_tamper() -> None:
     assert verdict(dep(T + 2 * S), steps) == Verdict("tamper", why=SWAPPED)
 
 
+def test_take_two_put_one_back_is_one_unit_and_one_tag_gone() -> None:
+    """The demo's shopper: two taken, one put back 5 s later, before the node's lost_s let its tag leave: only the
+    kept unit's tag leaves, and one unit is gone by weight. Honest; with a second tag gone, one is a swap."""
+    steps = [pick(7, T, units=2), put(8, T + 5 * S)]
+    assert verdict(dep(T + 1 * S), steps).verdict == "picked"
+    assert verdict(dep(T + 1 * S), steps, taken={7: (1, 0)}) == Verdict("tamper", why=SWAPPED)
+
+
 def test_a_swap_slower_than_the_verdict_passes_as_a_pick_put_back() -> None:
     steps = [pick(7, T), put(8, T + 2 * S + 90 * S)]  # after tag_window_s + tag_return_s: a stated limit
     assert verdict(dep(T + 2 * S), steps).verdict == "picked"

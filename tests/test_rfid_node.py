@@ -34,6 +34,11 @@ def test_tags_come_move_and_go_exactly_once_each(runtime: Any, tmp_path: Any) ->
     a_seen, a_lost = per_tag[EPC_A][0][2], per_tag[EPC_A][1][2]
     assert 2000 < a_seen < 3500  # placed at 2 s: seen within a cycle or two of the antennas
     assert 30000 + 5000 <= a_lost <= 30000 + 5000 + 500  # taken at 30 s, lost_s 5
+    # what the hub dates them at (arrival - age_ms, in the first copy booked): the arrival at its first read, the
+    # departure at its last read, not at the decision lost_s later
+    dated = {(x[1], x[2]): x[4] - age for x, age in zip(recs, r["ages"], strict=True)}
+    assert 2000 <= dated[("tag_seen", EPC_A)] < 3000
+    assert 30000 - 600 <= dated[("tag_lost", EPC_A)] <= 30000
     c_moved = per_tag[EPC_C][1][2]
     assert per_tag[EPC_C][2][2] == c_moved and 12000 < c_moved < 12000 + 4000  # moved at 12 s: lost, then seen
     assert 5000 < per_tag[EPC_B][0][2] < 6500

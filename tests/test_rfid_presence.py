@@ -28,6 +28,7 @@ def test_seen_n_reads_within_the_window_make_a_tag_present(runtime: Any) -> None
     r = runtime.call(M, "presence_script", script, 2, 3000, 10, 7000, timeout_s=T)
     assert r["log"] == [[6000, "seen", 0, -52, A]]  # rssi: the strongest read since the lane's average restarted
     assert r["present"] == 1 and r["tags"] == [[A, 0]]
+    assert r["dated"] == [["seen", 5000]]  # its arrival: the first of the seen_n reads that made it present
 
 
 def test_the_window_slides(runtime: Any) -> None:
@@ -48,6 +49,8 @@ def test_a_tag_is_lost_after_lost_s_without_a_read(runtime: Any) -> None:
     r = runtime.call(M, "presence_script", script, 2, 3000, 10, 15000, timeout_s=T)
     assert r["log"] == [[1500, "seen", 0, -50, A], [12000, "lost", 0, 0, A]]
     assert r["present"] == 0 and r["tags"] == []
+    # the departure is dated at the last read, not at the decision lost_s later (the hub matches it with the pick)
+    assert r["dated"] == [["seen", 1000], ["lost", 2000]]
 
 
 def test_a_tag_that_comes_back_is_seen_again(runtime: Any) -> None:
@@ -104,6 +107,8 @@ def test_a_held_lane_keeps_its_tags(runtime: Any) -> None:
     lost = {x[4]: x[0] for x in r["log"] if x[1] == "lost"}
     assert lost[B] == 11000  # not held
     assert 25000 + 9900 <= lost[A] <= 25000 + 10000  # held until 25 s, then lost_s
+    # both departures are dated at their last real read (1 s), however long the hold kept A
+    assert [x for x in r["dated"] if x[0] == "lost"] == [["lost", 1000], ["lost", 1000]]
 
 
 def test_epcs_with_the_same_hash_are_two_tags(runtime: Any) -> None:

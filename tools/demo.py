@@ -4,7 +4,9 @@ One process runs the hub service (serial transports, ingest, the single ledger w
 a point-of-sale feed, next to `smartshelf emulate`'s nodes (each a MicroPython process on its own pty)
 playing the `store` scenario: honest shoppers whose sales reach the POS late (posted in batches through the hub's
 HTTP API with the POS's own bearer token, as a real till system would), one theft, one damaged item,
-one misplaced item, a restock and a lane falling to its reorder point. Progress is printed live; with
+one misplaced item, a restock and a lane falling to its reorder point; chips and coffee carry RFID tags (their
+node has a UHF reader, one antenna per lane), and a coffee is swapped for an object of the same weight, which
+only its tag reveals (a tamper alert). Progress is printed live; with
 ``--duration`` the demo stops by itself and prints a summary that compares the ledger with the scenario's
 ground truth (exit status 0 when every lane's count matches and exactly the expected alerts were raised).
 

@@ -179,9 +179,10 @@ class RfidPoller:
         self.presence.tick(now)
 
     # -- the presence table's sink ----------------------------------------------------------------
-    def tag_changed(self, kind: int, lane: int, rssi: int, epc: bytearray, off: int, n: int, now: int) -> None:
-        """A tag appeared on or left ``lane``: kept in the outbox (journalled) and sent."""
-        self._deliver(self._outbox.add_tag(kind, lane, rssi, epc, off, n, now), now)
+    def tag_changed(self, kind: int, lane: int, rssi: int, epc: bytearray, off: int, n: int, t: int) -> None:
+        """A tag appeared on or left ``lane`` at ``t`` (its arrival or its last read, earlier than now): kept in the
+        outbox (journalled) with that time, and sent now (its ``age_ms`` then says how long ago ``t`` was)."""
+        self._deliver(self._outbox.add_tag(kind, lane, rssi, epc, off, n, t), self.presence.now)
 
     # -- health -----------------------------------------------------------------------------------
     def health(self, i: int) -> ReaderHealth:

@@ -27,8 +27,10 @@ whose last read is older than ``window_ms`` are forgotten by ``tick``.
 presence changes (the sink's outbox record allocates then). ``tick`` scans the slots, and rebuilds the index when it
 freed some: the poller calls it a few times a second, not per read.
 
-The sink: ``sink.tag_changed(kind, lane, rssi, epc, off, n, now)`` with ``kind`` ``TAG_SEEN`` / ``TAG_LOST`` (the
-message types), the EPC at ``epc[off:off + n]`` (valid during the call only).
+The sink: ``sink.tag_changed(kind, lane, rssi, epc, off, n, t)`` with ``kind`` ``TAG_SEEN`` / ``TAG_LOST`` (the
+message types), the EPC at ``epc[off:off + n]`` (valid during the call only) and ``t`` when the change happened, the
+time the protocol's ``age_ms`` dates: a tag's arrival is its first read of the debounce window, its departure its
+last read (``lost_s`` before the decision); a move is dated when it is decided.
 """
 
 from array import array
@@ -90,7 +92,8 @@ class Presence:
         self._index = bytearray(size)  # slot + 1 by hash (0: empty), linear probing, at most half full
         self._imask = size - 1
         self._lane = bytearray([NO_LANE] * max_tags)  # the lane a present tag is on; NO_LANE: not present
-        self._last = array("i", [0] * max_tags)  # last read by any antenna
+        self._last = array("i", [0] * max_tags)  # last read by any antenna (a departure is dated at it)
+        self._since = array("i", [0] * max_tags)  # absence counts from here: the last read, or the last hold
         self._times = array("i", [0] * (max_tags * seen_n))  # the last seen_n reads' times, a ring per slot
         self._ti = bytearray(max_tags)  # next write position in the ring (the oldest once it is full)
         self._tn = bytearray(max_tags)  # reads in the ring
@@ -123,6 +126,7 @@ class Presence:
                 self.overflows += 1
                 return
         self._last[s] = now
+        self._since[s] = now
         seen = self._seen_n
         i = self._ti[s]
         self._times[s * seen + i] = now
@@ -294,7 +298,9 @@ class Presence:
             self._lane[s] = lane
             self.present += 1
             self.seen += 1
-            self._sink.tag_changed(TAG_SEEN, lane, self._cmax[best], self._epc, s * MAX_EPC, self._len[s], now)
+            # dated at its arrival: the oldest of the seen_n reads (``_ti`` points at it, the ring being full)
+            first = self._times[s * seen + self._ti[s]]
+            self._sink.tag_changed(TAG_SEEN, lane, self._cmax[best], self._epc, s * MAX_EPC, self._len[s], first)
             return
         if best == here_c or hits[best] < self._seen_n:
             return
@@ -314,13 +320,14 @@ class Presence:
         ln = self._len
         lanes = self._lane
         last = self._last
+        since = self._since
         freed = False
         s = 0
         m = self._max
         while s < m:
             n = ln[s]
             if n:
-                age = ticks_diff(now, last[s])
+                age = ticks_diff(now, since[s])
                 lane = lanes[s]
                 if lane != NO_LANE:
                     if age >= self._lost_ms:
@@ -329,7 +336,8 @@ class Presence:
                         lanes[s] = NO_LANE
                         ln[s] = 0
                         freed = True
-                        self._sink.tag_changed(TAG_LOST, lane, 0, self._epc, s * MAX_EPC, n, now)
+                        # dated at its departure: the last read, ``lost_s`` before this decision
+                        self._sink.tag_changed(TAG_LOST, lane, 0, self._epc, s * MAX_EPC, n, last[s])
                 elif age > self._window:
                     ln[s] = 0
                     freed = True
@@ -339,16 +347,17 @@ class Presence:
 
     def hold(self, lanes: "bytes | bytearray", now: int) -> None:
         """The tags present on the lanes flagged in ``lanes`` (one byte per lane, non-zero: held) count as read
-        ``now``: their reader cannot read at the moment, so it cannot tell that they left."""
+        ``now`` for their loss (their reader cannot read at the moment, so it cannot tell that they left); a departure
+        found later is still dated at the last real read."""
         ln = self._len
         on = self._lane
-        last = self._last
+        since = self._since
         s = 0
         m = self._max
         while s < m:
             lane = on[s]
             if ln[s] and lane != NO_LANE and lanes[lane]:
-                last[s] = now
+                since[s] = now
             s += 1
 
     # -- queries ----------------------------------------------------------------------------------

@@ -11,9 +11,10 @@ in this order, the first that holds:
    a **cross-read**, ignored (``cross_read``, counted).
 4. The tag is of the lane's SKU (a **tagged lane**): a weight loss within ``tag_window_s`` with a unit left to
    give (a pick of n units takes at most n tags; the nearest in time first) is the tag's pick (``picked``) --
-   unless a put gave the weight back before the verdict while no tag of the SKU came back (the same one or another
-   unit's): a unit **swapped** for something of the same weight (``tamper``; the weight matching takes such a put
-   for a put-back, so only the tags can tell).
+   unless puts gave units back before the verdict and fewer tags of the SKU came back (the same ones or other
+   units'), so that more of the pick's tags are gone than units by weight (n - put back): a unit **swapped** for
+   something of the same weight (``tamper``; the weight matching takes such a put for a put-back, so only the tags
+   can tell). Take two, put one back: one unit and one tag gone, honest.
 5. The lane's weight readings dropped by half a unit or more across the window although no event said so
    (``weight_changed``): the weight saw it go.
 6. The tag was read on its lane again within ``tag_return_s`` (``returned``: hidden for a moment, a missed read)
@@ -177,9 +178,13 @@ def judge(
     if free:
         pick = min(free, key=lambda s: (abs(s.ts_ms - t), s.movement_id))
         horizon = t + cfg.ms("tag_return_s")
-        put = any(s.kind == "put" and s.qty > 0 and pick.ts_ms < s.ts_ms <= horizon for s in steps)
-        back = any(s.lane_id == dep.lane_id and t < s.ts_ms for s in (*later, *arrivals))
-        if put and not back:
+        # A swap: units put back after the pick, but fewer tags came back than that, so more tags are gone than
+        # units by weight. Counted, not just noticed: a shopper who takes two and puts one back within the node's
+        # lost_s never lets the returned unit's tag leave, and a pick of two with one put back is one tag gone.
+        put_units = sum(s.qty for s in steps if s.kind == "put" and s.qty > 0 and pick.ts_ms < s.ts_ms <= horizon)
+        back = sum(1 for s in (*later, *arrivals) if s.lane_id == dep.lane_id and t < s.ts_ms)
+        tags_gone = taken.get(pick.movement_id, (0, 0))[0] + 1 - back
+        if put_units and tags_gone > pick.loss(lane_sku, cfg) - put_units:
             return Verdict(TAMPER, why=SWAPPED)
         return Verdict(PICKED, pick.movement_id, t - pick.ts_ms)
     if weight_dropped(readings, t, window, threshold):

@@ -486,14 +486,19 @@ result = {"delta": delta, "locked": locked, "reads": reads, "bad_delta": bad_del
 
 
 class ChangeLog:
-    """The presence table's sink: every change as [time, "seen"/"lost", lane, rssi, EPC hex]."""
+    """The presence table's sink: every change as [decided, "seen"/"lost", lane, rssi, EPC hex], where ``decided`` is
+    the clock of the read or tick that decided it (``at``, kept by the runner); ``dated`` has the time each change is
+    dated at (what becomes its ``age_ms``) as [kind, time]."""
 
     def __init__(self):
         self.log = []
+        self.dated = []
+        self.at = 0
 
-    def tag_changed(self, kind, lane, rssi, epc, off, n, now):
-        self.log.append([now, "seen" if kind == TAG_SEEN else "lost" if kind == TAG_LOST else kind, lane, rssi,
-                         _h(epc[off : off + n])])  # fmt: skip
+    def tag_changed(self, kind, lane, rssi, epc, off, n, t):
+        name = "seen" if kind == TAG_SEEN else "lost" if kind == TAG_LOST else kind
+        self.log.append([self.at, name, lane, rssi, _h(epc[off : off + n])])
+        self.dated.append([name, t])
 
 
 def presence_script(script, seen_n=2, window_ms=3000, lost_s=10, until_ms=None, max_tags=64, held=None):
@@ -513,16 +518,19 @@ def presence_script(script, seen_n=2, window_ms=3000, lost_s=10, until_ms=None, 
         while i < len(script) and script[i][0] <= t:
             s = script[i]
             p.now = s[0]
+            log.at = s[0]
             e = _u(s[3])
             p.read(s[1], s[2], e, 0, len(e))
             i += 1
         if t % 100 == 0:
+            log.at = t
             if held and held[0] <= t < held[1]:
                 p.hold(flags, t)
             p.tick(t)
         t += 10
     return {
         "log": log.log,
+        "dated": log.dated,
         "present": p.present,
         "overflows": p.overflows,
         "moves": p.moves,
@@ -540,6 +548,7 @@ def presence_churn(max_tags, n_tags):
     end = n_tags * 1000 + 7000
     while t <= end:
         p.now = t
+        log.at = t
         k = t // 1000 - 4
         if k < 0:
             k = 0
@@ -564,10 +573,12 @@ def presence_overflow(max_tags):
         for _ in range(2):
             t += 1
             p.now = t
+            log.at = t
             p.read(0, -50, e, 0, 12)
     full = [p.present, p.overflows]
     # a tag read once (pending) while the table is full of present ones: dropped too
     p.now = t + 1
+    log.at = t + 1
     e = _u("%024x" % 0xF0000000)
     p.read(0, -50, e, 0, 12)
     return {"full": full, "after": [p.present, p.overflows], "seen": len(log.log)}

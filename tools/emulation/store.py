@@ -52,6 +52,8 @@ def expected_outcome(truth: list[TruthRow], until_s: float) -> Expected:
             exp.alerts.add(("damage", cause))
         elif row.action == "misplaced":
             exp.alerts.add(("misplaced", cause))
+        elif row.action == "substitution":  # a tag left a tagged lane and the weight did not change
+            exp.alerts.add(("tamper", cause))
         if row.action != "initial" and row.stock_after <= row.reorder_point:
             exp.alerts.add(("reorder", str(Cause.of_sku(row.sku))))
     return exp
