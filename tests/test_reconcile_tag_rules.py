@@ -247,8 +247,20 @@ def test_what_is_not_misplaced(tag: Present, lane_sku: str | None) -> None:
     assert not misplaced(tag, lane_sku, T, CFG)
 
 
-def test_weight_dropped_compares_the_last_reading_before_the_window_with_those_in_and_after_it() -> None:
+def test_weight_dropped_compares_the_levels_before_and_after_the_window_net_of_booked_steps() -> None:
     readings = [Reading(T - 100 * S, 50_000), Reading(T - 30 * S, 35_000), Reading(T + 25 * S, 33_000)]
     assert weight_dropped(readings, T, 20 * S, 1750)  # 35.0 kg before, 33.0 kg after the window
     assert not weight_dropped(readings[:2], T, 20 * S, 1750)  # nothing after: no evidence
     assert not weight_dropped([], T, 20 * S, 1750)
+    # the drop was a booked pick: the weight events said so, nothing unbooked
+    assert not weight_dropped(readings, T, 20 * S, 1750, [pick(7, T - 5 * S, weight=-2000)])
+
+
+def test_a_swap_seen_mid_hand_by_a_reading_is_no_weight_change() -> None:
+    """The test demo's substitution: a restock of 8 five seconds before, and a reading taken while the hand held
+    the unit (one down), then the stand-in in its place: the level net of the restock is unchanged: tamper."""
+    restock = Step(9, T - 5 * S, "put", 8, 8 * 3500, 100)
+    readings = [Reading(T - 25 * S, 14_000), Reading(T - 4 * S, 42_000), Reading(T + 1 * S, 38_500),
+                Reading(T + 3 * S, 42_010)]  # fmt: skip
+    assert not weight_dropped(readings, T, 20 * S, 1750, [restock])
+    assert verdict(dep(T), [restock], readings=readings) == Verdict("tamper", why=UNCHANGED)

@@ -15,8 +15,8 @@ in this order, the first that holds:
    units'), so that more of the pick's tags are gone than units by weight (n - put back): a unit **swapped** for
    something of the same weight (``tamper``; the weight matching takes such a put for a put-back, so only the tags
    can tell). Take two, put one back: one unit and one tag gone, honest.
-5. The lane's weight readings dropped by half a unit or more across the window although no event said so
-   (``weight_changed``): the weight saw it go.
+5. The lane's weight level dropped by half a unit or more across the window, beyond what its events booked
+   (``weight_changed``): the weight saw it go though no event said so.
 6. The tag was read on its lane again within ``tag_return_s`` (``returned``: hidden for a moment, a missed read)
    or is read on another lane around its departure (``moved``: the strongest antenna changed, or the item was
    moved with the weight unchanged).
@@ -128,18 +128,25 @@ SWAPPED = "the weight came back (a put) but no tag of the SKU did: swapped"
 UNCHANGED = "the lane's weight did not change"
 
 
-def weight_dropped(readings: Iterable[Reading], ts_ms: int, window_ms: int, threshold_dg: int) -> bool:
-    """Did the lane's weight drop by ``threshold_dg`` or more across ``[ts - window, ts + window]``? From the last
-    reading at or before the window's start (else the first in it) to the lowest reading in or just after it."""
+def weight_dropped(
+    readings: Iterable[Reading], ts_ms: int, window_ms: int, threshold_dg: int, steps: Iterable[Step] = ()
+) -> bool:
+    """Did the lane lose ``threshold_dg`` or more across ``[ts - window, ts + window]`` that no weight event booked?
+    From the last reading at or before the window's start (else the first in it) to the last reading in the window
+    (else the first after it), less the weight the lane's events booked in between (a restock, a pick). Levels, not
+    the lowest reading: a reading taken while a hand swapped a unit for a stand-in dips and comes back, and that is
+    the swap the tags must tell, not a weight change."""
     ordered = sorted(readings, key=lambda r: r.ts_ms)
-    before = [r for r in ordered if r.ts_ms <= ts_ms - window_ms]
-    inside = [r for r in ordered if ts_ms - window_ms < r.ts_ms <= ts_ms + window_ms]
-    after = [r for r in ordered if r.ts_ms > ts_ms + window_ms][:1]
+    lo, hi = ts_ms - window_ms, ts_ms + window_ms
+    before = [r for r in ordered if r.ts_ms <= lo]
+    inside = [r for r in ordered if lo < r.ts_ms <= hi]
+    after = [r for r in ordered if r.ts_ms > hi][:1]
     start = before[-1] if before else (inside[0] if inside else None)
-    rest = [r for r in (*inside, *after) if r is not start]
-    if start is None or not rest:
+    end = inside[-1] if inside and inside[-1] is not start else (after[0] if after else None)
+    if start is None or end is None:
         return False
-    return start.weight_dg - min(r.weight_dg for r in rest) >= threshold_dg
+    booked = sum(s.weight_delta_dg or 0 for s in steps if start.ts_ms < s.ts_ms <= end.ts_ms)
+    return (start.weight_dg - end.weight_dg) + booked >= threshold_dg
 
 
 def judge(
@@ -170,7 +177,7 @@ def judge(
     near = [s for s in steps if abs(s.ts_ms - t) <= window and s.loss(lane_sku, cfg) > 0]
     threshold = max(cfg.min_change_dg, lane_sku.unit_weight_dg // 2)
     if dep.sku != lane_sku.sku:
-        if near or weight_dropped(readings, t, window, threshold):
+        if near or weight_dropped(readings, t, window, threshold, steps):
             return Verdict("other_sku_picked")
         return Verdict(CROSS_READ)
     free = [s for s in near if sum(taken.get(s.movement_id, (0, 0))) < s.loss(lane_sku, cfg)]
@@ -187,7 +194,7 @@ def judge(
         if put_units and tags_gone > pick.loss(lane_sku, cfg) - put_units:
             return Verdict(TAMPER, why=SWAPPED)
         return Verdict(PICKED, pick.movement_id, t - pick.ts_ms)
-    if weight_dropped(readings, t, window, threshold):
+    if weight_dropped(readings, t, window, threshold, steps):
         return Verdict("weight_changed")
     if any(s.lane_id == dep.lane_id and t < s.ts_ms <= t + cfg.ms("tag_return_s") for s in later):
         return Verdict("returned")
