@@ -131,6 +131,15 @@ def test_take_two_put_one_back_is_one_unit_and_one_tag_gone() -> None:
     assert verdict(dep(T + 1 * S), steps, taken={7: (1, 0)}) == Verdict("tamper", why=SWAPPED)
 
 
+def test_another_shoppers_lift_and_put_back_after_an_honest_pick_is_no_swap() -> None:
+    """Shopper 1 takes a cola at T (its tag last read at T + 1 s); shopper 2 lifts one at T + 20 s and puts it back at
+    T + 25 s, within lost_s (its tag never leaves): two units taken, one put back, one tag gone. A real swap in the
+    same span (the put-back without its tag, and both tags gone) is still tamper."""
+    steps = [pick(7, T), pick(8, T + 20 * S), put(9, T + 25 * S)]
+    assert verdict(dep(T + 1 * S), steps).verdict == "picked"
+    assert verdict(dep(T + 1 * S), steps, taken={8: (1, 0)}) == Verdict("tamper", why=SWAPPED)
+
+
 def test_a_swap_slower_than_the_verdict_passes_as_a_pick_put_back() -> None:
     steps = [pick(7, T), put(8, T + 2 * S + 90 * S)]  # after tag_window_s + tag_return_s: a stated limit
     assert verdict(dep(T + 2 * S), steps).verdict == "picked"

@@ -11,10 +11,11 @@ in this order, the first that holds:
    a **cross-read**, ignored (``cross_read``, counted).
 4. The tag is of the lane's SKU (a **tagged lane**): a weight loss within ``tag_window_s`` with a unit left to
    give (a pick of n units takes at most n tags; the nearest in time first) is the tag's pick (``picked``) --
-   unless puts gave units back before the verdict and fewer tags of the SKU came back (the same ones or other
-   units'), so that more of the pick's tags are gone than units by weight (n - put back): a unit **swapped** for
-   something of the same weight (``tamper``; the weight matching takes such a put for a put-back, so only the tags
-   can tell). Take two, put one back: one unit and one tag gone, honest.
+   unless puts gave units back before the verdict and, counted over the lane from ``tag_window_s`` before the
+   departure to the verdict, more tags are gone (taken by the picks, less those that came back) than units by
+   weight (taken by the picks, less those put back): a unit **swapped** for something of the same weight
+   (``tamper``; the weight matching takes such a put for a put-back, so only the tags can tell). Take two, put one
+   back: one unit and one tag gone, honest; so is another shopper's lift-and-put-back after an honest pick.
 5. The lane's weight level dropped by half a unit or more across the window, beyond what its events booked
    (``weight_changed``): the weight saw it go though no event said so.
 6. The tag was read on its lane again within ``tag_return_s`` (``returned``: hidden for a moment, a missed read)
@@ -185,13 +186,19 @@ def judge(
     if free:
         pick = min(free, key=lambda s: (abs(s.ts_ms - t), s.movement_id))
         horizon = t + cfg.ms("tag_return_s")
-        # A swap: units put back after the pick, but fewer tags came back than that, so more tags are gone than
-        # units by weight. Counted, not just noticed: a shopper who takes two and puts one back within the node's
-        # lost_s never lets the returned unit's tag leave, and a pick of two with one put back is one tag gone.
-        put_units = sum(s.qty for s in steps if s.kind == "put" and s.qty > 0 and pick.ts_ms < s.ts_ms <= horizon)
+        # A swap: units put back, but more tags are gone than units by weight. Counted over the lane, not per pick:
+        # from tag_window_s before this departure to the verdict's horizon, the units all picks took less the units
+        # put back, against the tags those picks took (this one included) less the tags that came back. A shopper
+        # who takes two and puts one back within the node's lost_s never lets the returned unit's tag leave: one
+        # unit, one tag. Another shopper's lift-and-put-back after an honest pick: two units taken, one put back,
+        # one tag gone.
+        span = [s for s in steps if t - window <= s.ts_ms <= horizon]
+        put_units = sum(s.qty for s in span if s.kind == "put" and s.qty > 0 and s.ts_ms > pick.ts_ms)
+        picks = [s for s in span if s.loss(lane_sku, cfg) > 0]
+        units = sum(s.loss(lane_sku, cfg) for s in picks)
         back = sum(1 for s in (*later, *arrivals) if s.lane_id == dep.lane_id and t < s.ts_ms)
-        tags_gone = taken.get(pick.movement_id, (0, 0))[0] + 1 - back
-        if put_units and tags_gone > pick.loss(lane_sku, cfg) - put_units:
+        tags_gone = sum(taken.get(s.movement_id, (0, 0))[0] for s in picks) + 1 - back
+        if put_units and tags_gone > units - put_units:
             return Verdict(TAMPER, why=SWAPPED)
         return Verdict(PICKED, pick.movement_id, t - pick.ts_ms)
     if weight_dropped(readings, t, window, threshold, steps):
