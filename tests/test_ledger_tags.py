@@ -267,6 +267,38 @@ async def test_old_tag_events_are_pruned_and_the_tags_on_a_lane_are_kept(ledger:
     assert ledger.stats.tag_rows_pruned == 5
 
 
+async def test_tag_event_ids_are_never_reused_once_the_newest_events_are_pruned(ledger: LedgerService) -> None:
+    day = 86_400_000
+    for seq in range(1, 6):  # the tag comes and goes, then stays: five events, forty days ago
+        await ledger.submit(tag(seq, LOST if seq % 2 == 0 else SEEN, ts=T - 40 * day + seq * 1000))
+    assert await ledger.prune_tags(T - 30 * day) == 5
+    assert rows(ledger, "SELECT count(*) FROM tag_events") == [(0,)]
+    lost = await ledger.submit(tag(6, LOST, ts=T))
+    assert isinstance(lost, Applied) and lost.movement_ids == (6,)  # not 1: reconciliation's mark is at 5
+    await ledger.submit(tag(7, epc=OTHER, lane=1, ts=T))
+    await ledger.submit(TagRecheck(1, T + 10_000))
+    assert await ledger.transact(lambda tx: tx.expire_unconfirmed_tags(T + 20_000)) == 1
+    assert rows(ledger, "SELECT id, event_seq, kind FROM tag_events ORDER BY id") == [
+        (6, 6, "lost"),
+        (7, 7, "seen"),
+        (8, None, "expired"),
+    ]
+    assert rows(ledger, "SELECT event_id FROM tag_presence ORDER BY lane_id") == [(6,), (8,)]
+
+
+async def test_expiry_waits_only_for_an_outage_that_may_be_the_tags_reader(ledger: LedgerService) -> None:
+    await ledger.submit(ReaderReport(1, 1, T, READER_SILENT))  # reader 1 stops reading, for good
+    await ledger.submit(tag(1, ts=T - 60_000))  # read before it stopped: it may be on reader 1
+    await ledger.submit(tag(2, epc=OTHER, lane=1, ts=T + 60_000))  # read after: on a reader that works
+    await ledger.submit(TagRecheck(1, T + 100_000))
+    await ledger.submit(ReaderReport(1, 0, T + 100_000, READER_STARTING))
+    await ledger.submit(ReaderReport(1, 0, T + 110_000, READER_OK))
+    assert await ledger.transact(lambda tx: tx.expire_unconfirmed_tags(T + 105_000)) == 0  # reader 0 not back yet
+    assert await ledger.transact(lambda tx: tx.expire_unconfirmed_tags(T + 120_000)) == 1
+    assert rows(ledger, "SELECT epc FROM tag_events WHERE kind = 'expired'") == [(OTHER,)]
+    assert rows(ledger, "SELECT epc, unconfirmed_ms FROM tag_presence WHERE present = 1") == [(TDS_EPC, T + 100_000)]
+
+
 async def test_a_gap_of_no_units_moves_the_mark_without_a_stock_movement(ledger: LedgerService) -> None:
     await ledger.submit(tag(4))
     result = await ledger.submit(SensorGap(1, 0, 0, "ev1-3:f9:lane0", T, skip_events_to=3, note="dropped"))

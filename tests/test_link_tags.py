@@ -110,6 +110,7 @@ async def test_a_tag_event_after_a_hole_in_the_sequence_waits_for_it_like_an_eve
     missing = node.make_event(0, -1)  # 2: a weight event whose frame is lost on the way
     node.send(lost(node))  # 3
     await eventually(lambda: len(tag_rows(hub)) == 2, what="both tag events booked")
+    await eventually(lambda: node.acks and max(node.acks) == 1, what="the ack of 1")  # sent after the commit
     assert max(node.acks) == 1  # 2 missing: nothing past it is acknowledged
     node.send(missing)  # re-sent by the node
     await node.wait_ack(3)  # now one ack covers the weight event and the tag event after it

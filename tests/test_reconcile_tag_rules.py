@@ -21,6 +21,7 @@ from hub.reconcile.tag_rules import (
     Sighting,
     Step,
     Verdict,
+    held_elsewhere,
     judge,
     misplaced,
     pick_tags,
@@ -174,6 +175,19 @@ def test_a_reader_not_reading_around_the_departure_is_no_evidence() -> None:
     assert verdict(dep(T), outages=[Outage(T + 120 * S, None)]).verdict == "tamper"  # long after the loss
 
 
+def test_an_outage_already_under_way_at_the_tags_last_read_is_another_readers() -> None:
+    # reader 1 of the node dead for an hour (still): the tag was read at T, so its reader (0) was reading
+    assert verdict(dep(T), outages=[Outage(T - 3600 * S, None)]).verdict == "tamper"
+    assert verdict(dep(T), outages=[Outage(T - 25 * S, T + 5 * S)]).verdict == "tamper"  # began before the window
+    assert verdict(dep(T), outages=[Outage(T - 15 * S, None)]).verdict == "reader_outage"  # within it: maybe its own
+    # reader 1 dead all along, and the tag's own reader stopped after its last read: that one explains it
+    both = [Outage(T - 3600 * S, None), Outage(T + 30 * S, T + 200 * S)]
+    assert verdict(dep(T), outages=both).verdict == "reader_outage"
+    assert Outage(T - 20 * S, None).explains(T, 20 * S, T + 80 * S)  # the bounds are included
+    assert Outage(T + 80 * S, None).explains(T, 20 * S, T + 80 * S)
+    assert not Outage(T + 80 * S + 1, None).explains(T, 20 * S, T + 80 * S)
+
+
 def test_a_pick_that_took_no_tag_gets_its_tag_named_when_it_leaves_late() -> None:
     assert verdict(dep(T + 600 * S), [pick(7, T)]) == Verdict("picked_late", 7, 600 * S)
     assert verdict(dep(T + 600 * S), [pick(7, T)], taken={7: (1, 0)}).verdict == "tamper"  # it took its tag
@@ -254,6 +268,28 @@ def test_a_tag_of_another_sku_past_the_grace_is_misplaced() -> None:
 )
 def test_what_is_not_misplaced(tag: Present, lane_sku: str | None) -> None:
     assert not misplaced(tag, lane_sku, T, CFG)
+
+
+def test_a_tag_held_on_two_lanes_is_on_its_skus_lane_else_the_strongest_read() -> None:
+    # a tea (TEA) on the cola lane A1 of node 1, and read by node 2 too
+    here = Present("A1", "E2801160600002054CC2096F", "TEA", T, T, -50)
+
+    def there(lane: str, rssi: int | None, first: int = T) -> Present:
+        return Present(lane, here.epc, "TEA", first, first, rssi)
+
+    home = there("B2", -75)
+    assert held_elsewhere(here, "COLA", [(home, "TEA")]) == home  # its own shelf, though read weaker there
+    assert held_elsewhere(here, "COLA", [(there("C2", -40), "SOUP"), (home, "TEA")]) == home
+    assert held_elsewhere(here, "COLA", []) is None  # only here: misplaced
+    assert held_elsewhere(here, "COLA", [(there("C2", -65), "SOUP")]) is None  # the strongest of other SKUs' lanes
+    assert held_elsewhere(here, "COLA", [(there("C2", -40), "SOUP")]) == there("C2", -40)
+    assert held_elsewhere(here, "COLA", [(there("C2", None), None)]) is None  # no RSSI: the weakest
+    assert held_elsewhere(here, "COLA", [(there("C2", -50, T - S), "SOUP")]) == there("C2", -50, T - S)  # earlier
+    assert held_elsewhere(here, "COLA", [(there("A0", -50), "SOUP")]) == there("A0", -50)  # then by lane id
+    assert held_elsewhere(there("A0", -50), "SOUP", [(here, "COLA")]) is None  # ... seen from either side
+    assert held_elsewhere(there("B2", -75), "TEA", [(here, "COLA")]) is None  # its own lane's stay always stands
+    unconfirmed_home = Present("B2", here.epc, "TEA", T, T, -75, unconfirmed=True)  # a restart is no evidence
+    assert held_elsewhere(here, "COLA", [(unconfirmed_home, "TEA")]) == unconfirmed_home
 
 
 def test_weight_dropped_compares_the_levels_before_and_after_the_window_net_of_booked_steps() -> None:

@@ -302,6 +302,83 @@ async def test_a_tag_leaving_while_a_reader_was_silent_is_no_evidence(ledger: Le
     assert verdicts(ledger) == [(COLA1, "reader_outage")] and alerts(ledger, "tamper") == []
 
 
+async def test_one_silent_reader_does_not_excuse_the_tags_leaving_the_nodes_other_reader(
+    ledger: LedgerService, shelf: Shelf
+) -> None:
+    await shelf.seen(COLA3, T - 60 * S)  # read before reader 1 stopped: it may be on reader 1
+    await ledger.submit(ReaderReport(1, 1, T, READER_SILENT))  # reader 1 of the node stops reading, for good
+    for epc in (COLA1, COLA2):
+        await shelf.seen(epc, T + 60 * S)  # read after: on reader 0, which works
+    await shelf.reading(T + 60 * S, 3 * 3500)
+    await shelf.lost(COLA1, T + 500 * S)  # gone, the weight unchanged
+    await shelf.reading(T + 600 * S, 3 * 3500)
+    rec = Reconciler(ledger)
+    await rec.run_once(T + 700 * S)
+    assert verdicts(ledger) == [(COLA1, "tamper")] and len(alerts(ledger, "tamper")) == 1
+    # the node restarts with reader 1 still dead; reader 0 reads COLA2 no more: it left meanwhile
+    await ledger.submit(TagRecheck(1, T + 800 * S))
+    await ledger.submit(ReaderReport(1, 0, T + 800 * S, READER_STARTING))
+    await ledger.submit(ReaderReport(1, 0, T + 810 * S, READER_OK))
+    await rec.run_once(T + 1200 * S)  # reader 0 has read for tag_reseen_s since
+    assert q(ledger, "SELECT epc FROM tag_events WHERE kind = 'expired'") == [(COLA2,)]
+    assert q(ledger, "SELECT epc FROM tag_presence WHERE present = 1") == [(COLA3,)]  # held: maybe on reader 1
+
+
+async def test_departures_after_the_newest_tag_events_were_pruned_are_judged_under_ids_of_their_own(
+    ledger: LedgerService, shelf: Shelf
+) -> None:
+    day = 86_400 * S
+    await shelf.seen(COLA1, T - 40 * day)
+    await shelf.lost(COLA1, T - 40 * day + 500 * S)  # the weight unchanged: tamper, its verdict kept for the alert
+    await shelf.seen(COLA3, T - 40 * day, lane=2)  # a cross-read on the soup lane: a verdict no alert cites
+    await shelf.lost(COLA3, T - 40 * day + 30 * S, lane=2)
+    rec = Reconciler(ledger)
+    await rec.run_once(T - 40 * day + 1000 * S)
+    [(alert_id, _, _, _)] = alerts(ledger, "tamper")
+    assert q(ledger, "SELECT settled_to_id FROM recon_tag_state") == [(4,)]
+    assert await ledger.prune_tags(T - 30 * day) == 6  # every event (the newest too) and the two tags' stays
+    await rec.run_once(T - 30 * day)
+    assert verdicts(ledger) == [(COLA1, "tamper")]  # the cross-read's verdict went with its event
+    await shelf.seen(COLA2, T)
+    await shelf.lost(COLA2, T + 500 * S)
+    await rec.run_once(T + 1000 * S)
+    assert verdicts(ledger) == [(COLA1, "tamper"), (COLA2, "tamper")]  # judged, above the mark
+    [(same, _, _, ev)] = alerts(ledger, "tamper")
+    assert same == alert_id and ev["tags_total"] == 2 and [t["epc"] for t in ev["tags"]] == [COLA1, COLA2]
+    # each verdict on its own event: the trail never shows the old verdict on the new event
+    assert q(ledger, "SELECT e.id, e.epc, r.epc FROM tag_events AS e JOIN recon_tags AS r ON r.event_id = e.id") == [
+        (6, COLA2, COLA2)
+    ]
+
+
+async def test_a_tag_two_nodes_hold_is_misplaced_on_one_lane_at_most(ledger: LedgerService, shelf: Shelf) -> None:
+    tea2 = "E2801160600002054CC20970"
+    await ledger.import_epcs(f"epc,sku\n{tea2},TEA\n".encode(), actor="t")
+    await ledger.assign_lane(2, 0, "TEA", actor="t", lane_id="B2")  # node 2: the next shelf
+    await ledger.assign_lane(2, 1, "SOUP", actor="t", lane_id="C2")
+    # a tea on its own lane B2, which node 1's cola lane reads too (stronger): a cross-read on A1
+    await ledger.submit(TagEvent(2, 1, 0, SEEN, TEA1, T, -70))
+    await shelf.seen(TEA1, T + 5 * S)
+    # another tea left between the cola lane A1 and node 2's soup lane C2: misplaced, on A1 (read stronger) only
+    await shelf.seen(tea2, T + 10 * S)
+    await ledger.submit(TagEvent(2, 2, 1, SEEN, tea2, T + 10 * S, -65))
+    rec = Reconciler(ledger)
+    report = await rec.run_once(T + 300 * S)
+    [(alert_id, cause, status, ev)] = alerts(ledger, "misplaced")
+    assert (cause, status, [t["epc"] for t in ev["tags"]]) == ("lane:A1/COLA", "open", [tea2])
+    assert report.stats["tags_misplaced"] == 1 and report.stats["tags_cross_read_present"] == 2
+    # node 2 reads that tea on its tea lane too: it is on its own shelf after all, the alert resolves
+    await ledger.submit(TagEvent(2, 3, 0, SEEN, tea2, T + 400 * S, -80))
+    await rec.run_once(T + 500 * S)
+    [(same, _, status, ev)] = alerts(ledger, "misplaced")
+    assert (same, status, ev["tags"][0]["left"]) == (alert_id, "resolved", "a cross-read: the tag is on lane B2")
+    await rec.run_once(T + 800 * S)
+    assert len(alerts(ledger, "misplaced")) == 1  # not raised again
+    await shelf.lost(TEA1, T + 900 * S)  # the cross-read ends: judged as one, never alerted
+    await rec.run_once(T + 1200 * S)
+    assert verdicts(ledger) == [(TEA1, "cross_read")] and alerts(ledger, "tamper") == []
+
+
 def test_the_tag_settings_are_checked_like_the_others() -> None:
     with pytest.raises(ValueError, match="tag_window_s cannot be negative"):
         ReconcileConfig.from_mapping({"tag_window_s": -1})

@@ -120,9 +120,20 @@ def test_the_search_finds_tags_by_the_start_of_their_epc(env: Env) -> None:
     whole = client.get(f"/tags?epc={SEED_EPC.lower()}")
     assert whole.status_code == 302 and whole.headers["Location"] == f"/tags/{SEED_EPC}"
     bad = client.get("/tags?epc=xyz")
-    assert bad.status_code == 400 and "is not 1..32 bytes of hex" in bad.get_data(as_text=True)
+    assert bad.status_code == 400 and "is not the start of an EPC: 1..64 hex digits" in bad.get_data(as_text=True)
     assert "No tag starts with FF" in client.get("/tags?epc=FF").get_data(as_text=True)
     assert 'href="/tags"' in page(env, "/")  # in the navigation
+
+
+def test_the_search_takes_any_number_of_hex_digits_not_only_whole_bytes(env: Env) -> None:
+    client = env.client("viewer")
+    for text in ("307", "3 07", "3", SEED_EPC[:-1].lower()):  # odd lengths: the start of an EPC, not an EPC
+        found = client.get("/tags", query_string={"epc": text})
+        assert found.status_code == 200 and f'href="/tags/{SEED_EPC}"' in found.get_data(as_text=True), text
+    assert "No tag starts with 9" in client.get("/tags?epc=9").get_data(as_text=True)
+    for text in ("30G", "3074" + "0" * 61, "٣٠٧"):  # not hex; longer than any EPC (65 digits); not ASCII digits
+        refused = client.get("/tags", query_string={"epc": text})
+        assert refused.status_code == 400 and "is not the start of an EPC" in refused.get_data(as_text=True), text
 
 
 def _status() -> dict[str, Any]:

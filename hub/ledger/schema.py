@@ -258,8 +258,11 @@ _V7_RFID = (
     # lane); expired: the hub's own, for a tag not read again after its node restarted (ts = the restart). effect:
     # what the event did to the lane's presence (arrived, still there, left, or superseded by a later event of the
     # node that arrived first). ts_known = 0: an event from an earlier boot of the node, ts is the hub's arrival time.
+    # AUTOINCREMENT: an id is never used twice, even once the newest events are pruned (sqlite_sequence keeps the
+    # highest ever booked): reconciliation's mark (recon_tag_state.settled_to_id) and its verdicts (recon_tags, those
+    # an alert cites kept after their events are pruned) name events by id.
     f"""CREATE TABLE tag_events (
-        id INTEGER PRIMARY KEY,
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
         node_id INTEGER NOT NULL REFERENCES nodes(node_id),
         event_seq INTEGER CHECK (event_seq IS NULL OR event_seq BETWEEN 1 AND 4294967295),
         lane_id TEXT NOT NULL,

@@ -1,18 +1,21 @@
 """Booking RFID records inside the writer's sensor batch (``sensor.apply_batch``), and their upkeep.
 
-* **Tag events** (``book_events``): one ``tag_events`` row each, under explicit ids; dedupe and the node's
-  contiguous mark are the batch's (``sensor.apply_batch``: a tag event is one of the node's events). The EPC is
-  decoded (``epc.decode``) and its SKU resolved (``tags.tag_sku_sql``'s rule) once per batch. Then the lane's
-  presence (``tag_presence``, one row per (lane, EPC): the latest stay) follows the event, **in the node's
-  event_seq order**: an event older than the one that set the row (a retransmission overtaken by a later event)
-  changes nothing and is booked as ``superseded``. A seen tag already present on the lane is ``still`` there (read
-  again after its node restarted: it stays, its arrival unchanged), otherwise it ``arrived``; a lost one ``left``.
+* **Tag events** (``book_events``): one ``tag_events`` row each, under explicit ids that are never reused
+  (``next_event_id``: above the table's AUTOINCREMENT sequence, so pruning the newest events frees no id); dedupe
+  and the node's contiguous mark are the batch's (``sensor.apply_batch``: a tag event is one of the node's
+  events). The EPC is decoded (``epc.decode``) and its SKU resolved (``tags.tag_sku_sql``'s rule) once per batch.
+  Then the lane's presence (``tag_presence``, one row per (lane, EPC): the latest stay) follows the event, **in
+  the node's event_seq order**: an event older than the one that set the row (a retransmission overtaken by a
+  later event) changes nothing and is booked as ``superseded``. A seen tag already present on the lane is
+  ``still`` there (read again after its node restarted: it stays, its arrival unchanged), otherwise it
+  ``arrived``; a lost one ``left``.
 * **Rechecks** (``recheck``): a node restarted; its present tags become unconfirmed.
 * **Reader reports** (``reader_reports``): outages opened and closed in ``rfid_outages``; while every reader of a
   node works, its confirmed present tags are read (``last_read_ms``).
-* **Expiry** (``expire_unconfirmed``, through ``Tx`` by reconciliation): a tag still unconfirmed once its node's
-  readers have worked without a break for a while after the restart is recorded gone (``expired``), its departure
-  time unknown.
+* **Expiry** (``expire_unconfirmed``, through ``Tx`` by reconciliation): a tag still unconfirmed once its reader
+  has worked without a break for a while after the restart is recorded gone (``expired``), its departure time
+  unknown. Which reader a tag is on the hub does not know; an outage holds a tag back unless it began before the
+  tag's last read (that reader was not the tag's: the tag was read).
 * **Pruning** (``prune_tags``): events, closed outages and presence rows of tags gone older than the retention,
   in batches; the presence of tags on a lane now is kept whatever its age.
 """
@@ -28,7 +31,17 @@ import aiosqlite
 
 from hub.ledger.epc import EPC_MAX_BYTES, decode
 from hub.ledger.models import Applied, InvalidArgument
-from hub.ledger.tags import EXPIRED, LOST, READER_OK, READER_STATES, SEEN, ReaderReport, TagEvent, TagRecheck
+from hub.ledger.tags import (
+    EXPIRED,
+    LOST,
+    OUTAGE_SLACK_MS,
+    READER_OK,
+    READER_STATES,
+    SEEN,
+    ReaderReport,
+    TagEvent,
+    TagRecheck,
+)
 
 _U32 = 0xFFFFFFFF
 _PRESENCE_COLUMNS = (
@@ -119,6 +132,18 @@ async def _skus(conn: aiosqlite.Connection, epcs: dict[str, str | None]) -> dict
     return {epc: mapped.get(epc) or (by_gtin.get(g) if g is not None else None) for epc, g in epcs.items()}
 
 
+async def next_event_id(conn: aiosqlite.Connection) -> int:
+    """The id the next ``tag_events`` row takes: above every id ever booked, pruned ones included (the table's
+    AUTOINCREMENT sequence), so an id names one event for good (reconciliation's mark and verdicts rely on it)."""
+    async with conn.execute(
+        "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'tag_events'), 0),"
+        " coalesce((SELECT max(id) FROM tag_events), 0)) + 1"
+    ) as cur:
+        row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 async def book_in_order(
     conn: aiosqlite.Connection, items: Sequence[tuple[int, TagEvent, str] | tuple[int, TagRecheck]], now_ms: int
 ) -> list[tuple[int, Applied | int]]:
@@ -159,10 +184,7 @@ async def book_events(conn: aiosqlite.Connection, events: Sequence[tuple[TagEven
         )
         if (r[0], r[1]) in wanted
     }
-    async with conn.execute("SELECT coalesce(max(id), 0) + 1 FROM tag_events") as cur:
-        row = await cur.fetchone()
-    assert row is not None
-    next_id = int(row[0])
+    next_id = await next_event_id(conn)
     rows: list[tuple[Any, ...]] = []
     ids: list[int] = []
     for e, lane_id in events:
@@ -269,23 +291,27 @@ async def reader_reports(conn: aiosqlite.Connection, items: Sequence[ReaderRepor
             )
 
 
-async def expire_unconfirmed(conn: aiosqlite.Connection, restarted_before_ms: int, now_ms: int) -> int:
-    """Tags still unconfirmed since a restart at or before ``restarted_before_ms`` on a node whose readers have
-    all worked since then without a break: gone, at a time between their last read and the restart. Returns how
-    many."""
+async def expire_unconfirmed(
+    conn: aiosqlite.Connection, restarted_before_ms: int, now_ms: int, slack_ms: int = OUTAGE_SLACK_MS
+) -> int:
+    """Tags still unconfirmed since a restart at or before ``restarted_before_ms`` whose reader has worked since
+    then without a break: gone, at a time between their last read and the restart. Returns how many.
+
+    The hub does not know which reader a tag is on, but it knows that reader was reading at the tag's last read:
+    an outage not over by ``restarted_before_ms`` holds a tag back only if it began at or after the tag's last read
+    less ``slack_ms`` (the rule reconciliation's verdicts apply, ``tag_rules.Outage.explains``). One reader dead
+    since before the tags were read does not keep the node's other readers' tags present forever."""
     rows = await conn.execute_fetchall(
         "SELECT p.lane_id, p.epc, p.node_id, p.unconfirmed_ms, p.last_read_ms, p.gtin FROM tag_presence AS p"
         " WHERE p.unconfirmed_ms IS NOT NULL AND p.unconfirmed_ms <= ? AND p.present = 1 AND NOT EXISTS"
-        " (SELECT 1 FROM rfid_outages AS o WHERE o.node_id = p.node_id AND (o.to_ms IS NULL OR o.to_ms > ?))"
+        " (SELECT 1 FROM rfid_outages AS o WHERE o.node_id = p.node_id AND (o.to_ms IS NULL OR o.to_ms > ?)"
+        " AND (p.last_read_ms IS NULL OR o.from_ms >= p.last_read_ms - ?))"
         " ORDER BY p.unconfirmed_ms, p.lane_id, p.epc",
-        (restarted_before_ms, restarted_before_ms),
+        (restarted_before_ms, restarted_before_ms, slack_ms),
     )
     if not rows:
         return 0
-    async with conn.execute("SELECT coalesce(max(id), 0) + 1 FROM tag_events") as cur:
-        first = await cur.fetchone()
-    assert first is not None
-    next_id = int(first[0])
+    next_id = await next_event_id(conn)
     skus = await _skus(conn, {str(r[1]): r[5] for r in rows})
     events, stays = [], []
     for lane_id, epc, node_id, restart_ms, last_read, gtin in rows:

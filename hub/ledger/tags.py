@@ -14,7 +14,9 @@ Tags are observations, like lane readings: they never move stock. They are kept 
   later records those not read again as gone at an unknown time, never as a departure the rules could judge.
 * ``ReaderReport``: a reader's state from ``reader_health``, submitted when it changes (and periodically while
   every reader of the node works: that confirms the node's present tags are still read, ``last_read_ms``). Outages
-  go to ``rfid_outages``: a tag leaving while its node's readers were not all reading is no evidence of tampering.
+  go to ``rfid_outages``: a tag leaving as its reader stopped reading is no evidence of tampering. Which reader
+  serves which lane the hub does not know; but a tag read at ``t`` was on a reader that was reading at ``t``, so
+  only an outage that began about then or later can be its reader's (``OUTAGE_SLACK_MS``).
 
 **Which SKU a tag is.** The store's imported table (``epc_skus``) first, else the SKU whose GTIN the EPC's SGTIN
 encodes (``epc.decode``), else unknown (the tag is still tracked). ``tag_sku_sql`` is that rule in SQL, used by
@@ -30,6 +32,10 @@ from dataclasses import dataclass
 
 SEEN, LOST, EXPIRED = "seen", "lost", "expired"
 TAG_RETENTION_MS = 30 * 86_400_000  # tag events: a month, the span a loss-prevention investigation looks back over
+# An outage that began this long before a tag's last read may still be its reader's (the outage's time and the read's
+# come from different reports); one that began earlier is another reader's (``tag_booking.expire_unconfirmed``).
+# Reconciliation's verdicts use its tag_window_s for the same (default 20 s).
+OUTAGE_SLACK_MS = 20_000
 CONFIRM_INTERVAL_MS = 60_000  # a node's present tags are confirmed as still read at most this often
 READER_OK, READER_SILENT, READER_STARTING = 0, 1, 2  # reader_health.state (shared_protocol.messages)
 READER_STATES = {READER_OK: "ok", READER_SILENT: "silent", READER_STARTING: "starting"}

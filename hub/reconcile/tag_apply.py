@@ -7,8 +7,8 @@
   a substituted item is a unit gone; resolving as ``theft`` writes them off);
 * **misplaced**: the tags of another SKU on a lane go into the lane's ``misplaced`` alert (the same one the weight
   rule opens for a put of the wrong weight, so a chip bag on the cola lane is one alert with both its weight and its
-  EPC); a listed tag that left is marked so, and an alert whose tags all left (with no weight finding) resolves
-  itself;
+  EPC); a listed tag that left is marked so (or, once another node holds it on its SKU's lane or reads it
+  stronger, as a cross-read), and an alert whose tags all left (with no weight finding) resolves itself;
 * **picks**: what the tags said about each settled pick of a tagged lane (``recon_pick_rfid``); a departure named
   on a pick already in a shrinkage alert refreshes that alert's evidence (``touched``);
 * **upkeep**: tags not read again after their node restarted are recorded gone (``Tx.expire_unconfirmed_tags``);
@@ -152,7 +152,9 @@ async def write_misplaced(tx: Tx, tp: TagPlan, cfg: ReconcileConfig, alerts: Ale
             if tag["epc"] in current:
                 tags.append(current.pop(tag["epc"]))
             elif "left" not in tag:
-                tags.append({**tag, "left": await _left(tx, lane_id, tag["epc"])})
+                held = tp.cross_reads.get((lane_id, tag["epc"]))
+                left = f"a cross-read: the tag is on lane {held}" if held else await _left(tx, lane_id, tag["epc"])
+                tags.append({**tag, "left": left})
             else:
                 tags.append(tag)
         tags.extend(current.values())
@@ -225,8 +227,11 @@ async def pick_evidence(tx: Tx, pick_ids: list[int]) -> dict[int, dict[str, Any]
 async def upkeep(tx: Tx, tp: TagPlan) -> int:
     """Expire tags not read again after a restart; drop verdicts on pruned tag events. Returns tags expired."""
     expired = await tx.expire_unconfirmed_tags(tp.expire_before_ms)
+    # tag event ids are never reused (AUTOINCREMENT): every id below the oldest event left was pruned (all of them
+    # when none is left); a range of the primary key
+    oldest = (await _rows(tx, "SELECT min(id) FROM tag_events"))[0][0]
     await tx.conn.execute(
-        "DELETE FROM recon_tags WHERE event_id < (SELECT coalesce(min(id), 0) FROM tag_events)"
-        " AND alert_id IS NULL"  # verdicts an unresolved alert cites stay with it
+        "DELETE FROM recon_tags WHERE event_id < ? AND alert_id IS NULL",  # verdicts an alert cites stay with it
+        (int(oldest) if oldest is not None else 1 << 62,),
     )
     return expired

@@ -9,10 +9,15 @@ the rest of the plan (``plan._Planner``, a read-only connection in a worker thre
   The mark then moves to just below the first departure not due yet, so each departure is judged exactly once and a
   run reads only what came since.
 * Per lane with departures: its weight events around them (from ``tag_late_s`` before to ``tag_window_s`` after),
-  the tags already given to those picks, its weight readings, later reads of the EPCs, its node's reader outages.
+  the tags already given to those picks, its weight readings, later reads of the EPCs, and the reader outages of
+  the departures' nodes that began around them (``tag_rules.Outage.explains``; one already under way at a tag's
+  last read is another reader's).
 * **Picks**: for each pick still open (its window not closed) on a lane that has ever held tags, what its tags say
   (``tag_rules.pick_tags``): the count of a low-confidence pick is settled by its tags before the matching runs.
-* **Misplaced**: the tags on a lane of another SKU for ``misplaced_grace_s``.
+* **Misplaced**: the tags on a lane of another SKU for ``misplaced_grace_s``, except those present on another lane
+  too that wins (``tag_rules.held_elsewhere``: a lane of the tag's SKU, else the strongest read): each node settles
+  cross-reads among its own antennas only, so the hub arbitrates between nodes; the losers are cross-reads, counted
+  (``tags_cross_read_present``), never alerted.
 * **Expiry**: tags unconfirmed since a restart ``tag_reseen_s`` ago (the writer checks the readers worked since).
 """
 
@@ -43,6 +48,7 @@ from hub.reconcile.tag_rules import (
     Sighting,
     Step,
     Verdict,
+    held_elsewhere,
     judge,
     misplaced,
     pick_tags,
@@ -80,6 +86,7 @@ class TagPlan:
     expire_before_ms: int
     judged: list[Judged] = field(default_factory=list)
     misplaced: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)  # (lane, its SKU) -> tags
+    cross_reads: dict[tuple[str, str], str] = field(default_factory=dict)  # (lane, EPC) -> the lane it is held on
     picks: dict[int, PickTags] = field(default_factory=dict)  # open picks of tagged lanes
     stats: Counter[str] = field(default_factory=Counter)
 
@@ -102,7 +109,9 @@ class TagPlanner:
         """``picks``: the open picks of this run; ``weights``: pick id -> (weight change, confidence)."""
         row = self.q("SELECT settled_to_id FROM recon_tag_state WHERE id = 1")
         mark = int(row[0][0]) if row else 0
-        top = int(self.q("SELECT coalesce(max(id), 0) FROM tag_events")[0][0])
+        # ids are never reused (tag_events is AUTOINCREMENT): everything booked since the mark lies above it, even
+        # once the newest events before it were pruned
+        top = max(mark, int(self.q("SELECT coalesce(max(id), 0) FROM tag_events")[0][0]))
         tp = TagPlan(top, self.now - self.cfg.ms("tag_reseen_s"))
         due: list[tuple[Departure, int | None]] = []
         waiting: list[int] = []
@@ -136,13 +145,14 @@ class TagPlanner:
 
     def _judge_lane(self, tp: TagPlan, lane_id: str, deps: list[tuple[Departure, int | None]]) -> None:
         cfg, window = self.cfg, self.cfg.tag_window_ms
-        node_id, sku_id = self.lanes.get(lane_id, (deps[0][0].node_id, None))
+        sku_id = self.lanes.get(lane_id, (0, None))[1]  # (node, SKU)
         sku = self.skus.get(sku_id) if sku_id is not None else None
         lo = min(d.ts_ms for d, _ in deps) - cfg.ms("tag_late_s") - window
         hi = max(d.ts_ms for d, _ in deps) + max(window, cfg.ms("tag_return_s"))  # a swap's put comes that late
         steps = self._steps(lane_id, lo, hi)
         taken = self._taken([s.movement_id for s in steps])
         first = min(d.ts_ms for d, _ in deps) - window
+        after = window + cfg.ms("tag_return_s")  # the verdict's horizon after a departure
         readings = [  # the lane's weight before the first window (however old: a quiet lane's), then through them
             Reading(r[0], r[1])
             for r in self.q(
@@ -168,18 +178,19 @@ class TagPlanner:
                 (lane_id, lo, hi + cfg.ms("tag_return_s"), sku_id),
             )
         ]
-        outages = [
-            Outage(r[0], r[1])
-            for r in self.q(
-                "SELECT from_ms, to_ms FROM rfid_outages WHERE node_id = ? AND from_ms <= ? AND (to_ms IS NULL OR"
-                " to_ms >= ?)",
-                (node_id, hi, lo),
-            )
-        ]
+        # outages of the node that reported each departure that began around it (``Outage.explains``: one that began
+        # before the tag's last read is another reader's), not every outage overlapping: an open one overlaps all
+        outages: dict[int, list[Outage]] = defaultdict(list)
+        for node, since, until in self.q(
+            "SELECT node_id, from_ms, to_ms FROM rfid_outages WHERE node_id IN (SELECT value FROM json_each(?))"
+            " AND from_ms BETWEEN ? AND ?",
+            (json.dumps(sorted({d.node_id for d, _ in deps})), first, max(d.ts_ms for d, _ in deps) + after),
+        ):
+            outages[int(node)].append(Outage(since, until))
         for dep, seq in deps:
             counts = {k: (v[0] + self.given[k][0], v[1] + self.given[k][1]) for k, v in taken.items()}
             mine = [a for a in arrivals if a.ts_ms > dep.ts_ms]
-            verdict = judge(dep, sku, steps, counts, readings, later[dep.epc], outages, cfg, mine)
+            verdict = judge(dep, sku, steps, counts, readings, later[dep.epc], outages[dep.node_id], cfg, mine)
             if verdict.pick_id is not None:
                 self.given[verdict.pick_id][0 if verdict.verdict == PICKED else 1] += 1
             evidence = None
@@ -275,7 +286,13 @@ class TagPlanner:
             " AND p.unconfirmed_ms IS NULL AND l.sku IS NOT NULL AND p.first_seen_ms <= ? ORDER BY p.lane_id, p.epc",
             (self.now - cfg.ms("misplaced_grace_s"),),
         ):
-            if not misplaced(Present(lane_id, epc, sku, first, last, rssi), lane_sku, self.now, cfg):
+            tag = Present(lane_id, epc, sku, first, last, rssi)
+            if not misplaced(tag, lane_sku, self.now, cfg):
+                continue
+            held = held_elsewhere(tag, lane_sku, self._elsewhere(lane_id, epc))
+            if held is not None:  # another node holds it too, on its SKU's lane or read stronger: a cross-read here
+                tp.cross_reads[(lane_id, epc)] = held.lane_id
+                tp.stats["tags_cross_read_present"] += 1
                 continue
             puts = [
                 s
@@ -298,3 +315,15 @@ class TagPlanner:
                 }
             )
             tp.stats["tags_misplaced"] += 1
+
+    def _elsewhere(self, lane_id: str, epc: str) -> list[tuple[Present, str | None]]:
+        """The EPC's stays on other lanes now (confirmed or not: a restart is no evidence), with each lane's SKU."""
+        return [
+            (Present(r[0], epc, r[1], r[2], r[3], r[4], bool(r[5])), r[6])
+            for r in self.q(
+                f"SELECT p.lane_id, {tag_sku_sql('p')}, p.first_seen_ms, p.last_read_ms, p.rssi,"
+                " p.unconfirmed_ms IS NOT NULL, l.sku FROM tag_presence AS p LEFT JOIN lanes AS l ON l.lane_id ="
+                " p.lane_id WHERE p.epc = ? AND p.present = 1 AND p.lane_id != ? ORDER BY p.lane_id",
+                (epc, lane_id),
+            )
+        ]

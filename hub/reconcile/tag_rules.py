@@ -23,10 +23,12 @@ in this order, the first that holds:
    moved with the weight unchanged).
 7. An earlier pick of the lane within ``tag_late_s`` that took no tag: the unit left late, the tag is named on that
    pick (``picked_late``).
-8. A reader of the node was not reading around the departure, or before its loss was decided (``reader_outage``:
-   from ``tag_window_s`` before the last read to ``tag_window_s + tag_return_s`` after it; a node holds the tags of a
-   reader that cannot read and declares them lost only once it reads again, dated at their last read): not
-   evidence.
+8. A reader of the node stopped reading around the departure or before its loss was decided (``reader_outage``:
+   an outage that **began** from ``tag_window_s`` before the last read to ``tag_window_s + tag_return_s`` after
+   it): not evidence. A node holds the tags of a reader that cannot read and declares them lost only once it reads
+   again, dated at their last read; so a tag last read at ``t`` was on a reader that was reading at ``t``, and an
+   outage that began earlier (still going, or not) is another reader's: one dead reader of a node does not excuse
+   the tags leaving its other readers' lanes.
 9. Otherwise the tag left and the weight did not change: **tamper** (a substitution, or a tag torn off).
 
 Judged ``tag_window_s + tag_return_s`` after the departure, so a swap slower than that passes as a pick put back.
@@ -36,7 +38,11 @@ is noted *no tag left: lower confidence*; a pick the node counted with low confi
 is counted by the tags that left with it, when that many units fit its weight change.
 
 **Misplaced** (``misplaced``): a tag of SKU X present on a lane of SKU Y for ``misplaced_grace_s`` (a shopper's hand
-passing over is not), its presence confirmed since its node's last restart.
+passing over is not), its presence confirmed since its node's last restart -- unless the same EPC is present on
+another lane too (``held_elsewhere``: nodes settle cross-reads among their own antennas only, so an adjacent shelf's
+node can hold the tag as well): on a lane of SKU X it is there (its own shelf: the common case, and RSSI of
+different nodes' readers does not compare well), else on the lane with the strongest read (then the earliest
+arrival); the other lanes' presence is a **cross-read**, counted, never alerted.
 """
 
 from __future__ import annotations
@@ -113,8 +119,13 @@ class Outage:
     from_ms: int
     to_ms: int | None
 
-    def overlaps(self, lo: int, hi: int) -> bool:
-        return self.from_ms <= hi and (self.to_ms is None or self.to_ms >= lo)
+    def explains(self, last_read_ms: int, window_ms: int, horizon_ms: int) -> bool:
+        """Can this outage explain the loss of a tag last read at ``last_read_ms``, decided by ``horizon_ms``? Only
+        if it began at or after ``last_read_ms - window_ms``: the tag was read then, so its reader was reading
+        (give or take the window: the two times come from different reports); an outage already under way by then
+        is another reader's, and excuses nothing on this one's lanes (the hub does not know which antenna serves
+        which lane, but it knows the tag's reader worked)."""
+        return last_read_ms - window_ms <= self.from_ms <= horizon_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +175,7 @@ def judge(
     """Why ``dep`` left (module docstring). ``steps``: the lane's weight events around it (from ``tag_late_s``
     before to ``tag_window_s`` after); ``taken``: tags already given to each pick (movement id -> (within the
     window, late));
-    ``readings``: the lane's weights around it; ``later``: reads of the EPC after it left; ``outages``: the node's;
+    ``readings``: the lane's weights around it; ``later``: reads of the EPC after it left; ``outages``: its node's;
     ``arrivals``: tags of the lane's SKU arriving on the lane after it left (another unit put back)."""
     if not dep.ts_known:
         return Verdict("time_unknown")
@@ -217,7 +228,7 @@ def judge(
     if earlier:
         pick = earlier[-1]  # the latest such pick
         return Verdict(PICKED_LATE, pick.movement_id, t - pick.ts_ms)
-    if any(o.overlaps(t - window, t + window + cfg.ms("tag_return_s")) for o in outages):
+    if any(o.explains(t, window, t + window + cfg.ms("tag_return_s")) for o in outages):
         return Verdict("reader_outage")
     return Verdict(TAMPER, why=UNCHANGED)
 
@@ -268,7 +279,38 @@ class Present:
 
 
 def misplaced(tag: Present, lane_sku: str | None, now_ms: int, cfg: ReconcileConfig) -> bool:
-    """A tag of another SKU than the lane's, on it for ``misplaced_grace_s`` or more, read since any restart."""
+    """A tag of another SKU than the lane's, on it for ``misplaced_grace_s`` or more, read since any restart. (Held
+    on another lane too? ``held_elsewhere`` says which of them it is on.)"""
     if tag.sku is None or lane_sku is None or tag.sku == lane_sku or tag.unconfirmed or tag.first_seen_ms is None:
         return False
     return now_ms - tag.first_seen_ms >= cfg.ms("misplaced_grace_s")
+
+
+def _strength(p: Present) -> tuple[int, int, str]:
+    """Stronger first: the higher RSSI (none: weakest), then the earlier arrival, then the lane id (a total order)."""
+    return (
+        -p.rssi if p.rssi is not None else 1 << 16,
+        p.first_seen_ms if p.first_seen_ms is not None else 1 << 62,
+        p.lane_id,
+    )
+
+
+def held_elsewhere(tag: Present, lane_sku: str | None, others: Iterable[tuple[Present, str | None]]) -> Present | None:
+    """The same EPC present on other lanes too (``others``: each with its lane's SKU): the stay it is held on instead
+    of this lane's, which is then a **cross-read**, or None when this lane's stands. A node settles cross-reads among
+    its own antennas by RSSI; another shelf's node may read the same tag strongly enough to keep it too.
+
+    1. On a lane of its own SKU: there (the strongest such). Items are on their own shelf far more often than
+       misplaced beside it, and RSSI across nodes compares different readers, antennas and cables; a misplaced
+       item within its own shelf's read range is not flagged by its tag (a put of the wrong weight still is).
+    2. Else (only lanes of other SKUs, or none): the strongest read (RSSI), then the earliest arrival, then the
+       lane id: one item, one lane, whichever order the runs see them in."""
+    rivals = [(p, sku) for p, sku in others if p.lane_id != tag.lane_id and p.epc == tag.epc]
+    if tag.sku is not None and lane_sku != tag.sku:
+        home = [p for p, sku in rivals if sku is not None and sku == tag.sku]
+        if home:
+            return min(home, key=_strength)
+    elif tag.sku is not None:
+        return None  # this lane is its own SKU's
+    best = min([tag, *(p for p, _ in rivals)], key=_strength)
+    return None if best is tag else best

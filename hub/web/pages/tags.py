@@ -3,8 +3,10 @@ serialised trail: what its EPC encodes and which SKU it is, when it arrived on w
 when and how it left, every event of it, and the alerts that cite it).
 
 Staff type EPCs as printed (any case, with spaces or dashes); the address is always the ledger's form (upper-case
-hex), so a search for a whole EPC goes straight to its trail. 400 for text that is no EPC, 404 for an EPC the ledger
-has never seen nor been told about. Viewers and up, like the shelf pages the trail is reached from.
+hex), so a search for a whole EPC goes straight to its trail. The search takes any number of hex digits (``307``
+finds ``3074...``); 400 for text that is not hex (or longer than an EPC), and for a trail address that is no EPC;
+404 for an EPC the ledger has never seen nor been told about. Viewers and up, like the shelf pages the trail is
+reached from.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from hub.ledger.epc import InvalidCode, normalise_epc
 from hub.ledger.models import now_ms
 from hub.web.access import requires
 from hub.web.db import get_db, read_transaction
-from hub.web.pages.tags_queries import TRAIL_EVENTS_MAX, search, trail
+from hub.web.pages.tags_queries import TRAIL_EVENTS_MAX, normalise_prefix, search, trail
 
 bp = Blueprint("tags", __name__)
 
@@ -29,14 +31,14 @@ def index() -> ResponseReturnValue:
     found: list[tuple[str, str | None, str | None]] = []
     if text:
         try:
-            epc = normalise_epc(text)
+            prefix = normalise_prefix(text)  # any number of hex digits: the start of an EPC need not be whole bytes
         except InvalidCode as exc:
             error = str(exc)
         else:
             with read_transaction(get_db()) as conn:
-                found = search(conn, epc)
-            if len(found) == 1 and found[0][0] == epc:
-                return redirect(url_for("tags.detail", epc=epc))
+                found = search(conn, prefix)
+            if len(found) == 1 and found[0][0] == prefix:
+                return redirect(url_for("tags.detail", epc=prefix))
     return render_template("tags.html", q=text, found=found, error=error), (400 if error else 200)
 
 

@@ -11,10 +11,11 @@ names it, unresolved or opened in the last 90 days.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from dataclasses import dataclass, field
 
-from hub.ledger.epc import ProductCode, decode
+from hub.ledger.epc import EPC_MAX_BYTES, InvalidCode, ProductCode, decode
 from hub.ledger.tags import tag_sku_sql
 
 TRAIL_EVENTS_MAX = 1000
@@ -241,8 +242,24 @@ def _stays(conn: sqlite3.Connection, epc: str, events: list[TagEventRow]) -> lis
     return stays
 
 
+_SEPARATORS = re.compile(r"[\s:-]+")
+_HEX_DIGITS = frozenset("0123456789ABCDEF")
+
+
+def normalise_prefix(text: str) -> str:
+    """The start of an EPC as staff type it (any case, spaces or dashes), in the ledger's form: 1 to 64 hex digits,
+    whole bytes or not (``307`` finds ``3074...``; an EPC itself is ``hub.ledger.epc.normalise_epc``'s)."""
+    compact = _SEPARATORS.sub("", text.strip()).upper()
+    if not 1 <= len(compact) <= 2 * EPC_MAX_BYTES or not set(compact) <= _HEX_DIGITS:
+        raise InvalidCode(
+            f"{text.strip()[:80]!r} is not the start of an EPC: 1..{2 * EPC_MAX_BYTES} hex digits (e.g. 3074257B)"
+        )
+    return compact
+
+
 def search(conn: sqlite3.Connection, prefix: str) -> list[tuple[str, str | None, str | None]]:
-    """EPCs the ledger knows starting with ``prefix`` (normalised hex): (EPC, lane it is on now or None, SKU)."""
+    """EPCs the ledger knows starting with ``prefix`` (``normalise_prefix``: hex digits, any number of them): (EPC,
+    lane it is on now or None, SKU)."""
     hi = prefix + "G"  # above every hex digit: [prefix, prefix + "G") is the prefix's range on the index
     epcs = sorted(
         {
