@@ -34,7 +34,9 @@
   exchange), ``adv_ms`` the advertising interval, 20..10240 ms (default 250).
 
 * ``rfid`` (optional; ``firmware/rfid/``): UHF RFID readers (R200 / YRM100 / JRD-4035 class modules on a UART).
-  ``readers``: 1..2 readers, each with ``uart`` (the UART id, 0..2; one reader per UART), ``tx`` and ``rx`` (the
+  ``readers``: 1..2 readers, each with ``uart`` (the UART id, 0..2; one reader per UART; on ESP32 boards UART0 is
+  the REPL console that carries the serial link to the hub, so put readers on UART1 / UART2 there; on the RP2040 the
+  console is USB and UART0 is free. The config cannot know the board, so it does not refuse 0), ``tx`` and ``rx`` (the
   board's GPIOs wired to the module's RX and TX), ``baud`` (9600, 19200, 38400, 57600 or 115200; default 115200),
   ``region`` (the module's frequency plan, required: ``"eu"``, ``"us"``, ``"cn900"``, ``"cn800"`` or ``"kr"``),
   ``power_dbm`` (TX power, 10..30, default 20), ``switch`` (0..3 GPIOs driving the RF switch that selects the
@@ -43,7 +45,11 @@
   may have several). Every pin is used once, by a cell, the LED or a reader. ``seen_n`` (1..10, default 2) reads
   within ``window_ms`` (100..60000, default 3000) make a tag present on a lane; ``lost_s`` (1..3600, default 10)
   without a read lose it, and must cover two rounds of each reader's antennas (``2 * len(antennas) *
-  dwell_ms``); ``dwell_ms`` (50..5000, default 200) is the time each antenna inventories in turn.
+  dwell_ms``); ``dwell_ms`` (50..5000, default 200) is the time each antenna inventories in turn. A reader with
+  several antennas reads each of them once per round, ``len(antennas) * (dwell_ms + 50)`` ms (50: the stop and the
+  next start between two dwells), so ``window_ms`` must cover one round of each reader's antennas: a tag's own
+  antenna reads it once per round, and a shorter window would count its lane as stale between two of its turns
+  (``RfidConfig.cycle_ms`` is the longest round, 0 when every reader has one antenna: it reads all the time).
 
 ``load`` raises ``ConfigError`` whose message names the field (``lanes[1].cells[0]: pin 4 is already used by
 lanes[0].cells[0]``); unknown fields are errors too, so a typo cannot silently fall back to a default.
@@ -95,6 +101,9 @@ RFID_NUMBERS = (
 )
 DEFAULT_POWER_DBM = const(20)
 DEFAULT_BAUD = const(115200)
+# Between two dwells of a reader: the stop, its answer after the inventory round in progress (~30 ms), the next poll
+# (10 ms) and the next start (firmware/rfid/uhf.py, "Timing").
+DWELL_OVERHEAD_MS = const(50)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -137,13 +146,29 @@ class ReaderConfig:
         self.antennas = antennas
 
 
+def round_ms(antennas: int, dwell_ms: int) -> int:
+    """One round of a reader's ``antennas`` (each inventoried ``dwell_ms`` in turn); 0 for a single antenna, which
+    reads all the time."""
+    if antennas < 2:
+        return 0
+    return antennas * (dwell_ms + DWELL_OVERHEAD_MS)
+
+
 class RfidConfig:
+    """``cycle_ms``: the longest round of a reader's antennas (``round_ms``): every antenna has had its turn."""
+
     def __init__(self, readers: "list[ReaderConfig]", seen_n: int, window_ms: int, lost_s: int, dwell_ms: int) -> None:
         self.readers = readers
         self.seen_n = seen_n
         self.window_ms = window_ms
         self.lost_s = lost_s
         self.dwell_ms = dwell_ms
+        cycle = 0
+        for r in readers:
+            c = round_ms(len(r.antennas), dwell_ms)
+            if c > cycle:
+                cycle = c
+        self.cycle_ms = cycle
 
 
 class Config:
@@ -308,6 +333,12 @@ def _rfid(v: "Any", lanes: "list[LaneConfig]", led: "int | str | None") -> "Rfid
             raise ConfigError(
                 "rfid.lost_s: " + str(numbers["lost_s"]) + " s is shorter than two rounds of rfid.readers[" + str(i)
                 + "]'s antennas (2 x " + str(len(readers[i].antennas)) + " x " + str(numbers["dwell_ms"]) + " ms)"
+            )  # fmt: skip
+        if numbers["window_ms"] < round_ms(len(readers[i].antennas), numbers["dwell_ms"]):
+            raise ConfigError(
+                "rfid.window_ms: " + str(numbers["window_ms"]) + " ms is shorter than one round of rfid.readers["
+                + str(i) + "]'s antennas (" + str(len(readers[i].antennas)) + " x (" + str(numbers["dwell_ms"])
+                + " + " + str(DWELL_OVERHEAD_MS) + ") ms)"
             )  # fmt: skip
     return RfidConfig(readers, numbers["seen_n"], numbers["window_ms"], numbers["lost_s"], numbers["dwell_ms"])
 

@@ -65,6 +65,22 @@ BAD = [
         doc({"readers": [reader()], "lost_s": 1, "dwell_ms": 200}),
         "rfid.lost_s: 1 s is shorter than two rounds of rfid.readers[0]'s antennas (2 x 3 x 200 ms)",
     ),
+    (
+        # a window shorter than one round of the antennas: a tag's own antenna reads it once per round, so its lane
+        # would count as stale between two of its turns
+        doc(
+            {
+                "readers": [reader(switch=[25, 26, 27], antennas=[0, 1, 2, 0, 1, 2, 0, 1])],
+                "dwell_ms": 400,
+                "window_ms": 3000,
+            }
+        ),
+        "rfid.window_ms: 3000 ms is shorter than one round of rfid.readers[0]'s antennas (8 x (400 + 50) ms)",
+    ),
+    (
+        doc({"readers": [reader(switch=[], antennas=[0]), reader(uart=2, tx=21, rx=22)], "window_ms": 700}),
+        "rfid.window_ms: 700 ms is shorter than one round of rfid.readers[1]'s antennas (3 x (200 + 50) ms)",
+    ),
 ]
 
 GOOD = [
@@ -82,6 +98,10 @@ GOOD = [
             "dwell_ms": 150,
         }
     ),
+    # one antenna: nothing to wait for between its turns, any window goes
+    doc({"readers": [reader(switch=[], antennas=[1])], "dwell_ms": 5000, "window_ms": 100, "lost_s": 10}),
+    # exactly one round of the antennas: 4 x (200 + 50) ms
+    doc({"readers": [reader(antennas=[0, 1, 2, 0])], "window_ms": 1000}),
 ]
 
 
@@ -98,17 +118,19 @@ def test_good_rfid_sections_parse(runtime: Any) -> None:
     assert got[1] == [
         "",
         {
-            "seen_n": 2, "window_ms": 3000, "lost_s": 10, "dwell_ms": 200,
+            "seen_n": 2, "window_ms": 3000, "lost_s": 10, "dwell_ms": 200, "cycle_ms": 3 * (200 + 50),
             "readers": [[1, 17, 16, 115200, 0x03, 20, [25, 26], [0, 1, 2]]],
         },
     ]  # fmt: skip
     assert got[2] == [
         "",
         {
-            "seen_n": 3, "window_ms": 2000, "lost_s": 30, "dwell_ms": 150,
+            "seen_n": 3, "window_ms": 2000, "lost_s": 30, "dwell_ms": 150, "cycle_ms": 3 * (150 + 50),
             "readers": [[1, 17, 16, 57600, 0x02, 26, [25, 26], [0, 1, 2]], [2, 21, 22, 115200, 0x01, 20, [], [2]]],
         },
     ]  # fmt: skip
+    assert got[3][1]["cycle_ms"] == 0 and got[3][1]["window_ms"] == 100  # one antenna: no round to wait for
+    assert got[4][1]["cycle_ms"] == 1000
 
 
 def test_the_config_file_round_trips_with_an_rfid_section(tmp_path: Any) -> None:

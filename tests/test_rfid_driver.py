@@ -321,3 +321,61 @@ def test_no_allocation_per_tag_notice_under_micropython(mpy: Any) -> None:
     # The measurement is real: a sink that copies each EPC shows up in both checks.
     assert r["bad_delta"] >= 200 * 16, r
     assert r["bad_locked"] is False, r
+    # Before that, the tags waiting for the antennas' round (read, not yet placed): nothing either.
+    assert r["waiting"] == 0 and r["wait_delta"] == 0 and r["wait_locked"] is True, r
+
+
+def test_a_silent_reader_heard_again_is_rechecked_at_once(runtime: Any) -> None:
+    """Silent and pausing before its next probe (back-off up to 16 s): a frame from it (here a stop's late answer)
+    ends the pause: rechecked and reading again within a few polls, not at the next probe."""
+    # silent at ~2.1 s; probes 1 s and 2 s later, then a pause of 4 s (to ~9.7 s): heard at 6 s, inside it
+    r = runtime.call(M, "silent_then_heard", 6000, ref_frame(1, 0x28, b"\x00"), timeout_s=T)
+    assert [s[1] for s in r["states"]] == ["ok", "silent", "starting", "ok"], r["states"]
+    assert r["states"][2][0] == 6000
+    assert r["states"][3][0] <= 6000 + 100, r["states"]  # stop, get power, get region: a poll each
+    assert r["after"][0] == [6000, hx("BB 00 28 00 00 28 7E")]  # the recheck starts at once with a stop
+    assert r["counters"]["silences"] == 1
+
+
+# -- the poller: lanes over an antenna cycle, a reader that keeps raising, an outbox that cannot write ----------------
+
+
+def test_the_poller_places_a_new_tag_over_a_whole_antenna_cycle(runtime: Any) -> None:
+    # the tag is on lane 1; antenna 0 cross-reads it 4 dB weaker (inside the hysteresis) and dwells first
+    r = runtime.call(M, "poller_run", 2, [[EPC_A, [-62, -58], 0, None]], 20000, timeout_s=T)
+    assert r["cycle_ms"] == 2 * (200 + 50)
+    assert [x[1:5] for x in r["records"]] == [["seen", 1, -58, EPC_A]], r["records"]
+    assert r["present"] == [[EPC_A, 1]] and r["errors"] == 0
+
+
+def test_the_poller_with_one_antenna_does_not_wait(runtime: Any) -> None:
+    r = runtime.call(M, "poller_run", 1, [[EPC_A, [-50], 0, None]], 2000, timeout_s=T)
+    assert r["cycle_ms"] == 0
+    seen = r["records"][0]
+    assert seen[1:3] == ["seen", 0] and seen[0] - seen[5] <= 40  # at its second read, 30 ms after the first
+
+
+def test_a_reader_whose_poll_keeps_raising_is_silent_and_holds_its_lanes(runtime: Any) -> None:
+    """The reader's UART raises from 2 s to 20 s (lost_s 5): after a few polls in a row the reader is reported
+    silent and its lanes held (its tag is not lost: it cannot be read, not gone); it is reading again once its polls
+    succeed for a while."""
+    r = runtime.call(M, "poller_run", 1, [[EPC_A, [-50], 0, None]], 30000, 5, 200, [2000, 20000], timeout_s=T)
+    assert [x[1:3] for x in r["records"]] == [["seen", 0]], r["records"]
+    assert [h[1:] for h in r["health"]] == [[0, "ok"], [0, "silent"], [0, "ok"]], r["health"]
+    assert 2000 < r["health"][1][0] <= 2000 + 60  # 5 polls in a row
+    assert 20000 < r["health"][2][0] <= 20000 + 1100  # a second of polls without an exception
+    assert r["errors"] >= 5 and r["present"] == [[EPC_A, 0]] and r["state"] == "ok"
+
+
+def test_an_outbox_that_cannot_write_loses_no_presence_change(runtime: Any) -> None:
+    """The outbox refuses records while the tag arrives (0..3 s) and when it is lost (taken at 6 s, lost_s 5: due at
+    11 s; refused until 13 s): both are recorded when it can write again, dated at the arrival and the last read. The
+    reader is not to blame: it stays OK."""
+    tags = [[EPC_A, [-50], 0, 6000]]
+    r = runtime.call(M, "poller_run", 1, tags, 16000, 5, 200, None, [[0, 3000], [10000, 13000]], timeout_s=T)
+    recs = r["records"]
+    assert [x[1:3] for x in recs] == [["seen", 0], ["lost", 0]], recs
+    assert 3000 <= recs[0][0] <= 3000 + 200 and recs[0][5] < 200, recs  # recorded when it can, dated at arrival
+    assert 13000 <= recs[1][0] <= 13000 + 200 and 5800 <= recs[1][5] < 6000, recs  # dated at the last read
+    assert r["errors"] > 0 and r["present"] == []
+    assert [h[1:] for h in r["health"]] == [[0, "ok"]]

@@ -155,3 +155,87 @@ def test_a_pending_tag_gives_its_slot_to_a_new_one(runtime: Any) -> None:
     script = [[0, 0, -50, A], [10, 0, -50, B], [20, 0, -50, c], [30, 0, -50, c]]
     r = runtime.call(M, "presence_script", script, 2, 3000, 10, 100, 2, timeout_s=T)
     assert r["log"] == [[30, "seen", 0, -50, c]] and r["overflows"] == 0
+
+
+# -- time-multiplexed antennas (one reader inventories its antennas in turn) ---------------------------------------
+
+
+def multiplexed(
+    epc: str, rssi: list[int | None], dwell: int, t0: int, t1: int, every: int = 30, overhead: int = 50
+) -> list[list[Any]]:
+    """The reads of one tag by a reader whose antenna k (on lane k) dwells ``dwell`` ms in turn, ``overhead`` ms
+    between two dwells: antenna k reads it every ``every`` ms of its dwells at ``rssi[k]`` (None: never)."""
+    n = len(rssi)
+    step = dwell + overhead
+    out = []
+    c = 0
+    while c < t1:
+        for k in range(n):
+            r = rssi[k]
+            if r is None:
+                continue
+            start = c + k * step
+            out += [[t, k, r, epc] for t in range(start + every, start + dwell, every) if t0 <= t < t1]
+        c += n * step
+    return sorted(out)
+
+
+@pytest.mark.parametrize("own", [-58, -50], ids=["inside-hysteresis", "beyond-hysteresis"])
+def test_a_new_tag_is_placed_after_every_antenna_had_its_turn(runtime: Any, own: int) -> None:
+    """Two antennas, dwell 200 ms (a cycle of 2 x 250 ms): the tag sits on lane 1, antenna 0 (dwelling first) cross-
+    reads it at -62 dBm. Placed by the first dwell it would stay on lane 0 (own -58: inside the 6 dB hysteresis) or
+    arrive as seen 0 / lost 0 / seen 1 (own -50); it waits one antenna cycle, then goes where it is read strongest."""
+    script = multiplexed(A, [-62, own], 200, 0, 24000)
+    r = runtime.call(M, "presence_script", script, 2, 3000, 10, 24000, 64, None, 500, timeout_s=T)
+    log = r["log"]
+    assert [x[1:] for x in log] == [["seen", 1, own, A]], log
+    assert 30 + 500 <= log[0][0] <= 30 + 500 + 100, log  # one cycle after its first read
+    assert r["dated"] == [["seen", 30]]  # still dated at its arrival, the first read (many reads came meanwhile)
+    assert r["moves"] == 0 and r["tags"] == [[A, 1]]
+
+
+def test_a_tag_read_in_one_dwell_only_is_placed_by_the_tick(runtime: Any) -> None:
+    script = [[30, 0, -55, A], [60, 0, -55, A]]
+    r = runtime.call(M, "presence_script", script, 2, 3000, 10, 2000, 64, None, 500, timeout_s=T)
+    assert r["log"] == [[600, "seen", 0, -55, A]]  # the first tick once a cycle has passed since its first read
+    assert r["dated"] == [["seen", 30]]
+
+
+def test_a_weak_cross_read_does_not_move_a_tag_between_its_own_antennas_turns(runtime: Any) -> None:
+    """Eight antennas, dwell 400 ms (a cycle of 3.6 s) and a window of 3 s: antenna 0 reads its tag once a cycle, at
+    -50 dBm; antenna 7 cross-reads it at -75. Its own lane must not count as stale between its turns (it did: the tag
+    went lost 0 / seen 7 / lost 7 / seen 0 every cycle)."""
+    script = multiplexed(A, [-50, None, None, None, None, None, None, -75], 400, 0, 60000)
+    r = runtime.call(M, "presence_script", script, 2, 3000, 10, 60000, 64, None, 3600, timeout_s=T)
+    assert [x[1:3] for x in r["log"]] == [["seen", 0]], r["log"]
+    assert r["moves"] == 0 and r["tags"] == [[A, 0]]
+
+
+# -- a sink that cannot record a change -------------------------------------------------------------------------------
+
+
+def test_a_change_the_sink_cannot_record_is_retried_not_lost(runtime: Any) -> None:
+    """The outbox (the sink) cannot write while the tag arrives (0..2 s) nor when it is lost (14..16 s): both
+    changes are recorded once it can, dated as ever (arrival, last read)."""
+    script = reads(A, 0, -50, 0, 5000, 200)  # read until 4.8 s
+    fail = [[0, 2000, ["seen", "lost"]], [14000, 16000, ["seen", "lost"]]]
+    r = runtime.call(M, "presence_script", script, 2, 3000, 10, 20000, 64, None, 0, fail, timeout_s=T)
+    assert r["log"] == [[2000, "seen", 0, -50, A], [16000, "lost", 0, 0, A]]
+    assert r["dated"] == [["seen", 0], ["lost", 4800]]
+    assert r["refused"] > 2 and r["errors"] == r["refused"] and r["present"] == 0 and r["tags"] == []
+
+
+def test_a_move_whose_seen_cannot_be_recorded_is_decided_again(runtime: Any) -> None:
+    """A move is a lost then a seen: the lost recorded and the seen refused leave the tag not present (it is not on
+    its old lane any more, and not yet on the new one as far as the hub knows); the seen follows when it can be
+    recorded, dated at the move."""
+    first = merged(reads(A, 0, -50, 0, 4000, 200), reads(A, 1, -62, 100, 4000, 200))
+    far = merged(reads(A, 0, -60, 4000, 10000, 200), reads(A, 1, -48, 4100, 10000, 200))
+    fail = [[4000, 7000, ["seen"]]]
+    r = runtime.call(M, "presence_script", first + far, 2, 3000, 10, 10000, 64, None, 0, fail, timeout_s=T)
+    log = r["log"]
+    assert [x[1:3] for x in log] == [["seen", 0], ["lost", 0], ["seen", 1]], log
+    moved = log[1][0]
+    assert 4000 < moved < 7000 and log[2][0] == 7000, log
+    assert r["dated"][1:] == [["lost", moved], ["seen", moved]]
+    assert r["present"] == 1 and r["tags"] == [[A, 1]] and r["moves"] == 1 and r["refused"] > 1

@@ -1,8 +1,11 @@
 """Which tag is on which lane: the reads of every antenna of a node, debounced into presence changes.
 
-A tag is *present* once it was read ``seen_n`` times within ``window_ms`` (by any of the node's antennas); it is
-then on the lane whose antenna reads it strongest, and a ``TAG_SEEN`` goes to the sink. It is *lost* once no
-antenna has read it for ``lost_s``: a ``TAG_LOST`` for its lane goes to the sink and its slot is freed. (A reader
+A tag is *present* once it was read ``seen_n`` times within ``window_ms`` (by any of the node's antennas) and every
+antenna has had its turn to read it since: ``cycle_ms`` (the longest round of a reader's antennas, which it
+inventories one at a time; 0 with one antenna each) after its first read of those ``seen_n``, at a read or at
+``tick``. It is then on the lane whose antenna reads it strongest, and a ``TAG_SEEN`` goes to the sink. (Placed at
+once, a tag would go to whichever antenna happened to be dwelling when it came.) It is *lost* once no antenna has
+read it for ``lost_s``: a ``TAG_LOST`` for its lane goes to the sink and its slot is freed. (A reader
 that cannot read, ``READER_SILENT`` or ``READER_STARTING``, cannot tell that a tag left: ``hold`` keeps the tags
 of its lanes from being lost meanwhile; the poller calls it.)
 
@@ -12,25 +15,33 @@ reboot from ``hello`` (a new boot count) and settles both.
 
 **Cross-reads.** An antenna often reads tags of the neighbouring lanes too, more weakly. Per tag the table keeps up
 to ``CANDIDATES`` lanes with a smoothed RSSI each (an exponential average, weight 1/4, in 1/16 dB; restarted when
-that lane has not read the tag for ``window_ms``). A present tag *moves* to another lane when that lane has read it
-``seen_n`` times with gaps under ``window_ms`` and reads it stronger than its lane by ``hysteresis_db`` (6 dB), or
-its lane has not read it for ``window_ms``: a ``TAG_LOST`` on the old lane, then a ``TAG_SEEN`` on the new one.
-``TAG_SEEN`` carries the strongest raw read of the lane that took it since that lane's average (re)started.
+that lane has not read the tag for the *freshness* span, ``max(window_ms, 2 * cycle_ms)``: an antenna reads its tags
+only during its own turn, once a round). A present tag *moves* to another lane when that lane has read it ``seen_n``
+times with gaps under that span and reads it stronger than its lane by ``hysteresis_db`` (6 dB), or its lane has
+not read it for that span: a ``TAG_LOST`` on the old lane, then a ``TAG_SEEN`` on the new one. ``TAG_SEEN``
+carries the strongest raw read of the lane that took it since that lane's average (re)started.
+
+**A sink that fails.** The sink is called before the table changes: when it raises (the outbox cannot write), the
+table is left as it was and the exception goes to the caller, so the next read or ``tick`` tries again (dated as
+before). In a move, a ``TAG_LOST`` recorded and a ``TAG_SEEN`` refused leave the tag not present: the next read or
+tick places it again, the ``TAG_SEEN`` dated at the move.
 
 **Bounded.** ``max_tags`` slots (``MAX_TAGS``, 64) of up to ``MAX_EPC`` (32) bytes, all preallocated (about
 4 KiB with ``seen_n`` 2). A new tag takes a free slot, else the slot of a tag not present yet that was read least
 recently; when every slot holds a present tag the read is dropped and counted in ``overflows``. Tags not present
-whose last read is older than ``window_ms`` are forgotten by ``tick``.
+whose last read is older than ``window_ms`` are forgotten by ``tick`` (older than the freshness span once their
+``seen_n`` reads are in and they wait to be placed).
 
 **Cost.** ``read`` (one per tag notice) hashes the EPC, finds its slot through an index (open addressing on the
 16-bit hash, at most half full: a probe or two), records the read and decides; it allocates nothing unless the
-presence changes (the sink's outbox record allocates then). ``tick`` scans the slots, and rebuilds the index when it
-freed some: the poller calls it a few times a second, not per read.
+presence changes (the sink's outbox record allocates then). ``tick`` scans the slots, places the tags whose round
+has passed, and rebuilds the index when it freed some: the poller calls it a few times a second, not per read.
 
 The sink: ``sink.tag_changed(kind, lane, rssi, epc, off, n, t)`` with ``kind`` ``TAG_SEEN`` / ``TAG_LOST`` (the
 message types), the EPC at ``epc[off:off + n]`` (valid during the call only) and ``t`` when the change happened, the
-time the protocol's ``age_ms`` dates: a tag's arrival is its first read of the debounce window, its departure its
-last read (``lost_s`` before the decision); a move is dated when it is decided.
+time the protocol's ``age_ms`` dates: a tag's arrival is its first read of the debounce window (however long it
+then waits for the antennas' round), its departure its last read (``lost_s`` before the decision); a move is dated
+when it is decided.
 """
 
 from array import array
@@ -57,11 +68,18 @@ MAX_LANES = const(32)
 MAX_SLOTS = const(254)  # the index holds slot + 1 in a byte
 _MIN_SMOOTH = const(-32768)
 _OLDEST = const(-0x20000001)  # below any ticks_diff
+# A pending tag's placing (``_armed``): not yet ``seen_n`` reads in the window; in, waiting for the antennas' round
+# since its arrival; due at once (a move whose TAG_SEEN the sink refused: placed again, dated at the move).
+_WAITING = const(0)
+_ARMED = const(1)
+_DUE = const(2)
 
 
 class Presence:
     """The table; ``now`` (ms ticks) is the time of the reads given to ``read`` (the poller sets it each poll).
-    Counters: ``present`` (tags present now), ``overflows``, ``moves``, ``seen``, ``lost``."""
+    ``cycle_ms``: the longest round of a reader's antennas (``RfidConfig.cycle_ms``; 0: no wait).
+    Counters: ``present`` (tags present now), ``overflows``, ``moves`` (moves whose TAG_LOST was recorded), ``seen``
+    (tags placed), ``lost``."""
 
     def __init__(
         self,
@@ -71,14 +89,20 @@ class Presence:
         lost_s: int,
         hysteresis_db: int = HYSTERESIS_DB,
         max_tags: int = MAX_TAGS,
+        cycle_ms: int = 0,
     ) -> None:
         if not 1 <= seen_n <= MAX_SEEN_N:
             raise ValueError("seen_n must be 1.." + str(MAX_SEEN_N))
         if not 1 <= max_tags <= MAX_SLOTS:
             raise ValueError("max_tags must be 1.." + str(MAX_SLOTS))
+        if cycle_ms < 0:
+            raise ValueError("cycle_ms must be >= 0")
         self._sink = sink
         self._seen_n = seen_n
         self._window = window_ms
+        self.cycle_ms = cycle_ms
+        # a lane's reads of a tag are fresh for this long: its antenna reads only in its turn, once a round
+        self._fresh = window_ms if window_ms >= 2 * cycle_ms else 2 * cycle_ms
         self._lost_ms = lost_s * 1000
         self._hyst = hysteresis_db * 16
         self._max = max_tags
@@ -97,6 +121,8 @@ class Presence:
         self._times = array("i", [0] * (max_tags * seen_n))  # the last seen_n reads' times, a ring per slot
         self._ti = bytearray(max_tags)  # next write position in the ring (the oldest once it is full)
         self._tn = bytearray(max_tags)  # reads in the ring
+        self._armed = bytearray(max_tags)  # a pending tag's placing: _WAITING, _ARMED or _DUE
+        self._arrive = array("i", [0] * max_tags)  # _ARMED: its arrival (dated there); _DUE: the move's time
         nc = max_tags * CANDIDATES
         self._clane = bytearray([NO_LANE] * nc)
         self._crssi = array("h", [0] * nc)  # smoothed RSSI, 1/16 dB
@@ -138,7 +164,7 @@ class Presence:
             self._tn[s] += 1
         c = self._candidate(s, lane, now)
         r16 = rssi * 16
-        if not self._chits[c] or ticks_diff(now, self._clast[c]) > self._window:
+        if not self._chits[c] or ticks_diff(now, self._clast[c]) > self._fresh:
             self._crssi[c] = r16
             self._cmax[c] = rssi
             self._chits[c] = 1
@@ -227,6 +253,7 @@ class Presence:
         lanes[s] = NO_LANE
         self._ti[s] = 0
         self._tn[s] = 0
+        self._armed[s] = _WAITING
         c = s * CANDIDATES
         e = c + CANDIDATES
         while c < e:
@@ -268,7 +295,21 @@ class Presence:
         return victim
 
     def _decide(self, s: int, now: int) -> None:
-        win = self._window
+        """Place a pending tag, or move a present one. The sink is called before anything changes (module docstring)."""
+        here = self._lane[s]
+        if here == NO_LANE:
+            a = self._armed[s]
+            if a == _WAITING:
+                seen = self._seen_n
+                oldest = self._times[s * seen + self._ti[s]]  # once the ring is full, ``_ti`` is the oldest
+                if self._tn[s] < seen or ticks_diff(now, oldest) > self._window:
+                    return  # not yet seen_n reads within the window
+                self._armed[s] = _ARMED
+                self._arrive[s] = oldest  # its arrival: the first of the seen_n reads
+                a = _ARMED
+            if a == _ARMED and ticks_diff(now, self._arrive[s]) < self.cycle_ms:
+                return  # not every antenna has had its turn since it came
+        fresh = self._fresh
         cl = self._clane
         hits = self._chits
         last = self._clast
@@ -276,12 +317,11 @@ class Presence:
         best = -1
         bv = _MIN_SMOOTH
         here_c = -1
-        here = self._lane[s]
         c = s * CANDIDATES
         e = c + CANDIDATES
         while c < e:
             x = cl[c]
-            if x != NO_LANE and hits[c] and ticks_diff(now, last[c]) <= win:
+            if x != NO_LANE and hits[c] and ticks_diff(now, last[c]) <= fresh:
                 if x == here:
                     here_c = c
                 if sm[c] > bv:
@@ -290,60 +330,71 @@ class Presence:
             c += 1
         if best < 0:
             return
+        base = s * MAX_EPC
+        n = self._len[s]
         if here == NO_LANE:
-            seen = self._seen_n
-            if self._tn[s] < seen or ticks_diff(now, self._times[s * seen + self._ti[s]]) > win:
-                return  # not yet seen_n reads within the window (once the ring is full, ``_ti`` is the oldest)
             lane = cl[best]
+            # dated at its arrival (or, placed again after a move, at the move)
+            self._sink.tag_changed(TAG_SEEN, lane, self._cmax[best], self._epc, base, n, self._arrive[s])
             self._lane[s] = lane
+            self._armed[s] = _WAITING
             self.present += 1
             self.seen += 1
-            # dated at its arrival: the oldest of the seen_n reads (``_ti`` points at it, the ring being full)
-            first = self._times[s * seen + self._ti[s]]
-            self._sink.tag_changed(TAG_SEEN, lane, self._cmax[best], self._epc, s * MAX_EPC, self._len[s], first)
             return
         if best == here_c or hits[best] < self._seen_n:
             return
         if here_c >= 0 and bv < sm[here_c] + self._hyst:
             return
         lane = cl[best]
-        self.moves += 1
-        self._lane[s] = lane
-        base = s * MAX_EPC
-        n = self._len[s]
         self._sink.tag_changed(TAG_LOST, here, 0, self._epc, base, n, now)
+        self._lane[s] = NO_LANE  # until its TAG_SEEN is recorded too: placed again at once if the sink refuses it
+        self._armed[s] = _DUE
+        self._arrive[s] = now
+        self.present -= 1
+        self.moves += 1
         self._sink.tag_changed(TAG_SEEN, lane, self._cmax[best], self._epc, base, n, now)
+        self._lane[s] = lane
+        self._armed[s] = _WAITING
+        self.present += 1
 
     # -- time -------------------------------------------------------------------------------------
     def tick(self, now: int) -> None:
-        """Lose the present tags unread for ``lost_s``; forget the pending ones unread for ``window_ms``."""
+        """Place the pending tags whose antennas' round has passed; lose the present tags unread for ``lost_s``;
+        forget the pending ones unread for ``window_ms``. An exception from the sink ends the scan (the rest waits
+        for the next tick), the table consistent."""
         ln = self._len
         lanes = self._lane
         last = self._last
         since = self._since
+        armed = self._armed
         freed = False
         s = 0
         m = self._max
-        while s < m:
-            n = ln[s]
-            if n:
-                age = ticks_diff(now, since[s])
-                lane = lanes[s]
-                if lane != NO_LANE:
-                    if age >= self._lost_ms:
-                        self.present -= 1
-                        self.lost += 1
-                        lanes[s] = NO_LANE
+        try:
+            while s < m:
+                n = ln[s]
+                if n:
+                    lane = lanes[s]
+                    if lane == NO_LANE and armed[s]:
+                        self._decide(s, now)
+                        lane = lanes[s]
+                    age = ticks_diff(now, since[s])
+                    if lane != NO_LANE:
+                        if age >= self._lost_ms:
+                            # dated at its departure: the last read, ``lost_s`` before this decision
+                            self._sink.tag_changed(TAG_LOST, lane, 0, self._epc, s * MAX_EPC, n, last[s])
+                            self.present -= 1
+                            self.lost += 1
+                            lanes[s] = NO_LANE
+                            ln[s] = 0
+                            freed = True
+                    elif age > (self._fresh if armed[s] else self._window):
                         ln[s] = 0
                         freed = True
-                        # dated at its departure: the last read, ``lost_s`` before this decision
-                        self._sink.tag_changed(TAG_LOST, lane, 0, self._epc, s * MAX_EPC, n, last[s])
-                elif age > self._window:
-                    ln[s] = 0
-                    freed = True
-            s += 1
-        if freed:
-            self._reindex()
+                s += 1
+        finally:
+            if freed:
+                self._reindex()
 
     def hold(self, lanes: "bytes | bytearray", now: int) -> None:
         """The tags present on the lanes flagged in ``lanes`` (one byte per lane, non-zero: held) count as read

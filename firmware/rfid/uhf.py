@@ -37,8 +37,9 @@ steady state (notices, no command answered) allocates nothing on the heap.
   (a module still inventorying ignores every other command), then the verify (the module may have rebooted
   meanwhile). A reader that stays unanswered for ``SILENT_MS`` is ``READER_SILENT`` (``silences`` counts each spell;
   a reboot, under a second, is not one): it is probed (the recheck) after ``BACKOFF_MIN_MS``, the wait doubling up
-  to ``BACKOFF_MAX_MS``. The first frame it sends again makes it
-  ``READER_STARTING`` until the verify (or the configuration its failure calls for) is done. A command error (17)
+  to ``BACKOFF_MAX_MS``. The first frame it sends again (any frame that checks: a late answer, a notice) makes
+  it ``READER_STARTING`` and ends the pause: the recheck starts at once, and it is ``READER_STARTING`` until the
+  verify (or the configuration its failure calls for) is done. A command error (17)
   retries the configuration or verify after ``RETRY_MS``. No exception escapes ``poll`` from the module's side.
 
 Timing at 115200 baud: a 96-bit tag's notice is 24 bytes (2.1 ms on the wire); the module's inventory round takes
@@ -405,6 +406,8 @@ class UhfReader:
         self._misses = 0
         if self.state == READER_SILENT:
             self.state = READER_STARTING  # it talks again: verify (or configure) it before trusting it
+            if self._phase == _PAUSE:
+                self._phase = _IDLE  # at once (the plan: stop, then verify), not after the back-off's pause
         if t == TYPE_NOTICE:
             if cmd != CMD_INVENTORY and cmd != CMD_MULTI:
                 return

@@ -294,6 +294,31 @@ def silent_then_back(answer_again_at_ms):
     return {"states": states, "writes": len(uart.written) - n0, "counters": _counters(r)}
 
 
+def silent_then_heard(heard_at_ms, frame_hex):
+    """A configured module stops answering; at ``heard_at_ms`` (deep in a back-off pause) it answers again and sends
+    ``frame_hex`` unasked (a late answer, a notice). The state over time and the commands written after that frame."""
+    uart, _rec, r, t = _configured(dwell_ms=100)
+    t0 = t
+    uart.answer = False
+    states = [[0, STATE_NAMES[r.state]]]
+    after = []
+    while t < t0 + 20000:
+        t += 10
+        if t - t0 == heard_at_ms:
+            uart.answer = True
+            uart.power = 2000
+            uart.region = uhf.REGION_EU
+            uart.feed(_u(frame_hex))
+        n = len(uart.written)
+        r.poll(t)
+        if t - t0 >= heard_at_ms and len(uart.written) > n and len(after) < 4:
+            after.append([t - t0, _h(uart.written[-1])])
+        name = STATE_NAMES[r.state]
+        if states[-1][1] != name:
+            states.append([t - t0, name])
+    return {"states": states, "after": after, "counters": _counters(r)}
+
+
 def refused():
     """A module that refuses the power (an error 17 answer): cmd_errors, retried every RETRY_MS, never OK."""
     uart = ScriptUart()
@@ -417,7 +442,7 @@ class Outbox:
 
 cfg = config_mod.parse({"node_id": 1, "key": "00" * 16, "lanes": [{"cells": [[4, 5]]}, {"cells": [[6, 7]]}],
     "rfid": {"readers": [{"uart": 1, "tx": 17, "rx": 16, "region": "eu", "switch": [25], "antennas": [0, 1]}],
-             "dwell_ms": 5000, "lost_s": 60}})
+             "dwell_ms": 5000, "lost_s": 60, "window_ms": 12000}})
 board = Board()
 ob = Outbox()
 delivered = []
@@ -437,7 +462,7 @@ def step():
     k = t[0] % N_TAGS
     uart.feed_from(stream, k * L, L)
     poller.poll(t[0])
-for _ in range(1500):  # configure, then every tag present
+for _ in range(300):  # configure; every tag read seen_n times: armed, waiting for the round (10.1 s)
     step()
 reader = poller.readers[0]
 def window(n):
@@ -463,6 +488,13 @@ def locked_run(n):  # a function: a new global made under heap_lock would grow t
         return False
     micropython.heap_unlock()
     return True
+waiting = poller.presence.present
+wait_delta = window(400)  # reads and ticks of tags waiting to be placed
+wait_locked = locked_run(200)
+# The reader dwells on antenna 0 all along (no command in the windows): the round cut short, the tags are placed.
+poller.presence.cycle_ms = 0
+for _ in range(500):
+    step()
 r0 = reader.reads
 delta = window(2000)
 locked = locked_run(1000)
@@ -476,6 +508,7 @@ bad_delta = window(200)
 bad_locked = locked_run(50)
 reader._sink = good_sink
 result = {"delta": delta, "locked": locked, "reads": reads, "bad_delta": bad_delta, "bad_locked": bad_locked,
+          "wait_delta": wait_delta, "wait_locked": wait_locked, "waiting": waiting,
           "present": poller.presence.present,
           "changes": ob.n, "state": reader.state, "bad": reader.bad_frames, "phase": reader._phase,
           "ticks": t[0]}
@@ -488,25 +521,37 @@ result = {"delta": delta, "locked": locked, "reads": reads, "bad_delta": bad_del
 class ChangeLog:
     """The presence table's sink: every change as [decided, "seen"/"lost", lane, rssi, EPC hex], where ``decided`` is
     the clock of the read or tick that decided it (``at``, kept by the runner); ``dated`` has the time each change is
-    dated at (what becomes its ``age_ms``) as [kind, time]."""
+    dated at (what becomes its ``age_ms``) as [kind, time]. ``fail``: [[t0, t1, ["seen", "lost"]], ...]: while ``at``
+    is in [t0, t1) a change of those kinds raises (as an outbox whose flash write fails) and is not logged."""
 
-    def __init__(self):
+    def __init__(self, fail=None):
         self.log = []
         self.dated = []
         self.at = 0
+        self.fail = fail or []
+        self.refused = 0
 
     def tag_changed(self, kind, lane, rssi, epc, off, n, t):
         name = "seen" if kind == TAG_SEEN else "lost" if kind == TAG_LOST else kind
+        for f in self.fail:
+            if f[0] <= self.at < f[1] and name in f[2]:
+                self.refused += 1
+                raise OSError(28)
         self.log.append([self.at, name, lane, rssi, _h(epc[off : off + n])])
         self.dated.append([name, t])
 
 
-def presence_script(script, seen_n=2, window_ms=3000, lost_s=10, until_ms=None, max_tags=64, held=None):
+def presence_script(
+    script, seen_n=2, window_ms=3000, lost_s=10, until_ms=None, max_tags=64, held=None, cycle_ms=0, fail=None
+):
     """Run ``script``: [[t_ms, lane, rssi, EPC hex], ...] in time order, ``tick`` every 100 ms up to ``until_ms``.
-    ``held``: [t0, t1, lanes] during which those lanes are held. The changes, the table's counters and what is
-    present at the end."""
-    log = ChangeLog()
-    p = Presence(log, seen_n, window_ms, lost_s, max_tags=max_tags)
+    ``held``: [t0, t1, lanes] during which those lanes are held; ``cycle_ms``: the antennas' cycle (Presence's);
+    ``fail``: when the sink refuses changes (``ChangeLog``): an exception from ``read`` or ``tick`` is counted in
+    ``errors`` and the run goes on, as the poller does. The changes, the table's counters and what is present at the
+    end."""
+    log = ChangeLog(fail)
+    p = Presence(log, seen_n, window_ms, lost_s, max_tags=max_tags, cycle_ms=cycle_ms)
+    errors = 0
     end = until_ms if until_ms is not None else (script[-1][0] + 100 if script else 0)
     i = 0
     t = 0
@@ -520,17 +565,25 @@ def presence_script(script, seen_n=2, window_ms=3000, lost_s=10, until_ms=None, 
             p.now = s[0]
             log.at = s[0]
             e = _u(s[3])
-            p.read(s[1], s[2], e, 0, len(e))
+            try:
+                p.read(s[1], s[2], e, 0, len(e))
+            except OSError:
+                errors += 1
             i += 1
         if t % 100 == 0:
             log.at = t
             if held and held[0] <= t < held[1]:
                 p.hold(flags, t)
-            p.tick(t)
+            try:
+                p.tick(t)
+            except OSError:
+                errors += 1
         t += 10
     return {
         "log": log.log,
         "dated": log.dated,
+        "errors": errors,
+        "refused": log.refused,
         "present": p.present,
         "overflows": p.overflows,
         "moves": p.moves,
@@ -604,6 +657,7 @@ def config_errors(docs):
             "",
             {
                 "seen_n": rf.seen_n, "window_ms": rf.window_ms, "lost_s": rf.lost_s, "dwell_ms": rf.dwell_ms,
+                "cycle_ms": rf.cycle_ms,
                 "readers": [[r.uart, r.tx, r.rx, r.baud, r.region, r.power_dbm, r.switch, r.antennas]
                             for r in rf.readers],
             },
@@ -648,4 +702,93 @@ def poller_health(broken=False):
         "now": [h.to_dict() for h in p.healths()],
         "notes": p.notes,
         "errors": p.errors,
+    }
+
+
+class FlakyUart(ScriptUart):
+    """A ScriptUart whose ``any`` raises while ``broken`` (a UART driver that fails, a port gone wrong)."""
+
+    def __init__(self):
+        ScriptUart.__init__(self)
+        self.broken = False
+
+    def any(self):
+        if self.broken:
+            raise OSError(5)
+        return ScriptUart.any(self)
+
+
+def poller_run(n_antennas, tags, until_ms, lost_s=5, dwell_ms=200, uart_broken=None, outbox_broken=None):
+    """One reader with ``n_antennas`` antennas (antenna i on lane i) on a UART that answers, behind a real
+    ``RfidPoller``; while the reader dwells, each tag is read every 30 ms by the antennas that see it: ``tags``
+    [[EPC hex, [RSSI by antenna, or None], t_on, t_off or None], ...]. ``uart_broken`` [t0, t1]: the UART raises;
+    ``outbox_broken`` [[t0, t1], ...]: the outbox's ``add_tag`` raises (a flash write that fails). The records kept
+    [decided, kind, lane, rssi, EPC, dated], the reader_health sent [t, reader, state], errors, what is present."""
+
+    class Board:
+        def __init__(self):
+            self.uarts = []
+
+        def uart(self, index, tx, rx, baud):
+            u = FlakyUart()
+            self.uarts.append(u)
+            return u
+
+        def pin_out(self, n):
+            return PinLog()
+
+    class Outbox:
+        def __init__(self):
+            self.records = []
+            self.now = 0
+
+        def add_tag(self, kind, lane, rssi, epc, off, n, t):
+            for span in outbox_broken or []:
+                if span[0] <= self.now < span[1]:
+                    raise OSError(28)
+            name = "seen" if kind == TAG_SEEN else "lost"
+            self.records.append([self.now, name, lane, rssi, _h(epc[off : off + n]), t])
+            return len(self.records)
+
+    lanes = [{"cells": [[4 + 2 * k, 5 + 2 * k]]} for k in range(n_antennas)]
+    n_pins = 0
+    while (1 << n_pins) < n_antennas:
+        n_pins += 1
+    switch = [25, 26, 27][:n_pins]
+    cfg = config_mod.parse({
+        "node_id": 1, "key": "00" * 16, "lanes": lanes,
+        "rfid": {"readers": [{"uart": 1, "tx": 17, "rx": 16, "region": "eu", "switch": switch,
+                              "antennas": list(range(n_antennas))}],
+                 "lost_s": lost_s, "dwell_ms": dwell_ms},
+    })  # fmt: skip
+    board = Board()
+    ob = Outbox()
+    sent = []
+    sent_t = []
+
+    def send(msg):
+        sent.append(msg)
+        sent_t.append(t)
+
+    t = 0
+    p = RfidPoller(cfg.rfid, board, ob, lambda seq, now: None, send, 0)
+    uart = board.uarts[0]
+    r = p.readers[0]
+    frames = [[_u(tag[0]), tag[1], tag[2], tag[3]] for tag in tags]
+    while t < until_ms:
+        t += 10
+        uart.broken = bool(uart_broken and uart_broken[0] <= t < uart_broken[1])
+        ob.now = t
+        if r._phase == 2 and t % 30 == 0 and not uart.broken:
+            for epc, rssi, on, off in frames:
+                if on <= t and (off is None or t < off) and 0 <= r.antenna < len(rssi) and rssi[r.antenna] is not None:
+                    uart.feed(notice(_h(epc), rssi[r.antenna]))
+        p.poll(t)
+    return {
+        "records": ob.records,
+        "health": [[sent_t[k], m.reader, STATE_NAMES[m.state]] for k, m in enumerate(sent)],
+        "errors": p.errors,
+        "present": sorted([[_h(e), lane] for e, lane in p.presence.tags()]),
+        "state": STATE_NAMES[r.state],
+        "cycle_ms": p.presence.cycle_ms,
     }
