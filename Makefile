@@ -21,7 +21,7 @@ help:
 	@echo "make test       bootstrap (venv, npm, stubs) then lint, type checks, mpy-cross and all tests"
 	@echo "make bootstrap  install everything the project needs (idempotent; Debian's chromium for the browser tests)"
 	@echo "make pytest     only the test suite (PYTEST_ARGS=... to pass options)"
-	@echo "make bench      protocol (CPython vs MicroPython), sensing-accuracy, hub ingest, BLE link, status-page and flash benchmarks"
+	@echo "make bench      protocol (CPython vs MicroPython), sensing-accuracy, hub ingest, BLE link, status-page, flash and RFID benchmarks"
 
 bootstrap: $(VENV)/.stamp node_modules/.stamp $(foreach p,$(PORTS),.stubs/$(p)/.stamp) browser service-tools
 
@@ -85,6 +85,7 @@ bench: bootstrap
 	$(VENV)/bin/smartshelf bench ble
 	$(VENV)/bin/smartshelf bench web
 	$(VENV)/bin/smartshelf bench flash
+	$(VENV)/bin/smartshelf bench rfid
 
 clean:
 	rm -rf $(VENV) node_modules .stubs .mypy_cache .pytest_cache .ruff_cache .hypothesis
