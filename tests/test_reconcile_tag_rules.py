@@ -141,6 +141,17 @@ def test_another_shoppers_lift_and_put_back_after_an_honest_pick_is_no_swap() ->
     assert verdict(dep(T + 1 * S), steps, taken={8: (1, 0)}) == Verdict("tamper", why=SWAPPED)
 
 
+def test_a_substitution_long_after_a_damage_or_a_pick_put_back_is_still_tamper() -> None:
+    """Found by `smartshelf bench rfid`: a substituted tag was named on an earlier step that took no unit away --
+    a damage anomaly (weight lost, no unit gone) or a pick whose unit was put back -- and no tamper was raised."""
+    damage = Step(7, T - 300 * S, "anomaly", 0, -1600, 0)
+    assert verdict(dep(T), [damage]) == Verdict("tamper", why=UNCHANGED)
+    put_back = [pick(7, T - 300 * S), put(8, T - 290 * S)]
+    assert verdict(dep(T), put_back) == Verdict("tamper", why=UNCHANGED)
+    kept = [pick(7, T - 300 * S)]  # an untagged-looking pick whose unit stayed gone: the tag left late
+    assert verdict(dep(T), kept).verdict == "picked_late"
+
+
 def test_a_swap_slower_than_the_verdict_passes_as_a_pick_put_back() -> None:
     steps = [pick(7, T), put(8, T + 2 * S + 90 * S)]  # after tag_window_s + tag_return_s: a stated limit
     assert verdict(dep(T + 2 * S), steps).verdict == "picked"

@@ -21,8 +21,9 @@ in this order, the first that holds:
 6. The tag was read on its lane again within ``tag_return_s`` (``returned``: hidden for a moment, a missed read)
    or is read on another lane around its departure (``moved``: the strongest antenna changed, or the item was
    moved with the weight unchanged).
-7. An earlier pick of the lane within ``tag_late_s`` that took no tag: the unit left late, the tag is named on that
-   pick (``picked_late``).
+7. An earlier pick of the lane within ``tag_late_s`` that took no tag and whose units are still gone (not put back
+   since): the unit left late, the tag is named on that pick (``picked_late``). A damage anomaly took no unit away,
+   and a pick whose units all came back has none left to give.
 8. A reader of the node stopped reading around the departure or before its loss was decided (``reader_outage``:
    an outage that **began** from ``tag_window_s`` before the last read to ``tag_window_s + tag_return_s`` after
    it): not evidence. A node holds the tags of a reader that cannot read and declares them lost only once it reads
@@ -218,12 +219,19 @@ def judge(
         return Verdict("returned")
     if any(s.lane_id != dep.lane_id and abs(s.ts_ms - t) <= window for s in later):
         return Verdict("moved")
+
+    def still_gone(p: Step) -> int:
+        """Units of pick ``p`` still off the lane at ``t``: its count less the units put back on the lane since."""
+        back = sum(s.qty for s in steps if s.kind == "put" and s.qty > 0 and p.ts_ms < s.ts_ms <= t)
+        return p.loss(lane_sku, cfg) - back
+
     earlier = [
         s
         for s in steps
-        if t - cfg.ms("tag_late_s") <= s.ts_ms < t - window
+        if s.kind == "pick"  # a count the node made: not a damage anomaly, whose lost weight is no unit taken away
+        and t - cfg.ms("tag_late_s") <= s.ts_ms < t - window
         and taken.get(s.movement_id, (0, 0))[0] == 0  # no tag left with it ...
-        and sum(taken.get(s.movement_id, (0, 0))) < s.loss(lane_sku, cfg)  # ... and not all of its units since
+        and sum(taken.get(s.movement_id, (0, 0))) < still_gone(s)  # ... and units of it are still gone, untagged
     ]
     if earlier:
         pick = earlier[-1]  # the latest such pick
