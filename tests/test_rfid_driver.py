@@ -14,19 +14,10 @@ import pytest
 
 from tests.portable import rfid_cases as rc
 from tests.portable.rfid_cases import EPC_A, EPC_B
+from tools.emulation.uhf_module import crc16_genibus as ref_crc  # bit by bit: independent of the driver's table
 
 M = "tests.portable.rfid_cases"
 T = 120
-
-
-def ref_crc(data: bytes) -> int:
-    """CRC-16/GENIBUS, bit by bit (an implementation independent of the driver's table)."""
-    crc = 0xFFFF
-    for b in data:
-        crc ^= b << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
-    return crc ^ 0xFFFF
 
 
 def ref_frame(ftype: int, cmd: int, params: bytes = b"") -> str:
