@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -213,11 +214,10 @@ def node_outbox(flash_dir: Path, scratch: Path) -> Outbox:
 
 
 def unacked_on_flash(flash_dir: Path, acked_upto: int) -> int:
-    """How many journalled events above ``acked_upto`` the node's flash holds (the outbox the node re-sends)."""
-    journal = flash_dir / "state" / "outbox.log"
-    try:
-        data = journal.read_bytes()
-    except OSError:
+    """How many journalled records above ``acked_upto`` the node's flash holds (the outbox the node re-sends), read by
+    the firmware's own loader (``node_outbox``: whatever the journal's format) from a scratch copy."""
+    if not (flash_dir / "state" / "outbox.log").exists():
         return 0
-    seqs = {int.from_bytes(data[i : i + 4], "big") for i in range(0, len(data) - 21, 22)}
-    return len([s for s in seqs if s > acked_upto])
+    with tempfile.TemporaryDirectory() as tmp:
+        ob = node_outbox(flash_dir, Path(tmp) / "state")
+        return len([i for i in range(ob.depth) if ob.seq_at(i) > acked_upto])
