@@ -32,6 +32,7 @@ from shared_protocol.messages import (
     Ack,
     Calibrate,
     Event,
+    Health,
     Identify,
     RequestState,
     SetCount,
@@ -527,6 +528,31 @@ async def test_outbox_overflow_books_a_sensor_gap_and_acks_move_past_it(
     node.send(lost[1])  # a dropped event turning up after all is not counted twice
     await eventually(lambda: hub.ingest and hub.ingest.totals().duplicates == 1, what="duplicate")
     assert len(db_rows(tmp_path / "hub.db", "SELECT 1 FROM movements WHERE reason = 'sensor_gap'")) == 2
+
+
+async def test_a_health_that_says_empty_then_a_burst_of_later_events_books_no_gap(
+    hub: HubService, node: FakeNode, tmp_path: Path
+) -> None:
+    """Found by `smartshelf bench rfid` feeding a minute of frames at once (a BLE connection delivers such bursts): a
+    health sent while the outbox was empty, then new events and their lane state, all in one read. The health's
+    check ran after the events before it had committed, but took the highest ``last_event`` of lane states that
+    arrived *after* it, so it declared the new events dropped by a full outbox and booked a false sensor gap."""
+    assert hub.ledger is not None
+    await hub.ledger.add_sku(Sku("COLA", "Cola 330 ml", 3500, 20), actor="setup")
+    await hub.ledger.assign_lane(1, 0, "COLA", actor="setup", lane_id="A1")
+    await handshake(node)
+    await node.wait_for(lambda: node.messages(RequestState))
+    node.event(0, -1)
+    await node.wait_ack(1)
+    burst = [node.frame(Health(60, 100_000, 8000, node.seq, 0, 0, 0, 0, 0))]  # outbox empty when it was sent
+    burst += [node.frame(node.make_event(0, -1)) for _ in range(30)]  # events 2..31, then the lane's state
+    burst.append(node.frame(node.lane_state(0)))
+    node.write(b"".join(encode_serial(f) for f in burst))
+    await node.wait_ack(31)
+    await asyncio.sleep(0.3)
+    assert db_rows(tmp_path / "hub.db", "SELECT qty, note FROM movements WHERE reason = 'sensor_gap'") == []
+    observed = db_rows(tmp_path / "hub.db", "SELECT lane_id, qty FROM observed_stock WHERE lane_id = 'A1'")
+    assert observed == [("A1", node.counters[0].count)]
 
 
 # ------------------------------------------------------------------------------------------ smartshelf hub run

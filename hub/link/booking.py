@@ -190,12 +190,17 @@ class SensorBooking:
     def health(self, node: NodeSession, frame_seq: int, msg: Health, arrival_ms: int) -> None:
         node.health_received(msg, arrival_ms)
         barrier = node.persist_seq(frame_seq)
-        node.jobs.add(functools.partial(self._check_outbox, node, msg, barrier))
+        # The lane states received before this health: "outbox empty" speaks for the events they name, not for
+        # events of lane states that arrive after it (a burst, a BLE connection's backlog) while the job waits.
+        last_event = node.max_last_event
+        node.jobs.add(functools.partial(self._check_outbox, node, msg, last_event, barrier))
 
-    async def _check_outbox(self, node: NodeSession, msg: Health, barrier: asyncio.Future[None]) -> None:
+    async def _check_outbox(
+        self, node: NodeSession, msg: Health, last_event: int, barrier: asyncio.Future[None]
+    ) -> None:
         with contextlib.suppress(Exception):
             await barrier  # everything received before this health frame has committed (or failed)
-        skip = outbox_skip(msg.outbox_first, node.marks, node.max_last_event, node.pending_skip)
+        skip = outbox_skip(msg.outbox_first, node.marks, last_event, node.pending_skip)
         if node.outbox_dropped(skip):
             log.warning(
                 "node %d: events %d..%d were dropped by its full outbox: booking a sensor gap from its lane counters",
