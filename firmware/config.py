@@ -11,6 +11,7 @@
   "intervals": {"lane_state_s": 10, "health_s": 30, "retransmit_ms": 2000},
   "led": 2,
   "watchdog_s": 0,
+  "outbox": 256,
   "link": "ble",
   "ble": {"mtu": 247, "adv_ms": 250},
   "rfid": {
@@ -29,6 +30,10 @@
   ``retransmit_ms`` 500..60000 (default 2000).
 * ``led`` (optional): the identify LED, a GPIO number or a pin name such as ``"LED"``; ``watchdog_s``
   (optional, 0 = off): hardware watchdog timeout, 2..3600.
+* ``outbox`` (optional): how many records (events, tag records) the node keeps until the hub acknowledges them,
+  4..1024 (default 256: about 6 KiB of RAM, 10 KiB with RFID). When it is full the oldest is dropped and the hub
+  books the loss from the lane counters (``firmware/outbox.py``). Lower it only while the outbox is empty: records
+  beyond a smaller outbox at boot are dropped before their counters are rebuilt.
 * ``link`` (optional): ``"serial"`` (the USB console, the default) or ``"ble"`` (``firmware/link_ble.py``); ``ble``
   (optional, BLE only): ``mtu`` the largest ATT MTU the node accepts, 23..517 (default 247; the hub starts the
   exchange), ``adv_ms`` the advertising interval, 20..10240 ms (default 250).
@@ -70,6 +75,9 @@ _MAX_FILE = const(16384)
 DEFAULT_LANE_STATE_S = const(10)
 DEFAULT_HEALTH_S = const(30)
 DEFAULT_RETRANSMIT_MS = const(2000)
+DEFAULT_OUTBOX = const(256)  # firmware/outbox.py DEFAULT_CAPACITY
+MIN_OUTBOX = const(4)
+MAX_OUTBOX = const(1024)
 
 # (name, lo, hi, default) of the optional ``intervals`` table.
 INTERVALS = (
@@ -77,7 +85,7 @@ INTERVALS = (
     ("health_s", 5, 3600, DEFAULT_HEALTH_S),
     ("retransmit_ms", 500, 60000, DEFAULT_RETRANSMIT_MS),
 )
-_TOP = ("node_id", "key", "lanes", "intervals", "led", "watchdog_s", "link", "ble", "rfid")
+_TOP = ("node_id", "key", "lanes", "intervals", "led", "watchdog_s", "outbox", "link", "ble", "rfid")
 LINKS = ("serial", "ble")
 _BLE = ("mtu", "adv_ms")
 DEFAULT_BLE_MTU = const(247)
@@ -184,6 +192,7 @@ class Config:
         ble_mtu: int = DEFAULT_BLE_MTU,
         adv_ms: int = DEFAULT_ADV_MS,
         rfid: "RfidConfig | None" = None,
+        outbox: int = DEFAULT_OUTBOX,
     ) -> None:
         self.node_id = node_id
         self.key = key
@@ -197,6 +206,7 @@ class Config:
         self.ble_mtu = ble_mtu
         self.adv_ms = adv_ms
         self.rfid = rfid
+        self.outbox = outbox
 
     def layout_hash(self) -> int:
         """CRC-32 of the lane layout (lanes, cells per lane, pins): ``hello.layout_hash``."""
@@ -416,7 +426,8 @@ def parse(d: "Any") -> Config:
     mtu = _int("ble.mtu", ble.get("mtu", DEFAULT_BLE_MTU), 23, 517)
     adv_ms = _int("ble.adv_ms", ble.get("adv_ms", DEFAULT_ADV_MS), 20, 10240)
     rfid = _rfid(d.get("rfid"), lanes, led)
-    return Config(node_id, key, lanes, intervals, led, watchdog_s, link, mtu, adv_ms, rfid)
+    outbox = _int("outbox", d.get("outbox", DEFAULT_OUTBOX), MIN_OUTBOX, MAX_OUTBOX)
+    return Config(node_id, key, lanes, intervals, led, watchdog_s, link, mtu, adv_ms, rfid, outbox)
 
 
 def load(path: str = CONFIG_FILE) -> Config:

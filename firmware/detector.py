@@ -32,8 +32,11 @@ Algorithm
   ``|count| * (unit * spread)**2`` (the spread of a sum of ``count`` items); a residual beyond 3 sigma of
   that model lowers it further. A confident count (>= 90, residual within 3 sigma) is an event as soon as
   the level has been held long enough: 200 ms for a decrease (a hand can only add weight, so a lower
-  level is not a hand resting on the shelf); for an increase, which may be a hand resting on what it put
-  down or pressing before it lifts, 300 ms and 7 samples, plus up to 250 ms per gram of noise above
+  level is not a hand resting on the shelf), and not on the first stable window itself (40 ms more: the
+  crest of a slow push passes one window); 500 ms once the lane has left a level that seemed to settle
+  since the change began (another hand resting on the shelf, a bump swaying it: the crest of its wander
+  can read a whole number of units less for a moment); for an increase, which may be a hand resting on
+  what it put down or pressing before it lifts, 300 ms and 7 samples, plus up to 250 ms per gram of noise above
   1.2 g (the tremor is hidden in high noise; less for units above 64 sigma, which hands press harder).
   Anything less clear waits for more stable samples, up to 1.5 s after the first stable window, and is
   then reported with the confidence it has: an anomaly if the residual is beyond 4 sigma, a confidence
@@ -42,6 +45,11 @@ Algorithm
   event, where it is the hand leaving or the item settling and only moves the level. A change the model
   calls noise is no event (bumps, leaning on the shelf). If motion resumes before the decision, the
   segment is dropped and the later level is compared with the same ``L``: one event per interaction.
+* **Reported confidence** of a counted pick / put is calibrated (``calibrate``): the posterior above
+  decides, and the event carries the exact-count rate measured for its band of the posterior and its
+  unit weight against the noise (a 27-byte table fitted on the sensing benchmark's tuning seeds, checked
+  on held-out ones: ``tools/sensing/calibration.py``); ``ev_raw_confidence`` keeps the posterior. An
+  anomaly's confidence is not calibrated.
 * **Faults**: ``fault()`` (or a gap in the samples longer than max(500 ms, 8 sample intervals))
   abandons any motion; after recovery the first level stable for 1 s is compared with the level before
   the fault and a change is reported as an anomaly with its best count and a confidence of at most 40.
@@ -83,6 +91,8 @@ _WMIN_MS = const(200)  # stability window
 _NMIN = const(5)  # ... and at least this many samples
 _HOLD_SIG = const(192)  # above 1.2 g of noise (Q4 dg), a new level must be held longer before an event
 _PUT_HOLD_MS = const(100)
+_UNSETTLED_MS = const(300)  # more hold once the lane left a level that seemed to settle (another hand, a bump)
+_CONFIRM_MS = const(40)  # a decrease is confirmed this long after the first stable window, not on it
 _NHOLD = const(7)  # ... and this many samples (at 10 SPS the conversion averages a hand's tremor away)
 _GUARD_MS = const(3000)  # after an event, a change of less than a unit within this time is no event
 _WMAX_MS = const(1500)  # longest wait for an ambiguous decision after the first stable window
@@ -101,6 +111,18 @@ _INIT = const(0)
 _STABLE = const(1)
 _MOVING = const(2)
 _SETTLING = const(3)
+
+# Calibration of the reported confidence of a counted pick / put (``calibrate``): the exact-count rate measured
+# for each cell, in per cent. A cell is the raw posterior's band (below 50; exactly 50, the cap of a change only
+# 3-4 sigma of the measurement; 51-69; 70-79; 80-89; 90-94; 95-97; 98-99; 100) in one of three rows, the unit
+# weight against the noise: below 8 sigma, 8-20 sigma, 20 sigma and above. Fitted on the sensing benchmark's
+# tuning seeds (``python -m tools.sensing.calibration --fit``); checked on held-out seeds by the benchmark. A bytes
+# literal (no allocation at import beyond the object; mpy-cross keeps it as one constant):
+_CAL_BANDS = const(9)
+#    58,  90,  52,  65,  72,  83,  90,  97,  99  unit below 8 sigma
+#    70,  88,  52,  66,  79,  89,  93,  98,  99  8-20 sigma
+#    75,  80,  67,  76,  86,  94,  98, 100, 100  20 sigma and above
+_CAL = b"\x3a\x5a\x34\x41\x48\x53\x5a\x61\x63\x46\x58\x34\x42\x4f\x59\x5d\x62\x63\x4b\x50\x43\x4c\x56\x5e\x62\x64\x64"
 
 # round(65536 * exp(-i / 8)) for i = 0..128: exp(-e) for a log-likelihood e in Q3, integer and identical everywhere.
 _EXP = array(
@@ -134,12 +156,45 @@ def isqrt(n: int) -> int:
 _SQ16 = array("H", [isqrt(n << 8) for n in range(_RING + 1)])
 
 
+def cal_cell(raw: int, unit_dg: int, sig_q4: int) -> int:
+    """The calibration table's cell for a raw confidence, a unit weight (dg) and a noise sigma (Q4 dg)."""
+    if raw >= 100:
+        b = 8
+    elif raw >= 98:
+        b = 7
+    elif raw >= 95:
+        b = 6
+    elif raw >= 90:
+        b = 5
+    elif raw >= 80:
+        b = 4
+    elif raw >= 70:
+        b = 3
+    elif raw > 50:
+        b = 2
+    elif raw == 50:
+        b = 1
+    else:
+        b = 0
+    if unit_dg * 2 < sig_q4:  # unit below 8 sigma
+        return b
+    if unit_dg * 4 < sig_q4 * 5:  # below 20 sigma
+        return _CAL_BANDS + b
+    return 2 * _CAL_BANDS + b
+
+
+def calibrate(raw: int, unit_dg: int, sig_q4: int) -> int:
+    """The confidence reported for a counted pick / put: how often such a count is exact (per cent)."""
+    return _CAL[cal_cell(raw, unit_dg, sig_q4)]
+
+
 class Detector:
     """Turns one lane's weight samples into pick / put / anomaly events (see the module docstring).
 
     ``feed(t_ms, weight_dg)`` returns True when an event is confirmed; the event is then in ``ev_kind``
     (KIND_PICK, KIND_PUT or KIND_ANOMALY), ``ev_delta_dg``, ``ev_count`` (signed units, negative for a pick;
-    0 without a unit weight or for a change that is not a whole unit), ``ev_confidence`` (0..100),
+    0 without a unit weight or for a change that is not a whole unit), ``ev_confidence`` (0..100; for a
+    counted pick / put the calibrated chance that the count is exact), ``ev_raw_confidence`` (the posterior),
     ``ev_t_ms`` (the sample that confirmed it), ``ev_duration_ms`` (from the start of the change to the
     confirmation: t_start = ev_t_ms - ev_duration_ms) and ``ev_level_dg`` (the new stable level).
     """
@@ -155,6 +210,7 @@ class Detector:
         self.ev_kind = 0
         self.ev_count = 0
         self.ev_confidence = 0
+        self.ev_raw_confidence = 0
         self.ev_duration_ms = 0
         self.ev_level_dg = 0
         self.stable = False
@@ -184,6 +240,7 @@ class Detector:
         self._tstart = 0  # start of the current change
         self._tmove = 0  # when the motion was detected
         self._faulted = False
+        self._unsettled = False  # the lane left a settling level since the change began
         self._seg_ref = 0  # settling segment: sum of clipped (x - ref) over n samples
         self._seg_sum = 0
         self._seg_n = 0
@@ -342,6 +399,7 @@ class Detector:
         self.stable = False
         self._tstart = t0
         self._tmove = t
+        self._unsettled = False
         if self._recent and ((t - self._t_event) & TICKS_MAX) >= _GUARD_MS:
             self._recent = False
         self._cp = 0
@@ -374,6 +432,7 @@ class Detector:
             self._seg_out += 1
             if self._seg_out >= 2:  # two samples beyond 4 sigma: the motion goes on
                 self._state = _MOVING
+                self._unsettled = True
                 return False
             return False  # a single spike: left out
         self._seg_out = 0
@@ -387,6 +446,7 @@ class Detector:
         d = _SQ16[n if n < _RING else _RING]
         if ((self._seg_abs << 4) // n) * d > (s * (4 * d + 120)) // 5:
             self._state = _MOVING
+            self._unsettled = True
             return False
         # The newest window must agree with the whole segment; if not (a slow settle, creep), restart it there.
         stable = self._window(t)
@@ -394,6 +454,7 @@ class Detector:
         if d < 0:
             d = -d
         if d * _SQ16[self._w_n] > 56 * s:
+            self._unsettled = True
             if not stable:
                 self._state = _MOVING
                 return False
@@ -551,13 +612,17 @@ class Detector:
 
     def _held(self, t: int, dq: int) -> bool:
         """Has the new level been stable long enough for an event? A decrease: 200 ms (a hand can only add
-        weight, so a lower level is not a hand resting on the shelf). An increase may be exactly that, a hand
+        weight, so a lower level is not a hand resting on the shelf), and 40 ms after the first stable window;
+        500 ms if the lane has left a settling level since the change began (another hand may rest on the
+        shelf, or a bump sway it: a lower level is then not proof). An increase may be exactly that, a hand
         resting on what it put down or pressing before it lifts: 300 ms and 7 samples (at 10 SPS the
         conversion averages a hand's tremor away), plus up to 250 ms per gram of noise above 1.2 g (in high
         noise the tremor is hidden); the extra time shrinks for units above 64 sigma, as hands press such
         items harder and their tremor shows through."""
         if dq < 0:
-            return ((t - self._seg_t0) & TICKS_MAX) >= _WMIN_MS
+            s = _WMIN_MS + _UNSETTLED_MS if self._unsettled else _WMIN_MS
+            # and not on the first stable window itself: the crest of a slow push or sway passes one
+            return ((t - self._seg_t0) & TICKS_MAX) >= s and ((t - self._settle_t) & TICKS_MAX) >= _CONFIRM_MS
         if self._seg_n < _NHOLD:
             return False
         s = self._sig - _HOLD_SIG
@@ -614,6 +679,10 @@ class Detector:
         return False
 
     def _emit(self, t: int, lvl: int, n: int, dq: int, kind: int) -> bool:
+        c = self.ev_confidence
+        self.ev_raw_confidence = c
+        if kind != KIND_ANOMALY and self._unit:
+            self.ev_confidence = _CAL[cal_cell(c, self._unit, self._sig)]
         self.ev_t_ms = t
         self.ev_delta_dg = (dq + 8) >> 4
         self.ev_kind = kind

@@ -181,7 +181,8 @@ class Node:
             cal_stores.append(store)
             stall.append(200 if lc.rate_sps == 80 else 800)
         self._stall = array("i", stall)
-        self.shelf = Shelf(lanes, Outbox(st + "/outbox", self.boot), CountersStore(st + "/counters", n))
+        outbox = Outbox(st + "/outbox", self.boot, cfg.outbox)
+        self.shelf = Shelf(lanes, outbox, CountersStore(st + "/counters", n))
         self._levels_path = st + "/levels"
         before = standby.take(self._levels_path, n)  # [level, c10] per lane at the last stop, if it was one
         self._before = before
@@ -447,6 +448,8 @@ def boot(board: "Board") -> "Node | None":
     )
     if node.shelf.outbox.migrated:
         print("smartshelf: outbox journal rewritten in the v2 format (tag records)")
+    if node.shelf.outbox.torn_records:
+        print("smartshelf: outbox journal: a record cut short (its write was interrupted) failed its CRC: dropped")
     for note in node.notes:
         print("smartshelf: " + note)
     return node

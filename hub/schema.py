@@ -9,6 +9,7 @@ one (a database records each as applied).
 
 from __future__ import annotations
 
+from hub.ledger import lane_activity, sold_hours
 from hub.ledger import schema as ledger
 from hub.reconcile import schema as reconcile
 from hub.web import schema as web
@@ -25,5 +26,10 @@ MIGRATIONS = ledger.compose(
     ledger.SENSOR_COUNT,  # 6
     ledger.RFID,  # 7
     reconcile.TAGS,  # 8
+    ledger.AUDIT_ORIGIN,  # 9
+    web.AUDIT_PAGE,  # 10
+    lane_activity.LANE_ACTIVITY,  # 11  sensor spans, lane activity, out-of-stock stretches
+    sold_hours.SOLD_HOURS,  # (11) units sold per hour
+    web.BOOK_LOCATIONS,  # 12
 )
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -4,9 +4,10 @@
   never a browser that Playwright downloads. ``browser_unavailable()`` says why it cannot run (None when it can).
   Like the MicroPython tests (tests/conftest.py), the browser tests **fail** when the browser or the Playwright
   package is missing, so CI cannot go green without them; SMARTSHELF_ALLOW_NO_BROWSER=1 skips them instead.
-* ``LiveHub``: a real ``HubService`` (ledger writer, ingest, reconciliation off, waitress serving the status page on
-  a free port) on an asyncio loop in its own thread, with ``FakeNode`` shelves (tests/hub_support.py) on real ptys:
-  the test thread stays free for Playwright's sync API, and ``pick()`` makes a node report a pick on demand.
+* ``LiveHub``: a real ``HubService`` (ledger writer, ingest, reconciliation off, the hub's HTTP server serving the
+  status page on a free port) on an asyncio loop in its own thread, with ``FakeNode`` shelves (tests/hub_support.py)
+  on real ptys: the test thread stays free for Playwright's sync API, and ``pick()`` makes a node report a pick on
+  demand.
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ def fast_hash(password: str) -> str:
 # ------------------------------------------------------------------------------------------------ the live hub
 
 
-USERS = {"vera": "viewer", "carl": "clerk", "mia": "manager", "ada": "admin"}  # username -> role, all with PASSWORD
+# username -> role, all with PASSWORD; "dora" is disabled by a test (nobody else may rely on her)
+USERS = {"vera": "viewer", "carl": "clerk", "mia": "manager", "ada": "admin", "dora": "viewer"}
 
 
 def _acked(node: FakeNode) -> Callable[[], list[int]]:

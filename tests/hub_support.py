@@ -268,6 +268,7 @@ def write_config(directory: Path, socket_dir: Path, nodes: list[FakeNode], extra
         text += f'[[node]]\nid = {n.node_id}\nkey = "{n.key.hex()}"\nport = "{n.path}"\n\n'
     path = directory / "hub.toml"
     path.write_text(text)
+    path.chmod(0o600)  # it holds node keys: the hub refuses to start on keys other users can read
     return path
 
 

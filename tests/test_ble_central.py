@@ -49,6 +49,7 @@ def _write_config(
             out.append(f'address = "{node_address(nid)}"')
     path = directory / "hub.toml"
     path.write_text("\n".join(out) + "\n")
+    path.chmod(0o600)  # it holds node keys: the hub refuses to start on keys other users can read
     return path
 
 

@@ -268,6 +268,33 @@ def test_step_6_lets_movements_take_sensor_count_and_nothing_else_new(tmp_path: 
     before.close()
 
 
+def test_steps_9_and_10_give_the_trail_an_origin_and_keep_it_append_only(tmp_path: Path) -> None:
+    """A version 8 database with audit entries: after the upgrade they are intact with no origin (not recorded), a new
+    entry must say where it came from, nothing can fill in or change an old entry's origin, and the page's indexes
+    are there."""
+    db = tmp_path / "v8.db"
+    conn = connect(db)
+    migrate(conn, MIGRATIONS[:8])
+    old = "INSERT INTO audit (ts_ms, actor, action, details) VALUES (?, ?, ?, ?)"
+    conn.execute(old, (1, "cli:alice", "add_sku", '{"sku":"TEA"}'))
+    conn.execute(old, (2, "web:bob", "login", '{"ip":"10.0.0.7"}'))
+    assert migrate(conn, MIGRATIONS) == (8, LATEST_VERSION)
+    assert _sql(db, "SELECT id, ts_ms, actor, action, details, origin FROM audit ORDER BY id") == [
+        (1, 1, "cli:alice", "add_sku", '{"sku":"TEA"}', None),
+        (2, 2, "web:bob", "login", '{"ip":"10.0.0.7"}', None),
+    ]
+    with pytest.raises(sqlite3.IntegrityError, match="where it came from"):
+        conn.execute(old, (3, "x", "y", "{}"))
+    conn.execute("INSERT INTO audit (ts_ms, actor, action, details, origin) VALUES (3, 'x', 'y', '{}', 'auto')")
+    for stmt in ("UPDATE audit SET origin = 'ip:10.0.0.7' WHERE origin IS NULL", "DELETE FROM audit WHERE id = 1"):
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            conn.execute(stmt)
+    indexes = {str(r[0]) for r in _sql(db, "SELECT name FROM sqlite_master WHERE tbl_name = 'audit'")}
+    assert {"audit_action", "audit_ts", "audit_actor", "audit_origin"} <= indexes
+    assert _sql(db, "PRAGMA integrity_check") == [("ok",)]
+    conn.close()
+
+
 def test_the_ledger_imports_none_of_the_subsystems_that_use_it() -> None:
     """The ledger (and its CLI) is composed with reconciliation's and the status page's tables by the hub root
     (``hub.schema``), never by importing them."""

@@ -74,7 +74,7 @@ def test_events_sent_retransmitted_and_released_by_ack(runtime: Any, tmp_path: A
     assert first[2:6] == [1, 0, KIND_PICK, -2]
     assert 5400 <= first[0] <= 6300  # within ~0.8 s of the hand leaving (5.5 s)
     assert 300 <= first[6] <= 1300  # age: since the change began (5.0-5.3 s)
-    # Not acknowledged: sent again 2 s later, then 4 s later (new frames, new seq, same event); the ack at 12 s
+    # Not acknowledged: sent again 2 s later, then 4 s later (new frames, new seq, same event); the ack at 13 s
     # stops it.
     again = [e for e in ev if e[2] == 1]
     assert [e[0] - first[0] for e in again] == [0, 2000, 6000]
@@ -269,6 +269,7 @@ BAD_CONFIGS = [
     (_cfg(lanes=[{"cells": [4, 5]}]), "lanes[0].cells[0]: must be [sck_pin, dout_pin]"),
     (_cfg(lanes=[{"cells": [[4, 5]], "rate": 80}]), "lanes[0].rate: unknown field"),
     (_cfg(intervals={"health_s": 1}), "intervals.health_s: 1 is outside 5..3600"),
+    (_cfg(outbox=3), "outbox: 3 is outside 4..1024"),
     (_cfg(lane_count=2), "lane_count: unknown field"),
     (json.dumps({"node_id": 1, "key": "00" * 16}), "lanes: missing"),
 ]
@@ -301,6 +302,8 @@ def test_config_round_trip_and_layout_hash() -> None:
     cfg = config_mod.parse(json.loads(text))
     assert (cfg.node_id, cfg.key, [lane.rate_sps for lane in cfg.lanes]) == (9, bytes(range(20)), [80, 10])
     assert (cfg.lane_state_s, cfg.health_s, cfg.retransmit_ms, cfg.led, cfg.watchdog_s) == (10, 30, 2000, "LED", 0)
+    small = config_mod.parse(json.loads(config_mod.dumps(9, bytes(16), [([(4, 5)], 80)], outbox=8)))
+    assert cfg.outbox == 256 and small.outbox == 8  # records kept for the hub (firmware/outbox.py)
     rewired = config_mod.parse(json.loads(config_mod.dumps(9, bytes(16), [([(4, 5)], 80), ([(6, 7), (9, 8)], 10)])))
     assert cfg.layout_hash() != rewired.layout_hash()  # a swapped pair of wires is a different layout
 

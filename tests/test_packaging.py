@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -59,6 +60,9 @@ def test_the_wheel_holds_the_product_only(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names if ".dist-info/" not in n} == {"hub", "shared_protocol", "firmware"}
     assert "hub/web/templates/base.html" in names and "firmware/main.py" in names
+    # the page's scripts and stylesheets (hub/web/assets.py): its policy loads no inline ones
+    static = ROOT / "hub" / "web" / "static"
+    assert {f"hub/web/static/{f.name}" for f in static.iterdir() if f.suffix in (".css", ".js")} <= set(names)
     assert not [n for n in names if n.startswith(("tools/", "tests/"))]
 
 
@@ -110,7 +114,10 @@ def test_the_installed_hub_runs_alone(pi_venv: Path, tmp_path: Path) -> None:
             if "status page on " in line:
                 url = line.rsplit("status page on ", 1)[1].strip()
         assert any("hub running" in line for line in lines), "\n".join(lines)
-        with urllib.request.urlopen(url + "api/openapi.json", timeout=10) as reply:
+        # HTTPS with the certificate the installed hub generated for itself on first start
+        assert url.startswith("https://") and any("certificate SHA-256" in line for line in lines), "\n".join(lines)
+        tls = ssl.create_default_context(cafile=str(tmp_path / "shelf.db.tls" / "cert.pem"))
+        with urllib.request.urlopen(url + "api/openapi.json", timeout=10, context=tls) as reply:
             assert json.load(reply)["openapi"].startswith("3.")
         status = run(
             pi_venv, str(pi_venv / "bin" / "smartshelf"), "hub", "status", "--config", "hub.toml", cwd=tmp_path
@@ -125,3 +132,26 @@ def test_the_installed_hub_runs_alone(pi_venv: Path, tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
     assert "hub stopped" in "\n".join(lines) and "Traceback" not in "\n".join(lines)
+
+
+INSTALLED_PAGE = """
+import re, sys, tempfile
+from pathlib import Path
+from hub.web import create_app
+
+client = create_app(Path(tempfile.mkdtemp()) / "shelf.db", None).test_client()
+page = client.get("/login").get_data(as_text=True)
+urls = re.findall(r'(?:href|src)="(/static/[^"]+)"', page)
+assert urls, page
+for url in [*urls, "/static/overview.js"]:
+    reply = client.get(url)
+    assert reply.status_code == 200 and reply.data, (url, reply.status_code)
+    print(url, reply.content_type)
+"""
+
+
+def test_the_installed_hub_serves_the_pages_scripts_and_stylesheets(pi_venv: Path, tmp_path: Path) -> None:
+    served = run(pi_venv, str(pi_venv / "bin" / "python"), "-c", INSTALLED_PAGE, cwd=tmp_path)
+    assert served.returncode == 0, served.stderr
+    assert "/static/base.css?v=" in served.stdout and "text/css" in served.stdout, served.stdout
+    assert "/static/overview.js text/javascript" in served.stdout, served.stdout

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from hub.web.accounts.users import set_disabled
 from tests.browser_support import (
     ALLOW_NO_BROWSER,
     LANES,
@@ -32,12 +33,21 @@ from tests.browser_support import (
 )
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page
+    from playwright.sync_api import Browser, ConsoleMessage, Page
 
 pytestmark = pytest.mark.browser
 
 LIVE_UPDATE_S = 2.0  # a pick must show on an open overview within this long of the node sending it
 PHONE = {"width": 390, "height": 844}
+# the pages' policy (hub/web/headers.py; every response's headers: tests/test_web_headers.py)
+PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self';"
+    " form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+# Every document reports what its policy refused on the console (Chromium also logs its own "Refused to ..." line)
+CSP_WATCH = """document.addEventListener("securitypolicyviolation", e => console.error(
+    "csp-violation: " + e.violatedDirective + " blocked " + (e.blockedURI || "inline") + " at "
+    + (e.sourceFile || location.href) + ":" + e.lineNumber), true);"""
 
 
 @pytest.fixture(scope="module")
@@ -66,10 +76,18 @@ def live(tmp_path_factory: pytest.TempPathFactory, browser: Browser) -> Iterator
         hub.stop()
 
 
-def sign_in(browser: Browser, live: LiveHub, username: str, path: str = "/", **context: Any) -> Page:
-    """A fresh browser context; open ``path``, get sent to the login form, sign in through it, land on ``path``."""
-    page = browser.new_context(accept_downloads=True, **context).new_page()
+def sign_in(
+    browser: Browser, live: LiveHub, username: str, path: str = "/", watch: list[str] | None = None, **context: Any
+) -> Page:
+    """A fresh browser context; open ``path``, get sent to the login form, sign in through it, land on ``path``.
+    ``watch``: collects the console errors (policy violations among them: ``csp_problems``) and uncaught script
+    errors of every page from the first."""
+    page = browser.new_context(accept_downloads=True, ignore_https_errors=True, **context).new_page()
     page.set_default_timeout(10_000)
+    if watch is not None:
+        page.context.add_init_script(CSP_WATCH)
+        page.on("console", lambda msg: _console(watch, msg))
+        page.on("pageerror", lambda exc: watch.append(f"script error: {exc}"))
     page.goto(live.url + path)
     assert "/login" in page.url
     page.fill("input[name=username]", username)
@@ -78,6 +96,17 @@ def sign_in(browser: Browser, live: LiveHub, username: str, path: str = "/", **c
         page.click("form.login button[type=submit]")
     assert page.url.split("?")[0] == live.url + path.split("?")[0], page.url
     return page
+
+
+def _console(watch: list[str], msg: ConsoleMessage) -> None:
+    # the browser's own request for /favicon.ico (the hub has none: 404) is not the page's doing
+    if msg.type == "error" and not msg.location.get("url", "").endswith("/favicon.ico"):
+        watch.append(f"console {msg.type}: {msg.text} ({msg.location.get('url')})")
+
+
+def csp_problems(watch: list[str]) -> list[str]:
+    """What the pages' policy refused: our own reports and Chromium's ("Refused to ... Content Security Policy")."""
+    return [m for m in watch if "csp-violation" in m or "Content Security Policy" in m]
 
 
 def shot(page: Page, name: str) -> None:
@@ -95,7 +124,7 @@ def counts_on_page(page: Page) -> dict[str, int]:
 
 
 def test_sign_in_through_the_form_and_see_every_lane(browser: Browser, live: LiveHub) -> None:
-    page = browser.new_context().new_page()
+    page = browser.new_context(ignore_https_errors=True).new_page()
     page.set_default_timeout(10_000)
     page.goto(live.url + "/")
     assert page.url.startswith(live.url + "/login")  # anonymous: sent to the login form
@@ -122,10 +151,12 @@ def test_sign_in_through_the_form_and_see_every_lane(browser: Browser, live: Liv
 
 
 def test_overview_shows_a_pick_within_two_seconds_without_reloading(browser: Browser, live: LiveHub) -> None:
-    page = sign_in(browser, live, "vera", "/")
+    watch: list[str] = []
+    page = sign_in(browser, live, "vera", "/", watch=watch)
     # the page opens its event stream by itself: load it again, waiting until the server answered the stream
     with page.expect_response(lambda r: "/events" in r.url and r.status == 200, timeout=10_000):
-        page.reload()
+        document = page.reload()
+    assert document is not None and document.headers.get("content-security-policy") == PAGE_CSP
     navigations: list[str] = []
     page.on("framenavigated", lambda frame: navigations.append(frame.url) if frame == page.main_frame else None)
     page.evaluate("window.__sameDocument = true")
@@ -146,6 +177,18 @@ def test_overview_shows_a_pick_within_two_seconds_without_reloading(browser: Bro
     assert page.evaluate("window.__sameDocument") is True, "the page reloaded"
     assert navigations == [], navigations
     assert counts_on_page(page) == live.counts()
+    assert watch == [], watch  # the script ran under the policy: nothing refused, no script error
+    page.context.close()
+
+
+def test_a_disabled_user_is_sent_from_the_live_overview_to_the_login_form(browser: Browser, live: LiveHub) -> None:
+    """Over HTTPS, as the hub serves it: the open stream notices within seconds and the page leaves for the login."""
+    page = sign_in(browser, live, "dora", "/")
+    assert page.url.startswith("https://")
+    page.wait_for_selector("#live.on", timeout=10_000)  # the stream is open
+    live.call(lambda: hub_ledger(live).transact(lambda tx: set_disabled(tx, "dora", True, actor="web:ada")))
+    page.wait_for_url("**/login**", timeout=10_000)  # signed-out event -> reload -> the login form
+    assert "/login" in page.url
     page.context.close()
 
 
@@ -275,3 +318,73 @@ def test_every_page_fits_a_phone(browser: Browser, live: LiveHub, path: str) -> 
     )
     assert loose == [], f"sticks out of the {PHONE['width']} px screen outside a scroll box: {loose[:8]}"
     page.context.close()
+
+
+# ----------------------------------------------------------------------------------------------------- (f)
+
+POLICY_PAGES = [
+    "/",
+    "/alerts",
+    "/alerts?status=all",
+    "/lanes/A1?range=24h",
+    "/tags",
+    "/tags?epc=3074",
+    "/ledger",
+    "/reorder",
+    "/reports",
+    "/nodes",
+    "/users",
+    "/api-clients",
+    "/audit",
+]
+
+
+def styled(page: Page) -> dict[str, Any]:
+    """The page's stylesheets (each loaded, with its rules), what is inline, and base.css's header colour."""
+    result: dict[str, Any] = page.evaluate(
+        """() => ({
+            sheets: document.querySelectorAll('link[rel=stylesheet]').length,
+            loaded: [...document.styleSheets].filter(s => s.href && s.cssRules.length > 0).length,
+            inline: document.querySelectorAll('style, script:not([src]), [style]').length,
+            header: getComputedStyle(document.querySelector('header')).backgroundColor,
+        })"""
+    )
+    return result
+
+
+def test_every_page_runs_under_its_content_security_policy(browser: Browser, live: LiveHub) -> None:
+    """Each page with its policy on: its stylesheets load, the overview's script keeps the page live (the event
+    stream opens, a pick shows, the filter works), sign-out posts; nothing is refused, no script error."""
+    watch: list[str] = []
+    page = sign_in(browser, live, "ada", "/", watch=watch)
+    assert page.locator("#live.on").inner_text() == "live"  # the stream is open (waits for it)
+    before = live.counts()["A2"]
+    live.pick("A2")
+    page.wait_for_selector(f'#lane-A2 td.count[data-count="{before - 1}"]', timeout=LIVE_UPDATE_S * 1000 + 500)
+    page.fill("#filter-q", "a2")
+    shown = page.eval_on_selector_all("tr[id^=lane-]:not([hidden])", "rows => rows.map(r => r.id)")
+    assert shown == ["lane-A2"], shown
+    shot(page, "f1-overview-under-the-policy")
+    for path in POLICY_PAGES:
+        response = page.goto(live.url + path)
+        assert response is not None and response.status == 200, path
+        assert response.headers.get("content-security-policy") == PAGE_CSP, (path, response.headers)
+        assert response.headers.get("x-frame-options") == "DENY", path
+        looks = styled(page)
+        assert looks["sheets"] >= 1, (path, looks)
+        assert looks == {**looks, "loaded": looks["sheets"], "inline": 0, "header": "rgb(34, 51, 68)"}, (path, looks)
+        assert csp_problems(watch) == [], (path, watch)
+    with page.expect_navigation() as signed_out:
+        page.click("header form button[type=submit]")
+    login = signed_out.value
+    assert login is not None and "/login" in page.url
+    assert login.headers.get("content-security-policy") == PAGE_CSP
+    assert styled(page)["loaded"] == 1
+    assert csp_problems(watch) == [], watch
+    assert watch == [], watch  # no console error, no script error either
+    page.context.close()
+
+
+def hub_ledger(live: LiveHub) -> Any:
+    assert live.hub is not None and live.hub.ledger is not None
+    return live.hub.ledger

@@ -1,4 +1,4 @@
-"""The status page served by the hub process ([web] in hub.toml): waitress in a thread, writes through the hub's
+"""The status page served by the hub process ([web] in hub.toml): HTTPS in a thread, writes through the hub's
 ledger on the hub's loop; hub.toml [web] settings are checked."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ import asyncio
 import http.cookiejar
 import re
 import sqlite3
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -40,11 +41,16 @@ async def test_hub_serves_the_status_page_and_stops_it(tmp_path: Path, sockdir: 
     try:
         assert hub.web is not None and hub.ledger is not None
         url = hub.web.url
-        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/", url)
+        assert re.fullmatch(r"https://127\.0\.0\.1:\d+/", url)
+        # the self-signed certificate generated on first start, trusted as itself: the host name is checked too
+        assert hub.web.certificate is not None and hub.web.fingerprint is not None
+        tls = ssl.create_default_context(cafile=str(hub.web.certificate))
         pw = generate_password_hash("manager-password", method="pbkdf2:sha256:1000")
         await hub.ledger.transact(lambda tx: add_user(tx, "mia", pw, "manager", actor="test"))
         opened = await hub.ledger.open_alert("damage", "lane:X/SOUP", {}, actor="test")
-        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()), urllib.request.HTTPSHandler(context=tls)
+        )
 
         def fetch(path: str, fields: dict[str, str] | None = None) -> str:
             data = None if fields is None else urllib.parse.urlencode(fields).encode()
@@ -108,7 +114,8 @@ def test_web_defaults(tmp_path: Path) -> None:
     path = tmp_path / "hub.toml"
     path.write_text("[web]\n")
     web = load_config(path).web
-    assert web is not None and (web.host, web.port, web.threads, web.max_live_clients) == ("127.0.0.1", 8080, 4, 64)
+    assert web is not None and (web.host, web.port, web.threads, web.max_live_clients) == ("127.0.0.1", 8443, 4, 64)
+    assert web.tls == "auto" and web.certificate is None and web.http_port is None
     path.write_text("[web]\nmax_live_clients = 0\n")  # no live updates: the overview still works without them
     web = load_config(path).web
     assert web is not None and web.max_live_clients == 0

@@ -1,6 +1,6 @@
 """Live updates (hub/web/live/), the overview's filters and tiles, the nodes page, the web server's threads.
 
-Streams over a real waitress server read with http.client; deadlines are generous and only guard liveness.
+Streams over the hub's real HTTP server read with http.client; deadlines are generous and only guard liveness.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from hub.web import create_app, live
 from hub.web.accounts.users import record_login
 from hub.web.live import LaneFeed, lane_feed
 from hub.web.live.views import _stream
-from hub.web.server import WebServer, loop_status, waitress_threads
+from hub.web.server import WebServer, loop_status
 from tests.web_support import Env
 
 LANE_KEYS = {
@@ -155,7 +155,7 @@ def test_slow_subscriber_is_dropped_with_a_bounded_queue(env: Env) -> None:
         assert slow.ended == "dropped" and fast.ended is None
         assert feed.subscribers == 1 and feed.dropped == 1
         # the dropped stream ends (the browser reconnects and gets a snapshot); the other one goes on
-        assert list(_stream(feed, slow, "first", 15.0, 600.0)) == ["first"]
+        assert list(_stream(feed, slow, "first", 15.0, 600.0, lambda: True, 2.0)) == ["first"]
         assert fast.queue.empty()
     finally:
         feed.close()
@@ -400,10 +400,16 @@ def _get(url: str, cookie: str) -> tuple[int, str]:
         conn.close()
 
 
-def test_streams_under_waitress_get_changes_do_not_starve_pages_and_end_with_the_server(env: Env) -> None:
-    assert waitress_threads(2, 10) == 12
+def test_streams_over_http_get_changes_do_not_starve_pages_and_end_with_the_server(env: Env) -> None:
     web = WebServer.start(
-        env.db, env.writer.ledger, env.writer.loop, host="127.0.0.1", port=0, threads=2, max_live_clients=10
+        env.db,
+        env.writer.ledger,
+        env.writer.loop,
+        host="127.0.0.1",
+        port=0,
+        threads=2,
+        max_live_clients=10,
+        live={"LIVE_MAX_PER_SESSION": 10, "LIVE_MAX_PER_USER": 10},
     )
     cookie = _cookie(web.app, "viewer")
     streams: list[Stream] = []
@@ -474,7 +480,9 @@ def test_overview_tiles_filters_and_live_script(env: Env) -> None:
     assert 'data-state="ok"' in _row(html, "A1") and 'data-count="21"' in _row(html, "A1")
     assert 'href="/lanes/A1"' in _row(html, "A1")
     assert "hidden" not in _row(html, "A1").split(">")[0]
-    assert 'new EventSource("/events")' in html and "<script src" not in html
+    # the live script is the hub's own file (the page's policy runs no inline script); the page tells it the URL
+    assert 'data-events-url="/events"' in html and re.search(r'<script src="/static/overview\.js\?v=\w+" defer>', html)
+    assert 'new EventSource(table.getAttribute("data-events-url"))' in env.client().get("/static/overview.js").text
     assert 'name="q"' in html and 'name="state"' in html
 
     filtered = env.client("viewer").get("/?q=tea&state=low").get_data(as_text=True)

@@ -49,4 +49,6 @@ ROUTES: dict[str, Route] = {
     "add api client": Route("POST", "/api-clients", "clients.create", {"name": "till-9", "scopes": "sales"}, ok=201),
     "disable api client": Route("POST", "/api-clients/{client}/disable", "clients.disable", ok=302),
     "update user": Route("POST", "/users/{user}", "users.update", {"role": "clerk"}, ok=302),
+    "audit": Route("GET", "/audit?action=add_user", "audit.index"),
+    "audit csv": Route("GET", "/audit.csv", "audit.export"),
 }

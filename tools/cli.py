@@ -85,7 +85,9 @@ def register_replay(sub: Any) -> None:
         "replay",
         help="feed a recorded weight trace (CSV) through the node's detector, one JSON event per line",
         description="Rows 'timestamp_seconds,grams' (optional header, # comments, any sample rate; '-' reads "
-        "stdin). Bad input: a message naming the line, exit status 2, no events printed.",
+        "stdin). Timestamps may step back (put back in order within 0.1 s), repeat (exact duplicate rows dropped) "
+        "and gap: what was done is said on stderr, one line per kind. Input that is not a trace: a message naming "
+        "the line, exit status 2, no events printed.",
     )
     replay.add_argument("trace", metavar="TRACE.csv", help="the trace file, or - for standard input")
     replay.add_argument("--unit-weight", type=_grams, metavar="GRAMS", help="the SKU's unit weight: events get a count")

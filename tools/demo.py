@@ -24,6 +24,7 @@ import logging
 import shutil
 import signal
 import socket
+import ssl
 import sys
 import time
 import urllib.error
@@ -35,6 +36,7 @@ from hub.ledger.causes import Cause
 from hub.ledger.models import Alert
 from hub.ledger.reader import LedgerReader
 from hub.ledger.service import LedgerService
+from hub.private_files import make_private_dirs
 from hub.schema import MIGRATIONS
 from hub.service import HubService
 from hub.web.accounts.clients import add_client, new_token, token_sha256
@@ -48,7 +50,7 @@ MIN_DURATION_S = 75.0
 LIVE_SHOPPING_S = 600.0  # without --duration: the story, then shoppers for ten minutes (then the shelves idle)
 STORY_SPAN_S = 150.0 - 12.0  # the store story from its first action to the restock
 RECONCILE = {"window_s": 150.0, "grace_s": 5.0, "lead_s": 10.0, "putback_s": 60.0, "interval_s": 2.0}
-WEB_PORT = 8080  # the status page; any free port when 8080 is taken
+WEB_PORT = 8443  # the status page (HTTPS); any free port when 8443 is taken
 DEMO_LOGIN = ("demo", "demo-password")  # a manager account on the demo's throw-away ledger
 BLE_SLOTS = 2  # --link ble: fewer slots than nodes, so the hub rotates its connections
 POS = "demo-pos"  # the point of sale's API client (its writes are recorded as actor api:demo-pos)
@@ -81,6 +83,7 @@ class Demo:
         self.booked: set[int] = set()
         self.pos_token = new_token()
         self.api_url = ""  # the hub's /api/v1/sales once its web server runs
+        self.api_tls: ssl.SSLContext | None = None  # trusts the hub's own certificate (generated on first start)
 
     # -- setup ------------------------------------------------------------------------------------
     async def seed_ledger(self, db: Path) -> None:
@@ -146,7 +149,7 @@ class Demo:
         for attempt in range(3):
             request = urllib.request.Request(self.api_url, data=body, headers=headers, method="POST")
             try:
-                with urllib.request.urlopen(request, timeout=30) as resp:
+                with urllib.request.urlopen(request, timeout=30, context=self.api_tls) as resp:
                     resp.read()
                 return
             except urllib.error.HTTPError as err:
@@ -205,7 +208,7 @@ class Demo:
     async def run(self) -> int:
         if self.dir.exists():
             shutil.rmtree(self.dir)
-        (self.dir / "emu").mkdir(parents=True)
+        make_private_dirs(self.dir / "emu")  # 0700: the ledger (password and token hashes), node keys
         db = self.dir / "ledger.db"
         await self.seed_ledger(db)
         adapter: list[str] = []
@@ -239,7 +242,12 @@ class Demo:
             if hub.web is None:
                 raise RuntimeError("the demo's hub.toml has no [web]: the POS posts through the HTTP API")
             self.api_url = hub.web.url + "api/v1/sales"
+            if hub.web.certificate is not None:
+                self.api_tls = ssl.create_default_context(cafile=str(hub.web.certificate))
             print(f"demo: status page {hub.web.url} (login {DEMO_LOGIN[0]} / {DEMO_LOGIN[1]})", flush=True)
+            if hub.web.fingerprint is not None:
+                print(f"demo: its self-signed certificate's SHA-256 is {hub.web.fingerprint} (the browser asks once)",
+                      flush=True)  # fmt: skip
             api = f"{self.api_url} (API client {POS}; OpenAPI at {hub.web.url}api/openapi.json)"
             print(f"demo: the POS posts sales to {api}", flush=True)
             last_print = 0.0

@@ -7,6 +7,22 @@ the integers the node works with: timestamps in ms (rounded) and weights in tent
 that ``--runtime cpython`` and ``--runtime micropython`` (the same file under the real MicroPython runtime)
 see identical numbers and print identical events.
 
+Real recordings: loggers of real shelves write timestamps that step back by a few milliseconds, repeat and
+gap. Replay takes such a trace as it is (``clean``) and says on stderr what it did, one line per kind:
+
+* a sample whose timestamp is at most ``REORDER_S`` (100 ms) older than the newest one so far is put in
+  its place (a windowed reorder: the samples are replayed in timestamp order);
+* a row identical to one of the last 1,024 (the same timestamp and weight as written) is dropped;
+* two samples with the same timestamp and different weights are both kept, in file order;
+* a sample older than the window allows is dropped (it cannot be put back in time any more);
+* a gap (an interval over 2.5 times the typical one) is samples the logger missed: nothing is made up in
+  their place (the detector takes a gap longer than max(500 ms, 8 intervals) as a sensor fault).
+
+What is not a trace at all stops the replay with exit status 2 and a message naming the line and the reason:
+a row that is not two numbers, no samples, a timestamp more than ``CLOCK_JUMP_S`` (1 s) before the newest
+one (the timestamps are not one clock: two recordings joined, or a column that is not time), or more samples
+older than the window than ``MAX_LATE_SHARE`` (1 %) of them.
+
 Output: one JSON object per event on stdout: ``t`` (when the new stable level was confirmed, seconds),
 ``t_start`` (when the change began), ``delta_g``, ``kind`` (pick, put, anomaly), ``confidence`` (0-1),
 ``count`` (signed units, with --unit-weight) and ``level_g`` (the new stable level).
@@ -18,8 +34,10 @@ import json
 import math
 import re
 import sys
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import IO
 
 from shared_protocol.messages import KIND_ANOMALY, KIND_PICK, KIND_PUT
@@ -29,10 +47,17 @@ EXIT_BAD_INPUT = 2
 MAX_GRAMS = 1e6  # a tonne: anything larger is a unit mistake, not a shelf
 KINDS = {KIND_PICK: "pick", KIND_PUT: "put", KIND_ANOMALY: "anomaly"}
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+REORDER_S = 0.1  # a sample at most this much older than the newest one so far is put back in its place
+CLOCK_JUMP_S = 1.0  # a step back beyond this: the timestamps are not one clock
+MAX_LATE_SHARE = 0.01  # more samples than this share (and LATE_MIN) beyond the window: not a time-ordered trace
+LATE_MIN = 10
+GAP_FACTOR = 2.5  # an interval beyond this many typical intervals is a gap
+DEDUPE_ROWS = 1024  # a row identical to one of the last this many rows kept is a duplicate (a re-sent buffer)
+_NO_SAMPLES = "no samples (expected rows timestamp_seconds,grams)"
 
 
 class TraceError(ValueError):
-    """A row that is not a valid sample; ``line`` is 1-based."""
+    """Input that is not a trace; ``line`` is 1-based."""
 
     def __init__(self, line: int, message: str) -> None:
         super().__init__(f"line {line}: {message}")
@@ -41,10 +66,51 @@ class TraceError(ValueError):
 
 
 @dataclass
+class Cleanup:
+    """What replay did to make a recorded trace one time-ordered sample sequence (``clean``)."""
+
+    reordered: int = 0  # samples put back in timestamp order (at most REORDER_S late)
+    reordered_max_s: float = 0.0
+    duplicates: int = 0  # rows identical to an earlier row, dropped
+    same_time: int = 0  # samples with the timestamp of the one before and another weight, kept
+    late: int = 0  # samples more than REORDER_S older than the newest, dropped
+    late_max_s: float = 0.0
+    gaps: int = 0  # intervals over GAP_FACTOR typical intervals
+    gap_longest_s: float = 0.0
+    missing: int = 0  # samples the gaps would have held at the typical interval
+    interval_s: float = 0.0  # the typical (median) interval
+
+    def report(self) -> list[str]:
+        """One line per kind of thing done, for stderr (nothing for a clean trace)."""
+        out = []
+        if self.reordered:
+            out.append(
+                f"reordered {self.reordered} sample(s) written up to {1000 * self.reordered_max_s:.0f} ms after a "
+                f"later timestamp (window {1000 * REORDER_S:.0f} ms)"
+            )
+        if self.duplicates:
+            out.append(f"dropped {self.duplicates} exact duplicate row(s)")
+        if self.same_time:
+            out.append(f"kept {self.same_time} sample(s) with the same timestamp as the one before and another weight")
+        if self.late:
+            out.append(
+                f"dropped {self.late} sample(s) older than the reorder window allows (up to "
+                f"{self.late_max_s:.3f} s before the newest)"
+            )
+        if self.gaps:
+            out.append(
+                f"{self.gaps} gap(s), longest {self.gap_longest_s:.3f} s (typical interval "
+                f"{1000 * self.interval_s:.1f} ms): about {self.missing} sample(s) missing, none made up"
+            )
+        return out
+
+
+@dataclass
 class Trace:
-    seconds: list[float]  # as written in the file
+    seconds: list[float]  # as written in the file, in replay order
     t_ms: list[int]
     w_dg: list[int]
+    cleanup: Cleanup = field(default_factory=Cleanup)
 
 
 def _number(text: str, what: str, line: int) -> float:
@@ -60,11 +126,9 @@ def _number(text: str, what: str, line: int) -> float:
     return value
 
 
-def parse(lines: Iterable[bytes | str]) -> Trace:
-    """Parse and check a whole trace; raises TraceError naming the first bad line."""
-    tr = Trace([], [], [])
+def rows(lines: Iterable[bytes | str]) -> Iterator[tuple[int, float, float]]:
+    """The samples of a trace as written, ``(line, seconds, grams)``; raises TraceError at a row that is not one."""
     header_allowed = True
-    prev = -math.inf
     for line_no, raw in enumerate(lines, 1):
         if isinstance(raw, bytes):
             try:
@@ -87,15 +151,92 @@ def parse(lines: Iterable[bytes | str]) -> Trace:
         header_allowed = False
         t = _number(fields[0], "timestamp", line_no)
         g = _number(fields[1], "weight", line_no)
-        if t <= prev:
-            raise TraceError(line_no, f"timestamp {fields[0].strip()} does not increase (previous {prev:g})")
         if abs(g) >= MAX_GRAMS:
             raise TraceError(line_no, f"weight {fields[1].strip()} g is out of range (|grams| < {MAX_GRAMS:g})")
-        prev = t
-        tr.seconds.append(t)
-        tr.t_ms.append(round(t * 1000))
-        tr.w_dg.append(round(g * 10))
-    return tr
+        yield line_no, t, g
+
+
+def clean(samples: Iterable[tuple[int, float, float]]) -> tuple[list[float], list[float], Cleanup]:
+    """Samples as a logger wrote them -> (seconds, grams) in time order, and what was done (module docstring)."""
+    cu = Cleanup()
+    kept: list[tuple[float, float]] = []
+    seen: set[tuple[float, float]] = set()
+    recent: deque[tuple[float, float]] = deque()  # the keys in ``seen``: the last DEDUPE_ROWS rows kept
+    newest = -math.inf
+    first_late = 0
+    n = 0
+    last_line = 0
+    for line, t, g in samples:
+        n += 1
+        last_line = line
+        key = (t, g)
+        if key in seen:
+            cu.duplicates += 1
+            continue
+        if t < newest:
+            back = newest - t
+            if back > CLOCK_JUMP_S:
+                raise TraceError(
+                    line,
+                    f"timestamp {t:g} is {back:g} s before an earlier row's {newest:g}: not one clock (replay puts "
+                    f"back samples up to {REORDER_S:g} s late and drops them up to {CLOCK_JUMP_S:g} s late)",
+                )
+            if back > REORDER_S:
+                cu.late += 1
+                cu.late_max_s = max(cu.late_max_s, back)
+                first_late = first_late or line
+                continue
+            cu.reordered += 1
+            cu.reordered_max_s = max(cu.reordered_max_s, back)
+        else:
+            newest = t
+        seen.add(key)
+        recent.append(key)
+        if len(recent) > DEDUPE_ROWS:
+            seen.discard(recent.popleft())
+        kept.append(key)
+    if not kept:
+        raise TraceError(max(last_line, 1), _NO_SAMPLES)
+    if cu.late > max(LATE_MIN, MAX_LATE_SHARE * n):
+        raise TraceError(
+            first_late,
+            f"{cu.late} of {n} samples (the first on this line) are more than {REORDER_S:g} s older than a sample "
+            f"written before them: not a time-ordered trace",
+        )
+    kept.sort(key=lambda s: s[0])  # stable: samples with the same timestamp stay in file order
+    seconds = [s[0] for s in kept]
+    grams = [s[1] for s in kept]
+    steps = [b - a for a, b in pairwise(seconds)]
+    cu.same_time = sum(1 for d in steps if d == 0.0)
+    positive = sorted(d for d in steps if d > 0.0)
+    if positive:
+        typical = positive[len(positive) // 2]
+        cu.interval_s = typical
+        for d in steps:
+            if d > GAP_FACTOR * typical:
+                cu.gaps += 1
+                cu.gap_longest_s = max(cu.gap_longest_s, d)
+                cu.missing += max(0, round(d / typical) - 1)
+    return seconds, grams, cu
+
+
+def parse(lines: Iterable[bytes | str]) -> Trace:
+    """Read, check and clean a whole trace; raises TraceError naming the line of input that is not a trace."""
+    read = 0
+
+    def counted() -> Iterator[bytes | str]:
+        nonlocal read
+        for raw in lines:
+            read += 1
+            yield raw
+
+    try:
+        seconds, grams, cu = clean(rows(counted()))
+    except TraceError as exc:
+        if exc.message == _NO_SAMPLES:
+            raise TraceError(max(read, 1), _NO_SAMPLES) from None  # name the end of the input
+        raise
+    return Trace(seconds, [round(t * 1000) for t in seconds], [round(g * 10) for g in grams], cu)
 
 
 def events(trace: Trace, raw: list[RawEvent], with_count: bool) -> list[dict[str, object]]:
@@ -149,6 +290,8 @@ def run(
     except OSError as exc:
         print(f"smartshelf replay: cannot read {name}: {exc.strerror or exc}", file=err)
         return EXIT_BAD_INPUT
+    for line in trace.cleanup.report():
+        print(f"smartshelf replay: {name}: {line}", file=err)
     unit_dg = round(unit_weight_g * 10) if unit_weight_g else 0
     raw = detect(trace, unit_dg, round(spread_percent * 10), runtime)
     for ev in events(trace, raw, unit_weight_g is not None):

@@ -34,6 +34,7 @@ from hub.service import HubService
 from hub.service.control import HubNotRunning, HubRunning, request
 from hub.service.install import default_executable, install
 from hub.service.watchdog import Watchdog
+from hub.web.serving.tls import TlsError
 from shared_protocol.messages import MAX_COUNT
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
@@ -61,7 +62,7 @@ async def _serve(cfg: HubConfig, status_interval_s: float | None) -> int:
     service = HubService(cfg)
     try:
         await service.start()
-    except (HubRunning, LedgerError, OSError) as exc:
+    except (HubRunning, LedgerError, OSError, ConfigError, TlsError) as exc:  # OSError: also ExposedSecret
         _err(str(exc))
         return EXIT_REFUSED
     stop = asyncio.Event()

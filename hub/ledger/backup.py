@@ -12,6 +12,9 @@
   takes the database's lock exclusively (refusing while a hub has it open), copies ``src`` beside the target,
   moves the current database (with its ``-wal``) to ``<db>.bak`` and renames the copy into place. An older-schema
   backup is accepted and upgraded the next time the hub opens it.
+
+Backups hold what the ledger holds (password and API token hashes): every copy is created 0600 and a backup
+directory this module creates is 0700 (``hub.private_files``); the ``<db>.bak`` a restore leaves is made 0600 too.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from hub.ledger.dblock import DbLock
 from hub.ledger.models import LedgerError, SchemaError
 from hub.ledger.reader import CONSISTENCY_SQL
 from hub.ledger.schema import Migration, check_sqlite_version, current_version, refuse_newer
+from hub.private_files import make_private_dirs, open_private, tighten
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 BACKUP_NAME_RE = re.compile(r"smartshelf-\d{8}T\d{6}\.\d{3}Z\.db")
@@ -82,6 +86,7 @@ def _open_ro(path: Path) -> sqlite3.Connection:
 
 
 def _copy(src_conn: sqlite3.Connection, tmp: Path) -> sqlite3.Connection:
+    os.close(open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC))  # 0600 before SQLite writes a page
     dst = sqlite3.connect(tmp, isolation_level=None)
     try:
         src_conn.backup(dst)  # one step (pages=-1): one read transaction, one consistent state
@@ -126,7 +131,7 @@ def backup_database(db: Path | str, dest: Path | str) -> BackupInfo:
 
 def scheduled_backup(db: Path | str, policy: BackupPolicy, now: datetime | None = None) -> BackupInfo:
     """One scheduled backup into ``policy.directory``, then prune to the newest ``policy.keep`` backups."""
-    policy.directory.mkdir(parents=True, exist_ok=True)
+    make_private_dirs(policy.directory)
     stamp = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%dT%H%M%S.%f")[:-3]
     info = backup_database(db, policy.directory / f"smartshelf-{stamp}Z.db")
     prune_backups(policy.directory, policy.keep)
@@ -208,6 +213,8 @@ def restore_database(src: Path | str, db: Path | str, *, migrations: Sequence[Mi
                 os.replace(db, bak)
             if Path(str(db) + "-wal").exists():  # keep the old WAL with its database; never replay it on the new one
                 os.replace(str(db) + "-wal", str(bak) + "-wal")
+            for kept in (bak, Path(str(bak) + "-wal")):  # a ledger from an older version may be 0644
+                tighten(kept, "password and API token hashes")
             with contextlib.suppress(FileNotFoundError):
                 Path(str(db) + "-shm").unlink()
             os.replace(tmp, db)

@@ -9,11 +9,11 @@ call site remembering to report. ``collect(conn)`` reads and empties the table i
 ``DELETE ... RETURNING``), just before COMMIT; a rolled-back transaction rolls its rows back with it and reports
 nothing. After COMMIT the writer calls ``notify(changes)``.
 
-Tracked (``Changes``): ``movements`` (the location whose stock moved: ``sensor:<lane>``, ``lane:<lane>``,
-``backroom``, ...), ``lane_readings`` (the lane), ``lanes`` (the lane), ``skus`` (the SKU), ``alerts`` (the alert
-and its cause key), ``tag_presence`` (the lane whose tags present changed; the EPC table's imports re-name tags'
-SKUs, which every lane row may show: ``epc_skus`` reports the lanes the EPCs are on). Not tracked, because nothing
-shows them live: nodes, audit, counts, users, sign-ins, API
+Tracked (``Changes``): ``movements`` (the location whose stock moved: ``sensor:<lane>`` by its ``sensor_spans``
+row, once per lane and batch; ``lane:<lane>``, ``backroom``, ...), ``lane_readings`` (the lane), ``lanes`` (the lane),
+``skus`` (the SKU), ``alerts`` (the alert and its cause key), ``tag_presence`` (the lane whose tags present
+changed; the EPC table's imports re-name tags' SKUs, which every lane row may show: ``epc_skus`` reports the lanes
+the EPCs are on). Not tracked, because nothing shows them live: nodes, audit, counts, users, sign-ins, API
 clients, reconciliation's own tables, and deletions of lane readings (pruning).
 
 Listeners run on the writer's event loop, right after COMMIT and before the callers' futures resolve (so a caller
@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 _TABLE = "ledger_changes"
 # (trigger name, table, event, keys: (what, column expression) pairs)
 _WATCHED: tuple[tuple[str, str, str, tuple[tuple[str, str], ...]], ...] = (
-    ("movement", "movements", "INSERT", (("location", "NEW.location"),)),
+    ("movement", "movements", "INSERT", (("location", "NEW.location"),)),  # book locations (_WHEN)
+    ("span", "sensor_spans", "INSERT", (("location", "NEW.location"),)),  # sensor ones: once per lane per batch
     ("reading", "lane_readings", "INSERT", (("reading", "NEW.lane_id"),)),
     ("lane_new", "lanes", "INSERT", (("lane", "NEW.lane_id"),)),
     ("lane_edit", "lanes", "UPDATE", (("lane", "OLD.lane_id"), ("lane", "NEW.lane_id"))),
@@ -56,6 +57,10 @@ _WATCHED: tuple[tuple[str, str, str, tuple[tuple[str, str], ...]], ...] = (
     ("tags_edit", "tag_presence", "UPDATE", (("tags", "OLD.lane_id"), ("tags", "NEW.lane_id"))),
     ("tags_gone", "tag_presence", "DELETE", (("tags", "OLD.lane_id"),)),
 )
+
+# Every sensor movement has its span written in its transaction (hub.ledger.lane_activity): its location is told by
+# the span's trigger, once per lane and batch, instead of a trigger step per movement.
+_WHEN = {"movement": " WHEN NEW.location NOT GLOB 'sensor:*'"}
 
 
 def _ddl() -> list[str]:
@@ -72,8 +77,10 @@ def _ddl() -> list[str]:
             f" (SELECT 1 FROM {_TABLE} WHERE what = '{what}' AND key = {expr});"
             for what, expr in keys
         )
+        when = _WHEN.get(name, "")
         statements.append(
-            f"CREATE TEMP TRIGGER IF NOT EXISTS ledger_changes_{name} AFTER {event} ON main.{table} BEGIN {body} END"
+            f"CREATE TEMP TRIGGER IF NOT EXISTS ledger_changes_{name} AFTER {event} ON main.{table}{when}"
+            f" BEGIN {body} END"
         )
     # an EPC mapped (again) to a SKU: the lanes its tag is on now show it as that SKU
     for event in ("INSERT", "UPDATE"):

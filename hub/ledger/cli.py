@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hub.ledger import schema
+from hub.ledger import origin, schema
 from hub.ledger.backup import RestoreRefused, backup_database, restore_database
 from hub.ledger.dblock import LedgerBusy
 from hub.ledger.models import LedgerError, SchemaError, Sku
@@ -65,6 +65,13 @@ def _restore(args: argparse.Namespace) -> int:
     except (RestoreRefused, LedgerBusy) as exc:
         _err(f"restore refused: {exc}")
         return EXIT_REFUSED
+    details = {"source": str(args.src), "movements": info.movements, "previous_kept_as": f"{args.db}.bak"}
+
+    async def record() -> None:  # in the restored ledger's own trail: it was replaced by a backup, by whom, from where
+        async with LedgerService(args.db, migrations=args.migrations, origin=origin.cli()) as ledger:
+            await ledger.record_audit(args.actor, "restore", details)
+
+    asyncio.run(record())
     print(f"restored {args.src} -> {info.path} ({info.movements} movements); the previous file is {args.db}.bak")
     return EXIT_OK
 
@@ -82,7 +89,7 @@ def _import(args: argparse.Namespace) -> int:
         return _import_remote(args, path)
 
     async def run() -> Any:
-        async with LedgerService(args.db, migrations=args.migrations) as ledger:
+        async with LedgerService(args.db, migrations=args.migrations, origin=origin.cli()) as ledger:
             return await ledger.import_file(args.kind, path, actor=args.actor)
 
     report = asyncio.run(run())
@@ -95,10 +102,24 @@ def _import(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _loopback_url(url: str) -> bool:
+    import ipaddress
+    import urllib.parse
+
+    host = urllib.parse.urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _import_remote(args: argparse.Namespace, path: Path) -> int:
     """POST the file to a running hub's HTTP API (``/api/v1/imports/<kind>``): its single writer imports it, all or
     nothing, as the API client the token belongs to."""
     import json
+    import ssl
     import urllib.error
     import urllib.parse
     import urllib.request
@@ -114,6 +135,14 @@ def _import_remote(args: argparse.Namespace, path: Path) -> int:
     if not token:
         _err(f"--url needs an API client's token: --token-file PATH or ${TOKEN_ENV} (smartshelf api-clients add)")
         return EXIT_REFUSED
+    if urllib.parse.urlsplit(args.url).scheme != "https" and not _loopback_url(args.url):
+        _err(f"{args.url}: the token would cross the network in clear text: use the hub's https:// address")
+        return EXIT_REFUSED
+    try:
+        tls = ssl.create_default_context(cafile=str(args.cafile) if args.cafile is not None else None)
+    except (OSError, ssl.SSLError) as exc:
+        _err(f"--cafile {args.cafile}: {exc}")
+        return EXIT_FAILED
     query = urllib.parse.urlencode({"name": path.name})
     url = urllib.parse.urljoin(args.url if args.url.endswith("/") else args.url + "/", f"api/v1/imports/{args.kind}")
     request = urllib.request.Request(
@@ -123,7 +152,7 @@ def _import_remote(args: argparse.Namespace, path: Path) -> int:
         method="POST",
     )
     try:
-        with urllib.request.urlopen(request, timeout=args.timeout) as resp:
+        with urllib.request.urlopen(request, timeout=args.timeout, context=tls) as resp:
             report = json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         try:
@@ -169,7 +198,7 @@ def _add_sku(args: argparse.Namespace) -> int:
     )
 
     async def run() -> bool:
-        async with LedgerService(args.db, migrations=args.migrations) as ledger:
+        async with LedgerService(args.db, migrations=args.migrations, origin=origin.cli()) as ledger:
             return await ledger.add_sku(sku, actor=args.actor)
 
     print(f"SKU {args.sku}: {'saved' if asyncio.run(run()) else 'unchanged'}")
@@ -179,7 +208,7 @@ def _add_sku(args: argparse.Namespace) -> int:
 def _assign_lane(args: argparse.Namespace) -> int:
 
     async def run() -> str:
-        async with LedgerService(args.db, migrations=args.migrations) as ledger:
+        async with LedgerService(args.db, migrations=args.migrations, origin=origin.cli()) as ledger:
             return await ledger.assign_lane(args.node, args.lane, args.sku, actor=args.actor, lane_id=args.lane_id)
 
     lane_id = asyncio.run(run())
@@ -249,6 +278,7 @@ def add_ledger_parser(sub: Any) -> None:
 
     p = cmd("restore", "replace the ledger with backup SRC after checking it (stop the hub first)", _restore)
     p.add_argument("src", type=Path, metavar="SRC")
+    p.add_argument("--actor", default=default_actor(), help="who is restoring (default: cli:<login>)")
 
     p = cmd(
         "import",
@@ -260,8 +290,14 @@ def add_ledger_parser(sub: Any) -> None:
     p.add_argument("--actor", default=default_actor(), help="who is importing (default: cli:<login>)")
     p.add_argument(
         "--url",
-        help="a running hub's status page (e.g. http://127.0.0.1:8080/): import through its HTTP API, as the API"
-        " client whose token is given, instead of opening --db",
+        help="a running hub's status page (e.g. https://hub.local:8443/): import through its HTTP API, as the API"
+        " client whose token is given, instead of opening --db (plain http:// only to a loopback address)",
+    )
+    p.add_argument(
+        "--cafile",
+        type=Path,
+        help="the certificate to trust for --url (the hub's self-signed cert.pem, which it generates beside its"
+        " database as <db>.tls/cert.pem); default: the system's trusted authorities",
     )
     p.add_argument("--token-file", type=Path, help=f"file holding the API client's token (default: ${TOKEN_ENV})")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the hub (default 120)")

@@ -2,7 +2,8 @@
 running hub.
 
 Writers (``LedgerService``) hold it shared; ``smartshelf ledger restore`` needs it exclusive and refuses while any
-writer has the database open. Readers and online backups do not take it.
+writer has the database open. Readers and online backups do not take it. The file is 0600: anyone who can open it
+can hold the lock (a hub that cannot start, a restore that never runs).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 from pathlib import Path
 
 from hub.ledger.models import LedgerError
+from hub.private_files import open_private
 
 
 class LedgerBusy(LedgerError):
@@ -24,7 +26,7 @@ class DbLock:
         self._fd: int | None = None
 
     def acquire(self, *, exclusive: bool) -> DbLock:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_private(self.path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
         except BlockingIOError:

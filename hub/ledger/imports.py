@@ -17,17 +17,16 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
 from hub.ledger.models import BACKROOM, MAX_QTY, InvalidArgument, LedgerError, to_ms
+from hub.ledger.numbers import MAX_TS_MS, NotWholeNumber, shown, whole_number
 from hub.ledger.postings import Tx
 
 ImportKind = Literal["sales", "receipts", "picks", "returns", "counts"]
 KINDS: tuple[ImportKind, ...] = ("sales", "receipts", "picks", "returns", "counts")
-_INT_RE = re.compile(r"[+-]?\d+")
 _YES = {"yes", "y", "true", "1"}
 _NO = {"no", "n", "false", "0"}
 
@@ -110,24 +109,35 @@ class ImportReport:
 
 
 def parse_timestamp(text: str) -> int:
-    """ISO 8601 with a timezone (``Z`` or an offset) -> ms since the epoch; ValueError with the reason."""
+    """ISO 8601 with a timezone (``Z`` or an offset), ASCII digits, 1970..9999 -> ms since the epoch; ValueError
+    with the reason."""
     try:
+        if not text.isascii():
+            raise ValueError(text)
         ts = datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"timestamp {text!r} is not ISO 8601 (e.g. 2025-11-27T14:03:00Z)") from None
+        raise ValueError(f"timestamp {shown(text, 40)} is not ISO 8601 (e.g. 2025-11-27T14:03:00Z)") from None
     if ts.tzinfo is None or ts.utcoffset() is None:
-        raise ValueError(f"timestamp {text!r} has no timezone (add Z or an offset such as +01:00)")
-    return to_ms(ts)
+        raise ValueError(f"timestamp {shown(text, 40)} has no timezone (add Z or an offset such as +01:00)")
+    ms = to_ms(ts)
+    if not 0 <= ms <= MAX_TS_MS:
+        raise ValueError(f"timestamp {shown(text, 40)} is not between 1970 and 9999 (UTC)")
+    return ms
 
 
 def _quantity(name: str, text: str, *, allow_zero: bool) -> int:
-    if not _INT_RE.fullmatch(text):
-        raise ValueError(f"{name} {text!r} is not a whole number")
-    value = int(text)
+    """A quantity cell: ASCII digits only (``hub.ledger.numbers``), 0 or 1 .. MAX_QTY."""
+    try:
+        value = whole_number(text, signed=True)
+    except NotWholeNumber:
+        ascii_only = "" if text.isascii() else " (write it in the digits 0-9)"
+        raise ValueError(f"{name} {shown(text)} is not a whole number{ascii_only}") from None
     if value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be {'zero or more' if allow_zero else 'positive'}, not {value}")
+        raise ValueError(
+            f"{name} must be {'zero or more' if allow_zero else 'positive'}, not {shown(text, quote=False)}"
+        )
     if value > MAX_QTY:
-        raise ValueError(f"{name} {value} is larger than {MAX_QTY:,}")
+        raise ValueError(f"{name} {shown(text, quote=False)} is larger than {MAX_QTY:,}")
     return value
 
 

@@ -304,9 +304,10 @@ class Alert:
 class AuditEntry:
     id: int
     ts_ms: int
-    actor: str
+    actor: str  # who
     action: str
     details: dict[str, Any]
+    origin: str | None = None  # from where (hub.ledger.origin); None: written before the ledger kept it
 
 
 # -------------------------------------------------------------------------------------------------------- results

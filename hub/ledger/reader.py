@@ -321,9 +321,10 @@ class LedgerReader:
     async def audit(self, *, after_id: int | None = None, limit: int = 100) -> list[AuditEntry]:
         where, params = _where((("id > ?", after_id),))
         rows = await self._all(
-            f"SELECT id, ts_ms, actor, action, details FROM audit{where} ORDER BY id LIMIT ?", [*params, limit]
+            f"SELECT id, ts_ms, actor, action, details, origin FROM audit{where} ORDER BY id LIMIT ?",
+            [*params, limit],
         )
-        return [AuditEntry(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
+        return [AuditEntry(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5]) for r in rows]
 
     async def schema_version(self) -> int:
         return int((await self._all("SELECT max(version) FROM schema_version"))[0][0])
@@ -354,15 +355,16 @@ class LedgerReader:
         return sensor_tallies_of(await self._all(SENSOR_TALLIES))
 
 
-# Per (node, lane index): observed units the ledger holds for the lane (events, gaps, reversals, whichever node
-# booked them) and the highest event_seq among them of the node the lane has now (a lane taken over from a replaced
-# node starts with none of the new node's). One pass over the sensor movements, grouped by location and node (a
-# temporary b-tree: about a quarter slower than grouping by location alone on a million rows).
+# Per (node, lane index): the lane's counter reference, the units the nodes' own reports booked for it (events and
+# the gaps booked from their counters, whichever node booked them; not the staff corrections, which have no node:
+# hub/ledger/postings/lanes.py) and the highest event_seq among them of the node the lane has now (a lane taken
+# over from a replaced node starts with none of the new node's). One pass over the sensor movements, grouped by
+# location and node (a temporary b-tree: about a quarter slower than grouping by location alone on a million rows).
 SENSOR_TALLIES = (
     "SELECT l.node_id, l.lane_index, sum(t.qty), coalesce(max(CASE WHEN t.node_id = l.node_id THEN"
     " t.max_event END), 0) FROM (SELECT location, node_id, coalesce(sum(qty), 0) AS qty,"
     " coalesce(max(event_seq), 0) AS max_event FROM movements WHERE location GLOB 'sensor:*'"
-    " GROUP BY location, node_id) AS t JOIN lanes AS l ON t.location = 'sensor:' || l.lane_id"
+    " AND node_id IS NOT NULL GROUP BY location, node_id) AS t JOIN lanes AS l ON t.location = 'sensor:' || l.lane_id"
     " GROUP BY l.node_id, l.lane_index"
 )
 

@@ -2,7 +2,7 @@
 
 * A database's schema is one ordered list of migrations, each a numbered step (``Migration``). Each subsystem owns
   the steps of its tables: the ledger core's are here (``CORE``, ``ALERTS``, ``LANE_READINGS``, ``SENSOR_COUNT``,
-  ``RFID``), reconciliation's in
+  ``RFID``, ``AUDIT_ORIGIN``), reconciliation's in
   ``hub.reconcile.schema``, the status page's in ``hub.web.schema``. The hub root lists them in order
   (``hub.schema.MIGRATIONS``, made with ``compose``) and passes that list to everything that opens a database
   (``LedgerService(..., migrations=...)``, ``open_and_migrate``, ``restore_database``): the ledger never imports
@@ -24,6 +24,10 @@
 
 Connections set ``journal_mode=WAL``, ``synchronous=FULL`` (or NORMAL on request: faster, but on power loss the
 last commits can be lost, see DESIGN.md §6), ``foreign_keys=ON`` and a ``busy_timeout``.
+
+The database holds password and API token hashes: ``connect`` creates it 0600 before SQLite opens it (SQLite gives
+its ``-wal`` and ``-shm`` the database's mode), and makes an older one that other users can read 0600, with a log
+line (``hub.private_files``).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from pathlib import Path
 from typing import Literal
 
 from hub.ledger.models import SchemaError, now_ms
+from hub.private_files import private_database
 
 APPLICATION_ID = 0x53534C47  # "SSLG": marks a file as a smartshelf ledger
 MIN_SQLITE = (3, 37, 0)
@@ -318,12 +323,24 @@ _V7_RFID = (
     "CREATE UNIQUE INDEX rfid_outages_open ON rfid_outages(node_id, reader) WHERE to_ms IS NULL",
 )
 
+# Issue 13: the audit trail says where each entry came from (``hub.ledger.origin``: ``ip:<address>``,
+# ``cli:<user>@<host>``, ``auto``), a column so that it can be filtered and indexed. Entries written before have none
+# (NULL: not recorded); every new entry must have one (the trigger), so a write path that forgets it fails instead of
+# leaving an entry nobody can place. The trail stays append-only (the triggers of step 1 are untouched).
+_V9_AUDIT_ORIGIN = (
+    "ALTER TABLE audit ADD COLUMN origin TEXT"
+    " CHECK (origin IS NULL OR (length(origin) BETWEEN 1 AND 200 AND origin NOT GLOB '*[^ -~]*'))",
+    "CREATE TRIGGER audit_origin_required BEFORE INSERT ON audit WHEN NEW.origin IS NULL"
+    " BEGIN SELECT RAISE(ABORT, 'an audit entry says where it came from (origin)'); END",
+)
+
 CORE = Migration(1, "core ledger: skus, nodes, lanes, movements, balances, physical counts, audit", _V1_CORE)
 ALERTS = Migration(2, "alerts; movements by sku and time; book_stock and observed_stock views", _V2_ALERTS)
 # Part of step 5 (released with the status page's API clients, its indexes and session epochs: hub.web.schema).
 LANE_READINGS = Migration(5, "lane readings", _V5_LANE_READINGS)
 SENSOR_COUNT = Migration(6, "movements: reason sensor_count (a node's counted quantity)", _V6_SENSOR_COUNT)
 RFID = Migration(7, "rfid: tag events, tags present per lane, reader outages, EPC -> SKU table, GTIN per SKU", _V7_RFID)
+AUDIT_ORIGIN = Migration(9, "audit: where each entry came from (origin)", _V9_AUDIT_ORIGIN)
 
 
 # ------------------------------------------------------------------------------------------------ the migrator
@@ -337,8 +354,10 @@ def check_sqlite_version() -> None:
 
 
 def connect(path: Path | str, *, synchronous: Synchronous = "FULL", busy_timeout_ms: int = 5000) -> sqlite3.Connection:
-    """A plain (synchronous) read-write connection with the ledger's pragmas; transactions are explicit."""
+    """A plain (synchronous) read-write connection with the ledger's pragmas; transactions are explicit. A new
+    database is created 0600; an existing one (with its -wal, -shm) that other users can read is made 0600."""
     check_sqlite_version()
+    private_database(path)
     conn = sqlite3.connect(str(path), isolation_level=None, timeout=busy_timeout_ms / 1000)
     configure(conn, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms)
     return conn

@@ -35,6 +35,9 @@ Rules:
   that moves the mark past them (``skip_events_to``). When no lane's counters changed (the dropped events were tag
   events, which are not weight, or weight events that cancel out) the gap has 0 units: the mark moves and the skip
   is recorded in the audit trail (``event_skip``, actor ``node:<id>``), with no stock movement.
+* **Audited as the hub's own work** (origin ``auto``, actor ``node:<id>``): a skip without units, a lane registered
+  (``register_lane``) and its ``unassigned_lane`` alert opened (``open_alert``). The movements of node events are
+  their own trail (append-only, actor ``node:<id>``, ``recorded_ms``) and get no audit entry.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from typing import Any
 
 import aiosqlite
 
-from hub.ledger import tag_booking
+from hub.ledger import lane_activity, tag_booking
 from hub.ledger.causes import Cause
 from hub.ledger.models import (
     AlertKind,
@@ -62,13 +65,15 @@ from hub.ledger.models import (
     SensorGap,
     sensor_location,
 )
+from hub.ledger.origin import AUTOMATIC
 from hub.ledger.tags import ReaderReport, TagEvent, TagRecheck
 from shared_protocol.messages import KIND_ANOMALY, KIND_COUNT, KIND_PICK, KIND_PUT
 
 SensorItem = SensorEvent | SensorGap | NodeUpdate | LaneReading | TagEvent | TagRecheck | ReaderReport
 # bool: a lane reading (stored or not); int: a recheck (tags marked unconfirmed)
 SensorOutcome = ApplyResult | bool | int | None | LedgerError
-_NODE_STATE = (SensorEvent, SensorGap, NodeUpdate, TagEvent)  # the items that read and move a node's marks
+# the items that read and move a node's marks (a recheck and a reader report: only its last uplink seq)
+_NODE_STATE = (SensorEvent, SensorGap, NodeUpdate, TagEvent, TagRecheck, ReaderReport)
 
 _KIND_REASON = {
     KIND_PICK: Reason.SENSOR_PICK,
@@ -343,14 +348,12 @@ async def apply_batch(conn: aiosqlite.Connection, items: Sequence[SensorItem], n
             f"SELECT source_ref, id FROM movements WHERE source_ref IN ({gph})", gap_refs
         ):
             seen_refs[ref] = mid
-    async with conn.execute("SELECT coalesce(max(id), 0) + 1 FROM movements") as cur:
-        row = await cur.fetchone()
-    assert row is not None
-    next_id = int(row[0])
+    next_id = int(next(iter(await conn.execute_fetchall("SELECT coalesce(max(id), 0) + 1 FROM movements")))[0])
 
     new_lanes: list[tuple[str, int, int]] = []
     unassigned: dict[str, tuple[int, int]] = {}
     rows: list[tuple[Any, ...]] = []
+    owners: list[int] = []  # the item of each row
     readings: dict[tuple[str, int], tuple[str, int, int, int, int]] = {}  # (lane_id, ts_ms) -> row: last one wins
     # tag events (item index, event, lane id) and rechecks in item order: a restart's recheck before the tags the
     # node reads again after it, never after them
@@ -375,6 +378,7 @@ async def apply_batch(conn: aiosqlite.Connection, items: Sequence[SensorItem], n
     for i in valid:
         item = items[i]
         if isinstance(item, TagRecheck | ReaderReport):
+            nodes[item.node_id].seen(now_ms, item.uplink_seq)  # committed with it: a replay cannot book it again
             if isinstance(item, TagRecheck):
                 tags.append((i, item))
             else:
@@ -404,7 +408,7 @@ async def apply_batch(conn: aiosqlite.Connection, items: Sequence[SensorItem], n
             lane_id, sku = lane_of(item.node_id, item.lane_index)
             event = (item.event_seq, item.weight_delta_dg, item.confidence)
             rows.append(_row(next_id, now_ms, item, sku, lane_id, _KIND_REASON[item.kind], ref, item.note, event))
-            outcomes[i] = Applied(ref, (next_id,))
+            owners.append(i)  # its outcome once its id is final (lane_activity.by_lane)
             next_id += 1
             node.above.add(item.event_seq)
             node.advance()
@@ -418,14 +422,13 @@ async def apply_batch(conn: aiosqlite.Connection, items: Sequence[SensorItem], n
                 continue
             if item.count_delta == 0 and item.skip_events_to is not None:  # a skip without units: no stock gap
                 details = {"ref": ref, "lane": item.lane_index, "to": item.skip_events_to, "note": item.note}
-                skips.append((now_ms, f"node:{item.node_id}", "event_skip", json.dumps(details, sort_keys=True)))
+                skips.append(_audit_row(now_ms, item.node_id, "event_skip", details))
                 outcomes[i] = Applied(ref, ())
                 continue
             lane_id, sku = lane_of(item.node_id, item.lane_index)
-            no_event = (None, None, None)
-            rows.append(_row(next_id, now_ms, item, sku, lane_id, Reason.SENSOR_GAP, ref, item.note, no_event))
+            rows.append(_row(next_id, now_ms, item, sku, lane_id, Reason.SENSOR_GAP, ref, item.note, (None,) * 3))
             seen_refs[ref] = next_id
-            outcomes[i] = Applied(ref, (next_id,))
+            owners.append(i)
             next_id += 1
         else:
             node.seen(item.seen_ms if item.seen_ms is not None else now_ms, item.uplink_seq)
@@ -459,26 +462,39 @@ async def apply_batch(conn: aiosqlite.Connection, items: Sequence[SensorItem], n
         await conn.executemany(
             "INSERT INTO lanes (lane_id, node_id, lane_index, sku) VALUES (?, ?, ?, NULL)", new_lanes
         )
-    if rows:
-        await conn.executemany(_INSERT_MOVEMENT, rows)
+        for lane_id, n, li in new_lanes:
+            skips.append(_audit_row(now_ms, n, "register_lane", {"lane_id": lane_id, "node_id": n, "lane_index": li}))
+    if rows:  # each lane's movements get consecutive ids: one span per lane and batch (hub.ledger.lane_activity)
+        await lane_activity.insert(conn, _INSERT_MOVEMENT, rows, outcomes, owners)
     if tags:
         for i, outcome in await tag_booking.book_in_order(conn, tags, now_ms):
             outcomes[i] = outcome
     if reports:
         await tag_booking.reader_reports(conn, reports)
+    # An unassigned lane's alert, opened once while unresolved (rare: only lanes without a SKU, one statement each, to
+    # audit the ones really opened).
+    for lane_id, (n, li) in unassigned.items():
+        cause = str(Cause.lane(lane_id))
+        for (alert_id,) in await conn.execute_fetchall(
+            "INSERT OR IGNORE INTO alerts (kind, cause_key, status, opened_ms, evidence) VALUES (?, ?, 'open', ?, ?)"
+            " RETURNING id",
+            (
+                AlertKind.UNASSIGNED_LANE.value,
+                cause,
+                now_ms,
+                json.dumps({"lane_id": lane_id, "node_id": n, "lane_index": li}, sort_keys=True),
+            ),
+        ):
+            details = {"alert_id": alert_id, "kind": AlertKind.UNASSIGNED_LANE.value, "cause_key": cause}
+            skips.append(_audit_row(now_ms, n, "open_alert", details))
     if skips:
-        await conn.executemany("INSERT INTO audit (ts_ms, actor, action, details) VALUES (?, ?, ?, ?)", skips)
-    if unassigned:
-        await conn.executemany(
-            "INSERT OR IGNORE INTO alerts (kind, cause_key, status, opened_ms, evidence) VALUES (?, ?, 'open', ?, ?)",
-            [
-                (
-                    AlertKind.UNASSIGNED_LANE.value,
-                    str(Cause.lane(lane_id)),
-                    now_ms,
-                    json.dumps({"lane_id": lane_id, "node_id": n, "lane_index": li}, sort_keys=True),
-                )
-                for lane_id, (n, li) in unassigned.items()
-            ],
-        )
+        await conn.executemany(_INSERT_AUDIT, skips)
     return outcomes
+
+
+# The sensor path's audit entries (a skip without units, a lane registered, its alert opened) are the hub's own work.
+_INSERT_AUDIT = "INSERT INTO audit (ts_ms, actor, action, details, origin) VALUES (?, ?, ?, ?, ?)"
+
+
+def _audit_row(now_ms: int, node_id: int, action: str, details: dict[str, Any]) -> tuple[Any, ...]:
+    return (now_ms, f"node:{node_id}", action, json.dumps(details, sort_keys=True), AUTOMATIC)

@@ -15,7 +15,9 @@ serialised in the order they were submitted and never interleave.
 * **Business operations** (sales, receipts, ..., counts, reversals, SKUs, lanes, alerts, CSV imports) each run in
   their own transaction, in queue order, record their actor, and write the audit trail: each is a ``Tx`` method
   (``postings``) run as its own transaction with that method's signature (``operations``); ``transact(fn)`` runs
-  any function of a ``Tx`` the same way (modules with their own tables: reconciliation, the status page).
+  any function of a ``Tx`` the same way (modules with their own tables: reconciliation, the status page). The
+  audit entries say where the work came from: the origin set when it was queued (``origin.ORIGIN``: a request's
+  address, a command line), else the service's own (``origin=``, default ``auto``: the hub's own work).
 * **Lane readings** older than ``reading_retention_s`` (8 days) are pruned every ``prune_interval_s`` by the
   writer, in transactions of at most 2,000 deleted rows queued like any other work (``prune_lane_readings``); tag
   events, reader outages and the presence of tags gone older than ``tag_retention_s`` (30 days) the same way
@@ -50,6 +52,7 @@ from typing import Any, Literal, TypeVar, overload
 
 import aiosqlite
 
+from hub.ledger import origin as origin_
 from hub.ledger import schema, upkeep
 from hub.ledger.backup import BackupInfo, BackupPolicy, backup_database
 from hub.ledger.changes import ChangeTracker
@@ -77,6 +80,7 @@ from hub.ledger.reader import LedgerReader
 from hub.ledger.sensor import PRUNE_BATCH_ROWS, READING_RETENTION_MS, SensorItem, apply_batch, prune_readings
 from hub.ledger.tag_booking import prune_tags
 from hub.ledger.tags import TAG_RETENTION_MS, ReaderReport, TagEvent, TagRecheck
+from hub.ledger.workqueue import Completion, WorkQueue
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -85,13 +89,14 @@ T = TypeVar("T")
 @dataclass(slots=True)
 class _SensorWork:
     item: SensorItem
-    future: asyncio.Future[Any]
+    future: asyncio.Future[Any] | Completion
 
 
 @dataclass(slots=True)
 class _TxWork:
     fn: Callable[[Tx], Awaitable[Any]]
     future: asyncio.Future[Any]
+    origin: str  # where the work came from, as its audit entries record it (hub.ledger.origin)
 
 
 class _Stop:
@@ -124,6 +129,7 @@ class LedgerService:
         reading_retention_s: float = READING_RETENTION_MS / 1000,
         tag_retention_s: float = TAG_RETENTION_MS / 1000,
         prune_interval_s: float | None = 600.0,
+        origin: str = origin_.AUTOMATIC,
     ) -> None:
         if max_batch < 1 or batch_linger_s < 0:
             raise ValueError("max_batch must be >= 1 and batch_linger_s >= 0")
@@ -138,11 +144,12 @@ class LedgerService:
         self.reading_retention_s = reading_retention_s
         self.tag_retention_s = tag_retention_s
         self.prune_interval_s = prune_interval_s
+        self.origin = origin_.clean(origin)  # of work queued with no origin set (hub.ledger.origin.ORIGIN)
         self.stats = ServiceStats()
         self.last_backup: BackupInfo | None = None
         self.changes = ChangeTracker()  # commit listeners (hub/ledger/changes.py)
         self._conn: aiosqlite.Connection | None = None
-        self._queue: asyncio.Queue[_Work] = asyncio.Queue()
+        self._queue: WorkQueue[_Work] = WorkQueue()
         self._writer: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._lock: DbLock | None = None
@@ -242,15 +249,7 @@ class LedgerService:
 
     def _fill(self, batch: list[_SensorWork]) -> _Work | None:
         """Move queued sensor items into ``batch``; return the first non-sensor item met (to run next)."""
-        while len(batch) < self.max_batch:
-            try:
-                work = self._queue.get_nowait()
-            except asyncio.QueueEmpty:
-                return None
-            if not isinstance(work, _SensorWork):
-                return work
-            batch.append(work)
-        return None
+        return self._queue.fill(batch, self.max_batch, _SensorWork)
 
     async def _commit(self) -> None:
         assert self._conn is not None
@@ -299,7 +298,7 @@ class LedgerService:
 
     async def _business(self, work: _TxWork) -> None:
         try:
-            result = await self._in_tx(lambda conn, now: work.fn(Tx(conn, now)))
+            result = await self._in_tx(lambda conn, now: work.fn(Tx(conn, now, work.origin)))
         except Exception as exc:
             _fail(work.future, exc)
         else:
@@ -308,7 +307,7 @@ class LedgerService:
 
     async def _tx(self, fn: Callable[[Tx], Awaitable[T]]) -> T:
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._enqueue(_TxWork(fn, future))
+        self._enqueue(_TxWork(fn, future, origin_.current() or self.origin))
         return await future
 
     # ------------------------------------------------------------------------------------------- sensor path
@@ -326,6 +325,10 @@ class LedgerService:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._enqueue(_SensorWork(item, future))
         return future
+
+    def submit_then(self, item: SensorItem, on_done: Callable[[Completion], None]) -> None:
+        """``submit`` without a future (the hot path): ``on_done`` runs as soon as the batch committed or failed."""
+        self._enqueue(_SensorWork(item, Completion(on_done)))
 
     async def apply_sensor_event(
         self,
@@ -491,6 +494,6 @@ async def _prune(tx: Tx, *, before_ms: int, start: str, rows: int) -> tuple[int,
     return await prune_readings(tx.conn, before_ms, start, rows)
 
 
-def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
+def _fail(future: asyncio.Future[Any] | Completion, exc: BaseException) -> None:
     if not future.done():
         future.set_exception(exc)

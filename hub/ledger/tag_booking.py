@@ -81,14 +81,14 @@ def validate(item: TagEvent | TagRecheck | ReaderReport) -> None:
             raise InvalidArgument(f"EPC {text!r} must be upper-case hex")
         if item.rssi is not None:
             _int("rssi", item.rssi, -128, 127)
-        if item.uplink_seq is not None:
-            _int("uplink_seq", item.uplink_seq, 1, _U32)
     elif isinstance(item, ReaderReport):
         _int("reader", item.reader, 0, 7)
         if item.state not in READER_STATES:
             raise InvalidArgument(f"unknown reader state {item.state!r}")
         if item.missed_from_ms is not None:
             _int("missed_from_ms", item.missed_from_ms, 0, item.ts_ms)
+    if item.uplink_seq is not None:
+        _int("uplink_seq", item.uplink_seq, 1, _U32)
 
 
 @dataclass(slots=True)

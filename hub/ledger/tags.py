@@ -63,10 +63,13 @@ class TagEvent:
 
 @dataclass(frozen=True, slots=True)
 class TagRecheck:
-    """The node restarted at ``ts_ms``: its present tags are unconfirmed until it reads them again."""
+    """The node restarted at ``ts_ms``: its present tags are unconfirmed until it reads them again. ``uplink_seq``:
+    the hello that said so, persisted as ``nodes.last_uplink_seq`` in the same transaction (a replayed hello is then
+    refused as a replay, never rechecks again)."""
 
     node_id: int
     ts_ms: int
+    uplink_seq: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +85,7 @@ class ReaderReport:
     all_ok: bool = False  # every reader of the node reported OK lately
     missed_from_ms: int | None = None  # the counters show an outage since this report time
     missed_cause: str = ""
+    uplink_seq: int | None = None  # the frame that carried it: persisted as nodes.last_uplink_seq with it
 
 
 def tag_sku_sql(alias: str) -> str:

@@ -14,7 +14,7 @@ transport (serial, BLE) --raw frames--> ingest.Ingest --verified, by type--> boo
 * ``gaps``     pure sensor-gap detection from lane counters, tallies and marks.
 * ``marks``    EventMarks (the contiguous committed mark), LaneTally (what the ledger holds per lane).
 * ``commands`` command queue per node, CommandDesk (call, answer, timeout) and the audit records.
-* ``jobs``     per-node jobs in arrival order (asyncio.Queue and one worker).
+* ``jobs``     per-node jobs in arrival order (a bounded asyncio.Queue and one worker).
 * ``rfid``     per node: its RFID readers' last reports (status), what of them the ledger needs, tag counters.
 * ``restore``  sessions rebuilt from the ledger at start.
 

@@ -1,11 +1,11 @@
 """What a node's sensing reports become in the ledger: events, lane readings and sensor gaps.
 
-* ``event`` -> ``ledger.submit(SensorEvent)`` without waiting (observed time = arrival - ``age_ms``;
-  ``AGE_UNKNOWN`` books the arrival time with a note). The ledger dedupes by ``(node, event_seq)``. When the future
-  resolves (after COMMIT) the node's marks advance and an ack is due. Acks are **coalesced**: one commit resolves a
-  whole batch of futures in one go, their callbacks only mark nodes, and one ``call_soon`` flush then sends a single
-  ``Ack(highest contiguous)`` per node. Nothing is acked before its commit; a failed commit acks nothing (the node
-  retransmits).
+* ``event`` -> ``ledger.submit_then(SensorEvent, ...)`` without waiting (observed time = arrival - ``age_ms``;
+  ``AGE_UNKNOWN`` books the arrival time with a note). The ledger dedupes by ``(node, event_seq)``. When its
+  completion runs (right after COMMIT, no future in between) the node's marks advance and an ack is due. Acks are
+  **coalesced**: one commit completes a whole batch in one go, the completions only mark nodes, and one
+  ``call_soon`` flush then sends a single ``Ack(highest contiguous)`` per node. Nothing is acked before its commit;
+  a failed commit acks nothing (the node retransmits).
 * ``lane_state`` -> a ``LaneReading`` for the shelf charts, thinned by ``ReadingThinner`` and submitted without
   waiting, and a per-node job that, once everything received before it has committed, books the ``SensorGap`` its
   counters show (``gaps.lane_gap``).
@@ -19,6 +19,13 @@
   counters, which tags never change, so it moves the mark without booking any stock (``hub.ledger.sensor``).
 * ``reader_health`` -> the node's ``NodeRfid`` (status); what the ledger needs of it (a reader's state changed, an
   outage between reports, the periodic confirmation of the present tags) as a ``ReaderReport``, without waiting.
+
+Every ledger item a frame leads to carries the frame's seq, or is submitted after a ``NodeUpdate`` that does (the
+writer commits in submission order), so a frame whose effect committed has its seq committed too: a hub killed
+between accepting a frame and committing it never books that frame twice, whatever is replayed to the next hub
+(``tests/test_ingest_hostile.py``). Events further than ``session.MAX_EVENTS_AHEAD`` above the node's mark are
+refused (``NodeSession.admits``); a lane state whose count no lane can hold (beyond ``MAX_COUNT`` units either way)
+is not compared with the ledger (counted in ``implausible_counts``).
 """
 
 from __future__ import annotations
@@ -29,15 +36,17 @@ import functools
 import logging
 
 from hub.ledger.epc import epc_hex
-from hub.ledger.models import ApplyResult, LaneReading, SensorEvent, SensorGap
+from hub.ledger.models import LaneReading, SensorEvent, SensorGap
 from hub.ledger.sensor import ReadingThinner
 from hub.ledger.service import LedgerService
 from hub.ledger.tags import LOST, SEEN, TagEvent
+from hub.ledger.workqueue import Completion
 from hub.link.gaps import lane_gap, outbox_skip
 from hub.link.session import NodeSession, consume
 from shared_protocol.messages import (
     AGE_UNKNOWN,
     ALL_LANES,
+    MAX_COUNT,
     Event,
     Health,
     LaneState,
@@ -61,11 +70,13 @@ class SensorBooking:
 
     def event(self, node: NodeSession, frame_seq: int, msg: Event, arrival_ms: int) -> None:
         node.event_received()
+        if not node.admits(msg.event_seq):
+            return
         if msg.age_ms == AGE_UNKNOWN:
             observed, note = arrival_ms, "age unknown (event from an earlier node boot): time is the hub's arrival"
         else:
             observed, note = max(0, arrival_ms - msg.age_ms), None
-        fut = self.ledger.submit(
+        self.ledger.submit_then(  # no future: _event_done runs as soon as the batch committed
             SensorEvent(
                 node.node_id,
                 msg.event_seq,
@@ -75,13 +86,13 @@ class SensorBooking:
                 msg.weight_delta_dg,
                 msg.confidence,
                 observed,
-                uplink_seq=frame_seq,
-                note=note,
-            )
+                frame_seq,
+                note,
+            ),
+            functools.partial(self._event_done, node, msg),
         )
-        fut.add_done_callback(functools.partial(self._event_done, node, msg))
 
-    def _event_done(self, node: NodeSession, msg: Event, fut: asyncio.Future[ApplyResult]) -> None:
+    def _event_done(self, node: NodeSession, msg: Event, fut: Completion) -> None:
         if fut.cancelled():
             return
         exc = fut.exception()
@@ -96,9 +107,11 @@ class SensorBooking:
 
     def tag(self, node: NodeSession, frame_seq: int, msg: TagSeen | TagLost, arrival_ms: int) -> None:
         node.rfid.tags += 1
+        if not node.admits(msg.event_seq):
+            return
         known = msg.age_ms != AGE_UNKNOWN
         seen = isinstance(msg, TagSeen)
-        fut = self.ledger.submit(
+        self.ledger.submit_then(
             TagEvent(
                 node.node_id,
                 msg.event_seq,
@@ -109,11 +122,11 @@ class SensorBooking:
                 msg.rssi if isinstance(msg, TagSeen) else None,
                 ts_known=known,
                 uplink_seq=frame_seq,
-            )
+            ),
+            functools.partial(self._tag_done, node, msg.event_seq),
         )
-        fut.add_done_callback(functools.partial(self._tag_done, node, msg.event_seq))
 
-    def _tag_done(self, node: NodeSession, event_seq: int, fut: asyncio.Future[ApplyResult]) -> None:
+    def _tag_done(self, node: NodeSession, event_seq: int, fut: Completion) -> None:
         if fut.cancelled():
             return
         exc = fut.exception()
@@ -125,10 +138,11 @@ class SensorBooking:
         self._mark(node)
 
     def reader_health(self, node: NodeSession, frame_seq: int, msg: ReaderHealth, arrival_ms: int) -> None:
-        report = node.rfid.report(msg, arrival_ms)
-        if report is not None:
+        report = node.rfid.report(msg, arrival_ms, frame_seq)
+        if report is not None:  # it carries the frame's seq: both commit together, a replay cannot book it again
             self.ledger.submit(report).add_done_callback(consume)
-        node.persist_seq(frame_seq)
+        else:
+            node.persist_seq(frame_seq)
 
     def _mark(self, node: NodeSession) -> None:
         """An outcome committed for ``node``: one flush (after this commit's callbacks) sends its ack."""
@@ -151,10 +165,10 @@ class SensorBooking:
         barrier = node.persist_seq(frame_seq)
         reading = LaneReading(node.node_id, msg.lane, arrival_ms, msg.weight_dg, msg.count, msg.flags)
         if self.readings.keep(reading):  # a lane the ledger does not know: ignored there
-            self.ledger.submit(reading).add_done_callback(functools.partial(self.reading_done, reading))
+            self.ledger.submit_then(reading, functools.partial(self.reading_done, reading))
         node.jobs.add(functools.partial(self._check_lane, node, msg, frame_seq, arrival_ms, barrier))
 
-    def reading_done(self, reading: LaneReading, fut: asyncio.Future[bool]) -> None:
+    def reading_done(self, reading: LaneReading, fut: Completion | asyncio.Future[bool]) -> None:
         if fut.cancelled():
             return
         exc = fut.exception()
@@ -168,6 +182,10 @@ class SensorBooking:
     ) -> None:
         with contextlib.suppress(Exception):
             await barrier  # everything received before this lane state has committed (or failed)
+        if not -MAX_COUNT <= msg.count <= MAX_COUNT:  # no lane holds that many: a broken node, never booked
+            node.stats.implausible_counts += 1
+            node.warn_once("count", "lane %d says it holds %d units: not compared with the ledger", msg.lane, msg.count)
+            return
         gap = lane_gap(msg, node.tally(msg.lane), node.marks, node.pending_skip, frame_seq)
         if gap is None:
             return

@@ -1,12 +1,19 @@
 """Commands the hub sends to nodes: each node's queue, a caller waiting for the answer, and the audit records.
 
 * ``CommandQueue`` (one per node) holds the commands waiting to be sent, in order, and the last
-  ``MAX_SENT_COMMANDS`` sent ones by downlink seq, so an answer that comes late still finds its command.
+  ``MAX_SENT_COMMANDS`` sent ones by downlink seq, so an answer that comes late still finds its command. At most
+  ``MAX_BACKLOG`` wait: the hub's own commands (lane assignments and state requests after each hello, however many
+  hellos a node sends) wait once each (an equal one already waiting is enough), and beyond the bound they are dropped
+  and a person's command is refused (``CommandError``), both counted in ``dropped``.
 * ``CommandDesk`` (one per hub) is what ``HubService.command`` reaches: ``call`` queues a command, lets the node's
   session send it as soon as the link and its downlink reservation allow, and waits for the node's
   ``command_result`` (``answered``) within a timeout. Answers to commands a person asked for, refusals of the hub's
   own commands (``set_lane`` after a hello), timeouts and answers to unknown commands are written to the audit
-  trail (actor ``node:<id>``, action ``command`` / ``command_timeout``), off the frame path, in the background.
+  trail (actor ``node:<id>``, action ``command`` / ``command_timeout``), off the frame path, in the background,
+  from where the command was asked for (its origin, ``hub.ledger.origin``: the hub's own commands are ``auto``).
+  Answers to unknown commands are recorded at most ``UNKNOWN_BURST`` at once and one per ``UNKNOWN_REFILL_S`` after
+  that, per node (a node sending them in a loop cannot fill the audit trail); the others are counted
+  (``unknown_unrecorded``) and logged at debug.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from hub.ledger.origin import acting_from
+from hub.ledger.origin import current as current_origin
 from hub.ledger.service import LedgerService
 from shared_protocol.messages import (
     DOWNLINK,
@@ -35,6 +44,9 @@ from shared_protocol.messages import (
 log = logging.getLogger(__name__)
 
 MAX_SENT_COMMANDS = 256  # sent commands remembered per node for late answers
+MAX_BACKLOG = 256  # commands waiting to be sent per node
+UNKNOWN_BURST = 16  # answers to unknown commands recorded in the audit trail at once, per node ...
+UNKNOWN_REFILL_S = 60.0  # ... then one per minute
 STATUS_NAMES = {
     STATUS_OK: "ok",
     STATUS_BAD_ARGS: "bad_args",
@@ -90,6 +102,7 @@ class PendingCommand:
     session: int = 0  # set when sent
     seq: int = 0
     abandoned: bool = False  # the caller gave up before it was sent
+    origin: str | None = None  # where it was asked for (hub.ledger.origin); None: the hub's own
 
     def describe(self) -> dict[str, Any]:
         d = self.message.to_dict()
@@ -103,22 +116,53 @@ class PendingCommand:
 class CommandQueue:
     """One node's commands: waiting to be sent, and sent but not answered yet."""
 
-    __slots__ = ("_backlog", "_sent")
+    __slots__ = ("_backlog", "_budget", "_budget_at", "_sent", "dropped", "sent_forgotten", "unknown_unrecorded")
 
     def __init__(self) -> None:
         self._backlog: deque[PendingCommand] = deque()
         self._sent: OrderedDict[int, PendingCommand] = OrderedDict()
+        self.dropped = 0  # commands not queued: the backlog was full
+        self.sent_forgotten = 0  # sent ones forgotten unanswered (beyond MAX_SENT_COMMANDS): a late answer is unknown
+        self.unknown_unrecorded = 0  # answers to unknown commands not written to the audit trail
+        self._budget = float(UNKNOWN_BURST)
+        self._budget_at = time.monotonic()
 
     def __bool__(self) -> bool:
         """Is a command waiting to be sent?"""
         return bool(self._backlog)
 
+    def __len__(self) -> int:
+        """Commands waiting to be sent."""
+        return len(self._backlog)
+
     def push(self, cmd: PendingCommand) -> None:
+        """Queue a person's command; ``CommandError`` when ``MAX_BACKLOG`` commands are waiting already."""
+        if len(self._backlog) >= MAX_BACKLOG:
+            self.dropped += 1
+            raise CommandError(f"{MAX_BACKLOG} commands are waiting for this node: try again later")
         self._backlog.append(cmd)
 
     def internal(self, message: Message) -> None:
-        """A command of the hub's own (lane assignments, state requests): audited only when refused."""
+        """A command of the hub's own (lane assignments, state requests): audited only when refused. Not queued
+        again while an equal one waits, nor beyond ``MAX_BACKLOG`` (dropped, counted)."""
+        if any(c.message == message and not c.record and not c.abandoned for c in self._backlog):
+            return
+        if len(self._backlog) >= MAX_BACKLOG:
+            self.dropped += 1
+            return
         self._backlog.append(PendingCommand(message, "hub", record=False, created_ns=time.monotonic_ns()))
+
+    def may_record_unknown(self) -> bool:
+        """May an answer to an unknown command go to the audit trail now (``UNKNOWN_BURST``, then one per
+        ``UNKNOWN_REFILL_S``)? False counts it as unrecorded."""
+        now = time.monotonic()
+        self._budget = min(float(UNKNOWN_BURST), self._budget + (now - self._budget_at) / UNKNOWN_REFILL_S)
+        self._budget_at = now
+        if self._budget >= 1.0:
+            self._budget -= 1.0
+            return True
+        self.unknown_unrecorded += 1
+        return False
 
     def take(self) -> PendingCommand | None:
         """The next command to send (commands whose caller gave up are skipped), or None."""
@@ -133,6 +177,7 @@ class CommandQueue:
         self._sent[seq] = cmd
         while len(self._sent) > MAX_SENT_COMMANDS:
             self._sent.popitem(last=False)
+            self.sent_forgotten += 1
 
     def answered(self, seq: int) -> PendingCommand | None:
         return self._sent.pop(seq, None)
@@ -180,7 +225,7 @@ class CommandDesk:
             raise ValueError(f"{message.NAME} is not a command")
         message.encode_payload()  # range checks now (ProtocolError), not when it is sent
         fut: asyncio.Future[CommandOutcome] = asyncio.get_running_loop().create_future()
-        cmd = PendingCommand(message, actor, fut, created_ns=time.monotonic_ns())
+        cmd = PendingCommand(message, actor, fut, created_ns=time.monotonic_ns(), origin=current_origin())
         node.commands.push(cmd)
         node.transmit()
         try:
@@ -201,13 +246,17 @@ class CommandDesk:
         """A node's ``command_result``: resolve the waiting call, log it, and record it when it is audited."""
         cmd = node.commands.answered(msg.command_seq)
         if cmd is None:
-            log.info(
+            recorded = node.commands.may_record_unknown()
+            log.log(
+                logging.INFO if recorded else logging.DEBUG,
                 "node %d: result for unknown command seq %d (status %d, value %d)",
                 node.node_id,
                 msg.command_seq,
                 msg.status,
                 msg.value,
             )
+            if not recorded:
+                return
             details = {"command": "unknown", "seq": msg.command_seq, "session": node.session}
             self._write(node.node_id, "command", {**details, "status": msg.status, "value": msg.value})
             return
@@ -243,16 +292,17 @@ class CommandDesk:
         details = cmd.describe()
         details.update(node_id=node_id, session=cmd.session, seq=cmd.seq, requested_by=cmd.requested_by)
         details.update(extra)
-        self._write(node_id, action, details)
+        self._write(node_id, action, details, cmd.origin)
 
-    def _write(self, node_id: int, action: str, details: dict[str, Any]) -> None:
+    def _write(self, node_id: int, action: str, details: dict[str, Any], origin: str | None = None) -> None:
         async def write() -> None:
             try:
                 await self.ledger.record_audit(f"node:{node_id}", action, details)
             except Exception as exc:
                 log.warning("node %d: could not record %s: %s", node_id, action, exc)
 
-        self._spawn(write())
+        with acting_from(origin):  # the task takes the context it is created in
+            self._spawn(write())
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)

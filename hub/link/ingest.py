@@ -1,10 +1,10 @@
 """Ingest: raw frames from every transport -> verified messages -> the handler of their type (protocol v1).
 
 One task consumes the frames of all links in arrival order (``enqueue`` is the sink every transport calls; it only
-appends). For each frame, ``UplinkReceiver`` checks version, length, node, tag and strict seq (replay); a rejected
-frame is never applied, it is counted per node and reason (``bad_tag`` is the forged-frame counter) and logged
-once per kind. An accepted frame is routed to its node's ``NodeSession`` (which answers on the link it came from)
-and dispatched by message type:
+appends). For each frame, ``UplinkReceiver`` (its CPython fast path: ``hub.transport.fastcodec``) checks version,
+length, node, tag and strict seq (replay); a rejected frame is never applied, it is counted per node and reason
+(``bad_tag`` is the forged-frame counter) and logged once per kind. An accepted frame is routed to its node's
+``NodeSession`` (which answers on the link it came from) and dispatched by message type:
 
 * ``event``, ``lane_state``, ``health``, ``tag_seen``, ``tag_lost``, ``reader_health`` -> ``SensorBooking``
   (hub/link/booking.py);
@@ -36,8 +36,9 @@ from hub.link.booking import SensorBooking
 from hub.link.commands import CommandDesk, CommandOutcome, CommandTimeout, UnknownNode
 from hub.link.session import NodeSession, consume
 from hub.transport import Link
+from hub.transport.fastcodec import FastUplinkReceiver
 from shared_protocol.errors import BAD_TAG, REASON_NAMES, ProtocolError
-from shared_protocol.frame import Frame, UplinkReceiver, peek_header
+from shared_protocol.frame import Frame, peek_header
 from shared_protocol.messages import (
     ALL_LANES,
     CommandResult,
@@ -94,7 +95,7 @@ class Ingest:
         self.ledger = ledger
         self.reader = reader
         self.nodes: dict[int, NodeSession] = {n.node_id: n for n in nodes}
-        self.receiver = UplinkReceiver({n.node_id: n.key for n in self.nodes.values()})
+        self.receiver = FastUplinkReceiver({n.node_id: n.key for n in self.nodes.values()})  # the shared code's rules
         self.stats = IngestStats()
         self.booking = SensorBooking(ledger)
         self.desk = CommandDesk(ledger)
@@ -233,14 +234,20 @@ class Ingest:
 
     def _hello(self, node: NodeSession, frame: Frame, msg: Hello, _ns: int, ms: int) -> None:
         if node.hello_received(msg):  # a restart: the node holds no tag any more and reads them all again
-            self.ledger.submit(TagRecheck(node.node_id, ms)).add_done_callback(consume)
+            # with the frame's seq: a replay of this hello can never recheck the tags again
+            self.ledger.submit(TagRecheck(node.node_id, ms, frame.seq)).add_done_callback(consume)
         node.persist_seq(frame.seq, fw_version=node.firmware)
         node.transmit()
-        node.jobs.add(lambda: self._send_assignments(node, msg))
+        if not node.assignments_queued:  # a storm of hellos: one job sends the assignments of the latest
+            node.assignments_queued = node.jobs.add(lambda: self._send_assignments(node))
 
-    async def _send_assignments(self, node: NodeSession, hello: Hello) -> None:
+    async def _send_assignments(self, node: NodeSession) -> None:
         """After a hello: the ledger's lane assignments (re-sent after every hello, since a node re-hellos after 5
         idle minutes: audited only if refused), then a request for every lane's state."""
+        node.assignments_queued = False
+        hello = node.hello
+        if hello is None:
+            return
         try:
             lanes = await self.reader.assigned_lanes(node.node_id)
         except Exception as exc:

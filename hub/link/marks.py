@@ -3,25 +3,38 @@
 * ``EventMarks`` mirrors the ledger's highest contiguous ``event_seq`` for a node from *committed* outcomes only
   (an event's future resolved ``Applied`` or ``Duplicate``), with the same rule as ``hub.ledger.sensor``, so an
   ack built from it never covers an event that is not durable.
-* ``LaneTally`` is what the ledger holds for one lane (observed units and the highest event among them), kept
-  from committed outcomes after being loaded once at start; the lane counters a node reports are compared with it
-  (``gaps.lane_gap``).
+* ``LaneTally`` is what the ledger holds for one lane from its node's reports (the units its events and sensor gaps
+  booked, and the highest event among them), kept from committed outcomes after being loaded once at start; the
+  lane counters a node reports are compared with it (``gaps.lane_gap``). Staff corrections of sensor movements are
+  not in it (``hub.ledger.postings.lanes``): no comparison undoes them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+MAX_ABOVE = 4096  # committed event_seqs remembered above the contiguous mark, per node
+
 
 class EventMarks:
-    """Highest contiguous committed ``event_seq`` of one node, plus committed ones above it."""
+    """Highest contiguous committed ``event_seq`` of one node, plus committed ones above it (at most ``MAX_ABOVE``:
+    beyond, the highest are forgotten and counted in ``forgotten``; forgetting one only delays the mark, since the
+    node re-sends what is not acknowledged and the ledger answers ``Duplicate``, which adds it again)."""
 
-    __slots__ = ("above", "contiguous")
+    __slots__ = ("above", "contiguous", "forgotten")
 
     def __init__(self, contiguous: int = 0, above: set[int] | None = None) -> None:
         self.contiguous = contiguous
         self.above: set[int] = set(above or ())
+        self.forgotten = 0
         self._advance()
+        self._bound()
+
+    def _bound(self) -> None:
+        above = self.above
+        while len(above) > MAX_ABOVE:
+            above.discard(max(above))
+            self.forgotten += 1
 
     def _advance(self) -> None:
         above = self.above
@@ -36,6 +49,8 @@ class EventMarks:
                 self._advance()
         elif event_seq > self.contiguous:
             self.above.add(event_seq)
+            if len(self.above) > MAX_ABOVE:
+                self._bound()
 
     def skip_to(self, event_seq: int) -> None:
         if event_seq > self.contiguous:
@@ -55,5 +70,5 @@ class EventMarks:
 class LaneTally:
     """What the ledger holds for one lane, kept from committed outcomes (loaded once at start)."""
 
-    total: int = 0  # observed units: events + gaps (+ reversals present at start)
+    total: int = 0  # the counter reference: units the node's reports booked (events + gaps; no staff correction)
     max_event: int = 0  # highest event_seq of this lane in the ledger

@@ -38,8 +38,9 @@ class NodeRfid:
         """The node booted again: its readers start over (and their counters from 0)."""
         self.readers.clear()
 
-    def report(self, msg: ReaderHealth, arrival_ms: int) -> ReaderReport | None:
-        """Remember the report; the ledger's part of it, or None when it changes nothing there."""
+    def report(self, msg: ReaderHealth, arrival_ms: int, uplink_seq: int | None = None) -> ReaderReport | None:
+        """Remember the report; the ledger's part of it (carrying ``uplink_seq``, the frame's, persisted with it), or
+        None when it changes nothing there."""
         previous = self.readers.get(msg.reader)
         self.readers[msg.reader] = (msg, arrival_ms)
         missed_from: int | None = None
@@ -59,7 +60,7 @@ class NodeRfid:
             return None
         if confirm:
             self.confirmed_ms = arrival_ms
-        return ReaderReport(self.node_id, msg.reader, arrival_ms, msg.state, confirm, missed_from, cause)
+        return ReaderReport(self.node_id, msg.reader, arrival_ms, msg.state, confirm, missed_from, cause, uplink_seq)
 
     def status(self, now_ms: int) -> dict[str, Any]:
         """The node's RFID part of the hub's status (JSON-ready)."""

@@ -18,6 +18,15 @@
   the rest waits for the next call.
 * What the node last reported (hello, health, lane states, its RFID readers: ``hub.link.rfid``), its lane tallies,
   an outbox skip pending (``hub.link.gaps``), per-node jobs and statistics.
+
+**Bounded, whatever an authenticated node sends** (a node with a valid key can still misbehave: a bug, a hello
+storm, counters from a corrupted flash). Per node: ``lane_states`` and ``tallies`` hold at most 32 lanes and
+``rfid.readers`` 8 readers (the protocol's ranges); ``marks.above`` at most ``marks.MAX_ABOVE`` event seqs;
+``jobs`` at most ``jobs.MAX_JOBS`` waiting checks; ``commands`` at most ``commands.MAX_BACKLOG`` commands waiting
+(the hub's own ones once each) and ``commands.MAX_SENT_COMMANDS`` sent ones. An event further than
+``MAX_EVENTS_AHEAD`` above the committed mark (or above an outbox skip pending) is refused (``admits``): not booked,
+not acknowledged, so the node sends it again once the mark has moved; a firmware node never gets there (its outbox
+holds 256 records). What is dropped is counted (the status' ``dropped``) and logged once per node and kind.
 """
 
 from __future__ import annotations
@@ -43,6 +52,8 @@ from shared_protocol.messages import Ack, Event, Health, Hello, LaneState, Messa
 log = logging.getLogger(__name__)
 
 RESERVE_BLOCK = 1024
+MAX_EVENTS_AHEAD = 4096  # an event_seq further than this above the committed mark is refused (not booked, not acked)
+HELLO_LOG_INTERVAL_NS = 60_000_000_000  # a node's hellos are logged at info at most once a minute (hello storms)
 
 
 @dataclass(slots=True)
@@ -57,6 +68,8 @@ class NodeStats:
     downlink_dropped: int = 0
     gaps: int = 0
     hellos: int = 0
+    refused_ahead: int = 0  # events too far above the mark: not booked, not acknowledged
+    implausible_counts: int = 0  # lane states whose count no lane can hold: not compared with the ledger
     first_seen_ns: int = 0
     last_seen_ns: int = 0
     last_seen_ms: int = 0
@@ -102,6 +115,9 @@ class NodeSession:
         self.rfid = NodeRfid(node_id)
         self.stats = NodeStats()
         self.jobs = NodeJobs(f"node {node_id}")
+        self.assignments_queued = False  # a hello's lane assignments are waiting to be sent (one job for a storm)
+        self._hello_logged_ns = 0
+        self._warned: set[str] = set()  # the kinds of drops already logged at warning (at most a handful)
 
     @property
     def session(self) -> int:
@@ -143,10 +159,43 @@ class NodeSession:
                 )
             self.link = link
 
+    def warn_once(self, kind: str, text: str, *args: Any) -> None:
+        """Log a drop of ``kind`` at warning the first time for this node, at debug after (the counters say more)."""
+        first = kind not in self._warned
+        self._warned.add(kind)
+        log.log(logging.WARNING if first else logging.DEBUG, "node %d: " + text, self.node_id, *args)
+
+    def admits(self, event_seq: int) -> bool:
+        """Is ``event_seq`` close enough to the committed mark, or above a pending outbox skip, to be booked? One
+        further is refused (counted, not acknowledged: the node sends it again), so what the ledger and ``marks``
+        hold above the mark stays bounded."""
+        c, skip = self.marks.contiguous, self.pending_skip
+        if event_seq <= c + MAX_EVENTS_AHEAD or skip < event_seq <= skip + MAX_EVENTS_AHEAD:
+            return True
+        self.stats.refused_ahead += 1
+        self.warn_once("ahead", "event %d is more than %d above its mark %d: refused", event_seq, MAX_EVENTS_AHEAD, c)
+        return False
+
+    def dropped(self) -> dict[str, int]:
+        """What the bounds dropped for this node, by kind (the status)."""
+        return {
+            "events_ahead": self.stats.refused_ahead,
+            "implausible_counts": self.stats.implausible_counts,
+            "marks_forgotten": self.marks.forgotten,
+            "jobs": self.jobs.dropped,
+            "commands": self.commands.dropped,
+            "sent_forgotten": self.commands.sent_forgotten,
+            "unknown_results_unrecorded": self.commands.unknown_unrecorded,
+        }
+
     def hello_received(self, msg: Hello) -> bool:
         """A hello: a new boot count starts a new downlink session; an ack is due either way. True when the node
         rebooted (another boot count than the session's)."""
         self.stats.hellos += 1
+        now_ns = time.monotonic_ns()
+        level = logging.INFO if now_ns - self._hello_logged_ns >= HELLO_LOG_INTERVAL_NS else logging.DEBUG
+        if level == logging.INFO:
+            self._hello_logged_ns = now_ns
         if self.hello is not None and self.hello.layout_hash != msg.layout_hash:
             log.warning(
                 "node %d: lane layout changed (hash %08x -> %08x): re-wired?",
@@ -161,7 +210,8 @@ class NodeSession:
             self.sender.new_session(msg.boot_count)
             self.reserved = 0  # nothing reserved in the new session yet: the first frame waits for the commit
             self.commands.forget_sent(NodeRebooted(f"node {self.node_id} rebooted before answering"))
-            log.info(
+            log.log(
+                level,
                 "node %d: hello, boot %d (firmware %s, %d lanes) on %s: new downlink session",
                 self.node_id,
                 msg.boot_count,
@@ -170,7 +220,7 @@ class NodeSession:
                 self.link.name if self.link else "?",
             )
         else:
-            log.info("node %d: hello again, boot %d", self.node_id, msg.boot_count)
+            log.log(level, "node %d: hello again, boot %d (%d hellos)", self.node_id, msg.boot_count, self.stats.hellos)
         self.ack_wanted = True
         return rebooted
 
@@ -335,6 +385,7 @@ class NodeSession:
             "downlink_dropped": s.downlink_dropped,
             "gaps": s.gaps,
             "hellos": s.hellos,
+            "dropped": self.dropped(),
             "forged_frames": forged,
             "rejected": rejected,
             "firmware": self.firmware,

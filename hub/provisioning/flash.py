@@ -39,6 +39,7 @@ import serial
 
 from firmware import config as node_config
 from hub.config import ConfigError, load_config
+from hub.ledger import origin
 from hub.ledger.dblock import DbLock
 from hub.ledger.models import LedgerError
 from hub.ledger.service import LedgerService
@@ -213,7 +214,7 @@ async def replace_in_ledger(hub_config: Path, old: int, new: int) -> list[str]:
     is down (refused, LedgerBusy, when a hub has the database open all the same)."""
     database = load_config(hub_config).database
     DbLock(database).acquire(exclusive=True).release()
-    async with LedgerService(database, migrations=MIGRATIONS) as ledger:
+    async with LedgerService(database, migrations=MIGRATIONS, origin=origin.cli()) as ledger:
         return await ledger.replace_node(old, new, actor="smartshelf flash")
 
 

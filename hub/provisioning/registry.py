@@ -1,5 +1,6 @@
 """Where the hub learns a provisioned node's key: a nodes file (``[[node]]`` tables: id, key, port) that the hub's
-``hub.toml`` lists in ``nodes_files``. Written whole, atomically, readable by its owner only (it holds keys)."""
+``hub.toml`` lists in ``nodes_files``. Written whole, atomically, readable by its owner only (it holds keys), in a
+directory made 0700 if it is new; the hub refuses a nodes file that other users can read (``HubConfig.key_files``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hub.config import ConfigError, load_config
+from hub.private_files import make_private_dirs
 
 
 def _nodes(path: Path) -> list[dict[str, Any]]:
@@ -94,7 +96,7 @@ def _write(nodes_file: Path, kept: list[dict[str, Any]]) -> None:
         lines += ["", "[[node]]", f"id = {int(n['id'])}", f'key = "{n["key"]}"', f"port = {json.dumps(str(n['port']))}"]
         if "baud" in n:
             lines.append(f"baud = {int(n['baud'])}")
-    nodes_file.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dirs(nodes_file.parent)
     fd, name = tempfile.mkstemp(prefix=f".{nodes_file.name}.", dir=nodes_file.parent)  # 0600, never a planted file
     tmp = Path(name)
     with os.fdopen(fd, "w") as f:

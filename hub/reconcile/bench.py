@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from hub.ledger import LedgerService, Sku
+from hub.ledger import LedgerService, Sku, lane_activity
 from hub.reconcile import Reconciler
 from hub.schema import MIGRATIONS
 
@@ -68,6 +68,7 @@ def _fill(path: Path, picks: int, skus: int, seed: int) -> tuple[int, int, int]:
         rows,
     )
     conn.execute("UPDATE nodes SET last_seen_ms = ?", (t,))
+    lane_activity.rebuild(conn)  # what the writer keeps beside sensor movements (written here without it)
     conn.execute("COMMIT")
     conn.close()
     return sales, puts, t

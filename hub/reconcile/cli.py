@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from hub.ledger import origin
 from hub.ledger.cli import DB_ENV, DEFAULT_DB, EXIT_FAILED, EXIT_OK, EXIT_REFUSED, default_actor, default_db
 from hub.ledger.models import AlertStatus, InvalidArgument, LedgerError, SchemaError, UnknownAlert
 from hub.ledger.reader import LedgerReader
@@ -58,7 +59,7 @@ def _run(args: argparse.Namespace) -> int:
     cfg = _config(args)
 
     async def run() -> Any:
-        async with LedgerService(args.db, migrations=args.migrations) as ledger:
+        async with LedgerService(args.db, migrations=args.migrations, origin=origin.cli()) as ledger:
             return await Reconciler(ledger, cfg).run_once(args.now)
 
     report = asyncio.run(run())
@@ -109,7 +110,7 @@ def _alerts(args: argparse.Namespace) -> int:
 def _resolve(args: argparse.Namespace) -> int:
 
     async def run() -> Any:
-        async with LedgerService(args.db, migrations=args.migrations) as ledger:
+        async with LedgerService(args.db, migrations=args.migrations, origin=origin.cli()) as ledger:
             return await resolve(
                 ledger,
                 args.alert_id,

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from hub.ledger.lane_activity import lane_rows_sql
 from hub.ledger.models import Sku
 from hub.ledger.sensor import READING_INTERVAL_MS
 from hub.ledger.tags import tag_sku_sql
@@ -202,10 +203,12 @@ class TagPlanner:
         return [
             Step(r[0], r[1], _STEP_KIND[r[2]], r[3], r[4], r[5])
             for r in self.q(
-                "SELECT m.id, m.ts_ms, m.reason, m.qty, m.weight_delta_dg, coalesce(m.confidence, 100)"
-                " FROM movements AS m WHERE m.location = ? AND m.ts_ms BETWEEN ? AND ? AND m.reason IN"
-                f" ('sensor_pick', 'sensor_put', 'sensor_anomaly') AND m.reverses_id IS NULL AND {_NOT_REVERSED}"
-                " ORDER BY m.ts_ms, m.id",
+                lane_rows_sql(  # the lane's movements through its sensor spans (hub.ledger.lane_activity)
+                    "m.id, m.ts_ms, m.reason, m.qty, m.weight_delta_dg, coalesce(m.confidence, 100)",
+                    " AND m.reason IN ('sensor_pick', 'sensor_put', 'sensor_anomaly') AND m.reverses_id IS NULL"
+                    f" AND {_NOT_REVERSED}",
+                    "ORDER BY m.ts_ms, m.id",
+                ),
                 (f"sensor:{lane_id}", lo, hi),
             )
         ]

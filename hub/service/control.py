@@ -8,9 +8,10 @@ One JSON object per line in each direction, one request per connection::
     <- {"ok": true, "status": {...}}
 
 Failures answer ``{"ok": false, "error": "<one line>"}``. The socket is created mode 0600: whoever may open it
-may command the shelves, so access is the file permission (run the CLI as the hub's user). A socket left by a
-hub that died is replaced; one that still answers means another hub is running on this database, and the new
-one refuses to start.
+may command the shelves, so access is the file permission (run the CLI as the hub's user). What a request writes
+is audited as from ``cli:<user>@<host>``, the user the kernel says is at the other end (``SO_PEERCRED``). A socket
+left by a hub that died is replaced; one that still answers means another hub is running on this database, and the
+new one refuses to start.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+from hub.ledger.origin import acting_from, peer
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +102,9 @@ class ControlServer:
                 reply: dict[str, Any] = {"ok": False, "error": f"bad request: {exc}"}
             else:
                 try:
-                    reply = await self._handler(request)
+                    # audited as from the OS user at the other end of the socket (the kernel's word, not the request's)
+                    with acting_from(peer(writer.get_extra_info("socket"))):
+                        reply = await self._handler(request)
                 except Exception as exc:
                     log.exception("control: request failed")
                     reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}

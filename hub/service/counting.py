@@ -12,12 +12,14 @@ from hub.link.commands import CommandOutcome
 @dataclass(frozen=True, slots=True)
 class SetCountOutcome:
     """``command``: the node's answer; ``count``: the physical count booked on the lane's book stock (None unless
-    the node took the count)."""
+    the node took the count); ``absorbed``: the staff corrections of the lane's sensor movements the count absorbed
+    (``Tx.rebase_lane``)."""
 
     command: CommandOutcome
     lane_id: str
     sku: str
     count: CountResult | None
+    absorbed: int = 0
 
     def summary(self) -> str:
         """One line for staff (the CLI, the shelf page)."""
@@ -30,4 +32,5 @@ class SetCountOutcome:
             return f"{where}: the node answered {why}{hint}: nothing booked"
         book, counted = self.count.book_qty, self.count.counted_qty
         diff = f"adjusted {counted - book:+d}" if counted != book else "agreed with the book"
-        return f"{where}: counted {counted}, book {book}: {diff} ({self.count.source_ref})"
+        fixed = f"; corrections of its sensor movements absorbed ({-self.absorbed:+d})" if self.absorbed else ""
+        return f"{where}: counted {counted}, book {book}: {diff} ({self.count.source_ref}){fixed}"

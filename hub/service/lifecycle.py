@@ -1,10 +1,11 @@
 """``HubService``: the running hub. Ledger writer + node links + ingest + control socket (+ reconciliation and
 the status page), started and stopped in the right order.
 
-Start: claim the control socket (refuse if another hub answers on it), open the ledger (creating or upgrading
-the database; scheduled backups from the config), restore each configured node's session from the ledger
-(``hub.link.restore``), start ingest, one ``SerialLink`` per configured port, the control server, reconciliation
-and the web server.
+Start: refuse node keys that other users can read (``HubConfig.key_files``, ``hub.private_files``: one line naming
+the file and the fix), claim the control socket (refuse if another hub answers on it), open the ledger (creating or
+upgrading the database 0600, in a directory made 0700 if it is new; scheduled backups from the config), restore each
+configured node's session from the ledger (``hub.link.restore``), start ingest, one ``SerialLink`` per configured
+port, the control server, reconciliation and the web server.
 
 Stop: stop the web server and reconciliation, stop reading from the ports, let ingest handle the frames already
 read, wait for audit writes, close the ledger (everything submitted commits and its acks still go out on the open
@@ -29,13 +30,14 @@ from typing import Any
 
 from hub.config import HubConfig, NodeConfig, load_config
 from hub.ledger.backup import BackupPolicy
-from hub.ledger.models import LedgerError, lane_location
+from hub.ledger.models import CountResult, LedgerError, lane_location
 from hub.ledger.postings import Tx
 from hub.ledger.reader import SENSOR_TALLIES, LedgerReader, sensor_tallies_of
 from hub.ledger.service import LedgerService
 from hub.link.commands import CommandError, CommandOutcome, CommandTimeout, UnknownNode
 from hub.link.ingest import Ingest
 from hub.link.restore import lane_tallies, restore_sessions
+from hub.private_files import check_key_files, make_private_dirs
 from hub.reconcile.config import ReconcileConfig
 from hub.reconcile.reconciler import Reconciler
 from hub.schema import MIGRATIONS
@@ -45,7 +47,7 @@ from hub.service.control_requests import handle_request
 from hub.service.counting import SetCountOutcome
 from hub.transport.ble.central import BleCentral
 from hub.transport.serial import SerialLink
-from hub.web.server import WebServer
+from hub.web.server import WebServer, start_web
 from shared_protocol.messages import Message, SetCount, SetLane
 
 log = logging.getLogger(__name__)
@@ -90,13 +92,14 @@ class HubService:
 
     async def start(self) -> HubService:
         cfg = self.config
-        cfg.database.parent.mkdir(parents=True, exist_ok=True)
+        check_key_files(cfg.key_files)
+        make_private_dirs(cfg.database.parent)
         if self._use_control:
-            cfg.control_socket.parent.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(cfg.control_socket.parent)
             claim(cfg.control_socket)
         backups = None
         if cfg.backup is not None:
-            cfg.backup.directory.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(cfg.backup.directory)
             backups = BackupPolicy(cfg.backup.directory, cfg.backup.interval_s, cfg.backup.keep)
         ledger = LedgerService(
             cfg.database,
@@ -125,18 +128,12 @@ class HubService:
                 self.reconciler = Reconciler(ledger, ReconcileConfig.from_mapping(cfg.reconcile))
                 self.reconciler.start()
             if cfg.web is not None:
-                self.web = WebServer.start(
-                    cfg.database,
-                    ledger,
-                    asyncio.get_running_loop(),
-                    host=cfg.web.host,
-                    port=cfg.web.port,
-                    threads=cfg.web.threads,
-                    max_live_clients=cfg.web.max_live_clients,
-                    status=self.status,
-                    count_lane=self.count_lane,
-                )
+                self.web = start_web(cfg.web, cfg.database, ledger, self.status, self.count_lane)
                 log.info("status page on %s", self.web.url)
+                if self.web.fingerprint is not None:
+                    log.info("status page certificate SHA-256 %s", self.web.fingerprint)
+                if self.web.redirect_url is not None:
+                    log.info("plain HTTP on %s redirects to the status page", self.web.redirect_url)
         except BaseException:
             await self.stop()
             raise
@@ -243,6 +240,7 @@ class HubService:
         async with self._reloading:  # two requests at once: the second finds the first one's nodes there
             ingest = self.ingest
             cfg = load_config(self.config.path)
+            check_key_files(cfg.key_files)  # keys other users could read: not taken (the control request says why)
             wanted = {n.node_id for n in cfg.nodes}
             for old in [n for n in self.config.nodes if n.node_id not in wanted]:
                 for link in [link for link in self.links if old.link == "serial" and link.port == old.port]:
@@ -344,9 +342,10 @@ class HubService:
         sets its lane count and records the difference as count events, which reach the ledger like its other
         events (observed stock, reason ``sensor_count``); once the node has taken it, the count is booked as a
         physical count of the lane's book stock (book vs counted, under ``count:node<N>.lane<L>.boot<B>.cmd<S>``,
-        plus a random suffix). A node that answers busy changes nothing. A node that does not answer in time may still
-        have taken the count: ``CommandTimeout`` says so, and the same count again is the remedy (the node finds it
-        agrees, answers OK, and the physical count is booked)."""
+        plus a random suffix), and in the same transaction the staff corrections of the lane's sensor movements are
+        absorbed (``Tx.rebase_lane``: the node's counter is the count now). A node that answers busy changes nothing.
+        A node that does not answer in time may still have taken the count: ``CommandTimeout`` says so, and the same
+        count again is the remedy (the node finds it agrees, answers OK, and the physical count is booked)."""
         if self.ledger is None or self.reader is None:
             raise CommandError("the hub is not running")
         if self.config.node(node_id) is None:
@@ -364,15 +363,19 @@ class HubService:
         if not outcome.ok:
             return SetCountOutcome(outcome, record.lane_id, record.sku, None)
         ref = f"node{node_id}.lane{lane}.boot{outcome.session}.cmd{outcome.seq}.{uuid.uuid4().hex[:8]}"
+        lane_id, sku = record.lane_id, record.sku
+
+        async def book(tx: Tx) -> tuple[CountResult, int]:  # the count re-bases the lane's sensor ledger with it
+            counted = await tx.count(sku, count, actor=actor, ref=ref, location=lane_location(lane_id))
+            return counted, await tx.rebase_lane(lane_id, actor=actor, ref=ref)
+
         try:
-            booked = await self.ledger.record_count(
-                record.sku, count, actor=actor, ref=ref, location=lane_location(record.lane_id)
-            )
+            booked, absorbed = await self.ledger.transact(book)
         except LedgerError as exc:
             raise CommandError(
                 f"the node took the count, the book count was not recorded ({exc}): send it again"
             ) from exc
-        return SetCountOutcome(outcome, record.lane_id, record.sku, booked)
+        return SetCountOutcome(outcome, lane_id, sku, booked, absorbed)
 
     async def count_lane(self, node_id: int, lane: int, count: int, actor: str) -> tuple[bool, str]:
         """``set_count`` for the shelf page: (booked, one line saying what happened or why not)."""

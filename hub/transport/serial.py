@@ -30,8 +30,8 @@ from typing import Any
 import serial
 
 from hub.transport import FrameSink
+from hub.transport.fastcodec import FastSerialDecoder as SerialDecoder  # the shared decoder's CPython fast path
 from shared_protocol.downlink_text import encode_line
-from shared_protocol.serial_framing import SerialDecoder
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,8 @@
 Reads use a read-only sqlite3 connection per request (``db.get_db``, closed at teardown); writes go through
 ``writer`` (the hub's LedgerService on its loop, see ``bridge.py``). Every endpoint's access rule is declared where
 it is defined and checked here at start-up (``access.install``). The session cookie is signed with a key generated
-once and kept next to the database (``<db>.secret``, mode 0600).
+once and kept next to the database (``<db>.secret``, mode 0600); a key file that other users can read is refused
+(``hub.private_files.ExposedSecret``: the page, hence the hub, does not start).
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ from flask import Flask, render_template, request
 from flask.typing import ResponseReturnValue
 
 from hub.ledger.models import LedgerClosed
-from hub.web import access, db, filters
+from hub.private_files import check_private
+from hub.web import access, db, filters, headers, inputs
 from hub.web.accounts import clients_admin, login, users_admin
 from hub.web.api import views as api
 from hub.web.api.errors import unavailable as api_unavailable
 from hub.web.bridge import Writer
 from hub.web.live import views as live
-from hub.web.pages import alerts, ledger, nodes, overview, reports, shelf, tags
+from hub.web.pages import alerts, audit, ledger, nodes, overview, reports, shelf, tags
 
 
 def secret_key_path(ledger_path: Path) -> Path:
@@ -56,7 +58,9 @@ def load_secret_key(path: Path) -> bytes:
 
 
 def _read_key(path: Path) -> bytes:
-    key = path.read_bytes()
+    with open(path, "rb") as f:
+        check_private(path, "the key that signs the page's session cookies", os.fstat(f.fileno()))
+        key = f.read()
     if len(key) < 32:
         raise RuntimeError(f"{path}: secret key is too short; delete it to generate a new one")
     return key
@@ -78,7 +82,21 @@ def unavailable(exc: Exception) -> ResponseReturnValue:
 
 
 # in the order their routes are matched (and listed by access.matrix_markdown within a role)
-BLUEPRINTS = (login, overview, live, nodes, shelf, tags, alerts, ledger, reports, users_admin, clients_admin, api)
+BLUEPRINTS = (
+    login,
+    overview,
+    live,
+    nodes,
+    shelf,
+    tags,
+    alerts,
+    ledger,
+    reports,
+    users_admin,
+    clients_admin,
+    audit,
+    api,
+)
 
 
 def create_app(
@@ -110,9 +128,11 @@ def create_app(
     nodes.install(app, status)
     shelf.install(app, count_lane)
     filters.install(app)
+    inputs.install(app)  # before the blueprints: <int:...> is the checked converter in every route
     app.register_error_handler(TimeoutError, unavailable)
     app.register_error_handler(LedgerClosed, unavailable)
     for module in BLUEPRINTS:
         app.register_blueprint(module.bp)
+    headers.install(app)  # security headers on every response; the assets the pages' policy allows
     access.install(app)  # last: every endpoint is known, each must declare its rule
     return app

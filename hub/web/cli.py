@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from hub.ledger import LedgerService
+from hub.ledger import LedgerService, origin
 from hub.ledger.cli import DB_ENV, DEFAULT_DB, default_actor, default_db
 from hub.ledger.models import LedgerError
 from hub.web.accounts.clients import (
@@ -46,7 +46,7 @@ def _add(args: argparse.Namespace) -> int:
         password_hash = hash_password(_read_password(args))
 
         async def run() -> None:
-            async with LedgerService(args.db, migrations=args.migrations) as ledger:
+            async with LedgerService(args.db, migrations=args.migrations, origin=origin.cli()) as ledger:
                 await ledger.transact(
                     lambda tx: add_user(tx, args.username, password_hash, args.role, actor=args.actor)
                 )
@@ -87,7 +87,7 @@ def _api_add(args: argparse.Namespace) -> int:
         scopes = parse_scopes(args.scopes)
 
         async def run() -> None:
-            async with LedgerService(args.db, migrations=args.migrations) as ledger:
+            async with LedgerService(args.db, migrations=args.migrations, origin=origin.cli()) as ledger:
                 await ledger.transact(
                     lambda tx: add_client(tx, args.name, token_sha256(token), scopes, actor=args.actor)
                 )
@@ -108,7 +108,7 @@ def _api_disable(args: argparse.Namespace) -> int:
     try:
 
         async def run() -> None:
-            async with LedgerService(args.db, migrations=args.migrations) as ledger:
+            async with LedgerService(args.db, migrations=args.migrations, origin=origin.cli()) as ledger:
                 await ledger.transact(lambda tx: disable_client(tx, args.name, actor=args.actor))
 
         asyncio.run(run())

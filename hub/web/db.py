@@ -7,6 +7,9 @@
 * ``fetch_all`` / ``fetch_one``: run one of the ledger's query definitions (``hub.ledger.reader.Query``: SQL and
   row mapper, the same ones ``LedgerReader`` runs) on such a connection.
 * ``get_writer()``: the app's ``Writer`` (``bridge.py``): every write goes through the hub's ``LedgerService``.
+* Every request runs with its origin set (``hub.ledger.origin``: ``ip:<peer address>``, from ``request.remote_addr``,
+  which the server fills in from the connection), so whatever it writes, through the writer or the hub's
+  ``count_lane``, is audited as coming from there (the context crosses to the hub's loop with the call).
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from flask import Flask, current_app, g
+from flask import Flask, current_app, g, request
 
+from hub.ledger import origin
+from hub.ledger.origin import ORIGIN
 from hub.ledger.reader import Query
 from hub.web.bridge import Writer
 
@@ -58,9 +63,19 @@ def _close_db(_exc: BaseException | None) -> None:
         db.close()
 
 
+def _bind_origin() -> None:
+    ORIGIN.set(origin.ip(request.remote_addr))
+
+
+def _unbind_origin(_exc: BaseException | None) -> None:
+    ORIGIN.set(None)  # a worker thread's next request sets its own
+
+
 def install(app: Flask, writer: Writer) -> None:
     app.extensions[_WRITER] = writer
     app.teardown_appcontext(_close_db)
+    app.before_request(_bind_origin)  # installed before the access checks: set for every request that gets further
+    app.teardown_request(_unbind_origin)
 
 
 @contextmanager

@@ -20,18 +20,15 @@ from typing import Any
 from hub.ledger.causes import Cause, CauseKind
 from hub.ledger.tags import tag_sku_sql
 
-# Per lane: SKU, observed count, capacity, reorder point and the last sensor movement of the lane's SKU (newest
-# first on movements_location_ts, stopping at the first row of the SKU; "+" keeps the planner off the SKU index,
-# which would walk every movement of the SKU). Alerts are counted in Python from the unresolved ones
+# Per lane: SKU, observed count, capacity, reorder point and the last sensor movement of the lane's SKU (its
+# ``lane_activity`` row, kept by the ledger's writer: hub/ledger/lane_activity.py). Alerts are counted in Python from
+# the unresolved ones
 # (``alert_counts``): one pass over a small set instead of a scan per lane.
 # The tags: probes of the lane's rows in tag_presence (its primary key's prefix), usually none.
 _LANES_SQL = f"""
 SELECT l.lane_id, l.node_id, l.lane_index, l.sku, s.name, s.capacity, s.reorder_point,
        coalesce(b.qty, 0),
-       CASE WHEN l.sku IS NOT NULL THEN (
-           SELECT m.ts_ms FROM movements AS m
-           WHERE m.location = 'sensor:' || l.lane_id AND +m.sku = l.sku
-           ORDER BY m.ts_ms DESC LIMIT 1) END,
+       (SELECT a.last_ts FROM lane_activity AS a WHERE a.location = 'sensor:' || l.lane_id AND a.sku = l.sku),
        (SELECT count(*) FROM tag_presence AS p WHERE p.lane_id = l.lane_id AND p.present = 1),
        (SELECT count(*) FROM tag_presence AS p WHERE p.lane_id = l.lane_id AND p.present = 1
         AND {tag_sku_sql("p")} != l.sku),

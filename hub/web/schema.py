@@ -55,3 +55,29 @@ _V5_INDEXES_AND_SESSIONS = (
 USERS = Migration(4, "status page: users and login attempts", _V4_USERS)
 API_CLIENTS = Migration(5, "HTTP API clients", _V5_API_CLIENTS)
 INDEXES_AND_SESSIONS = Migration(5, "movements by location, session epochs", _V5_INDEXES_AND_SESSIONS)
+# The audit page (``pages/audit.py``, issue 13): newest first by (ts_ms, id), filtered by actor, origin or a date
+# range, each an index range already in that order (every index ends with the rowid, the entry's id); by action it
+# reads the step-5 index ``audit_action``.
+_V10_AUDIT_PAGE = (
+    "CREATE INDEX audit_ts ON audit(ts_ms)",
+    "CREATE INDEX audit_actor ON audit(actor, ts_ms)",
+    "CREATE INDEX audit_origin ON audit(origin, ts_ms)",
+)
+
+AUDIT_PAGE = Migration(10, "status page: the audit trail by time, actor and origin", _V10_AUDIT_PAGE)
+
+# Issue 13: the sensor ledger's movements leave the page's location index. Per lane the page reads them through the
+# ledger's sensor spans and lane activity (migration 11, ``hub.ledger.lane_activity``), written once per lane per
+# batch instead of one index entry per event; the index keeps every other location (lane:, backroom, ...): the
+# ledger explorer, the shelf timeline's book side. Queries name its condition (``BOOK_LOCATION``) to use it.
+BOOK_LOCATION = "location NOT GLOB 'sensor:*'"
+_V12_BOOK_LOCATIONS = (
+    "DROP INDEX movements_location_ts",
+    f"CREATE INDEX movements_book_location ON movements(location, ts_ms, sku, qty) WHERE {BOOK_LOCATION}",
+    # the reorder report's rule counts each SKU's lanes (hub.reconcile.rules.REORDER_STOCK_SQL): a scan per SKU without
+    "CREATE INDEX lanes_sku ON lanes(sku)",
+)
+
+BOOK_LOCATIONS = Migration(
+    12, "status page: movements by book location (sensor ones by spans), lanes by SKU", _V12_BOOK_LOCATIONS
+)

@@ -1,4 +1,5 @@
-"""Serving the app from the hub process: waitress (a production WSGI server) in a thread beside the hub's loop.
+"""Serving the app from the hub process: hypercorn's HTTP/1.1 on an event loop of its own in a thread beside the
+hub's loop, the Flask app in worker threads (``serving/``), TLS by the standard library's ``ssl``.
 
 The server also keeps the status page's own table tidy: every ``PRUNE_INTERVAL_S`` it deletes old sign-in attempts
 (``accounts.users.prune_login_attempts``) through the hub's ledger writer, a task on the hub's loop.
@@ -9,21 +10,35 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import ipaddress
 import logging
-import threading
-from collections.abc import Callable, Coroutine
+import socket
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
 from flask import Flask
-from waitress.server import BaseWSGIServer, MultiSocketServer, create_server
 
+from hub.config import WebConfig
 from hub.ledger import LedgerService
 from hub.ledger.models import LedgerClosed
 from hub.web.accounts.users import PRUNE_INTERVAL_S, prune_login_attempts
+from hub.web.api.errors import body_limit as api_body_limit
 from hub.web.app import create_app
 from hub.web.bridge import LoopWriter
 from hub.web.live.lane_feed import close_feed
+from hub.web.serving.connections import Connections, Limits
+from hub.web.serving.http_server import HttpServer, Listener, bind
+from hub.web.serving.plain_http import RedirectToHttps
+from hub.web.serving.tls import (
+    TlsFiles,
+    ensure_self_signed,
+    fingerprint,
+    host_names,
+    self_signed_paths,
+    server_context,
+)
+from hub.web.serving.wsgi_bridge import BodyLimit, Pools, WsgiBridge
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_LIVE_CLIENTS = 64
@@ -83,27 +98,43 @@ async def prune_sign_ins(ledger: LedgerService, interval_s: float = PRUNE_INTERV
             log.exception("web: pruning old sign-in attempts failed")
 
 
-def waitress_threads(threads: int, max_live_clients: int) -> int:
-    """A live-updates stream holds a worker thread for its lifetime: ``threads`` stay for everything else."""
-    return threads + max_live_clients
+def is_loopback(host: str) -> bool:
+    """Is ``host`` a loopback address or ``localhost`` (plain HTTP is allowed there only)?"""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
 
 
 class WebServer:
-    """``WebServer.start(...)`` on the hub's loop binds the socket and starts serving; ``await stop()``."""
+    """``WebServer.start(...)`` on the hub's loop binds the sockets and starts serving; ``await stop()``."""
 
     def __init__(
         self,
-        server: MultiSocketServer | BaseWSGIServer,
-        thread: threading.Thread,
+        server: HttpServer,
+        pools: Pools,
         url: str,
         app: Flask,
         housekeeping: concurrent.futures.Future[None],
+        *,
+        fingerprint: str | None = None,
+        certificate: Path | None = None,
+        redirect_url: str | None = None,
     ) -> None:
         self._server = server
-        self._thread = thread
+        self._pools = pools
         self.url = url
         self.app = app
         self._housekeeping = housekeeping
+        self.fingerprint = fingerprint  # the certificate's SHA-256 (TLS), for staff to compare
+        self.certificate = certificate  # its PEM file: what a client on this machine may trust (the demo's POS)
+        self.redirect_url = redirect_url  # the plain-HTTP port that sends people to HTTPS, if any
+
+    @property
+    def connections(self) -> Connections:
+        return self._server.connections
 
     @classmethod
     def start(
@@ -116,35 +147,72 @@ class WebServer:
         port: int,
         threads: int = 4,
         max_live_clients: int = DEFAULT_MAX_LIVE_CLIENTS,
+        api_threads: int = 4,
+        limits: Limits | None = None,
+        tls: TlsFiles | None = None,
+        http_port: int | None = None,
+        live: Mapping[str, Any] | None = None,
         status: Callable[[], dict[str, Any]] | None = None,
         count_lane: Callable[[int, int, int, str], Coroutine[Any, Any, tuple[bool, str]]] | None = None,
     ) -> WebServer:
-        """``status``: the hub's ``status()`` (runs on ``loop`` for the nodes page); ``count_lane``: the hub's
-        ``count_lane`` (a manager's count on the shelf page)."""
+        """``tls``: the certificate and key (None: plain HTTP, refused unless ``host`` is a loopback address);
+        ``http_port``: with TLS, a plain-HTTP port that redirects to it. ``live``: LIVE_* settings of the feed
+        (``lane_feed.DEFAULTS``). ``status``: the hub's ``status()`` (runs on ``loop`` for the nodes page);
+        ``count_lane``: the hub's ``count_lane`` (a manager's count on the shelf page)."""
+        if tls is None and not is_loopback(host):
+            raise ValueError(
+                f"web: plain HTTP on {host} would send passwords and API tokens in clear text: serve TLS, or bind "
+                "a loopback address (127.0.0.1 / ::1)"
+            )
+        limits = limits or Limits()
+        context = server_context(tls) if tls is not None else None
         app = create_app(
             ledger_path,
             LoopWriter(ledger, loop),
-            config={"LIVE_MAX_CLIENTS": max_live_clients},
+            config={
+                "LIVE_MAX_CLIENTS": max_live_clients,
+                **(live or {}),
+                "TLS_ENABLED": tls is not None,
+                "SESSION_COOKIE_SECURE": tls is not None,
+            },
             status=loop_status(status, loop) if status is not None else None,
             count_lane=loop_count_lane(count_lane, loop) if count_lane is not None else None,
         )
-        total = waitress_threads(threads, max_live_clients)
-        server = create_server(
-            app,
-            host=host,
-            port=port,
-            threads=total,
-            connection_limit=max(100, total + 50),
-            asyncore_use_poll=True,
-            ident="smartshelf",
-        )
-        bound_host = getattr(server, "effective_host", host)
-        bound_port = getattr(server, "effective_port", port)
-        shown = f"[{bound_host}]" if ":" in str(bound_host) else str(bound_host)
-        thread = threading.Thread(target=server.run, name="web", daemon=True)
-        thread.start()
+        pools = Pools.create(threads, max_live_clients, api_threads)
+        sockets: list[socket.socket] = []
+        try:
+            main = bind(host, port)
+            sockets.append(main)
+            listeners: list[Listener] = []
+            server = HttpServer(listeners, limits)
+            bridge = WsgiBridge(app, pools, server.connections, max_body=int(app.config["MAX_CONTENT_LENGTH"]),
+                                larger=_api_body_limit)  # fmt: skip
+            listeners.append(Listener(main, bridge, context))
+            redirect_url = None
+            bound_host, bound_port = listeners[0].address
+            if tls is not None and http_port is not None:
+                plain = bind(host, http_port)
+                sockets.append(plain)
+                listeners.append(Listener(plain, RedirectToHttps(bound_port), None))
+                redirect_url = _url("http", *listeners[1].address)
+            server.start()
+        except BaseException:
+            for sock in sockets:
+                sock.close()
+            pools.shutdown()
+            raise
         housekeeping = asyncio.run_coroutine_threadsafe(prune_sign_ins(ledger), loop)  # from any thread
-        return cls(server, thread, f"http://{shown}:{bound_port}/", app, housekeeping)
+        url = _url("https" if tls is not None else "http", bound_host, bound_port)
+        return cls(
+            server,
+            pools,
+            url,
+            app,
+            housekeeping,
+            fingerprint=fingerprint(tls.certificate) if tls is not None else None,
+            certificate=tls.certificate if tls is not None else None,
+            redirect_url=redirect_url,
+        )
 
     async def stop(self) -> None:
         """End the live-update streams, stop accepting, let the worker threads finish (their ledger writes need
@@ -154,10 +222,62 @@ class WebServer:
             await asyncio.wrap_future(self._housekeeping)
 
         def close() -> None:
-            close_feed(self.app)
-            # workers first: closing the sockets under a running stream logs EBADF tracebacks
-            self._server.task_dispatcher.shutdown()
-            self._server.close()
-            self._thread.join(5)
+            close_feed(self.app)  # the live streams end (their threads return)
+            self._server.stop()
+            self._pools.shutdown()
 
         await asyncio.to_thread(close)
+
+
+def _api_body_limit(path: str) -> BodyLimit | None:
+    """The API's batches (1 MiB) and CSV files (3,000,000 bytes) beyond the pages' 64 KiB, refused in its JSON."""
+    limit = api_body_limit(path)
+    return BodyLimit(*limit) if limit is not None else None
+
+
+def _url(scheme: str, host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{shown}:{port}/"
+
+
+def start_web(
+    cfg: WebConfig,
+    database: Path,
+    ledger: LedgerService,
+    status: Callable[[], dict[str, Any]] | None,
+    count_lane: Callable[[int, int, int, str], Coroutine[Any, Any, tuple[bool, str]]] | None,
+) -> WebServer:
+    """The hub's ``[web]``: TLS files (the operator's, or a self-signed pair generated beside the ledger), limits."""
+    tls: TlsFiles | None = None
+    if cfg.tls == "auto":
+        if cfg.certificate is not None and cfg.private_key is not None:
+            tls = TlsFiles(cfg.certificate, cfg.private_key, generated=False)
+        else:
+            tls = self_signed_paths(database)
+            names, addresses = host_names(cfg.host)
+            if ensure_self_signed(tls, names, addresses):
+                log.info("web: generated a self-signed certificate %s for %s", tls.certificate,
+                         ", ".join([*names, *addresses]))  # fmt: skip
+    return WebServer.start(
+        database,
+        ledger,
+        asyncio.get_running_loop(),
+        host=cfg.host,
+        port=cfg.port,
+        threads=cfg.threads,
+        max_live_clients=cfg.max_live_clients,
+        api_threads=cfg.api_threads,
+        limits=Limits(
+            max_connections=cfg.max_connections,
+            max_per_client=cfg.max_connections_per_client,
+            handshake_timeout_s=cfg.header_timeout_s,
+            header_timeout_s=cfg.header_timeout_s,
+            body_timeout_s=cfg.body_timeout_s,
+            write_timeout_s=cfg.write_timeout_s,
+        ),
+        tls=tls,
+        http_port=cfg.http_port,
+        live={"LIVE_MAX_PER_SESSION": cfg.max_live_per_session, "LIVE_MAX_PER_USER": cfg.max_live_per_user},
+        status=status,
+        count_lane=count_lane,
+    )

@@ -17,7 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from firmware.outbox import Outbox
+from firmware.counters import CountersStore
+from firmware.outbox import DEFAULT_CAPACITY, Outbox
 from hub.ledger.service import LedgerService
 from hub.schema import MIGRATIONS
 from shared_protocol.auth import Key
@@ -54,6 +55,7 @@ def write_hub_config(directory: Path, db: Path, nodes: list[tuple[int, bytes, Pa
     for nid, key, port in nodes:
         out += ["", "[[node]]", f"id = {nid}", f'key = "{key.hex()}"', f"port = {json.dumps(str(port))}"]
     nodes_file.write_text("\n".join(out) + "\n")
+    nodes_file.chmod(0o600)  # node keys: the hub refuses to start on keys other users can read
     cfg = directory / "hub.toml"
     cfg.write_text(
         "\n".join(
@@ -102,15 +104,19 @@ def contiguous(db: Path, node_id: int) -> int:
 
 
 class HubProcess:
-    """``python -m hub.cli hub run`` as a subprocess in its own process group; ``kill()`` is SIGKILL."""
+    """``python -m hub.cli hub run`` as a subprocess in its own process group; ``kill()`` is SIGKILL. With
+    ``commit_faults`` it runs under ``tests.faults.commit_kill``, whose ``kill_in_commit`` kills it inside a ledger
+    commit."""
 
-    def __init__(self, config: Path, log_path: Path) -> None:
+    def __init__(self, config: Path, log_path: Path, *, commit_faults: bool = False) -> None:
         self.config = config
         self.log_path = log_path
+        self.module = "tests.faults.commit_kill" if commit_faults else "hub.cli"
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self.starts = 0
         self.kills = 0
+        self.commit_kills = 0
 
     def start(self) -> None:
         assert self.proc is None
@@ -118,7 +124,7 @@ class HubProcess:
         self._log.write(f"=== hub start {self.starts + 1} ===\n".encode())
         self._log.flush()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hub.cli", "hub", "run", "--config", str(self.config), "--log-level", "info",
+            [sys.executable, "-m", self.module, "hub", "run", "--config", str(self.config), "--log-level", "info",
              "--status-interval", "5"],
             cwd=REPO_ROOT, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
@@ -135,6 +141,22 @@ class HubProcess:
                 os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(30)
             self.kills += 1
+        self._close()
+
+    def arm_commit_kill(self, mode: str) -> None:
+        """Arm a SIGKILL inside the next commit that books node events (``mode``: "during" the COMMIT or right
+        "after" it; ``tests.faults.commit_kill``); the hub dies there (``running()`` turns False), then
+        ``killed_in_commit()``."""
+        assert self.proc is not None and self.module == "tests.faults.commit_kill"
+        self.proc.send_signal(signal.SIGUSR1 if mode == "during" else signal.SIGUSR2)
+
+    def killed_in_commit(self) -> None:
+        """The armed kill happened: the hub died of SIGKILL."""
+        assert self.proc is not None
+        rc = self.proc.wait(30)
+        assert rc == -signal.SIGKILL, rc
+        self.kills += 1
+        self.commit_kills += 1
         self._close()
 
     def stop(self) -> int | None:
@@ -205,12 +227,36 @@ def forged_frame(node_id: int, seq: int, event_seq: int) -> bytes:
     return encode_serial(encode_frame(msg, node_id, seq, Key(os.urandom(32))))
 
 
-def node_outbox(flash_dir: Path, scratch: Path) -> Outbox:
-    """The node's outbox as its flash holds it (read from a copy: loading may rewrite a torn journal)."""
+def node_outbox(flash_dir: Path, scratch: Path, capacity: int = DEFAULT_CAPACITY) -> Outbox:
+    """The node's outbox as its flash holds it (read from a copy: loading may rewrite a torn journal), ``capacity``
+    records as its config says (``"outbox"``)."""
     if scratch.exists():
         shutil.rmtree(scratch)
     shutil.copytree(flash_dir / "state", scratch)
-    return Outbox(str(scratch / "outbox"), 0)
+    return Outbox(str(scratch / "outbox"), 0, capacity)
+
+
+def tear_last_record(flash_dir: Path, cut: int) -> None:
+    """A power cut in the middle of the outbox journal's last append: its last ``cut`` bytes never reached flash."""
+    journal = flash_dir / "state" / "outbox.log"
+    size = journal.stat().st_size
+    with open(journal, "r+b") as f:
+        f.truncate(size - cut)
+
+
+def rebuilt_on_flash(flash_dir: Path, lanes: int, capacity: int) -> tuple[Outbox, list[int]]:
+    """What the node rebuilds from its flash at boot (from a scratch copy, by the firmware's own loaders): its outbox
+    and each lane's count (the counters' checkpoint plus the journalled events after it, as ``firmware/shelf.py``)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Path(tmp) / "state"
+        box = node_outbox(flash_dir, scratch, capacity)
+        counters = CountersStore(str(scratch / "counters"), lanes)
+        for i in range(box.depth):
+            if box.is_event(i):
+                m = box.message(i, 0)
+                assert isinstance(m, Event)
+                counters.apply(m.lane, m.event_seq, m.kind, m.count_delta)
+        return box, [c.count for c in counters.lanes]
 
 
 def unacked_on_flash(flash_dir: Path, acked_upto: int) -> int:

@@ -1,7 +1,7 @@
 """Portable detector scenarios: integer-only synthetic traces, built and fed identically on CPython and MicroPython.
 
-Each case returns the events as lists ``[t_ms, duration_ms, delta_dg, kind, count, confidence]`` (plus the
-truth the test needs), so the tests can check them and compare the two runtimes for equality.
+Each case returns the events as lists ``[t_ms, duration_ms, delta_dg, kind, count, confidence, raw confidence]``
+(plus the truth the test needs), so the tests can check them and compare the two runtimes for equality.
 Weights are in dg (tenths of a gram), times in ms. Noise is ~1 g (10 dg) from a small LCG, so the traces
 are the same on both runtimes.
 """
@@ -52,6 +52,7 @@ class Shelf:
         self.hands = []  # (t0, t1, press)
         self.knocks = []  # (t0, dur, force)
         self.rings = []  # (t0, amp)
+        self.rests = []  # (t0, t1, press, swell, t_swell, half)
         self.drift = 0  # dg per hour
         self.end = 0
 
@@ -86,8 +87,25 @@ class Shelf:
         self.end = max(self.end, t0 + hold)
         return t0 + hold
 
+    def rest(self, t0, t1, press, swell=0, t_swell=0, half=1):
+        """Another hand resting on the shelf, still (no tremor), pressing ``press`` dg and, around ``t_swell``,
+        ``swell`` dg more (a parabola ``half`` ms wide each side): a slow crest that is flat for a moment (a
+        negative swell with no press: a push that unloads the plates)."""
+        self.rests.append((t0, t1, press, swell, t_swell, half))
+        self.end = max(self.end, t1)
+        return t1
+
     def weight(self, t):
         w = BASE + (self.drift * t) // 3600000
+        for t0, t1, p, a, tc, h in self.rests:
+            if t0 < t < t1:
+                env = p if t - t0 > 100 else (p * (t - t0)) // 100
+                if t1 - t < 100:
+                    env = (env * (t1 - t)) // 100
+                d = t - tc
+                if -h < d < h:
+                    env += a - (a * d * d) // (h * h)
+                w += env
         for t0, dur, d in self.steps:
             w += _ramp(t, t0, dur, d)
         for t0, t1, p in self.hands:
@@ -131,7 +149,10 @@ def feed(det, times, weights, faults=()):
         if fi and faults[fi - 1][0] <= t < faults[fi - 1][1]:
             continue
         if det.feed(t & TICKS_MAX, weights[i]):
-            out.append([t, det.ev_duration_ms, det.ev_delta_dg, det.ev_kind, det.ev_count, det.ev_confidence])
+            out.append(
+                [t, det.ev_duration_ms, det.ev_delta_dg, det.ev_kind, det.ev_count, det.ev_confidence,
+                 det.ev_raw_confidence]
+            )  # fmt: skip
     return out
 
 
@@ -191,6 +212,17 @@ def build(case):
     elif case == "fault_no_change":
         faults.append((3000, 4500))
         s.end = 4500
+    elif case == "pick_resting_hand":
+        # A hand rests on the shelf (600 dg) while another picks 2 items; then it presses 400 dg more and eases
+        # off: at that crest the shelf reads one unit less than before, flat for a moment, while it is still
+        # moving. The pick is counted once, when the resting hand has left.
+        s.rest(3000, 7500, 600, 400, 5700, 900)
+        s.pick(4000, n=2)
+    elif case == "push_bump":
+        # The whole shelf pushed: a knock, then the plates unloaded by a slow push that reads one unit less at
+        # its deepest, for a moment, and back: no net change, so no event (a pick and a put before).
+        s.knock(3000, 600)
+        s.rest(3000, 4200, 0, -UNIT, 3600, 600)
     elif case == "ambiguous":
         s.steps.append((3500, 100, -(UNIT * 3) // 2))  # 1.5 units gone: half an item?
         s.hands.append((3000, 3700, 500))
@@ -235,6 +267,8 @@ CASES = (
     "fault_mid_event",
     "gap_mid_event",
     "fault_no_change",
+    "pick_resting_hand",
+    "push_bump",
     "ambiguous",
     "spread_ambiguous",
     "no_unit",

@@ -264,7 +264,7 @@ def hello_backoff(base):
 
 
 def events_flow(base, framed=False):
-    """Pick 2 at 5 s (not acked until 12 s), put 1 back at 16 s (acked at once); on the serial link or, when
+    """Pick 2 at 5 s (not acked until 13 s), put 1 back at 16 s (acked at once); on the serial link or, when
     ``framed``, on a link that carries whole frames."""
     plan = plan_two_lanes(pick(5.0, 200.0) + put(16.0, 100.0))
     rig = Rig(base, plan, framed=framed)
@@ -274,7 +274,7 @@ def events_flow(base, framed=False):
         if f["type"] == "event" and acks["on"]:
             rig.send(Ack(f["event_seq"]))
 
-    rig.run(12000, 5, on_frame)
+    rig.run(13000, 5, on_frame)
     rig.send(Ack(1))
     acks["on"] = True
     rig.run(22000, 5, on_frame)

@@ -6,6 +6,12 @@ quick succession, hand pressure, bumps, leaning, drift, sensor faults) under ran
 a set at the target condition and long idle runs. firmware/detector.py runs on CPython for the whole set
 (two worker processes); a subset is replayed under the real MicroPython runtime and its events are
 compared with CPython's. Matching rules: tools/sensing/evaluate.py.
+
+Two more sets, the same in every run whatever ``--seed``: the recorded-trace corpus (tools/sensing/recorded.py:
+shelves of several plates at 60 Hz with a logger's timestamps, bumps and resting hands; each recording read by
+``smartshelf replay``'s reader, corpus seed 1 tuned on, seed 2 held out) and the confidence calibration sets
+(tools/sensing/calibration.py: the node's table was fitted on the tuning seeds; the deciles are printed for those
+and for the held-out seeds).
 """
 
 from __future__ import annotations
@@ -16,12 +22,14 @@ import multiprocessing
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from firmware.detector import LOW_CONFIDENCE, Detector
-from shared_protocol.messages import KIND_ANOMALY
+from tools import replay
+from tools.sensing import calibration
 from tools.sensing.evaluate import MATCH_AFTER_S, Outcome, Stats, detections, match
+from tools.sensing.recorded import CorpusStats, Replayed, make_recording, replay_recording
 from tools.sensing.runner import MicroPythonRunner, RawEvent, run_cpython
 from tools.sensing.scenarios import (
     CASES,
@@ -42,6 +50,8 @@ class Plan:
     target: int  # traces at the target condition
     idle: tuple[tuple[Condition, float], ...]  # (condition, hours)
     micropython: int  # traces replayed under MicroPython too
+    recorded: int = 0  # recordings per corpus seed (tools/sensing/recorded.py), tuning and held out
+    calibration: tuple[int, int] = (0, 0)  # calibration traces per seed: random conditions, hard corner
 
 
 FULL = Plan(
@@ -49,8 +59,13 @@ FULL = Plan(
     target=4800,
     idle=((TARGET, 24.0), (Condition(10, 4.0, 20.0, 0.02, "real"), 24.0)),
     micropython=36,
+    recorded=120,
+    calibration=(4800, 9600),
 )
-QUICK = Plan(broad=360, target=240, idle=((TARGET, 1.0),), micropython=12)
+QUICK = Plan(broad=360, target=240, idle=((TARGET, 1.0),), micropython=12, recorded=6, calibration=(120, 240))
+
+# The recorded-trace corpus: the detector's handling of disturbances was tuned on corpus seed 1; seed 2 is held out.
+RECORDED_SEEDS = (("tuning", 1), ("held out", 2))
 
 
 def _ints(tr: Trace) -> tuple[list[int], list[int], int, int]:
@@ -94,9 +109,18 @@ def _run_idle(job: tuple[Condition, float, int]) -> tuple[Condition, float, int,
     return cond, hours, n, events
 
 
+def _run_recordings(job: tuple[int, int, int]) -> list[Replayed]:
+    seed, first, count = job
+    return [replay_recording(make_recording(seed, i)) for i in range(first, first + count)]
+
+
 def _dispatch(job: tuple[Any, ...]) -> tuple[str, Any]:
     if job[0] == "idle":
         return "idle", _run_idle(job[1])
+    if job[0] == "recorded":
+        return "recorded", (job[1][0], _run_recordings(job[1]))
+    if job[0] == "calibration":
+        return "calibration", (job[1], [e for j in job[2] for e in calibration.run_job(j)])
     return "trace", [_run_trace(j) for j in job[1]]
 
 
@@ -110,6 +134,9 @@ class Results:
     mpy_identical: bool = True
     mpy_error: str = ""
     elapsed_s: float = 0.0
+    recorded: dict[int, list[Replayed]] = field(default_factory=dict)  # corpus seed -> its recordings
+    calibration: dict[int, list[calibration.Scored]] = field(default_factory=dict)  # seed -> scored events
+    mpy_recordings: int = 0
 
 
 def collect(plan: Plan, seed: int, workers: int = 2) -> Results:
@@ -118,10 +145,17 @@ def collect(plan: Plan, seed: int, workers: int = 2) -> Results:
     work: list[tuple[Any, ...]] = [("idle", (c, h, seed + i)) for i, (c, h) in enumerate(plan.idle)]
     batch = 60
     work += [("trace", jobs[i : i + batch]) for i in range(0, len(jobs), batch)]
+    for _, rseed in RECORDED_SEEDS:
+        work += [("recorded", (rseed, i, min(4, plan.recorded - i))) for i in range(0, plan.recorded, 4)]
+    for cseed in calibration.TUNING_SEEDS + calibration.HELD_OUT_SEEDS:
+        cjobs = calibration.jobs(cseed, *plan.calibration)
+        work += [("calibration", cseed, cjobs[i : i + 120]) for i in range(0, len(cjobs), 120)]
     outcomes: list[Outcome] = []
     idle = []
     samples = 0
     raws: dict[int, list[RawEvent]] = {}
+    recorded: dict[int, list[Replayed]] = {}
+    scored: dict[int, list[calibration.Scored]] = {}
     with multiprocessing.get_context("fork").Pool(workers) as pool:
         done = pool.map(_dispatch, work, chunksize=1)
     k = 0
@@ -130,12 +164,18 @@ def collect(plan: Plan, seed: int, workers: int = 2) -> Results:
             idle.append(payload)
             samples += payload[2]
             continue
+        if kind == "recorded":
+            recorded.setdefault(payload[0], []).extend(payload[1])
+            continue
+        if kind == "calibration":
+            scored.setdefault(payload[0], []).extend(payload[1])
+            continue
         for outcome, raw, n in payload:
             samples += n
             outcomes.append(outcome)
             raws[k] = raw
             k += 1
-    res = Results(outcomes, samples, idle)
+    res = Results(outcomes, samples, idle, recorded=recorded, calibration=scored)
     _micropython_check(plan, jobs, raws, res)
     res.elapsed_s = time.monotonic() - t0
     return res
@@ -158,6 +198,15 @@ def _micropython_check(
                 res.mpy_traces += 1
                 res.mpy_samples += len(ts)
                 if got != raws[i]:
+                    res.mpy_identical = False
+            # and two held-out recordings, as replay reads them (its --runtime micropython)
+            for rep in res.recorded.get(RECORDED_SEEDS[-1][1], [])[:2]:
+                rec = make_recording(RECORDED_SEEDS[-1][1], int(rep.name.rsplit("-", 1)[1]))
+                read = replay.parse(rec.csv.splitlines())
+                got = mp.run(read.t_ms, read.w_dg, round(rec.unit_g * 10), round(rec.spread * 1000))
+                res.mpy_recordings += 1
+                res.mpy_samples += len(read.t_ms)
+                if got != rep.raw:
                     res.mpy_identical = False
     except Exception as exc:  # report, do not hide: the figures above are still valid
         res.mpy_error = f"{type(exc).__name__}: {exc}"
@@ -237,6 +286,7 @@ def summary(res: Results) -> dict[str, Any]:
         ],
         "micropython": {
             "traces": res.mpy_traces,
+            "recordings": res.mpy_recordings,
             "samples": res.mpy_samples,
             "identical": res.mpy_identical,
             "error": res.mpy_error,
@@ -244,9 +294,35 @@ def summary(res: Results) -> dict[str, Any]:
         "samples": res.samples,
         "elapsed_s": round(res.elapsed_s, 1),
     }
-    out["calibration"] = [
-        {"confidence": [lo, hi], "events": n, "exact": ok} for lo, hi, n, ok in _calibration(res.outcomes)
-    ]
+    out["calibration"] = {
+        "all_conditions": _decile_json(calibration.deciles(_scored(res.outcomes))),
+        "tuning_seeds": list(calibration.TUNING_SEEDS),
+        "tuning": _decile_json(calibration.deciles(_seeds(res, calibration.TUNING_SEEDS))),
+        "held_out_seeds": list(calibration.HELD_OUT_SEEDS),
+        "held_out": _decile_json(calibration.deciles(_seeds(res, calibration.HELD_OUT_SEEDS))),
+    }
+    out["recorded"] = {}
+    for label, rseed in RECORDED_SEEDS:
+        cs = _corpus(res, rseed)
+        out["recorded"][label] = {
+            "seed": rseed,
+            "recordings": cs.recordings,
+            "rows": cs.rows,
+            "samples": cs.samples,
+            "replay": {
+                "reordered": cs.reordered,
+                "duplicates": cs.duplicates,
+                "same_time": cs.same_time,
+                "late": cs.late,
+                "gaps": cs.gaps,
+            },
+            "picks_in_disturbance": cs.disturbed,
+            "picks_in_disturbance_exact": cs.disturbed_exact,
+            "picks_in_disturbance_split": cs.disturbed_split,
+            "no_change_disturbances": cs.quiet,
+            "no_change_disturbance_events": cs.quiet_events,
+            **figures(cs.stats),
+        }
     for name, key in _BREAKDOWNS:
         out[name] = {
             str(k): figures(v) for k, v in sorted(_group(res.outcomes, key).items(), key=lambda kv: str(kv[0]))
@@ -302,7 +378,8 @@ def _print(res: Results, seed: int, quick: bool) -> None:
     if res.mpy_traces or res.mpy_error:
         same = "identical" if res.mpy_identical else "DIFFERENT"
         print(
-            f"  MicroPython: {res.mpy_traces} traces ({res.mpy_samples:,} samples) replayed under MicroPython "
+            f"  MicroPython: {res.mpy_traces} traces and {res.mpy_recordings} recordings ({res.mpy_samples:,} samples) "
+            "replayed under MicroPython "
             f"1.27 (WebAssembly): events {same} to CPython's{(' - ' + res.mpy_error) if res.mpy_error else ''}"
         )
     print()
@@ -326,11 +403,8 @@ def _print(res: Results, seed: int, quick: bool) -> None:
             f"{'  changes in a fault':<26}{faults.fault_truths} changes: {faults.fault_handled} reported as "
             f"anomaly / low confidence / exact, {faults.fault_confident_wrong} confident wrong"
         )
-    print()
-    print("confidence calibration, all conditions: matched picks / puts with the exact count, by confidence")
-    for lo, hi, n_ev, n_ok in _calibration(outs):
-        share = f"{100 * n_ok / n_ev:6.2f} %" if n_ev else "      -"
-        print(f"  confidence {lo:>3}-{hi:<3}  {n_ev:>6} events  {share} exact")
+    _print_recorded(res)
+    _print_calibration(res, seed)
     print()
     print("by condition, all conditions but the target set")
     print(HEADER)
@@ -351,21 +425,80 @@ def _print(res: Results, seed: int, quick: bool) -> None:
         print("  none")
 
 
-CONF_BINS = ((0, 49), (50, 59), (60, 89), (90, 99), (100, 100))
+def _scored(outcomes: list[Outcome]) -> list[calibration.Scored]:
+    return [e for o in outcomes for e in calibration.score(o, {})]
 
 
-def _calibration(outcomes: list[Outcome]) -> list[tuple[int, int, int, int]]:
-    rows = []
-    for lo, hi in CONF_BINS:
-        n = ok = 0
-        for o in outcomes:
-            for ev, d in o.matched:
-                if d is None or ev.fault or d.kind == KIND_ANOMALY or not lo <= d.confidence <= hi:
-                    continue
-                n += 1
-                ok += d.count == ev.count
-        rows.append((lo, hi, n, ok))
-    return rows
+def _seeds(res: Results, seeds: tuple[int, ...]) -> list[calibration.Scored]:
+    return [e for s in seeds for e in res.calibration.get(s, [])]
+
+
+def _decile_json(rows: list[calibration.Decile]) -> list[dict[str, Any]]:
+    return [
+        {
+            "confidence": [r.lo, r.hi],
+            "events": r.events,
+            "reported": None if not r.events else round(r.reported, 2),
+            "measured": None if not r.events else round(r.measured, 2),
+            "interval95": None if not r.events else [round(r.ci_lo, 2), round(r.ci_hi, 2)],
+        }
+        for r in rows
+    ]
+
+
+def _corpus(res: Results, rseed: int) -> CorpusStats:
+    cs = CorpusStats()
+    for rep in res.recorded.get(rseed, []):
+        cs.add(rep)
+    return cs
+
+
+def _print_recorded(res: Results) -> None:
+    print()
+    print(
+        "recorded-trace corpus (tools/sensing/recorded.py): 2-6 plates summed, 60 Hz, a logger's timestamps; each "
+        "file read by"
+    )
+    print("smartshelf replay's reader and run through the detector (tuned on corpus seed 1, seed 2 held out)")
+    print(HEADER)
+    for label, rseed in RECORDED_SEEDS:
+        cs = _corpus(res, rseed)
+        print(_row(f"{label} (seed {rseed})", cs.stats))
+    for label, rseed in RECORDED_SEEDS:
+        cs = _corpus(res, rseed)
+        print(
+            f"  {label}: {cs.recordings} recordings, {cs.rows:,} rows -> {cs.samples:,} samples; replay reordered "
+            f"{cs.reordered}, dropped {cs.duplicates} duplicates and {cs.late} late rows, kept {cs.same_time} "
+            f"repeated timestamps, {cs.gaps} gaps"
+        )
+        print(
+            f"    picks during a bump or with another hand resting: {cs.disturbed_exact} of {cs.disturbed} counted "
+            f"exactly, once ({cs.disturbed_split} split into more events); bumps and resting hands with no net "
+            f"change: {cs.quiet_events} events in {cs.quiet}"
+        )
+
+
+def _print_calibration(res: Results, seed: int) -> None:
+    print()
+    print(
+        "confidence calibration: counted picks / puts (false positives as wrong, merged pairs apart) by reported "
+        "confidence:"
+    )
+    print("mean reported confidence against the measured exact-count rate, target within "
+          f"{calibration.TOLERANCE:g} points in every decile")  # fmt: skip
+    sets = (
+        (f"the node's table was fitted on seeds {calibration.TUNING_SEEDS} (tuning)", calibration.TUNING_SEEDS),
+        (f"held out: seeds {calibration.HELD_OUT_SEEDS}", calibration.HELD_OUT_SEEDS),
+    )
+    for title, seeds in sets:
+        evs = _seeds(res, seeds)
+        print(f"calibration set, {title}: random conditions + hard corner, {len(evs):,} events")
+        for line in calibration.table_lines(calibration.deciles(evs)):
+            print(line)
+    tag = "tuning" if seed in calibration.TUNING_SEEDS else "held out"
+    print(f"this run's traces (seed {seed}, {tag}), all conditions:")
+    for line in calibration.table_lines(calibration.deciles(_scored(res.outcomes))):
+        print(line)
 
 
 def _label(name: str, k: Any) -> str:

@@ -8,7 +8,7 @@ and ~60 unresolved alerts, a manager and an API client (scopes ``read sales``). 
 movements.
 
 **The server.** What ``HubService`` runs: a ``LedgerService`` (``synchronous=FULL``) on an asyncio loop in its own
-thread, and ``WebServer.start`` (waitress, the Flask app, ``LoopWriter`` into that loop), on 127.0.0.1.
+thread, and ``WebServer.start`` (the hub's HTTP server, the Flask app, ``LoopWriter`` into that loop), on 127.0.0.1.
 
 **Measured, in one run.**
 (1) ``GET /`` (the overview, signed in through ``/login``), ``/lanes.json``, ``/api/v1/lanes`` and
@@ -47,13 +47,13 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hub.ledger import LedgerService, schema
+from hub.ledger import LedgerService, lane_activity, schema, sold_hours
 from hub.ledger.causes import Cause
 from hub.ledger.models import SensorEvent, now_ms
 from hub.ledger.reader import BOOK_STOCK, OBSERVED_STOCK, SKUS
 from hub.schema import MIGRATIONS
 from shared_protocol.messages import KIND_PICK
-from tools.bench import host_figures
+from tools.bench import host_figures, web_reports
 
 T = TypeVar("T")
 
@@ -72,6 +72,8 @@ class Scale:
     sse_clients: int
     ingest_rate: float  # sensor events per second during the fan-out phase
     ingest_s: float
+    report_requests: int = 20  # timed requests per report page
+    walk_repeats: int = 3  # runs of the out-of-stock walk of before
 
     @property
     def lanes(self) -> int:
@@ -79,7 +81,7 @@ class Scale:
 
 
 FULL = Scale(250, 8, 1_000_000, 1000, 200, 50, 50.0, 10.0)
-QUICK = Scale(25, 8, 20_000, 50, 20, 10, 20.0, 2.0)
+QUICK = Scale(25, 8, 20_000, 50, 20, 10, 20.0, 2.0, 5, 1)
 
 
 # -------------------------------------------------------------------------------------------------- the ledger
@@ -207,6 +209,8 @@ def build_ledger(path: Path, scale: Scale, seed: int = 1) -> Store:
     conn.executemany(_MOVEMENT, rows())
     for _, sql in indexes:
         conn.execute(sql)
+    lane_activity.rebuild(conn)  # what the writer keeps beside the movements: sensor spans, lane activity,
+    sold_hours.rebuild(conn)  # out-of-stock stretches, units sold per hour
     movements = int(conn.execute("SELECT count(*) FROM movements").fetchone()[0])
     conn.executemany(
         "UPDATE nodes SET highest_contiguous_event_seq = ?, last_uplink_seq = ? WHERE node_id = ?",
@@ -565,6 +569,7 @@ def _bench(directory: Path, scale: Scale) -> dict[str, Any]:
     from hub.web import LoopWriter, WebServer, create_app
     from hub.web.db import fetch_all
     from hub.web.lanes import lanes
+    from hub.web.serving.connections import Limits
 
     db = directory / "bench.db"
     store = build_ledger(db, scale)
@@ -573,7 +578,13 @@ def _bench(directory: Path, scale: Scale) -> dict[str, Any]:
     hub.call(ledger.start)
     web: WebServer | None = None
     try:
-        web = WebServer.start(db, ledger, hub.loop, host="127.0.0.1", port=0)
+        # the fan-out's clients share one signed-in session and one address: the per-session and per-user stream
+        # caps and the per-address connection cap let them all in (with the page and API clients beside them)
+        n = scale.sse_clients
+        web = WebServer.start(
+            db, ledger, hub.loop, host="127.0.0.1", port=0, live={"LIVE_MAX_PER_SESSION": n, "LIVE_MAX_PER_USER": n},
+            limits=Limits(max_per_client=n + 16),
+        )  # fmt: skip
         parsed = urllib.parse.urlsplit(web.url)
         host, port = parsed.hostname or "127.0.0.1", int(parsed.port or 80)
         client = Client(host, port)
@@ -621,6 +632,7 @@ def _bench(directory: Path, scale: Scale) -> dict[str, Any]:
             },
             scale.requests,
         )
+        reports = interleaved(web_reports.calls(lambda path: getter(client, path), bare), scale.report_requests)
         api.close()
         bare.close()
         http_figures = {k: timed[k] for k in ("overview", "lanes_json", "api_lanes", "api_stock")}
@@ -634,7 +646,13 @@ def _bench(directory: Path, scale: Scale) -> dict[str, Any]:
         hub.call(ledger.close)
         hub.close()
     overview = http_figures["overview"]
+    before = web_reports.before_and_after(db, scale.walk_repeats)  # server stopped: nothing else reads or writes
+    pages = [reports[name]["p95_ms"] for name in web_reports.PAGES]
     return {
+        "reports": reports,
+        "reports_before": before,
+        "target_report_p95_ms": web_reports.REPORT_P95_TARGET_MS,
+        "reports_p95_within_target": max(pages) <= web_reports.REPORT_P95_TARGET_MS,
         "ledger": {
             "lanes": scale.lanes,
             "nodes": scale.nodes,
@@ -688,7 +706,7 @@ def _print(f: dict[str, Any], quick: bool) -> None:
         f"{led['skus']:,} SKUs, {led['movements']:,} movements, {led['open_alerts']} open alerts "
         f"({led['db_mib']} MiB, built in {led['build_s']} s)"
     )
-    print("  waitress + Flask in the hub's shape (LedgerService on its loop thread), 127.0.0.1, one run")
+    print("  hypercorn (h11) + Flask in the hub's shape (LedgerService on its loop thread), 127.0.0.1, one run")
     print(f"GET /  (overview, signed in)     {_fmt(h['overview'])}  ({h['overview']['bytes']:,} bytes)")
     print(f"GET /lanes.json                  {_fmt(h['lanes_json'])}  ({h['lanes_json']['bytes']:,} bytes)")
     print(f"GET /api/v1/lanes  (token)       {_fmt(h['api_lanes'])}  ({h['api_lanes']['bytes']:,} bytes)")
@@ -712,3 +730,15 @@ def _print(f: dict[str, Any], quick: bool) -> None:
     print(f"GET / during the fan-out           {_fmt(f['overview_under_fanout'])}")
     ok = "met" if f["overview_p95_within_target"] else "NOT met"
     print(f"target: overview p95 <= {f['target_overview_p95_ms']:g} ms ({ok})")
+    rep, bef = f["reports"], f["reports_before"]
+    for name, path in web_reports.PAGES.items():
+        print(f"GET {path:<27}  {_fmt(rep[name])}  ({rep[name]['bytes']:,} bytes)")
+    print(f"bare SQLite: out-of-stock, 90 days  {_fmt(rep['outages_90d_query'])}  (metrics.lane_outages, stretches)")
+    print(f"bare SQLite: 90 days' sensor rows   {_fmt(rep['sensor_rows_90d'])}  (read once: the least the walk read)")
+    print(
+        f"out-of-stock figures, 90 days, before / now (same ledger, same figures, best of {bef['repeats']}): walk of "
+        f"every movement {bef['walk_ms']:,} ms, stretches {bef['stretches_ms']} ms = {bef['ratio']:g}x "
+        f"({bef['lanes_out_in_period']} lanes out at some time)"
+    )
+    ok = "met" if f["reports_p95_within_target"] else "NOT met"
+    print(f"target: every report page p95 <= {f['target_report_p95_ms']:g} ms ({ok})")

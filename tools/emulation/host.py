@@ -30,6 +30,10 @@ For each node the host
 * reports what the boards say: resets, the firmware stopping (a config error, Ctrl-C from mpremote: the board
   is then at its REPL) and starting again.
 
+Node keys are secrets, whatever the umask: the hub config fragment and the lock file (whoever can open it can hold
+it) are 0600, ``<dir>/state`` (the flashes, whose ``config.json`` holds the key) is 0700, and so is ``<dir>`` when
+the emulator creates it. A ``<dir>`` that belongs to another user is refused (``/tmp`` is shared).
+
 A board that fails to run (its ROM or emulated hardware broken: the runner exits) is powered up again after 2 s
 with the same flash, at most ``MAX_RESTARTS`` times; a firmware that fails resets the board itself
 (``firmware/main.py``). Ctrl-C (or SIGTERM) stops every node, closes the ptys and removes the symlinks; nothing
@@ -58,6 +62,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from firmware import config as node_config
 from hub.cli.args import number
+from hub.private_files import PRIVATE_DIR, make_private_dirs, open_private
 from hub.provisioning.image import build as build_image
 from tools.emulation.provision import provision
 from tools.emulation.scenarios import SCENARIOS, Scenario, build
@@ -163,6 +168,16 @@ def toml_fragment(nodes: list[EmulatedNode], link: str = "serial") -> str:
     return "\n".join(out) + "\n"
 
 
+def write_nodes_file(path: Path, text: str) -> None:
+    """The hub config fragment (node keys), replaced atomically: 0600 whatever the umask, in a directory made 0700
+    if it is new."""
+    make_private_dirs(path.parent)
+    tmp = path.with_name(path.name + ".tmp")
+    with os.fdopen(open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 class Emulator:
     """Emulated nodes on ptys: ``start()``, then ``poll()`` every ~0.1 s (or ``run()``), then ``stop()``."""
 
@@ -223,10 +238,12 @@ class Emulator:
     # -- start ------------------------------------------------------------------------------------
     def start(self) -> list[EmulatedNode]:
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(self.directory)
+            if self.directory.stat().st_uid != os.geteuid():
+                raise EmulatorError(f"cannot use {self.directory}: it belongs to another user (choose another --dir)")
+            self._lock = os.fdopen(open_private(self.directory / ".lock", os.O_WRONLY | os.O_CREAT), "w")
         except OSError as err:
             raise EmulatorError(f"cannot use {self.directory}: {err.strerror}") from None
-        self._lock = open(self.directory / ".lock", "w")  # noqa: SIM115 (held until stop)
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -246,6 +263,8 @@ class Emulator:
 
     def _start_nodes(self) -> None:
         self.epoch = time.time()
+        make_private_dirs(self.directory / "state")
+        os.chmod(self.directory / "state", PRIVATE_DIR)  # the flashes hold node keys (older runs made it 0755)
         for nid in self.node_ids:
             self.nodes.append(self._provision(nid))
         for node in self.nodes:
@@ -263,10 +282,7 @@ class Emulator:
                 node.process.wait_ready(30.0)
             except (RuntimeError, TimeoutError) as err:
                 raise EmulatorError(f"node {node.node_id} did not start: {err}") from None
-        self.write_config.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.write_config.with_name(self.write_config.name + ".tmp")
-        tmp.write_text(toml_fragment(self.nodes, self.link))
-        os.replace(tmp, self.write_config)
+        write_nodes_file(self.write_config, toml_fragment(self.nodes, self.link))
         self.truth_path.parent.mkdir(parents=True, exist_ok=True)
         self._truth = open(self.truth_path, "w")  # noqa: SIM115 (written as time passes, closed in stop)
         sc = self.scenario
@@ -302,6 +318,7 @@ class Emulator:
             rfid = node_plan.rfid_config()  # a node with tagged lanes has a UHF reader (NodePlan.rfid_wiring)
             if rfid is not None:
                 extra["rfid"] = rfid
+            extra.update(node_plan.config)  # what a scenario sets besides (e.g. a test's small outbox)
             provision(str(flash), node_config.dumps(nid, key, node_plan.config_lanes(), **extra), plan)
             install_factory_image(flash)
         return EmulatedNode(

@@ -572,6 +572,7 @@ class NodePlan:
     tags: list[dict[str, Any]] = field(default_factory=list)
     rfid_faults: dict[str, Any] = field(default_factory=dict)
     tags_on: bool = False
+    config: dict[str, Any] = field(default_factory=dict)  # more fields of its config.json (firmware/config.py)
 
     @property
     def tagged(self) -> bool:

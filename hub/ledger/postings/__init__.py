@@ -10,7 +10,8 @@ its rows and one audit entry. The postings live by area, as functions of the tra
 * ``legs``       the posting primitive: legs under one source reference, duplicates and conflicts, balances, locations
 * ``stock``      sales, order picks, receipts, returns, restocks, transfers, write-offs, counts, reversals
 * ``catalogue``  SKU master data
-* ``lanes``      nodes and lanes: register, assign a SKU, hand a replaced node's lanes to its successor
+* ``lanes``      nodes and lanes: register, assign a SKU, hand a replaced node's lanes to its successor, absorb the
+                 staff corrections of a lane's sensor movements when staff count it through its node (``rebase_lane``)
 * ``alerts``     open, acknowledge, later evidence, resolve (with the entry the resolution implies)
 
 and, for reconciliation's runs, ``expire_unconfirmed_tags`` (``hub.ledger.tag_booking``): tags not read again
@@ -73,6 +74,7 @@ class Tx(TxCore):
     register_node_if_missing = lanes.register_node_if_missing
     assign_lane = lanes.assign_lane
     replace_node = lanes.replace_node
+    rebase_lane = lanes.rebase_lane
 
     # alerts (alerts.py)
     open_alert = alerts.open_alert

@@ -1,19 +1,44 @@
 """Nodes and lanes: registering a node, registering a node's lane and assigning it a SKU, a node taking over the
-lanes of the one it replaces."""
+lanes of the one it replaces, and re-basing a lane's sensor ledger on a staff count (``rebase_lane``).
+
+**Staff corrections of sensor movements** (the rule, ``hub/ledger/README.md``, *Observed stock*). The hub compares a
+node's lane counters with its *counter reference*: the lane's sensor movements a node booked (``node_id`` set: its
+events and the sensor gaps booked from its counters; ``reader.SENSOR_TALLIES``). A staff posting at a sensor
+location (a reversal of a sensor movement; ``node_id`` NULL) is a correction beside that reference: the lane's
+observed stock is the reference plus the corrections, and no comparison with the node's counters undoes them. When
+staff count the lane through its node (``set_count``) the node's counter becomes the count, so the corrections are
+absorbed then: ``rebase_lane`` posts their negation, which leaves the lane's observed stock equal to its node's
+counter again."""
 
 from __future__ import annotations
 
 import re
 
 from hub.ledger.causes import Cause
-from hub.ledger.models import LANE_ID_RE, AlertKind, InvalidArgument, LaneInUse, lane_location
+from hub.ledger.models import (
+    LANE_ID_RE,
+    AlertKind,
+    InvalidArgument,
+    LaneInUse,
+    Reason,
+    lane_location,
+    sensor_location,
+)
 from hub.ledger.postings.alerts import resolve_if_open
 from hub.ledger.postings.catalogue import require_sku
 from hub.ledger.postings.checks import check_actor
 from hub.ledger.postings.core import TxCore
-from hub.ledger.postings.legs import balance
+from hub.ledger.postings.legs import Leg, balance, post
 
 AUTO_LANE_ID_RE = re.compile(r"node\d+-lane\d+")
+REBASE_KIND = "rebase"  # rebase:<the count's reference>: the corrections a staff count of the lane absorbed
+# The staff corrections at one sensor location: reversal legs (read through the partial index of reversals) and the
+# earlier re-bases (a range of the source reference index); no other posting can target a sensor location.
+_CORRECTIONS = (
+    "SELECT sku, sum(qty) FROM (SELECT sku, qty FROM movements WHERE reverses_id IS NOT NULL AND location = ?1"
+    " AND node_id IS NULL UNION ALL SELECT sku, qty FROM movements WHERE source_ref >= 'rebase:'"
+    " AND source_ref < 'rebase;' AND location = ?1) GROUP BY sku HAVING sum(qty) != 0 ORDER BY sku"
+)
 
 
 async def register_node(tx: TxCore, node_id: int, *, actor: str, label: str = "", key_id: str | None = None) -> None:
@@ -113,3 +138,26 @@ async def replace_node(tx: TxCore, old: int, new: int, *, actor: str) -> list[st
     await tx.conn.execute("UPDATE lanes SET node_id = ? WHERE node_id = ?", (new, old))
     await tx.audit(actor, "replace_node", {"old": old, "new": new, "lanes": lanes})
     return lanes
+
+
+async def rebase_lane(tx: TxCore, lane_id: str, *, actor: str, ref: str) -> int:
+    """Staff counted lane ``lane_id`` through its node (``set_count``), which set the node's counter to the count:
+    absorb the staff corrections of the lane's sensor movements (module docstring), posting their negation per SKU
+    under ``rebase:<ref>`` (reason ``sensor_count``, no node) with one audit entry ``rebase_lane``. Returns the units
+    absorbed (0: there were none, nothing written)."""
+    actor = check_actor(actor)
+    if not await tx.rows("SELECT 1 FROM lanes WHERE lane_id = ?", (lane_id,)):
+        raise InvalidArgument(f"unknown lane {lane_id!r}")
+    location = sensor_location(lane_id)
+    corrections = [(r[0], int(r[1])) for r in await tx.rows(_CORRECTIONS, (location,))]
+    absorbed = sum(qty for _sku, qty in corrections)
+    refs = []
+    for i, (sku, qty) in enumerate(corrections):  # one posting per SKU the lane held (usually one)
+        source_ref = f"{REBASE_KIND}:{ref}" + (f"/{i + 1}" if i else "")
+        note = "staff counted the lane through its node: earlier corrections of its sensor movements absorbed"
+        await post(tx, source_ref, [Leg(sku, location, -qty, Reason.SENSOR_COUNT)], ts_ms=None, actor=actor, note=note)
+        refs.append(source_ref)
+    if refs:
+        by_sku = [[sku, qty] for sku, qty in corrections]
+        await tx.audit(actor, "rebase_lane", {"lane_id": lane_id, "absorbed": absorbed, "by_sku": by_sku, "refs": refs})
+    return absorbed

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from hub.ledger import lane_activity, sold_hours
 from hub.ledger.models import (
     BACKROOM,
     LANE_PREFIX,
@@ -19,6 +20,7 @@ from hub.ledger.models import (
     Reason,
     RefConflict,
     UnknownLocation,
+    is_sensor_location,
     lane_location,
 )
 from hub.ledger.postings.checks import foreign, used_by
@@ -126,4 +128,11 @@ async def post(
                 ),
             )
         )
+    # what the writer keeps beside the movements: sensor spans and activity (a reversal's legs at a sensor location),
+    # units sold per hour (sales, order picks and their reversals)
+    ts = tx.now_ms if ts_ms is None else ts_ms
+    sensor = [(i, ts, g.sku, g.location, g.qty) for i, g in zip(ids, legs, strict=True)
+              if is_sensor_location(g.location)]  # fmt: skip
+    await lane_activity.record(tx.conn, sensor)
+    await sold_hours.record(tx.conn, [(g.sku, g.location, g.qty, str(g.reason), ts) for g in legs], reverses)
     return Applied(source_ref, tuple(ids))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -14,7 +15,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers.response import Response
 
-from hub.web.api.fields import MAX_BODY_BYTES, MAX_CSV_BYTES, MAX_IMPORT_ROWS
+from hub.web.api.fields import MAX_BODY_BYTES, MAX_CSV_BYTES, MAX_IMPORT_ROWS, PREFIX
 
 
 @dataclass(frozen=True)
@@ -63,20 +64,38 @@ def unavailable(exc: BaseException, what: Literal["request", "file"]) -> Respons
 JSON_ERROR_CODES = (400, 403, 404, 405, 413, 415, 500)
 
 
+def _is_api_path(path: str) -> bool:
+    return path == "/api" or path.startswith("/api/")
+
+
 def _is_api_request() -> bool:
-    return request.path == "/api" or request.path.startswith("/api/")
+    return _is_api_path(request.path)
+
+
+def _too_large(import_: bool) -> str:
+    if import_:
+        return (
+            f"the file is larger than {MAX_CSV_BYTES:,} bytes: split it into files of at most {MAX_IMPORT_ROWS:,}"
+            " rows (each file is imported all or nothing)"
+        )
+    return f"the request body is larger than {MAX_BODY_BYTES:,} bytes: send fewer items per request"
+
+
+def body_limit(path: str) -> tuple[int, bytes] | None:
+    """For the HTTP server, which reads a body before the app runs: the largest body a path under /api/ takes (the
+    limit ``auth.py`` gives the request) and the JSON 413 refusing a larger one; None for any other path."""
+    if not _is_api_path(path):
+        return None
+    import_ = path.startswith(f"{PREFIX}/imports/")
+    refusal = json.dumps({"errors": [FieldError("request", _too_large(import_)).as_json()]}).encode()
+    return (MAX_CSV_BYTES if import_ else MAX_BODY_BYTES), refusal
 
 
 def _json_error(exc: HTTPException) -> Response:
     code = exc.code or 500
     message = "internal error" if code == 500 else (exc.description or exc.name)
-    if code == 413 and (request.endpoint or "").startswith("api.import_"):
-        message = (
-            f"the file is larger than {MAX_CSV_BYTES:,} bytes: split it into files of at most {MAX_IMPORT_ROWS:,}"
-            " rows (each file is imported all or nothing)"
-        )
-    elif code == 413:
-        message = f"the request body is larger than {MAX_BODY_BYTES:,} bytes: send fewer items per request"
+    if code == 413:
+        message = _too_large((request.endpoint or "").startswith("api.import_"))
     headers = {k: v for k, v in exc.get_headers() if k == "Allow"}
     return error_response(code, [FieldError("request", message)], headers)
 

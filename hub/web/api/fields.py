@@ -1,6 +1,8 @@
 """What a request to the HTTP API may contain: the limits, and the ``Field`` definitions of every post item
-(``FIELDS``) and every read's query (``QUERIES``). They are the one definition: the validator (``validation.py``)
-and the OpenAPI description (``openapi.py``, served at ``/api/openapi.json``) are both made from them."""
+(``FIELDS``) and every query (``QUERIES``: the reads' and the imports'). They are the one definition: the validator
+(``validation.py``) and the OpenAPI description (``openapi.py``, served at ``/api/openapi.json``) are both made from
+them. Every integer field has both bounds, within SQLite's integer range (``Field`` refuses one without), so the
+description states every limit the server enforces."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from hub.ledger.models import BACKROOM, MAX_QTY
+from hub.ledger.numbers import MAX_TS_MS as MAX_TS_MS  # 9999-12-31T23:59:59.999Z, the API's modules import it here
+from hub.ledger.numbers import SQLITE_INT_MAX, SQLITE_INT_MIN
 from hub.ledger.postings import REF_MAX
 
 PREFIX = "/api/v1"
@@ -21,8 +25,8 @@ MAX_IMPORT_ROWS = 10_000
 MAX_CSV_BYTES = MAX_IMPORT_ROWS * 300
 IMPORT_TIMEOUT_S = 120.0  # the bridge's wait for an import (ordinary requests: LoopWriter.timeout_s, 30 s)
 MAX_IMPORT_ERRORS = 100  # a 422 lists the first 100 problems and how many more there are
-MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 ALERTS_MAX_LIMIT = 500
+IMPORT_NAME_MAX = 100
 
 FieldType = Literal["string", "integer", "boolean", "timestamp"]
 
@@ -44,7 +48,21 @@ class Field:
     default: bool | int | str | None = None
     hint: str = ""  # what a value that does not match ``pattern`` should look like
 
+    def __post_init__(self) -> None:
+        """An integer field states both bounds, within SQLite's integer range: the description then says every
+        limit the server enforces, and no value reaches SQLite that it cannot store."""
+        if self.type != "integer":
+            return
+        low, high = self.minimum, self.maximum
+        if low is None or high is None or not SQLITE_INT_MIN <= low <= high <= SQLITE_INT_MAX:
+            raise ValueError(f"integer field {self.name}: give both bounds, within SQLite's integer range")
 
+
+# Patterns are matched by the server with Python's re and by clients with ECMA 262's (JSON Schema): they use explicit
+# character classes, not \s, \S, \d or ``.``, which mean different things there (``[\s\S]``, any character, means the
+# same). _SPACE: what Python's str.strip() (and so the ledger) takes for whitespace: ECMA's \s but for \ufeff, and
+# \x1c-\x1f and \x85 besides (tests/test_web_inputs.py tries them all in both dialects).
+_SPACE = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 _ID = Field(
     "id",
     "string",
@@ -54,7 +72,7 @@ _ID = Field(
     required=True,
     min_length=1,
     max_length=REF_MAX,
-    pattern=r"^\S(.*\S)?$",
+    pattern=rf"^[^{_SPACE}]([\s\S]*[^{_SPACE}])?$",
     hint="no spaces at either end",
 )
 SKU_FIELD = Field(
@@ -69,11 +87,19 @@ SKU_FIELD = Field(
 )
 _QTY = Field("quantity", "integer", "Units, positive.", required=True, minimum=1, maximum=MAX_QTY)
 _COUNTED = Field("counted", "integer", "Units counted (zero or more).", required=True, minimum=0, maximum=MAX_QTY)
+# A timestamp string: RFC 3339 (the document's "date-time") as Python's datetime reads it: an upper-case T and Z,
+# seconds 00..59 (no leap second), years 1970..9999 (the offset may still take one across: then the range check).
+TIMESTAMP_PATTERN = (
+    r"^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+    r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+)
 _TS = Field(
     "timestamp",
     "timestamp",
-    "When it happened (1970..9999): ISO 8601 with a timezone (2025-11-27T14:03:00+01:00) or ms since the epoch. "
-    "Default: when the ledger records it.",
+    "When it happened (1970..9999 UTC): RFC 3339 with an upper-case T and a timezone (2025-11-27T14:03:00+01:00, "
+    "2025-11-27T13:03:00Z) or ms since the epoch. Default: when the ledger records it.",
+    pattern=TIMESTAMP_PATTERN,
+    hint="RFC 3339 with a timezone, e.g. 2025-11-27T14:03:00+01:00",
 )
 _LOCATION_RE = r"^(lane:[A-Za-z0-9][A-Za-z0-9._-]{0,63}|[a-z][a-z0-9_-]{0,63})$"
 
@@ -119,7 +145,7 @@ FIELDS: dict[PostKind, tuple[Field, ...]] = {
             required=True,
             min_length=1,
             max_length=REF_MAX,
-            pattern=r"\S",
+            pattern=rf"[^{_SPACE}]",
             hint="not blank",
         ),
         _TS,
@@ -162,6 +188,8 @@ QUERIES: dict[str, tuple[Field, ...]] = {
             required=True,
             min_length=2,
             max_length=100,
+            pattern=r"^[ :-]*(?:[0-9A-Fa-f][ :-]*[0-9A-Fa-f][ :-]*){1,32}$",
+            hint="1..32 bytes of hex digits, e.g. 3074257BF719...",
         ),
     ),
     "api.lanes": (),
@@ -173,6 +201,27 @@ QUERIES: dict[str, tuple[Field, ...]] = {
             enum=("open", "acknowledged", "resolved", "unresolved"),
         ),
         Field("limit", "integer", "Page size.", minimum=1, maximum=ALERTS_MAX_LIMIT, default=100),
-        Field("after", "integer", "Only alerts with a larger id (the previous page's next_after).", minimum=0),
+        Field(
+            "after",
+            "integer",
+            "Only alerts with a larger id (the previous page's next_after).",
+            minimum=0,
+            maximum=SQLITE_INT_MAX,
+        ),
     ),
+    **{
+        f"api.import_{kind}": (
+            Field(
+                "name",
+                "string",
+                f"The file's name in the report and the audit entry. Default: {kind}.csv.",
+                min_length=1,
+                max_length=IMPORT_NAME_MAX,
+                pattern=r"^[ -~]+$",
+                default=f"{kind}.csv",
+                hint="printable ASCII characters",
+            ),
+        )
+        for kind in (*FIELDS, EPCS_IMPORT)
+    },
 }

@@ -29,12 +29,13 @@ def field_schema(f: api.Field) -> dict[str, Any]:
     if f.type == "timestamp":
         schema = {
             "oneOf": [
-                {"type": "string", "format": "date-time"},
+                {"type": "string", "format": "date-time", "pattern": f.pattern},
                 {"type": "integer", "minimum": 0, "maximum": api.MAX_TS_MS},
             ]
         }
-    else:
-        schema = {"type": f.type}
+        schema["description"] = f.description
+        return schema
+    schema = {"type": f.type}
     limits = {
         "minimum": f.minimum,
         "maximum": f.maximum,
@@ -289,7 +290,8 @@ OPERATIONS: tuple[Operation, ...] = (
 )
 
 _ERRORS = {
-    400: "Bad request: not JSON, or a bad query parameter",
+    400: "Bad request: not JSON, an empty CSV file, an unknown or bad query parameter, or one given more than once"
+    " (each error names the parameter; integers are ASCII digits within the documented bounds)",
     401: "No token, an unknown one, or a disabled client's",
     403: "The client lacks the scope this needs",
     404: "No such resource",
@@ -302,6 +304,20 @@ _ERRORS = {
     503: "The ledger is not available, or did not confirm the write in time (it may still be applied): send the same"
     " request again later (ids make it safe)",
 }
+
+
+def _parameters(endpoint: str) -> list[dict[str, Any]]:
+    """The query parameters of an endpoint, each given at most once (twice: 400 naming it)."""
+    return [
+        {
+            "name": f.name,
+            "in": "query",
+            "required": f.required,
+            "description": f"{f.description} At most once.",
+            "schema": field_schema(f),
+        }
+        for f in api.QUERIES[endpoint]
+    ]
 
 
 def _errors(*codes: int) -> dict[str, Any]:
@@ -330,8 +346,9 @@ def _operation(op: Operation, scopes: Mapping[str, str]) -> dict[str, Any]:
                 f" `smartshelf ledger import "
                 f"{name.removeprefix('import_')}`, imported all or nothing; `?name=` names it in the report."
             ),
-            "content": {"text/csv": {"schema": {"type": "string"}}},
+            "content": {"text/csv": {"schema": {"type": "string", "minLength": 1}}},
         }
+        out["parameters"] = _parameters(op.endpoint)
         out["responses"] = {
             "201": {"description": "Imported (rows already in the ledger counted as duplicates)", **ok},
             "200": {"description": "Every row was already in the ledger: nothing changed", **ok},
@@ -351,16 +368,7 @@ def _operation(op: Operation, scopes: Mapping[str, str]) -> dict[str, Any]:
             **_errors(400, 401, 403, 409, 413, 415, 422, 503),
         }
     else:
-        out["parameters"] = [
-            {
-                "name": f.name,
-                "in": "query",
-                "required": f.required,
-                "description": f.description,
-                "schema": field_schema(f),
-            }
-            for f in api.QUERIES[op.endpoint]
-        ]
+        out["parameters"] = _parameters(op.endpoint)
         out["responses"] = {"200": {"description": "OK", **ok}, **_errors(400, 401, 403, 404)}
     return out
 
@@ -383,7 +391,8 @@ def build_spec(scopes: Mapping[str, str]) -> dict[str, Any]:
             "description": (
                 "Business transactions from POS / WMS systems into the smartshelf ledger, the store's EPC -> SKU "
                 "table, and reads of stock, lanes, alerts and RFID tags. Every item carries the client's id: "
-                "re-sending a request is safe. "
+                "re-sending a request is safe. A query parameter is given at most once (twice is a 400 naming it); "
+                "integers, in a query or a body, are ASCII digits within the documented bounds. "
                 f"Scopes: {', '.join(SCOPES)}."
             ),
         },

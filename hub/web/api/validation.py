@@ -1,5 +1,9 @@
 """Checking a request against the field definitions (``fields.py``): post items (``read_items``) and query
-parameters (``read_query``); every problem is reported at once, as ``FieldError``s."""
+parameters (``read_query``); every problem is reported at once, as ``FieldError``s.
+
+Integers in a query are ASCII digits within the field's bounds, a parameter given once (``hub.web.inputs``, as on the
+pages). Integers in a JSON body longer than any bound allows (more digits than SQLite's integer holds) are not
+converted (``_json_int``): the field gets a plain message, never Python's "Exceeds the limit (4300 digits)"."""
 
 from __future__ import annotations
 
@@ -14,11 +18,13 @@ from werkzeug.wrappers.response import Response
 
 from hub.ledger.imports import parse_timestamp
 from hub.ledger.models import LedgerError
+from hub.ledger.numbers import SQLITE_INT_MAX, shown
 from hub.ledger.postings import check_ref
 from hub.web.api.errors import FieldError, error_response
 from hub.web.api.fields import FIELDS, MAX_ITEMS, MAX_TS_MS, QUERIES, SKU_FIELD, Field, PostKind
 from hub.web.api.queries import known_skus
 from hub.web.db import get_db
+from hub.web.inputs import BadInput, int_text, single
 
 
 @dataclass(frozen=True)
@@ -34,12 +40,51 @@ class Item:
     restockable: bool
 
 
+class Overlong:
+    """A JSON integer with more digits than SQLite's integer holds, left unconverted (``_json_int``)."""
+
+    def __init__(self, text: str) -> None:
+        self.negative = text.startswith("-")
+        self.digits = len(text.lstrip("-"))
+
+    def __str__(self) -> str:
+        return f"a {'negative ' if self.negative else ''}{self.digits:,}-digit number"
+
+
+_INT_DIGITS = len(str(SQLITE_INT_MAX))
+
+
+def _json_int(text: str) -> int | Overlong:
+    """``parse_int`` of the JSON decoder: JSON integers are ASCII digits already; one longer than SQLite's integer
+    stays an ``Overlong`` (no field takes it), so ``int()`` never meets Python's limit on long strings."""
+    return Overlong(text) if len(text.lstrip("-")) > _INT_DIGITS else int(text)
+
+
+_EXACT = 2**53  # every integer up to here is exactly a float, and every bound of an integer field is below it
+
+
+def _whole(value: Any) -> Any:
+    """A JSON number without a fractional part is an integer to JSON Schema (``2.0`` is 2, so is ``1e2`` 100): the
+    document's ``"type": "integer"`` takes it, so does the server."""
+    if isinstance(value, float) and value.is_integer() and abs(value) <= _EXACT:
+        return int(value)
+    return value
+
+
 def check_value(f: Field, value: Any) -> tuple[Any, str | None]:
     """(the value, None) or (None, why it is refused). Timestamps become ms since the epoch."""
+    if f.type in ("integer", "timestamp"):
+        value = _whole(value)
+    if isinstance(value, Overlong) and f.type == "timestamp":
+        return None, f"must be between 1970 and 9999 (0..{MAX_TS_MS} ms since the epoch), not {value}"
+    if isinstance(value, Overlong) and f.type == "integer":
+        return None, f"must be a whole number {f.minimum:,}..{f.maximum:,}, not {value}"
     if f.type == "timestamp":
         if isinstance(value, bool) or not isinstance(value, str | int):
             return None, "must be an ISO 8601 string with a timezone or an integer (ms since the epoch)"
         if isinstance(value, str):
+            if f.pattern is not None and not re.search(_python_pattern(f.pattern), value):
+                return None, f"{shown(value, 40)} is not valid: {f.hint}"
             try:
                 value = parse_timestamp(value)
             except ValueError as exc:
@@ -81,7 +126,7 @@ def _json_type(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "a boolean"
-    if isinstance(value, int | float):
+    if isinstance(value, int | float | Overlong):
         return "a number"
     if isinstance(value, str):
         return "a string"
@@ -162,7 +207,7 @@ def read_items(kind: PostKind) -> tuple[list[Item], Response | None]:
         return [], error_response(415, [FieldError("Content-Type", f"send application/json, not {given}")])
     data = request.get_data(cache=False)  # 413 (JSON, see the error handlers) when larger than MAX_BODY_BYTES
     try:
-        body = json.loads(data, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+        body = json.loads(data, parse_constant=_reject_constant, object_pairs_hook=_unique_keys, parse_int=_json_int)
     except ValueError as exc:  # incl. UnicodeDecodeError
         return [], error_response(400, [FieldError("body", f"not valid JSON: {exc}")])
     except RecursionError:
@@ -205,22 +250,21 @@ def read_query(endpoint: str) -> tuple[dict[str, Any], Response | None]:
     errors = [FieldError(name, "unknown query parameter") for name in request.args if name not in known]
     values: dict[str, Any] = {}
     for f in fields:
-        given = request.args.getlist(f.name)
-        if not given:
+        given: Any
+        try:
+            given = single(request.args, f.name)  # a parameter given twice is refused, naming it
+            if given is not None and f.type == "integer":
+                assert f.minimum is not None and f.maximum is not None  # every integer field has both (fields.py)
+                given = int_text(f.name, given, f.minimum, f.maximum)  # ASCII digits only
+        except BadInput as exc:
+            errors.append(FieldError(f.name, exc.message))
+            continue
+        if given is None:
             if f.required:
                 errors.append(FieldError(f.name, "required"))
             values[f.name] = f.default
             continue
-        if len(given) > 1:
-            errors.append(FieldError(f.name, "given more than once"))
-            continue
-        text: Any = given[0]
-        if f.type == "integer":
-            if not re.fullmatch(r"\d{1,18}", text):
-                errors.append(FieldError(f.name, f"must be a whole number, not {text!r}"))
-                continue
-            text = int(text)
-        value, problem = check_value(f, text)
+        value, problem = check_value(f, given)
         if problem is not None:
             errors.append(FieldError(f.name, problem))
         values[f.name] = value

@@ -88,8 +88,6 @@ for _kind in FIELDS:
 
 # -------------------------------------------------------------------------------------------------- CSV imports
 
-IMPORT_NAME_MAX = 100
-
 
 def _make_import_view(kind: PostKind | Literal["epcs"]) -> Callable[[], ResponseReturnValue]:
     def view() -> ResponseReturnValue:
@@ -99,13 +97,13 @@ def _make_import_view(kind: PostKind | Literal["epcs"]) -> Callable[[], Response
         if request.mimetype != "text/csv":
             given = request.mimetype or "none"
             return error_response(415, [FieldError("Content-Type", f"send text/csv, not {given}")])
-        unknown = [FieldError(k, "unknown query parameter") for k in request.args if k != "name"]
-        name = request.args.get("name", f"{kind}.csv")
-        if not 1 <= len(name) <= IMPORT_NAME_MAX or any(not " " <= c <= "~" for c in name):
-            unknown.append(FieldError("name", f"1..{IMPORT_NAME_MAX} printable ASCII characters"))
-        if unknown:
-            return error_response(400, unknown)
+        query, refused = read_query(f"api.import_{kind}")  # ?name= (fields.QUERIES), at most once
+        if refused is not None:
+            return refused
+        name = str(query["name"])
         data = request.get_data(cache=False)  # 413 (JSON) when larger than MAX_CSV_BYTES
+        if not data:  # the description's minLength 1: a request without its file, not a file with a bad line
+            return error_response(400, [FieldError("body", "empty: send the CSV file (a header row, then the rows)")])
         actor = f"api:{client.name}"
 
         def run(ledger: LedgerService) -> Awaitable[ImportReport]:

@@ -50,6 +50,9 @@ log = logging.getLogger(__name__)
 
 DEFAULTS: dict[str, Any] = {
     "LIVE_MAX_CLIENTS": 64,  # concurrent /events streams ([web] max_live_clients)
+    "LIVE_MAX_PER_SESSION": 4,  # streams one signed-in browser may hold ([web] max_live_per_session)
+    "LIVE_MAX_PER_USER": 8,  # streams one user may hold over all their sessions ([web] max_live_per_user)
+    "LIVE_RECHECK_S": 2.0,  # how often a stream checks its session still stands (disabled, demoted, signed out)
     "LIVE_POLL_S": 0.25,  # without a change source: how often the feed checks PRAGMA data_version
     "LIVE_HEARTBEAT_S": 15.0,  # a comment line after this long without an event
     "LIVE_LIFETIME_S": 600.0,  # a stream ends after this long (EventSource reconnects)
@@ -63,7 +66,11 @@ _create_lock = threading.Lock()
 
 
 class TooManyClients(Exception):
-    pass
+    """Every stream of the server is taken."""
+
+
+class TooManyStreams(TooManyClients):
+    """This session or user holds as many streams as it may (the message says which)."""
 
 
 class FeedClosed(LedgerClosed):
@@ -73,9 +80,10 @@ class FeedClosed(LedgerClosed):
 class Subscription:
     """One stream's bounded queue of ``lanes`` events (None: wake up, look at ``ended``)."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, owner: tuple[str, str] = ("", "")) -> None:
         self.queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=size)
-        self.ended: str | None = None  # "dropped" (fell behind) or "closed" (the server stops)
+        self.ended: str | None = None  # "dropped" (fell behind), "closed" (the server stops), "signed out"
+        self.owner = owner  # (user, session id): what the per-session and per-user caps count
 
     def end(self, why: str) -> None:
         if self.ended is None:
@@ -96,6 +104,8 @@ class LaneFeed:
     def __init__(self, ledger_path: Path, settings: Mapping[str, Any], changes: ChangeSource | None = None) -> None:
         self._path = ledger_path
         self.max_clients = int(settings["LIVE_MAX_CLIENTS"])
+        self.max_per_session = int(settings.get("LIVE_MAX_PER_SESSION", DEFAULTS["LIVE_MAX_PER_SESSION"]))
+        self.max_per_user = int(settings.get("LIVE_MAX_PER_USER", DEFAULTS["LIVE_MAX_PER_USER"]))
         self.poll_s = float(settings["LIVE_POLL_S"])
         self.queue_size = int(settings["LIVE_QUEUE"])
         self.idle_s = float(settings["LIVE_IDLE_S"])
@@ -142,15 +152,23 @@ class LaneFeed:
             self._refresh_or_reset()
             return self._ordered(), self._open_alerts
 
-    def subscribe(self) -> tuple[Subscription, dict[str, Any]]:
-        """A new subscriber and the snapshot its events follow (every event has a higher version)."""
+    def subscribe(self, owner: tuple[str, str] = ("", "")) -> tuple[Subscription, dict[str, Any]]:
+        """A new subscriber for ``owner`` (user, session id) and the snapshot its events follow (every event has a
+        higher version). TooManyClients when every stream is taken, TooManyStreams when the session or the user
+        holds its share."""
         with self._lock:
             if self._closed:
                 raise FeedClosed
             if len(self._subs) >= self.max_clients:
                 raise TooManyClients
+            if owner[0]:
+                same_user = [sub for sub in self._subs if sub.owner[0] == owner[0]]
+                if sum(1 for sub in same_user if sub.owner[1] == owner[1]) >= self.max_per_session:
+                    raise TooManyStreams(f"this browser already holds {self.max_per_session} live streams")
+                if len(same_user) >= self.max_per_user:
+                    raise TooManyStreams(f"{owner[0]} already holds {self.max_per_user} live streams")
             self._refresh_or_reset()
-            sub = Subscription(self.queue_size)
+            sub = Subscription(self.queue_size, owner)
             self._subs.append(sub)
             if self._thread is None:
                 self._stop.clear()

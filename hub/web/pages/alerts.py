@@ -11,7 +11,6 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import date
 
 from flask import Blueprint, abort, flash, g, redirect, render_template, request
 from werkzeug.wrappers.response import Response
@@ -23,6 +22,7 @@ from hub.reconcile.resolve import OUTCOMES
 from hub.reconcile.resolve import resolve as resolve_reconciliation
 from hub.web.access import requires
 from hub.web.db import fetch_one, get_db, get_writer
+from hub.web.inputs import BadInput, day_value, int_text, int_value, single
 from hub.web.pages.alerts_queries import STATUSES, AlertRecord, Filters, Page, kinds_in_ledger, list_alerts
 from hub.web.pages.alerts_text import EvidenceItem, cited_epcs, readable_evidence, summary
 
@@ -49,9 +49,6 @@ OUTCOME_LABELS: dict[str, str] = {
     "dismissed": "dismissed",
     PLAIN: "resolved",
 }
-_CURSOR = re.compile(r"(\d{1,15})\.(\d{1,18})")
-_WHOLE = re.compile(r"\d{1,7}")
-_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def outcomes(kind: str) -> tuple[str, ...]:
@@ -63,41 +60,43 @@ def outcomes(kind: str) -> tuple[str, ...]:
 # ---------------------------------------------------------------------------------------------------- the list
 
 
-def _day(text: str, what: str) -> date | None:
-    if not text:
-        return None
+def _text(values: Mapping[str, str], name: str) -> str:
+    """A parameter or form field (given at most once, ``hub.web.inputs.single``), spaces around it dropped."""
     try:
-        if _DAY.fullmatch(text) is None:
-            raise ValueError(text)
-        return date.fromisoformat(text)
-    except ValueError:
-        raise InvalidArgument(f"{what} must be a date like 2025-11-27, not {text[:20]!r}") from None
+        return (single(values, name) or "").strip()
+    except BadInput as exc:
+        raise InvalidArgument(str(exc)) from None
 
 
 def parse_filters(args: Mapping[str, str], kinds: list[str]) -> Filters:
-    status = args.get("status", "").strip() or "unresolved"
+    status = _text(args, "status") or "unresolved"
     if status not in STATUSES:
         raise InvalidArgument(f"status must be one of {', '.join(STATUSES)}, not {status[:20]!r}")
-    kind = args.get("kind", "").strip()
+    kind = _text(args, "kind")
     if kind and kind not in kinds:
         raise InvalidArgument(f"there are no alerts of kind {kind[:40]!r} (kinds: {', '.join(kinds) or 'none'})")
-    q = args.get("q", "").strip()
+    q = _text(args, "q")
     if len(q) > SEARCH_MAX:
         raise InvalidArgument(f"the search text is at most {SEARCH_MAX} characters")
-    since = _day(args.get("from", "").strip(), "from")
-    until = _day(args.get("to", "").strip(), "to")
+    try:  # days 1970-01-01..9999-12-31 in ASCII digits, as on every page (hub/web/inputs.py)
+        since, until = day_value(args, "from"), day_value(args, "to")
+    except BadInput as exc:
+        raise InvalidArgument(str(exc)) from None
     if since and until and since > until:
         raise InvalidArgument(f"the date range is empty: from {since} is after to {until}")
     return Filters(status, kind, q, since, until)
 
 
-def _cursor(text: str | None, name: str) -> tuple[int, int] | None:
-    if text is None:
+def _cursor(args: Mapping[str, str], name: str) -> tuple[int, int] | None:
+    """A page position, ``<opened_ms>.<id>`` (both whole numbers within SQLite's range)."""
+    text = _text(args, name)
+    if not text:
         return None
-    m = _CURSOR.fullmatch(text)
-    if m is None:
-        raise InvalidArgument(f"{name} is not a page position: follow the page links")
-    return int(m[1]), int(m[2])
+    try:
+        opened, _, alert_id = text.partition(".")
+        return int_text(name, opened), int_text(name, alert_id)
+    except BadInput:
+        raise InvalidArgument(f"{name} is not a page position: follow the page links") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,8 +174,8 @@ def index() -> str | tuple[str, int]:
     kinds = _kinds()
     try:
         filters = parse_filters(request.args, kinds)
-        before = _cursor(request.args.get("before"), "before")
-        after = _cursor(request.args.get("after"), "after")
+        before = _cursor(request.args, "before")
+        after = _cursor(request.args, "after")
     except InvalidArgument as exc:
         page = Page([], None, None, first=True)
         return _render(page, Filters(), kinds, error=str(exc)), 400
@@ -236,34 +235,35 @@ class Resolution:
     shown_qty: int | None = None  # a write-off without qty: the units the page showed (refused if the evidence moved)
 
 
-def _whole(text: str, what: str, low: int) -> int:
-    if _WHOLE.fullmatch(text) is None or not low <= int(text) <= MAX_QTY:
-        raise InvalidArgument(f"{what} must be a whole number {low}..{MAX_QTY:,}, not {text[:20]!r}")
-    return int(text)
+def _whole(form: Mapping[str, str], name: str, what: str, low: int) -> int | None:
+    """A form's whole number ``low..MAX_QTY`` in ASCII digits (``hub.web.inputs``), None when empty."""
+    try:
+        return int_value(form, name, low, MAX_QTY)
+    except BadInput as exc:
+        raise InvalidArgument(f"{what} {exc.message}") from None
 
 
 def parse_resolution(kind: str, form: Mapping[str, str]) -> Resolution:
     """Check a resolve form against the alert's kind; raises InvalidArgument with what is wrong."""
     allowed = outcomes(kind)
-    outcome = form.get("outcome", "").strip()
+    outcome = _text(form, "outcome")
     if not outcome:
         raise InvalidArgument(f"choose an outcome ({', '.join(allowed)})")
     if outcome not in allowed:
         raise InvalidArgument(f"a {kind} alert is resolved as one of: {', '.join(allowed)}, not {outcome[:40]!r}")
     res = Resolution(outcome)
-    qty = form.get("qty", "").strip()
-    if qty:
+    if _text(form, "qty"):
         if outcome not in WRITE_OFFS:
             raise InvalidArgument(f"units (qty) are for a write-off ({', '.join(WRITE_OFFS)}), not for {outcome}")
-        res = replace(res, qty=_whole(qty, "units (qty)", 1))
-    counted = form.get("counted", "").strip()
+        res = replace(res, qty=_whole(form, "qty", "units (qty)", 1))
+    counted = _text(form, "counted")
     if outcome in COUNTS:
         if not counted:
             raise InvalidArgument("a count needs the number of units counted on the lane (counted)")
-        res = replace(res, counted=_whole(counted, "the counted quantity", 0))
+        res = replace(res, counted=_whole(form, "counted", "the counted quantity", 0))
     elif counted:
         raise InvalidArgument(f"a counted quantity is for a count, not for {outcome}")
-    note = form.get("note", "").strip()
+    note = _text(form, "note")
     if len(note) > NOTE_MAX:
         raise InvalidArgument(f"the note is at most {NOTE_MAX} characters, not {len(note)}")
     if any(ord(c) < 32 or ord(c) == 127 for c in note):
@@ -271,10 +271,10 @@ def parse_resolution(kind: str, form: Mapping[str, str]) -> Resolution:
     if outcome in WRITE_OFFS and not note:
         raise InvalidArgument("say why the stock is written off (note)")
     if outcome in WRITE_OFFS and res.qty is None:  # the evidence's units: exactly those the page showed
-        shown = form.get("shown_qty", "").strip()
-        if not shown:
+        shown = _whole(form, "shown_qty", "the units shown (shown_qty)", 0)
+        if shown is None:
             raise InvalidArgument("the form does not say how many units it showed: reload the page, or give the units")
-        res = replace(res, shown_qty=_whole(shown, "the units shown (shown_qty)", 0))
+        res = replace(res, shown_qty=shown)
     return replace(res, note=note)
 
 

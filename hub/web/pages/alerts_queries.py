@@ -7,8 +7,10 @@ from __future__ import annotations
 import re
 import sqlite3
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date
 from typing import Any
+
+from hub.web.inputs import day_end_ms, day_start_ms
 
 PAGE_SIZE = 50
 # a status filter -> the statuses it selects
@@ -41,10 +43,6 @@ class Filters:
         if self.until:
             out["to"] = self.until.isoformat()
         return out
-
-
-def _day_ms(day: date) -> int:
-    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,10 +106,10 @@ def list_alerts(
         params.append("%" + re.sub(r"([\\%_])", r"\\\1", filters.q) + "%")
     if filters.since:
         where.append("a.opened_ms >= ?")
-        params.append(_day_ms(filters.since))
+        params.append(day_start_ms(filters.since))
     if filters.until:
         where.append("a.opened_ms < ?")
-        params.append(_day_ms(filters.until + timedelta(days=1)))
+        params.append(day_end_ms(filters.until))  # 9999-12-31 has no next day: never date arithmetic
 
     def fetch(extra: str, extra_params: tuple[int, ...], order: str) -> list[AlertRecord]:
         clauses = [*where, extra] if extra else where

@@ -1,10 +1,11 @@
 """Ledger explorer: movements filtered by SKU, lane, location, reason, actor, date and source reference; keyset
 pagination by id (newest first); the same filters as a streamed CSV export.
 
-Filters (query parameters, all optional, combined with AND; an invalid value is a 400 naming the parameter):
-``sku`` (exact), ``lane`` (``sensor:<lane>`` and ``lane:<lane>``), ``location`` (exact), ``reason`` (repeatable:
-any of them), ``actor`` (prefix), ``from`` / ``to`` (``YYYY-MM-DD``, UTC days, both included), ``ref`` (text in
-the source reference), ``before`` (an id: the page of older movements).
+Filters (query parameters, all optional, combined with AND; an invalid value is a 400 naming the parameter, and so
+is any parameter but ``reason`` given twice): ``sku`` (exact), ``lane`` (``sensor:<lane>`` and ``lane:<lane>``),
+``location`` (exact), ``reason`` (repeatable: any of them), ``actor`` (prefix), ``from`` / ``to`` (``YYYY-MM-DD``,
+UTC days 1970-01-01..9999-12-31, both included), ``ref`` (text in the source reference), ``before`` (an id: the page
+of older movements). Days and ids are read by ``hub.web.inputs``, as on every page.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import csv
 import io
 import sqlite3
 from collections.abc import Iterator, Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -24,6 +25,7 @@ from hub.ledger.models import LANE_ID_RE, SKU_RE, Reason
 from hub.web.access import requires
 from hub.web.db import get_db, open_ro
 from hub.web.filters import csv_text, iso_ms
+from hub.web.inputs import BadInput, day_value, int_value, single
 from hub.web.pages.ledger_queries import PAGE_SIZE, Filters, page
 
 bp = Blueprint("ledger", __name__)
@@ -50,7 +52,7 @@ class FilterError(ValueError):
 
 
 def _text(args: MultiDict[str, str], name: str) -> str:
-    value = args.get(name, "").strip()
+    value = (single(args, name) or "").strip()
     if len(value) > _MAX_TEXT:
         raise FilterError(f"{name}: at most {_MAX_TEXT} characters")
     if any(ord(c) < 32 for c in value):
@@ -58,19 +60,8 @@ def _text(args: MultiDict[str, str], name: str) -> str:
     return value
 
 
-def _day(args: MultiDict[str, str], name: str) -> date | None:
-    value = args.get(name, "").strip()
-    if not value:
-        return None
-    try:
-        if len(value) != 10:
-            raise ValueError(value)
-        return date.fromisoformat(value)
-    except ValueError:
-        raise FilterError(f"{name}: {value[:40]!r} is not a date (YYYY-MM-DD, UTC)") from None
-
-
 def parse_filters(args: MultiDict[str, str]) -> Filters:
+    """``FilterError`` or ``hub.web.inputs.BadInput`` (both name the parameter) for a value it cannot use."""
     sku = _text(args, "sku")
     if sku and not SKU_RE.fullmatch(sku):
         raise FilterError(f"sku: {sku[:40]!r} is not a SKU (1-32 printable ASCII characters)")
@@ -88,25 +79,21 @@ def parse_filters(args: MultiDict[str, str]) -> Filters:
             raise FilterError(f"reason: {value[:40]!r} is not one of {', '.join(sorted(valid))}")
         if value not in reasons:
             reasons.append(value)
-    day_from, day_to = _day(args, "from"), _day(args, "to")
+    day_from, day_to = day_value(args, "from"), day_value(args, "to")
     if day_from is not None and day_to is not None and day_from > day_to:
         raise FilterError("from: the first day is after the last day (to)")
     return Filters(sku, lane, location, tuple(reasons), _text(args, "actor"), day_from, day_to, _text(args, "ref"))
 
 
 def parse_before(args: MultiDict[str, str]) -> int | None:
-    value = args.get("before", "").strip()
-    if not value:
-        return None
-    if not value.isascii() or not value.isdigit() or len(value) > 18 or int(value) <= 0:
-        raise FilterError(f"before: {value[:40]!r} is not a movement id (a positive whole number)")
-    return int(value)
+    """A movement id (1..2**63-1, ASCII digits: ``hub.web.inputs``), or None."""
+    return int_value(args, "before", 1)
 
 
 def _filters_or_400() -> tuple[Filters, int | None]:
     try:
         return parse_filters(request.args), parse_before(request.args)
-    except FilterError as exc:
+    except (FilterError, BadInput) as exc:
         abort(400, str(exc))
 
 

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any
 
-from hub.ledger.models import Reason
+from hub.ledger.lane_activity import MAX_TS, lane_rows_sql
+from hub.ledger.models import SENSOR_PREFIX, Reason
+from hub.web.inputs import day_end_ms, day_start_ms
+from hub.web.schema import BOOK_LOCATION
 
 PAGE_SIZE = 100
-_DAY_MS = 86_400_000
 COLUMNS = (
     "id, ts_ms, sku, location, qty, reason, actor, source_ref, note, reverses_id,"
     " (SELECT r.id FROM movements AS r WHERE r.reverses_id = movements.id)"
@@ -34,9 +36,9 @@ class Filters:
         """The date filters as (condition, parameter): days from / to in UTC, both included."""
         out = []
         if self.day_from is not None:
-            out.append(("ts_ms >= ?", _day_ms(self.day_from)))
+            out.append(("ts_ms >= ?", day_start_ms(self.day_from)))
         if self.day_to is not None:
-            out.append(("ts_ms < ?", _day_ms(self.day_to) + _DAY_MS))
+            out.append(("ts_ms < ?", day_end_ms(self.day_to)))
         return out
 
     def where(self) -> tuple[list[str], list[Any]]:
@@ -84,39 +86,46 @@ class Filters:
         return out
 
 
-def _day_ms(d: date) -> int:
-    return int(datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp() * 1000)
-
-
 # An index range at most this long is read whole and sorted by id; a longer one is not: the page then walks the
 # table by id (newest first) and stops at a page full, which is quick exactly when the filter matches often.
 SORT_LIMIT = 20_000
 _ALL_REASONS = tuple(r.value for r in Reason)
 
 
-def _candidates(filters: Filters) -> list[tuple[str, str, list[Any]]]:
-    """(index, condition, parameters) for each index that can drive the query (date range included)."""
+def _book(location_cond: str, ts: str) -> str:
+    """Ids of book movements (every location but ``sensor:*``) by the status page's index."""
+    return f"SELECT id FROM movements INDEXED BY movements_book_location WHERE {location_cond} AND {BOOK_LOCATION}{ts}"
+
+
+def _candidates(filters: Filters) -> list[tuple[str, list[Any]]]:
+    """(id subquery, parameters) for each index that can drive the query (date range included): the status page's
+    index for book locations, the ledger's sensor spans for sensor ones (``hub.ledger.lane_activity``)."""
     bounds = filters.time_range()
     ts = "".join(f" AND {condition}" for condition, _ in bounds)
     ts_args = [value for _, value in bounds]
-    out: list[tuple[str, str, list[Any]]] = []
+    lo = day_start_ms(filters.day_from) if filters.day_from is not None else -MAX_TS
+    hi = day_end_ms(filters.day_to) - 1 if filters.day_to is not None else MAX_TS
+    spans = lane_rows_sql("m.id")  # ?1 location, ?2 / ?3 the range: numbered, so it stands alone in its subquery
+    out: list[tuple[str, list[Any]]] = []
     if filters.sku:
-        out.append(("movements_sku_ts", "sku = ?" + ts, [filters.sku, *ts_args]))
-    if filters.lane:
+        out.append((f"SELECT id FROM movements INDEXED BY movements_sku_ts WHERE sku = ?{ts}", [filters.sku, *ts_args]))
+    if filters.lane:  # its sensor movements by their spans, its book movements by the index
+        book = _book("location = ?", ts)
         out.append(
             (
-                "movements_location_ts",
-                "location IN (?, ?)" + ts,
-                ["sensor:" + filters.lane, "lane:" + filters.lane, *ts_args],
+                f"{spans} UNION ALL SELECT * FROM ({book})",
+                ["sensor:" + filters.lane, lo, hi, "lane:" + filters.lane, *ts_args],
             )
         )
-    if filters.location:
-        out.append(("movements_location_ts", "location = ?" + ts, [filters.location, *ts_args]))
+    if filters.location.startswith(SENSOR_PREFIX):
+        out.append((spans, [filters.location, lo, hi]))
+    elif filters.location:
+        out.append((_book("location = ?", ts), [filters.location, *ts_args]))
     if filters.reasons or ts_args:
         # without a reason filter, every reason (always true: a CHECK constraint) makes a date range an index range
         reasons = filters.reasons or _ALL_REASONS
         cond = f"reason IN ({', '.join('?' * len(reasons))})"
-        out.append(("movements_reason_ts", cond + ts, [*reasons, *ts_args]))
+        out.append((f"SELECT id FROM movements INDEXED BY movements_reason_ts WHERE {cond}{ts}", [*reasons, *ts_args]))
     return out
 
 
@@ -128,18 +137,15 @@ def page(conn: sqlite3.Connection, filters: Filters, before: int | None, limit: 
     entries, a bounded cost); if that is at most SORT_LIMIT long, read it and sort by id, else walk the table by id.
     SQLite has no statistics on a read-only ledger that was never analyzed, so the choice is made here."""
     cond, args = filters.where()
-    bound, bound_args = ("", []) if before is None else (" AND id < ?", [before])
-    best: tuple[int, str, str, list[Any]] | None = None
-    for index, icond, iargs in _candidates(filters):
-        n = conn.execute(
-            f"SELECT count(*) FROM (SELECT 1 FROM movements INDEXED BY {index} WHERE {icond}{bound} LIMIT ?)",
-            (*iargs, *bound_args, SORT_LIMIT + 1),
-        ).fetchone()[0]
+    best: tuple[int, str, list[Any]] | None = None
+    for sql, params in _candidates(filters):  # a spans subquery (numbered ?1..?3) comes first in its statement
+        n = _count(conn, sql, params, before)
         if best is None or n < best[0]:
-            best = (n, index, icond, iargs)
+            best = (n, sql, params)
     if best is not None and best[0] <= SORT_LIMIT:
-        source = f"movements INDEXED BY {best[1]}"
-        cond, args = [best[2], *cond], [*best[3], *args]
+        where_ids = [f"id IN (SELECT id FROM ({best[1]}))"]
+        cond, args = [*where_ids, *cond], [*best[2], *args]
+        source = "movements"
     else:
         source = "movements NOT INDEXED"
     if before is not None:
@@ -149,3 +155,13 @@ def page(conn: sqlite3.Connection, filters: Filters, before: int | None, limit: 
     return conn.execute(
         f"SELECT {COLUMNS} FROM {source}{where} ORDER BY id DESC LIMIT ?", (*args, limit + 1)
     ).fetchall()
+
+
+def _count(conn: sqlite3.Connection, sql: str, params: list[Any], before: int | None) -> int:
+    """How many ids a source holds below ``before``, counted up to SORT_LIMIT + 1."""
+    bound, bound_args = ("", []) if before is None else (" WHERE id < ?", [before])
+    return int(
+        conn.execute(
+            f"SELECT count(*) FROM (SELECT id FROM ({sql}){bound} LIMIT ?)", (*params, *bound_args, SORT_LIMIT + 1)
+        ).fetchone()[0]
+    )

@@ -29,9 +29,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from hub.ledger.causes import Cause
+from hub.ledger.lane_activity import MAX_TS, lane_rows_sql
 from hub.ledger.models import LANE_PREFIX, sensor_location
-from hub.ledger.reader import BALANCE, LANES, SKUS
-from hub.web.db import fetch_all, fetch_one
+from hub.ledger.sold_hours import sold_between
 
 DAY_MS = 86_400_000
 PERIOD_DAYS = (7, 30, 90)
@@ -97,14 +97,10 @@ def in_period_args(p: Period) -> tuple[int, int, int, int]:
 
 
 def sales(conn: sqlite3.Connection, p: Period) -> Sales:
-    """Units sold in the period per SKU and the location they were booked from (one pass over the period)."""
-    ph = ", ".join("?" * len(SOLD_REASONS))
-    rows = conn.execute(
-        f"SELECT m.sku, m.location, -sum(m.qty) FROM movements AS m WHERE m.reason IN ({ph}) AND {IN_PERIOD}"
-        " GROUP BY m.sku, m.location",
-        (*SOLD_REASONS, *in_period_args(p)),
-    )
-    return {(sku, location): int(n) for sku, location, n in rows}
+    """Units sold in the period per SKU and the location they were booked from: two running totals per SKU and
+    location and at most two hours of movements (``hub.ledger.sold_hours``, kept by the writer), not every sale of
+    the period. Pairs that sold nothing net are left out."""
+    return sold_between(conn, p.start_ms, p.end_ms)
 
 
 def sold_by_sku(sold: Sales) -> dict[str, int]:
@@ -192,9 +188,9 @@ def shrink_report(conn: sqlite3.Connection, p: Period, sold_rows: Sales | None =
             unattributed += n
         else:
             lane_shrink[lane] = lane_shrink.get(lane, 0) + n
-    skus = sorted({s.sku for s in fetch_all(conn, SKUS)} | set(sold) | set(sku_shrink))
+    skus = sorted({str(r[0]) for r in conn.execute("SELECT sku FROM skus")} | set(sold) | set(sku_shrink))
     by_sku = [ShrinkLine(s, s, sold.get(s, 0), sku_shrink.get(s, 0)) for s in skus]
-    lane_sku = {lane.lane_id: lane.sku for lane in fetch_all(conn, LANES)}
+    lane_sku: dict[str, str | None] = dict(conn.execute("SELECT lane_id, sku FROM lanes").fetchall())
     by_lane = [
         ShrinkLine(lane, lane_sku.get(lane), lane_sold.get(lane, 0), lane_shrink.get(lane, 0))
         for lane in sorted(set(lane_sku) | set(lane_sold) | set(lane_shrink))
@@ -245,7 +241,7 @@ def sku_flows(conn: sqlite3.Connection, p: Period, sold_rows: Sales | None = Non
     on_hand = book_on_hand_at(conn, p.end_ms)
     return [
         SkuFlow(sku, name, sold.get(sku, 0), on_hand.get(sku, 0), p.days)
-        for sku, name in ((s.sku, s.name) for s in fetch_all(conn, SKUS))
+        for sku, name in conn.execute("SELECT sku, name FROM skus ORDER BY sku")  # the ledger's SKUS order
     ]
 
 
@@ -310,36 +306,61 @@ def _segments(history: list[tuple[int, str | None]], current: str | None, p: Per
 
 
 def lane_outages(conn: sqlite3.Connection, p: Period) -> list[LaneOutage]:
-    """Per lane, the time its SKU of the moment was out. For each stretch of one assignment, the count at the
-    stretch start is the SKU's observed balance on the lane less what moved since then, so only the period's
-    movements are read (``movements_location_ts``), however long the history."""
+    """Per lane, the time its SKU of the moment was out. The ledger's writer keeps, per lane and SKU, the stretches
+    during which the count was at or below zero (``lane_outages``, and ``lane_activity.out_since`` for one still going
+    on: ``hub.ledger.lane_activity``), so a stretch of one assignment costs the overlap of a few stretches with it,
+    however many movements the lane had: exactly the walk of the movements the stretches were made from."""
     history = assignments(conn, p.end_ms)
+    activity: dict[tuple[str, str], tuple[int, int, int | None]] = {
+        (loc, sku): (first, last, since)
+        for loc, sku, first, last, since in conn.execute(
+            "SELECT location, sku, first_ts, last_ts, out_since FROM lane_activity"
+        )
+    }
+    # the ended stretches' time within the whole period, per lane and SKU (a stretch never starts before the SKU's
+    # first movement on the lane); stretches of one assignment (a lane re-assigned in the period) are read per lane
+    whole = {
+        (loc, sku): int(ms)
+        for loc, sku, ms in conn.execute(
+            "SELECT location, sku, sum(min(to_ts, ?2) - max(from_ts, ?1)) FROM lane_outages"
+            " WHERE to_ts > ?1 AND from_ts < ?2 GROUP BY location, sku",
+            (p.start_ms, p.end_ms),
+        )
+    }
+    observed = {
+        (loc, sku): int(qty)
+        for sku, loc, qty in conn.execute("SELECT sku, location, qty FROM balances WHERE location GLOB 'sensor:*'")
+    }
     result = []
-    for lane_id, sku in sorted((lane.lane_id, lane.sku) for lane in fetch_all(conn, LANES)):
+    for lane_id, sku in conn.execute("SELECT lane_id, sku FROM lanes ORDER BY lane_id").fetchall():
         location = sensor_location(lane_id)
         total: int | None = None
         end_count = 0
         for start, end, held in _segments(history.get(lane_id, []), sku, p):
-            now_count = fetch_one(conn, BALANCE, (held, location)) or 0
-            since = conn.execute(
-                "SELECT coalesce(sum(qty), 0) FROM movements WHERE location = ? AND ts_ms >= ? AND sku = ?",
-                (location, start, held),
-            ).fetchone()[0]
-            opening = int(now_count) - int(since)
-            steps = conn.execute(
-                "SELECT ts_ms, qty FROM movements WHERE location = ? AND ts_ms >= ? AND ts_ms < ? AND sku = ?"
-                " ORDER BY ts_ms, id",
-                (location, start, end, held),
-            ).fetchall()
-            earlier = conn.execute(
-                "SELECT 1 FROM movements WHERE location = ? AND ts_ms < ? AND sku = ? LIMIT 1", (location, start, held)
-            ).fetchone()
-            if earlier is None and not steps:
+            act = activity.get((location, held))
+            if act is None or act[0] >= end:
                 continue  # no count of this SKU on the lane yet: nothing to say about this stretch
-            end_count = opening + sum(q for _, q in steps)
-            # before the SKU's first sensor movement on the lane there is no count to speak of: time starts there
-            first = start if earlier is not None else steps[0][0]
-            total = (total or 0) + out_of_stock_ms(opening, steps, first, end)
+            # before the SKU's first sensor movement on the lane there is no count to speak of: no stretch starts
+            # before it
+            if (start, end) == (p.start_ms, p.end_ms):
+                out = whole.get((location, held), 0)
+            else:
+                out = sum(
+                    min(b, end) - max(a, start)
+                    for a, b in conn.execute(
+                        "SELECT from_ts, to_ts FROM lane_outages WHERE location = ? AND sku = ? AND to_ts > ?"
+                        " AND from_ts < ?",
+                        (location, held, start, end),
+                    )
+                )
+            since = act[2]
+            if since is not None and since < end:  # the stretch going on
+                out += end - max(since, start)
+            total = (total or 0) + out
+            end_count = observed.get((location, held), 0)  # the count just before ``end``: all but what is dated later
+            if act[1] >= end:
+                later = lane_rows_sql("coalesce(sum(m.qty), 0)", " AND m.sku = ?4")
+                end_count -= int(conn.execute(later, (location, end, MAX_TS, held)).fetchone()[0])
         if sku is None:
             end_count = 0
         result.append(

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, abort, render_template, request
+from markupsafe import Markup, escape
 
 from hub.ledger.models import now_ms
 from hub.web.access import requires
 from hub.web.db import get_db, read_transaction
 from hub.web.filters import csv_text, iso_ms
+from hub.web.inputs import BadInput, int_value
 from hub.web.pages import metrics, reorder_queries
 
 bp = Blueprint("reports", __name__)
@@ -48,14 +50,18 @@ class Report:
     outages: list[metrics.LaneOutage]
 
 
-def parse_days(value: str | None) -> int:
-    if value is None or value.strip() == "":
-        return metrics.DEFAULT_DAYS
-    value = value.strip()
+def parse_days(args: Mapping[str, str]) -> int:
+    """The ``days`` parameter: one of ``PERIOD_DAYS`` (default ``DEFAULT_DAYS``), else 400."""
     allowed = ", ".join(str(d) for d in metrics.PERIOD_DAYS)
-    if not value.isascii() or not value.isdigit() or int(value) not in metrics.PERIOD_DAYS:
-        abort(400, f"days: {value[:20]!r} is not a report period; choose one of {allowed}")
-    return int(value)
+    try:
+        days = int_value(args, "days", 1, max(metrics.PERIOD_DAYS))
+    except BadInput as exc:
+        abort(400, f"{exc}; choose one of {allowed}")
+    if days is None:
+        return metrics.DEFAULT_DAYS
+    if days not in metrics.PERIOD_DAYS:
+        abort(400, f"days: {days} is not a report period; choose one of {allowed}")
+    return days
 
 
 def build_report(days: int, now: int) -> Report:
@@ -65,6 +71,46 @@ def build_report(days: int, now: int) -> Report:
         return Report(
             p, metrics.shrink_report(conn, p, sold), metrics.sku_flows(conn, p, sold), metrics.lane_outages(conn, p)
         )
+
+
+def pct_text(value: float | None) -> str:
+    """A share as the page shows it (a function: the page calls it for thousands of cells, a macro costs far more)."""
+    return "no sales" if value is None else f"{value:.2f} %"
+
+
+def table_rows(report: Report) -> dict[str, Markup]:
+    """The report's three long tables' rows (by SKU, by lane, flows), as the template wrote them cell by cell
+    (``tests/test_web_reports.py`` compares them byte for byte): built here, a few thousand rows cost a fraction."""
+    outages = {o.lane_id: o for o in report.outages}
+    by_sku = "".join(
+        f'<tr><td>{escape(line.key)}</td><td class="num">{line.sold}</td><td class="num">{line.shrink}</td>'
+        f'<td class="num">{escape(pct_text(line.rate_pct))}</td></tr>\n'
+        for line in report.shrink.by_sku
+    )
+    lanes = []
+    for line in report.shrink.by_lane:
+        o = outages.get(line.key)
+        if o is None or o.minutes is None:
+            out = "no sensor data"
+        else:
+            out = f"{o.minutes:.1f}" + (" (out now)" if o.out_now else "")
+        key = escape(line.key)
+        lanes.append(
+            f'<tr id="lane-{key}"><td>{key}</td><td>{escape(line.sku or "-")}</td><td class="num">{line.sold}</td>'
+            f'<td class="num">{line.shrink}</td><td class="num">{escape(pct_text(line.rate_pct))}</td>\n'
+            f'<td class="num">{out}</td></tr>\n'
+        )
+    flows = []
+    for f in report.flows:
+        through = "-" if f.sell_through_pct is None else f"{f.sell_through_pct:.1f} %"
+        cover = "no sales" if f.days_of_cover is None else f"{f.days_of_cover:.1f}"
+        sku = escape(f.sku)
+        flows.append(
+            f'<tr id="flow-{sku}"><td>{sku}<br><small>{escape(f.name)}</small></td><td class="num">{f.sold}</td>'
+            f'<td class="num">{f.on_hand}</td>\n<td class="num">{through}</td>\n<td class="num">{f.per_day:.2f}</td>\n'
+            f'<td class="num">{cover}</td></tr>\n'
+        )
+    return {"by_sku": Markup(by_sku), "by_lane": Markup("".join(lanes)), "flows": Markup("".join(flows))}
 
 
 def _num(value: float | None, places: int = 2) -> Any:
@@ -121,7 +167,7 @@ def reorder() -> str:
 @bp.get("/reports")
 @requires("manager")
 def index() -> str:
-    days = parse_days(request.args.get("days"))
+    days = parse_days(request.args)
     report = build_report(days, now_ms())
     return render_template(
         "reports.html",
@@ -130,13 +176,15 @@ def index() -> str:
         choices=metrics.PERIOD_DAYS,
         outages={o.lane_id: o for o in report.outages},
         industry=metrics.INDUSTRY_SHRINK_PCT,
+        pct=pct_text,
+        rows=table_rows(report),
     )
 
 
 @bp.get("/reports.csv")
 @requires("manager")
 def export() -> Response:
-    days = parse_days(request.args.get("days"))
+    days = parse_days(request.args)
     now = now_ms()
     report = build_report(days, now)
     buf = io.StringIO()

@@ -12,7 +12,6 @@ The running hub sends the count to the lane's node and books it as a physical co
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from concurrent.futures import CancelledError
 from datetime import UTC, datetime
@@ -24,6 +23,7 @@ from werkzeug.wrappers import Response
 from hub.ledger.models import now_ms
 from hub.web.access import requires
 from hub.web.db import get_db, read_transaction
+from hub.web.inputs import BadInput, int_text, single
 from hub.web.lanes import STATE_LABELS
 from hub.web.pages import charts
 from hub.web.pages.shelf_queries import (
@@ -42,7 +42,6 @@ bp = Blueprint("shelf", __name__)
 
 RANGES = {"1h": 3_600_000, "24h": 86_400_000}
 COUNT_EXTENSION = "smartshelf_count_lane"  # create_app(count_lane=...) keeps the callable here
-_COUNTED = re.compile(r"[0-9]{1,7}")  # ASCII digits only
 
 CountLane = Callable[[int, int, int, str], tuple[bool, str]]  # (node, lane index, counted, actor) -> (booked, line)
 
@@ -65,7 +64,10 @@ def _short(ms: int) -> str:
 @bp.get("/lanes/<lane_id>")
 @requires("viewer")
 def detail(lane_id: str) -> str:
-    range_name = request.args.get("range", "1h")
+    try:
+        range_name = single(request.args, "range") or "1h"
+    except BadInput as exc:
+        abort(400, str(exc))
     span = RANGES.get(range_name)
     if span is None:
         abort(400, f"range must be one of {', '.join(RANGES)}")
@@ -135,15 +137,17 @@ def count(lane_id: str) -> Response:
     if lane is None:
         abort(404)
     back = url_for("shelf.detail", lane_id=lane_id)
-    text = request.form.get("counted", "").strip()
     fn = _count_lane()
-    if _COUNTED.fullmatch(text) is None or int(text) > MAX_COUNT:
-        flash(f"Not counted: the count must be a whole number 0..{MAX_COUNT:,}, not {text[:20]!r}.")
-    elif fn is None:
+    try:  # ASCII digits only, given once (hub/web/inputs.py)
+        counted = int_text("counted", (single(request.form, "counted") or "").strip(), 0, MAX_COUNT)
+    except BadInput as exc:
+        flash(f"Not counted: the count {exc.message}.")
+        return redirect(back)
+    if fn is None:
         flash("Not counted: this page is not served by a running hub.")
     else:
         try:
-            booked, line = fn(lane.node_id, lane.lane_index, int(text), f"web:{g.user.username}")
+            booked, line = fn(lane.node_id, lane.lane_index, counted, f"web:{g.user.username}")
         except TimeoutError:
             flash("The hub did not answer in time: the count may still be booked; check the ledger before retrying.")
         except (RuntimeError, CancelledError):  # the hub's loop is closed or stopping

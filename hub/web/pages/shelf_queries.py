@@ -3,12 +3,13 @@
 Every query is a range of an index, so the page costs the same on a ledger of a million movements as on a small
 one:
 
-* the count chart: the lane's sensor movements (``movements_location_ts``) of the lane's current SKU. The count
+* the count chart: the lane's sensor movements (its ``sensor_spans``: ``hub.ledger.lane_activity``) of the lane's
+  current SKU. The count
   before the window is the lane's observed balance (``balances``) minus what moved since the window began, so no
   history before the window is read; the rows of the window stream into a ``Downsampler`` (bounded memory);
 * the weight chart: ``lane_readings`` of the window (primary key ``(lane_id, ts_ms)``), broken where no reading
   came for ``GAP_MS``;
-* the timeline: the newest ``TIMELINE_MAX`` movements of the lane in the window (the same index, backwards) and the
+* the timeline: the newest ``TIMELINE_MAX`` movements of the lane in the window (the same spans) and the
   alerts about the lane or its SKU opened or resolved in the window.
 """
 
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hub.ledger.causes import Cause
+from hub.ledger.lane_activity import MAX_TS, lane_rows_sql
 from hub.ledger.models import lane_location, sensor_location
 from hub.ledger.reader import BALANCE, BOOK_TOTAL, LANES_WITH_SKU
 from hub.ledger.sensor import READING_INTERVAL_MS
@@ -116,9 +118,8 @@ def lane_info(conn: sqlite3.Connection, lane_id: str) -> LaneInfo | None:
         book_total = fetch_one(conn, BOOK_TOTAL, (sku,)) or 0
         book_lane = fetch_one(conn, BALANCE, (sku, lane_location(lane_id))) or 0
     else:
-        observed = int(
-            _one(conn, "SELECT coalesce(sum(qty), 0) FROM movements WHERE location = ? AND sku IS NULL", (location,))
-        )
+        every = (location, -MAX_TS, MAX_TS)
+        observed = int(_one(conn, lane_rows_sql("coalesce(sum(m.qty), 0)", " AND m.sku IS NULL"), every))
     trouble = bool(
         _one(
             conn,
@@ -164,18 +165,13 @@ def count_series(
     up. The count at the start is the observed count minus what moved since: no row before the window is read."""
     location = sensor_location(lane.lane_id)
     since = int(
-        _one(
-            conn,
-            "SELECT coalesce(sum(qty), 0) FROM movements WHERE location = ? AND ts_ms >= ? AND sku IS ?",
-            (location, t0_ms, lane.sku),
-        )
+        _one(conn, lane_rows_sql("coalesce(sum(m.qty), 0)", " AND m.sku IS ?4"), (location, t0_ms, MAX_TS, lane.sku))
     )
     start = lane.observed - since
     down = charts.Downsampler(t0_ms, t1_ms)
     running = start
     for ts, qty in conn.execute(
-        "SELECT ts_ms, qty FROM movements WHERE location = ? AND ts_ms >= ? AND ts_ms <= ? AND sku IS ?"
-        " ORDER BY ts_ms, id",
+        lane_rows_sql("m.ts_ms, m.qty", " AND m.sku IS ?4", "ORDER BY m.ts_ms, m.id"),
         (location, t0_ms, t1_ms, lane.sku),
     ):
         running += qty
@@ -199,21 +195,15 @@ def timeline(conn: sqlite3.Connection, lane: LaneInfo, t0_ms: int, t1_ms: int) -
     """Newest first: the lane's movements in the window (at most TIMELINE_MAX) and the alerts about it opened or
     resolved then. Returns (entries, movements shown, movements in the window)."""
     location = sensor_location(lane.lane_id)
+    window = (location, t0_ms, t1_ms)
+    columns = "m.ts_ms, m.reason, m.qty, m.weight_delta_dg, m.confidence, m.source_ref, m.actor, m.event_seq, m.note"
     rows = conn.execute(
-        "SELECT ts_ms, reason, qty, weight_delta_dg, confidence, source_ref, actor, event_seq, note FROM movements"
-        " WHERE location = ? AND ts_ms >= ? AND ts_ms <= ? ORDER BY ts_ms DESC, id DESC LIMIT ?",
-        (location, t0_ms, t1_ms, TIMELINE_MAX + 1),
+        lane_rows_sql(columns, order=f"ORDER BY m.ts_ms DESC, m.id DESC LIMIT {TIMELINE_MAX + 1}"), window
     ).fetchall()
     total = len(rows)
     if total > TIMELINE_MAX:
         rows = rows[:TIMELINE_MAX]
-        total = int(
-            _one(
-                conn,
-                "SELECT count(*) FROM movements WHERE location = ? AND ts_ms >= ? AND ts_ms <= ?",
-                (location, t0_ms, t1_ms),
-            )
-        )
+        total = int(_one(conn, lane_rows_sql("count(*)"), window))
     entries = [TimelineEntry(r[0], "movement", r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8]) for r in rows]
     for aid, kind, cause, opened, resolved, resolved_by, resolution in conn.execute(
         "SELECT a.id, a.kind, a.cause_key, a.opened_ms, a.resolved_ms, a.resolved_by, a.resolution FROM alerts AS a"

@@ -18,6 +18,7 @@ from hub.ledger.epc import InvalidCode, normalise_epc
 from hub.ledger.models import now_ms
 from hub.web.access import requires
 from hub.web.db import get_db, read_transaction
+from hub.web.inputs import BadInput, single
 from hub.web.pages.tags_queries import TRAIL_EVENTS_MAX, normalise_prefix, search, trail
 
 bp = Blueprint("tags", __name__)
@@ -26,7 +27,10 @@ bp = Blueprint("tags", __name__)
 @bp.get("/tags")
 @requires("viewer")
 def index() -> ResponseReturnValue:
-    text = request.args.get("epc", "").strip()[:100]
+    try:
+        text = (single(request.args, "epc") or "").strip()[:100]
+    except BadInput as exc:
+        abort(400, str(exc))
     error = None
     found: list[tuple[str, str | None, str | None]] = []
     if text:

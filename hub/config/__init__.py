@@ -44,14 +44,17 @@ ports and BLE addresses must be unique across all files.
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
+from hub.config.checks import ConfigError, FileChecks, read_toml, type_name, under
+from hub.config.web import WEB_KEYS, TlsMode, WebConfig, parse_web
 from hub.reconcile.config import ReconcileConfig
+
+__all__ = ["ConfigError", "TlsMode", "WebConfig"]  # of its parts (checks.py, web.py), importable from here too
 
 Synchronous = Literal["FULL", "NORMAL"]
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -73,11 +76,6 @@ _NODE_KEYS = ("id", "key", "port", "baud", "link", "address")
 _TOP_KEYS = ("hub", "node", "reconcile", "web", "ble")
 _BLE_KEYS = ("adapter", "slots", "mtu", "idle_s", "hold_s", "visit_s")
 LINKS = ("serial", "ble")
-_WEB_KEYS = ("host", "port", "threads", "max_live_clients")
-
-
-class ConfigError(Exception):
-    """A configuration problem; ``str(err)`` is one line naming the file and the setting."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,16 +109,6 @@ class BackupConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class WebConfig:
-    """The status page (hub/web/README.md), served by waitress in the hub process."""
-
-    host: str = "127.0.0.1"
-    port: int = 8080  # 0: any free port
-    threads: int = 4  # worker threads for pages; waitress gets threads + max_live_clients
-    max_live_clients: int = 64  # concurrent live-update streams (/events); more get 503
-
-
-@dataclass(frozen=True, slots=True)
 class HubConfig:
     path: Path
     database: Path
@@ -133,6 +121,7 @@ class HubConfig:
     reconcile: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     web: WebConfig | None = None  # None: no [web] table, no status page
     ble: BleConfig = field(default_factory=BleConfig)
+    key_files: tuple[Path, ...] = ()  # the files node keys came from: the hub refuses them open to others
 
     def node(self, node_id: int) -> NodeConfig | None:
         for n in self.nodes:
@@ -141,73 +130,7 @@ class HubConfig:
         return None
 
 
-def _type_name(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return repr(value)
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list):
-        return "a list"
-    return repr(value)
-
-
-class _File:
-    """Checks the settings of one file; every error names it."""
-
-    def __init__(self, display: str) -> None:
-        self.display = display
-
-    def fail(self, setting: str, problem: str) -> ConfigError:
-        return ConfigError(f"{self.display}: {setting}: {problem}")
-
-    def unknown(self, table: Mapping[str, Any], known: tuple[str, ...], prefix: str) -> None:
-        for key in table:
-            if key not in known:
-                raise self.fail(f"{prefix}{key}", f"unknown setting (known: {', '.join(known)})")
-
-    def integer(self, setting: str, value: object, lo: int, hi: int, what: str = "a whole number") -> int:
-        if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-            raise self.fail(setting, f"must be {what} {lo}..{hi}, not {_type_name(value)}")
-        return value
-
-    def seconds(self, setting: str, value: object) -> float:
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= 366 * 86400:
-            raise self.fail(setting, f"must be a number of seconds > 0, not {_type_name(value)}")
-        return float(value)
-
-    def text(self, setting: str, value: object) -> str:
-        if not isinstance(value, str):
-            raise self.fail(setting, f"must be a string, not {_type_name(value)}")
-        if not value.strip():
-            raise self.fail(setting, "must not be empty")
-        if "\x00" in value:
-            raise self.fail(setting, "must not contain a NUL character")
-        return value
-
-
-def _read_toml(path: Path, display: str) -> dict[str, Any]:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"{display}: no such file") from None
-    except OSError as exc:
-        raise ConfigError(f"{display}: cannot read: {exc.strerror or exc}") from None
-    try:
-        return tomllib.loads(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError(f"{display}: not UTF-8 text") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{display}: invalid TOML: {exc}") from None
-
-
-def _under(base: Path, value: str) -> Path:
-    p = Path(os.path.expanduser(value))
-    return p if p.is_absolute() else base / p
-
-
-def _nodes(f: _File, raw: object, base: Path) -> list[NodeConfig]:
+def _nodes(f: FileChecks, raw: object, base: Path) -> list[NodeConfig]:
     if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):
         raise f.fail("node", "must be [[node]] tables")
     out: list[NodeConfig] = []
@@ -216,7 +139,7 @@ def _nodes(f: _File, raw: object, base: Path) -> list[NodeConfig]:
         f.unknown(table, _NODE_KEYS, f"{where}.")
         link = table.get("link", "serial")
         if link not in LINKS:
-            raise f.fail(f"{where}.link", f'must be "serial" or "ble", not {_type_name(link)}')
+            raise f.fail(f"{where}.link", f'must be "serial" or "ble", not {type_name(link)}')
         needed = [("id", "the node id, 1..4294967295"), ("key", "the node's key as hex")]
         if link == "serial":
             needed.append(("port", "its serial device, e.g. /dev/ttyACM0"))
@@ -250,7 +173,7 @@ def _nodes(f: _File, raw: object, base: Path) -> list[NodeConfig]:
         if port != port.strip():
             raise f.fail(f"{where}.port", f"has spaces around it: {port!r}")
         baud = f.integer(f"{where}.baud", table.get("baud", DEFAULT_BAUD), 50, 4_000_000, "a baud rate")
-        out.append(NodeConfig(node_id, key, str(_under(base, port)), baud, where=f"{f.display}: {where}"))
+        out.append(NodeConfig(node_id, key, str(under(base, port)), baud, where=f"{f.display}: {where}"))
     return out
 
 
@@ -259,7 +182,7 @@ def _is_address(text: str) -> bool:
     return len(parts) == 6 and all(len(p) == 2 and all(c in "0123456789ABCDEF" for c in p) for p in parts)
 
 
-def _ble(f: _File, raw: object) -> BleConfig:
+def _ble(f: FileChecks, raw: object) -> BleConfig:
     if not isinstance(raw, dict):
         raise f.fail("ble", "must be a table ([ble])")
     f.unknown(raw, _BLE_KEYS, "ble.")
@@ -276,7 +199,7 @@ def _ble(f: _File, raw: object) -> BleConfig:
     )
 
 
-def _bounded(f: _File, setting: str, value: object, lo: float, hi: float) -> float:
+def _bounded(f: FileChecks, setting: str, value: object, lo: float, hi: float) -> float:
     seconds = f.seconds(setting, value)
     if not lo <= seconds <= hi:
         raise f.fail(setting, f"must be {lo:g} .. {hi:g} seconds, not {seconds:g}")
@@ -286,8 +209,8 @@ def _bounded(f: _File, setting: str, value: object, lo: float, hi: float) -> flo
 def load_config(path: Path | str) -> HubConfig:
     """Read and check ``hub.toml`` (and the files it includes); raises ``ConfigError`` (one line)."""
     path = Path(path)
-    f = _File(str(path))
-    top = _read_toml(path, f.display)
+    f = FileChecks(str(path))
+    top = read_toml(path, f.display)
     base = path.parent
     for key in top:
         if key not in _TOP_KEYS:
@@ -297,17 +220,17 @@ def load_config(path: Path | str) -> HubConfig:
         raise f.fail("hub", "must be a table ([hub])")
     f.unknown(hub, _HUB_KEYS, "hub.")
 
-    database = _under(base, f.text("hub.database", hub.get("database", "smartshelf.db")))
+    database = under(base, f.text("hub.database", hub.get("database", "smartshelf.db")))
     sync = hub.get("synchronous", "FULL")
     if not isinstance(sync, str) or sync.upper() not in ("FULL", "NORMAL"):
-        raise f.fail("hub.synchronous", f"must be FULL or NORMAL, not {_type_name(sync)}")
+        raise f.fail("hub.synchronous", f"must be FULL or NORMAL, not {type_name(sync)}")
     synchronous: Synchronous = "FULL" if sync.upper() == "FULL" else "NORMAL"
     level = hub.get("log_level", "info")
     if not isinstance(level, str) or level.lower() not in LOG_LEVELS:
-        raise f.fail("hub.log_level", f"must be one of {', '.join(LOG_LEVELS)}, not {_type_name(level)}")
+        raise f.fail("hub.log_level", f"must be one of {', '.join(LOG_LEVELS)}, not {type_name(level)}")
     status_interval = f.seconds("hub.status_interval_s", hub.get("status_interval_s", 60))
     if "control_socket" in hub:
-        socket_path = _under(base, f.text("hub.control_socket", hub["control_socket"]))
+        socket_path = under(base, f.text("hub.control_socket", hub["control_socket"]))
     else:
         socket_path = database.with_name(database.name + ".sock")
     if len(os.fsencode(str(socket_path))) > MAX_SOCKET_PATH:
@@ -320,7 +243,7 @@ def load_config(path: Path | str) -> HubConfig:
     backup: BackupConfig | None = None
     if "backup_dir" in hub:
         backup = BackupConfig(
-            _under(base, f.text("hub.backup_dir", hub["backup_dir"])),
+            under(base, f.text("hub.backup_dir", hub["backup_dir"])),
             f.seconds("hub.backup_interval_s", hub.get("backup_interval_s", 3600)),
             f.integer("hub.backup_keep", hub.get("backup_keep", 24), 1, 100_000),
         )
@@ -330,20 +253,23 @@ def load_config(path: Path | str) -> HubConfig:
                 raise f.fail(f"hub.{orphan}", "needs hub.backup_dir (where to put the backups)")
 
     nodes = _nodes(f, top.get("node", []), base)
+    key_files = [path] if nodes else []
     includes = hub.get("nodes_files", [])
     if not isinstance(includes, list):
-        raise f.fail("hub.nodes_files", f"must be a list of file names, not {_type_name(includes)}")
+        raise f.fail("hub.nodes_files", f"must be a list of file names, not {type_name(includes)}")
     for i, name in enumerate(includes, start=1):
         name = f.text(f"hub.nodes_files[{i}]", name)
-        fragment_path = _under(base, name)
+        fragment_path = under(base, name)
         if not fragment_path.is_file():
             raise f.fail(f"hub.nodes_files[{i}]", f"no such file: {fragment_path}")
-        ff = _File(name)
-        fragment = _read_toml(fragment_path, name)
+        ff = FileChecks(name)
+        fragment = read_toml(fragment_path, name)
         for key in fragment:
             if key != "node":
                 raise ff.fail(key, "unknown setting (a nodes file holds only [[node]] tables)")
-        nodes += _nodes(ff, fragment.get("node", []), fragment_path.parent)
+        fragment_nodes = _nodes(ff, fragment.get("node", []), fragment_path.parent)
+        key_files += [fragment_path] if fragment_nodes else []
+        nodes += fragment_nodes
 
     by_id: dict[int, NodeConfig] = {}
     by_port: dict[str, NodeConfig] = {}
@@ -378,13 +304,8 @@ def load_config(path: Path | str) -> HubConfig:
         raw_web = top["web"]
         if not isinstance(raw_web, dict):
             raise f.fail("web", "must be a table ([web])")
-        f.unknown(raw_web, _WEB_KEYS, "web.")
-        web = WebConfig(
-            f.text("web.host", raw_web.get("host", "127.0.0.1")),
-            f.integer("web.port", raw_web.get("port", 8080), 0, 65535),
-            f.integer("web.threads", raw_web.get("threads", 4), 1, 64),
-            f.integer("web.max_live_clients", raw_web.get("max_live_clients", 64), 0, 512),
-        )
+        f.unknown(raw_web, WEB_KEYS, "web.")
+        web = parse_web(f, raw_web, path.parent)
 
     ble = _ble(f, top.get("ble", {}))
 
@@ -400,4 +321,5 @@ def load_config(path: Path | str) -> HubConfig:
         reconcile=MappingProxyType(dict(reconcile)),
         web=web,
         ble=ble,
+        key_files=tuple(key_files),
     )
