@@ -65,7 +65,7 @@ def parse_web(f: FileChecks, raw: Mapping[str, Any], base: Path) -> WebConfig:
     cert = under(base, f.text("web.certificate", files[0])) if files[0] is not None else None
     key = under(base, f.text("web.private_key", files[1])) if files[1] is not None else None
     if tls == "off":
-        if not _loopback(host):
+        if not is_loopback(host):
             raise f.fail(
                 "web.tls",
                 f'"off" on {host} would send passwords and API tokens in clear text over the network; '
@@ -106,7 +106,8 @@ def parse_web(f: FileChecks, raw: Mapping[str, Any], base: Path) -> WebConfig:
     return web
 
 
-def _loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Is ``host`` a loopback address or ``localhost``? (Plain HTTP is allowed there only.)"""
     if host.lower() == "localhost":
         return True
     try:

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hub.config.web import is_loopback
 from hub.ledger import origin, schema
 from hub.ledger.backup import RestoreRefused, backup_database, restore_database
 from hub.ledger.dblock import LedgerBusy
@@ -102,19 +103,6 @@ def _import(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _loopback_url(url: str) -> bool:
-    import ipaddress
-    import urllib.parse
-
-    host = urllib.parse.urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _import_remote(args: argparse.Namespace, path: Path) -> int:
     """POST the file to a running hub's HTTP API (``/api/v1/imports/<kind>``): its single writer imports it, all or
     nothing, as the API client the token belongs to."""
@@ -135,7 +123,8 @@ def _import_remote(args: argparse.Namespace, path: Path) -> int:
     if not token:
         _err(f"--url needs an API client's token: --token-file PATH or ${TOKEN_ENV} (smartshelf api-clients add)")
         return EXIT_REFUSED
-    if urllib.parse.urlsplit(args.url).scheme != "https" and not _loopback_url(args.url):
+    parts = urllib.parse.urlsplit(args.url)
+    if parts.scheme != "https" and not is_loopback(parts.hostname or ""):
         _err(f"{args.url}: the token would cross the network in clear text: use the hub's https:// address")
         return EXIT_REFUSED
     try:

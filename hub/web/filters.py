@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
-from flask import Flask
+from flask import Flask, Response
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -33,3 +34,13 @@ def csv_text(value: str | None) -> str:
 
 def install(app: Flask) -> None:
     app.jinja_env.filters["ms"] = fmt_ms
+
+
+def csv_download(prefix: str, lines: Iterator[str]) -> Response:
+    """A streamed CSV attachment named ``<prefix>-<UTC time>.csv`` (the ledger's and the audit trail's exports)."""
+    filename = f"{prefix}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.csv"
+    return Response(
+        lines,
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"', "X-Content-Type-Options": "nosniff"},
+    )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import ipaddress
 import logging
 import socket
 from collections.abc import Callable, Coroutine, Mapping
@@ -20,6 +19,7 @@ from typing import Any
 from flask import Flask
 
 from hub.config import WebConfig
+from hub.config.web import is_loopback
 from hub.ledger import LedgerService
 from hub.ledger.models import LedgerClosed
 from hub.web.accounts.users import PRUNE_INTERVAL_S, prune_login_attempts
@@ -96,16 +96,6 @@ async def prune_sign_ins(ledger: LedgerService, interval_s: float = PRUNE_INTERV
             return
         except Exception:
             log.exception("web: pruning old sign-in attempts failed")
-
-
-def is_loopback(host: str) -> bool:
-    """Is ``host`` a loopback address or ``localhost`` (plain HTTP is allowed there only)?"""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
-    except ValueError:
-        return False
 
 
 class WebServer:

@@ -17,7 +17,6 @@ import io
 import re
 import sqlite3
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, abort, current_app, render_template, request
@@ -27,7 +26,7 @@ from hub.ledger.numbers import MAX_TS_MS, shown
 from hub.ledger.origin import AUTOMATIC, MAX_ORIGIN
 from hub.web.access import requires
 from hub.web.db import get_db, open_ro
-from hub.web.filters import csv_text, iso_ms
+from hub.web.filters import csv_download, csv_text, iso_ms
 from hub.web.inputs import BadInput, day_value, int_text, single
 from hub.web.pages.alerts_text import readable_evidence
 from hub.web.pages.audit_queries import ACTIONS, PAGE_SIZE, Entry, Filters, page
@@ -151,9 +150,4 @@ def export() -> Response:
         finally:
             conn.close()
 
-    filename = f"audit-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.csv"
-    return Response(
-        stream(),
-        mimetype="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"', "X-Content-Type-Options": "nosniff"},
-    )
+    return csv_download("audit", stream())

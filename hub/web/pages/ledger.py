@@ -14,7 +14,6 @@ import csv
 import io
 import sqlite3
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -24,7 +23,7 @@ from werkzeug.datastructures import MultiDict
 from hub.ledger.models import LANE_ID_RE, SKU_RE, Reason
 from hub.web.access import requires
 from hub.web.db import get_db, open_ro
-from hub.web.filters import csv_text, iso_ms
+from hub.web.filters import csv_download, csv_text, iso_ms
 from hub.web.inputs import BadInput, day_value, int_value, single
 from hub.web.pages.ledger_queries import PAGE_SIZE, Filters, page
 
@@ -172,9 +171,4 @@ def export() -> Response:
         finally:
             conn.close()
 
-    filename = f"ledger-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.csv"
-    return Response(
-        stream(),
-        mimetype="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"', "X-Content-Type-Options": "nosniff"},
-    )
+    return csv_download("ledger", stream())
