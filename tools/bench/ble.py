@@ -69,6 +69,7 @@ from typing import Any, Protocol
 from hub.config import BleConfig, HubConfig, NodeConfig
 from hub.ledger.models import Applied, SensorEvent, Sku
 from hub.ledger.service import LedgerService
+from hub.ledger.workqueue import Completion
 from hub.service import HubService
 from shared_protocol.auth import Key
 from shared_protocol.ble_fragments import fragment
@@ -125,8 +126,9 @@ def _key(node_id: int) -> bytes:
 
 
 class Commits:
-    """When the hub's event loop learned that a node event committed: a done callback on the future that
-    ``ledger.submit`` returns for each ``SensorEvent`` (resolved after the batch's COMMIT), first ``Applied`` only."""
+    """When the hub's event loop learned that a node event committed: a done callback on what ``ledger.submit``
+    returns, or on the completion ``ledger.submit_then`` calls back (the ingest's path), for each ``SensorEvent``
+    (resolved after the batch's COMMIT), first ``Applied`` only."""
 
     def __init__(self, ledger: LedgerService) -> None:
         self.at: dict[tuple[int, int], float] = {}
@@ -144,7 +146,24 @@ class Commits:
                 fut.add_done_callback(done)
             return fut
 
-        setattr(ledger, "submit", probe)  # noqa: B010 - the instance attribute shadows the method for the hub's calls
+        submit_then = ledger.submit_then  # the ingest's hot path: a completion callback instead of a future
+
+        def probe_then(item: Any, on_done: Callable[[Completion], None]) -> None:
+            if not isinstance(item, SensorEvent):
+                submit_then(item, on_done)
+                return
+            key = (item.node_id, item.event_seq)
+
+            def done(c: Completion) -> None:
+                if c.exception() is None and isinstance(c.result(), Applied):
+                    self.at.setdefault(key, time.monotonic())
+                on_done(c)
+
+            submit_then(item, done)
+
+        # the instance attributes shadow the methods for the hub's calls
+        setattr(ledger, "submit", probe)  # noqa: B010
+        setattr(ledger, "submit_then", probe_then)  # noqa: B010
 
 
 def _ms(values_s: Sequence[float]) -> dict[str, Any]:
