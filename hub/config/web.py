@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from hub.config.checks import FileChecks, type_name, under
+from hub.ledger.origin import is_loopback
+
+__all__ = ["WEB_KEYS", "TlsMode", "WebConfig", "is_loopback", "parse_web"]
 
 WEB_KEYS = (
     "host",
@@ -104,13 +106,3 @@ def parse_web(f: FileChecks, raw: Mapping[str, Any], base: Path) -> WebConfig:
     if web.http_port is not None and web.http_port != 0 and web.http_port == web.port:
         raise f.fail("web.http_port", f"must differ from web.port ({web.port})")
     return web
-
-
-def is_loopback(host: str) -> bool:
-    """Is ``host`` a loopback address or ``localhost``? (Plain HTTP is allowed there only.)"""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
-    except ValueError:
-        return False

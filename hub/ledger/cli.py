@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hub.config.web import is_loopback
 from hub.ledger import origin, schema
 from hub.ledger.backup import RestoreRefused, backup_database, restore_database
 from hub.ledger.dblock import LedgerBusy
@@ -124,7 +123,7 @@ def _import_remote(args: argparse.Namespace, path: Path) -> int:
         _err(f"--url needs an API client's token: --token-file PATH or ${TOKEN_ENV} (smartshelf api-clients add)")
         return EXIT_REFUSED
     parts = urllib.parse.urlsplit(args.url)
-    if parts.scheme != "https" and not is_loopback(parts.hostname or ""):
+    if parts.scheme != "https" and not origin.is_loopback(parts.hostname or ""):
         _err(f"{args.url}: the token would cross the network in clear text: use the hub's https:// address")
         return EXIT_REFUSED
     try:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import ipaddress
 import socket
 import struct
 from collections.abc import Iterator
@@ -88,3 +89,14 @@ def acting_from(origin: str | None) -> Iterator[None]:
 def current() -> str | None:
     """The origin set for the work being started, or None (the writer's default)."""
     return ORIGIN.get()
+
+
+def is_loopback(host: str) -> bool:
+    """Is ``host`` (an address or ``localhost``) this machine's loopback? (Plain HTTP is allowed there only: the
+    status page's ``tls = "off"``, ``ledger import --url http://...``.)"""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
