@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -102,3 +102,18 @@ def fetch_one(
     sql, bound = query.bind(params, where=where)
     row = conn.execute(sql, bound).fetchone()
     return None if row is None else query.row(row)
+
+
+def streamed_read(lines: Callable[[sqlite3.Connection], Iterator[str]]) -> Iterator[str]:
+    """``lines(conn)`` on a read-only connection of the app's ledger held for the stream's lifetime (a response
+    streamed after the request's own connection is closed: the CSV exports)."""
+    path = current_app.config["LEDGER_PATH"]
+
+    def stream() -> Iterator[str]:
+        conn = open_ro(path)
+        try:
+            yield from lines(conn)
+        finally:
+            conn.close()
+
+    return stream()

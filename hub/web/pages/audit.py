@@ -19,13 +19,13 @@ import sqlite3
 from collections.abc import Iterator
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, abort, current_app, render_template, request
+from flask import Blueprint, Response, abort, render_template, request
 from werkzeug.datastructures import MultiDict
 
 from hub.ledger.numbers import MAX_TS_MS, shown
 from hub.ledger.origin import AUTOMATIC, MAX_ORIGIN
 from hub.web.access import requires
-from hub.web.db import get_db, open_ro
+from hub.web.db import get_db, streamed_read
 from hub.web.filters import csv_download, csv_text, iso_ms
 from hub.web.inputs import BadInput, day_value, int_text, single
 from hub.web.pages.alerts_text import readable_evidence
@@ -141,13 +141,4 @@ def csv_lines(conn: sqlite3.Connection, filters: Filters) -> Iterator[str]:
 @requires("admin")
 def export() -> Response:
     filters, _before = _filters_or_400()
-    path = current_app.config["LEDGER_PATH"]
-
-    def stream() -> Iterator[str]:
-        conn = open_ro(path)
-        try:
-            yield from csv_lines(conn, filters)
-        finally:
-            conn.close()
-
-    return csv_download("audit", stream())
+    return csv_download("audit", streamed_read(lambda conn: csv_lines(conn, filters)))

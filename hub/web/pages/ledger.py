@@ -17,12 +17,12 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, abort, current_app, render_template, request
+from flask import Blueprint, Response, abort, render_template, request
 from werkzeug.datastructures import MultiDict
 
 from hub.ledger.models import LANE_ID_RE, SKU_RE, Reason
 from hub.web.access import requires
-from hub.web.db import get_db, open_ro
+from hub.web.db import get_db, streamed_read
 from hub.web.filters import csv_download, csv_text, iso_ms
 from hub.web.inputs import BadInput, day_value, int_value, single
 from hub.web.pages.ledger_queries import PAGE_SIZE, Filters, page
@@ -162,13 +162,4 @@ def explorer() -> str:
 @requires("manager")
 def export() -> Response:
     filters, _before = _filters_or_400()
-    path = current_app.config["LEDGER_PATH"]
-
-    def stream() -> Iterator[str]:
-        conn = open_ro(path)
-        try:
-            yield from csv_lines(conn, filters)
-        finally:
-            conn.close()
-
-    return csv_download("ledger", stream())
+    return csv_download("ledger", streamed_read(lambda conn: csv_lines(conn, filters)))
