@@ -33,6 +33,7 @@ from typing import Any
 
 import aiosqlite
 
+from hub.ledger.bulk import json_insert, rows_param
 from hub.ledger.models import Applied, Duplicate
 from hub.ledger.schema import Migration
 
@@ -155,7 +156,7 @@ async def insert(
 ) -> None:
     """Insert a sensor batch's movement rows (``sql``) grouped by lane (``by_lane``) and keep the tables."""
     rows = by_lane(rows, outcomes, owners)
-    await conn.executemany(sql, rows)
+    await conn.execute(sql, rows_param(rows))
     await record(conn, [(r[0], r[1], r[3], r[4], r[5]) for r in rows])
 
 
@@ -197,15 +198,21 @@ def stretches(
     return ended, open_since
 
 
+_INSERT_SPANS = json_insert("INSERT INTO sensor_spans (location, max_ts, first_id, last_id, min_ts, sku)", 6)
+_UPSERT_ACTIVITY = json_insert(
+    "INSERT INTO lane_activity (location, sku, first_ts, last_ts, out_since)",
+    5,
+    "ON CONFLICT (location, sku) DO UPDATE SET first_ts = excluded.first_ts, last_ts = excluded.last_ts,"
+    " out_since = excluded.out_since",
+)
+
+
 async def record(conn: aiosqlite.Connection, rows: Sequence[SensorRow]) -> None:
     """Keep the tables up to date for sensor movements just inserted in the caller's transaction (the balances
     already include them)."""
     if not rows:
         return
-    await conn.executemany(
-        "INSERT INTO sensor_spans (location, max_ts, first_id, last_id, min_ts, sku) VALUES (?, ?, ?, ?, ?, ?)",
-        spans_of(rows),
-    )
+    await conn.execute(_INSERT_SPANS, rows_param(spans_of(rows)))
     groups: dict[tuple[str, str], list[tuple[int, int]]] = {}
     for _mid, ts, sku, location, qty in rows:
         if sku is not None:
@@ -242,12 +249,7 @@ async def record(conn: aiosqlite.Connection, rows: Sequence[SensorRow]) -> None:
             first_ts, last_ts = min(first, before[0]), max(last, before[1])
         activity.append((location, sku, first_ts, last_ts, since))
         ended += [(location, sku, a, b) for a, b in done]
-    await conn.executemany(
-        "INSERT INTO lane_activity (location, sku, first_ts, last_ts, out_since) VALUES (?, ?, ?, ?, ?)"
-        " ON CONFLICT (location, sku) DO UPDATE SET first_ts = excluded.first_ts, last_ts = excluded.last_ts,"
-        " out_since = excluded.out_since",
-        activity,
-    )
+    await conn.execute(_UPSERT_ACTIVITY, rows_param(activity))
     if ended:
         await conn.executemany("INSERT INTO lane_outages (location, sku, from_ts, to_ts) VALUES (?, ?, ?, ?)", ended)
 

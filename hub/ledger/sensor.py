@@ -1,7 +1,8 @@
 """The sensor path: many node events, gaps and node-state updates applied in one write transaction.
 
-This is the hot path (target: >= 20,000 events/s with ``synchronous=FULL``), so a batch costs a fixed number of
-statements whatever its size: read the nodes' marks and lanes of the batch, then one ``executemany`` per table.
+This is the hot path (``smartshelf bench hub``), so a batch costs a fixed number of statements whatever its size: read
+the nodes' marks and lanes of the batch, then one statement per table, its rows as one JSON array (``hub.ledger.bulk``:
+one SQLite step for the whole batch, without the GIL, where ``executemany`` takes the GIL back for every row).
 
 Rules:
 
@@ -50,6 +51,7 @@ from typing import Any
 import aiosqlite
 
 from hub.ledger import lane_activity, tag_booking
+from hub.ledger.bulk import json_insert, rows_param
 from hub.ledger.causes import Cause
 from hub.ledger.models import (
     AlertKind,
@@ -83,23 +85,25 @@ _KIND_REASON = {
 }
 _U32 = 0xFFFFFFFF
 
-_INSERT_MOVEMENT = (
-    "INSERT INTO movements (id, ts_ms, recorded_ms, sku, location, qty, reason, source_ref, leg, actor, note,"
-    " reverses_id, node_id, event_seq, weight_delta_dg, confidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, NULL,"
-    " ?, ?, ?, ?)"
+_INSERT_MOVEMENT = json_insert(  # rows as _row makes them (leg 0, no reversal: the columns' defaults)
+    "INSERT INTO movements (id, ts_ms, recorded_ms, sku, location, qty, reason, source_ref, actor, note, node_id,"
+    " event_seq, weight_delta_dg, confidence)",
+    14,
 )
-_UPSERT_NODE = (
+_UPSERT_NODE = json_insert(
     "INSERT INTO nodes (node_id, fw_version, first_seen_ms, last_seen_ms, last_uplink_seq, downlink_session,"
-    " downlink_seq, highest_contiguous_event_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (node_id) DO UPDATE"
-    " SET fw_version = excluded.fw_version, first_seen_ms = excluded.first_seen_ms,"
+    " downlink_seq, highest_contiguous_event_seq)",
+    8,
+    "ON CONFLICT (node_id) DO UPDATE SET fw_version = excluded.fw_version, first_seen_ms = excluded.first_seen_ms,"
     " last_seen_ms = excluded.last_seen_ms, last_uplink_seq = excluded.last_uplink_seq,"
     " downlink_session = excluded.downlink_session, downlink_seq = excluded.downlink_seq,"
-    " highest_contiguous_event_seq = excluded.highest_contiguous_event_seq"
+    " highest_contiguous_event_seq = excluded.highest_contiguous_event_seq",
 )
-_UPSERT_READING = (
-    "INSERT INTO lane_readings (lane_id, ts_ms, weight_dg, count, flags) VALUES (?, ?, ?, ?, ?)"
-    " ON CONFLICT (lane_id, ts_ms) DO UPDATE SET weight_dg = excluded.weight_dg, count = excluded.count,"
-    " flags = excluded.flags"
+_UPSERT_READING = json_insert(
+    "INSERT INTO lane_readings (lane_id, ts_ms, weight_dg, count, flags)",
+    5,
+    "ON CONFLICT (lane_id, ts_ms) DO UPDATE SET weight_dg = excluded.weight_dg, count = excluded.count,"
+    " flags = excluded.flags",
 )
 
 READING_INTERVAL_MS = 300_000  # a quiet lane: one stored reading per 5 minutes (the charts show 5-min steps)
@@ -441,23 +445,13 @@ async def apply_batch(conn: aiosqlite.Connection, items: Sequence[SensorItem], n
                 node.downlink_seq = max(node.downlink_seq, item.downlink_seq)
 
     if readings:
-        await conn.executemany(_UPSERT_READING, list(readings.values()))
-    await conn.executemany(
-        _UPSERT_NODE,
-        [
-            (
-                n.node_id,
-                n.fw_version,
-                n.first_seen_ms,
-                n.last_seen_ms,
-                n.last_uplink_seq,
-                n.downlink_session,
-                n.downlink_seq,
-                n.contiguous,
-            )
-            for n in nodes.values()
-        ],
-    )
+        await conn.execute(_UPSERT_READING, rows_param(list(readings.values())))
+    marks = [
+        (n.node_id, n.fw_version, n.first_seen_ms, n.last_seen_ms, n.last_uplink_seq, n.downlink_session,
+         n.downlink_seq, n.contiguous)
+        for n in nodes.values()
+    ]  # fmt: skip
+    await conn.execute(_UPSERT_NODE, rows_param(marks))
     if new_lanes:
         await conn.executemany(
             "INSERT INTO lanes (lane_id, node_id, lane_index, sku) VALUES (?, ?, ?, NULL)", new_lanes

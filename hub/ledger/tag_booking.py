@@ -29,6 +29,7 @@ from typing import Any
 
 import aiosqlite
 
+from hub.ledger.bulk import json_insert, rows_param
 from hub.ledger.epc import EPC_MAX_BYTES, decode
 from hub.ledger.models import Applied, InvalidArgument
 from hub.ledger.tags import (
@@ -54,9 +55,10 @@ _UPSERT_PRESENCE = (
     " left_ms = excluded.left_ms, rssi = excluded.rssi, gtin = excluded.gtin,"
     " unconfirmed_ms = excluded.unconfirmed_ms, event_id = excluded.event_id"
 )
-_INSERT_EVENT = (
+_INSERT_EVENT = json_insert(
     "INSERT INTO tag_events (id, node_id, event_seq, lane_id, epc, kind, effect, ts_ms, ts_known, recorded_ms, rssi,"
-    " gtin, sku, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " gtin, sku, note)",
+    14,
 )
 
 
@@ -200,7 +202,7 @@ async def book_events(conn: aiosqlite.Connection, events: Sequence[tuple[TagEven
         )  # fmt: skip
         ids.append(next_id)
         next_id += 1
-    await conn.executemany(_INSERT_EVENT, rows)
+    await conn.execute(_INSERT_EVENT, rows_param(rows))
     await conn.executemany(
         _UPSERT_PRESENCE,
         [
@@ -323,7 +325,7 @@ async def expire_unconfirmed(
         )
         stays.append((restart_ms, next_id, lane_id, epc))
         next_id += 1
-    await conn.executemany(_INSERT_EVENT, events)
+    await conn.execute(_INSERT_EVENT, rows_param(events))
     await conn.executemany(
         "UPDATE tag_presence SET present = 0, left_ms = ?, unconfirmed_ms = NULL, event_id = ?"
         " WHERE lane_id = ? AND epc = ?",

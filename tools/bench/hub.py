@@ -2,11 +2,13 @@
 SQLite inserts of the same rows in the same run as the reference.
 
 **What runs.** A real ``HubService`` (ledger writer with ``synchronous=FULL``, ingest, per-node protocol state) on a
-fresh database in a temporary directory; the serial ports are replaced by in-process synthetic nodes. Each node
-speaks protocol v1: a ``hello`` and event frames built with ``UplinkSender`` + ``encode_serial`` (encoded before the
-clock starts: a real node's CPU is not the hub's), its bytes pass through ``SerialDecoder`` exactly as a port read
-would, and the hub's acks come back as downlink lines that the node decodes (``LineDecoder``) and authenticates
-(``DownlinkReceiver``). Only the file-descriptor read of a real pty is not exercised (the pty tests cover it).
+fresh database, without its reconciler (a run of it every minute over tens of thousands of fresh picks would land in one
+round and not another; ``hub/reconcile/bench.py`` measures it), in a temporary directory; the serial ports are replaced
+by in-process synthetic nodes. Each node speaks protocol v1: a ``hello`` and event frames built with ``UplinkSender`` +
+``encode_serial`` (encoded before the clock starts: a real node's CPU is not the hub's), its bytes pass through
+``SerialDecoder`` exactly as a port read would, and the hub's acks come back as downlink lines that the node decodes
+(``LineDecoder``) and authenticates (``DownlinkReceiver``). Only the file-descriptor read of a real pty is not exercised
+(the pty tests cover it).
 
 **Phases.** (1) *Latency*: open loop at 2,000 frames/s spread over the nodes; p50/p95/p99 from a frame's arrival
 (when its bytes are handed to the decoder) to the ack that covers it. (2) *Throughput*, in rounds: every node keeps
@@ -346,7 +348,7 @@ async def _bench(directory: Path, quick: bool, nodes_n: int) -> dict[str, Any]:
         synchronous="FULL",
         nodes=tuple(NodeConfig(n.node_id, n.key, n.name) for n in nodes),
     )
-    hub = HubService(cfg, control=False, open_ports=False)
+    hub = HubService(cfg, control=False, open_ports=False, reconcile=False)
     await hub.start()
     try:
         assert hub.ledger is not None and hub.ingest is not None
@@ -397,7 +399,7 @@ def run(quick: bool = False, as_json: bool = False, nodes: int = 16, directory: 
         return figures
     t, p, b = figures["throughput"], figures["latency_at_2000"], figures["bare_sqlite"]
     print(f"hub ingest benchmark{' (quick)' if quick else ''}: {nodes} synthetic nodes in process -> SerialDecoder ->")
-    print("  ingest (verify, dedupe, apply, ack after commit) -> ledger, synchronous=FULL, one run")
+    print("  ingest (verify, dedupe, apply, ack after commit) -> ledger, synchronous=FULL, one run (no reconciler)")
     o = figures["bare_sqlite_old_index"]
     print(
         f"sustained      {t['frames_per_s']:>9,} frames/s into the ledger, every index the page needs ({t['events']:,} "
