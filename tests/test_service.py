@@ -55,6 +55,7 @@ def test_install_service_writes_the_unit_rules_config_and_nodes_file_and_keeps_w
     for line in (
         "Type=notify",
         "WatchdogSec=30",
+        "TimeoutStartSec=15min",  # a large ledger's migrations run before READY
         "Restart=on-failure",
         "StateDirectory=smartshelf",
         "ProtectSystem=strict",

@@ -58,6 +58,9 @@ SupplementaryGroups=dialout
 Restart=on-failure
 RestartSec=5
 WatchdogSec=30
+# READY comes after the ledger's migrations: the first start after an upgrade may rebuild tables of a large ledger
+# (migration 11: about 20 s per million movements on a desktop, several times that on a Pi's SD card)
+TimeoutStartSec=15min
 TimeoutStopSec=60
 StateDirectory=smartshelf
 StateDirectoryMode=0700
