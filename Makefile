@@ -9,7 +9,7 @@ STDLIB_STUBS_VERSION := 1.27.0.post2
 PORTS := esp32 rp2
 PYTEST_ARGS ?=
 
-.PHONY: all bootstrap browser service-tools test check lint format typecheck mpy-check pytest bench demo clean help
+.PHONY: all bootstrap browser service-tools fleet-servers test check lint format typecheck mpy-check pytest bench demo clean help
 DURATION ?=
 LINK ?= serial
 
@@ -19,11 +19,13 @@ help:
 	@echo "make demo       emulated shelves -> hub -> SQLite ledger, live (DURATION=90: stop and compare with the truth;"
 	@echo "                LINK=ble: the nodes on Bluetooth LE, through a real BLE host stack on an emulated air)"
 	@echo "make test       bootstrap (venv, npm, stubs) then lint, type checks, mpy-cross and all tests"
-	@echo "make bootstrap  install everything the project needs (idempotent; Debian's chromium for the browser tests)"
+	@echo "make bootstrap  install everything the project needs (idempotent; Debian's chromium for the browser tests,"
+	@echo "                mosquitto and postgresql for the fleet tests)"
 	@echo "make pytest     only the test suite (PYTEST_ARGS=... to pass options)"
 	@echo "make bench      protocol (CPython vs MicroPython), sensing-accuracy, hub ingest, BLE link, status-page, flash and RFID benchmarks"
 
-bootstrap: $(VENV)/.stamp node_modules/.stamp $(foreach p,$(PORTS),.stubs/$(p)/.stamp) browser service-tools
+bootstrap: $(VENV)/.stamp node_modules/.stamp $(foreach p,$(PORTS),.stubs/$(p)/.stamp) browser service-tools \
+	fleet-servers
 
 # The browser tests drive Debian's chromium (/usr/bin/chromium) with Playwright's Python package (a dev dependency);
 # Playwright's own browser download is never used. Installed with apt-get when missing (root or passwordless sudo).
@@ -33,6 +35,11 @@ browser:
 # The service tests check the hub's systemd unit and udev rules with systemd-analyze and udevadm (apt-get when missing).
 service-tools:
 	@tools/bootstrap/install-service-tools.sh
+
+# The fleet tests, the fault test and `smartshelf bench fleet` start their own Mosquitto and PostgreSQL on loopback
+# (tools/servers/): Debian's mosquitto and postgresql, installed with apt-get when missing (root or passwordless sudo).
+fleet-servers:
+	@tools/bootstrap/install-fleet-servers.sh
 
 # The hub (with its dev extra) and the developer tools, a distribution of their own (tools/pyproject.toml).
 $(VENV)/.stamp: pyproject.toml tools/pyproject.toml

@@ -1,15 +1,16 @@
 """The hub's database: every subsystem's migration steps, in order (the one list all of them share).
 
-Each subsystem owns its tables' steps (``hub.ledger.schema``, ``hub.reconcile.schema``, ``hub.web.schema``); the
-ledger's migrator applies them (``hub.ledger.schema.migrate``) and never imports its users, so this list is handed
-to it by whoever opens the database: the hub service, the ``smartshelf`` commands (``hub.cli`` sets it as the
-``migrations`` default of every subcommand), tests and tools. Append new steps at the end; never edit a released
-one (a database records each as applied).
+Each subsystem owns its tables' steps (``hub.ledger.schema``, ``hub.reconcile.schema``, ``hub.web.schema``,
+``hub.fleet.schema``); the ledger's migrator applies them (``hub.ledger.schema.migrate``) and never imports its
+users, so this list is handed to it by whoever opens the database: the hub service, the ``smartshelf`` commands
+(``hub.cli`` sets it as the ``migrations`` default of every subcommand), tests and tools. Append new steps at the
+end; never edit a released one (a database records each as applied).
 """
 
 from __future__ import annotations
 
-from hub.ledger import lane_activity, sold_hours
+from hub.fleet import schema as fleet
+from hub.ledger import identity, lane_activity, sold_hours
 from hub.ledger import schema as ledger
 from hub.reconcile import schema as reconcile
 from hub.web import schema as web
@@ -31,5 +32,7 @@ MIGRATIONS = ledger.compose(
     lane_activity.LANE_ACTIVITY,  # 11  sensor spans, lane activity, out-of-stock stretches
     sold_hours.SOLD_HOURS,  # (11) units sold per hour
     web.BOOK_LOCATIONS,  # 12
+    fleet.FLEET,  # 13  publish cursor, alert outbox (hub/fleet/)
+    identity.IDENTITY,  # 14  the ledger's incarnation (a restore starts a new one)
 )
 LATEST_VERSION = MIGRATIONS[-1].version

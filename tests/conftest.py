@@ -9,6 +9,10 @@
 
 Tests that need MicroPython fail (never skip) when Node.js or the npm package is missing, so CI cannot
 go green without them; set SMARTSHELF_ALLOW_NO_MPY=1 to skip them on a machine without Node.js.
+
+The fleet tier's servers (tests/fleet_support.py): ``mosquitto`` / ``broker_factory`` (a real Mosquitto per test),
+``postgres_server`` (one real PostgreSQL per session) and ``postgres_db`` (a fresh database per test); they fail the
+same way when the servers are missing (SMARTSHELF_ALLOW_NO_FLEET=1 skips them), and carry the ``fleet`` marker.
 """
 
 from __future__ import annotations
@@ -22,6 +26,13 @@ from typing import Any
 
 import pytest
 
+from tests.fleet_support import (  # noqa: F401 (fixtures)
+    FLEET_FIXTURES,
+    broker_factory,
+    mosquitto,
+    postgres_db,
+    postgres_server,
+)
 from tools.mpy_runtime import REPO_ROOT, MicroPythonRuntime, MicroPythonUnavailable, find_node
 
 PORTABLE_PACKAGES = (
@@ -101,6 +112,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         params = callspec.params if callspec else {}
         if "mpy" in names or "mpy_runtime" in names or params.get("runtime") == "micropython":
             item.add_marker(pytest.mark.micropython)
+        if FLEET_FIXTURES.intersection(names):
+            item.add_marker(pytest.mark.fleet)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "fleet: starts a real Mosquitto or PostgreSQL (SMARTSHELF_ALLOW_NO_FLEET=1 skips)"
+    )
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import sqlite3
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -198,6 +199,8 @@ async def test_restore_keeps_the_previous_file_and_accepts_an_older_schema(tmp_p
         await _setup(ledger)
     info = restore_database(old, db, migrations=MIGRATIONS)
     assert info.schema_version == 1 and info.movements == 1
+    # upgraded in the copy, before the rename, so that it could start a new incarnation (the replaced one was 1)
+    assert info.incarnation > 1 and _identity(db)[0] == info.incarnation
     async with LedgerService(db, migrations=MIGRATIONS) as ledger, await ledger.reader() as reader:
         assert await reader.schema_version() == LATEST_VERSION
         assert await reader.book_total("TEA") == 3 and await reader.sku("COLA") is None
@@ -246,3 +249,53 @@ async def test_backup_into_a_directory_names_the_file(tmp_path: Path) -> None:
     copy.mkdir()
     shutil.copy(info.path, copy / "x.db")
     assert verify_backup(copy / "x.db", migrations=MIGRATIONS).movements == 1
+
+
+def _identity(db: Path) -> tuple[int, int, str | None]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("SELECT incarnation, since_ms, restored_from FROM ledger_identity").fetchone()
+    finally:
+        conn.close()
+
+
+async def test_a_restore_starts_a_new_incarnation_and_the_backup_keeps_its_own(tmp_path: Path) -> None:
+    """A restored ledger goes on from the backup's highest movement id, so it gives ids the lost ledger had given to
+    other movements: it is a new incarnation (hub.ledger.identity), above the backup's and the replaced ledger's,
+    written in the copy; the backup file is never touched."""
+    live = tmp_path / "live.db"
+    async with LedgerService(live, migrations=MIGRATIONS) as ledger:
+        await _setup(ledger)
+    assert _identity(live)[::2] == (1, None)
+    monday = backup_database(live, tmp_path / "monday.db")
+    assert monday.incarnation == 1
+    frozen = monday.path.read_bytes()
+    async with LedgerService(live, migrations=MIGRATIONS) as ledger:
+        lost = await ledger.record_receipt("COLA", 5, actor="setup", ref="R1")  # booked after the backup
+    t0 = int(time.time() * 1000)
+    restored = restore_database(monday.path, live, migrations=MIGRATIONS)
+    assert restored.incarnation >= t0 // 1000  # at least the clock's seconds (hub/ledger/identity.py)
+    incarnation, since_ms, restored_from = _identity(live)
+    assert (incarnation, restored_from) == (restored.incarnation, str(monday.path)) and since_ms >= t0
+    assert monday.path.read_bytes() == frozen and verify_backup(monday.path, migrations=MIGRATIONS).incarnation == 1
+    async with LedgerService(live, migrations=MIGRATIONS) as ledger:
+        again = await ledger.record_receipt("COLA", 7, actor="setup", ref="R2")
+    assert again.movement_ids == lost.movement_ids  # the id the lost ledger gave to R1, now another movement's
+    # the wrong backup first, then the right one: never the same incarnation twice
+    right = restore_database(monday.path, live, migrations=MIGRATIONS).incarnation
+    assert right > restored.incarnation
+    # new Pis (nothing to replace, the first one's ledger lost with it): the same backup restored on one, and a
+    # second later on another, never gives the same incarnation twice
+    first_pi = restore_database(monday.path, tmp_path / "new-pi.db", migrations=MIGRATIONS).incarnation
+    time.sleep(1.05)
+    second_pi = restore_database(monday.path, tmp_path / "newer-pi.db", migrations=MIGRATIONS).incarnation
+    assert t0 // 1000 <= first_pi < second_pi
+    assert backup_database(live, tmp_path / "tuesday.db").incarnation == right  # a backup keeps the ledger's
+    conn = sqlite3.connect(live)
+    try:
+        with pytest.raises(sqlite3.IntegrityError, match="only goes up"):
+            conn.execute("UPDATE ledger_identity SET incarnation = 1")
+        with pytest.raises(sqlite3.IntegrityError, match="keeps its identity"):
+            conn.execute("DELETE FROM ledger_identity")
+    finally:
+        conn.close()

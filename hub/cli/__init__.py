@@ -1,8 +1,9 @@
 """The ``smartshelf`` command: the hub's own commands, plus the ones other installed packages register.
 
-The hub's commands (``hub``, ``flash``, ``ledger``, ``reconcile``, ``users``, ``api-clients``) are defined beside
-their subsystems (``hub.cli.hub_commands``, ``hub.cli.flash_command``, ``hub.ledger.cli``, ``hub.reconcile.cli``,
-``hub.web.cli``) and always present. Developer
+The hub's commands (``hub``, ``flash``, ``ledger``, ``reconcile``, ``users``, ``api-clients``, ``central``) are
+defined beside their subsystems (``hub.cli.hub_commands``, ``hub.cli.flash_command``, ``hub.ledger.cli``,
+``hub.reconcile.cli``, ``hub.web.cli``, ``hub.central.cli``) and always present (``central`` needs the ``central``
+extra to run, and says so without it). Developer
 commands (``emulate``, ``demo``, ``bench``, ``replay``) live in ``tools/`` and are registered only where the
 ``smartshelf-tools`` distribution is installed (a development checkout: ``make bootstrap``): it names a function
 ``register(subparsers)`` in the ``smartshelf.commands`` entry-point group. A hub installed on a Raspberry Pi has no
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any, cast
 
+from hub.central.cli import add_central_parser
 from hub.cli.flash_command import add_flash_parser
 from hub.cli.hub_commands import add_hub_parser
 from hub.ledger.cli import add_ledger_parser
@@ -36,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_users_parser(sub)
     add_api_clients_parser(sub)
     add_flash_parser(sub)
+    add_central_parser(sub)
     for ep in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
         register = cast(Callable[[Any], None], ep.load())
         register(sub)

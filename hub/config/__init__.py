@@ -9,7 +9,7 @@ status_interval_s = 60           # one status line in the log this often
 control_socket = "hub.sock"      # `smartshelf hub command` talks to the running hub here (default <database>.sock)
 backup_dir = "backups"           # scheduled online backups (optional) ...
 backup_interval_s = 3600         # ... this often (default 3600) ...
-backup_keep = 24                 # ... keeping the newest N (default 24)
+backup_keep = 24                 # ... keeping the newest N (default 24); or in [backup] (hub/config/backup.py)
 nodes_files = ["emulated-nodes.toml"]  # more [[node]] tables from other files (e.g. written by the emulator)
 
 [[node]]
@@ -32,7 +32,19 @@ idle_s = 2.0                     # a connection with nothing to carry for this l
 hold_s = 10.0                    # a connection is closed after this long when other nodes wait for a slot
 visit_s = 300.0                  # every node is connected at least this often (health, lane states)
 
+[backup]                         # backups: also encrypted (age) and shipped off the Pi (hub/config/backup.py)
+recipients = ["age1..."]
+offsite_dir = "/mnt/offsite/store-042"
+
 [reconcile]                      # handed to hub/reconcile unchanged (a table; its keys are checked there)
+
+[fleet]                          # publish the ledger to the chain's MQTT broker (hub/config/fleet.py, hub/fleet/)
+hub_id = "store-042"
+host = "mqtt.example.com"
+password_file = "fleet-password"
+
+[homeassistant]                  # Home Assistant MQTT discovery (hub/config/homeassistant.py, hub/fleet/)
+host = "homeassistant.local"
 ```
 
 Every problem is reported as one line that names the file and the setting, for example
@@ -50,11 +62,14 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
+from hub.config.backup import BackupConfig, parse_backup
 from hub.config.checks import ConfigError, FileChecks, read_toml, type_name, under
+from hub.config.fleet import FleetConfig, parse_fleet
+from hub.config.homeassistant import HomeAssistantConfig, parse_homeassistant
 from hub.config.web import WEB_KEYS, TlsMode, WebConfig, parse_web
 from hub.reconcile.config import ReconcileConfig
 
-__all__ = ["ConfigError", "TlsMode", "WebConfig"]  # of its parts (checks.py, web.py), importable from here too
+__all__ = ["BackupConfig", "ConfigError", "TlsMode", "WebConfig"]  # of its parts, importable from here too
 
 Synchronous = Literal["FULL", "NORMAL"]
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -73,7 +88,7 @@ _HUB_KEYS = (
     "nodes_files",
 )
 _NODE_KEYS = ("id", "key", "port", "baud", "link", "address")
-_TOP_KEYS = ("hub", "node", "reconcile", "web", "ble")
+_TOP_KEYS = ("hub", "node", "reconcile", "web", "ble", "backup", "fleet", "homeassistant")
 _BLE_KEYS = ("adapter", "slots", "mtu", "idle_s", "hold_s", "visit_s")
 LINKS = ("serial", "ble")
 
@@ -102,13 +117,6 @@ class BleConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class BackupConfig:
-    directory: Path
-    interval_s: float = 3600.0
-    keep: int = 24
-
-
-@dataclass(frozen=True, slots=True)
 class HubConfig:
     path: Path
     database: Path
@@ -120,6 +128,8 @@ class HubConfig:
     nodes: tuple[NodeConfig, ...] = ()
     reconcile: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     web: WebConfig | None = None  # None: no [web] table, no status page
+    fleet: FleetConfig | None = None  # None: no [fleet] table, nothing published (hub/config/fleet.py)
+    homeassistant: HomeAssistantConfig | None = None  # None: no [homeassistant] table (or enabled = false)
     ble: BleConfig = field(default_factory=BleConfig)
     key_files: tuple[Path, ...] = ()  # the files node keys came from: the hub refuses them open to others
 
@@ -240,17 +250,7 @@ def load_config(path: Path | str) -> HubConfig:
             f"the control socket path {socket_path} is longer than {MAX_SOCKET_PATH} bytes: set hub.control_socket",
         )
 
-    backup: BackupConfig | None = None
-    if "backup_dir" in hub:
-        backup = BackupConfig(
-            under(base, f.text("hub.backup_dir", hub["backup_dir"])),
-            f.seconds("hub.backup_interval_s", hub.get("backup_interval_s", 3600)),
-            f.integer("hub.backup_keep", hub.get("backup_keep", 24), 1, 100_000),
-        )
-    else:
-        for orphan in ("backup_interval_s", "backup_keep"):
-            if orphan in hub:
-                raise f.fail(f"hub.{orphan}", "needs hub.backup_dir (where to put the backups)")
+    backup = parse_backup(f, hub, top, base)
 
     nodes = _nodes(f, top.get("node", []), base)
     key_files = [path] if nodes else []
@@ -309,6 +309,18 @@ def load_config(path: Path | str) -> HubConfig:
 
     ble = _ble(f, top.get("ble", {}))
 
+    fleet: FleetConfig | None = None
+    if "fleet" in top:
+        if not isinstance(top["fleet"], dict):
+            raise f.fail("fleet", "must be a table ([fleet])")
+        fleet = parse_fleet(f, top["fleet"], path)
+
+    homeassistant: HomeAssistantConfig | None = None
+    if "homeassistant" in top:
+        if not isinstance(top["homeassistant"], dict):
+            raise f.fail("homeassistant", "must be a table ([homeassistant])")
+        homeassistant = parse_homeassistant(f, top["homeassistant"], base)
+
     return HubConfig(
         path=path,
         database=database,
@@ -322,4 +334,6 @@ def load_config(path: Path | str) -> HubConfig:
         web=web,
         ble=ble,
         key_files=tuple(key_files),
+        fleet=fleet,
+        homeassistant=homeassistant,
     )

@@ -3,11 +3,19 @@
 Modules: ``models`` (records, reasons, errors), ``schema`` (the ledger's migration steps and the migrator every
 subsystem's steps go through), ``service`` (the writer), ``operations`` (its generated business writes), ``upkeep``
 (checkpoints and scheduled backups beside it), ``sensor`` (batched node events), ``postings`` (business
-transactions, by area), ``reader`` (queries), ``imports`` (CSV), ``backup`` (online backup / restore), ``cli``
-(``smartshelf ledger ...``). Formats and rules: ``README.md``.
+transactions, by area), ``reader`` (queries), ``imports`` (CSV), ``backup`` (online backup / restore),
+``offsite`` and ``agefile`` (backups encrypted with age and shipped off the Pi), ``cli`` (``smartshelf ledger ...``).
+Formats and rules: ``README.md``.
 """
 
-from hub.ledger.backup import BackupInfo, BackupPolicy, RestoreRefused, backup_database, restore_database
+from hub.ledger.backup import (
+    BackupInfo,
+    BackupPolicy,
+    OffsitePolicy,
+    RestoreRefused,
+    backup_database,
+    restore_database,
+)
 from hub.ledger.imports import ImportReport
 from hub.ledger.models import (
     Alert,
@@ -26,6 +34,7 @@ from hub.ledger.models import (
     SensorGap,
     Sku,
 )
+from hub.ledger.offsite import encrypted_backup, restore_encrypted
 from hub.ledger.postings import AlertOpened, WriteOff
 from hub.ledger.reader import LedgerReader
 from hub.ledger.service import LedgerService
@@ -48,6 +57,7 @@ __all__ = [
     "LedgerService",
     "Movement",
     "NodeUpdate",
+    "OffsitePolicy",
     "Reason",
     "RestoreRefused",
     "SensorEvent",
@@ -55,5 +65,7 @@ __all__ = [
     "Sku",
     "WriteOff",
     "backup_database",
+    "encrypted_backup",
     "restore_database",
+    "restore_encrypted",
 ]

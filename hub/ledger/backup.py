@@ -7,11 +7,15 @@
   renamed into place: ``dest`` is either the old file or a complete new backup, never half of one.
 * ``BackupPolicy`` (interval, directory, keep the last N) is run by ``LedgerService``; file names are
   ``smartshelf-YYYYmmddTHHMMSS.fffZ.db`` (UTC, sortable), and only files of that pattern are ever pruned.
+* ``OffsitePolicy`` (in ``BackupPolicy.offsite``): each scheduled backup is also encrypted to age public keys and
+  shipped to another directory (``hub.ledger.offsite``; the format: ``hub.ledger.agefile``).
 * ``restore_database(src, db)`` refuses a file that is not SQLite, fails ``PRAGMA integrity_check``, is not a
   smartshelf ledger, has a newer schema than this version, or whose balances disagree with its movements. It then
   takes the database's lock exclusively (refusing while a hub has it open), copies ``src`` beside the target,
-  moves the current database (with its ``-wal``) to ``<db>.bak`` and renames the copy into place. An older-schema
-  backup is accepted and upgraded the next time the hub opens it.
+  upgrades the copy to this version's schema (an older-schema backup is accepted), starts a new incarnation of the
+  ledger in it (``hub.ledger.identity``: its movement ids will repeat ids the lost ledger had given), moves the
+  current database (with its ``-wal``) to ``<db>.bak`` and renames the copy into place. The backup file itself is
+  never written: it keeps the incarnation it had.
 
 Backups hold what the ledger holds (password and API token hashes): every copy is created 0600 and a backup
 directory this module creates is 0700 (``hub.private_files``); the ``<db>.bak`` a restore leaves is made 0600 too.
@@ -28,14 +32,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from hub.ledger.agefile import recipient_problem
 from hub.ledger.dblock import DbLock
-from hub.ledger.models import LedgerError, SchemaError
+from hub.ledger.identity import new_incarnation, read_incarnation
+from hub.ledger.models import LedgerError, SchemaError, now_ms
 from hub.ledger.reader import CONSISTENCY_SQL
-from hub.ledger.schema import Migration, check_sqlite_version, current_version, refuse_newer
+from hub.ledger.schema import Migration, check_sqlite_version, current_version, migrate, refuse_newer
 from hub.private_files import make_private_dirs, open_private, tighten
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 BACKUP_NAME_RE = re.compile(r"smartshelf-\d{8}T\d{6}\.\d{3}Z\.db")
+HUB_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class BackupError(LedgerError):
@@ -52,6 +59,30 @@ class BackupInfo:
     schema_version: int
     movements: int
     size_bytes: int
+    incarnation: int | None = None  # the ledger's (hub.ledger.identity); None: a schema older than step 14
+
+
+@dataclass(frozen=True)
+class OffsitePolicy:
+    """Scheduled backups also encrypted to ``recipients`` (age public keys, ``age1...``) and shipped to
+    ``directory`` (a mounted share; never created by the hub) as ``smartshelf-<hub_id>-<time>.db.age``, keeping
+    the newest ``keep`` of this hub's there."""
+
+    directory: Path
+    recipients: tuple[str, ...]
+    keep: int = 24
+    hub_id: str = "hub"
+
+    def __post_init__(self) -> None:
+        if not self.recipients:
+            raise ValueError("off-site backups need at least one age public key (age1...) to encrypt to")
+        for r in self.recipients:
+            if (problem := recipient_problem(r)) is not None:
+                raise ValueError(f"recipient {problem}")
+        if not HUB_ID_RE.fullmatch(self.hub_id):
+            raise ValueError(f"hub id must be 1..64 of A-Z a-z 0-9 _ -, not {self.hub_id!r}")
+        if self.keep < 1:
+            raise ValueError("off-site backups: keep at least 1")
 
 
 @dataclass(frozen=True)
@@ -59,6 +90,7 @@ class BackupPolicy:
     directory: Path
     interval_s: float = 3600.0
     keep: int = 24
+    offsite: OffsitePolicy | None = None  # also encrypted and shipped off the Pi (hub.ledger.offsite)
 
     def __post_init__(self) -> None:
         if self.interval_s <= 0 or self.keep < 1:
@@ -115,6 +147,7 @@ def backup_database(db: Path | str, dest: Path | str) -> BackupInfo:
                 raise BackupError(f"the backup copy failed its check: {check}")
             version = current_version(dst)
             movements = dst.execute("SELECT count(*) FROM movements").fetchone()[0] if version else 0
+            incarnation = read_incarnation(dst) if version else None
         finally:
             dst.close()
         _fsync_file(tmp)
@@ -126,7 +159,7 @@ def backup_database(db: Path | str, dest: Path | str) -> BackupInfo:
         raise
     finally:
         src_conn.close()
-    return BackupInfo(dest, version, movements, dest.stat().st_size)
+    return BackupInfo(dest, version, movements, dest.stat().st_size, incarnation)
 
 
 def scheduled_backup(db: Path | str, policy: BackupPolicy, now: datetime | None = None) -> BackupInfo:
@@ -180,18 +213,22 @@ def verify_backup(src: Path | str, *, migrations: Sequence[Migration]) -> Backup
                     f"balance {bal}, movements {total}"
                 )
             movements = conn.execute("SELECT count(*) FROM movements").fetchone()[0]
+            incarnation = read_incarnation(conn)
         finally:
             conn.close()
     except SchemaError as exc:
         raise RestoreRefused(str(exc)) from None
     except sqlite3.DatabaseError as exc:
         raise RestoreRefused(f"{src}: failed the integrity check: {exc}") from None
-    return BackupInfo(src, version, movements, src.stat().st_size)
+    return BackupInfo(src, version, movements, src.stat().st_size, incarnation)
 
 
-def restore_database(src: Path | str, db: Path | str, *, migrations: Sequence[Migration]) -> BackupInfo:
+def restore_database(
+    src: Path | str, db: Path | str, *, migrations: Sequence[Migration], source_name: str | None = None
+) -> BackupInfo:
     """Replace the ledger at ``db`` with the backup ``src`` (the old file is kept as ``<db>.bak``); ``migrations``:
-    the schema of this version, which ``src`` must not be newer than."""
+    the schema of this version, which ``src`` must not be newer than. The restored ledger is a new incarnation
+    (``BackupInfo.incarnation``), which records ``source_name`` (default: ``src``) as what it was restored from."""
     src, db = Path(src), Path(db)
     info = verify_backup(src, migrations=migrations)
     if src.resolve() == db.resolve():
@@ -201,9 +238,13 @@ def restore_database(src: Path | str, db: Path | str, *, migrations: Sequence[Mi
         try:
             src_conn = _open_ro(src)
             try:
-                _copy(src_conn, tmp).close()
+                copy = _copy(src_conn, tmp)
             finally:
                 src_conn.close()
+            try:
+                incarnation = _new_life(copy, db, migrations, source_name or str(src))
+            finally:
+                copy.close()
             _fsync_file(tmp)
             bak = Path(str(db) + ".bak")
             for suffix in ("-wal", "-shm"):
@@ -223,4 +264,28 @@ def restore_database(src: Path | str, db: Path | str, *, migrations: Sequence[Mi
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
             raise
-    return BackupInfo(db, info.schema_version, info.movements, db.stat().st_size)
+    return BackupInfo(db, info.schema_version, info.movements, db.stat().st_size, incarnation)
+
+
+def _new_life(copy: sqlite3.Connection, db: Path, migrations: Sequence[Migration], source: str) -> int | None:
+    """Upgrade the copy to this version's schema, then start its new incarnation: above the backup's and the
+    replaced ledger's (None: ``migrations`` end before the identity step)."""
+    copy.execute("PRAGMA foreign_keys = ON")  # as on every connection that migrates (hub.ledger.schema.configure)
+    try:
+        migrate(copy, migrations)
+    except (SchemaError, sqlite3.DatabaseError) as exc:
+        raise RestoreRefused(f"{source}: cannot be upgraded to this version's schema: {exc}") from None
+    return new_incarnation(copy, at_least=_incarnation_of(db), restored_from=source, now_ms=now_ms())
+
+
+def _incarnation_of(db: Path) -> int | None:
+    """The incarnation of the ledger about to be replaced, if it can still be read (None: none there, damaged)."""
+    if not db.is_file():
+        return None
+    with contextlib.suppress(sqlite3.Error, SchemaError):
+        conn = _open_ro(db)
+        try:
+            return read_incarnation(conn)
+        finally:
+            conn.close()
+    return None

@@ -10,11 +10,14 @@ import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 from hub.ledger.backup import BackupInfo, BackupPolicy, scheduled_backup
 from hub.ledger.models import LedgerClosed, ServiceStats
+from hub.ledger.offsite import ShipFailed, ship
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 async def checkpoints(path: Path, interval_s: float, stats: ServiceStats) -> None:
@@ -44,22 +47,41 @@ async def checkpoints(path: Path, interval_s: float, stats: ServiceStats) -> Non
 
 
 async def backups(path: Path, policy: BackupPolicy, taken: Callable[[BackupInfo], None]) -> None:
-    """A backup every ``policy.interval_s`` (``scheduled_backup``), each reported to ``taken``. Runs until
-    cancelled; a backup in flight then finishes first (its thread cannot be stopped), so no temporary file stays."""
+    """A backup every ``policy.interval_s`` (``scheduled_backup``), each reported to ``taken``; with
+    ``policy.offsite``, then shipped off the Pi (``offsite.ship``: a failure is logged, the local backup stays and
+    the next run ships what is missing). Runs until cancelled; a backup or shipment in flight then finishes first
+    (its thread cannot be stopped), so no temporary file stays."""
     while True:
         await asyncio.sleep(policy.interval_s)
-        copying = asyncio.ensure_future(asyncio.to_thread(scheduled_backup, path, policy))
         try:
-            info = await asyncio.shield(copying)
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await copying
-            raise
+            info = await _finish(asyncio.to_thread(scheduled_backup, path, policy))
         except Exception:
             log.exception("ledger: scheduled backup failed")
+            continue
+        taken(info)
+        log.info("ledger backup: %s", info.path)
+        if policy.offsite is None:
+            continue
+        try:
+            shipped = await _finish(asyncio.to_thread(ship, policy.directory, policy.offsite))
+        except ShipFailed as exc:
+            log.error("ledger: %s; the local backup %s is kept, the next backup retries", exc, info.path.name)
+        except Exception:
+            log.exception("ledger: off-site backup failed; the local backup %s is kept", info.path.name)
         else:
-            taken(info)
-            log.info("ledger backup: %s", info.path)
+            for s in shipped:
+                log.info("ledger backup shipped: %s (%d bytes)", s.path, s.manifest.size)
+
+
+async def _finish(work: Awaitable[T]) -> T:
+    """Await ``work`` (a thread); cancelled meanwhile, let it finish first, then be cancelled."""
+    running = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(running)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await running
+        raise
 
 
 async def pruning(interval_s: float, *jobs: Callable[[], Awaitable[int]]) -> None:

@@ -5,7 +5,7 @@ Start: refuse node keys that other users can read (``HubConfig.key_files``, ``hu
 the file and the fix), claim the control socket (refuse if another hub answers on it), open the ledger (creating or
 upgrading the database 0600, in a directory made 0700 if it is new; scheduled backups from the config), restore each
 configured node's session from the ledger (``hub.link.restore``), start ingest, one ``SerialLink`` per configured
-port, the control server, reconciliation and the web server.
+port, the control server, reconciliation, the fleet publisher (``[fleet]``: ``hub.fleet``) and the web server.
 
 Stop: stop the web server and reconciliation, stop reading from the ports, let ingest handle the frames already
 read, wait for audit writes, close the ledger (everything submitted commits and its acks still go out on the open
@@ -29,7 +29,8 @@ from dataclasses import replace
 from typing import Any
 
 from hub.config import HubConfig, NodeConfig, load_config
-from hub.ledger.backup import BackupPolicy
+from hub.fleet.publisher import FleetPublisher
+from hub.homeassistant.bridge import HomeAssistantBridge
 from hub.ledger.models import CountResult, LedgerError, lane_location
 from hub.ledger.postings import Tx
 from hub.ledger.reader import SENSOR_TALLIES, LedgerReader, sensor_tallies_of
@@ -85,6 +86,8 @@ class HubService:
         self._use_reconciler = reconcile
         self.reconciler: Reconciler | None = None
         self.web: WebServer | None = None
+        self.fleet: FleetPublisher | None = None  # [fleet]: the ledger published to the chain's MQTT broker
+        self.homeassistant: HomeAssistantBridge | None = None  # [homeassistant]: MQTT discovery
         self.started_ns = 0
         self.status_mark = status.StatusMark()
 
@@ -93,6 +96,8 @@ class HubService:
     async def start(self) -> HubService:
         cfg = self.config
         check_key_files(cfg.key_files)
+        if cfg.fleet is not None:
+            cfg.fleet.read_password()  # a password file open to other users: refused before anything starts
         make_private_dirs(cfg.database.parent)
         if self._use_control:
             make_private_dirs(cfg.control_socket.parent)
@@ -100,7 +105,7 @@ class HubService:
         backups = None
         if cfg.backup is not None:
             make_private_dirs(cfg.backup.directory)
-            backups = BackupPolicy(cfg.backup.directory, cfg.backup.interval_s, cfg.backup.keep)
+            backups = cfg.backup.policy()  # with its off-site copies, if configured
         ledger = LedgerService(
             cfg.database,
             migrations=MIGRATIONS,
@@ -127,6 +132,8 @@ class HubService:
             if self._use_reconciler:
                 self.reconciler = Reconciler(ledger, ReconcileConfig.from_mapping(cfg.reconcile))
                 self.reconciler.start()
+            if cfg.fleet is not None:  # publishes in the background: a broker away never holds the hub up
+                self.fleet = await FleetPublisher(cfg.fleet, ledger, cfg.database).start()
             if cfg.web is not None:
                 self.web = start_web(cfg.web, cfg.database, ledger, self.status, self.count_lane)
                 log.info("status page on %s", self.web.url)
@@ -134,6 +141,9 @@ class HubService:
                     log.info("status page certificate SHA-256 %s", self.web.fingerprint)
                 if self.web.redirect_url is not None:
                     log.info("plain HTTP on %s redirects to the status page", self.web.redirect_url)
+            if cfg.homeassistant is not None:  # connects in the background: a broker away never holds the hub up
+                self.homeassistant = HomeAssistantBridge(cfg.homeassistant, cfg.database, ledger.changes, self.status)
+                self.homeassistant.start()
         except BaseException:
             await self.stop()
             raise
@@ -146,12 +156,18 @@ class HubService:
         return self
 
     async def stop(self) -> None:
+        if self.homeassistant is not None:
+            await self.homeassistant.stop()  # says offline; reads the ledger: before it closes
+            self.homeassistant = None
         if self.web is not None:
             await self.web.stop()  # first: its requests write through the ledger, which is still running
             self.web = None
         if self.reconciler is not None:
             await self.reconciler.stop()
             self.reconciler = None
+        if self.fleet is not None:
+            await self.fleet.stop()  # its cursor is written by the ledger: before it closes
+            self.fleet = None
         for link in self.links:
             link.pause_reading()
         if self.ingest is not None:
@@ -392,7 +408,10 @@ class HubService:
     # --------------------------------------------------------------------------------------------- status
 
     def status(self) -> dict[str, Any]:
-        return status.snapshot(self.ingest, self.links, self.started_ns, self.ble)
+        out = status.snapshot(self.ingest, self.links, self.started_ns, self.ble)
+        out["fleet"] = self.fleet.status() if self.fleet is not None else None
+        return out
 
     def status_line(self) -> str:
-        return status.line(self.ingest, self.status_mark)
+        line = status.line(self.ingest, self.status_mark)
+        return f"{line}; {self.fleet.line()}" if self.fleet is not None else line

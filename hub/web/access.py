@@ -14,6 +14,10 @@ One rule per endpoint (a second one on the same view raises ``TypeError`` at imp
 * ``@scope(name)``: an API client's bearer token with that scope (``hub/web/api/auth.py`` checks it before the
   view runs): no session, no cookie, no CSRF token.
 
+Another application on the same stack (the central page, ``hub/central/web``) passes its own order of roles and
+scopes (``requires(role, roles)``, ``scope(name, scopes)``) and its own way to find a signed-in user
+(``install(app, roles=..., load_user=...)``); the hub's are the defaults.
+
 ``install(app)`` (the end of ``create_app``, every blueprint registered) reads the rule of every endpoint of the URL
 map into the app's ``Policy``; an endpoint without one is logged by name at start-up and refused to everyone (fail
 closed), as is one added after start-up. Every POST of a session (``public`` or ``requires``) must carry the
@@ -34,7 +38,7 @@ from flask import Flask, abort, current_app, g, redirect, request, session, url_
 from werkzeug.wrappers.response import Response
 
 from hub.web.accounts.clients import SCOPES
-from hub.web.accounts.users import ROLES, get_user, role_rank
+from hub.web.accounts.users import ROLES, User, get_user
 from hub.web.db import get_db
 
 log = logging.getLogger(__name__)
@@ -44,6 +48,7 @@ API = "api client"  # the matrix's minimum for an endpoint of a scope: a bearer 
 API_BLUEPRINT = "api"  # its endpoints answer in JSON, an undeclared one too (hub/web/api/auth.py)
 _ATTR = "smartshelf_access"
 _EXTENSION = "smartshelf_policy"
+_USERS = "smartshelf_load_user"
 
 F = TypeVar("F", bound=Callable[..., Any])
 RuleKind = Literal["public", "role", "scope"]
@@ -53,6 +58,7 @@ RuleKind = Literal["public", "role", "scope"]
 class Rule:
     kind: RuleKind
     name: str = ""  # the role or the scope
+    roles: tuple[str, ...] = ROLES  # the order of roles a role rule ranks by (each may do what those before may)
 
     @property
     def minimum(self) -> str:
@@ -63,7 +69,7 @@ class Rule:
         """May a session of ``role`` (None: anonymous) reach it? (Never for a scope: that takes a token.)"""
         if self.kind == "public":
             return True
-        return self.kind == "role" and role is not None and role_rank(role) >= role_rank(self.name)
+        return self.kind == "role" and role in self.roles and self.roles.index(role) >= self.roles.index(self.name)
 
 
 def _declare(view: F, rule: Rule) -> F:
@@ -79,17 +85,18 @@ def public(view: F) -> F:
     return _declare(view, Rule("public"))
 
 
-def requires(role: str) -> Callable[[F], F]:
-    """A signed-in user of ``role`` or above may reach this view."""
-    if role not in ROLES:
-        raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
-    return lambda view: _declare(view, Rule("role", role))
+def requires(role: str, roles: tuple[str, ...] = ROLES) -> Callable[[F], F]:
+    """A signed-in user of ``role`` or above (in ``roles``, the hub's by default) may reach this view."""
+    if role not in roles:
+        raise ValueError(f"role must be one of {', '.join(roles)}, not {role!r}")
+    return lambda view: _declare(view, Rule("role", role, roles))
 
 
-def scope(name: str) -> Callable[[F], F]:
-    """An API client whose token has the scope ``name`` may reach this view."""
-    if name not in SCOPES:
-        raise ValueError(f"scope must be one of {', '.join(SCOPES)}, not {name!r}")
+def scope(name: str, scopes: tuple[str, ...] = SCOPES) -> Callable[[F], F]:
+    """An API client whose token has the scope ``name`` (one of ``scopes``, the hub's by default) may reach this
+    view."""
+    if name not in scopes:
+        raise ValueError(f"scope must be one of {', '.join(scopes)}, not {name!r}")
     return lambda view: _declare(view, Rule("scope", name))
 
 
@@ -105,9 +112,10 @@ def rule_of(view: Callable[..., Any]) -> Rule | None:
 class Policy:
     rules: Mapping[str, Rule]  # endpoint -> rule, in the order of the URL map
     undeclared: tuple[str, ...]  # endpoints without a rule: refused to everyone
+    roles: tuple[str, ...] = ROLES  # the application's roles, lowest first (the matrix's columns)
 
 
-def build_policy(app: Flask) -> Policy:
+def build_policy(app: Flask, roles: tuple[str, ...] = ROLES) -> Policy:
     rules: dict[str, Rule] = {}
     undeclared: list[str] = []
     for url_rule in app.url_map.iter_rules():
@@ -119,7 +127,7 @@ def build_policy(app: Flask) -> Policy:
             undeclared.append(endpoint)
         else:
             rules[endpoint] = rule
-    return Policy(rules, tuple(undeclared))
+    return Policy(rules, tuple(undeclared), roles)
 
 
 def policy(app: Flask) -> Policy:
@@ -161,11 +169,16 @@ def _check_csrf() -> None:
         abort(400, "The form's security token is missing or out of date: reload the page and try again.")
 
 
+def _ledger_user(username: str) -> User | None:
+    return get_user(get_db(), username)
+
+
 def _enforce() -> Response | None:
     g.user = None
     name = session.get("user")
     if isinstance(name, str):
-        user = get_user(get_db(), name)
+        load: Callable[[str], User | None] = current_app.extensions.get(_USERS, _ledger_user)
+        user = load(name)
         if user is None or user.disabled or session.get("epoch") != user.session_epoch:
             session.clear()  # disabled, or signed out since (logout, password reset, role change: a new epoch)
         else:
@@ -187,9 +200,15 @@ def _enforce() -> Response | None:
     return None
 
 
-def install(app: Flask) -> None:
-    """Read every endpoint's rule (after the blueprints are registered) and enforce them."""
-    found = build_policy(app)
+def install(
+    app: Flask, *, roles: tuple[str, ...] = ROLES, load_user: Callable[[str], User | None] | None = None
+) -> None:
+    """Read every endpoint's rule (after the blueprints are registered) and enforce them. ``roles``: the
+    application's, lowest first; ``load_user(username)``: the signed-in user (None: gone), by default from the
+    ledger's ``users``."""
+    if load_user is not None:
+        app.extensions[_USERS] = load_user
+    found = build_policy(app, roles)
     if found.undeclared:
         log.error("access: endpoints without a rule, refused to everyone: %s", ", ".join(found.undeclared))
     app.extensions[_EXTENSION] = found
@@ -207,8 +226,6 @@ def allowed(endpoint: str) -> bool:
 
 # ------------------------------------------------------------------------------------------------ the table
 
-_GROUPS = {PUBLIC: 0, **{role: i + 1 for i, role in enumerate(ROLES)}, API: len(ROLES) + 1}
-
 
 def matrix_markdown(app: Flask) -> str:
     """The policy as the Markdown table in hub/web/README.md: the pages by minimum role, then the API."""
@@ -216,18 +233,20 @@ def matrix_markdown(app: Flask) -> str:
     for url_rule in app.url_map.iter_rules():
         methods = sorted((url_rule.methods or set()) - {"HEAD", "OPTIONS"})
         routes.setdefault(url_rule.endpoint, []).append(f"{' '.join(methods)} `{url_rule.rule}`")
-    rules = policy(app).rules
-    order = sorted(rules, key=lambda e: (e.split(".")[0] == API_BLUEPRINT, _GROUPS[rules[e].minimum]))
-    lines = ["| route | endpoint | minimum role | " + " | ".join(("anonymous", *ROLES)) + " |"]
-    lines.append("| --- | --- | --- |" + " --- |" * (len(ROLES) + 1))
+    found = policy(app)
+    rules, roles = found.rules, found.roles
+    groups = {PUBLIC: 0, **{role: i + 1 for i, role in enumerate(roles)}, API: len(roles) + 1}
+    order = sorted(rules, key=lambda e: (e.split(".")[0] == API_BLUEPRINT, groups[rules[e].minimum]))
+    lines = ["| route | endpoint | minimum role | " + " | ".join(("anonymous", *roles)) + " |"]
+    lines.append("| --- | --- | --- |" + " --- |" * (len(roles) + 1))
     for endpoint in order:
         rule = rules[endpoint]
         if rule.kind == "scope":
-            needed, cells = f"api client: `{rule.name}`", ["token"] * (len(ROLES) + 1)
+            needed, cells = f"api client: `{rule.name}`", ["token"] * (len(roles) + 1)
         else:
             needed = rule.minimum
             cells = ["yes" if rule.kind == "public" else "→ login"]
-            cells += ["yes" if rule.admits(role) else "403" for role in ROLES]
+            cells += ["yes" if rule.admits(role) else "403" for role in roles]
         route = ", ".join(routes.get(endpoint, ["-"]))
         lines.append(f"| {route} | `{endpoint}` | {needed} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -244,8 +244,12 @@ def read_items(kind: PostKind) -> tuple[list[Item], Response | None]:
     return items, None
 
 
-def read_query(endpoint: str) -> tuple[dict[str, Any], Response | None]:
-    fields = QUERIES[endpoint]
+def read_query(
+    endpoint: str, queries: Mapping[str, tuple[Field, ...]] = QUERIES
+) -> tuple[dict[str, Any], Response | None]:
+    """The query parameters of ``endpoint`` checked against its fields (``queries``: the hub API's by default; the
+    central API passes its own), or the 400 naming every bad one."""
+    fields = queries[endpoint]
     known = {f.name: f for f in fields}
     errors = [FieldError(name, "unknown query parameter") for name in request.args if name not in known]
     values: dict[str, Any] = {}

@@ -239,12 +239,14 @@ def index() -> str:
         if view.last_seen_s_ago is None and view.last_seen_ms is not None:
             view.last_seen_s_ago = max(0.0, (now_ms - view.last_seen_ms) / 1000)
     totals = status.get("totals", {}) if status is not None else {}
+    fleet = status.get("fleet") if status is not None else None  # [fleet]: the publisher's status (hub/fleet/)
     return render_template(
         "nodes.html",
         nodes=views,
         live=status is not None,
         unavailable=unavailable,
         totals=totals if isinstance(totals, dict) else {},
+        fleet=fleet if isinstance(fleet, dict) else None,
         ago=_ago,
         duration=_duration,
     )

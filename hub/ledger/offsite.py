@@ -1,0 +1,238 @@
+"""Off-site backups: scheduled backups encrypted to age public keys and shipped off the Pi; their restore.
+
+* ``ship(local_dir, policy)`` runs after each scheduled backup (``hub.ledger.upkeep``): each of the newest
+  ``policy.keep`` local backups that is not yet in ``policy.directory`` is encrypted there, oldest first, as
+  ``smartshelf-<hub_id>-<time of the local backup>.db.age``; then that directory is pruned to this hub's newest
+  ``policy.keep`` (other hubs' files, and anything else, are left alone). So a backup that could not be shipped
+  (share unmounted, full, unwritable) is shipped by the next run that can, while the local one is still kept.
+  Failures raise ``ShipFailed`` (one line); they never touch the local backups.
+* The destination is never created: point it at a directory *on* the share, so that an unmounted share is a missing
+  directory rather than a write onto the SD card under its mount point. One on the ledger's own file system is
+  logged as a warning (it is not off-site).
+* Each file is written as ``.<name>.tmp-<pid>`` beside its final name, fsynced and renamed: a half-shipped file
+  never has the final name. The plaintext never leaves the Pi: it is encrypted while it is read from the local
+  backup (the format and the key files: ``hub.ledger.agefile``).
+* ``encrypted_backup(db, dest, recipients)``: ``smartshelf ledger backup --encrypt-to``: an online backup into a
+  private temporary file beside the ledger, encrypted to ``dest``, the plaintext removed.
+* ``restore_encrypted(src, db, identity=..., migrations=..., hub_id=...)``: decrypts into a private temporary file
+  beside the ledger, checks it against the SHA-256 in its manifest, then restores it exactly as ``restore_database``
+  does (with every check of ``verify_backup``); a wrong key, a damaged, truncated or non-age file is refused
+  (``RestoreRefused``, one line) and the ledger is untouched. Given this hub's ``hub_id``, a backup whose manifest
+  names another hub is refused too (``OtherHubsBackup``): restored, this hub would publish that store's ledger as
+  its own. age does not say who encrypted a file: the manifest's hub is the writer's claim, not a proof.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import re
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from hub.ledger.agefile import AgeRefused, Manifest, decrypt_to, encrypt_to, read_identities, recipients, sha256_of
+from hub.ledger.backup import (
+    BackupError,
+    BackupInfo,
+    OffsitePolicy,
+    RestoreRefused,
+    backup_database,
+    list_backups,
+    restore_database,
+)
+from hub.ledger.identity import read_incarnation
+from hub.ledger.schema import Migration, current_version
+from hub.private_files import SQLITE_COMPANIONS, open_private
+
+OFFSITE_NAME_RE = re.compile(r"smartshelf-(?P<hub>[A-Za-z0-9_-]{1,64})-(?P<stamp>\d{8}T\d{6}\.\d{3}Z)\.db\.age")
+STALE_TMP_S = 86400.0
+
+log = logging.getLogger(__name__)
+_warned_local: set[Path] = set()
+
+
+class ShipFailed(BackupError):
+    """An off-site backup was not shipped; ``str()`` says where and why. The local backups are untouched."""
+
+
+class OtherHubsBackup(RestoreRefused):
+    """The backup's manifest names another hub than the one restoring it; the ledger is untouched."""
+
+    def __init__(self, src: Path, manifest: Manifest, hub_id: str) -> None:
+        self.manifest = manifest
+        super().__init__(
+            f"{src} is a backup of hub {manifest.hub!r}, not of this hub {hub_id!r}: restored, this hub would publish"
+            " that store's ledger as its own (--other-hub to restore it all the same)"
+        )
+
+
+@dataclass(frozen=True)
+class Shipped:
+    path: Path
+    source: Path
+    manifest: Manifest
+
+
+def stamp_now() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%f")[:-3] + "Z"
+
+
+def offsite_name(hub_id: str, stamp: str) -> str:
+    return f"smartshelf-{hub_id}-{stamp}.db.age"
+
+
+def _facts(path: Path) -> tuple[int, int, int | None]:
+    """(schema version, movements, incarnation) of a backup file."""
+    conn = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True, isolation_level=None)
+    try:
+        version = current_version(conn)
+        if not version:
+            return 0, 0, None
+        return version, conn.execute("SELECT count(*) FROM movements").fetchone()[0], read_incarnation(conn)
+    finally:
+        conn.close()
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:  # some network file systems cannot fsync a directory; the rename stands
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def encrypt_backup(src: Path, dest: Path, to: Sequence[str], *, hub_id: str, taken: str) -> Shipped:
+    """Encrypt the backup file ``src`` to the age public keys ``to`` as ``dest`` (tmp name, fsync, rename)."""
+    keys = recipients(to)
+    digest, size = sha256_of(src)
+    version, movements, incarnation = _facts(src)
+    manifest = Manifest(hub_id, taken, size, digest, version, movements, incarnation)
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    try:
+        # no fchmod (a share may refuse it): the ciphertext is no secret, 0600 only keeps it out of sight
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as f:
+            encrypt_to(f, manifest, out, keys)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, dest)
+        _fsync_dir(dest.parent)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    return Shipped(dest, src, manifest)
+
+
+def _warn_if_local(local_dir: Path, dest: Path) -> None:
+    if dest in _warned_local:
+        return
+    with contextlib.suppress(OSError):
+        if os.stat(dest).st_dev == os.stat(local_dir).st_dev:
+            _warned_local.add(dest)
+            log.warning(
+                "off-site backups: %s is on the same file system as %s: that copy is not off-site", dest, local_dir
+            )
+
+
+def ship(local_dir: Path, policy: OffsitePolicy) -> list[Shipped]:
+    """Ship the newest ``policy.keep`` local backups that are not off-site yet, then prune off-site."""
+    dest = policy.directory
+    shipped: list[Shipped] = []
+    try:
+        if not dest.is_dir():
+            raise ShipFailed(f"off-site backup to {dest} failed: no such directory (is the share mounted?)")
+        _warn_if_local(local_dir, dest)
+        present = {p.name for p in dest.iterdir()}
+        for src in list_backups(local_dir)[-policy.keep :]:
+            stamp = src.name.removeprefix("smartshelf-").removesuffix(".db")
+            name = offsite_name(policy.hub_id, stamp)
+            if name not in present:
+                shipped.append(encrypt_backup(src, dest / name, policy.recipients, hub_id=policy.hub_id, taken=stamp))
+        prune_offsite(dest, policy.hub_id, policy.keep)
+    except (OSError, AgeRefused, sqlite3.Error) as exc:
+        done = f" ({len(shipped)} shipped before it)" if shipped else ""
+        raise ShipFailed(f"off-site backup to {dest} failed{done}: {exc}") from None
+    return shipped
+
+
+def list_offsite(directory: Path, hub_id: str) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if (m := OFFSITE_NAME_RE.fullmatch(p.name)) and m["hub"] == hub_id)
+
+
+def prune_offsite(directory: Path, hub_id: str, keep: int) -> list[Path]:
+    """Keep this hub's newest ``keep`` encrypted backups in ``directory``; remove its temporary files left by a
+    crash over a day ago. Nothing else there is touched."""
+    files = list_offsite(directory, hub_id)
+    removed = files[: max(0, len(files) - keep)]
+    stale = re.compile(rf"\.smartshelf-{re.escape(hub_id)}-\d{{8}}T\d{{6}}\.\d{{3}}Z\.db\.age\.tmp-\d+")
+    for p in directory.iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            if stale.fullmatch(p.name) and time.time() - p.stat().st_mtime > STALE_TMP_S:
+                removed.append(p)
+    for p in removed:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+    return removed
+
+
+def encrypted_backup(db: Path | str, dest: Path | str, to: Sequence[str], *, hub_id: str) -> Shipped:
+    """An online backup of ``db`` encrypted to ``to`` as ``dest`` (a file, or a directory for
+    ``smartshelf-<hub_id>-<time>.db.age``); the plaintext copy lives only in a private file beside ``db``."""
+    db, dest = Path(db), Path(dest)
+    recipients(to)  # refuse a bad key before copying anything
+    stamp = stamp_now()
+    if dest.is_dir():
+        dest = dest / offsite_name(hub_id, stamp)
+    plain = db.with_name(f".{db.name}.encrypting-{os.getpid()}.db")
+    try:
+        backup_database(db, plain)
+        return encrypt_backup(plain, dest, to, hub_id=hub_id, taken=stamp)
+    except AgeRefused as exc:
+        raise BackupError(f"{dest}: {exc}") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            plain.unlink()
+
+
+def restore_encrypted(
+    src: Path | str,
+    db: Path | str,
+    *,
+    identity: Path | str,
+    migrations: Sequence[Migration],
+    hub_id: str | None = None,
+) -> tuple[BackupInfo, Manifest]:
+    """Decrypt the encrypted backup ``src`` with the age identity file ``identity`` and restore it to ``db`` as
+    ``restore_database`` does; ``RestoreRefused`` (the ledger untouched) when it cannot be, ``OtherHubsBackup``
+    when ``hub_id`` is given and the backup's manifest names another hub (None: not checked)."""
+    src, db = Path(src), Path(db)
+    if not src.is_file():
+        raise RestoreRefused(f"{src}: no such file")
+    tmp = db.with_name(f".{db.name}.decrypted-{os.getpid()}")
+    try:
+        identities = read_identities(identity)
+        with os.fdopen(open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb") as out:
+            manifest = decrypt_to(src, out, identities, identity)
+        if hub_id is not None and manifest.hub != hub_id:
+            raise OtherHubsBackup(src, manifest, hub_id)
+        try:
+            info = restore_database(tmp, db, migrations=migrations, source_name=str(src))
+        except RestoreRefused as exc:
+            raise RestoreRefused(str(exc).replace(str(tmp), f"{src} (decrypted)")) from None
+    except AgeRefused as exc:
+        raise RestoreRefused(str(exc)) from None
+    finally:
+        for leftover in (tmp, *(Path(f"{tmp}{suffix}") for suffix in SQLITE_COMPANIONS)):  # all plaintext
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+    return info, manifest
