@@ -22,7 +22,7 @@ help:
 	@echo "make bootstrap  install everything the project needs (idempotent; Debian's chromium for the browser tests,"
 	@echo "                mosquitto and postgresql for the fleet tests)"
 	@echo "make pytest     only the test suite (PYTEST_ARGS=... to pass options)"
-	@echo "make bench      protocol (CPython vs MicroPython), sensing-accuracy, hub ingest, BLE link, status-page, flash and RFID benchmarks"
+	@echo "make bench      protocol (CPython vs MicroPython), sensing-accuracy, hub ingest, BLE link, status-page, flash, RFID and fleet benchmarks"
 
 bootstrap: $(VENV)/.stamp node_modules/.stamp $(foreach p,$(PORTS),.stubs/$(p)/.stamp) browser service-tools \
 	fleet-servers
@@ -93,6 +93,7 @@ bench: bootstrap
 	$(VENV)/bin/smartshelf bench web
 	$(VENV)/bin/smartshelf bench flash
 	$(VENV)/bin/smartshelf bench rfid
+	$(VENV)/bin/smartshelf bench fleet
 
 clean:
 	rm -rf $(VENV) node_modules .stubs .mypy_cache .pytest_cache .ruff_cache .hypothesis

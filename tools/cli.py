@@ -19,7 +19,7 @@ from typing import Any
 from hub.cli.args import number
 from tools.emulation.host import add_emulate_parser
 
-BENCH_TARGETS = ("protocol", "sensing", "hub", "ble", "web", "flash", "rfid")
+BENCH_TARGETS = ("protocol", "sensing", "hub", "ble", "web", "flash", "rfid", "fleet")
 
 _grams = number(float, lambda v: 1.0 <= v <= 100000.0, "unit weight must be between 1 g and 100 kg")
 _percent = number(float, lambda v: 0.0 <= v <= 30.0, "spread must be between 0 and 30 %")
@@ -40,7 +40,7 @@ def register_bench(sub: Any) -> None:
     bench.add_argument(
         "--quick",
         action="store_true",
-        help="sensing, hub, ble, web, rfid: a small set (a few seconds; ble: about 30; rfid: about 90)",
+        help="sensing, hub, ble, web, rfid, fleet: a small set (a few seconds; ble: about 30; rfid: about 90)",
     )
     bench.add_argument("--json", action="store_true", help="print machine-readable JSON")
     bench.set_defaults(func=_bench)
@@ -73,6 +73,10 @@ def _bench(args: argparse.Namespace) -> int:
         from tools.bench import rfid
 
         rfid.run(seed=args.seed, quick=args.quick, as_json=args.json)
+    elif args.target == "fleet":
+        from tools.bench import fleet
+
+        fleet.run(quick=args.quick, as_json=args.json)
     else:
         from tools.bench import flash
 

@@ -10,6 +10,11 @@ takes unacknowledged) is kept too: paho does not limit itself to it.
 This uses aiomqtt 2.x's internals: its paho client (``_client``) and the two callbacks it registers with paho
 (``_on_publish``, ``_on_connect``); ``pyproject.toml`` keeps aiomqtt below 3 and ``tests/test_fleet_publisher.py``
 checks the behaviour against a real Mosquitto (an ACL refusal does not move the cursor).
+
+What else the publisher relies on (read from aiomqtt's source, checked by the tests): a publish in flight when the
+connection drops is not failed but waits for its timeout (10 s by default), and paho keeps the message to send again
+on that same client's next connect: a client per connection, publishing from the cursor, makes both moot.
+Disconnection is seen through the ``messages`` iterator (it raises ``MqttError``).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 FAILURE = 0x80  # MQTT 5 reason codes from 0x80 up are failures
+NO_SUBSCRIBERS = 0x10  # a success code: the broker took it, no subscription did (the message is gone)
 RECEIVE_MAXIMUM_DEFAULT = 65535  # a CONNACK without the property
 
 

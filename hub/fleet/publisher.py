@@ -12,7 +12,8 @@ at connect) and reconnects with back-off (1 s doubling to 60 s, jittered) whatev
   (``outbox.advance``), coalesced (one write however many PUBACKs came meanwhile);
 * a PUBACK with a failure reason code (MQTT 5: e.g. 0x87 not authorized, an ACL that does not let this user write
   the topic) acknowledges nothing: it is logged, the kind's batches are published again from the cursor after a
-  back-off; the connection stays up;
+  back-off; the connection stays up; so does 0x10 (no matching subscribers: a success in MQTT, but no one took
+  it, e.g. central's shared subscription lost with a broker restart) for movements and alerts;
 * a ``rewind`` from central (``<prefix>/<hub>/rewind``) lowers the cursor and/or queues every alert again.
 
 After any reconnect or restart it publishes again from the stored cursor: what was in flight is sent twice, which
@@ -23,13 +24,7 @@ connect (DNS, TCP, TLS) in a worker thread (aiomqtt), the writes queue behind in
 alert changes wake the publisher through the ledger's commit listener, and it looks every second anyway (writes of
 other processes: ``smartshelf ledger ...``).
 
-aiomqtt 2.5 facts this relies on (read from its source; ``tests/test_fleet_publisher.py`` checks them against a
-real Mosquitto): ``Client.publish(qos=1)`` returns when paho reports the PUBACK, whatever its reason code, so the
-code is taken from paho's ``on_publish`` (``PubackClient``). A publish in flight when the connection drops is not
-failed: it waits for its timeout (10 s by default), and paho keeps the message to send again on that same client's
-next connect; a client per connection, publishing from the cursor, makes both moot. Disconnection is seen through
-the ``messages`` iterator (it raises ``MqttError``). paho does not limit itself to the broker's Receive Maximum:
-that is done here.
+What it relies on of aiomqtt 2.5 and paho: ``client.py``.
 """
 
 from __future__ import annotations
@@ -53,7 +48,7 @@ from paho.mqtt.properties import Properties
 
 from hub.config.fleet import FleetConfig
 from hub.fleet import messages, outbox
-from hub.fleet.client import FAILURE, PubackClient, reason
+from hub.fleet.client import FAILURE, NO_SUBSCRIBERS, PubackClient, reason
 from hub.fleet.outbox import Backlog, Batch, FleetReader
 from hub.ledger.changes import Changes
 from hub.ledger.models import LedgerError
@@ -97,6 +92,7 @@ class FleetCounters:
     alert_states: int = 0
     snapshots: int = 0
     refused: dict[str, int] = field(default_factory=dict)  # kind -> PUBACKs with a failure reason code
+    untaken: dict[str, int] = field(default_factory=dict)  # kind -> PUBACKs 0x10: no subscriber took it (kept)
     rewinds: int = 0
     cursor_writes: int = 0
 
@@ -366,6 +362,15 @@ class FleetPublisher:
         """A PUBACK at the head of its kind: what it acknowledges. False when the broker refused it."""
         code = flight.ack.result()
         batch = flight.batch
+        if code == NO_SUBSCRIBERS and kind in self._holds:
+            # A success in MQTT, but nobody took it: central is away without a session, or the broker lost central's
+            # shared subscription (Mosquitto does not persist those across its restart). Kept, published again.
+            self.counters.untaken[kind] = self.counters.untaken.get(kind, 0) + 1
+            self.last_error = f"no subscriber took {kind} on {self.topic(batch.kind)} (central away?): kept"
+            delay = self._holds[kind].refused(asyncio.get_running_loop().time())
+            level = logging.INFO if self.counters.untaken[kind] > 1 else logging.WARNING
+            log.log(level, "fleet: %s, published again in %.0f s", self.last_error, delay)
+            return False
         if code >= FAILURE:
             self.counters.refused[kind] = self.counters.refused.get(kind, 0) + 1
             why = reason(code)
@@ -472,6 +477,7 @@ class FleetPublisher:
             "published": {"movements": self.counters.movements, "batches": self.counters.movement_batches,
                           "alert_states": self.counters.alert_states, "snapshots": self.counters.snapshots},
             "refused": dict(self.counters.refused),
+            "untaken": dict(self.counters.untaken),
             "rewinds": self.counters.rewinds,
             "last_error": self.last_error,
         }  # fmt: skip
