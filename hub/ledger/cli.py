@@ -90,7 +90,10 @@ def _this_hub(args: argparse.Namespace) -> tuple[str | None, str | None]:
 
 
 def _backup(args: argparse.Namespace) -> int:
-
+    raw, args.dest = args.dest, Path(args.dest)
+    if raw.endswith(("/", os.sep)) and not args.dest.is_dir():  # Path() drops the slash: "into a directory" meant
+        _err(f"{raw}: no such directory")
+        return EXIT_REFUSED
     hub_id, problem = _this_hub(args)
     if problem is not None:
         _err(problem)
@@ -149,6 +152,7 @@ def _restore(args: argparse.Namespace) -> int:
         _err(problem)
         return EXIT_REFUSED
     encrypted: dict[str, Any] = {}
+    previous = Path(f"{args.db}.bak") if Path(args.db).exists() else None  # a restore into a new path replaces none
     try:
         if args.identity is not None:
             check = None if args.other_hub else hub_id
@@ -172,7 +176,7 @@ def _restore(args: argparse.Namespace) -> int:
     except (RestoreRefused, LedgerBusy) as exc:
         _err(f"restore refused: {exc}")
         return EXIT_REFUSED
-    details = {"source": str(args.src), "movements": info.movements, "previous_kept_as": f"{args.db}.bak",
+    details = {"source": str(args.src), "movements": info.movements, "previous_kept_as": previous and str(previous),
                "incarnation": info.incarnation, **encrypted}  # fmt: skip
 
     async def record() -> None:  # in the restored ledger's own trail: it was replaced by a backup, by whom, from where
@@ -181,8 +185,8 @@ def _restore(args: argparse.Namespace) -> int:
 
     asyncio.run(record())
     print(
-        f"restored {args.src} -> {info.path} ({info.movements} movements, ledger incarnation {info.incarnation}); "
-        f"the previous file is {args.db}.bak"
+        f"restored {args.src} -> {info.path} ({info.movements} movements, ledger incarnation {info.incarnation})"
+        + (f"; the previous file is {previous}" if previous is not None else "")
     )
     return EXIT_OK
 
@@ -384,7 +388,7 @@ def add_ledger_parser(sub: Any) -> None:
     cmd("init", "create the ledger database, or upgrade it to this version's schema", _init)
 
     p = cmd("backup", "online backup (safe while the hub runs) to DEST (a file, or a directory)", _backup)
-    p.add_argument("dest", type=Path, metavar="DEST")
+    p.add_argument("dest", metavar="DEST")  # a str: a trailing slash (a directory meant) must survive parsing
     p.add_argument(
         "--encrypt-to",
         action="append",
