@@ -637,7 +637,8 @@ async def test_a_hub_restored_from_an_older_backup_loses_nothing_here_and_counts
         assert len(h.problems) == 2
         text = "\n".join(format_report([h], t + 20_000))
         assert (
-            "s1: unknown, last contact 10 s ago, 35 movement(s), incarnation 2, complete to 27: 9 movement(s)" in text
+            "s1: unknown, last contact 10 s ago, 35 movement(s), incarnation 2, complete to 27: 9 book movement(s)"
+            in text
         )
         assert "lost at the store: incarnation 1 movement 21: sale -1 COLA-330 at shelf:A1 (ref:21, leg 0)" in text
         assert "not stored: incarnation 2 movement 27 (ref:29, leg 0: +5 COLA-330 at shelf:A1) is held by " in text

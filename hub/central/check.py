@@ -49,10 +49,11 @@ SELECT a.incarnation, a.id, a.kind, a.cause_key, a.status, a.opened_ms FROM aler
 WHERE a.hub_id = $1 AND {LOST_ALERT.format(life="$2")} ORDER BY a.incarnation, a.id LIMIT 20
 """
 
-# movements of older incarnations ({life}: the current one) that no movement of the current one matched
+# book movements of older incarnations ({life}: the current one) that no movement of the current one matched (the
+# sensor observations are not: the restored hub re-books what its nodes' counters say it missed as a sensor gap)
 _LOST = """
 SELECT o.incarnation, o.id, o.ts_ms, o.sku, o.location, o.qty, o.reason, o.source_ref, o.leg FROM movements o
-WHERE o.hub_id = $1 AND o.incarnation < {life} AND NOT EXISTS (
+WHERE o.hub_id = $1 AND o.incarnation < {life} AND o.location NOT LIKE 'sensor:%' AND NOT EXISTS (
     SELECT 1 FROM movement_matches x WHERE x.hub_id = o.hub_id AND x.incarnation = {life}
     AND x.held_incarnation = o.incarnation AND x.held_id = o.id AND x.same)
 """
@@ -133,8 +134,8 @@ class HubReport:
             out.append(f"movements {a}..{b} not received yet")
         if self.lost:
             out.append(
-                f"{self.lost} movement(s) of an earlier incarnation lost at the store, kept here (book them again "
-                "there under their source_ref)"
+                f"{self.lost} book movement(s) of an earlier incarnation lost at the store, kept here (send them"
+                " again from the POS / WMS with the same ids, or book them by hand)"
             )
         if self.lost_alerts:
             out.append(f"{self.lost_alerts} unresolved alert(s) of an earlier incarnation lost at the store")
