@@ -28,7 +28,8 @@ What the tables hold (README.md beside this file has the operator's view):
   movement whose ``(incarnation, id)`` another movement holds (an incarnation used twice). So central knows which
   of its movements the current incarnation has, and nothing a hub sent is dropped unseen.
 * ``stock``: per hub, SKU and location, the sum of the stored movements' quantities, updated in the same statement
-  as the movements that actually inserted (``book_stock`` / ``observed_stock`` split it as the hub does). Reading
+  as the movements that actually inserted (``book_stock`` reads its book locations; ``observed_stock`` is the lanes'
+  counts of each hub's latest snapshot). Reading
   stock per SKU per store is one index range, whatever the number of movements. After a restore it still counts
   the movements lost at the store (``central check`` lists them) until they are booked there again.
 * ``movement_ranges``: per hub and incarnation, the id ranges received (merged; one row per run of ids).
@@ -146,8 +147,6 @@ _V1_CENTRAL = (
         PRIMARY KEY (hub_id, sku, location)
     )""",
     "CREATE VIEW book_stock AS SELECT hub_id, sku, location, qty FROM stock WHERE location NOT LIKE 'sensor:%'",
-    "CREATE VIEW observed_stock AS SELECT hub_id, substr(location, 8) AS lane_id, sku, qty FROM stock"
-    " WHERE location LIKE 'sensor:%'",
     """CREATE TABLE movement_ranges (
         hub_id text NOT NULL REFERENCES hubs(hub_id),
         incarnation bigint NOT NULL,
@@ -206,6 +205,11 @@ _V1_CENTRAL = (
         ts_ms bigint,
         PRIMARY KEY (hub_id, lane_id)
     )""",
+    # what each hub's lanes count now, as the hub itself says (its snapshot): not the sum of the sensor movements
+    # central holds, which after a restore has both the picks lost with the old ledger and the gap the restored
+    # hub booked for them
+    "CREATE VIEW observed_stock AS SELECT hub_id, lane_id, sku, count AS qty FROM snapshot_lanes"
+    " WHERE count IS NOT NULL",
     """CREATE TABLE snapshot_nodes (
         hub_id text NOT NULL REFERENCES hubs(hub_id),
         node_id bigint NOT NULL,
