@@ -46,6 +46,11 @@ log = logging.getLogger("hub.central")
 AfterCommit = Callable[[Sequence[Delivery], Outcome], Awaitable[None]]
 
 
+# A consumer frozen inside its transaction (a stopped VM, a debugger) holds its hubs' rows: the server ends such a
+# session after a minute, and a consumer waiting for another's rows gives up after 30 s and tries again.
+_SESSION = {"idle_in_transaction_session_timeout": "60s", "lock_timeout": "30s"}
+
+
 class CentralUnavailable(RuntimeError):
     """The ``central`` extra (asyncpg) is not installed."""
 
@@ -283,7 +288,9 @@ class Consumer:
         where = self.cfg.database.display()
         while True:
             try:
-                db: asyncpg.Connection = await self._asyncpg.connect(**self.cfg.database.connect_kwargs())
+                db: asyncpg.Connection = await self._asyncpg.connect(
+                    **self.cfg.database.connect_kwargs(), server_settings=_SESSION
+                )
             except (OSError, TimeoutError, self._asyncpg.PostgresError, self._asyncpg.InterfaceError) as exc:
                 self.stats.db_errors += 1
                 log.warning("PostgreSQL %s: cannot connect: %s; again in %.1f s", where, exc, delay)
