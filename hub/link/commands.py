@@ -111,6 +111,9 @@ class PendingCommand:
     def fail(self, exc: CommandError) -> None:
         if self.future is not None and not self.future.done():
             self.future.set_exception(exc)
+            # retrieved here: whoever awaits it still gets it, and a future nobody awaits any more (its job was
+            # cancelled as the hub stops) is not logged as an error when it is collected
+            self.future.exception()
 
 
 class CommandQueue:

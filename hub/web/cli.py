@@ -35,13 +35,11 @@ from hub.web.db import open_ro
 def _read_password(args: argparse.Namespace) -> str:
     if args.password_stdin:
         return sys.stdin.readline().rstrip("\r\n")
-    if not sys.stdin.isatty():  # getpass would fall back to stdin, echo a warning and end in EOFError
-        raise LedgerError("no terminal to ask for the password on: give it with --password-stdin (its first line)")
-    try:
+    try:  # without a terminal getpass reads stdin, and ends in EOFError when it is empty
         first = getpass.getpass("Password: ")
         again = getpass.getpass("Password (again): ")
     except EOFError:
-        raise LedgerError("no password given (end of input): give it with --password-stdin") from None
+        raise LedgerError("no terminal to ask for the password on: give it with --password-stdin") from None
     if again != first:
         raise LedgerError("the passwords differ")
     return first
