@@ -9,32 +9,21 @@ cookie (``accounts.end_sessions``).
 
 from __future__ import annotations
 
-from typing import cast
-
-from flask import Blueprint, Flask, current_app, flash, g, redirect, render_template, request, session, url_for
+from flask import Blueprint, current_app, flash, g, redirect, render_template, request, session, url_for
 from werkzeug.wrappers.response import Response
 
 from hub.central.web.accounts import end_sessions, get_user, recent_failures, record_login
 from hub.central.web.pg import get_database
 from hub.web.access import public
-from hub.web.accounts.login import _KeyLocks, _safe_next
+from hub.web.accounts.login import _safe_next, _state  # the per-app locks and unknown-user counts
 from hub.web.accounts.users import (
     THROTTLE_FAILURES,
     THROTTLE_WINDOW_MS,
     USERNAME_RE,
-    UnknownUserFailures,
     verify,
 )
 
 bp = Blueprint("auth", __name__)
-_STATE = "smartshelf_central_login"
-
-
-def _state(app: Flask) -> tuple[_KeyLocks, UnknownUserFailures]:
-    state = app.extensions.get(_STATE)
-    if state is None:
-        state = app.extensions.setdefault(_STATE, (_KeyLocks(), UnknownUserFailures()))
-    return cast(tuple[_KeyLocks, UnknownUserFailures], state)
 
 
 @bp.route("/login", methods=["GET", "POST"])
