@@ -1,6 +1,6 @@
 """Off-site backups (issue 14 §3): scheduled backups encrypted with age to public keys and shipped off the Pi;
 restore with the identity; wrong keys and damaged files refused; an unwritable destination never breaks the local
-backup and is caught up once it is writable; off-site retention."""
+backup and is caught up once it is writable; off-site retention. (Who signed a backup: test_backup_signing.py.)"""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from hub.config import ConfigError, load_config
 from hub.ledger import LedgerService, OffsitePolicy, RestoreRefused, Sku, encrypted_backup, restore_encrypted
 from hub.ledger.agefile import PAYLOAD_MAGIC, Manifest, encrypt_to, generate_identity, sha256_of
 from hub.ledger.backup import BackupPolicy, backup_database, list_backups, scheduled_backup
+from hub.ledger.backup_signing import Signature, Trusted, fingerprint, read_signing_key, signing_key
 from hub.ledger.offsite import OFFSITE_NAME_RE, OtherHubsBackup, ShipFailed, list_offsite, ship
 from hub.schema import MIGRATIONS
 from hub.service import HubService
@@ -127,6 +128,8 @@ async def test_a_hub_ships_encrypted_backups_off_site_and_they_restore(
     backups = list_backups(local)
     shipped = list_offsite(share, "store-042")
     assert 1 <= len(backups) <= 3 and len(shipped) == 2  # local keep 3, off-site keep 2
+    hub_key = tmp_path / "state" / "hub.db.backup-signing.key"  # made on first need, beside the ledger, private
+    assert mode(hub_key) == 0o600 and read_signing_key(hub_key).public in hub_key.read_text()
     assert sorted(p.name for p in share.iterdir()) == [p.name for p in shipped]  # no temporary file left
     for p in shipped:
         data = p.read_bytes()
@@ -138,10 +141,12 @@ async def test_a_hub_ships_encrypted_backups_off_site_and_they_restore(
 
     newest = shipped[-1]
     identity = x25519.Identity.from_str(key.read_text().splitlines()[-1])
-    payload = pyrage.decrypt(newest.read_bytes(), [identity])  # what `age -d -i key FILE | tail -n +3` gives
+    payload = pyrage.decrypt(newest.read_bytes(), [identity])  # what `age -d -i key FILE | tail -n +4` gives
     local_twin = local / f"smartshelf-{OFFSITE_NAME_RE.fullmatch(newest.name)['stamp']}.db"  # type: ignore[index]
-    assert payload.split(b"\n", 2)[2] == local_twin.read_bytes()
-    manifest = Manifest.parse(payload.split(b"\n", 2)[1])
+    magic, manifest_line, signature_line, ledger_bytes = payload.split(b"\n", 3)
+    assert magic + b"\n" == PAYLOAD_MAGIC and ledger_bytes == local_twin.read_bytes()
+    manifest = Manifest.parse(manifest_line)
+    assert Signature.parse(signature_line).signer == read_signing_key(hub_key).public
     assert (manifest.hub, manifest.movements, manifest.incarnation) == ("store-042", len(live[0]), 1)
     assert manifest.sha256 == sha256_of(local_twin)[0]
 
@@ -152,6 +157,7 @@ async def test_a_hub_ships_encrypted_backups_off_site_and_they_restore(
     rc, out, err = await asyncio.to_thread(run, capsys, *argv)  # the CLI runs its own event loop
     assert (rc, err) == (0, ""), err
     assert f"backup of hub 'store-042', taken {manifest.taken}: {manifest.movements} movements" in out
+    assert f"(this hub's key {hub_key})" in out  # the Pi is still there: its own key vouches for its backups
     assert ledger_state(restored) == live  # the same movements and balances
     assert mode(restored) == 0o600
     assert [p.name for p in restored.parent.iterdir() if "decrypted" in p.name] == []
@@ -187,9 +193,19 @@ def sealed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     public = generate_identity(right)
     generate_identity(wrong)
     (d / "out").mkdir()
-    shipped = encrypted_backup(d / "src.db", d / "out", [public], hub_id="store-7")
+    shipped = encrypted_backup(d / "src.db", d / "out", [public], hub_id="store-7", signing_key=d / "signing.key")
     assert shipped.path.stat().st_size > 3 * 65536
-    return {"db": d / "src.db", "age": shipped.path, "right": right, "wrong": wrong, "dir": d}
+    return {"db": d / "src.db", "age": shipped.path, "right": right, "wrong": wrong, "dir": d, "key": d / "signing.key"}
+
+
+def signer_of(sealed: dict[str, Path]) -> str:
+    return read_signing_key(sealed["key"]).public
+
+
+def trusting(sealed: dict[str, Path]) -> Trusted:
+    trusted = Trusted()
+    trusted.add([signer_of(sealed)], "the test")
+    return trusted
 
 
 def _target(tmp_path: Path) -> tuple[Path, bytes]:
@@ -246,7 +262,7 @@ def _reseal(sealed: dict[str, Path], damage: Callable[[sqlite3.Connection], obje
     out = work.with_suffix(".age")
     public = x25519.Identity.from_str(sealed["right"].read_text().splitlines()[-1]).to_public()
     with open(work, "rb") as f, open(out, "wb") as o:
-        encrypt_to(f, manifest, o, [public])
+        encrypt_to(f, manifest, o, [public], signing_key(sealed["key"])[0])
     return out.read_bytes()
 
 
@@ -281,11 +297,12 @@ def test_restore_refuses_and_leaves_the_ledger_alone(
     identity = sealed["wrong" if case == "wrong identity" else "right"]
     db, before = _target(tmp_path)
     with pytest.raises(RestoreRefused, match=message.replace("(", r"\(").replace(")", r"\)")) as refused:
-        restore_encrypted(src, db, identity=identity, migrations=MIGRATIONS)
+        restore_encrypted(src, db, identity=identity, migrations=MIGRATIONS, signers=trusting(sealed))
     assert len(str(refused.value).splitlines()) == 1
     assert db.read_bytes() == before and not Path(f"{db}.bak").exists()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no plaintext left
-    rc, _, err = run(capsys, "ledger", "restore", "--identity", str(identity), str(src), "--db", str(db))
+    signer = ("--signer", signer_of(sealed))
+    rc, _, err = run(capsys, "ledger", "restore", "--identity", str(identity), *signer, str(src), "--db", str(db))
     assert rc == 2 and err.startswith("smartshelf ledger: restore refused: ") and message in err
     assert db.read_bytes() == before
 
@@ -296,17 +313,21 @@ def test_the_identity_file_must_be_private_and_an_identity(tmp_path: Path, seale
     shutil.copy(sealed["right"], loose)
     loose.chmod(0o644)
     with pytest.raises(RestoreRefused, match=r"key.txt: holds an age identity .* readable by other users.*chmod 600"):
-        restore_encrypted(sealed["age"], db, identity=loose, migrations=MIGRATIONS)
+        restore_encrypted(sealed["age"], db, identity=loose, migrations=MIGRATIONS, signers=trusting(sealed))
     loose.write_text("ssh-ed25519 AAAA... not an age key\n")
     loose.chmod(0o600)
     with pytest.raises(RestoreRefused, match=r"key.txt:1: not an age identity"):
-        restore_encrypted(sealed["age"], db, identity=loose, migrations=MIGRATIONS)
+        restore_encrypted(sealed["age"], db, identity=loose, migrations=MIGRATIONS, signers=trusting(sealed))
     with pytest.raises(RestoreRefused, match="no such identity file"):
-        restore_encrypted(sealed["age"], db, identity=tmp_path / "missing.txt", migrations=MIGRATIONS)
+        restore_encrypted(
+            sealed["age"], db, identity=tmp_path / "missing.txt", migrations=MIGRATIONS, signers=trusting(sealed)
+        )
     assert db.read_bytes() == before
-    info, manifest = restore_encrypted(sealed["age"], db, identity=sealed["right"], migrations=MIGRATIONS)
-    assert ledger_state(db) == ledger_state(sealed["db"]) and manifest.hub == "store-7"
-    assert info.movements == manifest.movements == 401
+    done = restore_encrypted(
+        sealed["age"], db, identity=sealed["right"], migrations=MIGRATIONS, signers=trusting(sealed)
+    )
+    assert ledger_state(db) == ledger_state(sealed["db"]) and done.manifest.hub == "store-7"
+    assert done.info.movements == done.manifest.movements == 401 and done.verdict.signer == signer_of(sealed)
 
 
 # ---------------------------------------------------------------------------------- failures to ship, retention
@@ -317,7 +338,8 @@ async def test_an_unwritable_destination_never_breaks_the_local_backup(
 ) -> None:
     public = generate_identity(tmp_path / "key.txt")
     local, share = tmp_path / "backups", tmp_path / "share" / "hub"  # the share is not mounted yet
-    policy = BackupPolicy(local, interval_s=0.1, keep=50, offsite=OffsitePolicy(share, (public,), 50, "h1"))
+    offsite = OffsitePolicy(share, (public,), 50, "h1", signing_key=tmp_path / "signing.key")
+    policy = BackupPolicy(local, interval_s=0.1, keep=50, offsite=offsite)
     caplog.set_level(logging.INFO, logger="hub.ledger")
     failed: list[str] = []
 
@@ -357,7 +379,9 @@ async def test_an_unwritable_destination_never_breaks_the_local_backup(
     assert set(failed) <= set(local_names) and len(local_names) >= 3  # local backups went on throughout
     restored = tmp_path / "restored.db"
     newest = list_offsite(share, "h1")[-1]
-    restore_encrypted(newest, restored, identity=tmp_path / "key.txt", migrations=MIGRATIONS)
+    trusted = Trusted()
+    trusted.add([read_signing_key(tmp_path / "signing.key").public], "the test")
+    restore_encrypted(newest, restored, identity=tmp_path / "key.txt", migrations=MIGRATIONS, signers=trusted)
     assert ledger_state(restored) == ledger_state(tmp_path / "live.db")
 
 
@@ -372,7 +396,7 @@ def test_off_site_retention_keeps_n_of_this_hub_and_nothing_else_is_touched(tmp_
     stale = share / ".smartshelf-h1-20200101T000000.000Z.db.age.tmp-99"
     stale.write_text("left by a crash")
     os.utime(stale, (time.time() - 2 * 86400,) * 2)
-    policy = OffsitePolicy(share, (public,), keep=3, hub_id="h1")
+    policy = OffsitePolicy(share, (public,), keep=3, hub_id="h1", signing_key=tmp_path / "signing.key")
     local_policy = BackupPolicy(local, keep=10)
     t0 = datetime(2025, 11, 27, 10, 0, tzinfo=UTC)
     for n in range(5):
@@ -387,7 +411,7 @@ def test_off_site_retention_keeps_n_of_this_hub_and_nothing_else_is_touched(tmp_
     assert [p.name for p in ours] == [f"smartshelf-h1-20251127T{h:02d}0000.000Z.db.age" for h in (14, 15, 16)]
     assert sorted(p.name for p in share.iterdir()) == sorted([*others, *(p.name for p in ours)])
 
-    policy_bad = OffsitePolicy(share / "missing", (public,), keep=3, hub_id="h1")
+    policy_bad = OffsitePolicy(share / "missing", (public,), keep=3, hub_id="h1", signing_key=policy.signing_key)
     with pytest.raises(ShipFailed, match="no such directory"):
         ship(local, policy_bad)
 
@@ -424,8 +448,14 @@ def test_an_operator_can_take_an_encrypted_backup_now(tmp_path: Path, capsys: py
     by_file = ("--recipients-file", str(recipients), "--hub-id", "store-1")
     rc, out, _ = run(capsys, "ledger", "backup", "--db", str(db), *by_file, str(made))
     assert rc == 0 and str(made) in out  # to a file name: replaced atomically
+    hub_key = db.with_name("shop.db.backup-signing.key")  # the hub's, beside its ledger, made on first need
+    signer = read_signing_key(hub_key).public
+    assert mode(hub_key) == 0o600 and f"signed by {fingerprint(signer)})" in out
     restored = tmp_path / "restored.db"
-    rc, out, err = run(capsys, "ledger", "restore", "--identity", str(key), str(made), "--db", str(restored))
+    restore = ("ledger", "restore", "--identity", str(key), str(made), "--db", str(restored))
+    rc, _, err = run(capsys, *restore)  # another path: no key of a hub there, and none given
+    assert rc == 2 and "which is not trusted: give --signer with the key recorded for this hub" in err
+    rc, out, err = run(capsys, *restore, "--signer", signer)
     assert rc == 0 and "backup of hub 'store-1', taken " in out
     assert "NOTE: a backup of hub 'store-1', not checked against this hub" in err  # no hub id given: shown
     assert ledger_state(restored) == ledger_state(db)
@@ -520,13 +550,28 @@ def test_restore_refuses_another_hubs_backup_unless_told(
 ) -> None:
     db, before = _target(tmp_path)
     with pytest.raises(OtherHubsBackup, match="is a backup of hub 'store-7', not of this hub 'store-8'") as refused:
-        restore_encrypted(sealed["age"], db, identity=sealed["right"], migrations=MIGRATIONS, hub_id="store-8")
+        restore_encrypted(
+            sealed["age"],
+            db,
+            identity=sealed["right"],
+            migrations=MIGRATIONS,
+            signers=trusting(sealed),
+            hub_id="store-8",
+        )
     assert len(str(refused.value).splitlines()) == 1 and refused.value.manifest.hub == "store-7"
     assert db.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
     fleet = '[fleet]\nhub_id = "store-8"\nhost = "127.0.0.1"\ntls = false\npassword = "pw"\n'
     other = _config(tmp_path, f'[hub]\ndatabase = "{db.name}"\n\n{fleet}')  # --config also gives --db
-    restore = ("ledger", "restore", "--identity", str(sealed["right"]), str(sealed["age"]))
+    restore = (
+        "ledger",
+        "restore",
+        "--identity",
+        str(sealed["right"]),
+        str(sealed["age"]),
+        "--signer",
+        signer_of(sealed),
+    )
     for given in (("--config", str(other)), ("--hub-id", "store-8", "--db", str(db))):
         rc, out, err = run(capsys, *restore, *given)
         assert rc == 2 and "backup of hub 'store-7', taken " in out and "401 movements" in out
@@ -542,7 +587,8 @@ def test_restore_refuses_another_hubs_backup_unless_told(
     (details,) = conn.execute("SELECT details FROM audit WHERE action = 'restore'").fetchone()
     conn.close()
     assert json.loads(details)["encrypted"] | {"sha256": ""} == {
-        "hub": "store-7", "taken": refused.value.manifest.taken, "sha256": "", "this_hub": "store-8"
+        "hub": "store-7", "taken": refused.value.manifest.taken, "sha256": "", "this_hub": "store-8",
+        "signer": signer_of(sealed), "trusted_by": "--signer",
     }  # fmt: skip
 
     same = _config(tmp_path, f'[hub]\ndatabase = "{db.name}"\n\n{fleet.replace("store-8", "store-7")}')

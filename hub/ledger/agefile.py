@@ -3,13 +3,17 @@
 An encrypted backup is one age file (X25519 recipients, ``age1...``). Its plaintext is a small header and the SQLite
 backup itself::
 
-    smartshelf-backup 1\\n
+    smartshelf-backup 2\\n
     {"hub": "store-042", "incarnation": 1, "movements": 1234, "schema_version": 14, "sha256": "…",
      "size": 98304, "taken": "20251127T100000.000Z"}\\n
+    {"sig": "<Ed25519 signature of the line above, base64>", "signer": "ed25519:..."}\\n
     <the SQLite file, exactly ``size`` bytes, whose SHA-256 is ``sha256``>
 
-so ``age -d -i key.txt FILE.db.age | tail -n +3 > ledger.db`` recovers the ledger with the age tools alone, and a
-restore checks the bytes it wrote against the hash that travelled, encrypted, with them.
+so ``age -d -i key.txt FILE.db.age | tail -n +4 > ledger.db`` recovers the ledger with the age tools alone, and a
+restore checks the bytes it wrote against the hash that travelled, encrypted, with them. The signature line is the
+hub's (``hub.ledger.backup_signing``: age says nothing about who encrypted a file); a restore judges it as soon as
+the header is decrypted, before any of the ledger is written. Format 1 (``smartshelf-backup 1``, no signature line,
+``tail -n +3``) is what hubs wrote before backups were signed: read, and refused as unsigned unless told.
 
 * Streaming: ``pyrage.encrypt_io`` / ``decrypt_io`` take Python readers and writers and move 8 KiB reads / 64 KiB
   chunks, so a large ledger is never held in memory, and they let other threads run between chunks
@@ -26,7 +30,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,12 +39,15 @@ from typing import Any, BinaryIO
 import pyrage  # type: ignore[import-untyped]
 from pyrage import x25519
 
+from hub.ledger.backup_signing import MAX_SIGNATURE_LINE, Signature, SignerRefused, SigningKey
 from hub.ledger.models import LedgerError
 from hub.private_files import ExposedSecret, check_private, open_private
 
 AGE_MAGIC = b"age-encryption.org/v1\n"
 AGE_ARMOR = b"-----BEGIN AGE ENCRYPTED FILE-----"
-PAYLOAD_MAGIC = b"smartshelf-backup 1\n"
+PAYLOAD_MAGIC = b"smartshelf-backup 2\n"  # manifest, signature, ledger
+UNSIGNED_MAGIC = b"smartshelf-backup 1\n"  # manifest, ledger: before backups were signed
+MAGIC_LEN = len(PAYLOAD_MAGIC)
 MAX_MANIFEST = 4096
 CHUNK = 1 << 16
 IDENTITY_HOLDS = "an age identity (the key that decrypts off-site backups)"
@@ -62,9 +69,10 @@ class Manifest:
     movements: int
     incarnation: int | None = None  # the ledger's (hub.ledger.identity); absent in older backups and schemas
 
-    def header(self) -> bytes:
+    def line(self) -> bytes:
+        """The manifest as it travels (and is signed): one line of JSON, without its newline."""
         fields = {k: v for k, v in asdict(self).items() if v is not None}
-        return PAYLOAD_MAGIC + json.dumps(fields, sort_keys=True).encode() + b"\n"
+        return json.dumps(fields, sort_keys=True).encode()
 
     @classmethod
     def parse(cls, line: bytes) -> Manifest:
@@ -72,8 +80,10 @@ class Manifest:
         fields = {k: data[k] for k in ("hub", "taken", "size", "sha256", "schema_version", "movements")}
         if not (isinstance(fields["size"], int) and re.fullmatch(r"[0-9a-f]{64}", str(fields["sha256"]))):
             raise ValueError("bad size or sha256")
-        if not isinstance(fields["hub"], str):
-            raise ValueError("bad hub")
+        if not (isinstance(fields["hub"], str) and isinstance(fields["taken"], str)):
+            raise ValueError("bad hub or time")
+        if not (isinstance(fields["schema_version"], int) and isinstance(fields["movements"], int)):
+            raise ValueError("bad schema version or movements")
         incarnation = data.get("incarnation")
         if incarnation is not None and not isinstance(incarnation, int):
             raise ValueError("bad incarnation")
@@ -172,11 +182,26 @@ def sha256_of(path: Path) -> tuple[str, int]:
     return h.hexdigest(), size
 
 
+@dataclass(frozen=True)
+class Header:
+    """A decrypted backup's header: its manifest, the manifest's bytes as they travelled (what was signed) and its
+    signature (None: format 1, unsigned)."""
+
+    manifest: Manifest
+    manifest_line: bytes
+    signature: Signature | None
+
+
+def header_bytes(manifest: Manifest, key: SigningKey) -> bytes:
+    line = manifest.line()
+    return PAYLOAD_MAGIC + line + b"\n" + key.sign(line).line() + b"\n"
+
+
 class _Payload:
     """A reader for ``encrypt_io``: the header, then the file, checked to be ``manifest.size`` bytes."""
 
-    def __init__(self, manifest: Manifest, f: BinaryIO) -> None:
-        self.head, self.f, self.left = manifest.header(), f, manifest.size
+    def __init__(self, manifest: Manifest, key: SigningKey, f: BinaryIO) -> None:
+        self.head, self.f, self.left = header_bytes(manifest, key), f, manifest.size
 
     def read(self, n: int = -1) -> bytes:
         n = CHUNK if n is None or n < 0 else n
@@ -190,10 +215,11 @@ class _Payload:
         return block
 
 
-def encrypt_to(src: BinaryIO, manifest: Manifest, out: BinaryIO, to: Sequence[Any]) -> None:
-    """Stream header + ``src`` encrypted to the recipients ``to`` into ``out`` (which the caller fsyncs)."""
+def encrypt_to(src: BinaryIO, manifest: Manifest, out: BinaryIO, to: Sequence[Any], key: SigningKey) -> None:
+    """Stream the header (``manifest`` signed with ``key``) + ``src`` encrypted to the recipients ``to`` into ``out``
+    (which the caller fsyncs)."""
     try:
-        pyrage.encrypt_io(_Payload(manifest, src), out, list(to))
+        pyrage.encrypt_io(_Payload(manifest, key, src), out, list(to))
     except pyrage.EncryptError as exc:  # errors of our reader / writer arrive as EncryptError("OSError: ...")
         raise AgeRefused(f"encryption failed: {_line(exc)}") from None
 
@@ -208,29 +234,39 @@ class _NotOurs(Exception):
 
 
 class _Unpack:
-    """A writer for ``decrypt_io``: takes the header off and writes the SQLite file to ``out``, hashing it."""
+    """A writer for ``decrypt_io``: takes the header off, shows it to ``check`` (which raises to refuse the backup
+    before any of its ledger is written), then writes the SQLite file to ``out``, hashing it."""
 
-    def __init__(self, out: BinaryIO) -> None:
-        self.out, self.head, self.hash, self.size = out, b"", hashlib.sha256(), 0
-        self.manifest: Manifest | None = None
+    def __init__(self, out: BinaryIO, check: Callable[[Header], None]) -> None:
+        self.out, self.check, self.head, self.hash, self.size = out, check, b"", hashlib.sha256(), 0
+        self.header: Header | None = None
 
     def write(self, data: bytes) -> int:
-        if self.manifest is not None:
+        if self.header is not None:
             self._body(data)
             return len(data)
         self.head += bytes(data)
-        if not (self.head.startswith(PAYLOAD_MAGIC) or PAYLOAD_MAGIC.startswith(self.head)):
+        magic = self.head[:MAGIC_LEN]
+        if not any(m.startswith(magic) for m in (PAYLOAD_MAGIC, UNSIGNED_MAGIC)):
             raise _NotOurs
-        end = self.head.find(b"\n", len(PAYLOAD_MAGIC))
-        if end < 0:
-            if len(self.head) > len(PAYLOAD_MAGIC) + MAX_MANIFEST:
-                raise _NotOurs
-            return len(data)
+        lines = 2 if magic == PAYLOAD_MAGIC else 1
+        parts = self.head[MAGIC_LEN:].split(b"\n", lines)
+        if len(parts) == 1 and len(parts[0]) > MAX_MANIFEST:
+            raise _NotOurs
+        if len(parts) <= lines and not (len(parts) == 2 and len(parts[1]) > MAX_SIGNATURE_LINE):
+            return len(data)  # the header is not all here yet (a signature line too long to be one is judged now)
         try:
-            self.manifest = Manifest.parse(self.head[len(PAYLOAD_MAGIC) : end])
+            manifest = Manifest.parse(parts[0])
         except (ValueError, KeyError, TypeError):
             raise _NotOurs from None
-        self._body(self.head[end + 1 :])
+        try:
+            signature = Signature.parse(parts[1]) if lines == 2 else None
+        except (ValueError, TypeError):
+            raise SignerRefused("its signature line is missing or damaged: nothing proves who made it") from None
+        header = Header(manifest, parts[0], signature)
+        self.check(header)
+        self.header = header
+        self._body(parts[-1])
         self.head = b""
         return len(data)
 
@@ -249,10 +285,14 @@ def is_age_file(path: Path) -> bool:
     return head.startswith(AGE_MAGIC) or head.startswith(AGE_ARMOR)
 
 
-def decrypt_to(src: Path, out: BinaryIO, identities: Sequence[Any], identity_file: Path | str) -> Manifest:
+def decrypt_to(
+    src: Path, out: BinaryIO, identities: Sequence[Any], identity_file: Path | str, check: Callable[[Header], None]
+) -> Header:
     """Decrypt the encrypted backup ``src`` into ``out`` (a private temporary file: on a refusal it holds part of
     the plaintext) and check it against its manifest; ``AgeRefused`` (one line) when it is not one, is damaged,
-    or was not encrypted to any of ``identities`` (read from ``identity_file``)."""
+    or was not encrypted to any of ``identities`` (read from ``identity_file``). ``check`` sees the header first
+    (the signature's judge): its ``SignerRefused`` becomes ``AgeRefused`` naming ``src``, before any of the ledger
+    is written."""
     if not is_age_file(src):
         with open(src, "rb") as f:
             plain = f.read(16) == b"SQLite format 3\x00"
@@ -261,10 +301,12 @@ def decrypt_to(src: Path, out: BinaryIO, identities: Sequence[Any], identity_fil
             if plain
             else f"{src}: not an age-encrypted file"
         )
-    unpack = _Unpack(out)
+    unpack = _Unpack(out, check)
     try:
         with open(src, "rb") as f:
             pyrage.decrypt_io(f, unpack, list(identities))
+    except SignerRefused as exc:
+        raise AgeRefused(f"{src}: {exc}") from None
     except _NotOurs:
         raise AgeRefused(f"{src}: decrypted, but it is not a smartshelf backup") from None
     except pyrage.DecryptError as exc:
@@ -278,13 +320,13 @@ def decrypt_to(src: Path, out: BinaryIO, identities: Sequence[Any], identity_fil
         if exc.errno is not None:  # our own writes: disk full, ...
             raise
         raise AgeRefused(f"{src}: damaged or truncated: it fails age's authentication ({_line(exc)})") from None
-    manifest = unpack.manifest
-    if manifest is None:
+    if unpack.header is None:
         raise AgeRefused(f"{src}: decrypted, but it is not a smartshelf backup (no manifest)")
+    manifest = unpack.header.manifest
     if unpack.size != manifest.size or unpack.hash.hexdigest() != manifest.sha256:
         raise AgeRefused(
             f"{src}: the decrypted ledger does not match the SHA-256 and size in its manifest "
             f"({unpack.size} bytes, {manifest.size} expected)"
         )
     out.flush()
-    return manifest
+    return unpack.header

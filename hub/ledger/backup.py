@@ -28,7 +28,7 @@ import os
 import re
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -66,12 +66,14 @@ class BackupInfo:
 class OffsitePolicy:
     """Scheduled backups also encrypted to ``recipients`` (age public keys, ``age1...``) and shipped to
     ``directory`` (a mounted share; never created by the hub) as ``smartshelf-<hub_id>-<time>.db.age``, keeping
-    the newest ``keep`` of this hub's there."""
+    the newest ``keep`` of this hub's there; each signed with the hub's key in ``signing_key`` (made on first need:
+    ``hub.ledger.backup_signing``)."""
 
     directory: Path
     recipients: tuple[str, ...]
     keep: int = 24
     hub_id: str = "hub"
+    signing_key: Path = field(kw_only=True)
 
     def __post_init__(self) -> None:
         if not self.recipients:

@@ -2,6 +2,7 @@
 
 The database is ``--db PATH``, else ``$SMARTSHELF_DB``, else ``./smartshelf.db``; its migrations (every subsystem's)
 are ``args.migrations``, set by the root command (``hub.cli``: ``hub.schema.MIGRATIONS``).
+``backup``, ``backup-key`` and ``restore`` are ``hub.ledger.backup_cli``'s.
 Exit codes: 0 ok; 2 refused (a rejected import with its per-line report on stderr, a restore refused, bad
 arguments); 1 any other failure.
 """
@@ -10,184 +11,47 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import os
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from hub.ledger import origin, schema
-from hub.ledger.agefile import (
-    AgeRefused,
-    generate_identity,
-    is_age_file,
-    public_keys,
-    read_identities,
-    recipient_problem,
+from hub.ledger.agefile import AgeRefused
+from hub.ledger.backup import RestoreRefused
+from hub.ledger.backup_cli import Refused, add_backup_commands
+from hub.ledger.backup_signing import SignerRefused
+from hub.ledger.cli_common import (
+    DB_ENV,
+    DEFAULT_DB,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_REFUSED,
+    default_actor,
+    default_db,
 )
-from hub.ledger.backup import HUB_ID_RE, RestoreRefused, backup_database, restore_database
+from hub.ledger.cli_common import err as _err
 from hub.ledger.dblock import LedgerBusy
 from hub.ledger.models import LedgerError, SchemaError, Sku
-from hub.ledger.offsite import OtherHubsBackup, encrypted_backup, restore_encrypted
 from hub.ledger.reader import LedgerReader
 from hub.ledger.service import LedgerService
 
-DEFAULT_DB = "smartshelf.db"
-DB_ENV = "SMARTSHELF_DB"
-EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
-
-
-def default_db() -> Path:
-    return Path(os.environ.get(DB_ENV) or DEFAULT_DB)
-
-
-def default_actor() -> str:
-    try:
-        user = getpass.getuser()
-    except Exception:  # no login name (containers)
-        user = "unknown"
-    return f"cli:{user}"
-
-
-def _err(message: str) -> None:
-    print(f"smartshelf ledger: {message}", file=sys.stderr)
+__all__ = [  # the shared ones (hub.ledger.cli_common) stay importable from here: other commands use them
+    "DB_ENV",
+    "DEFAULT_DB",
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_REFUSED",
+    "add_ledger_parser",
+    "default_actor",
+    "default_db",
+]
 
 
 def _init(args: argparse.Namespace) -> int:
 
     old, new = schema.open_and_migrate(args.db, args.migrations)
     print(f"{args.db}: schema version {new}" + (f" (upgraded from {old})" if old and old != new else ""))
-    return EXIT_OK
-
-
-def _this_hub(args: argparse.Namespace) -> tuple[str | None, str | None]:
-    """(this hub's id or None, a one-line problem or None): ``--hub-id``, else ``--config hub.toml``'s ``[backup]
-    hub_id``, else its ``[fleet] hub_id``. ``--config`` also gives ``--db`` (the hub's database) when it is not given.
-    """
-    hub_id, where = args.hub_id, "--hub-id"
-    if args.config is not None:  # read here: hub.config imports subsystems the ledger must not (test_ledger_schema)
-        try:
-            with open(args.config, "rb") as f:
-                top = tomllib.load(f)
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            return None, f"--config {args.config}: {exc}"
-        tables = {name: t if isinstance(t := top.get(name), dict) else {} for name in ("hub", "backup", "fleet")}
-        if args.db is None:
-            db = tables["hub"].get("database", "smartshelf.db")
-            if not isinstance(db, str):
-                return None, f"{args.config}: hub.database: must be a string"
-            args.db = args.config.parent / Path(os.path.expanduser(db))  # an absolute path stays as it is
-        for table in ("backup", "fleet") if hub_id is None else ():
-            if "hub_id" in tables[table]:
-                hub_id, where = tables[table]["hub_id"], f"{args.config}: {table}.hub_id"
-                break
-    if args.db is None:
-        args.db = default_db()
-    if hub_id is not None and not (isinstance(hub_id, str) and HUB_ID_RE.fullmatch(hub_id)):
-        return None, f"{where}: must be 1..64 of A-Z a-z 0-9 _ -, not {hub_id!r}"
-    return hub_id, None
-
-
-def _backup(args: argparse.Namespace) -> int:
-    raw, args.dest = args.dest, Path(args.dest)
-    if raw.endswith(("/", os.sep)) and not args.dest.is_dir():  # Path() drops the slash: "into a directory" meant
-        _err(f"{raw}: no such directory")
-        return EXIT_REFUSED
-    hub_id, problem = _this_hub(args)
-    if problem is not None:
-        _err(problem)
-        return EXIT_REFUSED
-    keys = list(args.encrypt_to or [])
-    if args.recipients_file is not None:
-        lines = args.recipients_file.read_text().splitlines()
-        keys += [k.strip() for k in lines if k.strip() and not k.strip().startswith("#")]
-        if not keys:
-            _err(f"{args.recipients_file}: holds no age public key (age1...)")
-            return EXIT_REFUSED
-    if not keys:
-        info = backup_database(args.db, args.dest)
-        print(f"backup written: {info.path} ({info.movements} movements, schema {info.schema_version})")
-        return EXIT_OK
-    for key in keys:
-        if (problem := recipient_problem(key)) is not None:
-            _err(f"--encrypt-to: {problem}")
-            return EXIT_REFUSED
-    if hub_id is None:
-        _err("an encrypted backup names the hub it belongs to: give --hub-id ID or --config hub.toml")
-        return EXIT_REFUSED
-    m = (shipped := encrypted_backup(args.db, args.dest, keys, hub_id=hub_id)).manifest
-    print(
-        f"encrypted backup written: {shipped.path} ({m.movements} movements, schema {m.schema_version}, "
-        f"{len(keys)} recipient{'s' if len(keys) != 1 else ''}, sha256 of the ledger {m.sha256})"
-    )
-    return EXIT_OK
-
-
-def _backup_key(args: argparse.Namespace) -> int:
-
-    if args.show:
-        for key in public_keys(read_identities(args.identity)):
-            print(key)
-        return EXIT_OK
-    try:
-        public = generate_identity(args.identity)
-    except FileExistsError:
-        _err(f"{args.identity} exists and was not replaced (its public key: backup-key --show {args.identity})")
-        return EXIT_REFUSED
-    print(public)
-    print(
-        f"{args.identity}: a new age identity (0600). Put the public key above in hub.toml's [backup] recipients; "
-        "keep the identity file OFF the Pi (a safe, a password manager): it is the only way to restore the "
-        "off-site backups, and whoever has it can read them.",
-        file=sys.stderr,
-    )
-    return EXIT_OK
-
-
-def _restore(args: argparse.Namespace) -> int:
-
-    hub_id, problem = _this_hub(args)
-    if problem is not None:
-        _err(problem)
-        return EXIT_REFUSED
-    encrypted: dict[str, Any] = {}
-    previous = Path(f"{args.db}.bak") if Path(args.db).exists() else None  # a restore into a new path replaces none
-    try:
-        if args.identity is not None:
-            check = None if args.other_hub else hub_id
-            info, m = restore_encrypted(
-                args.src, args.db, identity=args.identity, migrations=args.migrations, hub_id=check
-            )
-            print(m.describe())
-            if hub_id is None:
-                _err(f"NOTE: a backup of hub {m.hub!r}, not checked against this hub (--config hub.toml or --hub-id)")
-            elif m.hub != hub_id:
-                _err(f"WARNING: a backup of hub {m.hub!r} restored on hub {hub_id!r} (--other-hub)")
-            encrypted = {"encrypted": {"hub": m.hub, "taken": m.taken, "sha256": m.sha256, "this_hub": hub_id}}
-        elif args.src.is_file() and is_age_file(args.src):
-            raise RestoreRefused(f"{args.src} is encrypted (age): give the key with --identity FILE")
-        else:
-            info = restore_database(args.src, args.db, migrations=args.migrations)
-    except OtherHubsBackup as exc:
-        print(exc.manifest.describe())
-        _err(f"restore refused: {exc}")
-        return EXIT_REFUSED
-    except (RestoreRefused, LedgerBusy) as exc:
-        _err(f"restore refused: {exc}")
-        return EXIT_REFUSED
-    details = {"source": str(args.src), "movements": info.movements, "previous_kept_as": previous and str(previous),
-               "incarnation": info.incarnation, **encrypted}  # fmt: skip
-
-    async def record() -> None:  # in the restored ledger's own trail: it was replaced by a backup, by whom, from where
-        async with LedgerService(args.db, migrations=args.migrations, origin=origin.cli()) as ledger:
-            await ledger.record_audit(args.actor, "restore", details)
-
-    asyncio.run(record())
-    print(
-        f"restored {args.src} -> {info.path} ({info.movements} movements, ledger incarnation {info.incarnation})"
-        + (f"; the previous file is {previous}" if previous is not None else "")
-    )
     return EXIT_OK
 
 
@@ -348,24 +212,13 @@ def _ledger(args: argparse.Namespace) -> int:
 
     try:
         rc: int = args.ledger_func(args)
-    except (RestoreRefused, LedgerBusy, SchemaError, AgeRefused) as exc:
+    except (RestoreRefused, LedgerBusy, SchemaError, AgeRefused, SignerRefused, Refused) as exc:
         _err(str(exc))
         return EXIT_REFUSED
     except (LedgerError, OSError, sqlite3.Error) as exc:
         _err(str(exc))
         return EXIT_FAILED
     return rc
-
-
-def _hub_args(p: argparse.ArgumentParser, what: str) -> None:
-    p.set_defaults(db=None)  # --db, else --config's database, else $SMARTSHELF_DB / ./smartshelf.db (_this_hub)
-    p.add_argument("--hub-id", default=None, help=f"this hub's id: {what}")
-    p.add_argument(
-        "--config",
-        type=Path,
-        metavar="HUB_TOML",
-        help="this hub's hub.toml: its id ([backup] hub_id, else [fleet] hub_id) and, without --db, its database",
-    )
 
 
 def add_ledger_parser(sub: Any) -> None:
@@ -387,37 +240,7 @@ def add_ledger_parser(sub: Any) -> None:
 
     cmd("init", "create the ledger database, or upgrade it to this version's schema", _init)
 
-    p = cmd("backup", "online backup (safe while the hub runs) to DEST (a file, or a directory)", _backup)
-    p.add_argument("dest", metavar="DEST")  # a str: a trailing slash (a directory meant) must survive parsing
-    p.add_argument(
-        "--encrypt-to",
-        action="append",
-        metavar="AGE_KEY",
-        help="encrypt the backup to this age public key (age1..., repeatable): DEST gets only the encrypted file,"
-        " smartshelf-<hub id>-<time>.db.age when DEST is a directory",
-    )
-    p.add_argument("--recipients-file", type=Path, help="encrypt to the age public keys in this file, one a line")
-    _hub_args(p, "names the encrypted file and goes into its manifest (needed to encrypt)")
-
-    p = cmd("backup-key", "create an age identity for encrypted backups and print its public key", _backup_key)
-    p.add_argument("identity", type=Path, metavar="IDENTITY_FILE", help="written 0600; an existing file is kept")
-    p.add_argument("--show", action="store_true", help="print the public key(s) of an existing identity file")
-
-    p = cmd("restore", "replace the ledger with backup SRC after checking it (stop the hub first)", _restore)
-    p.add_argument("src", type=Path, metavar="SRC")
-    p.add_argument(
-        "--identity",
-        type=Path,
-        metavar="FILE",
-        help="SRC is an encrypted backup (.db.age): decrypt it with the age identity in FILE (0600)",
-    )
-    _hub_args(p, "a backup of another hub is refused (needs --identity; default: not checked, only shown)")
-    p.add_argument(
-        "--other-hub",
-        action="store_true",
-        help="restore a backup whose manifest names another hub all the same (that store's ledger, as this hub's)",
-    )
-    p.add_argument("--actor", default=default_actor(), help="who is restoring (default: cli:<login>)")
+    add_backup_commands(cmd)
 
     p = cmd(
         "import",

@@ -12,14 +12,20 @@
 * Each file is written as ``.<name>.tmp-<pid>`` beside its final name, fsynced and renamed: a half-shipped file
   never has the final name. The plaintext never leaves the Pi: it is encrypted while it is read from the local
   backup (the format and the key files: ``hub.ledger.agefile``).
-* ``encrypted_backup(db, dest, recipients)``: ``smartshelf ledger backup --encrypt-to``: an online backup into a
-  private temporary file beside the ledger, encrypted to ``dest``, the plaintext removed.
-* ``restore_encrypted(src, db, identity=..., migrations=..., hub_id=...)``: decrypts into a private temporary file
-  beside the ledger, checks it against the SHA-256 in its manifest, then restores it exactly as ``restore_database``
-  does (with every check of ``verify_backup``); a wrong key, a damaged, truncated or non-age file is refused
-  (``RestoreRefused``, one line) and the ledger is untouched. Given this hub's ``hub_id``, a backup whose manifest
-  names another hub is refused too (``OtherHubsBackup``): restored, this hub would publish that store's ledger as
-  its own. age does not say who encrypted a file: the manifest's hub is the writer's claim, not a proof.
+* Every manifest is signed with the hub's own Ed25519 key (``policy.signing_key``, made 0600 on first need, its
+  public key logged then: ``hub.ledger.backup_signing``); a key file other users can open is refused (the shipment
+  fails, one line, the local backup stays).
+* ``encrypted_backup(db, dest, recipients, hub_id=, signing_key=)``: ``smartshelf ledger backup --encrypt-to``: an
+  online backup into a private temporary file beside the ledger, encrypted (and signed) to ``dest``, the plaintext
+  removed.
+* ``restore_encrypted(src, db, identity=, migrations=, signers=, hub_id=)``: decrypts into a private temporary
+  file beside the ledger; judges the signature as soon as the header is decrypted (unsigned, not matching its
+  manifest, or by a key not in ``signers``: refused before any of the ledger is written; ``allow_unsigned`` lets
+  an unsigned, format-1 backup through), checks the ledger against the SHA-256 in the signed manifest, then
+  restores it exactly as ``restore_database`` does (with every check of ``verify_backup``); a wrong key, a
+  damaged, truncated or non-age file is refused (``RestoreRefused``, one line) and the ledger is untouched. Given
+  this hub's ``hub_id``, a backup whose manifest names another hub is refused too (``OtherHubsBackup``): restored,
+  this hub would publish that store's ledger as its own. The manifest's hub is signed, so it is the signer's word.
 """
 
 from __future__ import annotations
@@ -36,7 +42,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from hub.ledger.agefile import AgeRefused, Manifest, decrypt_to, encrypt_to, read_identities, recipients, sha256_of
+from hub.ledger.agefile import (
+    AgeRefused,
+    Header,
+    Manifest,
+    decrypt_to,
+    encrypt_to,
+    read_identities,
+    recipients,
+    sha256_of,
+)
 from hub.ledger.backup import (
     BackupError,
     BackupInfo,
@@ -46,6 +61,7 @@ from hub.ledger.backup import (
     list_backups,
     restore_database,
 )
+from hub.ledger.backup_signing import SignerRefused, SigningKey, Trusted, Verdict, fingerprint, signing_key
 from hub.ledger.identity import read_incarnation
 from hub.ledger.schema import Migration, current_version
 from hub.private_files import SQLITE_COMPANIONS, open_private
@@ -77,6 +93,14 @@ class Shipped:
     path: Path
     source: Path
     manifest: Manifest
+    signer: str  # the public key that signed it (ed25519:...)
+
+
+@dataclass(frozen=True)
+class Restored:
+    info: BackupInfo
+    manifest: Manifest
+    verdict: Verdict  # whose signature, trusted from where (or unsigned, let through)
 
 
 def stamp_now() -> str:
@@ -110,8 +134,9 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def encrypt_backup(src: Path, dest: Path, to: Sequence[str], *, hub_id: str, taken: str) -> Shipped:
-    """Encrypt the backup file ``src`` to the age public keys ``to`` as ``dest`` (tmp name, fsync, rename)."""
+def encrypt_backup(src: Path, dest: Path, to: Sequence[str], *, hub_id: str, taken: str, key: SigningKey) -> Shipped:
+    """Encrypt the backup file ``src`` to the age public keys ``to`` as ``dest`` (tmp name, fsync, rename), its
+    manifest signed with ``key``."""
     keys = recipients(to)
     digest, size = sha256_of(src)
     version, movements, incarnation = _facts(src)
@@ -121,7 +146,7 @@ def encrypt_backup(src: Path, dest: Path, to: Sequence[str], *, hub_id: str, tak
         # no fchmod (a share may refuse it): the ciphertext is no secret, 0600 only keeps it out of sight
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "wb") as out, open(src, "rb") as f:
-            encrypt_to(f, manifest, out, keys)
+            encrypt_to(f, manifest, out, keys, key)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, dest)
@@ -130,7 +155,21 @@ def encrypt_backup(src: Path, dest: Path, to: Sequence[str], *, hub_id: str, tak
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    return Shipped(dest, src, manifest)
+    return Shipped(dest, src, manifest, key.public)
+
+
+def load_signing_key(path: Path) -> SigningKey:
+    """The hub's signing key, made on first need; a new one is logged with its public key for the operator."""
+    key, made = signing_key(path)
+    if made:
+        log.warning(
+            "off-site backups: made a new backup signing key %s; its public key is %s (fingerprint %s): record it"
+            " off the Pi with the age identity, a restore needs it (restore --signer, [backup] trusted_signers)",
+            path,
+            key.public,
+            fingerprint(key.public),
+        )
+    return key
 
 
 def _warn_if_local(local_dir: Path, dest: Path) -> None:
@@ -152,14 +191,17 @@ def ship(local_dir: Path, policy: OffsitePolicy) -> list[Shipped]:
         if not dest.is_dir():
             raise ShipFailed(f"off-site backup to {dest} failed: no such directory (is the share mounted?)")
         _warn_if_local(local_dir, dest)
+        key = load_signing_key(policy.signing_key)
         present = {p.name for p in dest.iterdir()}
         for src in list_backups(local_dir)[-policy.keep :]:
             stamp = src.name.removeprefix("smartshelf-").removesuffix(".db")
             name = offsite_name(policy.hub_id, stamp)
             if name not in present:
-                shipped.append(encrypt_backup(src, dest / name, policy.recipients, hub_id=policy.hub_id, taken=stamp))
+                shipped.append(
+                    encrypt_backup(src, dest / name, policy.recipients, hub_id=policy.hub_id, taken=stamp, key=key)
+                )
         prune_offsite(dest, policy.hub_id, policy.keep)
-    except (OSError, AgeRefused, sqlite3.Error) as exc:
+    except (OSError, AgeRefused, SignerRefused, sqlite3.Error) as exc:
         done = f" ({len(shipped)} shipped before it)" if shipped else ""
         raise ShipFailed(f"off-site backup to {dest} failed{done}: {exc}") from None
     return shipped
@@ -185,18 +227,22 @@ def prune_offsite(directory: Path, hub_id: str, keep: int) -> list[Path]:
     return removed
 
 
-def encrypted_backup(db: Path | str, dest: Path | str, to: Sequence[str], *, hub_id: str) -> Shipped:
+def encrypted_backup(
+    db: Path | str, dest: Path | str, to: Sequence[str], *, hub_id: str, signing_key: Path | str
+) -> Shipped:
     """An online backup of ``db`` encrypted to ``to`` as ``dest`` (a file, or a directory for
-    ``smartshelf-<hub_id>-<time>.db.age``); the plaintext copy lives only in a private file beside ``db``."""
+    ``smartshelf-<hub_id>-<time>.db.age``), signed with the hub's key at ``signing_key`` (made on first need); the
+    plaintext copy lives only in a private file beside ``db``."""
     db, dest = Path(db), Path(dest)
-    recipients(to)  # refuse a bad key before copying anything
+    recipients(to)  # refuse a bad key (AgeRefused) ...
+    key = load_signing_key(Path(signing_key))  # ... or a signing key others can read (SignerRefused) before copying
     stamp = stamp_now()
     if dest.is_dir():
         dest = dest / offsite_name(hub_id, stamp)
     plain = db.with_name(f".{db.name}.encrypting-{os.getpid()}.db")
     try:
         backup_database(db, plain)
-        return encrypt_backup(plain, dest, to, hub_id=hub_id, taken=stamp)
+        return encrypt_backup(plain, dest, to, hub_id=hub_id, taken=stamp, key=key)
     except AgeRefused as exc:
         raise BackupError(f"{dest}: {exc}") from None
     finally:
@@ -210,19 +256,28 @@ def restore_encrypted(
     *,
     identity: Path | str,
     migrations: Sequence[Migration],
+    signers: Trusted,
+    allow_unsigned: bool = False,
     hub_id: str | None = None,
-) -> tuple[BackupInfo, Manifest]:
+) -> Restored:
     """Decrypt the encrypted backup ``src`` with the age identity file ``identity`` and restore it to ``db`` as
-    ``restore_database`` does; ``RestoreRefused`` (the ledger untouched) when it cannot be, ``OtherHubsBackup``
-    when ``hub_id`` is given and the backup's manifest names another hub (None: not checked)."""
+    ``restore_database`` does; ``RestoreRefused`` (the ledger untouched) when it cannot be: among others when it is
+    not signed by one of ``signers`` (an unsigned one passes with ``allow_unsigned``; a signature that does not
+    match never does); ``OtherHubsBackup`` when ``hub_id`` is given and the backup's manifest names another hub
+    (None: not checked)."""
     src, db = Path(src), Path(db)
     if not src.is_file():
         raise RestoreRefused(f"{src}: no such file")
     tmp = db.with_name(f".{db.name}.decrypted-{os.getpid()}")
+    verdicts: list[Verdict] = []
+
+    def judge(header: Header) -> None:
+        verdicts.append(signers.verify(header.manifest_line, header.signature, allow_unsigned=allow_unsigned))
+
     try:
         identities = read_identities(identity)
         with os.fdopen(open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb") as out:
-            manifest = decrypt_to(src, out, identities, identity)
+            manifest = decrypt_to(src, out, identities, identity, judge).manifest
         if hub_id is not None and manifest.hub != hub_id:
             raise OtherHubsBackup(src, manifest, hub_id)
         try:
@@ -235,4 +290,4 @@ def restore_encrypted(
         for leftover in (tmp, *(Path(f"{tmp}{suffix}") for suffix in SQLITE_COMPANIONS)):  # all plaintext
             with contextlib.suppress(FileNotFoundError):
                 leftover.unlink()
-    return info, manifest
+    return Restored(info, manifest, verdicts[0])
