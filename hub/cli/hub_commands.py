@@ -30,7 +30,7 @@ from hub.cli.args import number
 from hub.config import ConfigError, HubConfig, load_config
 from hub.ledger.cli import default_actor
 from hub.ledger.models import LedgerError
-from hub.service import HubService
+from hub.service import HubService, heap
 from hub.service.control import HubNotRunning, HubRunning, request
 from hub.service.install import default_executable, install
 from hub.service.watchdog import Watchdog
@@ -65,6 +65,7 @@ async def _serve(cfg: HubConfig, status_interval_s: float | None) -> int:
     except (HubRunning, LedgerError, OSError, ConfigError, TlsError) as exc:  # OSError: also ExposedSecret
         _err(str(exc))
         return EXIT_REFUSED
+    heap.settle()  # everything the process keeps is built: the collector need not walk it again
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

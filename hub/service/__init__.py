@@ -4,6 +4,7 @@
 * ``status``           the JSON-ready status snapshot and the periodic status line.
 * ``control``          the control socket (Unix, JSON lines): server in the hub, client for the CLI.
 * ``control_requests`` what a control request does (command a node, read the status).
+* ``heap``             the process's garbage collector, settled once the service has started.
 """
 
 from hub.service.lifecycle import HubService

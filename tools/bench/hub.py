@@ -40,7 +40,7 @@ from hub.config import HubConfig, NodeConfig
 from hub.ledger import schema
 from hub.ledger.models import Sku
 from hub.schema import MIGRATIONS
-from hub.service import HubService
+from hub.service import HubService, heap
 from hub.transport.fastcodec import FastSerialDecoder
 from shared_protocol.auth import Key
 from shared_protocol.downlink_text import LineDecoder, encode_line
@@ -350,6 +350,7 @@ async def _bench(directory: Path, quick: bool, nodes_n: int) -> dict[str, Any]:
     )
     hub = HubService(cfg, control=False, open_ports=False, reconcile=False)
     await hub.start()
+    heap.settle()  # as `smartshelf hub run` does once started
     try:
         assert hub.ledger is not None and hub.ingest is not None
         await hub.ledger.add_sku(Sku("BENCH", "Benchmark item", 3500, 10), actor="bench")

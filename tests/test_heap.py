@@ -1,0 +1,28 @@
+"""The hub process's collector settings (hub.service.heap), applied in a child process so the test run's own
+collector is left alone."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from hub.service import heap
+
+
+def test_settle_freezes_what_exists_and_raises_the_young_threshold() -> None:
+    code = (
+        "import gc, json\n"
+        "from hub.service import heap\n"
+        "before = gc.get_freeze_count()\n"
+        "kept = [[i] for i in range(1000)]\n"  # containers alive at start-up: frozen with the rest
+        "heap.settle()\n"
+        "young_after = gc.get_count()[0]\n"
+        "print(json.dumps([before, gc.get_freeze_count(), list(gc.get_threshold()), young_after]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    before, frozen, threshold, young = json.loads(out.stdout)
+    assert before == 0
+    assert frozen >= 1000  # at least the list's containers, plus everything imports built
+    assert threshold == [heap.YOUNG, heap.OLDER, heap.OLDER]
+    assert young < heap.YOUNG
