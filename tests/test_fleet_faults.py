@@ -8,8 +8,15 @@ subscription group: ``central-a`` in this process, ``central-b`` a real ``smarts
 
 Faults, in one scenario, while the stores keep booking:
 
+* store-c's network cut for minutes (a TCP relay that blackholes its connections: no answer, no RST), overlapping
+  every other fault: healed only once its publisher (production settings: reconnect back-off 1 s doubling to 60 s)
+  has gone ``CUT_S`` (2 minutes) of its own clock without a PUBACK and has failed enough reconnects that its next
+  wait is the 60 s ceiling; the broker has meanwhile dropped its connection (keepalive exceeded). Its outbox then
+  holds more messages than the broker queues for a client (``max_queued_messages``, set low here): nothing may
+  depend on that queue. After it reconnects, what it booked during the cut (movements, alert changes) is published
+  in order (a subscriber of its topics checks: first appearances in id / rev order, none missing) and central holds
+  each cut-time movement exactly once;
 * duplicates: a store's already acknowledged batches published again in other batch boundaries;
-* store-c's network cut for ~20 s (a TCP relay that blackholes its connections: no answer, no RST), then healed;
 * ``central-b`` SIGKILLed mid-batch: inside its PostgreSQL transaction (held there by a row lock the test takes on
   ``stock``, so the kill provably lands between its movements' insert and its commit), then restarted;
 * the broker SIGKILLed (its sessions and queued messages since its last save are gone) and restarted before central
@@ -29,8 +36,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
+import itertools
 import json
 import logging
+import math
 import re
 import shutil
 import sqlite3
@@ -38,13 +48,23 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
-from hub.fleet.messages import MOVEMENT_COLUMNS, encode_movements, encode_rewind
+from hub.fleet.messages import (
+    MOVEMENT_COLUMNS,
+    Alerts,
+    FleetMessageError,
+    Movements,
+    decode,
+    encode_movements,
+    encode_rewind,
+)
+from hub.fleet.publisher import FleetPublisher
 from tests.fleet_faults_support import (
     CentralInProcess,
     CentralProcess,
@@ -53,6 +73,8 @@ from tests.fleet_faults_support import (
     central_state,
     differences,
     hub_state,
+    out_of_order,
+    true,
     until,
 )
 from tests.fleet_support import FreshDatabase, MqttTestClient
@@ -68,6 +90,9 @@ REWIND_ACL = f"pattern read {PREFIX}/%u/rewind\nuser {CENTRAL}\ntopic write {PRE
 ROOT = Path(__file__).resolve().parents[1]
 AHEAD = ("store-a", "store-b")  # reconnect before central after the broker's crash (store-c is cut then)
 DRAIN_TIMEOUT_S = 120.0
+CUT_S = 120.0  # the cut as the cut hub's publisher sees it: this long without a PUBACK, on its own clock
+BROKER_QUEUE = 20  # the broker's max_queued_messages, far below what the cut hub's outbox holds at the heal
+JITTER_LOW = 0.75  # hub/fleet/publisher.py: each reconnect wait is the back-off delay times uniform(0.75, 1)
 LOGGERS = ("hub.central", "hub.fleet")
 
 
@@ -218,6 +243,100 @@ def send_rewind(broker: Broker, hub: str) -> None:
         client.close()
 
 
+@dataclass(frozen=True)
+class AtHeal:
+    """The cut hub when its network came back: its cursor, its last movement, its alert outbox (revs)."""
+
+    acked: int
+    last_id: int
+    revs: list[int]
+    waits: list[float]  # between its reconnect attempts during the cut, and the last one to the reconnection
+
+
+async def heal_long_cut(
+    cut: NetworkCut, store: Store, shopping: asyncio.Event, work: list[asyncio.Task[None]], broker: Broker,
+    timeline: Timeline,
+) -> AtHeal:  # fmt: skip
+    """Wait until ``store``'s publisher has gone ``CUT_S`` without a PUBACK (its clock) and has failed enough
+    reconnects that its next wait is its back-off's ceiling; stop its shopping; check what the cut left in its
+    outbox; heal; wait for its reconnection (at the end of that wait)."""
+    fleet = store.service.fleet
+    assert fleet is not None
+    defaults = inspect.signature(FleetPublisher).parameters
+    production = (defaults["reconnect_min_s"].default, defaults["reconnect_max_s"].default)
+    assert (fleet.reconnect_min_s, fleet.reconnect_max_s) == production, "the hub's production back-off, no test cap"
+    to_ceiling = math.ceil(math.log2(fleet.reconnect_max_s / fleet.reconnect_min_s))  # failed attempts: 6
+
+    def attempts() -> list[float]:
+        return [t for t, was_cut in cut.accepts if was_cut]
+
+    async def long_enough() -> bool:
+        age = store.publisher_status["last_puback_age_s"]
+        return age is not None and age >= CUT_S and len(attempts()) >= to_ceiling
+
+    await until(long_enough, f"{store.hub_id}: {CUT_S:.0f} s without a PUBACK, {to_ceiling} reconnects", CUT_S + 90)
+    shopping.set()
+    await asyncio.gather(*work)
+    conn = sqlite3.connect(store.db)
+    try:
+        last_id = conn.execute("SELECT coalesce(max(id), 0) FROM movements").fetchone()[0]
+        revs = [r[0] for r in conn.execute("SELECT rev FROM fleet_outbox ORDER BY rev")]
+    finally:
+        conn.close()
+    st = store.publisher_status
+    acked, batches = st["movements_acked"], math.ceil((last_id - st["movements_acked"]) / fleet.cfg.batch_size)
+    seen = f"no PUBACK for {st['last_puback_age_s']:.0f} s, {len(attempts())} reconnects failed"
+    assert not st["connected"] and st["last_puback_age_s"] >= CUT_S, (seen, str(timeline))
+    assert st["oldest_unpublished_age_s"] >= CUT_S - 5, (st, str(timeline))  # booked at the cut, waiting since
+    assert batches > broker.max_queued_messages and revs, (acked, last_id, revs, str(timeline))
+    cut.heal()
+    healed = time.monotonic()
+    timeline.note(f"{store.hub_id}'s network healed ({seen}): its outbox holds movements {acked + 1}..{last_id} "
+                  f"({batches} messages of {fleet.cfg.batch_size}; the broker queues {broker.max_queued_messages} "
+                  f"per client) and {len(revs)} alert changes")  # fmt: skip
+    await until(lambda: true(bool(store.publisher_status["connected"])), "the reconnection", fleet.reconnect_max_s + 20)
+    tried = [*attempts(), next(t for t, was_cut in cut.accepts if not was_cut and t >= healed)]
+    waits = [round(b - a, 1) for a, b in itertools.pairwise(tried)]
+    timeline.note(f"{store.hub_id} reconnected; between its attempts since the cut (s): {waits}")
+    # the last wait was the ceiling's (a wait of 32 s and a 5 s TLS timeout are less than 45 s)
+    assert waits[-1] >= JITTER_LOW * fleet.reconnect_max_s, (waits, str(timeline))
+    return AtHeal(acked, last_id, revs, waits)
+
+
+def observe(broker: Broker, hub: str) -> MqttTestClient:
+    """A plain subscriber of ``hub``'s movements and alerts (central's user), to see the order they come in."""
+    observer = MqttTestClient(broker, CENTRAL, CENTRAL_PW)
+    for kind in ("movements", "alerts"):
+        assert observer.subscribe(f"{PREFIX}/{hub}/{kind}") == 1
+    return observer
+
+
+async def check_published_after_the_cut(observer: MqttTestClient, db: FreshDatabase, at: AtHeal) -> None:
+    """What the cut hub booked during the cut was published after it reconnected, in order (movements by id, alert
+    changes by rev: first appearances; a batch in flight may be sent again), and central holds each movement once."""
+    ids: list[int] = []
+    revs: list[int] = []
+    refused = 0
+    for topic, payload in await asyncio.to_thread(observer.quiet, 0.5):
+        try:
+            message = decode(CUT_HUB, topic.rsplit("/", 1)[1], payload)
+        except FleetMessageError:
+            refused += 1
+            continue
+        if isinstance(message, Movements):
+            ids += [row.id for row in message.rows]
+        elif isinstance(message, Alerts):
+            revs += [row.rev for row in message.rows]
+    assert refused == 1  # the forged message injected on its topic
+    missing, early = out_of_order(ids, range(at.acked + 1, at.last_id + 1))
+    assert not missing and not early and ids[0] <= at.acked + 1, (missing[:20], early[:20], ids[:20])
+    missing, early = out_of_order(revs, at.revs)
+    assert not missing and not early, (missing, early, at.revs, revs)
+    got = await fetch(db, "SELECT count(*), count(DISTINCT id), min(id), max(id) FROM movements WHERE hub_id ="
+                          f" '{CUT_HUB}' AND id > {at.acked} AND id <= {at.last_id}")  # fmt: skip
+    assert got == [(at.last_id - at.acked, at.last_id - at.acked, at.acked + 1, at.last_id)], (got, at)
+
+
 # --------------------------------------------------------------------------------------------------- the test
 
 
@@ -225,7 +344,9 @@ async def test_central_equals_the_union_of_the_hubs_ledgers_through_every_fault(
     tmp_path: Path, broker_factory: Callable[..., Broker], postgres_db: FreshDatabase
 ) -> None:
     users = {h: password(h) for h in HUBS} | {CENTRAL: CENTRAL_PW}
-    broker = broker_factory(extra_acl=REWIND_ACL, users=users, central_users={CENTRAL})
+    broker = broker_factory(
+        extra_acl=REWIND_ACL, users=users, central_users={CENTRAL}, max_queued_messages=BROKER_QUEUE
+    )
     timeline = Timeline()
     logs = logging.FileHandler(tmp_path / "in-process.log")  # central-a's and the hubs' publishers'
     logs.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -239,71 +360,78 @@ async def test_central_equals_the_union_of_the_hubs_ledgers_through_every_fault(
     b_toml = central_toml(tmp_path, broker, postgres_db, "central-b", b_net.port)
     central_b = CentralProcess(b_toml, tmp_path / "central-b.log")
     stores = {h: Store(h, tmp_path / h, password(h), seed=11 + 20 * i) for i, h in enumerate(HUBS)}
-    stop_shopping = asyncio.Event()
-    work: list[asyncio.Task[None]] = []
+    shopping = {h: asyncio.Event() for h in HUBS}  # set: that store stops booking
+    work: dict[str, list[asyncio.Task[None]]] = {h: [] for h in HUBS}
+    observer: MqttTestClient | None = None
+    b_started: asyncio.Task[None] | None = None
     try:
         await central_a.start()
-        await central_b.start()
+        b_started = asyncio.create_task(central_b.start())  # a subprocess: seconds to start, meanwhile the stores
         for h, s in stores.items():
             await s.start(cut.port if h == CUT_HUB else broker.port, broker.ca_file)
-            work += [asyncio.create_task(s.feed(stop_shopping)), asyncio.create_task(s.staff(stop_shopping))]
+            work[h] = [asyncio.create_task(s.feed(shopping[h])), asyncio.create_task(s.staff(shopping[h]))]
+        await until(lambda: true(stores[CUT_HUB].publisher_status["movements_acked"] > 0), "store-c publishing", 30)
         timeline = Timeline()
-        timeline.note("3 stores booking, central-a (in process) and central-b (subprocess) consuming")
+        cut.cut()  # first: the cut spans every other fault (and central-b's start)
+        at_cut = hub_state(stores[CUT_HUB].db).last_id
+        timeline.note(f"3 stores booking, {CUT_HUB}'s network cut (its ledger at movement {at_cut})")
+        await b_started
+        timeline.note("central-a (in process) and central-b (subprocess) consuming")
 
-        await timeline.at(4)
+        await timeline.at(3)
         await asyncio.to_thread(republish_acked, broker, stores["store-a"], timeline)
 
-        await timeline.at(6)
-        cut.cut()
-        at_cut = hub_state(stores[CUT_HUB].db).last_id
-        timeline.note(f"{CUT_HUB}'s network cut (its ledger at movement {at_cut})")
-
-        await timeline.at(9)
+        await timeline.at(8)
         await kill_mid_batch(postgres_db, central_b, timeline)
         await asyncio.sleep(1.5)
         await central_b.start()
         timeline.note("central-b restarted")
 
-        await timeline.at(14)
+        await timeline.at(16)  # the broker gave up on store-c's connection (1.5 keepalives without a packet)
+        await asyncio.to_thread(broker.wait_for_log, f"Client smartshelf-hub-{CUT_HUB} has exceeded timeout", 30)
+        timeline.note(f"the broker dropped {CUT_HUB}'s connection: keepalive exceeded")
         await broker_crash_central_last(broker, central_a, b_net, stores, timeline)
+        observer = await asyncio.to_thread(observe, broker, CUT_HUB)
 
-        await timeline.at(26)
-        c_status = stores[CUT_HUB].publisher_status
-        at_heal = hub_state(stores[CUT_HUB].db).last_id
-        cut.heal()
-        link = "connected" if c_status["connected"] else "disconnected"
-        timeline.note(f"{CUT_HUB}'s network healed: it booked {at_cut} -> {at_heal} meanwhile, publisher {link}, "
-                      f"lag {c_status['lag_movements']}")  # fmt: skip
-        assert not c_status["connected"] and at_heal > at_cut and cut.dropped_bytes > 0, str(timeline)
-
-        await timeline.at(29)
+        await timeline.at(32)
         await asyncio.to_thread(send_rewind, broker, "store-b")
         timeline.note("rewind to 0 (every movement and alert again) sent to store-b")
 
-        await timeline.at(31)
+        await timeline.at(34)
         expected_rejected = await asyncio.to_thread(inject_bad_messages, broker)
         timeline.note("a forged and a broken message injected")
 
-        await timeline.at(34)
-        stop_shopping.set()
-        await asyncio.gather(*work)
+        await timeline.at(38)
+        for h in AHEAD:
+            shopping[h].set()
+            await asyncio.gather(*work[h])
+        timeline.note(f"{' and '.join(AHEAD)} stopped booking; {CUT_HUB} books on")
+
+        at_heal = await heal_long_cut(cut, stores[CUT_HUB], shopping[CUT_HUB], work[CUT_HUB], broker, timeline)
+        assert at_heal.acked <= at_cut < at_heal.last_id and cut.dropped_bytes > 0, str(timeline)
         states = {h: hub_state(s.db) for h, s in stores.items()}
-        timeline.note("shopping stopped: " + ", ".join(
+        timeline.note("booked: " + ", ".join(
             f"{h} {st.last_id} movements, {len(st.alerts)} alerts" for h, st in states.items()
         ))  # fmt: skip
 
         lines = await drained(postgres_db, stores, timeline)
         if lines:
             pytest.fail("\n".join([*lines, str(timeline), f"logs: {tmp_path}"]), pytrace=False)
+        await check_published_after_the_cut(observer, postgres_db, at_heal)
         statuses = {h: s.publisher_status for h, s in stores.items()}
         report = await check_command(tmp_path / "central-a.toml")
         await central_a.stop()
         assert central_b.stop() == 0
     finally:
         (tmp_path / "timeline.txt").write_text(str(timeline))
-        stop_shopping.set()
-        for task in work:
-            task.cancel()
+        if observer is not None:
+            observer.close()
+        if b_started is not None and not b_started.done():
+            b_started.cancel()
+        for h in HUBS:
+            shopping[h].set()
+            for task in work[h]:
+                task.cancel()
         for s in stores.values():
             with contextlib.suppress(Exception):
                 await s.stop()
@@ -337,9 +465,11 @@ async def test_central_equals_the_union_of_the_hubs_ledgers_through_every_fault(
     assert statuses["store-b"]["rewinds"] >= 2, statuses  # first contact, the test's
     assert all(statuses[h]["untaken"].get("movements", 0) >= 1 for h in AHEAD), statuses  # 0x10: kept, sent again
     assert all(st["connects"] >= 2 for st in statuses.values()), statuses  # the broker's kill (and the cut)
-    assert central_b.starts == 2 and cut.blackholed >= 1 and b_net.blackholed >= 1
+    assert central_b.starts == 2 and b_net.blackholed >= 1  # store-c's: `heal_long_cut`
     assert sum(s.resolved for s in stores.values()) > 0 and sum(s.acknowledged for s in stores.values()) > 0
+    dropped = broker.log_path.read_text(errors="replace").count("Outgoing messages are being dropped")
     print(f"\n{timeline}\ncentral: {duplicates} duplicate movement(s) ignored; central-a: {central_a.runs[0].stats}")
+    print(f"the broker dropped messages for a client {dropped} time(s) (max_queued_messages {BROKER_QUEUE})")
     print("alerts at central (kind, status, count):", kinds)
     for h, st in statuses.items():
         print(f"{h}: {st['connects']} connects, {st['published']}, rewinds {st['rewinds']}, refused {st['refused']}")

@@ -4,19 +4,29 @@
   SIGINT / SIGTERM; migrates the database first.
 * ``smartshelf central migrate --config central.toml``: creates or upgrades the schema, prints the versions.
 * ``smartshelf central check --config central.toml [--json]``: every hub's completeness and consistency
-  (``hub.central.check``); exit 1 when any hub has a problem.
+  (``hub.central.check``).
 * ``smartshelf central serve | user | token | region | store``: the central page and API, its users, API clients,
   regions and stores (``hub.central.web.cli``).
+* ``smartshelf central install-service [run] [serve]``: both as systemd services (``hub.central.service``).
 
 PostgreSQL's driver (asyncpg) comes with the ``central`` extra; without it every ``central`` command says to
-install ``smartshelf[central]`` and exits 2. Exit codes: 0 ok; 1 a problem found (check) or the database could not
-be reached (migrate, check); 2 a configuration error, a missing extra or a database of a newer schema.
+install ``smartshelf[central]`` and exits 2. Exit codes (``_CODES``: each command's help):
+
+* 0: ok (check: no hub has a problem; run: stopped by SIGINT / SIGTERM);
+* 1: check: a problem found (a hole, a missing tail, a book difference, movements or alerts lost at the store,
+  conflicts, rejected messages); run: stopped by a database error no retry fixes (``hub.central.errors``: logged
+  with its SQLSTATE; nothing of that batch acknowledged, the broker keeps it), for the service manager to restart
+  it after its delay;
+* 2: usage or configuration: a bad argument or ``central.toml``, the extra missing, a database of a newer schema
+  (or not smartshelf's; check: one not migrated yet);
+* 3: the database could not be reached, or failed while read or migrated (migrate, check; run retries instead).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -27,11 +37,21 @@ from typing import Any
 from hub.central.check import format_report, report
 from hub.central.config import CentralConfig, ConfigError, load_central_config
 from hub.central.consumer import CentralUnavailable, Consumer, load_asyncpg, now_ms
+from hub.central.errors import PermanentDatabaseError, describe
 from hub.central.schema import check_current, migrate
+from hub.central.service import add_install_parser
 from hub.central.web.cli import add_web_commands
 from hub.ledger.models import SchemaError
 
-EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 2, 3
+_CODES = {
+    "run": "exit 0 after SIGINT/SIGTERM; 1 stopped by a database error no retry fixes (logged with its SQLSTATE; "
+    "let the service manager restart it); 2 configuration, extra missing or a newer schema",
+    "migrate": "exit 0 migrated or up to date; 2 configuration, extra missing, a newer or foreign schema; "
+    "3 the database unreachable or the migration failed there",
+    "check": "exit 0 every hub ok; 1 a problem found; 2 configuration, extra missing or schema not current; "
+    "3 the database unreachable or failed while read",
+}
 DEFAULT_CONFIG = "central.toml"
 
 log = logging.getLogger("hub.central")
@@ -65,6 +85,8 @@ async def _serve(cfg: CentralConfig) -> int:
     except SchemaError as exc:
         _err(str(exc))
         return EXIT_REFUSED
+    except PermanentDatabaseError:  # the consumer logged it, with its SQLSTATE
+        return EXIT_FAILED
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -88,7 +110,7 @@ async def _once(cfg: CentralConfig, asyncpg: Any, what: str, args: argparse.Name
         conn = await asyncpg.connect(**cfg.database.connect_kwargs())
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         _err(f"PostgreSQL {cfg.database.display()}: cannot connect: {exc}")
-        return EXIT_FAILED
+        return EXIT_UNREACHABLE
     try:
         if what == "migrate":
             old, new = await migrate(conn)
@@ -105,11 +127,14 @@ async def _once(cfg: CentralConfig, asyncpg: Any, what: str, args: argparse.Name
     except SchemaError as exc:
         _err(str(exc))
         return EXIT_REFUSED
-    except asyncpg.PostgresError as exc:
-        _err(f"PostgreSQL {cfg.database.display()}: {exc}")
-        return EXIT_FAILED
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        _err(f"PostgreSQL {cfg.database.display()}: {describe(exc)}")
+        return EXIT_UNREACHABLE
     finally:
-        await conn.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(conn.close(), 5)
+        if not conn.is_closed():
+            conn.terminate()
 
 
 def _database_command(args: argparse.Namespace) -> int:
@@ -137,19 +162,24 @@ def add_central_parser(sub: Any) -> None:
         "run",
         help="consume the broker's messages into PostgreSQL until SIGINT/SIGTERM",
         description="Migrates the database, takes the shared subscription and writes each batch of messages in one "
-        "transaction, acknowledging them only after it commits.",
+        "transaction, acknowledging them only after it commits. A database that is down, restarting or busy is "
+        "waited for; an error no retry fixes stops it.",
+        epilog=_CODES["run"],
     )
     with_config(run)
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="overrides central.log_level")
     run.set_defaults(func=_run)
 
-    mig = verbs.add_parser("migrate", help="create or upgrade the central database's schema")
+    mig = verbs.add_parser("migrate", help="create or upgrade the central database's schema", epilog=_CODES["migrate"])
     with_config(mig)
     mig.set_defaults(func=_database_command)
 
     chk = verbs.add_parser(
         "check",
-        help="every hub's completeness (holes, tail) and book consistency; exit 1 on a problem",
+        help="every hub's completeness (holes, tail) and book consistency; exit 1 on a problem, 3 database unreachable",
+        description="Per hub: holes, the tail not received yet, book stock vs the hub's own, movements and alerts lost "
+        "at the store, conflicts, rejected messages (hub/central/README.md).",
+        epilog=_CODES["check"],
     )
     with_config(chk)
     chk.add_argument("--json", action="store_true", help="one JSON document instead of lines")
@@ -157,3 +187,4 @@ def add_central_parser(sub: Any) -> None:
 
     # the central page and its users (hub/central/web/cli.py): serve, user, token, region, store
     add_web_commands(verbs, with_config)
+    add_install_parser(verbs)  # install-service (hub/central/service.py): the systemd units of run and serve

@@ -7,6 +7,9 @@ status_interval_s = 60           # one status line in the log this often
 batch_messages = 50              # at most this many MQTT messages per PostgreSQL transaction ...
 batch_rows = 20000               # ... and about this many movement rows (a message is never split) ...
 batch_delay_s = 0.05             # ... waiting at most this long for more once the first one arrived
+rejected_keep_days = 30          # refused messages (table rejected, up to 64 KiB each) are kept this long ...
+rejected_keep_rows = 10000       # ... and at most this many (the newest)
+rejected_prune_interval_s = 600  # how often a batch's transaction deletes the others (at most 10,000 a time)
 
 [database]                       # PostgreSQL: a dsn, or its parts (not both; parts only for a local server: a
                                  # remote one needs a dsn with sslmode=verify-full or verify-ca)
@@ -59,7 +62,16 @@ __all__ = ["BrokerConfig", "CentralConfig", "ConfigError", "DatabaseConfig", "lo
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 _TOP_KEYS = ("central", "database", "broker", "web")  # [web]: the central page (hub/central/web/config.py)
-_CENTRAL_KEYS = ("log_level", "status_interval_s", "batch_messages", "batch_rows", "batch_delay_s")
+_CENTRAL_KEYS = (
+    "log_level",
+    "status_interval_s",
+    "batch_messages",
+    "batch_rows",
+    "batch_delay_s",
+    "rejected_keep_days",
+    "rejected_keep_rows",
+    "rejected_prune_interval_s",
+)
 _DB_KEYS = ("dsn", "host", "port", "database", "user", "password_file", "connect_timeout_s")
 _DB_PARTS = ("host", "port", "database", "user", "password_file")
 _BROKER_KEYS = (
@@ -154,6 +166,9 @@ class CentralConfig:
     batch_messages: int = 50
     batch_rows: int = 20000
     batch_delay_s: float = 0.05
+    rejected_keep_days: int = 30
+    rejected_keep_rows: int = 10_000
+    rejected_prune_interval_s: float = 600.0
 
 
 def _table(f: FileChecks, top: dict[str, Any], name: str, known: tuple[str, ...]) -> dict[str, Any]:
@@ -351,4 +366,11 @@ def load_central_config(path: Path | str) -> CentralConfig:
         batch_messages=batch_messages,
         batch_rows=f.integer("central.batch_rows", central.get("batch_rows", 20000), 1, 1_000_000),
         batch_delay_s=_bounded(f, "central.batch_delay_s", central.get("batch_delay_s", 0.05), 0.001, 60),
+        rejected_keep_days=f.integer("central.rejected_keep_days", central.get("rejected_keep_days", 30), 1, 36500),
+        rejected_keep_rows=f.integer(
+            "central.rejected_keep_rows", central.get("rejected_keep_rows", 10_000), 1, 100_000_000
+        ),
+        rejected_prune_interval_s=_bounded(
+            f, "central.rejected_prune_interval_s", central.get("rejected_prune_interval_s", 600), 0.01, 86400
+        ),
     )

@@ -10,15 +10,19 @@
   transaction (``store.apply_batch``); after the commit, acknowledges every message of it (PUBACK) and publishes the
   rewinds the store asked for. Commits run one at a time, in order; the next batch is taken and checked meanwhile.
 
-PostgreSQL down, or any error but a value the database refuses (those messages go to ``rejected``): nothing is
-acknowledged, the writer keeps the batch and tries again with the same back-off, reconnecting; meanwhile the broker
-sends nothing more beyond the Receive Maximum. A batch is written once even if its broker connection dropped
-meanwhile (then nothing of it is acknowledged: a broker that kept its state sends it again, harmlessly thanks to the
-store's keys; one that crashed without saving it never would); a retry is given up for the messages whose connection
-dropped (they come again on the next connection). A database of a newer
-schema stops the consumer (``SchemaError``). On ``stop``: what was already received is written and acknowledged if
-the database is up, then a normal DISCONNECT; the broker keeps the session (and whatever is unacknowledged) for
-``session_expiry_s``.
+PostgreSQL down, restarting, a deadlock, a lock timeout or any other error a later try can get past
+(``hub.central.errors.transient``): nothing is acknowledged, the writer keeps the batch and tries again with the same
+back-off, reconnecting; meanwhile the broker sends nothing more beyond the Receive Maximum. An error no retry fixes
+(a schema changed by hand, a privilege revoked: ``errors.py``): nothing is acknowledged, one log line names its
+SQLSTATE and message, and ``run`` raises ``PermanentDatabaseError`` (``central run`` exits 1; the service manager
+starts it again after its delay). A value the database refuses goes to ``rejected``. A batch is written once even
+if its broker connection dropped meanwhile (then nothing of it is acknowledged: a broker that kept its state sends it
+again, harmlessly thanks to the store's keys; one that crashed without saving it never would); a retry is given up
+for the messages whose connection dropped (they come again on the next connection). A database of a newer schema
+stops the consumer (``SchemaError``). Every ``rejected_prune_interval_s`` a batch's transaction also deletes the
+refused messages older than ``rejected_keep_days`` or beyond the newest ``rejected_keep_rows``
+(``store.prune_rejected``). On ``stop``: what was already received is written and acknowledged if the database is
+up, then a normal DISCONNECT; the broker keeps the session (and whatever is unacknowledged) for ``session_expiry_s``.
 """
 
 from __future__ import annotations
@@ -29,12 +33,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from hub.central.config import CentralConfig
+from hub.central.errors import PermanentDatabaseError, describe, is_connection_error, sqlstate, transient
 from hub.central.mqtt import BrokerError, Connection, Delivery
 from hub.central.schema import migrate
-from hub.central.store import Outcome, Received, apply_batch, receive
+from hub.central.store import PRUNE_BATCH, Outcome, Received, RejectedBound, apply_batch, receive
 from hub.fleet.messages import Movements, encode_rewind, topic
 from hub.ledger.models import SchemaError
 
@@ -83,6 +88,7 @@ class Stats:
     snapshots: int = 0
     statuses: int = 0
     rejected: int = 0
+    rejected_pruned: int = 0  # refused messages deleted from ``rejected`` (older or beyond the bound)
     ignored: int = 0
     acked: int = 0
     not_acked: int = 0  # committed, but their connection had dropped: the broker sends them again
@@ -102,6 +108,7 @@ class Stats:
         self.snapshots += out.snapshots
         self.statuses += out.statuses
         self.rejected += len(out.rejected)
+        self.rejected_pruned += out.rejected_pruned
         self.ignored += out.ignored
 
 
@@ -115,11 +122,14 @@ class Consumer:
         self.subscribed = asyncio.Event()  # set while the subscription stands on the current connection
         self._db: asyncpg.Connection | None = None
         self._asyncpg = load_asyncpg()
+        self.failure: str | None = None  # the error no retry fixes that stopped the consumer
+        self._prune_due = 0.0  # the event loop's time when the next batch also prunes ``rejected`` (0: the first)
 
     # ------------------------------------------------------------------------------------------------- running
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Until ``stop``; raises SchemaError (a newer database) and CentralUnavailable."""
+        """Until ``stop``; raises SchemaError (a newer database), PermanentDatabaseError (an error no retry fixes:
+        nothing of its batch acknowledged) and CentralUnavailable."""
         await self._database(stop)  # the schema first: a database we cannot use stops us before the broker
         broker = asyncio.create_task(self._broker_loop(stop), name="central-broker")
         status = asyncio.create_task(self._status_loop(stop), name="central-status")
@@ -231,25 +241,34 @@ class Consumer:
                 self.stats.given_up += 1
                 log.info("a batch of %d message(s) given up uncommitted: its broker connection dropped", len(batch))
                 return
+            prune = self._prune_bound()
             try:
                 db = await self._database(stop)
                 if db is None:
                     return
-                outcome = await apply_batch(db, [r for _, r in live], now_ms())
+                outcome = await apply_batch(db, [r for _, r in live], now_ms(), prune)
                 break
             except SchemaError:
                 raise
             except Exception as exc:
                 self.stats.db_errors += 1
+                if not transient(exc):
+                    self._fail(exc, len(live), stop)
                 log.warning(
                     "PostgreSQL: %s: %s; %d message(s) not acknowledged, again in %.1f s",
-                    type(exc).__name__, exc, len(live), delay, exc_info=not _is_connection_error(exc),
+                    type(exc).__name__, exc, len(live), delay, exc_info=not is_connection_error(exc),
                 )  # fmt: skip
                 await self._close_db()
                 if stop is None or stop.is_set() or await _sleep_unless(stop, delay):
                     return  # stopping: nothing acknowledged, the broker sends them again
                 delay = min(delay * 2, self.cfg.broker.reconnect_max_s)
         self.stats.add(outcome)
+        if prune is not None:  # a full pass leaves more to delete: the next batch goes on
+            more = outcome.rejected_pruned >= prune.limit
+            self._prune_due = 0.0 if more else asyncio.get_running_loop().time() + self.cfg.rejected_prune_interval_s
+        if outcome.rejected_pruned:
+            log.info("deleted %d refused message(s) from rejected (older than %d day(s) or beyond the newest %d)",
+                     outcome.rejected_pruned, self.cfg.rejected_keep_days, self.cfg.rejected_keep_rows)  # fmt: skip
         for r in outcome.rejected:
             log.warning("rejected %s: %s", r.topic[:200], r.reason)
         if outcome.movements_conflicting:
@@ -266,6 +285,24 @@ class Consumer:
             else:
                 self.stats.not_acked += 1
         self._publish_rewinds(outcome)
+
+    def _prune_bound(self) -> RejectedBound | None:
+        """What to prune from ``rejected`` in this batch's transaction, when it is time to."""
+        if asyncio.get_running_loop().time() < self._prune_due:
+            return None
+        return RejectedBound(self.cfg.rejected_keep_days * 86_400_000, self.cfg.rejected_keep_rows, PRUNE_BATCH)
+
+    def _fail(self, exc: Exception, messages: int, stop: asyncio.Event | None) -> NoReturn:
+        """An error no retry fixes: say so in one line, stop, acknowledge nothing."""
+        self.failure = describe(exc)
+        log.error(
+            "PostgreSQL %s: %s; %d message(s) not acknowledged (the broker keeps them); stopping: retrying cannot "
+            "fix this (a schema changed by hand? smartshelf central migrate / check say more)",
+            self.cfg.database.display(), self.failure, messages, exc_info=sqlstate(exc) is None,
+        )  # fmt: skip
+        if stop is not None:
+            stop.set()
+        raise PermanentDatabaseError(self.failure, sqlstate(exc)) from exc
 
     def _publish_rewinds(self, outcome: Outcome) -> None:
         conn = self.connection
@@ -322,11 +359,13 @@ class Consumer:
         s = self.stats
         broker = "up" if self.connection is not None and self.connection.up else "down"
         db = "up" if self._db is not None and not self._db.is_closed() else "down"
+        if self.failure is not None:
+            db = f"failed ({self.failure})"
         return (
             f"broker {broker}, database {db}; {s.messages} message(s) in {s.batches} commit(s): "
             f"{s.movements_inserted} movement(s) stored, {s.movements_duplicate} duplicate(s), {s.alerts} alert "
-            f"change(s), {s.snapshots} snapshot(s), {s.rejected} rejected; {s.acked} acknowledged, "
-            f"{s.not_acked + s.given_up} left to the broker; {s.rewinds} rewind(s) asked"
+            f"change(s), {s.snapshots} snapshot(s), {s.rejected} rejected ({s.rejected_pruned} pruned); "
+            f"{s.acked} acknowledged, {s.not_acked + s.given_up} left to the broker; {s.rewinds} rewind(s) asked"
         )
 
     async def _status_loop(self, stop: asyncio.Event) -> None:
@@ -336,17 +375,6 @@ class Consumer:
 
 def _rows(r: Received) -> int:
     return len(r.message.rows) if isinstance(r.message, Movements) else 1
-
-
-def _is_connection_error(exc: BaseException) -> bool:
-    state = getattr(exc, "sqlstate", None)
-    if isinstance(state, str):
-        return state[:2] in ("08", "57", "53")  # connection, operator intervention (shutdown), resources
-    return isinstance(exc, (OSError, TimeoutError)) or type(exc).__name__ in (
-        "ConnectionDoesNotExistError",
-        "InterfaceError",
-        "InternalClientError",
-    )
 
 
 async def _first(fut: asyncio.Future[Any], stop: asyncio.Event) -> None:

@@ -7,12 +7,14 @@ identity the hub's ledger enforces too), and one statement per round:
 
 1. the batch's rows go in by binary COPY into this session's staging table (about twice as fast as one INSERT from
    17 unnest()ed arrays), then one statement empties the stage, inserts what is new with ``ON CONFLICT DO NOTHING``
-   (either key), adds exactly the inserted rows to ``stock``, and records in ``movement_matches`` each row not
-   inserted because a movement of *another* incarnation holds its ``(source_ref, leg)`` (``same`` when SKU,
-   location, quantity and reason agree: the same movement, published again after a restore or booked again at the
-   store; else a conflict), or another movement its ``(incarnation, id)`` (a conflict: an incarnation used twice).
-   Rows not inserted for neither reason are plain redeliveries. Only rows not inserted are looked up: a batch of new
-   movements costs one anti-join over itself.
+   (either key), records in ``movement_matches`` each row not inserted because a movement of *another* incarnation
+   holds its ``(source_ref, leg)`` (``same`` when SKU, location, quantity and reason agree: the same movement,
+   published again after a restore or booked again at the store; else a conflict), or another movement its
+   ``(incarnation, id)`` (a conflict: an incarnation used twice), and adds to ``stock`` exactly the rows inserted
+   (book locations: one row per location, incarnation 0) plus, at ``sensor:`` locations, the rows newly matched
+   whose ``(incarnation, id)`` no movement holds: a sensor location's stock is per incarnation, the sum of what that
+   incarnation's ledger holds (schema step 3). Rows not inserted for neither reason are plain redeliveries, and add
+   nothing. Only rows not inserted are looked up: a batch of new movements costs one anti-join over itself.
 2. a batch holding several incarnations of one hub (the lost ledger's last messages, delivered late beside the
    restored one's) is written in rounds, the older incarnation first, so that the matches see what the round
    before inserted (one statement sees the table as it was when it began).
@@ -26,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from hub.central.schema import SENSOR_MATCHED_ROW
 from hub.fleet.messages import Movements
 
 if TYPE_CHECKING:
@@ -42,6 +45,7 @@ STAGE = "central_movements_stage"
 # copies the columns without their NOT NULL (received_ms is set by the INSERT).
 _CREATE_STAGE = f"CREATE TEMP TABLE IF NOT EXISTS {STAGE} ON COMMIT DELETE ROWS AS SELECT * FROM movements WITH NO DATA"
 _MATCH_NAMES = "hub_id, incarnation, id, held_incarnation, held_id, same, sku, location, qty, source_ref, leg"
+SENSOR_MATCHED = SENSOR_MATCHED_ROW.format(x="x")
 INSERT = f"""
 WITH staged AS (
     DELETE FROM {STAGE} RETURNING {NAMES}
@@ -50,11 +54,6 @@ WITH staged AS (
     SELECT {NAMES}, $1 FROM staged
     ON CONFLICT DO NOTHING
     RETURNING hub_id, incarnation, id, sku, location, qty
-), s AS (
-    INSERT INTO stock AS st (hub_id, sku, location, qty, updated_ms)
-    SELECT hub_id, sku, location, sum(qty), $1 FROM m WHERE sku IS NOT NULL
-    GROUP BY hub_id, sku, location ORDER BY hub_id, sku, location
-    ON CONFLICT (hub_id, sku, location) DO UPDATE SET qty = st.qty + excluded.qty, updated_ms = excluded.updated_ms
 ), dropped AS (
     SELECT * FROM staged d WHERE NOT EXISTS (
         SELECT 1 FROM m WHERE m.hub_id = d.hub_id AND m.incarnation = d.incarnation AND m.id = d.id)
@@ -73,7 +72,18 @@ WITH staged AS (
     INSERT INTO movement_matches ({_MATCH_NAMES}, received_ms)
     SELECT *, $1 FROM held
     ON CONFLICT DO NOTHING
-    RETURNING hub_id, incarnation, same
+    RETURNING hub_id, incarnation, id, same, sku, location, qty
+), s AS (
+    INSERT INTO stock AS st (hub_id, sku, location, incarnation, qty, updated_ms)
+    SELECT hub_id, sku, location, life, sum(qty), $1 FROM (
+        SELECT hub_id, sku, location, CASE WHEN location LIKE 'sensor:%' THEN incarnation ELSE 0 END AS life, qty
+        FROM m
+        UNION ALL
+        SELECT hub_id, sku, location, incarnation, qty FROM x WHERE location LIKE 'sensor:%' AND {SENSOR_MATCHED}
+    ) AS c WHERE sku IS NOT NULL
+    GROUP BY hub_id, sku, location, life ORDER BY hub_id, sku, location, life
+    ON CONFLICT (hub_id, sku, location, incarnation)
+    DO UPDATE SET qty = st.qty + excluded.qty, updated_ms = excluded.updated_ms
 )
 SELECT 'stored' AS what, hub_id, incarnation, count(*) AS n FROM m GROUP BY hub_id, incarnation
 UNION ALL

@@ -27,11 +27,14 @@ What the tables hold (README.md beside this file has the operator's view):
   conflict (a reference made from a reused id, e.g. ``reversal:<id>``), which ``central check`` reports; also a
   movement whose ``(incarnation, id)`` another movement holds (an incarnation used twice). So central knows which
   of its movements the current incarnation has, and nothing a hub sent is dropped unseen.
-* ``stock``: per hub, SKU and location, the sum of the stored movements' quantities, updated in the same statement
-  as the movements that actually inserted (``book_stock`` reads its book locations; ``observed_stock`` is the lanes'
-  counts of each hub's latest snapshot). Reading
-  stock per SKU per store is one index range, whatever the number of movements. After a restore it still counts
-  the movements lost at the store (``central check`` lists them) until they are booked there again.
+* ``stock``: per hub, SKU and location, the sum of the movements' quantities, updated in the same statement as the
+  movements that actually inserted (``book_stock`` reads its book locations; ``observed_stock`` is the lanes'
+  counts of each hub's latest snapshot). Reading stock per SKU per store is one index range, whatever the number of
+  movements. A book location's row (``incarnation`` 0) sums every stored movement: after a restore it still counts
+  the movements lost at the store (``central check`` lists them) until they are booked there again. A ``sensor:``
+  location's rows are per ledger incarnation (step 3): the sum of the sensor movements that incarnation's ledger
+  holds, so a restored hub's sensor gap is not added to the picks its old ledger lost; ``sensor_stock`` shows each
+  hub's current incarnation's.
 * ``movement_ranges``: per hub and incarnation, the id ranges received (merged; one row per run of ids).
   ``movement_gaps`` lists the holes of each hub's current incarnation: movements the hub has published that central
   never received (a rewind can fill those).
@@ -244,7 +247,42 @@ CENTRAL = Migration(
     " alerts, snapshots, rejected",
     _V1_CENTRAL,
 )
-MIGRATIONS: tuple[Migration, ...] = (CENTRAL, WEB)  # WEB: the central page's tables (hub/central/web/schema.py)
+
+# Step 3: sensor locations' stock per ledger incarnation. Until step 2, ``stock`` summed every stored movement per
+# (hub, SKU, location); after a restore its ``sensor:`` rows held both the sensor picks lost with the old ledger and
+# the sensor gap the restored hub booked for the same units. Now a book location's row has incarnation 0 (every
+# incarnation's movements: what was lost at the store is kept there until booked again, as ``central check`` says),
+# and a sensor location's rows are per incarnation: each the sum of the sensor movements that incarnation's ledger
+# holds (those stored under it, and those it published again that an older incarnation's row holds: its
+# ``movement_matches``). View ``sensor_stock`` shows each hub's current incarnation's. The existing sensor rows are
+# recomputed from ``movements`` and ``movement_matches`` by the same rule (one pass over the movements).
+SENSOR_MATCHED_ROW = """NOT EXISTS (
+    SELECT 1 FROM movements o WHERE o.hub_id = {x}.hub_id AND o.incarnation = {x}.incarnation AND o.id = {x}.id)"""
+_V3_SENSOR_STOCK = (
+    "ALTER TABLE stock ADD COLUMN incarnation bigint NOT NULL DEFAULT 0",
+    "ALTER TABLE stock ALTER COLUMN incarnation DROP DEFAULT",
+    "ALTER TABLE stock DROP CONSTRAINT stock_pkey",
+    "ALTER TABLE stock ADD PRIMARY KEY (hub_id, sku, location, incarnation)",
+    "DELETE FROM stock WHERE location LIKE 'sensor:%'",
+    f"""INSERT INTO stock (hub_id, sku, location, incarnation, qty, updated_ms)
+    SELECT hub_id, sku, location, incarnation, sum(qty), max(received_ms) FROM (
+        SELECT hub_id, sku, location, incarnation, qty, received_ms FROM movements
+        WHERE location LIKE 'sensor:%' AND sku IS NOT NULL
+        UNION ALL
+        SELECT hub_id, sku, location, incarnation, qty, received_ms FROM movement_matches x
+        WHERE location LIKE 'sensor:%' AND sku IS NOT NULL AND {SENSOR_MATCHED_ROW.format(x="x")}
+    ) AS s GROUP BY hub_id, sku, location, incarnation""",
+    "ALTER TABLE stock ADD CONSTRAINT stock_incarnation CHECK ((location LIKE 'sensor:%') = (incarnation >= 1))",
+    """CREATE VIEW sensor_stock AS SELECT s.hub_id, s.sku, s.location, s.qty, s.incarnation FROM stock s
+        JOIN hubs h ON h.hub_id = s.hub_id AND h.incarnation = s.incarnation WHERE s.location LIKE 'sensor:%'""",
+)
+SENSOR_STOCK = Migration(
+    3,
+    "central: sensor locations' stock per ledger incarnation (view sensor_stock: the current one's)",
+    _V3_SENSOR_STOCK,
+)
+# WEB: the central page's tables (hub/central/web/schema.py)
+MIGRATIONS: tuple[Migration, ...] = (CENTRAL, WEB, SENSOR_STOCK)
 
 
 async def current_version(conn: asyncpg.Connection) -> int:

@@ -15,7 +15,10 @@ too big, forged, i.e. whose ``hub`` is not the topic's). ``apply_batch`` writes 
 4. alerts, each ``(hub_id, incarnation, id)`` kept at its highest ``rev`` (a restored ledger reuses alert ids: each
    incarnation's alerts are kept apart);
 5. snapshots, replacing a hub's previous one only when newer (``(incarnation, sent_ms)``); statuses likewise;
-6. the refused messages into ``rejected``.
+6. the refused messages into ``rejected``;
+7. when the caller asks (``RejectedBound``: the consumer does every ``rejected_prune_interval_s``), the refused
+   messages older than the bound's age or beyond its newest ``keep_rows`` are deleted (``prune_rejected``): at most
+   ``limit`` a time, skipping rows another consumer's transaction is deleting, so neither waits for the other.
 
 The database refusing a value (a data or constraint error, SQLSTATE classes 22, 23, 54) does not block the queue:
 the batch is applied again message by message, each in a savepoint, and the one refused goes to ``rejected`` with
@@ -52,6 +55,7 @@ if TYPE_CHECKING:
     import asyncpg
 
 REJECTED_PAYLOAD_KEPT = 64 * 1024
+PRUNE_BATCH = 10_000  # refused messages deleted at most per batch transaction
 DATA_ERROR_CLASSES = ("22", "23", "54")  # data exception, integrity constraint violation, program limit exceeded
 
 
@@ -94,6 +98,7 @@ class Outcome:
     statuses: int = 0
     ignored: int = 0  # rewinds (central's own, on the hubs' topics) and outdated snapshots / statuses
     rejected: list[Received] = field(default_factory=list)
+    rejected_pruned: int = 0  # rows deleted from ``rejected`` (RejectedBound)
     new_hubs: list[str] = field(default_factory=list)
     rewinds: list[Rewind] = field(default_factory=list)
 
@@ -102,22 +107,42 @@ class Outcome:
                      "movements_conflicting", "alerts", "snapshots", "statuses"):  # fmt: skip
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.ignored += other.ignored
+        self.rejected_pruned += other.rejected_pruned
         self.rejected += other.rejected
         self.new_hubs += other.new_hubs
         self.rewinds += other.rewinds
 
 
 def is_data_error(exc: BaseException) -> bool:
-    """PostgreSQL refused a value (not: the connection, the server, a lock)."""
+    """PostgreSQL refused a value (not: the connection, the server, a lock), or asyncpg could not encode one (its
+    client-side ``DataError``: an ``InterfaceError`` that is a ``ValueError``)."""
     state = getattr(exc, "sqlstate", None)
-    return isinstance(state, str) and state[:2] in DATA_ERROR_CLASSES
+    if isinstance(state, str) and state[:2] in DATA_ERROR_CLASSES:
+        return True
+    return type(exc).__name__ == "DataError" and isinstance(exc, ValueError)
 
 
-async def apply_batch(conn: asyncpg.Connection, batch: Sequence[Received], now_ms: int) -> Outcome:
-    """Write ``batch`` in one transaction (see the module's doc); returns what it did once committed."""
+@dataclass(frozen=True, slots=True)
+class RejectedBound:
+    """How much of ``rejected`` to keep: rows received in the last ``keep_ms``, and the newest ``keep_rows`` of those;
+    ``limit``: rows deleted at most in one transaction."""
+
+    keep_ms: int
+    keep_rows: int
+    limit: int = PRUNE_BATCH
+
+
+async def apply_batch(
+    conn: asyncpg.Connection, batch: Sequence[Received], now_ms: int, prune: RejectedBound | None = None
+) -> Outcome:
+    """Write ``batch`` in one transaction (see the module's doc), pruning ``rejected`` in it when ``prune`` says so;
+    returns what it did once committed."""
     try:
         async with conn.transaction():
-            return await _apply(conn, batch, now_ms)
+            out = await _apply(conn, batch, now_ms)
+            if prune is not None:
+                out.rejected_pruned = await prune_rejected(conn, now_ms, prune)
+            return out
     except Exception as exc:
         if not is_data_error(exc) or len(batch) < 1:
             raise
@@ -132,7 +157,28 @@ async def apply_batch(conn: asyncpg.Connection, batch: Sequence[Received], now_m
                     raise
                 refused = Received(item.topic, item.payload, item.hub, None, f"the database refused it: {exc}")
                 out.add(await _apply(conn, [refused], now_ms))
+        if prune is not None:
+            out.rejected_pruned = await prune_rejected(conn, now_ms, prune)
     return out
+
+
+# the rows to delete, oldest first: received before $1, or older than the $2-th newest; rows another transaction
+# has locked (another consumer pruning) are skipped, not waited for
+_PRUNE_REJECTED = """
+WITH doomed AS (
+    SELECT id FROM rejected
+    WHERE received_ms < $1 OR id <= (SELECT id FROM rejected ORDER BY id DESC OFFSET $2 LIMIT 1)
+    ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM rejected r USING doomed d WHERE r.id = d.id RETURNING 1
+) SELECT count(*) FROM gone
+"""
+
+
+async def prune_rejected(conn: asyncpg.Connection, now_ms: int, bound: RejectedBound) -> int:
+    """Delete from ``rejected`` what ``bound`` does not keep (at most ``bound.limit`` rows); how many, in the
+    caller's transaction."""
+    return int(await conn.fetchval(_PRUNE_REJECTED, now_ms - bound.keep_ms, bound.keep_rows, bound.limit))
 
 
 # ------------------------------------------------------------------------------------------------- the batch

@@ -14,6 +14,11 @@ Writes (under ``--root``, ``/`` by default; an existing ``hub.toml`` or nodes fi
 
 With ``--root /`` as root it also creates the user; ``--enable`` then reloads systemd and udev and starts the
 hub. Everything else is printed as the commands to run.
+
+The pieces any smartshelf unit is made of are shared with ``smartshelf central install-service``
+(``hub/central/service.py``): ``HARDENING`` (the sandboxing every unit gets), ``write_file`` (atomic, with its mode;
+``keep``: never overwrite), ``under_root``, ``ensure_system_user`` and ``finish`` (run the systemctl commands, or
+print them).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import pwd
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 UNIT = "smartshelf-hub.service"
@@ -39,6 +44,29 @@ BOARDS = (
     ("1a86", "7523", "esp32-ch340", "ID_PATH"),
     ("303a", "", "esp32", "ID_SERIAL_SHORT"),
 )
+
+
+# The sandboxing of every smartshelf unit: a read-only system but for the unit's own directories, no privileges, no
+# capabilities, IP and Unix sockets only, kernel and clock out of reach. Units add what they need (the hub: devices).
+HARDENING = """UMask=0077
+ProtectSystem=strict
+ProtectHome=read-only
+PrivateTmp=yes
+NoNewPrivileges=yes
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
+CapabilityBoundingSet=
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+SystemCallArchitectures=native
+"""
 
 
 def unit_text(executable: Path, config: Path = CONFIG, user: str = USER) -> str:
@@ -67,27 +95,9 @@ StateDirectoryMode=0700
 ConfigurationDirectory=smartshelf
 ConfigurationDirectoryMode=0750
 WorkingDirectory=/var/lib/smartshelf
-UMask=0077
-ProtectSystem=strict
-ProtectHome=read-only
-PrivateTmp=yes
-NoNewPrivileges=yes
-DevicePolicy=closed
+{HARDENING}DevicePolicy=closed
 DeviceAllow=char-ttyACM rw
 DeviceAllow=char-ttyUSB rw
-RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
-CapabilityBoundingSet=
-ProtectKernelTunables=yes
-ProtectKernelModules=yes
-ProtectKernelLogs=yes
-ProtectControlGroups=yes
-ProtectClock=yes
-ProtectHostname=yes
-RestrictNamespaces=yes
-RestrictRealtime=yes
-RestrictSUIDSGID=yes
-LockPersonality=yes
-SystemCallArchitectures=native
 
 [Install]
 WantedBy=multi-user.target
@@ -123,7 +133,9 @@ port = 8080
 """
 
 
-def _write(path: Path, text: str, mode: int, *, keep: bool, out: Callable[[str], None]) -> None:
+def write_file(path: Path, text: str, mode: int, *, keep: bool, out: Callable[[str], None]) -> None:
+    """Write ``text`` to ``path`` with ``mode`` (whatever the umask) through a temporary file renamed over it;
+    ``keep``: leave an existing file as it is."""
     if keep and path.exists():
         out(f"kept {path}")
         return
@@ -137,42 +149,58 @@ def _write(path: Path, text: str, mode: int, *, keep: bool, out: Callable[[str],
     out(f"wrote {path}")
 
 
+def under_root(root: Path, path: Path) -> Path:
+    """``path`` (absolute) as installed under ``root``."""
+    return root / path.relative_to("/")
+
+
+def is_real_root(root: Path) -> bool:
+    """Installing onto this machine (not staging under a directory) as root: users, owners and systemctl apply."""
+    return root.resolve() == Path("/") and os.geteuid() == 0
+
+
+def ensure_system_user(name: str, home: Path, groups: Sequence[str] = (), *, out: Callable[[str], None]) -> None:
+    """A system user (no login shell) named ``name``, created unless it exists."""
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        extra = ["--groups", ",".join(groups)] if groups else []
+        useradd = ["useradd", "--system", "--home-dir", str(home), "--no-create-home", "--shell", "/usr/sbin/nologin"]
+        subprocess.run([*useradd, *extra, name], check=True)
+        out(f"created the system user {name}")
+
+
+def finish(root: Path, commands: Sequence[Sequence[str]], *, enable: bool, out: Callable[[str], None]) -> None:
+    """With ``enable`` on the real root: run ``commands`` (raising ``CalledProcessError``); else print them."""
+    if enable and root.resolve() == Path("/"):
+        for cmd in commands:
+            subprocess.run(list(cmd), check=True)
+            out("ran " + " ".join(cmd))
+    else:
+        out("then: " + "; ".join(" ".join(c) for c in commands))
+
+
 def install(root: Path, executable: Path, *, enable: bool = False, out: Callable[[str], None] = print) -> None:
     """Write the unit, the udev rules, hub.toml and the nodes file under ``root``; on the real root as root,
     create the user and hand it the state; ``enable``: reload systemd and udev, start the hub."""
-
-    def under(p: Path) -> Path:
-        return root / p.relative_to("/")
-
-    real = root.resolve() == Path("/")
-    _write(under(Path("/etc/systemd/system") / UNIT), unit_text(executable), 0o644, keep=False, out=out)
-    _write(under(Path("/etc/udev/rules.d") / RULES), rules_text(), 0o644, keep=False, out=out)
-    _write(under(CONFIG), hub_toml_text(), 0o640, keep=True, out=out)
-    _write(under(NODES_FILE), "# Shelf nodes provisioned by `smartshelf flash`\n", 0o600, keep=True, out=out)
+    write_file(under_root(root, Path("/etc/systemd/system") / UNIT), unit_text(executable), 0o644, keep=False, out=out)
+    write_file(under_root(root, Path("/etc/udev/rules.d") / RULES), rules_text(), 0o644, keep=False, out=out)
+    write_file(under_root(root, CONFIG), hub_toml_text(), 0o640, keep=True, out=out)
+    nodes = "# Shelf nodes provisioned by `smartshelf flash`\n"
+    write_file(under_root(root, NODES_FILE), nodes, 0o600, keep=True, out=out)
     commands = [
         ["systemctl", "daemon-reload"],
         ["systemctl", "enable", "--now", UNIT],
         ["udevadm", "control", "--reload-rules"],
         ["udevadm", "trigger", "--subsystem-match=tty", "--action=add"],
     ]
-    if real and os.geteuid() == 0:
-        try:
-            pwd.getpwnam(USER)
-        except KeyError:
-            useradd = ["useradd", "--system", "--home-dir", str(STATE), "--shell", "/usr/sbin/nologin",
-                       "--groups", "dialout", USER]  # fmt: skip
-            subprocess.run(useradd, check=True)
-            out(f"created the system user {USER}")
+    if is_real_root(root):
+        ensure_system_user(USER, STATE, ["dialout"], out=out)
         for path in (STATE, NODES_FILE):
             shutil.chown(path, USER, USER)
         shutil.chown(CONFIG.parent, "root", USER)
         shutil.chown(CONFIG, "root", USER)
-    if enable and real:
-        for cmd in commands:
-            subprocess.run(cmd, check=True)
-            out("ran " + " ".join(cmd))
-    else:
-        out("then: " + "; ".join(" ".join(c) for c in commands))
+    finish(root, commands, enable=enable, out=out)
 
 
 def default_executable() -> Path:
