@@ -275,6 +275,32 @@ def test_other_files_are_not_a_trace(capsys: Any, tmp_path: Path, text: str, lin
     assert f"line {line}: {words}" in err, err
 
 
+@pytest.mark.parametrize("tail", ["100.3", "100.3,", "100.3,5e", "100.", "100.3,5\xc3"])
+def test_a_last_row_cut_short_is_dropped_with_a_warning(capsys: Any, tmp_path: Path, tail: str) -> None:
+    """A logger that lost power mid-row leaves a last row with no end of line: dropped and said, the rest replayed."""
+    good = _csv(_trace(), header=True)
+    path = tmp_path / "cut.csv"
+    path.write_bytes(good.encode() + tail.encode("latin-1"))
+    rc, evs, err = _run(capsys, [str(path), "--unit-weight", "100"])
+    assert rc == 0, err
+    assert [(e["kind"], e["count"]) for e in evs] == [("pick", -1), ("put", 1)]
+    line = len(good.splitlines()) + 1
+    assert f"dropped line {line}: the last row was cut short" in err, err
+
+
+def test_a_bad_last_row_with_its_end_of_line_is_still_not_a_trace(capsys: Any, tmp_path: Path) -> None:
+    good = _csv(_trace(), header=True)
+    rc, evs, err = _run(capsys, [_file(tmp_path, good + "100.3,\n"), "--unit-weight", "100"])
+    assert rc == 2 and evs == []
+    assert f"line {len(good.splitlines()) + 1}: weight is not a number" in err, err
+
+
+def test_a_cut_short_row_that_is_not_last_is_not_a_trace(capsys: Any, tmp_path: Path) -> None:
+    good = _csv(_trace(), header=True)
+    rc, _evs, err = _run(capsys, [_file(tmp_path, good + "100.3\n200,5\n"), "--unit-weight", "100"])
+    assert rc == 2 and "expected 2 comma-separated fields" in err, err
+
+
 # -- the recorded-trace corpus (tools/sensing/recorded.py) ---------------------------------------------------
 
 

@@ -18,6 +18,8 @@ gap. Replay takes such a trace as it is (``clean``) and says on stderr what it d
 * a gap (an interval over 2.5 times the typical one) is samples the logger missed: nothing is made up in
   their place (the detector takes a gap longer than max(500 ms, 8 intervals) as a sensor fault).
 
+* a last row cut short (no end of line after it, and not two numbers: the logger lost power mid-row) is dropped.
+
 What is not a trace at all stops the replay with exit status 2 and a message naming the line and the reason:
 a row that is not two numbers, no samples, a timestamp more than ``CLOCK_JUMP_S`` (1 s) before the newest
 one (the timestamps are not one clock: two recordings joined, or a column that is not time), or more samples
@@ -79,6 +81,7 @@ class Cleanup:
     gap_longest_s: float = 0.0
     missing: int = 0  # samples the gaps would have held at the typical interval
     interval_s: float = 0.0  # the typical (median) interval
+    cut_short_line: int = 0  # the last row, cut short and dropped (0: none)
 
     def report(self) -> list[str]:
         """One line per kind of thing done, for stderr (nothing for a clean trace)."""
@@ -96,6 +99,11 @@ class Cleanup:
             out.append(
                 f"dropped {self.late} sample(s) older than the reorder window allows (up to "
                 f"{self.late_max_s:.3f} s before the newest)"
+            )
+        if self.cut_short_line:
+            out.append(
+                f"dropped line {self.cut_short_line}: the last row was cut short (no end of line; the logger "
+                "stopped mid-row)"
             )
         if self.gaps:
             out.append(
@@ -126,34 +134,59 @@ def _number(text: str, what: str, line: int) -> float:
     return value
 
 
-def rows(lines: Iterable[bytes | str]) -> Iterator[tuple[int, float, float]]:
-    """The samples of a trace as written, ``(line, seconds, grams)``; raises TraceError at a row that is not one."""
+def rows(lines: Iterable[bytes | str], cut_short: list[int] | None = None) -> Iterator[tuple[int, float, float]]:
+    """The samples of a trace as written, ``(line, seconds, grams)``; raises TraceError at a row that is not one,
+    except the last row when it has no end of line (a logger that stopped mid-row) and ``cut_short`` is given: its
+    number is appended to ``cut_short`` and it is dropped."""
     header_allowed = True
-    for line_no, raw in enumerate(lines, 1):
-        if isinstance(raw, bytes):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise TraceError(line_no, "not UTF-8 text") from None
-        else:
-            text = raw
-        text = text.split("#", 1)[0].strip().lstrip("\ufeff")
-        if not text:
-            continue
-        fields = text.split(",")
-        if len(fields) != 2:
-            raise TraceError(line_no, f"expected 2 comma-separated fields (timestamp_seconds,grams), got {len(fields)}")
-        if header_allowed and not _NUMBER.fullmatch(fields[0].strip()) and re.search("[A-Za-z_]", fields[0]):
-            low = fields[0].strip().lower()
-            if low not in ("nan", "inf", "-inf", "+inf", "infinity"):
-                header_allowed = False
-                continue  # a header row
-        header_allowed = False
-        t = _number(fields[0], "timestamp", line_no)
-        g = _number(fields[1], "weight", line_no)
-        if abs(g) >= MAX_GRAMS:
-            raise TraceError(line_no, f"weight {fields[1].strip()} g is out of range (|grams| < {MAX_GRAMS:g})")
-        yield line_no, t, g
+    for line_no, raw, last in _with_last(lines):
+        try:
+            written, sample = _row(line_no, raw, header_allowed)
+        except TraceError:
+            ended = raw.endswith(b"\n") if isinstance(raw, bytes) else raw.endswith("\n")
+            if last and cut_short is not None and not ended:
+                cut_short.append(line_no)
+                return
+            raise
+        header_allowed = header_allowed and not written
+        if sample is not None:
+            yield line_no, sample[0], sample[1]
+
+
+def _with_last(lines: Iterable[bytes | str]) -> Iterator[tuple[int, bytes | str, bool]]:
+    """``(line number, line, whether it is the last)`` for each line."""
+    it = iter(lines)
+    line = next(it, None)
+    line_no = 1
+    while line is not None:
+        following = next(it, None)
+        yield line_no, line, following is None
+        line, line_no = following, line_no + 1
+
+
+def _row(line_no: int, raw: bytes | str, header_allowed: bool) -> tuple[bool, tuple[float, float] | None]:
+    """Whether the row holds anything (not blank, not only a comment), and its sample (None: blank, comment, or a
+    header where one is allowed)."""
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise TraceError(line_no, "not UTF-8 text") from None
+    text = raw.split("#", 1)[0].strip().lstrip("\ufeff")
+    if not text:
+        return False, None
+    fields = text.split(",")
+    if len(fields) != 2:
+        raise TraceError(line_no, f"expected 2 comma-separated fields (timestamp_seconds,grams), got {len(fields)}")
+    first = fields[0].strip()
+    words = not _NUMBER.fullmatch(first) and re.search("[A-Za-z_]", first) is not None
+    if header_allowed and words and first.lower() not in ("nan", "inf", "-inf", "+inf", "infinity"):
+        return True, None  # a header row
+    t = _number(fields[0], "timestamp", line_no)
+    g = _number(fields[1], "weight", line_no)
+    if abs(g) >= MAX_GRAMS:
+        raise TraceError(line_no, f"weight {fields[1].strip()} g is out of range (|grams| < {MAX_GRAMS:g})")
+    return True, (t, g)
 
 
 def clean(samples: Iterable[tuple[int, float, float]]) -> tuple[list[float], list[float], Cleanup]:
@@ -230,12 +263,14 @@ def parse(lines: Iterable[bytes | str]) -> Trace:
             read += 1
             yield raw
 
+    cut_short: list[int] = []
     try:
-        seconds, grams, cu = clean(rows(counted()))
+        seconds, grams, cu = clean(rows(counted(), cut_short))
     except TraceError as exc:
         if exc.message == _NO_SAMPLES:
             raise TraceError(max(read, 1), _NO_SAMPLES) from None  # name the end of the input
         raise
+    cu.cut_short_line = cut_short[0] if cut_short else 0
     return Trace(seconds, [round(t * 1000) for t in seconds], [round(g * 10) for g in grams], cu)
 
 
