@@ -86,7 +86,10 @@ def test_epcs_are_normalised(text: str, expected: str) -> None:
     assert normalise_epc(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "3", "30Z4", "00" * 33, "3074 257"])
+@pytest.mark.parametrize(
+    "text",
+    ["", "3", "30Z4", "00" * 33, "3074 257", "\ufb00", "\uff13\uff10", "30\u00a074", "30\u200374", "\u300030"],
+)  # the ligature ff, full-width digits, non-ASCII spaces: typed or pasted, never hex
 def test_what_is_no_epc_is_refused(text: str) -> None:
     with pytest.raises(InvalidCode):
         normalise_epc(text)
@@ -101,7 +104,9 @@ def test_gtins_are_checked_by_their_check_digit_and_stored_as_14_digits(text: st
     assert normalise_gtin(text) == stored
 
 
-@pytest.mark.parametrize("text", ["4006381333932", "400638133393", "40063813339310", "12345678901a", "٤٠٠٦٣٨١٣٣٣٩٣١"])
+@pytest.mark.parametrize(
+    "text", ["4006381333932", "400638133393", "40063813339310", "12345678901a", "٤٠٠٦٣٨١٣٣٣٩٣١", "\u00a04006381333931"]
+)
 def test_bad_gtins_are_refused(text: str) -> None:
     with pytest.raises(InvalidCode):
         normalise_gtin(text)

@@ -22,7 +22,7 @@ from epcpy.utils.common import ConvertException
 
 EPC_MAX_BYTES = 32  # as on the wire (protocol §5.1)
 _HEX = re.compile(r"(?:[0-9A-F]{2}){1,32}")
-_SEPARATORS = re.compile(r"[\s:-]+")
+_SEPARATORS = re.compile(r"[ \t:-]+")  # ASCII only: no ligature or other script passes as hex
 _SGTIN_LENGTHS = {0x30: (12, "sgtin-96"), 0x36: (26, "sgtin-198")}  # header byte -> (EPC bytes, scheme)
 GTIN_LENGTHS = (8, 12, 13, 14)
 
@@ -48,8 +48,8 @@ def epc_hex(epc: bytes) -> str:
 
 def normalise_epc(text: str) -> str:
     """An EPC typed or imported by staff as the ledger keeps it: hex, 1..32 bytes, upper case, no separators."""
-    compact = _SEPARATORS.sub("", text.strip()).upper()
-    if _HEX.fullmatch(compact) is None:
+    compact = _SEPARATORS.sub("", text.strip(" \t\r\n")).upper()
+    if not text.isascii() or _HEX.fullmatch(compact) is None:
         raise InvalidCode(f"EPC {text.strip()[:80]!r} is not 1..{EPC_MAX_BYTES} bytes of hex (e.g. 3074257BF719...)")
     return compact
 
@@ -78,7 +78,7 @@ def gtin_check_digit(body: str) -> int:
 
 def normalise_gtin(text: str) -> str:
     """A GTIN-8, -12, -13 or -14 as the ledger keeps it (14 digits) once its check digit is right."""
-    digits = text.strip()
+    digits = text.strip(" \t\r\n")
     if not digits.isascii() or not digits.isdigit() or len(digits) not in GTIN_LENGTHS:
         raise InvalidCode(f"GTIN {digits[:40]!r} must be 8, 12, 13 or 14 digits")
     expected = gtin_check_digit(digits[:-1])
