@@ -840,6 +840,9 @@ def test_ledger_import_cli_posts_to_a_running_hub(env: Env, tmp_path: Path, monk
         f.write_text("id,timestamp,sku,quantity\nd2,2026-11-27T08:00:00Z,NOPE,6\n")
         rc, out, err = _cli(*args)
         assert rc == 2 and "delivery.csv:2:" in err and "nothing was written" in err
+        f.write_text("")  # an empty file: refused (2) as a local import refuses it, not "failed" (1)
+        rc, out, err = _cli(*args)
+        assert rc == 2 and "refused by the hub, nothing was written" in err, err
         monkeypatch.setenv("SMARTSHELF_API_TOKEN", "ssk_wrong")
         rc, _, err = _cli("ledger", "import", "receipts", str(f), "--url", url)
         assert rc == 1 and "401" in err

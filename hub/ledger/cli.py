@@ -134,6 +134,9 @@ def _import_remote(args: argparse.Namespace, path: Path) -> int:
             print(f"{path.name}: rejected, nothing was written ({n} problem{'s' if n != 1 else ''})", file=sys.stderr)
             return EXIT_REFUSED
         detail = "; ".join(f"{e.get('field')}: {e.get('message')}" for e in problems) or exc.reason
+        if exc.code == 400:  # the request itself refused (an empty file, a bad name): nothing was written
+            _err(f"{path.name}: refused by the hub, nothing was written: {detail}")
+            return EXIT_REFUSED
         if exc.code == 413:
             _err(f"{path.name}: too large for one import through the hub, nothing was written: {detail}")
             _err(f"split {path.name} into smaller files (each with the header row) and import them one by one")
