@@ -25,12 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from unittest import mock
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import pytest
 import requests
 from flask import Flask
 from flask.testing import FlaskClient
+from markupsafe import escape
 
 from hub.central.config import DatabaseConfig
 from hub.central.schema import migrate
@@ -378,6 +380,23 @@ def test_each_role_reaches_its_pages_only(seeded: Central) -> None:
     # the navigation offers what the role may reach
     nav = seeded.client("vic").get("/").get_data(as_text=True).split("</nav>")[0]
     assert "Shrink" not in nav and "Users" not in nav and "Reorders" in nav
+
+
+def test_the_login_redirect_returns_to_the_page_asked_for(seeded: Central) -> None:
+    """A page's own URL, its query string only when it had one (``/stock``, not ``/stock?``), and back after signing
+    in."""
+    for page, expected in (("/stock", "/stock"), ("/stock?sku=COLA&store=n1", "/stock?sku=COLA&store=n1")):
+        anonymous = seeded.app.test_client()
+        resp = anonymous.get(page)
+        assert resp.status_code == 302
+        location = urlsplit(resp.headers["Location"])
+        assert location.path == "/login" and parse_qs(location.query) == {"next": [expected]}, location
+        form = anonymous.get(resp.headers["Location"]).get_data(as_text=True)
+        assert f'name="next" value="{escape(expected)}"' in form
+        data = {"username": "vic", "password": PASSWORD, "next": expected, "csrf_token": csrf(anonymous)}
+        resp = anonymous.post("/login", data=data)
+        assert resp.status_code == 302 and resp.headers["Location"] == expected
+        assert anonymous.get(expected).status_code == 200
 
 
 def test_sessions_end_at_logout_role_change_and_disabling_and_sign_ins_are_throttled(seeded: Central) -> None:

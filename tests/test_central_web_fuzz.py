@@ -15,9 +15,6 @@ the same few hundred requests every run. ``SMARTSHELF_FUZZ_EXAMPLES`` / ``SMARTS
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,14 +24,6 @@ import asyncpg
 import pytest
 import requests
 import schemathesis
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    negative_data_rejection,
-    response_headers_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
 from hub.central.config import DatabaseConfig
 from hub.central.schema import migrate
@@ -45,20 +34,13 @@ from hub.central.web.pg import Database
 from hub.central.web.schema import SCOPES
 from hub.central.web.server import CentralWebServer
 from hub.web.accounts.clients import token_sha256
+from tests import fuzz_support as fuzz
 from tests.test_central_web import seed_stores, write_config
 from tools.servers.postgres import Postgres
 
-MAX_EXAMPLES = int(os.environ.get("SMARTSHELF_FUZZ_EXAMPLES", "30"))
-SEED = int(os.environ.get("SMARTSHELF_FUZZ_SEED", "14"))
-ALL, NORTH, NO_TOKEN, UNKNOWN = "all", "north", "none", "unknown"
-CHECKS = [
-    not_a_server_error,
-    status_code_conformance,
-    content_type_conformance,
-    response_schema_conformance,
-    response_headers_conformance,
-    negative_data_rejection,
-]
+MAX_EXAMPLES = fuzz.setting(fuzz.MAX_EXAMPLES_VAR, 30)
+SEED = fuzz.setting(fuzz.SEED_VAR, 14)
+ALL, NORTH = "all", "north"
 KNOWN = {"stores": ["n1", "s1"], "hubs": ["hub-n1", "hub-s1", "hub-x"], "skus": ["COLA", "TEA", "SOUP"]}
 BINDINGS = {"query.store": ("stores", 0.5), "query.hub": ("hubs", 0.5), "query.sku": ("skus", 0.6)}
 
@@ -90,8 +72,7 @@ def live(postgres_server: Postgres, tmp_path_factory: pytest.TempPathFactory) ->
 
     asyncio.run(prepare())
     db = Database.start(DatabaseConfig(dsn=dsn), max_size=8)
-    tokens: dict[str, str | None] = {NO_TOKEN: None, UNKNOWN: accounts.new_token()}
-    scopes: dict[str, frozenset[str]] = {NO_TOKEN: frozenset(), UNKNOWN: frozenset()}
+    tokens, scopes = fuzz.first_clients(accounts.new_token)
     try:
         seed_stores(db, dsn)
         for client, given, regions in [*((s, (s,), None) for s in SCOPES), (ALL, SCOPES, None),
@@ -116,51 +97,29 @@ def live(postgres_server: Postgres, tmp_path_factory: pytest.TempPathFactory) ->
 
 @pytest.fixture
 def api_schema(live: LiveCentral, request: pytest.FixtureRequest) -> Any:
-    if not hasattr(request.node, "_nodeid"):  # schemathesis 4.32 on pytest 9.2 (tests/test_web_api_fuzz.py)
-        request.node._nodeid = request.node.nodeid
-    config = schemathesis.Config.from_dict(
-        {
-            "seed": SEED,
-            "tls-verify": str(live.certificate),
-            "generation": {"max-examples": MAX_EXAMPLES, "database": "none", "with-security-parameters": False},
-            "phases": {"stateful": {"enabled": False}, "coverage": {"unexpected-methods": ["POST", "DELETE"]}},
-            "checks": {"negative_data_rejection": {"expected-statuses": ["400", "401", "403", "404", "405"]}},
-            "dictionaries": {name: {"values": values} for name, values in KNOWN.items()},
-            "parameters": {key: {"dictionary": name, "probability": p} for key, (name, p) in BINDINGS.items()},
-        }
+    return fuzz.load_schema(
+        request,
+        f"{live.server.url}{OPENAPI_PATH[1:]}",
+        live.certificate,
+        seed=SEED,
+        max_examples=MAX_EXAMPLES,
+        unexpected_methods=["POST", "DELETE"],
+        refusals=["400", "401", "403", "404", "405"],
+        known=KNOWN,
+        bindings=BINDINGS,
     )
-    return schemathesis.openapi.from_url(f"{live.server.url}{OPENAPI_PATH[1:]}", config=config,
-                                         verify=str(live.certificate))  # fmt: skip
 
 
 schema = schemathesis.pytest.from_fixture("api_schema")
 
 
-def _scope_of(operation: Any) -> str | None:
-    security = operation.definition.raw.get("security")
-    if not security:
-        return None
-    (requirement,) = security
-    (scopes,) = requirement.values()
-    return str(scopes[0])
-
-
 def _send(live: LiveCentral, case: Any, client: str) -> Any:
-    scope = _scope_of(case.operation)
-    token = live.tokens[client]
-    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    headers = fuzz.bearer(live.tokens[client])
     response = case.call(session=live.session, headers=headers)
     live.sent += 1
-    case.validate_response(response, checks=CHECKS, headers=headers)
-    status = response.status_code
-    if scope is not None and response.request.method == case.operation.method.upper():
-        if client in (NO_TOKEN, UNKNOWN):
-            assert status == 401, response.text
-        elif scope not in live.scopes[client]:
-            assert status == 403, response.text
-        else:
-            assert status not in (401, 403), response.text
-    if client == NORTH and status == 200:
+    case.validate_response(response, checks=fuzz.CHECKS, headers=headers)
+    fuzz.check_token(case, response, client, live.scopes)
+    if client == NORTH and response.status_code == 200:
         hubs = {item["hub_id"] for item in response.json()["items"]}
         assert hubs <= {"hub-n1"}, f"a client of the north got {hubs}"
     return response
@@ -178,13 +137,12 @@ def test_every_client_gets_its_documented_answer(api_schema: Any, live: LiveCent
 
 @schema.parametrize()
 def test_the_central_api_keeps_its_openapi_document_under_fuzzing(case: Any, live: LiveCentral) -> None:
-    scope = _scope_of(case.operation)
-    own = scope if scope is not None else NO_TOKEN
+    own = fuzz.scope_of(case.operation) or fuzz.NO_TOKEN
     _send(live, case, own)
-    pick = zlib.crc32(json.dumps([case.method, case.path, case.query], sort_keys=True, default=repr).encode())
-    if pick % 4 == 0:  # one case in four also by another client (the same one whenever this case replays)
-        others = [c for c in live.tokens if c != own]
-        _send(live, case, others[(pick // 4) % len(others)])
+    # one case in four also by another client (the same one whenever this case replays)
+    other = fuzz.other_client([case.method, case.path, case.query], own, live.tokens, 4)
+    if other is not None:
+        _send(live, case, other)
 
 
 def test_the_fuzzing_sent_its_cases(live: LiveCentral) -> None:

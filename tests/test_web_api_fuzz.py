@@ -28,10 +28,7 @@ database: CI runs the same cases every time (about 2,000 requests, a minute on t
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import sqlite3
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,14 +38,6 @@ import pytest
 import requests
 import schemathesis
 from hypothesis import strategies as st
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    negative_data_rejection,
-    response_headers_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
 from hub.ledger import LedgerReader
 from hub.ledger.epc_imports import SPEC as EPC_SPEC
@@ -58,22 +47,15 @@ from hub.web.api.fields import FIELDS, PREFIX
 from hub.web.api.openapi import OPENAPI_PATH, OPERATIONS
 from hub.web.server import WebServer
 from hub.web.serving.tls import ensure_self_signed, host_names, self_signed_paths
+from tests import fuzz_support as fuzz
 from tests.web_support import SEED_EPC, Env, run_env
 
-MAX_EXAMPLES = int(os.environ.get("SMARTSHELF_FUZZ_EXAMPLES", "50"))
-SEED = int(os.environ.get("SMARTSHELF_FUZZ_SEED", "13"))
+MAX_EXAMPLES = fuzz.setting(fuzz.MAX_EXAMPLES_VAR, 50)
+SEED = fuzz.setting(fuzz.SEED_VAR, 13)
 ALL = "all"  # the client with every scope
-NO_TOKEN = "none"
-UNKNOWN = "unknown"  # a well-formed token of no client
+# how a request breaking the document may be refused: as documented (a body too large to read is a 413, whatever
+# else is wrong with it; a method the path lacks a 405)
 REFUSALS = ["400", "401", "403", "404", "405", "409", "413", "415", "422"]
-CHECKS = [
-    not_a_server_error,
-    status_code_conformance,
-    content_type_conformance,
-    response_schema_conformance,
-    response_headers_conformance,
-    negative_data_rejection,
-]
 # what the seeded ledger knows, offered to the generator beside random values (else nearly every post is a 422)
 KNOWN = {
     "skus": ["COLA", "TEA", "SOUP"],
@@ -128,8 +110,7 @@ def _add_client(env: Env, name: str, scopes: tuple[str, ...]) -> str:
 
 
 def _add_clients(env: Env) -> tuple[dict[str, str | None], dict[str, frozenset[str]]]:
-    tokens: dict[str, str | None] = {NO_TOKEN: None, UNKNOWN: new_token()}
-    scopes: dict[str, frozenset[str]] = {NO_TOKEN: frozenset(), UNKNOWN: frozenset()}
+    tokens, scopes = fuzz.first_clients(new_token)
     for name, given in [*((s, (s,)) for s in SCOPES), (ALL, SCOPES)]:
         tokens[name] = _add_client(env, name, given)
         scopes[name] = frozenset(given)
@@ -204,47 +185,22 @@ def flatmap_body(context: Any, body: Any) -> st.SearchStrategy[Any]:
 
 @pytest.fixture
 def api_schema(live: LiveHub, request: pytest.FixtureRequest) -> Any:
-    # schemathesis 4.32's from_fixture reads (and renames) the test's node by pytest's former ``Node._nodeid``, gone in
-    # pytest 9.2 (``nodeid`` is computed there); it reads it after loading this fixture, so give it one to read
-    if not hasattr(request.node, "_nodeid"):
-        request.node._nodeid = request.node.nodeid
-    generation: dict[str, Any] = {
-        "max-examples": MAX_EXAMPLES,
-        "database": "none",
-        "with-security-parameters": False,  # the Authorization header is ours to send (a client's token, or none)
-    }
-    config = schemathesis.Config.from_dict(
-        {
-            "seed": SEED,  # each operation's cases from a seed derived from it: the same cases every run
-            "tls-verify": str(live.certificate),
-            "generation": generation,
-            # an unexpected method is a 405 the same way for every one: two of them per operation
-            "phases": {"stateful": {"enabled": False}, "coverage": {"unexpected-methods": ["DELETE", "PATCH"]}},
-            # how a request breaking the document may be refused: as documented (a body too large to read is a 413,
-            # whatever else is wrong with it; a method the path lacks a 405)
-            "checks": {"negative_data_rejection": {"expected-statuses": REFUSALS}},
-            "dictionaries": {name: {"values": values} for name, values in KNOWN.items()},
-            "parameters": {key: {"dictionary": name, "probability": p} for key, (name, p) in BINDINGS.items()},
-        }
-    )
-    loaded = schemathesis.openapi.from_url(
-        f"{live.web.url}api/openapi.json", config=config, verify=str(live.certificate)
+    loaded = fuzz.load_schema(
+        request,
+        f"{live.web.url}api/openapi.json",
+        live.certificate,
+        seed=SEED,
+        max_examples=MAX_EXAMPLES,
+        unexpected_methods=["DELETE", "PATCH"],
+        refusals=REFUSALS,
+        known=KNOWN,
+        bindings=BINDINGS,
     )
     loaded.hook(flatmap_body)
     return loaded
 
 
 schema = schemathesis.pytest.from_fixture("api_schema")
-
-
-def _scope_of(operation: Any) -> str | None:
-    """The scope the operation's security requirement names (None: public)."""
-    security = operation.definition.raw.get("security")
-    if not security:
-        return None
-    (requirement,) = security
-    (scopes,) = requirement.values()
-    return str(scopes[0])
 
 
 def _fingerprint(live: LiveHub) -> tuple[str, ...]:
@@ -282,9 +238,7 @@ def _beyond_the_schema(case: Any, error: dict[str, Any]) -> bool:
 
 def _send(live: LiveHub, case: Any, client: str) -> Any:
     """``case`` sent as ``client``; checks the answer against the document, the token and the ledger."""
-    scope = _scope_of(case.operation)
-    token = live.tokens[client]
-    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    headers = fuzz.bearer(live.tokens[client])
     before = _fingerprint(live)
     response = case.call(session=live.session, headers=headers)
     phase = f"{case.meta.phase.name.value} {case.meta.generation.mode.value}" if case.meta is not None else "sweep"
@@ -299,17 +253,11 @@ def _send(live: LiveHub, case: Any, client: str) -> Any:
         assert after[:3] == before[:3], f"{what} (all duplicates) wrote: {response.text}"
     else:
         _check_write(live, client, response, before)
-    case.validate_response(response, checks=CHECKS, headers=headers)
+    case.validate_response(response, checks=fuzz.CHECKS, headers=headers)
     if case.meta is not None and case.meta.generation.mode.value == "positive" and status in (400, 422):
         unexplained = [e for e in response.json()["errors"] if not _beyond_the_schema(case, e)]
         assert not unexplained, f"a request the document takes was refused: {unexplained}"
-    if scope is not None and response.request.method == case.operation.method.upper():
-        if client in (NO_TOKEN, UNKNOWN):
-            assert status == 401, response.text
-        elif scope not in live.scopes[client]:
-            assert status == 403, response.text
-        else:
-            assert status not in (401, 403), response.text
+    fuzz.check_token(case, response, client, live.scopes)
     return response
 
 
@@ -351,14 +299,12 @@ def test_every_client_gets_its_documented_answer_from_every_operation(api_schema
 
 @schema.parametrize()
 def test_the_api_keeps_its_openapi_document_under_fuzzing(case: Any, live: LiveHub) -> None:
-    scope = _scope_of(case.operation)
-    own = scope if scope is not None else NO_TOKEN
+    own = fuzz.scope_of(case.operation) or fuzz.NO_TOKEN
     _send(live, case, own)
-    content = json.dumps([case.method, case.query, case.body], sort_keys=True, default=repr).encode()
-    pick = zlib.crc32(content)
-    if pick % 8 == 0:  # one case in eight: also another client (the same one whenever this case replays)
-        others = [c for c in live.tokens if c != own]
-        _send(live, case, others[(pick // 8) % len(others)])
+    # one case in eight also by another client (the same one whenever this case replays)
+    other = fuzz.other_client([case.method, case.query, case.body], own, live.tokens, 8)
+    if other is not None:
+        _send(live, case, other)
 
 
 def test_the_ledger_holds_after_the_fuzzing(live: LiveHub) -> None:

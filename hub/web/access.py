@@ -192,7 +192,8 @@ def _enforce() -> Response | None:
         abort(403)  # undeclared (or a scope outside the API, which has no token check): fail closed
     if rule.kind == "role":
         if g.user is None:
-            return redirect(url_for("auth.login", next=request.full_path if request.method == "GET" else None))
+            back = request.full_path if request.query_string else request.path  # full_path ends in "?" without one
+            return redirect(url_for("auth.login", next=back if request.method == "GET" else None))
         if not rule.admits(g.user.role):
             abort(403)
     if request.method not in ("GET", "HEAD", "OPTIONS"):

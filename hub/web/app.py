@@ -19,6 +19,7 @@ from typing import Any
 
 from flask import Flask, render_template, request
 from flask.typing import ResponseReturnValue
+from jinja2 import BaseLoader, FileSystemLoader, PrefixLoader
 
 from hub.ledger.models import LedgerClosed
 from hub.private_files import check_private
@@ -29,6 +30,14 @@ from hub.web.api.errors import unavailable as api_unavailable
 from hub.web.bridge import Writer
 from hub.web.live import views as live
 from hub.web.pages import alerts, audit, ledger, nodes, overview, reports, shelf, tags
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+
+def shared_templates() -> BaseLoader:
+    """The templates another app renders too, as ``shared/<name>``: ``templates/shared/`` (the account forms, which
+    the central page's users, API clients and sign-in pages call). This app finds them in its own folder."""
+    return PrefixLoader({"shared": FileSystemLoader(TEMPLATES / "shared")})
 
 
 def secret_key_path(ledger_path: Path) -> Path:

@@ -6,6 +6,8 @@
 * ``read_transaction(conn)``: one read transaction, so that several queries see one committed state.
 * ``fetch_all`` / ``fetch_one``: run one of the ledger's query definitions (``hub.ledger.reader.Query``: SQL and
   row mapper, the same ones ``LedgerReader`` runs) on such a connection.
+* ``streamed_read(lines)``, ``keyset_batches(read, key, size)``: what the CSV exports stream, every matching row a
+  batch at a time on a connection of their own.
 * ``get_writer()``: the app's ``Writer`` (``bridge.py``): every write goes through the hub's ``LedgerService``.
 * Every request runs with its origin set (``hub.ledger.origin``: ``ip:<peer address>``, from ``request.remote_addr``,
   which the server fills in from the connection), so whatever it writes, through the writer or the hub's
@@ -28,6 +30,7 @@ from hub.ledger.reader import Query
 from hub.web.bridge import Writer
 
 T = TypeVar("T")
+K = TypeVar("K")
 _WRITER = "smartshelf_writer"
 
 
@@ -117,3 +120,17 @@ def streamed_read(lines: Callable[[sqlite3.Connection], Iterator[str]]) -> Itera
             conn.close()
 
     return stream()
+
+
+def keyset_batches(read: Callable[[K | None], Sequence[T]], key: Callable[[T], K], size: int) -> Iterator[Sequence[T]]:
+    """Every row of a keyset-paged read, a batch at a time: ``read(after)`` gives at most ``size`` rows following the
+    key ``after`` (None: from the first) in the page's order, and the next batch follows the last row's key. Memory
+    stays one batch, whatever the number of rows (the CSV exports)."""
+    after: K | None = None
+    while True:
+        rows = read(after)
+        if rows:
+            yield rows
+        if len(rows) < size:
+            return
+        after = key(rows[-1])

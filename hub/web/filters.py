@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 
 from flask import Flask, Response
@@ -36,8 +38,22 @@ def install(app: Flask) -> None:
     app.jinja_env.filters["ms"] = fmt_ms
 
 
+def csv_chunks(header: Sequence[str], batches: Iterable[Iterable[Iterable[object]]]) -> Iterator[str]:
+    """A CSV file as text chunks (CRLF line ends): the header row, then each batch of rows as one chunk."""
+    buf = io.StringIO()
+    out = csv.writer(buf, lineterminator="\r\n")
+    out.writerow(header)
+    yield buf.getvalue()
+    for rows in batches:
+        buf.seek(0)
+        buf.truncate()
+        out.writerows(rows)
+        yield buf.getvalue()
+
+
 def csv_download(prefix: str, lines: Iterator[str]) -> Response:
-    """A streamed CSV attachment named ``<prefix>-<UTC time>.csv`` (the ledger's and the audit trail's exports)."""
+    """A streamed CSV attachment named ``<prefix>-<UTC time>.csv`` (the ledger's, the audit trail's and the reports'
+    exports)."""
     filename = f"{prefix}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.csv"
     return Response(
         lines,

@@ -17,6 +17,7 @@ from typing import Any
 
 from flask import Flask, render_template, request
 from flask.typing import ResponseReturnValue
+from jinja2 import ChoiceLoader, FileSystemLoader
 
 from hub.central.web import admin, api, login, pages
 from hub.central.web.accounts import CentralUser, get_user, session_key
@@ -25,6 +26,7 @@ from hub.central.web.queries import OFFLINE_AFTER_MS
 from hub.central.web.schema import ROLES
 from hub.web import access, filters, headers, inputs
 from hub.web.api.errors import FieldError, error_response
+from hub.web.app import shared_templates
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 # in the order their routes are matched (and listed by access.matrix_markdown within a role)
@@ -48,7 +50,9 @@ def create_central_app(
 ) -> Flask:
     """``database``: a started ``pg.Database`` of a central store at the current schema (``central migrate``).
     ``offline_after_ms``: no message from a hub for this long shows it as silent."""
-    app = Flask(__name__, static_folder=None, template_folder=str(TEMPLATES))
+    app = Flask(__name__, static_folder=None)
+    # its own templates, then the hub's shared ones ("shared/accounts.html": the sign-in, users and clients forms)
+    app.jinja_loader = ChoiceLoader([FileSystemLoader(TEMPLATES), shared_templates()])
     app.config.update(
         SECRET_KEY=database.run(session_key),
         SESSION_COOKIE_HTTPONLY=True,

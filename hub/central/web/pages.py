@@ -9,6 +9,7 @@ definitions (``api_spec.QUERIES``): a bad one is a 400 naming it.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from flask import Blueprint, abort, current_app, g, render_template, request, url_for
@@ -93,14 +94,24 @@ def overview() -> str:
     )
 
 
+BySku = Callable[[Any, q.Filters, str | None, tuple[str, str] | None, int], Awaitable[q.Page]]
+
+
+def _by_sku(kind: str, query: BySku) -> str:
+    """A list by SKU then store (``kind``: stock or reorders: its template, the API endpoint whose filters it takes,
+    its cursors): the store, hub and SKU filters, a page from the cursor."""
+    endpoint = f"api.{kind}"
+    f = _filters(endpoint)
+    sku = _text(endpoint, "sku")
+    after = _after(kind, (str, str))
+    page = get_database().read(lambda c: query(c, f, sku, after, PAGE_ROWS))
+    return _render(f"{kind}.html", page=page, next_cursor=_next(page, kind))
+
+
 @bp.get("/stock")
 @requires("viewer", ROLES)
 def stock() -> str:
-    f = _filters("api.stock")
-    sku = _text("api.stock", "sku")
-    after = _after("stock", (str, str))
-    page = get_database().read(lambda c: q.stock(c, f, sku, after, PAGE_ROWS))
-    return _render("stock.html", page=page, next_cursor=_next(page, "stock"))
+    return _by_sku("stock", q.stock)
 
 
 @bp.get("/alerts")
@@ -117,11 +128,7 @@ def alerts() -> str:
 @bp.get("/reorders")
 @requires("viewer", ROLES)
 def reorders() -> str:
-    f = _filters("api.reorders")
-    sku = _text("api.reorders", "sku")
-    after = _after("reorders", (str, str))
-    page = get_database().read(lambda c: q.reorders(c, f, sku, after, PAGE_ROWS))
-    return _render("reorders.html", page=page, next_cursor=_next(page, "reorders"))
+    return _by_sku("reorders", q.reorders)
 
 
 @bp.get("/shrink")

@@ -12,8 +12,6 @@ UPDATE and DELETE on ``audit`` whoever asks (even the writer).
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -25,8 +23,8 @@ from werkzeug.datastructures import MultiDict
 from hub.ledger.numbers import MAX_TS_MS, shown
 from hub.ledger.origin import AUTOMATIC, MAX_ORIGIN
 from hub.web.access import requires
-from hub.web.db import get_db, streamed_read
-from hub.web.filters import csv_download, csv_text, iso_ms
+from hub.web.db import get_db, keyset_batches, streamed_read
+from hub.web.filters import csv_chunks, csv_download, csv_text, iso_ms
 from hub.web.inputs import BadInput, day_value, int_text, single
 from hub.web.pages.alerts_text import readable_evidence
 from hub.web.pages.audit_queries import ACTIONS, PAGE_SIZE, Entry, Filters, page
@@ -117,24 +115,12 @@ def csv_row(e: Entry) -> list[object]:
 
 
 def csv_lines(conn: sqlite3.Connection, filters: Filters) -> Iterator[str]:
-    """The CSV, a batch of entries at a time (keyset, so memory stays constant; entries committed meanwhile are
+    """The CSV, ``CSV_BATCH`` entries a chunk (keyset, so memory stays constant; entries committed meanwhile are
     newer than the first batch and are left out)."""
-    buf = io.StringIO()
-    out = csv.writer(buf, lineterminator="\r\n")
-    out.writerow(CSV_HEADER)
-    yield buf.getvalue()
-    before: tuple[int, int] | None = None
-    while True:
-        rows = page(conn, filters, before, CSV_BATCH - 1)
-        if not rows:
-            return
-        buf.seek(0)
-        buf.truncate()
-        out.writerows(csv_row(e) for e in rows)
-        yield buf.getvalue()
-        if len(rows) < CSV_BATCH:
-            return
-        before = (rows[-1].ts_ms, rows[-1].id)
+    batches = keyset_batches(
+        lambda before: page(conn, filters, before, CSV_BATCH - 1), lambda e: (e.ts_ms, e.id), CSV_BATCH
+    )
+    return csv_chunks(CSV_HEADER, (map(csv_row, entries) for entries in batches))
 
 
 @bp.get("/audit.csv")

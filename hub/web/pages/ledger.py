@@ -10,8 +10,6 @@ of older movements). Days and ids are read by ``hub.web.inputs``, as on every pa
 
 from __future__ import annotations
 
-import csv
-import io
 import sqlite3
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -22,8 +20,8 @@ from werkzeug.datastructures import MultiDict
 
 from hub.ledger.models import LANE_ID_RE, SKU_RE, Reason
 from hub.web.access import requires
-from hub.web.db import get_db, streamed_read
-from hub.web.filters import csv_download, csv_text, iso_ms
+from hub.web.db import get_db, keyset_batches, streamed_read
+from hub.web.filters import csv_chunks, csv_download, csv_text, iso_ms
 from hub.web.inputs import BadInput, day_value, int_value, single
 from hub.web.pages.ledger_queries import PAGE_SIZE, Filters, page
 
@@ -115,24 +113,10 @@ def csv_row(r: Sequence[Any]) -> list[Any]:
 
 
 def csv_lines(conn: sqlite3.Connection, filters: Filters) -> Iterator[str]:
-    """The CSV, a batch of rows at a time (keyset by id, so memory stays constant for any number of rows; rows
+    """The CSV, ``CSV_BATCH`` rows a chunk (keyset by id, so memory stays constant for any number of rows; rows
     committed meanwhile have higher ids and are not included)."""
-    buf = io.StringIO()
-    out = csv.writer(buf, lineterminator="\r\n")
-    out.writerow(CSV_HEADER)
-    yield buf.getvalue()
-    before: int | None = None
-    while True:
-        rows = page(conn, filters, before, CSV_BATCH - 1)
-        if not rows:
-            return
-        buf.seek(0)
-        buf.truncate()
-        out.writerows(csv_row(r) for r in rows)
-        yield buf.getvalue()
-        if len(rows) < CSV_BATCH:
-            return
-        before = rows[-1][0]
+    batches = keyset_batches(lambda before: page(conn, filters, before, CSV_BATCH - 1), lambda r: r[0], CSV_BATCH)
+    return csv_chunks(CSV_HEADER, (map(csv_row, rows) for rows in batches))
 
 
 @bp.get("/ledger")
