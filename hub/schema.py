@@ -34,5 +34,7 @@ MIGRATIONS = ledger.compose(
     web.BOOK_LOCATIONS,  # 12
     fleet.FLEET,  # 13  publish cursor, alert outbox (hub/fleet/)
     identity.IDENTITY,  # 14  the ledger's incarnation (a restore starts a new one)
+    sold_hours.SOLD_TOTALS,  # 15  units sold per SKU and location: first and last hour, total (the reports)
+    ledger.LANE_ASSIGNED,  # 16  movements: reason lane_assigned (a lane's sensor units follow its SKU)
 )
 LATEST_VERSION = MIGRATIONS[-1].version

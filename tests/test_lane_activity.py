@@ -288,12 +288,26 @@ def expected_sold_hours(conn: sqlite3.Connection) -> set[tuple[Any, ...]]:
     return out
 
 
+def expected_sold_totals(hours: set[tuple[Any, ...]]) -> set[tuple[Any, ...]]:
+    """Per SKU and location: the first and last hour of its ``sold_hours`` and their units' sum."""
+    pairs: dict[tuple[str, str], list[int]] = {}
+    for sku, loc, hour, units, _total in hours:
+        first, last, total = pairs.get((sku, loc), [hour, hour, 0])
+        pairs[(sku, loc)] = [min(first, hour), max(last, hour), total + units]
+    return {(*key, *value) for key, value in pairs.items()}
+
+
 def check_sales(conn: sqlite3.Connection, rng: random.Random, around: int) -> None:
-    assert set(conn.execute("SELECT * FROM sold_hours")) == expected_sold_hours(conn)
+    hours = expected_sold_hours(conn)
+    assert set(conn.execute("SELECT * FROM sold_hours")) == hours
+    assert set(conn.execute("SELECT * FROM sold_totals")) == expected_sold_totals(hours)
     ends = [around, around - 3 * H + 1, around + 50 * H, around - 30 * H]
     for end in ends + [rng.randint(around - 60 * H, around + 60 * H) for _ in range(8)]:
         for p in (metrics.period(1, end), metrics.period(7, end), Period(end - rng.randint(1, 5 * H), end, 1)):
-            assert metrics.sales(conn, p) == sales_by_scan(conn, p), (p, end)
+            sold = metrics.sales(conn, p)
+            assert sold == sales_by_scan(conn, p), (p, end)
+            some = set(rng.sample(SKUS, 2))  # the reorder list reads the SKUs it shows only
+            assert metrics.sales(conn, p, some) == {k: n for k, n in sold.items() if k[0] in some}, (p, end)
 
 
 def test_units_sold_equal_the_scan_of_every_sale(tmp_path: Path) -> None:
@@ -310,7 +324,12 @@ def test_units_sold_equal_the_scan_of_every_sale(tmp_path: Path) -> None:
             for k in range(300):
                 sku = rng.choice(SKUS)
                 ts = base + rng.randint(-48 * H, 48 * H)  # late POS data and sales dated ahead
-                if rng.random() < 0.5:
+                if rng.random() < 0.3:  # from a lane
+                    lane = rng.choice(("A1", "A2", "B1", "B2"))
+                    r = await ledger.record_sale(
+                        sku, rng.randint(1, 3), actor="pos", ref=f"s{k}", ts=ts, location=f"lane:{lane}"
+                    )
+                elif rng.random() < 0.5:
                     r = await ledger.record_sale(sku, rng.randint(1, 3), actor="pos", ref=f"s{k}", ts=ts)
                 else:
                     r = await ledger.record_order_pick(sku, rng.randint(1, 3), f"o{k}", actor="wms", ref=f"o{k}", ts=ts)
@@ -339,9 +358,7 @@ def test_units_sold_equal_the_scan_of_every_sale(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "s.db")
     try:
         conn.execute("BEGIN")
-        conn.execute("DELETE FROM sold_hours")
-        for statement in sold_hours.BUILD:
-            conn.execute(statement)
+        sold_hours.rebuild(conn)
         check_sales(conn, rng, now_ms())
         conn.execute("ROLLBACK")
     finally:

@@ -73,6 +73,8 @@ async def test_every_reason_can_be_posted(ledger: LedgerService, reader: LedgerR
     for seq, kind, delta in ((1, KIND_PICK, -1), (2, KIND_PUT, 1), (3, KIND_ANOMALY, 0), (4, KIND_COUNT, 5)):
         await ledger.apply_sensor_event(1, seq, 0, kind, delta, delta * 3500, 90, 1)
     await ledger.apply_sensor_gap(SensorGap(1, 0, -2, "g1", 1))
+    await ledger.apply_sensor_event(1, 5, 3, KIND_PUT, 2, 2400, 90, 1)  # a lane not assigned yet: no SKU
+    await ledger.assign_lane(1, 3, "TEA", actor="setup")  # its units become TEA's (lane_assigned)
     used = {m.reason for m in (await reader.movements(limit=1000)).items}
     assert used == set(Reason)
     assert await reader.consistency_errors() == []

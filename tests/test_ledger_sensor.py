@@ -147,9 +147,13 @@ async def test_events_of_an_unknown_lane_are_kept_unassigned_with_one_alert(ledg
         assert len(alerts) == 1 and alerts[0].cause_key == "lane:node7-lane3"
         assert alerts[0].evidence == {"lane_id": "node7-lane3", "node_id": 7, "lane_index": 3}
 
-        await ledger.assign_lane(NODE, 3, "COLA", actor="manager")
+        await ledger.assign_lane(NODE, 3, "COLA", actor="manager")  # the 3 units picked before become COLA's
         await ledger.submit(pick(4, lane=3))
-        assert [(o.lane_id, o.qty) for o in await reader.observed_stock(sku="COLA")] == [("node7-lane3", -1)]
+        assert [(o.lane_id, o.qty) for o in await reader.observed_stock(sku="COLA")] == [("node7-lane3", -4)]
+        moved = (await reader.movements(location="sensor:node7-lane3", reason=Reason.LANE_ASSIGNED)).items
+        assert [(m.sku, m.qty, m.node_id) for m in moved] == [(None, 3, None), ("COLA", -3, None)]
+        events = (await reader.movements(location="sensor:node7-lane3", reason=Reason.SENSOR_PICK)).items
+        assert [m.sku for m in events] == [None, None, None, "COLA"]  # as booked: the move is a posting of its own
         alert = await reader.alert(alerts[0].id)
         assert alert is not None and alert.status == AlertStatus.RESOLVED
         assert await reader.consistency_errors() == []

@@ -113,3 +113,82 @@ async def test_a_reversal_of_a_sensor_movement_holds_through_events_a_node_reboo
         assert hub.reader is not None and await hub.reader.consistency_errors() == []
     finally:
         await hub.stop()
+
+
+def lane_stock(db: Path, lane_id: str = "node1-lane0") -> dict[str | None, int]:
+    """The lane's observed stock per SKU (zeros left out); its units booked with no SKU under None."""
+    out: dict[str | None, int] = {
+        r[0]: int(r[1])
+        for r in db_rows(db, "SELECT sku, qty FROM observed_stock WHERE lane_id = ? AND qty != 0", (lane_id,))
+    }
+    none = db_rows(
+        db, "SELECT coalesce(sum(qty), 0) FROM movements WHERE location = ? AND sku IS NULL", ("sensor:" + lane_id,)
+    )
+    if none[0][0]:
+        out[None] = int(none[0][0])
+    return out
+
+
+async def test_a_node_that_counted_before_its_lane_had_a_sku_hands_its_count_to_the_sku_it_is_assigned(
+    config: Path, node: FakeNode, tmp_path: Path
+) -> None:
+    """The tester's case: a board that counts already (an emulated one; a node moved) reports to a hub whose ledger
+    has its lane unassigned. Its opening stock and picks are booked with no SKU; assigning the lane (set-lane) makes
+    them the SKU's at once, and nothing (later events, a node reboot, a hub restart, a re-assignment to another
+    SKU, a staff count) lets the lane's observed stock and its node's count part again."""
+    db = tmp_path / "hub.db"
+    node.counters[0].count = node.counters[0].added = 12  # on its flash: 12 units on lane 0
+    hub = await start_hub(config)
+    try:
+        assert hub.ledger is not None
+        for sku in ("COLA", "TEA"):
+            await hub.ledger.add_sku(Sku(sku, sku.title(), 3500, 20), actor="setup")
+        node.hello()
+        await node.wait_for(lambda: node.messages(RequestState))
+        await eventually(lambda: lane_stock(db) == {None: 12}, what="the opening stock, with no SKU")
+        node.event(0, -2)
+        await node.wait_ack(1)
+        assert lane_stock(db) == {None: 10}
+
+        assert (await hub.set_lane(1, 0, "COLA", actor="manager")).ok
+        assert lane_stock(db) == {"COLA": 10} == {"COLA": node.counters[0].count}
+        await compared(hub, node)
+        node.event(0, -1)
+        await node.wait_ack(2)
+        await compared(hub, node)
+        assert lane_stock(db) == {"COLA": 9} and len(gaps(db)) == 1  # the opening stock's only
+
+        node.reboot(2)
+        node.hello()
+        await node.wait_for(lambda: len(node.messages(RequestState)) >= 2)
+        await asyncio.sleep(0.3)
+        assert lane_stock(db) == {"COLA": 9} and len(gaps(db)) == 1
+    finally:
+        await hub.stop()
+
+    hub = await start_hub(config)
+    try:
+        assert hub.ledger is not None and hub.reader is not None
+        await compared(hub, node)
+        assert lane_stock(db) == {"COLA": 9} and len(gaps(db)) == 1
+        assert (await hub.set_lane(1, 0, "TEA", actor="manager")).ok  # the products are swapped: the count goes on
+        assert lane_stock(db) == {"TEA": 9}
+        node.event(0, -4)
+        await node.wait_ack(3)
+        await compared(hub, node)
+        assert lane_stock(db) == {"TEA": 5} == {"TEA": node.counters[0].count} and len(gaps(db)) == 1
+
+        out = await hub.set_count(1, 0, 7, actor="alice")  # staff count 7: the node's count event +2
+        assert out.count is not None and (out.count.book_qty, out.count.counted_qty, out.absorbed) == (0, 7, 0)
+        await node.wait_ack(4)
+        await compared(hub, node)
+        assert lane_stock(db) == {"TEA": 7} == {"TEA": node.counters[0].count} and len(gaps(db)) == 1
+        moved = db_rows(db, "SELECT sku, qty FROM movements WHERE reason = 'lane_assigned' ORDER BY id")
+        assert moved == [(None, -10), ("COLA", 10), ("COLA", -9), ("TEA", 9)]
+        audit = db_rows(
+            db, "SELECT actor, action FROM audit WHERE action IN ('assign_lane', 'move_lane_units') ORDER BY id"
+        )
+        assert audit == [("manager", "assign_lane"), ("manager", "move_lane_units")] * 2
+        assert await hub.reader.consistency_errors() == []
+    finally:
+        await hub.stop()

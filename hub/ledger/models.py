@@ -6,7 +6,8 @@ Two kinds of quantity are kept apart so that nothing is counted twice:
   on that shelf lane) or another plain location name (``warehouse``, ``display-front``, ...). Receipts, sales,
   order picks, returns, restocks, transfers, write-offs and count adjustments move book stock.
 * **Observed stock** (what the shelf sensors see) per lane, kept in a separate *sensor ledger* whose locations
-  are ``sensor:<lane_id>``. Only sensor picks, puts, anomalies and sensor-gap corrections move it.
+  are ``sensor:<lane_id>``. Only sensor picks, puts, anomalies, counts and sensor-gap corrections move it, and the
+  moves that keep a lane's units under the SKU it is assigned (``lane_assigned``: ``hub.ledger.postings.settle``).
 
 A restock moves book stock from ``backroom`` to ``lane:<lane_id>`` *and* explains the sensor put the lane reports;
 reconciliation (a later module) matches the two ledgers, they are never summed.
@@ -41,6 +42,8 @@ class Reason(StrEnum):
     SENSOR_ANOMALY = "sensor_anomaly"
     SENSOR_GAP = "sensor_gap"
     SENSOR_COUNT = "sensor_count"  # staff counted the lane; its node recorded the difference (protocol v1.1)
+    # the lane's sensor units booked under another SKU (or none) became the SKU it is assigned (migration 16)
+    LANE_ASSIGNED = "lane_assigned"
     SALE = "sale"
     ORDER_PICK = "order_pick"
     RECEIPT = "receipt"
@@ -57,7 +60,14 @@ class Reason(StrEnum):
 
 
 SENSOR_REASONS = frozenset(
-    {Reason.SENSOR_PICK, Reason.SENSOR_PUT, Reason.SENSOR_ANOMALY, Reason.SENSOR_GAP, Reason.SENSOR_COUNT}
+    {
+        Reason.SENSOR_PICK,
+        Reason.SENSOR_PUT,
+        Reason.SENSOR_ANOMALY,
+        Reason.SENSOR_GAP,
+        Reason.SENSOR_COUNT,
+        Reason.LANE_ASSIGNED,
+    }
 )
 WriteOffReason = Literal[Reason.DAMAGE, Reason.SHRINKAGE]
 
@@ -207,7 +217,7 @@ class Lane:
     lane_id: str
     node_id: int
     lane_index: int
-    sku: str | None  # None: unassigned (events are kept, but count towards no SKU)
+    sku: str | None  # None: unassigned (events are kept, in no SKU's stock until the lane is assigned)
 
 
 @dataclass(frozen=True, slots=True)

@@ -356,9 +356,11 @@ class LedgerReader:
 
 
 # Per (node, lane index): the lane's counter reference, the units the nodes' own reports booked for it (events and
-# the gaps booked from their counters, whichever node booked them; not the staff corrections, which have no node:
-# hub/ledger/postings/lanes.py) and the highest event_seq among them of the node the lane has now (a lane taken
-# over from a replaced node starts with none of the new node's). One pass over the sensor movements, grouped by
+# the gaps booked from their counters, whichever node booked them, under whatever SKU; not the staff corrections nor
+# the moves of the lane's units to its SKU, which have no node: hub/ledger/postings/lanes.py, settle.py) and the
+# highest event_seq among them of the node the lane has now (a lane taken over from a replaced node starts with none
+# of the new node's). The lane's units are all its SKU's (settle.py), so its observed stock is this plus the staff
+# corrections. One pass over the sensor movements, grouped by
 # location and node (a temporary b-tree: about a quarter slower than grouping by location alone on a million rows).
 SENSOR_TALLIES = (
     "SELECT l.node_id, l.lane_index, sum(t.qty), coalesce(max(CASE WHEN t.node_id = l.node_id THEN"

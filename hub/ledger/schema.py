@@ -2,7 +2,7 @@
 
 * A database's schema is one ordered list of migrations, each a numbered step (``Migration``). Each subsystem owns
   the steps of its tables: the ledger core's are here (``CORE``, ``ALERTS``, ``LANE_READINGS``, ``SENSOR_COUNT``,
-  ``RFID``, ``AUDIT_ORIGIN``), reconciliation's in
+  ``RFID``, ``AUDIT_ORIGIN``, ``LANE_ASSIGNED``), reconciliation's in
   ``hub.reconcile.schema``, the status page's in ``hub.web.schema``. The hub root lists them in order
   (``hub.schema.MIGRATIONS``, made with ``compose``) and passes that list to everything that opens a database
   (``LedgerService(..., migrations=...)``, ``open_and_migrate``, ``restore_database``): the ledger never imports
@@ -242,6 +242,18 @@ _V6_SENSOR_COUNT = (
     "DROP VIEW schema_cookie_bump",
 )
 
+# A lane's sensor units follow the SKU it is assigned (issue 13, ``hub.ledger.postings.settle``): assigning a lane moves
+# the units booked at its sensor location under another SKU (or none) to its SKU, reason 'lane_assigned', a sensor
+# reason. Both CHECKs of movements are widened in place as in step 6 (every existing row still passes).
+_V16_LANE_ASSIGNED = (
+    "PRAGMA writable_schema = ON",
+    "UPDATE sqlite_schema SET sql = replace(sql, '''sensor_count''', '''sensor_count'', ''lane_assigned''')"
+    " WHERE type = 'table' AND name = 'movements'",
+    "PRAGMA writable_schema = RESET",
+    "CREATE VIEW schema_cookie_bump AS SELECT 1",
+    "DROP VIEW schema_cookie_bump",
+)
+
 # RFID (issue 12, protocol v1.2). Tags are observations like lane readings, not stock: they get tables of their own
 # beside the movements. Every tag event a node sends is booked once (node, event_seq: the same sequence and the same
 # exactness as weight events); what is on each lane now is kept per (lane, EPC) by the writer in the same
@@ -341,6 +353,9 @@ LANE_READINGS = Migration(5, "lane readings", _V5_LANE_READINGS)
 SENSOR_COUNT = Migration(6, "movements: reason sensor_count (a node's counted quantity)", _V6_SENSOR_COUNT)
 RFID = Migration(7, "rfid: tag events, tags present per lane, reader outages, EPC -> SKU table, GTIN per SKU", _V7_RFID)
 AUDIT_ORIGIN = Migration(9, "audit: where each entry came from (origin)", _V9_AUDIT_ORIGIN)
+LANE_ASSIGNED = Migration(
+    16, "movements: reason lane_assigned (a lane's sensor units moved to the SKU it is assigned)", _V16_LANE_ASSIGNED
+)
 
 
 # ------------------------------------------------------------------------------------------------ the migrator

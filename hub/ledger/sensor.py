@@ -21,7 +21,7 @@ Rules:
   ``node<node_id>-lane<index>`` (``.2``, ``.3``, ... when a replacement node took that id over) with no SKU: it
   counts towards no SKU's observed stock, and an
   ``unassigned_lane`` alert is opened. Assigning the lane resolves the alert; events from then on count for the
-  SKU (earlier ones stay unassigned).
+  SKU, and the units booked before become the SKU's then (``postings.settle``: its node's count, at once).
 * **Bad input fails only its own item** (e.g. a lane index above 31): its future gets ``InvalidArgument`` and the
   rest of the batch is applied.
 * **Lane readings** (``LaneReading``: a lane's weight and count from ``lane_state``, for the shelf charts) go to

@@ -11,12 +11,20 @@ time index: ``sold_between`` reads two totals per SKU and location and at most t
 the period. A reversal entered *before* the time of what it reverses (an original dated ahead) is left out of the
 totals: the few such reversals are read and counted as the reports' rule says. ``BUILD`` fills the table for an
 existing ledger (migration 11); ``rebuild`` does it again for tools that write movements without the writer.
+
+``sold_totals`` (migration 15) holds, per SKU and location that ever sold, the first and last hour of its
+``sold_hours`` and their sum (the last hour's running total), kept by ``record`` beside them in the posting's
+transaction. It is what ``sold_between`` starts from: only the locations that sell (not every book balance), and
+a seek into ``sold_hours`` only where a period boundary falls inside a pair's hours (the total before the end's
+hour is the pair's total unless it sold in that hour or later; before the start's hour there is nothing unless its
+first hour is earlier).
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import aiosqlite
@@ -47,11 +55,31 @@ BUILD = (
 )
 SOLD_HOURS = Migration(11, "units sold per SKU, location and hour with running totals", (*_DDL, *BUILD))
 
+_TOTALS_DDL = (
+    """CREATE TABLE sold_totals (
+        sku TEXT NOT NULL,
+        location TEXT NOT NULL,
+        first_hour INTEGER NOT NULL,
+        last_hour INTEGER NOT NULL,
+        total INTEGER NOT NULL,
+        PRIMARY KEY (sku, location),
+        CHECK (first_hour <= last_hour)
+    ) STRICT, WITHOUT ROWID""",
+)
+BUILD_TOTALS = (
+    "INSERT INTO sold_totals (sku, location, first_hour, last_hour, total)"
+    " SELECT sku, location, min(hour), max(hour), sum(units) FROM sold_hours GROUP BY sku, location",
+)
+SOLD_TOTALS = Migration(
+    15, "units sold per SKU and location: first and last hour, total", (*_TOTALS_DDL, *BUILD_TOTALS)
+)
+
 
 def rebuild(conn: sqlite3.Connection) -> None:
-    """Fill the table again from the movements, inside the caller's transaction."""
+    """Fill the tables again from the movements, inside the caller's transaction."""
     conn.execute("DELETE FROM sold_hours")
-    for statement in BUILD:
+    conn.execute("DELETE FROM sold_totals")
+    for statement in (*BUILD, *BUILD_TOTALS):
         conn.execute(statement)
 
 
@@ -90,6 +118,12 @@ async def record(
             " WHERE sku = ?1 AND location = ?2 AND hour >= ?3",
             (sku, location, hour, -qty),
         )
+        await conn.execute(
+            "INSERT INTO sold_totals (sku, location, first_hour, last_hour, total) VALUES (?1, ?2, ?3, ?3, ?4)"
+            " ON CONFLICT (sku, location) DO UPDATE SET first_hour = min(first_hour, ?3),"
+            " last_hour = max(last_hour, ?3), total = total + ?4",
+            (sku, location, hour, -qty),
+        )
 
 
 # ---------------------------------------------------------------------------------------------- the reports
@@ -108,30 +142,35 @@ def _hour_rows(conn: sqlite3.Connection, a: int, b: int) -> list[Any]:
     ).fetchall()
 
 
-def sold_between(conn: sqlite3.Connection, start_ms: int, end_ms: int) -> dict[tuple[str, str], int]:
+def sold_between(
+    conn: sqlite3.Connection, start_ms: int, end_ms: int, skus: Collection[str] | None = None
+) -> dict[tuple[str, str], int]:
     """Units sold in ``[start_ms, end_ms]`` per (SKU, location booked from), net of reversals: each sale or order pick
     at its own time, each reversal of one at the time of what it reverses if it was entered at or after
-    ``start_ms``. Pairs that sold nothing net are left out.
+    ``start_ms``. Pairs that sold nothing net are left out; with ``skus``, only those SKUs' pairs are read.
 
-    Units sold up to a moment t: the running total before t's hour, plus that hour's movements up to t. So: the
-    totals before the end's and the start's hour (two primary-key seeks per SKU and location), the end hour's
-    movements up to the end less the start hour's before the start, and the reversals ``record`` leaves out."""
+    Units sold up to a moment t: the running total before t's hour, plus that hour's movements up to t. So: per SKU
+    and location that sells (``sold_totals``), the totals before the end's and the start's hour (its total, nothing,
+    or a primary-key seek where the boundary falls inside its hours), the end hour's movements up to the end less
+    the start hour's before the start, and the reversals ``record`` leaves out."""
     first, last = start_ms // HOUR_MS, end_ms // HOUR_MS
+    only = None if skus is None else set(skus)
+    some = "" if only is None else " WHERE t.sku IN (SELECT value FROM json_each(?3))"
     out: dict[tuple[str, str], int] = {}
     for sku, location, before_end, before_start in conn.execute(
-        "SELECT b.sku, b.location,"
-        " (SELECT h.total FROM sold_hours AS h WHERE h.sku = b.sku AND h.location = b.location AND h.hour < ?2"
-        "  ORDER BY h.hour DESC LIMIT 1),"
-        " (SELECT h.total FROM sold_hours AS h WHERE h.sku = b.sku AND h.location = b.location AND h.hour < ?1"
-        "  ORDER BY h.hour DESC LIMIT 1)"
-        " FROM balances AS b WHERE b.location NOT GLOB 'sensor:*'",
-        (first, last),
+        "SELECT t.sku, t.location,"
+        " CASE WHEN t.last_hour < ?2 THEN t.total ELSE (SELECT h.total FROM sold_hours AS h WHERE h.sku = t.sku"
+        "  AND h.location = t.location AND h.hour < ?2 ORDER BY h.hour DESC LIMIT 1) END,"
+        " CASE WHEN t.first_hour < ?1 THEN (SELECT h.total FROM sold_hours AS h WHERE h.sku = t.sku"
+        f"  AND h.location = t.location AND h.hour < ?1 ORDER BY h.hour DESC LIMIT 1) END FROM sold_totals AS t{some}",
+        (first, last) if only is None else (first, last, json.dumps(sorted(only))),
     ):
         if before_end != before_start:
             out[(sku, location)] = int(before_end or 0) - int(before_start or 0)
     for sign, (a, b) in ((1, (last * HOUR_MS, end_ms)), (-1, (first * HOUR_MS, start_ms - 1))):
         for sku, location, units in _hour_rows(conn, a, b):
-            out[(sku, location)] = out.get((sku, location), 0) + sign * int(units)
+            if only is None or sku in only:
+                out[(sku, location)] = out.get((sku, location), 0) + sign * int(units)
     for sku, location, units in conn.execute(
         "SELECT r.sku, r.location, -r.qty FROM movements AS r INDEXED BY movements_reversed_once"
         " JOIN movements AS o ON o.id = r.reverses_id"
@@ -139,5 +178,6 @@ def sold_between(conn: sqlite3.Connection, start_ms: int, end_ms: int) -> dict[t
         " AND o.ts_ms BETWEEN ? AND ? AND r.ts_ms >= ?",
         (start_ms, end_ms, start_ms),
     ):
-        out[(sku, location)] = out.get((sku, location), 0) + int(units)
+        if only is None or sku in only:
+            out[(sku, location)] = out.get((sku, location), 0) + int(units)
     return {key: n for key, n in out.items() if n}

@@ -5,8 +5,11 @@
   ack built from it never covers an event that is not durable.
 * ``LaneTally`` is what the ledger holds for one lane from its node's reports (the units its events and sensor gaps
   booked, and the highest event among them), kept from committed outcomes after being loaded once at start; the
-  lane counters a node reports are compared with it (``gaps.lane_gap``). Staff corrections of sensor movements are
-  not in it (``hub.ledger.postings.lanes``): no comparison undoes them.
+  lane counters a node reports are compared with it (``gaps.lane_gap``). It is per lane, whatever the SKU of the
+  movements (a node counts units across a change of its lane's SKU). Staff corrections of sensor movements are not
+  in it (``hub.ledger.postings.lanes``): no comparison undoes them; nor are the moves of a lane's units to the SKU it
+  is assigned (``hub.ledger.postings.settle``: no node, and they sum to nothing at the lane), so assigning a lane
+  changes no tally and the node's next counters agree with it.
 """
 
 from __future__ import annotations
@@ -70,5 +73,5 @@ class EventMarks:
 class LaneTally:
     """What the ledger holds for one lane, kept from committed outcomes (loaded once at start)."""
 
-    total: int = 0  # the counter reference: units the node's reports booked (events + gaps; no staff correction)
+    total: int = 0  # the counter reference: units the node's reports booked (events + gaps, any SKU; no staff post)
     max_event: int = 0  # highest event_seq of this lane in the ledger

@@ -17,7 +17,9 @@ is leaked by it, and the memory held meanwhile is bounded by ``YOUNG`` allocatio
 
 from __future__ import annotations
 
+import contextlib
 import gc
+from collections.abc import Iterator
 
 YOUNG = 20_000  # allocations between young collections (CPython's default: 700)
 OLDER = 20  # young collections per middle one, and middle ones per full one (defaults 10, 10)
@@ -29,3 +31,16 @@ def settle() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(YOUNG, OLDER, OLDER)
+
+
+@contextlib.contextmanager
+def settled() -> Iterator[None]:
+    """``settle()`` for a while (a benchmark measuring the hub as ``hub run`` sets it up, in a process that goes on
+    afterwards): the frozen objects and the thresholds as they were at the end."""
+    threshold = gc.get_threshold()
+    settle()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)

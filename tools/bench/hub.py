@@ -27,6 +27,7 @@ understates what the hub does on two free cores, where its event loop and its SQ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import sqlite3
@@ -350,7 +351,8 @@ async def _bench(directory: Path, quick: bool, nodes_n: int) -> dict[str, Any]:
     )
     hub = HubService(cfg, control=False, open_ports=False, reconcile=False)
     await hub.start()
-    heap.settle()  # as `smartshelf hub run` does once started
+    restore = contextlib.ExitStack()
+    restore.enter_context(heap.settled())  # as `smartshelf hub run` does once started
     try:
         assert hub.ledger is not None and hub.ingest is not None
         await hub.ledger.add_sku(Sku("BENCH", "Benchmark item", 3500, 10), actor="bench")
@@ -370,6 +372,7 @@ async def _bench(directory: Path, quick: bool, nodes_n: int) -> dict[str, Any]:
         mixed = await _flood(hub, nodes, per_node, 2)
         rejected = sum(n.rejected for n in nodes)
     finally:
+        restore.close()
         await hub.stop()
     mixed.pop("movement_ids")
     return {

@@ -52,6 +52,7 @@ from hub.ledger.causes import Cause
 from hub.ledger.models import SensorEvent, now_ms
 from hub.ledger.reader import BOOK_STOCK, OBSERVED_STOCK, SKUS
 from hub.schema import MIGRATIONS
+from hub.service import heap
 from shared_protocol.messages import KIND_PICK
 from tools.bench import host_figures, web_reports
 
@@ -577,6 +578,7 @@ def _bench(directory: Path, scale: Scale) -> dict[str, Any]:
     ledger = LedgerService(db, migrations=MIGRATIONS, synchronous="FULL")
     hub.call(ledger.start)
     web: WebServer | None = None
+    restore = contextlib.ExitStack()
     try:
         # the fan-out's clients share one signed-in session and one address: the per-session and per-user stream
         # caps and the per-address connection cap let them all in (with the page and API clients beside them)
@@ -585,6 +587,7 @@ def _bench(directory: Path, scale: Scale) -> dict[str, Any]:
             db, ledger, hub.loop, host="127.0.0.1", port=0, live={"LIVE_MAX_PER_SESSION": n, "LIVE_MAX_PER_USER": n},
             limits=Limits(max_per_client=n + 16),
         )  # fmt: skip
+        restore.enter_context(heap.settled())  # as `smartshelf hub run` does once its ledger and server have started
         parsed = urllib.parse.urlsplit(web.url)
         host, port = parsed.hostname or "127.0.0.1", int(parsed.port or 80)
         client = Client(host, port)
@@ -641,6 +644,7 @@ def _bench(directory: Path, scale: Scale) -> dict[str, Any]:
         fanout, under_load = _fanout(hub, ledger, store, host, port, client.cookie, scale)
         client.close()
     finally:
+        restore.close()
         if web is not None:
             hub.call(web.stop)
         hub.call(ledger.close)

@@ -12,6 +12,8 @@ its rows and one audit entry. The postings live by area, as functions of the tra
 * ``catalogue``  SKU master data
 * ``lanes``      nodes and lanes: register, assign a SKU, hand a replaced node's lanes to its successor, absorb the
                  staff corrections of a lane's sensor movements when staff count it through its node (``rebase_lane``)
+* ``settle``     a lane's sensor units are its SKU's: on a change of SKU (and a reversal, a count) the units booked
+                 under another SKU or none are moved to it (``settle_lane``, reason ``lane_assigned``)
 * ``alerts``     open, acknowledge, later evidence, resolve (with the entry the resolution implies)
 
 and, for reconciliation's runs, ``expire_unconfirmed_tags`` (``hub.ledger.tag_booking``): tags not read again

@@ -8,7 +8,11 @@ location (a reversal of a sensor movement; ``node_id`` NULL) is a correction bes
 observed stock is the reference plus the corrections, and no comparison with the node's counters undoes them. When
 staff count the lane through its node (``set_count``) the node's counter becomes the count, so the corrections are
 absorbed then: ``rebase_lane`` posts their negation, which leaves the lane's observed stock equal to its node's
-counter again."""
+counter again.
+
+**A lane's sensor units are its SKU's** (``settle.settle_lane``): assigning a lane another SKU (or its first, or none)
+moves the units booked at its sensor location under any other SKU, or none, to its SKU in the same transaction, so
+its observed stock is what its node counts; a count settles the lane too, before absorbing its corrections."""
 
 from __future__ import annotations
 
@@ -29,15 +33,17 @@ from hub.ledger.postings.catalogue import require_sku
 from hub.ledger.postings.checks import check_actor
 from hub.ledger.postings.core import TxCore
 from hub.ledger.postings.legs import Leg, balance, post
+from hub.ledger.postings.settle import settle_lane
 
 AUTO_LANE_ID_RE = re.compile(r"node\d+-lane\d+")
 REBASE_KIND = "rebase"  # rebase:<the count's reference>: the corrections a staff count of the lane absorbed
-# The staff corrections at one sensor location: reversal legs (read through the partial index of reversals) and the
-# earlier re-bases (a range of the source reference index); no other posting can target a sensor location.
+# The staff corrections at one sensor location, whatever their SKU: reversal legs (read through the partial index of
+# reversals) and the earlier re-bases (a range of the source reference index). The other postings at a sensor
+# location are the lane_assigned moves, whose legs sum to nothing there.
 _CORRECTIONS = (
-    "SELECT sku, sum(qty) FROM (SELECT sku, qty FROM movements WHERE reverses_id IS NOT NULL AND location = ?1"
-    " AND node_id IS NULL UNION ALL SELECT sku, qty FROM movements WHERE source_ref >= 'rebase:'"
-    " AND source_ref < 'rebase;' AND location = ?1) GROUP BY sku HAVING sum(qty) != 0 ORDER BY sku"
+    "SELECT coalesce(sum(qty), 0) FROM (SELECT qty FROM movements WHERE reverses_id IS NOT NULL AND location = ?1"
+    " AND node_id IS NULL UNION ALL SELECT qty FROM movements WHERE source_ref >= 'rebase:'"
+    " AND source_ref < 'rebase;' AND location = ?1)"
 )
 
 
@@ -65,7 +71,9 @@ async def assign_lane(
     """Register lane ``lane_index`` of ``node_id`` (if new) and assign it a SKU (None: unassign).
 
     A lane keeps its id for life (sensor history is stored under it). Re-assigning a lane that still holds
-    book stock of its old SKU is refused: transfer or count that stock out first."""
+    book stock of its old SKU is refused: transfer or count that stock out first. The units its sensors counted
+    under its old SKU, or none, become the new SKU's in the same transaction (``settle_lane``), so its observed stock
+    is what its node counts at once."""
     actor = check_actor(actor)
     if not isinstance(lane_index, int) or not 0 <= lane_index <= 31:
         raise InvalidArgument(f"lane index must be 0..31, not {lane_index!r}")
@@ -79,7 +87,8 @@ async def assign_lane(
         if lane_id is not None and lane_id != existing_id:
             raise InvalidArgument(f"node {node_id} lane {lane_index} is already registered as {existing_id!r}")
         lane_id = existing_id
-        if old_sku == sku:
+        if old_sku == sku:  # nothing to assign; units booked under another SKU (an older ledger) become its SKU's
+            await settle_lane(tx, existing_id, sku, actor=actor, cause="assign_lane")
             return existing_id
         if old_sku is not None:
             held = await balance(tx, old_sku, lane_location(existing_id))
@@ -109,6 +118,8 @@ async def assign_lane(
         "assign_lane",
         {"lane_id": lane_id, "node_id": node_id, "lane_index": lane_index, "old_sku": old_sku, "sku": sku},
     )
+    if rows:  # the lane's sensor units are its new SKU's (a new lane has none)
+        await settle_lane(tx, lane_id, sku, actor=actor, cause="assign_lane")
     if sku is not None:
         await resolve_if_open(
             tx, AlertKind.UNASSIGNED_LANE, str(Cause.lane(lane_id)), actor=actor, resolution=f"lane assigned to {sku}"
@@ -142,22 +153,23 @@ async def replace_node(tx: TxCore, old: int, new: int, *, actor: str) -> list[st
 
 async def rebase_lane(tx: TxCore, lane_id: str, *, actor: str, ref: str) -> int:
     """Staff counted lane ``lane_id`` through its node (``set_count``), which set the node's counter to the count:
-    absorb the staff corrections of the lane's sensor movements (module docstring), posting their negation per SKU
-    under ``rebase:<ref>`` (reason ``sensor_count``, no node) with one audit entry ``rebase_lane``. Returns the units
-    absorbed (0: there were none, nothing written)."""
+    absorb the staff corrections of the lane's sensor movements (module docstring), posting their negation under the
+    lane's SKU, ``rebase:<ref>`` (reason ``sensor_count``, no node), with one audit entry ``rebase_lane``; first the
+    lane is settled (``settle_lane``: units under another SKU or none, left by a ledger written before that rule,
+    become its SKU's). Returns the units absorbed (0: there were none, no re-base written)."""
     actor = check_actor(actor)
-    if not await tx.rows("SELECT 1 FROM lanes WHERE lane_id = ?", (lane_id,)):
+    rows = await tx.rows("SELECT sku FROM lanes WHERE lane_id = ?", (lane_id,))
+    if not rows:
         raise InvalidArgument(f"unknown lane {lane_id!r}")
+    sku: str | None = rows[0][0]
+    await settle_lane(tx, lane_id, sku, actor=actor, cause="count")
     location = sensor_location(lane_id)
-    corrections = [(r[0], int(r[1])) for r in await tx.rows(_CORRECTIONS, (location,))]
-    absorbed = sum(qty for _sku, qty in corrections)
-    refs = []
-    for i, (sku, qty) in enumerate(corrections):  # one posting per SKU the lane held (usually one)
-        source_ref = f"{REBASE_KIND}:{ref}" + (f"/{i + 1}" if i else "")
-        note = "staff counted the lane through its node: earlier corrections of its sensor movements absorbed"
-        await post(tx, source_ref, [Leg(sku, location, -qty, Reason.SENSOR_COUNT)], ts_ms=None, actor=actor, note=note)
-        refs.append(source_ref)
-    if refs:
-        by_sku = [[sku, qty] for sku, qty in corrections]
-        await tx.audit(actor, "rebase_lane", {"lane_id": lane_id, "absorbed": absorbed, "by_sku": by_sku, "refs": refs})
+    absorbed = int((await tx.rows(_CORRECTIONS, (location,)))[0][0])
+    if not absorbed:
+        return 0
+    source_ref = f"{REBASE_KIND}:{ref}"
+    note = "staff counted the lane through its node: earlier corrections of its sensor movements absorbed"
+    await post(tx, source_ref, [Leg(sku, location, -absorbed, Reason.SENSOR_COUNT)], ts_ms=None, actor=actor, note=note)
+    details = {"lane_id": lane_id, "absorbed": absorbed, "by_sku": [[sku, absorbed]], "refs": [source_ref]}
+    await tx.audit(actor, "rebase_lane", details)
     return absorbed

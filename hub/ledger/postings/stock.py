@@ -12,7 +12,9 @@ physical counts and reversals, and the book balances and locations they are chec
 * **Counts** store the book and the counted quantity; the difference is posted as a ``count_adjustment`` at the
   time the count is recorded. Default location: ``backroom``.
 * **Reversal** posts the negated legs of a posting under ``reversal:<id of its first leg>`` with ``reverses_id``;
-  a posting is reversed at most once, and a reversal is not itself reversible (post the original again).
+  a posting is reversed at most once, and a reversal is not itself reversible (post the original again). A sensor
+  movement's reversal is its lane's SKU's: when the lane has changed SKU since, the reversal leg is moved to it in the
+  same transaction (``settle.settle_lane``); a ``lane_assigned`` move is not reversible (it follows the assignment).
 * Book stock may go negative (a sale of stock the ledger did not know about): the ledger records what happened,
   reconciliation and counts make it visible.
 
@@ -54,6 +56,7 @@ from hub.ledger.postings.checks import (
 )
 from hub.ledger.postings.core import TxCore
 from hub.ledger.postings.legs import Leg, balance, book_location, legs_of, post, shelf_location
+from hub.ledger.postings.settle import settle_lanes_of
 from hub.ledger.reader import MOVEMENT_COLUMNS, movement_from_row
 
 
@@ -365,6 +368,11 @@ async def reverse(tx: TxCore, movement_id: int, *, actor: str, why: str) -> Appl
             f"movement {movement_id} is itself a reversal (of {target.reverses_id}): post the original again"
         )
     legs = await legs_of(tx, target.source_ref)
+    if target.reason == Reason.LANE_ASSIGNED:
+        raise NotReversible(
+            f"movement {movement_id} moved a lane's sensor units to the SKU the lane was assigned: it follows the"
+            " assignment and is not reversed (assign the lane instead)"
+        )
     ph = ",".join("?" * len(legs))
     done = await tx.rows(f"SELECT id, reverses_id FROM movements WHERE reverses_id IN ({ph})", [m.id for m in legs])
     if done:
@@ -391,4 +399,6 @@ async def reverse(tx: TxCore, movement_id: int, *, actor: str, why: str) -> Appl
             "why": why.strip(),
         },
     )
+    # a sensor movement booked under a SKU the lane no longer holds: the correction is the lane's SKU's now
+    await settle_lanes_of(tx, [m.location for m in legs], actor=actor, cause="reverse")
     return result

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from hub.ledger.causes import Cause
 from hub.ledger.lane_activity import MAX_TS, lane_rows_sql
-from hub.ledger.models import LANE_PREFIX, sensor_location
+from hub.ledger.models import LANE_PREFIX, SENSOR_PREFIX, SENSOR_REASONS, Reason
 from hub.ledger.sold_hours import sold_between
 
 DAY_MS = 86_400_000
@@ -96,11 +97,43 @@ def in_period_args(p: Period) -> tuple[int, int, int, int]:
     return (p.start_ms, p.end_ms, p.start_ms, p.end_ms)
 
 
-def sales(conn: sqlite3.Connection, p: Period) -> Sales:
+def sales(conn: sqlite3.Connection, p: Period, skus: Collection[str] | None = None) -> Sales:
     """Units sold in the period per SKU and the location they were booked from: two running totals per SKU and
     location and at most two hours of movements (``hub.ledger.sold_hours``, kept by the writer), not every sale of
-    the period. Pairs that sold nothing net are left out."""
-    return sold_between(conn, p.start_ms, p.end_ms)
+    the period. Pairs that sold nothing net are left out; with ``skus``, only those SKUs are read."""
+    return sold_between(conn, p.start_ms, p.end_ms, skus)
+
+
+@dataclass(frozen=True, slots=True)
+class SoldUnits:
+    """Units sold in a period as the reports show them: per SKU, per lane (booked from ``lane:<id>``), and from
+    other locations (``split_sales``; the page splits them once for all its tables)."""
+
+    by_sku: dict[str, int]
+    by_lane: dict[str, int]
+    other: int
+
+
+def split_sales(sold: Sales) -> SoldUnits:
+    by_sku: dict[str, int] = {}
+    by_lane: dict[str, int] = {}
+    other = 0
+    cut = len(LANE_PREFIX)
+    for (sku, location), n in sold.items():
+        by_sku[sku] = by_sku.get(sku, 0) + n
+        if location.startswith(LANE_PREFIX):
+            lane_id = location[cut:]
+            by_lane[lane_id] = by_lane.get(lane_id, 0) + n
+        else:
+            other += n
+    return SoldUnits(by_sku, by_lane, other)
+
+
+def sold_units(conn: sqlite3.Connection, p: Period, sold: Sales | SoldUnits | None) -> SoldUnits:
+    """``sold`` split (read for the period when None)."""
+    if isinstance(sold, SoldUnits):
+        return sold
+    return split_sales(sales(conn, p) if sold is None else sold)
 
 
 def sold_by_sku(sold: Sales) -> dict[str, int]:
@@ -108,19 +141,6 @@ def sold_by_sku(sold: Sales) -> dict[str, int]:
     for (sku, _location), n in sold.items():
         out[sku] = out.get(sku, 0) + n
     return out
-
-
-def sold_by_lane(sold: Sales) -> tuple[dict[str, int], int]:
-    """Units sold per lane (booked from ``lane:<id>``) and the units sold from other locations."""
-    lanes: dict[str, int] = {}
-    other = 0
-    for (_sku, location), n in sold.items():
-        if location.startswith(LANE_PREFIX):
-            lane_id = location[len(LANE_PREFIX) :]
-            lanes[lane_id] = lanes.get(lane_id, 0) + n
-        else:
-            other += n
-    return lanes, other
 
 
 # --------------------------------------------------------------------------------------------------- shrink
@@ -159,11 +179,8 @@ def _alert_lanes(conn: sqlite3.Connection, alert_ids: Iterable[int]) -> dict[int
     return found
 
 
-def shrink_report(conn: sqlite3.Connection, p: Period, sold_rows: Sales | None = None) -> ShrinkReport:
-    if sold_rows is None:
-        sold_rows = sales(conn, p)
-    sold = sold_by_sku(sold_rows)
-    lane_sold, other_sold = sold_by_lane(sold_rows)
+def shrink_report(conn: sqlite3.Connection, p: Period, sold: Sales | SoldUnits | None = None) -> ShrinkReport:
+    units = sold_units(conn, p, sold)
     # a reversal is attributed like the write-off it reverses
     writeoffs = conn.execute(
         "SELECT m.sku, m.location, coalesce(o.source_ref, m.source_ref), -m.qty FROM movements AS m"
@@ -188,15 +205,16 @@ def shrink_report(conn: sqlite3.Connection, p: Period, sold_rows: Sales | None =
             unattributed += n
         else:
             lane_shrink[lane] = lane_shrink.get(lane, 0) + n
-    skus = sorted({str(r[0]) for r in conn.execute("SELECT sku FROM skus")} | set(sold) | set(sku_shrink))
-    by_sku = [ShrinkLine(s, s, sold.get(s, 0), sku_shrink.get(s, 0)) for s in skus]
-    lane_sku: dict[str, str | None] = dict(conn.execute("SELECT lane_id, sku FROM lanes").fetchall())
+    sold_sku, sold_lane = units.by_sku, units.by_lane
+    skus = sorted({str(r[0]) for r in conn.execute("SELECT sku FROM skus")} | set(sold_sku) | set(sku_shrink))
+    by_sku = [ShrinkLine(s, s, sold_sku.get(s, 0), sku_shrink.get(s, 0)) for s in skus]
+    lane_sku: dict[str, str | None] = dict(conn.execute("SELECT lane_id, sku FROM lanes"))
     by_lane = [
-        ShrinkLine(lane, lane_sku.get(lane), lane_sold.get(lane, 0), lane_shrink.get(lane, 0))
-        for lane in sorted(set(lane_sku) | set(lane_sold) | set(lane_shrink))
+        ShrinkLine(lane, lane_sku.get(lane), sold_lane.get(lane, 0), lane_shrink.get(lane, 0))
+        for lane in sorted(set(lane_sku) | set(sold_lane) | set(lane_shrink))
     ]
-    total = ShrinkLine("", None, sum(sold.values()), sum(sku_shrink.values()))
-    return ShrinkReport(by_sku, by_lane, ShrinkLine("", None, other_sold, unattributed), total)
+    total = ShrinkLine("", None, sum(sold_sku.values()), sum(sku_shrink.values()))
+    return ShrinkReport(by_sku, by_lane, ShrinkLine("", None, units.other, unattributed), total)
 
 
 # ------------------------------------------------------------------------------ sell-through, velocity, cover
@@ -223,25 +241,33 @@ class SkuFlow:
         return days_of_cover(self.on_hand, self.per_day)
 
 
+# Book stock: per SKU (with its name, in the ledger's SKUS order) today's balances at book locations, and the book
+# movements dated after a moment, by their reason (a movement's reason is a sensor one exactly when its location is
+# a sensor location: the movements' CHECK) and time: the few legs after the period end, not a seek per SKU.
+_BOOK_NOW = (
+    "SELECT s.sku, s.name, coalesce((SELECT sum(b.qty) FROM balances AS b WHERE b.sku = s.sku"
+    " AND b.location NOT GLOB 'sensor:*'), 0) FROM skus AS s ORDER BY s.sku"
+)
+_BOOK_REASONS = ", ".join(f"'{r.value}'" for r in Reason if r not in SENSOR_REASONS)
+_BOOK_LATER = f"SELECT sku, sum(qty) FROM movements WHERE reason IN ({_BOOK_REASONS}) AND ts_ms > ? GROUP BY sku"
+
+
+def _book_later(conn: sqlite3.Connection, end_ms: int) -> dict[str, int]:
+    return {sku: int(n) for sku, n in conn.execute(_BOOK_LATER, (end_ms,))}
+
+
 def book_on_hand_at(conn: sqlite3.Connection, end_ms: int) -> dict[str, int]:
     """Book stock per SKU at ``end_ms``: today's balances less the book movements dated after it."""
-    rows = conn.execute(
-        "SELECT s.sku,"
-        " coalesce((SELECT sum(b.qty) FROM balances AS b WHERE b.sku = s.sku AND b.location NOT GLOB 'sensor:*'), 0)"
-        " - coalesce((SELECT sum(m.qty) FROM movements AS m WHERE m.sku = s.sku AND m.ts_ms > ?"
-        "   AND m.location NOT GLOB 'sensor:*'), 0)"
-        " FROM skus AS s",
-        (end_ms,),
-    )
-    return {sku: int(n) for sku, n in rows}
+    later = _book_later(conn, end_ms)
+    return {sku: int(now) - later.get(sku, 0) for sku, _name, now in conn.execute(_BOOK_NOW)}
 
 
-def sku_flows(conn: sqlite3.Connection, p: Period, sold_rows: Sales | None = None) -> list[SkuFlow]:
-    sold = sold_by_sku(sales(conn, p) if sold_rows is None else sold_rows)
-    on_hand = book_on_hand_at(conn, p.end_ms)
+def sku_flows(conn: sqlite3.Connection, p: Period, sold: Sales | SoldUnits | None = None) -> list[SkuFlow]:
+    by_sku = sold_units(conn, p, sold).by_sku
+    later = _book_later(conn, p.end_ms)
     return [
-        SkuFlow(sku, name, sold.get(sku, 0), on_hand.get(sku, 0), p.days)
-        for sku, name in conn.execute("SELECT sku, name FROM skus ORDER BY sku")  # the ledger's SKUS order
+        SkuFlow(sku, name, by_sku.get(sku, 0), int(now) - later.get(sku, 0), p.days)
+        for sku, name, now in conn.execute(_BOOK_NOW)
     ]
 
 
@@ -305,64 +331,78 @@ def _segments(history: list[tuple[int, str | None]], current: str | None, p: Per
     return out
 
 
+# The time within [?1, ?2] of the ended out-of-stock stretches of a lane and SKU ({loc}, {sku}). The stretches of one
+# lane and SKU never overlap, so the ones that reach into the period are the last one starting at or before its
+# start and those starting after: two primary-key seeks and the stretches of the period, however long the history.
+_ENDED = (
+    "SELECT sum(min(o.to_ts, ?2) - max(o.from_ts, ?1)) FROM lane_outages AS o WHERE o.location = {loc}"
+    " AND o.sku = {sku} AND o.from_ts < ?2 AND o.to_ts > ?1 AND o.from_ts >= coalesce((SELECT max(x.from_ts)"
+    " FROM lane_outages AS x WHERE x.location = {loc} AND x.sku = {sku} AND x.from_ts <= ?1), ?1)"
+)
+# Every lane with its SKU now, in one pass: that SKU's first and last sensor movement on the lane and the start of an
+# outage going on (``lane_activity``), the observed count now (the sensor balance), the ended stretches' time.
+_LANES = (
+    "SELECT l.lane_id, l.sku, a.first_ts, a.last_ts, a.out_since, coalesce(b.qty, 0),"
+    f" ({_ENDED.format(loc='a.location', sku='a.sku')})"
+    " FROM lanes AS l LEFT JOIN lane_activity AS a ON a.location = 'sensor:' || l.lane_id AND a.sku = l.sku"
+    " LEFT JOIN balances AS b ON b.sku = l.sku AND b.location = 'sensor:' || l.lane_id ORDER BY l.lane_id"
+)
+_HELD = (
+    "SELECT a.first_ts, a.last_ts, a.out_since, coalesce((SELECT b.qty FROM balances AS b WHERE b.sku = ?4"
+    f" AND b.location = ?3), 0), ({_ENDED.format(loc='?3', sku='?4')})"
+    " FROM lane_activity AS a WHERE a.location = ?3 AND a.sku = ?4"
+)
+_LATER = lane_rows_sql("coalesce(sum(m.qty), 0)", " AND m.sku = ?4")
+
+
+def _held(
+    conn: sqlite3.Connection, location: str, sku: str, start: int, end: int, row: tuple[Any, ...] | None
+) -> tuple[int, int] | None:
+    """(Out-of-stock ms, count just before ``end``) of ``sku`` on the lane from ``start`` to ``end``, from ``row``:
+    the first and last time of its sensor movements on the lane and the start of an outage going on (its
+    ``lane_activity``, None if it has none), its observed count now and the ended stretches' time (``_LANES``,
+    ``_HELD``). None before its first sensor movement on the lane: no count to speak of, nothing to say."""
+    if row is None or row[0] >= end:
+        return None
+    _first, last, since, observed, ended = row
+    out = ended or 0
+    if since is not None and since < end:  # the stretch going on
+        out += end - max(since, start)
+    if last >= end:  # the count just before ``end``: all but what is dated later
+        observed -= int(conn.execute(_LATER, (location, end, MAX_TS, sku)).fetchone()[0])
+    return out, observed
+
+
 def lane_outages(conn: sqlite3.Connection, p: Period) -> list[LaneOutage]:
     """Per lane, the time its SKU of the moment was out. The ledger's writer keeps, per lane and SKU, the stretches
     during which the count was at or below zero (``lane_outages``, and ``lane_activity.out_since`` for one still going
     on: ``hub.ledger.lane_activity``), so a stretch of one assignment costs the overlap of a few stretches with it,
-    however many movements the lane had: exactly the walk of the movements the stretches were made from."""
-    history = assignments(conn, p.end_ms)
-    activity: dict[tuple[str, str], tuple[int, int, int | None]] = {
-        (loc, sku): (first, last, since)
-        for loc, sku, first, last, since in conn.execute(
-            "SELECT location, sku, first_ts, last_ts, out_since FROM lane_activity"
-        )
-    }
-    # the ended stretches' time within the whole period, per lane and SKU (a stretch never starts before the SKU's
-    # first movement on the lane); stretches of one assignment (a lane re-assigned in the period) are read per lane
-    whole = {
-        (loc, sku): int(ms)
-        for loc, sku, ms in conn.execute(
-            "SELECT location, sku, sum(min(to_ts, ?2) - max(from_ts, ?1)) FROM lane_outages"
-            " WHERE to_ts > ?1 AND from_ts < ?2 GROUP BY location, sku",
-            (p.start_ms, p.end_ms),
-        )
-    }
-    observed = {
-        (loc, sku): int(qty)
-        for sku, loc, qty in conn.execute("SELECT sku, location, qty FROM balances WHERE location GLOB 'sensor:*'")
-    }
+    however many movements the lane had: exactly the walk of the movements the stretches were made from. The lanes
+    that held their SKU of now throughout the period (most) are read together in one query (``_LANES``); a lane
+    re-assigned in it, stretch by stretch of one SKU (``_HELD``)."""
+    start, end = p.start_ms, p.end_ms
+    history = assignments(conn, end)
     result = []
-    for lane_id, sku in conn.execute("SELECT lane_id, sku FROM lanes ORDER BY lane_id").fetchall():
-        location = sensor_location(lane_id)
-        total: int | None = None
-        end_count = 0
-        for start, end, held in _segments(history.get(lane_id, []), sku, p):
-            act = activity.get((location, held))
-            if act is None or act[0] >= end:
-                continue  # no count of this SKU on the lane yet: nothing to say about this stretch
-            # before the SKU's first sensor movement on the lane there is no count to speak of: no stretch starts
-            # before it
-            if (start, end) == (p.start_ms, p.end_ms):
-                out = whole.get((location, held), 0)
-            else:
-                out = sum(
-                    min(b, end) - max(a, start)
-                    for a, b in conn.execute(
-                        "SELECT from_ts, to_ts FROM lane_outages WHERE location = ? AND sku = ? AND to_ts > ?"
-                        " AND from_ts < ?",
-                        (location, held, start, end),
-                    )
-                )
-            since = act[2]
-            if since is not None and since < end:  # the stretch going on
-                out += end - max(since, start)
-            total = (total or 0) + out
-            end_count = observed.get((location, held), 0)  # the count just before ``end``: all but what is dated later
-            if act[1] >= end:
-                later = lane_rows_sql("coalesce(sum(m.qty), 0)", " AND m.sku = ?4")
-                end_count -= int(conn.execute(later, (location, end, MAX_TS, held)).fetchone()[0])
-        if sku is None:
-            end_count = 0
+    for row in conn.execute(_LANES, (start, end)):
+        lane_id, sku = row[0], row[1]
+        location = SENSOR_PREFIX + lane_id
+        assigned = history.get(lane_id)
+        if assigned is None or (len(assigned) == 1 and assigned[0][1] == sku):
+            segments = None  # the SKU of now throughout (one assignment holds from the period start)
+        else:
+            segments = _segments(assigned, sku, p)
+        if sku is not None and (segments is None or segments == [(start, end, sku)]):
+            got = _held(conn, location, sku, start, end, None if row[2] is None else row[2:])
+            total, end_count = (None, 0) if got is None else got
+        else:
+            total, end_count = None, 0
+            for a, b, held in segments or ():
+                got = _held(conn, location, held, a, b, conn.execute(_HELD, (a, b, location, held)).fetchone())
+                if got is not None:
+                    total = (total or 0) + got[0]
+                    end_count = got[1]
+            if sku is None:
+                end_count = 0
         result.append(
             LaneOutage(lane_id, sku, total, end_count, total is not None and sku is not None and end_count <= 0)
         )

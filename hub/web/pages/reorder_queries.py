@@ -35,8 +35,8 @@ class ReorderLine:
 
 
 def reorder_lines(conn: sqlite3.Connection, now_ms: int) -> list[ReorderLine]:
-    """SKUs at or below their reorder point by the reconciler's rule (``hub.reconcile.rules``)."""
-    sold = sold_by_sku(sales(conn, period(REORDER_VELOCITY_DAYS, now_ms)))
+    """SKUs at or below their reorder point by the reconciler's rule (``hub.reconcile.rules``), with the sales of
+    the last ``REORDER_VELOCITY_DAYS`` days of those SKUs only (read once the rule has picked them)."""
     alerts = {}
     for alert_id, key, status in conn.execute(
         "SELECT id, cause_key, status FROM alerts WHERE kind = 'reorder' AND status != 'resolved'"
@@ -44,27 +44,30 @@ def reorder_lines(conn: sqlite3.Connection, now_ms: int) -> list[ReorderLine]:
         cause = Cause.parse_or_none(key)
         if cause is not None and cause.kind is CauseKind.SKU and cause.sku is not None:
             alerts[cause.sku] = (alert_id, status)
-    lines = []
+    due = []
     for sku_id, name, unit, spread, point, qty, capacity, book, shelf, lanes, pending in conn.execute(
         REORDER_STOCK_SQL
     ).fetchall():
         sku = Sku(sku_id, name, unit, spread, point, qty, capacity)
         available = reorder_available(book, pending)
-        if not reorder_due(sku, available):
-            continue
-        alert_id, status = alerts.get(sku_id, (None, None))
+        if reorder_due(sku, available):
+            due.append((sku, shelf, book, pending, available, reorder_quantity(sku, available, lanes)))
+    sold = sold_by_sku(sales(conn, period(REORDER_VELOCITY_DAYS, now_ms), [d[0].sku for d in due])) if due else {}
+    lines = []
+    for sku, shelf, book, pending, available, suggested in due:
+        alert_id, status = alerts.get(sku.sku, (None, None))
         lines.append(
             ReorderLine(
-                sku_id,
-                name,
+                sku.sku,
+                sku.name,
                 shelf,
                 book,
                 pending,
                 available,
-                point,
-                qty,
-                reorder_quantity(sku, available, lanes),
-                velocity(sold.get(sku_id, 0), REORDER_VELOCITY_DAYS),
+                sku.reorder_point,
+                sku.reorder_qty,
+                suggested,
+                velocity(sold.get(sku.sku, 0), REORDER_VELOCITY_DAYS),
                 alert_id,
                 status,
             )

@@ -6,20 +6,17 @@ period, renders them as a page and as CSV.
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import Iterator, Mapping
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
 
 from flask import Blueprint, Response, abort, render_template, request
-from markupsafe import Markup, escape
+from markupsafe import Markup
 
 from hub.ledger.models import now_ms
 from hub.web.access import requires
 from hub.web.db import get_db, read_transaction
-from hub.web.filters import csv_text, iso_ms
+from hub.web.filters import csv_download, csv_text, iso_ms
 from hub.web.inputs import BadInput, int_value
 from hub.web.pages import metrics, reorder_queries
 
@@ -67,7 +64,7 @@ def parse_days(args: Mapping[str, str]) -> int:
 def build_report(days: int, now: int) -> Report:
     with read_transaction(get_db()) as conn:  # every figure sees one committed state
         p = metrics.period(days, now)
-        sold = metrics.sales(conn, p)
+        sold = metrics.split_sales(metrics.sales(conn, p))  # once for both tables
         return Report(
             p, metrics.shrink_report(conn, p, sold), metrics.sku_flows(conn, p, sold), metrics.lane_outages(conn, p)
         )
@@ -78,82 +75,91 @@ def pct_text(value: float | None) -> str:
     return "no sales" if value is None else f"{value:.2f} %"
 
 
+_MARKUP = re.compile(r"[&<>\"']").search
+_ENTITIES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&#34;", "'": "&#39;"})
+
+
+def html_text(text: str) -> str:
+    """``markupsafe.escape(text)`` as a plain str, at a fraction of its cost per cell: the few texts that hold a
+    markup character (a SKU is any printable ASCII) translated, the rest as they are."""
+    return text.translate(_ENTITIES) if _MARKUP(text) else text
+
+
 def table_rows(report: Report) -> dict[str, Markup]:
     """The report's three long tables' rows (by SKU, by lane, flows), as the template wrote them cell by cell
-    (``tests/test_web_reports.py`` compares them byte for byte): built here, a few thousand rows cost a fraction."""
+    (``tests/test_web_report_rows.py`` compares them byte for byte): built here, a few thousand rows cost a fraction.
+    Every text from the ledger goes through ``html_text``; the figures are numbers or ``pct_text``."""
     outages = {o.lane_id: o for o in report.outages}
-    by_sku = "".join(
-        f'<tr><td>{escape(line.key)}</td><td class="num">{line.sold}</td><td class="num">{line.shrink}</td>'
-        f'<td class="num">{escape(pct_text(line.rate_pct))}</td></tr>\n'
+    by_sku = [
+        f'<tr><td>{html_text(line.key)}</td><td class="num">{line.sold}</td><td class="num">{line.shrink}</td>'
+        f'<td class="num">{pct_text(line.rate_pct)}</td></tr>\n'
         for line in report.shrink.by_sku
-    )
+    ]
     lanes = []
     for line in report.shrink.by_lane:
         o = outages.get(line.key)
-        if o is None or o.minutes is None:
+        minutes = None if o is None else o.minutes
+        if minutes is None:
             out = "no sensor data"
         else:
-            out = f"{o.minutes:.1f}" + (" (out now)" if o.out_now else "")
-        key = escape(line.key)
+            out = f"{minutes:.1f} (out now)" if o is not None and o.out_now else f"{minutes:.1f}"
+        key = html_text(line.key)
         lanes.append(
-            f'<tr id="lane-{key}"><td>{key}</td><td>{escape(line.sku or "-")}</td><td class="num">{line.sold}</td>'
-            f'<td class="num">{line.shrink}</td><td class="num">{escape(pct_text(line.rate_pct))}</td>\n'
+            f'<tr id="lane-{key}"><td>{key}</td><td>{html_text(line.sku or "-")}</td><td class="num">{line.sold}</td>'
+            f'<td class="num">{line.shrink}</td><td class="num">{pct_text(line.rate_pct)}</td>\n'
             f'<td class="num">{out}</td></tr>\n'
         )
     flows = []
     for f in report.flows:
-        through = "-" if f.sell_through_pct is None else f"{f.sell_through_pct:.1f} %"
-        cover = "no sales" if f.days_of_cover is None else f"{f.days_of_cover:.1f}"
-        sku = escape(f.sku)
+        through, cover = f.sell_through_pct, f.days_of_cover
+        sku = html_text(f.sku)
         flows.append(
-            f'<tr id="flow-{sku}"><td>{sku}<br><small>{escape(f.name)}</small></td><td class="num">{f.sold}</td>'
-            f'<td class="num">{f.on_hand}</td>\n<td class="num">{through}</td>\n<td class="num">{f.per_day:.2f}</td>\n'
-            f'<td class="num">{cover}</td></tr>\n'
+            f'<tr id="flow-{sku}"><td>{sku}<br><small>{html_text(f.name)}</small></td><td class="num">{f.sold}</td>'
+            f'<td class="num">{f.on_hand}</td>\n<td class="num">{"-" if through is None else f"{through:.1f} %"}</td>\n'
+            f'<td class="num">{f.per_day:.2f}</td>\n<td class="num">{"no sales" if cover is None else f"{cover:.1f}"}'
+            "</td></tr>\n"
         )
-    return {"by_sku": Markup(by_sku), "by_lane": Markup("".join(lanes)), "flows": Markup("".join(flows))}
+    return {"by_sku": Markup("".join(by_sku)), "by_lane": Markup("".join(lanes)), "flows": Markup("".join(flows))}
 
 
-def _num(value: float | None, places: int = 2) -> Any:
-    return "" if value is None else round(value, places)
+_CSV_QUOTED = re.compile(r'[",\r\n]').search
 
 
-def report_rows(report: Report) -> Iterator[list[Any]]:
-    start, end = iso_ms(report.period.start_ms), iso_ms(report.period.end_ms)
+def _csv_cell(value: str | None) -> str:
+    """A text cell as ``csv.writer`` writes it (in quotes, its quotes doubled, when it holds a quote, a comma or a
+    line break), made safe for a spreadsheet first (``csv_text``)."""
+    text = csv_text(value)
+    return '"' + text.replace('"', '""') + '"' if _CSV_QUOTED(text) else text
+
+
+def _num(value: float | None, places: int = 2) -> str:
+    return "" if value is None else str(round(value, places))
+
+
+def report_csv(report: Report) -> str:
+    """The report as CSV: a row per SKU, per lane, "no lane" and the store, CRLF line ends, byte for byte what
+    ``csv.writer`` wrote of those rows (``tests/test_web_report_rows.py`` compares them): each row one f-string
+    of its cells (the text cells quoted as needed, the figures numbers), a fraction of a writer's cost per cell."""
+    period = f"{iso_ms(report.period.start_ms)},{iso_ms(report.period.end_ms)}\r\n"
+    lines = [",".join(CSV_HEADER) + "\r\n"]
     flows = {f.sku: f for f in report.flows}
     for line in report.shrink.by_sku:
         f = flows.get(line.sku or "")
-        yield [
-            "sku",
-            csv_text(line.sku),
-            "",
-            line.sold,
-            line.shrink,
-            _num(line.rate_pct),
-            "" if f is None else f.on_hand,
-            "" if f is None else _num(f.sell_through_pct),
-            "" if f is None else _num(f.per_day),
-            "" if f is None else _num(f.days_of_cover),
-            "",
-            start,
-            end,
-        ]
+        flow = (
+            ",,," if f is None else f"{f.on_hand},{_num(f.sell_through_pct)},{_num(f.per_day)},{_num(f.days_of_cover)}"
+        )
+        lines.append(f"sku,{_csv_cell(line.sku)},,{line.sold},{line.shrink},{_num(line.rate_pct)},{flow},,{period}")
     outages = {o.lane_id: o for o in report.outages}
     for line in report.shrink.by_lane:
         o = outages.get(line.key)
-        minutes = None if o is None else o.minutes
-        yield (
-            ["lane", csv_text(line.sku), csv_text(line.key), line.sold, line.shrink, _num(line.rate_pct)]
-            + [""] * 4
-            + [
-                _num(minutes, 1),
-                start,
-                end,
-            ]
+        minutes = _num(None if o is None else o.minutes, 1)
+        lines.append(
+            f"lane,{_csv_cell(line.sku)},{_csv_cell(line.key)},{line.sold},{line.shrink},{_num(line.rate_pct)},,,,,"
+            f"{minutes},{period}"
         )
-    u = report.shrink.unattributed
-    yield ["no lane", "", "", u.sold, u.shrink, _num(u.rate_pct)] + [""] * 5 + [start, end]
-    t = report.shrink.total
-    yield ["store", "", "", t.sold, t.shrink, _num(t.rate_pct)] + [""] * 5 + [start, end]
+    for name, total in (("no lane", report.shrink.unattributed), ("store", report.shrink.total)):
+        lines.append(f"{name},,,{total.sold},{total.shrink},{_num(total.rate_pct)},,,,,,{period}")
+    return "".join(lines)
 
 
 @bp.get("/reorder")
@@ -174,7 +180,6 @@ def index() -> str:
         report=report,
         days=days,
         choices=metrics.PERIOD_DAYS,
-        outages={o.lane_id: o for o in report.outages},
         industry=metrics.INDUSTRY_SHRINK_PCT,
         pct=pct_text,
         rows=table_rows(report),
@@ -187,16 +192,4 @@ def export() -> Response:
     days = parse_days(request.args)
     now = now_ms()
     report = build_report(days, now)
-    buf = io.StringIO()
-    out = csv.writer(buf, lineterminator="\r\n")
-    out.writerow(CSV_HEADER)
-    out.writerows(report_rows(report))
-    stamp = datetime.fromtimestamp(now / 1000, UTC).strftime("%Y%m%dT%H%M%SZ")
-    return Response(
-        buf.getvalue(),
-        mimetype="text/csv",
-        headers={
-            "Content-Disposition": f'attachment; filename="report-{days}d-{stamp}.csv"',
-            "X-Content-Type-Options": "nosniff",
-        },
-    )
+    return csv_download(f"report-{days}d", iter((report_csv(report),)))
