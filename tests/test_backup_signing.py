@@ -371,7 +371,8 @@ def test_a_forged_or_altered_backup_is_refused_and_the_ledger_is_untouched(
     tmp_path: Path, kit: dict[str, Any], case: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     make, message = FORGERIES[case]
-    src = forge(kit, make(kit), tmp_path / "smartshelf-store-7-20251127T100000.000Z.db.age")
+    m: Manifest = kit["manifest"]  # named as the hub names it (a name that disagrees is refused on its own)
+    src = forge(kit, make(kit), tmp_path / f"smartshelf-{m.hub}-{m.taken}.db.age")
     db, before = _target(tmp_path)
     with pytest.raises(RestoreRefused) as refused:
         restore_encrypted(src, db, identity=kit["identity"], migrations=MIGRATIONS, signers=trusting(kit["hub"].public))
@@ -417,6 +418,41 @@ def test_the_genuine_backup_restores_and_another_hubs_needs_other_hub(
     rc, _, err = run(capsys, "ledger", "restore", "--identity", str(kit["identity"]), str(src), "--db", str(db),
                      "--signer", store8, "--hub-id", "store-8")  # fmt: skip
     assert rc == 2 and f"signed by backup signer key {fingerprint(hub_key)}" in err and "not trusted" in err
+
+
+def test_an_older_backup_renamed_as_a_newer_one_is_refused(
+    tmp_path: Path, kit: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The name of an off-site file says hub and time; the signed manifest must say the same (an old, genuine
+    backup copied over a newer name would otherwise be restored as the newest)."""
+    db, before = _target(tmp_path)
+    m: Manifest = kit["manifest"]
+    renamed = tmp_path / f"smartshelf-{m.hub}-20991231T235959.000Z.db.age"
+    shutil.copy(kit["age"], renamed)
+    argv = ("ledger", "restore", "--identity", str(kit["identity"]), str(renamed), "--db", str(db))
+    rc, _, err = run(capsys, *argv, "--signer", kit["hub"].public, "--hub-id", m.hub)
+    assert rc == 2 and "the file was renamed" in err and f"manifest hub {m.hub!r} at {m.taken}" in err, err
+    assert db.read_bytes() == before
+    shutil.copy(kit["age"], tmp_path / "any-name.db.age")  # a name that says nothing: judged by its manifest alone
+    rc, _out, err = run(capsys, *argv[:4], str(tmp_path / "any-name.db.age"), "--db", str(db), "--signer",
+                       kit["hub"].public, "--hub-id", m.hub)  # fmt: skip
+    assert rc == 0, err
+
+
+def test_a_plain_ledger_planted_as_an_encrypted_backup_is_refused_both_ways(
+    tmp_path: Path, kit: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A plain SQLite file on the share under a backup's name: refused with --identity (no hint to restore it
+    plainly) and refused by a plain restore too (only a hub's schedule writes *.age files, always encrypted)."""
+    db, before = _target(tmp_path)
+    planted = tmp_path / "smartshelf-store-7-20991231T235959.000Z.db.age"
+    planted.write_bytes(kit["planted"])
+    rc, _, err = run(capsys, "ledger", "restore", "--identity", str(kit["identity"]), str(planted), "--db", str(db),
+                     "--signer", kit["hub"].public)  # fmt: skip
+    assert rc == 2 and "not an encrypted backup" in err and "without --identity" not in err, err
+    rc, _, err = run(capsys, "ledger", "restore", str(planted), "--db", str(db))
+    assert rc == 2 and "named as an encrypted backup but is not encrypted" in err, err
+    assert db.read_bytes() == before
 
 
 def test_the_signature_is_judged_before_any_of_the_ledger_is_written(kit: dict[str, Any], tmp_path: Path) -> None:

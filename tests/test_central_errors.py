@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import io
 import logging
+import re
 import signal
 import socket
 import subprocess
@@ -64,6 +65,7 @@ from tools.servers.mosquitto import Broker
         pgx.QueryCanceledError("canceling statement due to user request"),
         pgx.IdleInTransactionSessionTimeoutError("terminating connection due to idle-in-transaction timeout"),
         pgx.ReadOnlySQLTransactionError("cannot execute INSERT in a read-only transaction"),
+        pgx.InvalidCachedStatementError("cached statement plan is invalid due to a database schema change"),
         pgx.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
         pgx.ConnectionFailureError("connection failure"),
         asyncpg.InterfaceError("cannot perform operation: connection is closed"),
@@ -171,7 +173,7 @@ async def test_a_schema_changed_by_hand_stops_the_consumer_and_acknowledges_noth
         await until(stored(postgres_db, 10), "the first batch")
         await until(lambda: _is(consumer.stats.acked >= 1), "acknowledged")
         await _sql(postgres_db, "ALTER TABLE stock DROP CONSTRAINT stock_pkey")  # the upsert's ON CONFLICT: 42P10
-        acked = consumer.stats.acked
+        acked = consumer.stats.acked - consumer.stats.ignored  # what is ignored (a QoS 0 copy) is acked when it comes
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="hub.central"):
             await publish(hub, "s1", "movements", batch("s1", 11, 20))
@@ -182,9 +184,11 @@ async def test_a_schema_changed_by_hand_stops_the_consumer_and_acknowledges_noth
         assert len(errors) == 1 and not errors[0].exc_info, [r.getMessage() for r in errors]
         line = errors[0].getMessage()
         assert "SQLSTATE 42P10 (InvalidColumnReferenceError)" in line and "ON CONFLICT" in line
-        assert "1 message(s) not acknowledged" in line and "\n" not in line
+        # the batch (and whatever else the same poll took, e.g. the rewind the first batch's hole asked for)
+        assert re.search(r"; [1-9]\d* message\(s\) not acknowledged", line) and "\n" not in line, line
         assert not [r for r in caplog.records if "again in" in r.getMessage()], "not retried"
-        assert consumer.stats.acked == acked and "failed (SQLSTATE 42P10" in consumer.status_line()
+        assert consumer.stats.acked - consumer.stats.ignored == acked, consumer.stats
+        assert "failed (SQLSTATE 42P10" in consumer.status_line()
         assert await count(postgres_db, "SELECT count(*) FROM movements") == 10
         # mended: the next run gets the batch again from the broker (its session kept it) and stores it
         await _sql(postgres_db, "ALTER TABLE stock ADD PRIMARY KEY (hub_id, sku, location, incarnation)")

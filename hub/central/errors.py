@@ -49,6 +49,8 @@ def sqlstate(exc: BaseException) -> str | None:
 def transient(exc: BaseException) -> bool:
     """Whether trying the same batch again later can succeed (see the module's doc)."""
     state = sqlstate(exc)
+    if type(exc).__name__ == "InvalidCachedStatementError":  # 0A000 after DDL (a migration) changed a prepared
+        return True  # statement's result types: asyncpg drops its cache, the same batch goes through next time
     if state is not None:
         if state in PERMANENT_STATES:
             return False

@@ -297,7 +297,8 @@ def decrypt_to(
         with open(src, "rb") as f:
             plain = f.read(16) == b"SQLite format 3\x00"
         raise AgeRefused(
-            f"{src}: a plain SQLite file, not an encrypted backup (restore it without --identity)"
+            f"{src}: a plain SQLite file, not an encrypted backup: a hub's off-site backups are always encrypted and"
+            " signed, so no hub's schedule made this one"
             if plain
             else f"{src}: not an age-encrypted file"
         )

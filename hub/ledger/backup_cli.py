@@ -221,6 +221,11 @@ def _restore(args: argparse.Namespace) -> int:
             raise RestoreRefused(f"{args.src} is encrypted (age): give the key with --identity FILE")
         elif args.signer or args.insecure_accept_unsigned:
             raise RestoreRefused(f"--signer and {INSECURE} are for encrypted backups (with --identity)")
+        elif args.src.name.endswith(".age"):
+            raise RestoreRefused(
+                f"{args.src} is named as an encrypted backup but is not encrypted: a hub's off-site backups are always"
+                " encrypted and signed, so no hub's schedule made it"
+            )
         else:
             info = restore_database(args.src, args.db, migrations=args.migrations)
     except OtherHubsBackup as exc:

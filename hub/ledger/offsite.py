@@ -278,6 +278,15 @@ def restore_encrypted(
         identities = read_identities(identity)
         with os.fdopen(open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb") as out:
             manifest = decrypt_to(src, out, identities, identity, judge).manifest
+        named = OFFSITE_NAME_RE.fullmatch(src.name)
+        # another hub in the name, or a name newer than the backup (an operator's `ledger backup` over an older
+        # name writes a newer backup under it: that is no lie)
+        if named is not None and (named["hub"] != manifest.hub or named["stamp"] > manifest.taken):
+            raise RestoreRefused(
+                f"{src}: its name says hub {named['hub']!r} at {named['stamp']}, its signed manifest hub"
+                f" {manifest.hub!r} at {manifest.taken}: the file was renamed (an older backup passed off as a newer"
+                " one?); refused"
+            )
         if hub_id is not None and manifest.hub != hub_id:
             raise OtherHubsBackup(src, manifest, hub_id)
         try:
