@@ -13,9 +13,8 @@ import logging
 import os
 import shutil
 import sqlite3
-import stat
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,7 +25,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pyrage import x25519
 
-from hub.cli import main
 from hub.config import ConfigError, load_config
 from hub.ledger import LedgerService, OffsitePolicy, RestoreRefused, Sku, encrypted_backup, restore_encrypted
 from hub.ledger.agefile import (
@@ -54,37 +52,9 @@ from hub.ledger.backup_signing import (
 from hub.ledger.offsite import OtherHubsBackup, ShipFailed, list_offsite, ship
 from hub.schema import MIGRATIONS
 from hub.service import HubService
+from tests.test_backup_offsite import ledger_state, mode, run, umask_022  # noqa: F401 (umask_022: autouse fixture)
 
 MODE_0644 = "readable by other users (mode 0644); run chmod 600"
-
-
-@pytest.fixture(autouse=True)
-def umask_022() -> Iterator[None]:
-    old = os.umask(0o022)
-    try:
-        yield
-    finally:
-        os.umask(old)
-
-
-def mode(path: Path) -> int:
-    return stat.S_IMODE(os.stat(path).st_mode)
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    rc = main(list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def ledger_state(db: Path) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        moves = conn.execute("SELECT id, sku, location, qty, reason, source_ref FROM movements ORDER BY id").fetchall()
-        balances = conn.execute("SELECT sku, location, qty FROM balances ORDER BY sku, location").fetchall()
-    finally:
-        conn.close()
-    return moves, balances
 
 
 def restore_audit(db: Path) -> dict[str, Any]:
