@@ -411,6 +411,16 @@ def test_off_site_retention_keeps_n_of_this_hub_and_nothing_else_is_touched(tmp_
     assert [p.name for p in ours] == [f"smartshelf-h1-20251127T{h:02d}0000.000Z.db.age" for h in (14, 15, 16)]
     assert sorted(p.name for p in share.iterdir()) == sorted([*others, *(p.name for p in ours)])
 
+    # files named in the future (a wrong clock, or planted on the share): they push no real backup out
+    planted = [share / f"smartshelf-h1-2099010{d}T000000.000Z.db.age" for d in range(1, 5)]
+    for p in planted:
+        p.write_text("planted")
+    scheduled_backup(db, local_policy, now=t0 + timedelta(hours=7))
+    assert [s.path.name for s in ship(local, policy)] == ["smartshelf-h1-20251127T170000.000Z.db.age"]
+    kept = [p.name for p in list_offsite(share, "h1") if p not in planted]
+    assert kept == [f"smartshelf-h1-20251127T{h:02d}0000.000Z.db.age" for h in (15, 16, 17)]
+    assert all(p.exists() for p in planted)  # not ours to judge: logged, left for the operator
+
     policy_bad = OffsitePolicy(share / "missing", (public,), keep=3, hub_id="h1", signing_key=policy.signing_key)
     with pytest.raises(ShipFailed, match="no such directory"):
         ship(local, policy_bad)

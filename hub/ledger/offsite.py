@@ -39,7 +39,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from hub.ledger.agefile import (
@@ -213,8 +213,17 @@ def list_offsite(directory: Path, hub_id: str) -> list[Path]:
 
 def prune_offsite(directory: Path, hub_id: str, keep: int) -> list[Path]:
     """Keep this hub's newest ``keep`` encrypted backups in ``directory``; remove its temporary files left by a
-    crash over a day ago. Nothing else there is touched."""
-    files = list_offsite(directory, hub_id)
+    crash over a day ago. Nothing else there is touched. A file named later than a day from now (a clock gone wrong,
+    or planted by whoever can write to the share) is neither kept nor removed: it is logged, and it does not push
+    this hub's real backups out (else each new one would be deleted as it arrives)."""
+    ahead = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y%m%dT%H%M%S.%f")[:-3] + "Z"
+    files = []
+    for p in list_offsite(directory, hub_id):
+        named = OFFSITE_NAME_RE.fullmatch(p.name)
+        if named is not None and named["stamp"] > ahead:
+            log.warning("off-site backups: %s is named after %s (in the future): not counted, not removed", p, ahead)
+        else:
+            files.append(p)
     removed = files[: max(0, len(files) - keep)]
     stale = re.compile(rf"\.smartshelf-{re.escape(hub_id)}-\d{{8}}T\d{{6}}\.\d{{3}}Z\.db\.age\.tmp-\d+")
     for p in directory.iterdir():
