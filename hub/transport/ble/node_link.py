@@ -152,7 +152,12 @@ class BleNodeLink:
         return bool(self._out)
 
     async def _write_loop(self, client: Any, downlink: Any) -> None:
+        task = asyncio.current_task()
         while True:
+            # a cancel the BLE stack swallowed inside a write (it returned or raised another error instead): honour it
+            # here, or the loop waits for a wake-up forever and the link's detach with it
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
             while not self._out:
                 self._wake.clear()
                 await self._wake.wait()
