@@ -103,8 +103,9 @@ class Restored:
     verdict: Verdict  # whose signature, trusted from where (or unsigned, let through)
 
 
-def stamp_now() -> str:
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%f")[:-3] + "Z"
+def stamp_now(ahead: timedelta = timedelta(0)) -> str:
+    """The time in an off-site file's name: now (plus ``ahead``), UTC to the millisecond."""
+    return (datetime.now(UTC) + ahead).strftime("%Y%m%dT%H%M%S.%f")[:-3] + "Z"
 
 
 def offsite_name(hub_id: str, stamp: str) -> str:
@@ -216,7 +217,7 @@ def prune_offsite(directory: Path, hub_id: str, keep: int) -> list[Path]:
     crash over a day ago. Nothing else there is touched. A file named later than a day from now (a clock gone wrong,
     or planted by whoever can write to the share) is neither kept nor removed: it is logged, and it does not push
     this hub's real backups out (else each new one would be deleted as it arrives)."""
-    ahead = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y%m%dT%H%M%S.%f")[:-3] + "Z"
+    ahead = stamp_now(timedelta(days=1))
     files = []
     for p in list_offsite(directory, hub_id):
         named = OFFSITE_NAME_RE.fullmatch(p.name)
