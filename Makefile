@@ -8,6 +8,7 @@ STUBS_VERSION := 1.27.0.post1
 STDLIB_STUBS_VERSION := 1.27.0.post2
 PORTS := esp32 rp2
 PYTEST_ARGS ?=
+PYTEST_WORKERS ?= 2
 
 .PHONY: all bootstrap browser service-tools fleet-servers test check lint format typecheck mpy-check pytest bench demo clean help
 DURATION ?=
@@ -21,7 +22,7 @@ help:
 	@echo "make test       bootstrap (venv, npm, stubs) then lint, type checks, mpy-cross and all tests"
 	@echo "make bootstrap  install everything the project needs (idempotent; Debian's chromium for the browser tests,"
 	@echo "                mosquitto and postgresql for the fleet tests)"
-	@echo "make pytest     only the test suite (PYTEST_ARGS=... to pass options)"
+	@echo "make pytest     only the test suite (PYTEST_ARGS=... to pass options, PYTEST_WORKERS=0 for one process)"
 	@echo "make bench      protocol (CPython vs MicroPython), sensing-accuracy, hub ingest, BLE link, status-page, flash, RFID and fleet benchmarks"
 
 bootstrap: $(VENV)/.stamp node_modules/.stamp $(foreach p,$(PORTS),.stubs/$(p)/.stamp) browser service-tools \
@@ -75,8 +76,11 @@ typecheck: bootstrap
 mpy-check: $(VENV)/.stamp
 	$(PY) -m tools.mpy_compile_check
 
+# On two pytest-xdist workers (PYTEST_WORKERS=0: all in this process; tests/xdist_support.py): the real-time tests
+# (slow marker, benchmarks) one at a time on one worker, first, while the other takes the rest a module at a time,
+# the modules in file order (xdist's default, most tests first, would leave the long test_flash.py for the end).
 pytest: bootstrap
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 check: lint typecheck mpy-check
 

@@ -13,6 +13,10 @@ go green without them; set SMARTSHELF_ALLOW_NO_MPY=1 to skip them on a machine w
 The fleet tier's servers (tests/fleet_support.py): ``mosquitto`` / ``broker_factory`` (a real Mosquitto per test),
 ``postgres_server`` (one real PostgreSQL per session) and ``postgres_db`` (a fresh database per test); they fail the
 same way when the servers are missing (SMARTSHELF_ALLOW_NO_FLEET=1 skips them), and carry the ``fleet`` marker.
+
+``make test`` runs the suite on two pytest-xdist workers (tests/xdist_support.py): each module whole on one worker,
+and the real-time tests (the ``slow`` marker, the benchmarks) one at a time on one worker while the other takes the
+modules. A plain ``pytest`` runs everything in this process.
 """
 
 from __future__ import annotations
@@ -32,6 +36,14 @@ from tests.fleet_support import (  # noqa: F401 (fixtures)
     mosquitto,
     postgres_db,
     postgres_server,
+)
+from tests.xdist_support import (  # noqa: F401 (hooks)
+    pytest_collection_finish,
+    pytest_configure_node,
+    pytest_handlecrashitem,
+    pytest_runtest_protocol,
+    pytest_unconfigure,
+    pytest_xdist_make_scheduler,
 )
 from tools.mpy_runtime import REPO_ROOT, MicroPythonRuntime, MicroPythonUnavailable, find_node
 

@@ -600,8 +600,10 @@ def _config(tmp_path: Path, text: str) -> Path:
     return path
 
 
-AGE = str(x25519.Identity.generate().to_public())
-SIGNER = public_text(Ed25519PrivateKey.generate().public_key())
+# Fixed keys (not generated at import): the parametrized tests below carry them in their ids, which must be the same
+# in every pytest-xdist worker.
+AGE = "age1k75wmg2p5xy70klsllxc5lxmfl27fxrkj346q0ympcuypagu05gs9akrdt"
+SIGNER = "ed25519:IhxA1nxeC3nq_tY9IVm6q8xP8O2356V0Y7FjvUCNHck"
 OFFSITE = f'[backup]\ndir = "b"\nrecipients = ["{AGE}"]\noffsite_dir = "/mnt/share/x"\nhub_id = "s1"\n'
 
 

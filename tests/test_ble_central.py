@@ -24,6 +24,9 @@ from tests.hub_support import db_rows, eventually, short_dir
 from tools.emulation.radio.air import Air, static_address
 from tools.emulation.radio.synthetic import BleFakeNode, Watch, add_nodes, node_address
 
+# Real time on the emulated air (a command's round trip is held to seconds): run alone (tests/xdist_support.py)
+pytestmark = pytest.mark.slow
+
 SLOTS = 5
 NODES = list(range(1, 13))
 KEYS = {nid: bytes([nid]) * 16 for nid in NODES}
