@@ -70,6 +70,35 @@ def check_private(path: Path | str, holds: str, st: os.stat_result | None = None
         raise ExposedSecret(refusal(path, holds, problem))
 
 
+class PrivateFileUnreadable(OSError):
+    """A private file could not be read as one; ``str()`` is one line naming the file and why."""
+
+
+def read_private(path: Path, holds: str, what: str, limit: int, *, owner_only: bool = False) -> bytes:
+    """Up to ``limit`` bytes of the file at ``path`` that holds ``holds`` (a key: ``what`` names it in messages,
+    e.g. "signing key"), checked private (``check_private``) on the descriptor it is read from.
+    ``PrivateFileUnreadable`` (one line) when it is missing, unreadable or open to other users; with ``owner_only``,
+    also when it belongs to a user other than this process's or root (whoever can write it chose the key)."""
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            check_private(path, holds, st)
+            if owner_only and st.st_uid not in (os.geteuid(), 0):
+                raise PrivateFileUnreadable(
+                    f"{path}: holds {holds} and belongs to another user (uid {st.st_uid}): "
+                    f"refused, anyone who could write it chose the key"
+                )
+            return f.read(limit)
+    except ExposedSecret as exc:
+        raise PrivateFileUnreadable(str(exc)) from None
+    except FileNotFoundError:
+        raise PrivateFileUnreadable(f"{path}: no such {what} file") from None
+    except PrivateFileUnreadable:
+        raise
+    except OSError as exc:
+        raise PrivateFileUnreadable(f"{path}: cannot read the {what} file: {exc.strerror or exc}") from None
+
+
 def check_key_files(paths: Iterable[Path | str], holds: str = "node keys") -> None:
     """``check_private`` for each file: the hub's start (and a reload) on ``HubConfig.key_files``."""
     for path in paths:

@@ -41,7 +41,7 @@ from pyrage import x25519
 
 from hub.ledger.backup_signing import MAX_SIGNATURE_LINE, Signature, SignerRefused, SigningKey
 from hub.ledger.models import LedgerError
-from hub.private_files import ExposedSecret, check_private, open_private
+from hub.private_files import PrivateFileUnreadable, open_private, read_private
 
 AGE_MAGIC = b"age-encryption.org/v1\n"
 AGE_ARMOR = b"-----BEGIN AGE ENCRYPTED FILE-----"
@@ -126,15 +126,9 @@ def read_identities(path: Path | str) -> list[Any]:
     """The identities (age secret keys) in an age identity file, which must be private (0600)."""
     path = Path(path)
     try:
-        with open(path, "rb") as f:
-            check_private(path, IDENTITY_HOLDS, os.fstat(f.fileno()))
-            data = f.read(1 << 20)
-    except ExposedSecret as exc:
+        data = read_private(path, IDENTITY_HOLDS, "identity", 1 << 20)
+    except PrivateFileUnreadable as exc:
         raise AgeRefused(str(exc)) from None
-    except FileNotFoundError:
-        raise AgeRefused(f"{path}: no such identity file") from None
-    except OSError as exc:
-        raise AgeRefused(f"{path}: cannot read the identity file: {exc.strerror or exc}") from None
     out = []
     for n, raw in enumerate(data.decode("utf-8", "replace").splitlines(), start=1):
         line = raw.strip()

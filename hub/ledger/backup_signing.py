@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from hub.ledger.models import LedgerError
-from hub.private_files import ExposedSecret, check_private, make_private_dirs, open_private
+from hub.private_files import PrivateFileUnreadable, make_private_dirs, open_private, read_private
 
 SIGNER_PREFIX = "ed25519:"
 SIGNED_PREFIX = b"smartshelf-backup 2 manifest\n"
@@ -144,21 +144,9 @@ def read_signing_key(path: Path | str) -> SigningKey:
     user's or root's), or not an Ed25519 private key."""
     path = Path(path)
     try:
-        with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
-            check_private(path, KEY_HOLDS, st)
-            if st.st_uid not in (os.geteuid(), 0):
-                raise SignerRefused(
-                    f"{path}: holds the hub's backup signing key and belongs to another user (uid {st.st_uid}): "
-                    "refused, anyone who could write it chose the key"
-                )
-            data = f.read(MAX_KEY_FILE)
-    except ExposedSecret as exc:
+        data = read_private(path, KEY_HOLDS, "signing key", MAX_KEY_FILE, owner_only=True)
+    except PrivateFileUnreadable as exc:
         raise SignerRefused(str(exc)) from None
-    except FileNotFoundError:
-        raise SignerRefused(f"{path}: no such signing key file") from None
-    except OSError as exc:
-        raise SignerRefused(f"{path}: cannot read the signing key: {exc.strerror or exc}") from None
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError):
