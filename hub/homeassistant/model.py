@@ -27,10 +27,9 @@ from hub.homeassistant.payloads import (
     node_publications,
     totals_of,
 )
-from hub.ledger.causes import Cause
 from hub.ledger.changes import Changes
 from hub.web.db import open_ro, read_transaction
-from hub.web.lanes import LaneRow, alert_counts, lanes
+from hub.web.lanes import LaneRow, alert_counts, lanes, lanes_named
 
 LAST_SEEN_STEP_MS = 60_000  # a node's last-seen time is republished when it moved this much (or the node came/went)
 _UNRESOLVED_SQL = "SELECT kind, cause_key FROM alerts WHERE status != 'resolved'"
@@ -133,22 +132,7 @@ class Model:
 
     def _named(self, work: Pending) -> set[str]:
         """The lanes whose row the work may have changed (as the live feed works them out)."""
-        named = set(work.lanes)
-        skus = set(work.skus)
-        nodes: set[int] = set()
-        for key in work.causes:
-            cause = Cause.parse_or_none(key)
-            if cause is None:
-                continue
-            if cause.lane_id is not None:
-                named.add(cause.lane_id)
-            elif cause.node_id is not None:
-                nodes.add(cause.node_id)
-            elif cause.sku is not None:
-                skus.add(cause.sku)
-        if skus or nodes:
-            named.update(r.lane_id for r in self.rows.values() if r.sku in skus or r.node_id in nodes)
-        return named
+        return lanes_named(work.lanes, work.skus, work.causes, self.rows.values())
 
     def _set_lane(self, row: LaneRow) -> None:
         pubs = lane_publications(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -168,3 +168,25 @@ def lanes(
             )
         )
     return rows
+
+
+def lanes_named(named: Iterable[str], skus: Iterable[str], causes: Iterable[str], rows: Iterable[LaneRow]) -> set[str]:
+    """The lanes whose row a commit may have changed: those it ``named``, and the known ``rows`` whose SKU it
+    names (``skus``, or an alert cause ``sku:<sku>``) or whose node an alert cause names (``node:<id>``); a cause key
+    this module does not parse (another part's) is about no lane."""
+    lanes_out = set(named)
+    skus_out = set(skus)
+    nodes: set[int] = set()
+    for key in causes:
+        cause = Cause.parse_or_none(key)
+        if cause is None:
+            continue
+        if cause.lane_id is not None:
+            lanes_out.add(cause.lane_id)
+        elif cause.node_id is not None:
+            nodes.add(cause.node_id)
+        elif cause.sku is not None:
+            skus_out.add(cause.sku)
+    if skus_out or nodes:
+        lanes_out.update(r.lane_id for r in rows if r.sku in skus_out or r.node_id in nodes)
+    return lanes_out

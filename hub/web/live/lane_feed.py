@@ -39,12 +39,11 @@ from typing import Any
 
 from flask import Flask
 
-from hub.ledger.causes import Cause
 from hub.ledger.changes import Changes
 from hub.ledger.models import LedgerClosed
 from hub.web.bridge import ChangeSource
 from hub.web.db import app_writer, open_ro, read_transaction
-from hub.web.lanes import LaneRow, alert_counts, lanes
+from hub.web.lanes import LaneRow, alert_counts, lanes, lanes_named
 
 log = logging.getLogger(__name__)
 
@@ -309,22 +308,8 @@ class LaneFeed:
 
     def _lanes_named(self, changes: Changes) -> set[str]:
         """The lanes whose row ``changes`` may have changed (``lanes.py`` says what a row depends on)."""
-        named = set(changes.sensor_lanes) | set(changes.lanes) | set(changes.tags)
-        skus = set(changes.skus)
-        nodes: set[int] = set()
-        for key in changes.causes:
-            cause = Cause.parse_or_none(key)  # a key of other code's is about no lane
-            if cause is None:
-                continue
-            if cause.lane_id is not None:
-                named.add(cause.lane_id)
-            elif cause.node_id is not None:
-                nodes.add(cause.node_id)
-            elif cause.sku is not None:
-                skus.add(cause.sku)
-        if skus or nodes:
-            named.update(r.lane_id for r in self._rows.values() if r.sku in skus or r.node_id in nodes)
-        return named
+        named = (*changes.sensor_lanes, *changes.lanes, *changes.tags)
+        return lanes_named(named, changes.skus, changes.causes, self._rows.values())
 
     def _read(self, conn: sqlite3.Connection, lane_ids: Collection[str] | None, *, alerts: bool) -> None:
         """Read ``lane_ids`` (None: every lane; the unresolved alerts' count too when ``alerts``) in one read
