@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from hub.central.web.schema import ROLES, SCOPES
 from hub.ledger.models import InvalidArgument, now_ms
+from hub.web.accounts import clients
 from hub.web.accounts.clients import check_name, token_sha256
 from hub.web.accounts.users import THROTTLE_WINDOW_MS, User, check_username
 
@@ -334,14 +335,9 @@ def new_token() -> str:
 
 
 def parse_scopes(text: str) -> tuple[str, ...]:
-    """``stock,alerts`` (commas and/or spaces) -> the scopes in canonical order; InvalidArgument for unknown ones."""
-    given = [s for s in text.replace(",", " ").split() if s]
-    if not given:
-        raise InvalidArgument(f"give at least one scope ({', '.join(SCOPES)})")
-    unknown = sorted(set(given) - set(SCOPES))
-    if unknown:
-        raise InvalidArgument(f"unknown scope(s) {', '.join(unknown)}: use {', '.join(SCOPES)}")
-    return tuple(s for s in SCOPES if s in given)
+    """``stock,alerts`` (commas and/or spaces) -> the central API's scopes in canonical order; InvalidArgument for
+    unknown ones."""
+    return clients.parse_scopes(text, SCOPES)
 
 
 async def add_client(

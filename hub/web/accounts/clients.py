@@ -55,15 +55,16 @@ def check_name(name: str) -> str:
     return name
 
 
-def parse_scopes(text: str) -> tuple[str, ...]:
-    """``read,sales`` (commas and/or spaces) -> the scopes in canonical order; InvalidArgument for unknown ones."""
+def parse_scopes(text: str, scopes: tuple[str, ...] = SCOPES) -> tuple[str, ...]:
+    """``read,sales`` (commas and/or spaces) -> the scopes in the canonical order of ``scopes`` (the hub's API
+    scopes; the central tier passes its own); InvalidArgument for unknown ones."""
     given = [s for s in text.replace(",", " ").split() if s]
     if not given:
-        raise InvalidArgument(f"give at least one scope ({', '.join(SCOPES)})")
-    unknown = sorted(set(given) - set(SCOPES))
+        raise InvalidArgument(f"give at least one scope ({', '.join(scopes)})")
+    unknown = sorted(set(given) - set(scopes))
     if unknown:
-        raise InvalidArgument(f"unknown scope(s) {', '.join(unknown)}: use {', '.join(SCOPES)}")
-    return tuple(s for s in SCOPES if s in given)
+        raise InvalidArgument(f"unknown scope(s) {', '.join(unknown)}: use {', '.join(scopes)}")
+    return tuple(s for s in scopes if s in given)
 
 
 async def add_client(tx: Tx, name: str, token_hash: str, scopes: tuple[str, ...], *, actor: str) -> None:
