@@ -363,3 +363,56 @@ def test_units_sold_equal_the_scan_of_every_sale(tmp_path: Path) -> None:
         conn.execute("ROLLBACK")
     finally:
         conn.close()
+
+
+def test_movements_in_the_newest_millisecond_extend_the_stretches_without_reading_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backlog a node delivers at once lands in its lane's newest millisecond: the stretches go on from the
+    lane's row, read back only when a count that was above zero in that millisecond drops to zero or below (a
+    stretch that ended there goes on). Each step is checked against the recomputation."""
+    replays: list[int] = []
+    replay = lane_activity._replay
+
+    async def counted(*args: Any) -> Any:
+        replays.append(args[3])
+        return await replay(*args)
+
+    monkeypatch.setattr(lane_activity, "_replay", counted)
+    t0 = now_ms() - 10 * H
+    t1, t2, t3 = t0 + 60_000, t0 + 120_000, t0 + 180_000
+    steps = [  # (ts, units) per batch, one batch at a time; then the stretches the table must hold
+        ([(t0, 2)], set(), None),
+        ([(t1, -3)], set(), t1),  # out from t1
+        ([(t1, 2)], set(), None),  # in t1's millisecond it came back: there never was a stretch
+        ([(t1, -5)], set(), t1),  # above zero in t1 -> below: read back
+        ([(t1, 10), (t1, -1)], set(), None),  # back above zero in the same millisecond again
+        ([(t2, -7)], set(), t2),
+        ([(t3, -1), (t3, 5)], {(t2, t3)}, None),  # ended at t3
+        ([(t3, -4)], set(), t2),  # the stretch that ended at t3 goes on: read back
+        ([(t3, -1), (t3 + 1, 9)], {(t2, t3 + 1)}, None),  # below zero in t3, a later millisecond ends it
+    ]
+
+    async def run() -> None:
+        db = tmp_path / "l.db"
+        async with LedgerService(db, migrations=MIGRATIONS, synchronous="NORMAL", prune_interval_s=None) as ledger:
+            await _setup(ledger)
+            seq = 0
+            for moves, ended, since in steps:
+                items = []
+                for ts, units in moves:
+                    seq += 1
+                    kind = KIND_PUT if units > 0 else KIND_PICK
+                    items.append(SensorEvent(1, seq, 0, kind, units, units * 100, 90, ts))
+                await asyncio.gather(*(ledger.submit(i) for i in items))
+                conn = sqlite3.connect(db)
+                try:
+                    check_tables(conn)
+                    got = set(conn.execute("SELECT from_ts, to_ts FROM lane_outages WHERE location = 'sensor:A1'"))
+                    row = conn.execute("SELECT out_since FROM lane_activity WHERE location = 'sensor:A1'").fetchone()
+                    assert (got, row[0]) == (ended, since), moves
+                finally:
+                    conn.close()
+
+    asyncio.run(run())
+    assert replays == [t1, t3]  # only where a count above zero in the newest millisecond dropped

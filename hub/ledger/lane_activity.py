@@ -20,9 +20,10 @@ movements, by ``record``:
 
 A movement that is not the newest of its lane and SKU (an event retransmitted after a later one, a backdated
 reversal) rewrites the stretches from its time on, from the movements read back through the spans; in time order
-(what nodes send) nothing is read back. ``BUILD`` fills the tables from the movements of an existing ledger
-(migration 11) and ``rebuild`` does it again (tools that write movements without the writer). Movements of an
-unassigned lane (no SKU) get spans only.
+(what nodes send) nothing is read back, nor for movements in the newest one's millisecond (a backlog a node
+delivers at once) unless they take a count that was above zero in it to zero or below. ``BUILD`` fills the
+tables from the movements of an existing ledger (migration 11) and ``rebuild`` does it again (tools that write
+movements without the writer). Movements of an unassigned lane (no SKU) get spans only.
 """
 
 from __future__ import annotations
@@ -240,9 +241,11 @@ async def record(conn: aiosqlite.Connection, rows: Sequence[SensorRow]) -> None:
         last = max(ts for ts, _ in moves)
         total = balance.get(key, 0)
         before = known.get(key)
-        if before is None or first > before[1]:  # the newest of the lane's movements: replay only them
-            count = total - sum(q for _, q in moves)
+        count = total - sum(q for _, q in moves)
+        if before is None or first > before[1] or _joins_newest(first, before[1], count, moves):
+            # the newest of the lane's movements (or beside the newest, in its millisecond): replay only them
             done, since = stretches(count, None if before is None else before[2], moves)
+            done = [(a, b) for a, b in done if a < b]  # a stretch its own millisecond's movements ended never was
             first_ts, last_ts = (first, last) if before is None else (before[0], last)
         else:  # older than the lane's newest: the stretches from ``first`` on are replayed from the movements
             done, since = await _replay(conn, location, sku, first, total, before[2])
@@ -252,6 +255,16 @@ async def record(conn: aiosqlite.Connection, rows: Sequence[SensorRow]) -> None:
     await conn.execute(_UPSERT_ACTIVITY, rows_param(activity))
     if ended:
         await conn.executemany("INSERT INTO lane_outages (location, sku, from_ts, to_ts) VALUES (?, ?, ?, ?)", ended)
+
+
+def _joins_newest(first: int, newest: int, count: int, moves: Iterable[tuple[int, int]]) -> bool:
+    """Whether movements whose earliest is in the lane's newest millisecond (``first == newest``) extend its
+    stretches without reading back: ``count`` (the count after ``newest`` before them) goes on from there, except
+    when it was above zero and they take it to zero or below (a stretch that ended in that millisecond goes on:
+    ``_replay``). A stretch that began in that millisecond and their units end there is dropped by the caller."""
+    if first != newest:
+        return False
+    return count <= 0 or count + sum(q for ts, q in moves if ts == first) > 0
 
 
 async def _replay(
