@@ -385,7 +385,7 @@ async def test_a_control_socket_request_is_audited_as_from_the_os_user_at_the_ot
         await ledger.add_sku(Sku("TEA", "Tea", 1200), actor="seed")
 
         async def handler(req: dict[str, Any]) -> dict[str, Any]:
-            lane = await ledger.assign_lane(3, 0, "TEA", actor=str(req["actor"]))
+            lane = (await ledger.assign_lane(3, 0, "TEA", actor=str(req["actor"]))).lane_id
             return {"ok": True, "lane": lane}
 
         with short_dir() as d:

@@ -21,13 +21,16 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 import asyncpg.exceptions as pgx
 import pytest
 
+from hub.central.config import load_central_config
 from hub.central.consumer import Consumer
-from hub.central.errors import PermanentDatabaseError, describe, transient
+from hub.central.errors import CANCELLED_TRIES, PermanentDatabaseError, describe, transient
 from hub.central.schema import MIGRATIONS, migrate
 from hub.cli import main
 from hub.fleet.messages import encode_alerts
@@ -318,3 +321,166 @@ async def test_check_exit_codes_tell_clean_problems_usage_and_unreachable_apart(
     assert code == 0 and "1 a problem found" in out and "3 the database unreachable" in out
     run_help = " ".join((await asyncio.to_thread(_command, "run", "--help"))[1].split())
     assert "1 stopped by a database error" in run_help
+
+
+# ----------------------------------------------------------------------- connecting: the settings' fault stops
+
+
+def _dsn(db: FreshDatabase, *, user: str | None = None, password: str | None = None, name: str | None = None) -> str:
+    parts = urlsplit(db.dsn)
+    user = user or (parts.username or "")
+    password = password if password is not None else (parts.password or "")
+    netloc = f"{quote(user)}:{quote(password, safe='')}@{parts.hostname}:{parts.port}"
+    return urlunsplit((parts.scheme, netloc, f"/{quote(name or db.name)}", parts.query, ""))
+
+
+def _with_dsn(path: Path, dsn: str) -> Path:
+    text = re.sub(r'^dsn = ".*"$', f'dsn = "{dsn}"', path.read_text(), count=1, flags=re.M)
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("case", "state"),
+    [("wrong password", "28P01"), ("role without LOGIN", "28000"), ("no such database", "3D000")],
+)
+async def test_a_connection_refused_for_its_settings_stops_the_consumer_in_one_line(
+    tmp_path: Path,
+    broker_factory: Callable[..., Broker],
+    postgres_db: FreshDatabase,
+    caplog: pytest.LogCaptureFixture,
+    case: str,
+    state: str,
+) -> None:
+    broker = broker_with_users(broker_factory, [])
+    role = f"nologin_{postgres_db.name}"[:63]
+    if case == "wrong password":
+        dsn = _dsn(postgres_db, password="not-the-password")
+    elif case == "role without LOGIN":
+        postgres_db.server.psql(f"CREATE ROLE {role} NOLOGIN PASSWORD 'pw'")
+        dsn = _dsn(postgres_db, user=role, password="pw")
+    else:
+        dsn = _dsn(postgres_db, name=f"missing_{postgres_db.name}"[:63])
+    cfg = load_central_config(_with_dsn(write_config(tmp_path, broker, postgres_db), dsn))
+    consumer = Consumer(cfg)
+    try:
+        with caplog.at_level(logging.INFO, logger="hub.central"), pytest.raises(PermanentDatabaseError) as info:
+            await asyncio.wait_for(consumer.run(asyncio.Event()), 20)
+    finally:
+        if case == "role without LOGIN":
+            postgres_db.server.psql(f"DROP ROLE {role}")
+    assert info.value.sqlstate == state
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and not errors[0].exc_info, [r.getMessage() for r in errors]
+    line = errors[0].getMessage()
+    assert f"cannot connect: SQLSTATE {state}" in line and "stopping" in line and "\n" not in line, line
+    assert "user, password, database name" in line, line
+    assert not [r for r in caplog.records if "again in" in r.getMessage()], "not retried"
+    assert consumer.stats.db_errors == 1 and f"failed (SQLSTATE {state}" in consumer.status_line()
+
+
+async def test_central_run_with_a_wrong_password_exits_1_with_one_line(
+    tmp_path: Path, broker_factory: Callable[..., Broker], postgres_db: FreshDatabase
+) -> None:
+    broker = broker_with_users(broker_factory, [])
+    path = _with_dsn(write_config(tmp_path, broker, postgres_db), _dsn(postgres_db, password="wrong"))
+    argv = [sys.executable, "-m", "hub.cli", "central", "run", "--config", str(path)]
+    done = await asyncio.to_thread(subprocess.run, argv, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stderr[-3000:]
+    lines = [ln for ln in done.stderr.splitlines() if " INFO " not in ln]  # the start line is at info
+    assert len(lines) == 1 and " ERROR " in lines[0] and "SQLSTATE 28P01 (InvalidPasswordError)" in lines[0], lines
+    assert "password authentication failed" in lines[0] and ":wrong@" not in done.stderr
+
+
+async def test_a_server_down_or_starting_up_is_waited_for(
+    tmp_path: Path, broker_factory: Callable[..., Broker], postgres_db: FreshDatabase
+) -> None:
+    """Connection refused (nothing listens) and 57P03 (the server starting up) are retried, not a reason to stop."""
+    broker = broker_with_users(broker_factory, [])
+    nowhere = _with_dsn(write_config(tmp_path, broker, postgres_db), f"postgresql://u:p@127.0.0.1:{_free_port()}/x")
+    consumer = Consumer(load_central_config(nowhere))
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    await until(lambda: _is(consumer.stats.db_errors >= 3), "retried connection refused")
+    assert not task.done() and consumer.failure is None
+    stop.set()
+    await asyncio.wait_for(task, 30)  # stopped by its owner, not by the error
+
+    cfg = config(tmp_path, broker, postgres_db)
+    starting_up = Consumer(cfg)
+    real = starting_up._asyncpg
+    refusals = [pgx.CannotConnectNowError("the database system is starting up")] * 2
+
+    async def connect(**kw: object) -> asyncpg.Connection:
+        if refusals:
+            raise refusals.pop()
+        return await real.connect(**kw)
+
+    starting_up._asyncpg = SimpleNamespace(
+        connect=connect, PostgresError=real.PostgresError, InterfaceError=real.InterfaceError
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(starting_up.run(stop))
+    await until(lambda: _is(starting_up.subscribed.is_set()), "connected once the server was up")
+    assert starting_up.stats.db_errors == 2 and starting_up.failure is None
+    stop.set()
+    await asyncio.wait_for(task, 30)
+
+
+# ------------------------------------------------------------------- a batch the server cancels every time
+
+SLOW = """
+CREATE SEQUENCE slow_tries;
+CREATE TABLE slow_limit (n bigint NOT NULL);
+CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF nextval('slow_tries') <= (SELECT n FROM slow_limit) THEN PERFORM pg_sleep(5); END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER slow AFTER INSERT ON movements FOR EACH STATEMENT EXECUTE FUNCTION slow();
+"""
+
+
+async def test_a_batch_cancelled_by_statement_timeout_is_retried_then_stops_the_consumer(
+    tmp_path: Path,
+    broker_factory: Callable[..., Broker],
+    postgres_db: FreshDatabase,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """57014 (statement_timeout) is transient for a few tries of the same batch (an administrator's cancel, a
+    moment of load), then permanent: a batch that always takes longer would otherwise loop for ever."""
+    conn = await asyncpg.connect(postgres_db.dsn)
+    try:
+        await migrate(conn)
+        await conn.execute(SLOW + "INSERT INTO slow_limit VALUES (2)")  # the first two tries are too slow
+        await conn.execute(f"ALTER DATABASE {postgres_db.name} SET statement_timeout = '400ms'")
+    finally:
+        await conn.close()
+    broker = broker_with_users(broker_factory, ["s1"])
+    cfg = config(tmp_path, broker, postgres_db)
+    hub = hub_client(broker, "s1")
+    try:
+        with caplog.at_level(logging.INFO, logger="hub.central"):
+            async with running(cfg) as consumer:
+                await publish(hub, "s1", "movements", batch("s1", 1, 10))
+                await until(stored(postgres_db, 10), "the batch, on its third try")
+                assert consumer.failure is None and consumer.stats.db_errors == 2
+            cancelled = [r for r in caplog.records if "57014" in r.getMessage() or "QueryCanceled" in r.getMessage()]
+            assert len(cancelled) == 2 and all(r.levelno == logging.WARNING for r in cancelled)
+            await _sql(postgres_db, "UPDATE slow_limit SET n = 1000000")  # from now on every try is too slow
+            caplog.clear()
+            consumer = Consumer(cfg)
+            task = asyncio.create_task(consumer.run(asyncio.Event()))
+            await until(lambda: _is(consumer.subscribed.is_set()), "subscribed")
+            await publish(hub, "s1", "movements", batch("s1", 11, 20))
+            with pytest.raises(PermanentDatabaseError) as info:
+                await asyncio.wait_for(task, 60)
+    finally:
+        hub.close()
+    assert info.value.sqlstate == "57014" and consumer.stats.db_errors == CANCELLED_TRIES
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    line = errors[0].getMessage()
+    assert "SQLSTATE 57014 (QueryCanceledError)" in line and f"cancelled {CANCELLED_TRIES} times in a row" in line
+    assert "statement_timeout" in line and "not acknowledged (the broker keeps them)" in line and "\n" not in line
+    assert await count(postgres_db, "SELECT count(*) FROM movements") == 10

@@ -299,6 +299,40 @@ async def test_storms_of_hellos_and_reports_queue_a_bounded_amount_of_work(
         await hub.stop()
 
 
+async def test_an_outbox_start_far_above_what_the_node_produced_skips_no_later_event(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A keyed node says its outbox starts at event 2**31 though it has shown events only up to 3 (its events and
+    its lane's ``last_event``): the skip stops at 3, so its real event 4 is booked, not taken as dropped; the claim is
+    counted and logged once however often it comes."""
+    hub = await start(tmp_path)
+    try:
+        assert hub.ledger is not None
+        await hub.ledger.add_sku(Sku("COLA", "Cola", 3500, 20), actor="setup")
+        await hub.ledger.assign_lane(NODE, 0, "COLA", actor="setup", lane_id="A1")
+        node, wire = Node(), Wire()
+        frames = [node.frame(Hello(1, 0, 0, 1, 4, 0))]
+        frames += [node.frame(Event(i, 0, KIND_PICK, -1, -3500, 90, 0)) for i in (1, 2, 3)]
+        frames.append(node.frame(LaneState(0, -3, 3, 0, 0, 0, 3)))
+        frames += [node.frame(Health(60, 100_000, 8000, 5, 0, 0, 1, 0, 2**31)) for _ in range(3)]
+        feed(hub, wire, frames)
+        await settle(hub)
+        n = session(hub)
+        assert n.marks.contiguous == 3 and n.pending_skip <= 3
+        assert n.dropped()["outbox_claims"] == 3
+        feed(hub, wire, [node.frame(Event(4, 0, KIND_PICK, -1, -3500, 90, 0))])
+        feed(hub, wire, [node.frame(LaneState(0, -4, 4, 0, 0, 0, 4))])
+        await settle(hub)
+        picks = db_rows(hub.config.database, "SELECT count(*) FROM movements WHERE reason = 'sensor_pick'")
+        assert picks == [(4,)] and n.marks.contiguous == 4 and n.stats.applied == 4
+        assert db_rows(hub.config.database, "SELECT qty FROM movements WHERE reason = 'sensor_gap'") == []
+        claims = [r for r in caplog.records if "outbox starts at event 2147483648" in r.getMessage()]
+        assert len(claims) == 1 and claims[0].levelno == logging.WARNING
+        await assert_sound(hub, caplog)
+    finally:
+        await hub.stop()
+
+
 def _downlink(frame: bytes) -> Message | None:
     """The message of a downlink frame the hub sent (whatever its session: only its payload matters here)."""
     cls = BY_TYPE.get(frame[1])

@@ -99,3 +99,42 @@ def test_a_newer_database_is_refused(db: Path, capsys: pytest.CaptureFixture[str
     conn.close()
     rc, _, err = run(capsys, "ledger", "init", "--db", str(db))
     assert rc == 2 and "newer than this smartshelf supports" in err
+
+
+def test_assign_lane_says_which_sensor_units_moved_to_the_lanes_sku(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A lane's sensor units are its SKU's (migration 16, ``lane_assigned``): the summary says what that moved."""
+    import asyncio
+
+    from hub.ledger import LedgerService, SensorGap
+    from hub.schema import MIGRATIONS
+
+    async def counted(units: int) -> None:  # node 3 counted units on lane 0 (a sensor gap from its counters)
+        async with LedgerService(db, migrations=MIGRATIONS) as ledger:
+            await ledger.submit(SensorGap(3, 0, units, f"f{units}:lane0", 1_700_000_000_000))
+
+    def assign(*sku: str) -> list[str]:
+        rc, out, err = run(capsys, "ledger", "assign-lane", "--node", "3", "--lane", "0", *sku, "--db", str(db))
+        assert (rc, err) == (0, ""), err
+        return out.splitlines()
+
+    assert run(capsys, "ledger", "add-sku", "TEA", "--unit-weight-dg", "1200", "--db", str(db))[0] == 0
+    asyncio.run(counted(6))
+    assert assign("--sku", "TEA") == [
+        "lane node3-lane0 (node 3, lane 0): TEA",
+        "moved 6 sensor unit(s) of lane node3-lane0 to TEA: 6 from COLA",
+    ]
+    assert assign("--sku", "TEA") == ["lane node3-lane0 (node 3, lane 0): TEA"]  # nothing left to move
+    assert assign() == [
+        "lane node3-lane0 (node 3, lane 0): unassigned",
+        "moved 6 sensor unit(s) of lane node3-lane0 to no SKU: 6 from TEA",
+    ]
+    asyncio.run(counted(-2))  # counted while unassigned: under no SKU
+    assert assign("--sku", "COLA") == [
+        "lane node3-lane0 (node 3, lane 0): COLA",
+        "moved 4 sensor unit(s) of lane node3-lane0 to COLA: 4 from no SKU",
+    ]
+    with sqlite3.connect(db) as conn:
+        held = conn.execute("SELECT sku, qty FROM observed_stock WHERE lane_id = 'node3-lane0' AND qty != 0").fetchall()
+    assert held == [("COLA", 4)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hub.link.gaps import Gap, lane_gap, outbox_skip
+from hub.link.gaps import Gap, lane_gap, outbox_overclaim, outbox_skip, shown
 from hub.link.marks import EventMarks, LaneTally
 from shared_protocol.messages import LaneState
 
@@ -63,13 +63,25 @@ def test_after_a_skip_a_missing_later_event_still_waits() -> None:
     ("outbox_first", "contiguous", "max_last_event", "pending", "expected"),
     [
         (3, 2, 0, 0, 0),  # the outbox starts right after the mark: nothing dropped
-        (7, 2, 0, 0, 6),  # the outbox starts at 7: 3..6 will never arrive
+        (7, 2, 8, 0, 6),  # the outbox starts at 7 (a lane counted up to 8): 3..6 will never arrive
         (0, 2, 0, 0, 0),  # empty outbox, no lane counted past the mark
         (0, 2, 9, 0, 9),  # empty outbox, a lane counted up to 9: 3..9 will never arrive
-        (5, 2, 0, 6, 6),  # a larger skip is already pending: kept
-        (9, 2, 0, 6, 8),  # a larger skip than the pending one
+        (5, 2, 9, 6, 6),  # a larger skip is already pending: kept
+        (9, 2, 9, 6, 8),  # a larger skip than the pending one
         (1, 0, 0, 0, 0),  # a fresh node
+        (7, 2, 0, 0, 0),  # the node has shown nothing past the mark: no skip (yet)
+        (7, 2, 4, 0, 4),  # a lane counted up to 4 only: 3..4 will never arrive, 5..6 not known yet
+        (2**31, 2, 9, 0, 9),  # an absurd outbox start: the skip stops at what the node has shown
+        (2**31, 2, 9, 9, 9),  # ... and never grows past it
     ],
 )
 def test_outbox_skip(outbox_first: int, contiguous: int, max_last_event: int, pending: int, expected: int) -> None:
     assert outbox_skip(outbox_first, EventMarks(contiguous), max_last_event, pending) == expected
+
+
+def test_the_skip_goes_as_far_as_the_highest_committed_event() -> None:
+    marks = EventMarks(2, {7, 8})  # the outbox starts at 7; 7 and 8 committed, no lane state yet
+    assert outbox_skip(7, marks, 0, 0) == 6 and not outbox_overclaim(7, marks, 0)
+    assert outbox_skip(2**31, marks, 0, 0) == 8 and outbox_overclaim(2**31, marks, 0)
+    assert shown(marks, 5) == 8 and shown(marks, 12) == 12
+    assert not outbox_overclaim(0, marks, 0) and not outbox_overclaim(3, marks, 0)  # empty / nothing dropped

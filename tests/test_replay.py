@@ -288,6 +288,47 @@ def test_a_last_row_cut_short_is_dropped_with_a_warning(capsys: Any, tmp_path: P
     assert f"dropped line {line}: the last row was cut short" in err, err
 
 
+@pytest.mark.parametrize("tail", ["10.5,50", "10.5,4999.61", "1e1,5", "10.5,5000.2  # a no"])
+@pytest.mark.parametrize("eol", ["\n", "\r\n"])
+def test_a_last_row_without_its_end_of_line_is_dropped_even_when_it_reads_as_a_sample(
+    capsys: Any, tmp_path: Path, tail: str, eol: str
+) -> None:
+    """Power lost mid-row can leave a number cut short that still reads as one (``10.5,50`` of ``10.5,5000.43``):
+    a last row with no end of line after rows that have one is dropped and said, never replayed as a sample."""
+    from tools import replay
+
+    good = _csv(_trace(), header=True).replace("\n", eol)
+    path = tmp_path / "cut.csv"
+    path.write_bytes((good + tail).encode())
+    rc, evs, err = _run(capsys, [str(path), "--unit-weight", "100"])
+    assert rc == 0, err
+    assert [(e["kind"], e["count"]) for e in evs] == [("pick", -1), ("put", 1)]
+    line = len(good.splitlines()) + 1
+    assert f"dropped line {line}: the last row was cut short" in err, err
+    with path.open("rb") as f:
+        trace = replay.parse(f)
+    assert len(trace.t_ms) == len(_trace()) and trace.seconds[-1] == _trace()[-1][0]
+    assert trace.cleanup.cut_short_line == line
+    with path.open("rb") as f:
+        whole = replay.parse(f.read().splitlines(keepends=True)[:-1])  # the same file without the cut row
+    assert (whole.t_ms, whole.w_dg) == (trace.t_ms, trace.w_dg) and whole.cleanup.cut_short_line == 0
+
+
+def test_a_last_row_without_end_of_line_is_kept_when_no_row_has_one(capsys: Any, tmp_path: Path) -> None:
+    """A file of one row without an end of line, or lines given without theirs (``str.splitlines``): nothing tells a
+    cut row apart from a file written without a final newline, so the row is taken as written."""
+    from tools import replay
+
+    rc, evs, err = _run(capsys, [_file(tmp_path, "10.5,5000.43"), "--unit-weight", "100"])
+    assert (rc, evs, err) == (0, [], "")
+    one = replay.parse([b"10.5,5000.43"])
+    assert (one.t_ms, one.w_dg, one.cleanup.cut_short_line) == ([10500], [50004], 0)
+    rows = replay.parse(_csv(_trace(), header=True).splitlines())
+    assert len(rows.t_ms) == len(_trace()) and rows.cleanup.cut_short_line == 0
+    with_header = replay.parse([b"timestamp_seconds,grams\n", b"10.5,5000.43\n", b"10.6,50"])  # rows have theirs
+    assert (with_header.t_ms, with_header.cleanup.cut_short_line) == ([10500], 3)
+
+
 def test_a_bad_last_row_with_its_end_of_line_is_still_not_a_trace(capsys: Any, tmp_path: Path) -> None:
     good = _csv(_trace(), header=True)
     rc, evs, err = _run(capsys, [_file(tmp_path, good + "100.3,\n"), "--unit-weight", "100"])

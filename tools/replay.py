@@ -16,9 +16,11 @@ gap. Replay takes such a trace as it is (``clean``) and says on stderr what it d
 * two samples with the same timestamp and different weights are both kept, in file order;
 * a sample older than the window allows is dropped (it cannot be put back in time any more);
 * a gap (an interval over 2.5 times the typical one) is samples the logger missed: nothing is made up in
-  their place (the detector takes a gap longer than max(500 ms, 8 intervals) as a sensor fault).
-
-* a last row cut short (no end of line after it, and not two numbers: the logger lost power mid-row) is dropped.
+  their place (the detector takes a gap longer than max(500 ms, 8 intervals) as a sensor fault);
+* a last row cut short (the logger lost power mid-row) is dropped: a last row with no end of line after it when it
+  is not two numbers, or when the rows before it have theirs (a number cut short still reads as one: ``10.5,50``
+  of ``10.5,5000.43``). A file whose only row has no end of line (and lines handed to ``parse`` without theirs) is
+  taken as written: nothing tells that row apart from a file saved without a final newline.
 
 What is not a trace at all stops the replay with exit status 2 and a message naming the line and the reason:
 a row that is not two numbers, no samples, a timestamp more than ``CLOCK_JUMP_S`` (1 s) before the newest
@@ -135,19 +137,28 @@ def _number(text: str, what: str, line: int) -> float:
 
 
 def rows(lines: Iterable[bytes | str], cut_short: list[int] | None = None) -> Iterator[tuple[int, float, float]]:
-    """The samples of a trace as written, ``(line, seconds, grams)``; raises TraceError at a row that is not one,
-    except the last row when it has no end of line (a logger that stopped mid-row) and ``cut_short`` is given: its
-    number is appended to ``cut_short`` and it is dropped."""
+    """The samples of a trace as written, ``(line, seconds, grams)``; raises TraceError at a row that is not one.
+    With ``cut_short`` given, the last row is dropped and its number appended to ``cut_short`` when it has no end of
+    line (a logger that stopped mid-row) and either is not a row, or is a sample after rows that have their end of
+    line (its numbers may be cut short: ``10.5,50`` of ``10.5,5000.43``). When no row before it has one (a file of
+    one row, or lines given without their ends: ``str.splitlines``), a last row that reads as a sample is kept:
+    nothing tells it apart from a file written without a final newline."""
     header_allowed = True
+    any_ended = False
     for line_no, raw, last in _with_last(lines):
+        ended = raw.endswith(b"\n") if isinstance(raw, bytes) else raw.endswith("\n")
+        cut = last and cut_short is not None and not ended
         try:
             written, sample = _row(line_no, raw, header_allowed)
         except TraceError:
-            ended = raw.endswith(b"\n") if isinstance(raw, bytes) else raw.endswith("\n")
-            if last and cut_short is not None and not ended:
+            if cut and cut_short is not None:
                 cut_short.append(line_no)
                 return
             raise
+        if sample is not None and cut and any_ended and cut_short is not None:
+            cut_short.append(line_no)
+            return
+        any_ended = any_ended or ended
         header_allowed = header_allowed and not written
         if sample is not None:
             yield line_no, sample[0], sample[1]

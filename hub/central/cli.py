@@ -15,8 +15,8 @@ install ``smartshelf[central]`` and exits 2. Exit codes (``_CODES``: each comman
 * 0: ok (check: no hub has a problem; run: stopped by SIGINT / SIGTERM);
 * 1: check: a problem found (a hole, a missing tail, a book difference, movements or alerts lost at the store,
   conflicts, rejected messages); run: stopped by a database error no retry fixes (``hub.central.errors``: logged
-  with its SQLSTATE; nothing of that batch acknowledged, the broker keeps it), for the service manager to restart
-  it after its delay;
+  with its SQLSTATE; nothing of that batch acknowledged, the broker keeps it; a connection refused for its
+  settings: a wrong password, role or database name), for the service manager to restart it after its delay;
 * 2: usage or configuration: a bad argument or ``central.toml``, the extra missing, a database of a newer schema
   (or not smartshelf's; check: one not migrated yet);
 * 3: the database could not be reached, or failed while read or migrated (migrate, check; run retries instead).
@@ -45,8 +45,9 @@ from hub.ledger.models import SchemaError
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 2, 3
 _CODES = {
-    "run": "exit 0 after SIGINT/SIGTERM; 1 stopped by a database error no retry fixes (logged with its SQLSTATE; "
-    "let the service manager restart it); 2 configuration, extra missing or a newer schema",
+    "run": "exit 0 after SIGINT/SIGTERM; 1 stopped by a database error no retry fixes (logged with its SQLSTATE: "
+    "e.g. a wrong password, role or database name; let the service manager restart it); 2 configuration, extra "
+    "missing or a newer schema",
     "migrate": "exit 0 migrated or up to date; 2 configuration, extra missing, a newer or foreign schema; "
     "3 the database unreachable or the migration failed there",
     "check": "exit 0 every hub ok; 1 a problem found; 2 configuration, extra missing or schema not current; "

@@ -13,12 +13,14 @@
 PostgreSQL down, restarting, a deadlock, a lock timeout or any other error a later try can get past
 (``hub.central.errors.transient``): nothing is acknowledged, the writer keeps the batch and tries again with the same
 back-off, reconnecting; meanwhile the broker sends nothing more beyond the Receive Maximum. An error no retry fixes
-(a schema changed by hand, a privilege revoked: ``errors.py``): nothing is acknowledged, one log line names its
-SQLSTATE and message, and ``run`` raises ``PermanentDatabaseError`` (``central run`` exits 1; the service manager
-starts it again after its delay). A value the database refuses goes to ``rejected``. A batch is written once even
-if its broker connection dropped meanwhile (then nothing of it is acknowledged: a broker that kept its state sends it
-again, harmlessly thanks to the store's keys; one that crashed without saving it never would); a retry is given up
-for the messages whose connection dropped (they come again on the next connection). A database of a newer schema
+(a schema changed by hand, a privilege revoked, the same batch cancelled by ``statement_timeout`` 3 times in a row,
+a connection refused for its settings: wrong password, role or database name: ``errors.py``): nothing is
+acknowledged, one log line names its SQLSTATE and message, and ``run`` raises ``PermanentDatabaseError``
+(``central run`` exits 1; the service manager starts it again after its delay). A value the database refuses goes
+to ``rejected``. A batch is written once even if its broker connection dropped meanwhile (then nothing of it is
+acknowledged: a broker that kept its state sends it again, harmlessly thanks to the store's keys; one that crashed
+without saving it never would); a retry is given up for the messages whose connection dropped (they come again on
+the next connection). A database of a newer schema
 stops the consumer (``SchemaError``). Every ``rejected_prune_interval_s`` a batch's transaction also deletes the
 refused messages older than ``rejected_keep_days`` or beyond the newest ``rejected_keep_rows``
 (``store.prune_rejected``). On ``stop``: what was already received is written and acknowledged if the database is
@@ -36,7 +38,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from hub.central.config import CentralConfig
-from hub.central.errors import PermanentDatabaseError, describe, is_connection_error, sqlstate, transient
+from hub.central.errors import (
+    CANCELLED_TRIES,
+    QUERY_CANCELED,
+    PermanentDatabaseError,
+    describe,
+    is_connection_error,
+    sqlstate,
+    transient,
+)
 from hub.central.mqtt import BrokerError, Connection, Delivery
 from hub.central.schema import migrate
 from hub.central.store import PRUNE_BATCH, Outcome, Received, RejectedBound, apply_batch, receive
@@ -232,6 +242,7 @@ class Consumer:
         """Commit (retrying while the broker connection stands), then acknowledge. ``stop`` None: one try only."""
         delay = self.cfg.broker.reconnect_min_s
         first = True
+        cancelled = 0  # tries of this batch in a row the server cancelled (57014: statement_timeout)
         while True:
             # the first try writes every message received, even one whose connection has dropped since: a broker
             # that crashed without saving its state never sends it again; a retry only those it will send again
@@ -248,12 +259,19 @@ class Consumer:
                     return
                 outcome = await apply_batch(db, [r for _, r in live], now_ms(), prune)
                 break
-            except SchemaError:
+            except (SchemaError, PermanentDatabaseError):
                 raise
             except Exception as exc:
                 self.stats.db_errors += 1
+                kept = f"{len(live)} message(s) not acknowledged (the broker keeps them)"
                 if not transient(exc):
-                    self._fail(exc, len(live), stop)
+                    self._fail(exc, stop, kept, "retrying cannot fix this (a schema changed by hand? smartshelf "
+                               "central migrate / check say more)", exc_info=sqlstate(exc) is None)  # fmt: skip
+                cancelled = cancelled + 1 if sqlstate(exc) == QUERY_CANCELED else 0
+                if cancelled >= CANCELLED_TRIES:
+                    self._fail(exc, stop, kept, f"the same batch was cancelled {cancelled} times in a row "
+                               "(statement_timeout? give the role a longer one, or a smaller central.batch_messages "
+                               "/ batch_rows)")  # fmt: skip
                 log.warning(
                     "PostgreSQL: %s: %s; %d message(s) not acknowledged, again in %.1f s",
                     type(exc).__name__, exc, len(live), delay, exc_info=not is_connection_error(exc),
@@ -292,13 +310,15 @@ class Consumer:
             return None
         return RejectedBound(self.cfg.rejected_keep_days * 86_400_000, self.cfg.rejected_keep_rows, PRUNE_BATCH)
 
-    def _fail(self, exc: Exception, messages: int, stop: asyncio.Event | None) -> NoReturn:
-        """An error no retry fixes: say so in one line, stop, acknowledge nothing."""
+    def _fail(
+        self, exc: Exception, stop: asyncio.Event | None, kept: str, why: str, *, exc_info: bool = False
+    ) -> NoReturn:
+        """An error no retry fixes: say so in one line (the error; ``kept``: what is left unacknowledged; ``why``
+        stopping), stop, acknowledge nothing."""
         self.failure = describe(exc)
         log.error(
-            "PostgreSQL %s: %s; %d message(s) not acknowledged (the broker keeps them); stopping: retrying cannot "
-            "fix this (a schema changed by hand? smartshelf central migrate / check say more)",
-            self.cfg.database.display(), self.failure, messages, exc_info=sqlstate(exc) is None,
+            "PostgreSQL %s: %s; %s; stopping: %s", self.cfg.database.display(), self.failure, kept, why,
+            exc_info=exc_info,
         )  # fmt: skip
         if stop is not None:
             stop.set()
@@ -330,6 +350,16 @@ class Consumer:
                 )
             except (OSError, TimeoutError, self._asyncpg.PostgresError, self._asyncpg.InterfaceError) as exc:
                 self.stats.db_errors += 1
+                if not transient(exc):  # refused for the settings (28P01, 28000, 3D000, ...): no retry fixes it
+                    self.failure = describe(exc)
+                    log.error(
+                        "PostgreSQL %s: cannot connect: %s; stopping: retrying cannot fix this (central.toml "
+                        "[database]: user, password, database name; or the server's pg_hba.conf, the role's LOGIN)",
+                        where, self.failure,
+                    )  # fmt: skip
+                    if stop is not None:
+                        stop.set()
+                    raise PermanentDatabaseError(self.failure, sqlstate(exc)) from exc
                 log.warning("PostgreSQL %s: cannot connect: %s; again in %.1f s", where, exc, delay)
                 if stop is None or stop.is_set() or await _sleep_unless(stop, delay):
                     return None

@@ -11,6 +11,16 @@ run`` exits 1, the broker keeps the batch for the next run, and the service mana
 ``Restart=on-failure`` with its delay) starts it again, where the migration or the check at start tells what is
 wrong, rather than a status that says "database down" forever.
 
+The same rule judges a connection that cannot be made: nothing listening, a server starting up or shutting down
+(57P03, 57P01), too many connections, a timeout are waited out; a connection the server refuses for the settings
+(28P01 wrong password, 28000 a role that may not log in or no pg_hba.conf entry, 3D000 no such database, or asyncpg's
+own configuration errors) stops the consumer the same way, with one line naming the cause, at start or later.
+
+57014 (query_canceled: ``statement_timeout``, an administrator's ``pg_cancel_backend``) is transient, but the same
+batch cancelled ``CANCELLED_TRIES`` (3) times in a row stops the consumer as permanent: a batch that always takes
+longer than the timeout would otherwise be tried for ever; the line says so (a longer timeout for the role, or a
+smaller ``central.batch_messages`` / ``batch_rows``). Another error in between starts the count again.
+
 A value the database refuses (SQLSTATE classes 22, 23, 54) is neither: ``store.apply_batch`` rejects that message
 alone. An exception that is not the database's (no SQLSTATE) is transient when it is the connection's (OSError,
 timeout, asyncpg's interface errors about a closed connection), else a bug: the same batch through the same code
@@ -21,13 +31,17 @@ from __future__ import annotations
 
 # SQLSTATE classes a later try can get past: connection exception, transaction rollback (serialization failure,
 # deadlock), insufficient resources (too many connections, disk full, out of memory), operator intervention (admin /
-# crash shutdown, cannot connect now, query cancelled), system error (I/O)
+# crash shutdown, cannot connect now, query cancelled: but see CANCELLED_TRIES), system error (I/O)
 TRANSIENT_CLASSES = frozenset({"08", "40", "53", "57", "58"})
 # and single states of other classes: lock_not_available (lock_timeout), idle_in_transaction_session_timeout (the
 # server ended a session that stalled), read_only_sql_transaction (connected to a standby during a failover)
 TRANSIENT_STATES = frozenset({"55P03", "25P03", "25006"})
 # in a transient class, but no retry brings it back: the database was dropped
 PERMANENT_STATES = frozenset({"57P04"})
+# query_canceled (statement_timeout, an administrator's pg_cancel_backend): transient, but this many in a row for the
+# same batch stop the consumer as permanent (a batch that always takes longer than the timeout would loop for ever)
+QUERY_CANCELED = "57014"
+CANCELLED_TRIES = 3
 # asyncpg's errors without a SQLSTATE that mean the connection is gone (by class name: asyncpg is imported lazily)
 _CONNECTION_ERRORS = frozenset({"InterfaceError", "InternalClientError", "ConnectionDoesNotExistError"})
 

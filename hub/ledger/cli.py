@@ -33,6 +33,7 @@ from hub.ledger.cli_common import (
 from hub.ledger.cli_common import err as _err
 from hub.ledger.dblock import LedgerBusy
 from hub.ledger.models import LedgerError, SchemaError, Sku
+from hub.ledger.postings.lanes import LaneAssigned
 from hub.ledger.reader import LedgerReader
 from hub.ledger.service import LedgerService
 
@@ -177,12 +178,16 @@ def _add_sku(args: argparse.Namespace) -> int:
 
 def _assign_lane(args: argparse.Namespace) -> int:
 
-    async def run() -> str:
+    async def run() -> LaneAssigned:
         async with LedgerService(args.db, migrations=args.migrations, origin=origin.cli()) as ledger:
             return await ledger.assign_lane(args.node, args.lane, args.sku, actor=args.actor, lane_id=args.lane_id)
 
-    lane_id = asyncio.run(run())
-    print(f"lane {lane_id} (node {args.node}, lane {args.lane}): {args.sku or 'unassigned'}")
+    done = asyncio.run(run())
+    print(f"lane {done.lane_id} (node {args.node}, lane {args.lane}): {done.sku or 'unassigned'}")
+    if done.moved:  # a lane's sensor units are its SKU's (hub.ledger.postings.settle): the assignment moved them
+        units = sum(qty for _old, qty in done.moved)
+        sources = ", ".join(f"{qty} from {old or 'no SKU'}" for old, qty in done.moved)
+        print(f"moved {units} sensor unit(s) of lane {done.lane_id} to {done.sku or 'no SKU'}: {sources}")
     return EXIT_OK
 
 

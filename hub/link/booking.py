@@ -10,7 +10,8 @@
   waiting, and a per-node job that, once everything received before it has committed, books the ``SensorGap`` its
   counters show (``gaps.lane_gap``).
 * ``health`` -> a per-node job that, once everything before it has committed, notes events a full outbox dropped
-  (``gaps.outbox_skip``) and asks for the lane states whose counters then book them.
+  (``gaps.outbox_skip``) and asks for the lane states whose counters then book them. An ``outbox_first`` beyond
+  the events the node has shown it produced skips only up to those (counted in ``outbox_claims``, logged once).
 * ``tag_seen`` / ``tag_lost`` (v1.2) -> ``ledger.submit(TagEvent)``: events of the node (the same event_seq), so
   exactly the path of ``event``: deduplicated by the ledger, the mark advanced and the ack sent only from the
   committed outcome, coalesced with the weight events'. Time = arrival - ``age_ms`` (the arrival for a seen tag,
@@ -41,7 +42,7 @@ from hub.ledger.sensor import ReadingThinner
 from hub.ledger.service import LedgerService
 from hub.ledger.tags import LOST, SEEN, TagEvent
 from hub.ledger.workqueue import Completion
-from hub.link.gaps import lane_gap, outbox_skip
+from hub.link.gaps import lane_gap, outbox_overclaim, outbox_skip, shown
 from hub.link.session import NodeSession, consume
 from shared_protocol.messages import (
     AGE_UNKNOWN,
@@ -218,6 +219,15 @@ class SensorBooking:
     ) -> None:
         with contextlib.suppress(Exception):
             await barrier  # everything received before this health frame has committed (or failed)
+        if outbox_overclaim(msg.outbox_first, node.marks, last_event):  # the skip stops at what it has shown
+            node.stats.outbox_claims += 1
+            node.warn_once(
+                "outbox",
+                "health says its outbox starts at event %d, but it has shown events only up to %d:"
+                " later events are not taken as dropped",
+                msg.outbox_first,
+                shown(node.marks, last_event),
+            )
         skip = outbox_skip(msg.outbox_first, node.marks, last_event, node.pending_skip)
         if node.outbox_dropped(skip):
             log.warning(

@@ -6,7 +6,12 @@ pending) to a decision, with no I/O, so they are tested on their own (tests/test
 
 * ``outbox_skip``: a ``health`` frame whose ``outbox_first`` is above the contiguous mark + 1 (or an empty outbox
   while a lane's ``last_event`` is above it) means the node's full outbox dropped the events in between: they will
-  never arrive. Returns the event up to which the mark may skip once the lane counters are booked.
+  never arrive. Returns the event up to which the mark may skip once the lane counters are booked. The skip never
+  goes past what the node has shown it produced (``shown``: the highest ``last_event`` of its lane states, the
+  highest of its events committed): a keyed node whose ``outbox_first`` is far above that (a bug, a corrupted
+  flash: 2**31) would otherwise have every event up to there taken as dropped, and its real later events skipped
+  as already accounted for. An honest node holds event ``outbox_first`` and sends it, so its skip follows as soon
+  as the hub has seen it (or a lane state naming a later event); the caller counts and logs the claims beyond.
 * ``lane_gap``: a ``lane_state`` whose ``count`` (up to ``last_event``) disagrees with the lane's tally is a gap
   for the difference — the first report of a lane included; with a skip pending, the gap also carries the skip
   (``skip_to``), so booking it moves the mark past the dropped events.
@@ -31,14 +36,26 @@ class Gap:
     skip_to: int = 0  # > 0: the node's full outbox dropped the events up to this one; the mark skips past them
 
 
+def shown(marks: EventMarks, max_last_event: int) -> int:
+    """The highest event a node has shown it produced: its lane states' highest ``last_event``, its highest event
+    committed (the mark, or the highest committed above it)."""
+    return max(max_last_event, marks.contiguous, max(marks.above, default=0))
+
+
+def outbox_overclaim(outbox_first: int, marks: EventMarks, max_last_event: int) -> bool:
+    """Does ``outbox_first`` say events were dropped beyond what the node has ``shown`` it produced?"""
+    return outbox_first > marks.contiguous + 1 and outbox_first - 1 > shown(marks, max_last_event)
+
+
 def outbox_skip(outbox_first: int, marks: EventMarks, max_last_event: int, pending: int) -> int:
     """The event up to which events will never arrive, given a ``health`` report's ``outbox_first`` (the lowest
     event the node still holds, 0 for an empty outbox), the highest ``last_event`` of the node's lane states and
-    the skip already ``pending``; ``pending`` itself when the report shows nothing new."""
+    the skip already ``pending``; ``pending`` itself when the report shows nothing new. At most what the node has
+    ``shown`` it produced."""
     c = marks.contiguous
     target = 0
     if outbox_first > c + 1:
-        target = outbox_first - 1
+        target = min(outbox_first - 1, shown(marks, max_last_event))
     elif outbox_first == 0 and max_last_event > c:
         target = max_last_event  # outbox empty: nothing up to the counters' last event will come
     return target if target > max(c, pending) else pending

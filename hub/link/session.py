@@ -26,7 +26,9 @@ storm, counters from a corrupted flash). Per node: ``lane_states`` and ``tallies
 (the hub's own ones once each) and ``commands.MAX_SENT_COMMANDS`` sent ones. An event further than
 ``MAX_EVENTS_AHEAD`` above the committed mark (or above an outbox skip pending) is refused (``admits``): not booked,
 not acknowledged, so the node sends it again once the mark has moved; a firmware node never gets there (its outbox
-holds 256 records). What is dropped is counted (the status' ``dropped``) and logged once per node and kind.
+holds 256 records). An outbox skip (``health.outbox_first``) never goes past the events the node has shown it
+produced (``gaps.shown``), so one absurd ``outbox_first`` cannot make its later events count as dropped. What is
+dropped is counted (the status' ``dropped``) and logged once per node and kind.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ class NodeStats:
     hellos: int = 0
     refused_ahead: int = 0  # events too far above the mark: not booked, not acknowledged
     implausible_counts: int = 0  # lane states whose count no lane can hold: not compared with the ledger
+    outbox_claims: int = 0  # health reports whose outbox_first is beyond the events the node has shown: capped
     first_seen_ns: int = 0
     last_seen_ns: int = 0
     last_seen_ms: int = 0
@@ -181,6 +184,7 @@ class NodeSession:
         return {
             "events_ahead": self.stats.refused_ahead,
             "implausible_counts": self.stats.implausible_counts,
+            "outbox_claims": self.stats.outbox_claims,
             "marks_forgotten": self.marks.forgotten,
             "jobs": self.jobs.dropped,
             "commands": self.commands.dropped,

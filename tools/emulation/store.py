@@ -72,6 +72,6 @@ async def open_store(ledger: LedgerService, scenario: Scenario) -> None:
                         setup.reorder_point, 2 * setup.initial, 2 * setup.initial, gtin=sku.gtin),
                     actor=STAFF,
                 )  # fmt: skip
-            lid = await ledger.assign_lane(nid, index, sku.sku, actor=STAFF, lane_id=lane_id(nid, index))
+            lid = (await ledger.assign_lane(nid, index, sku.sku, actor=STAFF, lane_id=lane_id(nid, index))).lane_id
             await ledger.record_receipt(sku.sku, setup.initial, actor=STAFF, ref=f"opening:{lid}")
             await ledger.restock(sku.sku, lid, setup.initial, actor=STAFF, ref=f"opening-shelf:{lid}")

@@ -17,6 +17,7 @@ its observed stock is what its node counts; a count settles the lane too, before
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from hub.ledger.causes import Cause
 from hub.ledger.models import (
@@ -47,6 +48,16 @@ _CORRECTIONS = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class LaneAssigned:
+    """What ``assign_lane`` did: the lane (its id, its SKU now) and the sensor units it moved to that SKU, per SKU
+    they were under, ``(old SKU or None, units)`` (``settle_lane``; empty: none moved)."""
+
+    lane_id: str
+    sku: str | None
+    moved: tuple[tuple[str | None, int], ...] = ()
+
+
 async def register_node(tx: TxCore, node_id: int, *, actor: str, label: str = "", key_id: str | None = None) -> None:
     actor = check_actor(actor)
     if not isinstance(node_id, int) or not 1 <= node_id <= 0xFFFFFFFF:
@@ -67,13 +78,13 @@ async def register_node_if_missing(tx: TxCore, node_id: int) -> None:
 
 async def assign_lane(
     tx: TxCore, node_id: int, lane_index: int, sku: str | None, *, actor: str, lane_id: str | None = None
-) -> str:
+) -> LaneAssigned:
     """Register lane ``lane_index`` of ``node_id`` (if new) and assign it a SKU (None: unassign).
 
     A lane keeps its id for life (sensor history is stored under it). Re-assigning a lane that still holds
     book stock of its old SKU is refused: transfer or count that stock out first. The units its sensors counted
     under its old SKU, or none, become the new SKU's in the same transaction (``settle_lane``), so its observed stock
-    is what its node counts at once."""
+    is what its node counts at once. Returns the lane's id and the units so moved (``LaneAssigned``)."""
     actor = check_actor(actor)
     if not isinstance(lane_index, int) or not 0 <= lane_index <= 31:
         raise InvalidArgument(f"lane index must be 0..31, not {lane_index!r}")
@@ -88,8 +99,8 @@ async def assign_lane(
             raise InvalidArgument(f"node {node_id} lane {lane_index} is already registered as {existing_id!r}")
         lane_id = existing_id
         if old_sku == sku:  # nothing to assign; units booked under another SKU (an older ledger) become its SKU's
-            await settle_lane(tx, existing_id, sku, actor=actor, cause="assign_lane")
-            return existing_id
+            moved = await settle_lane(tx, existing_id, sku, actor=actor, cause="assign_lane")
+            return LaneAssigned(existing_id, sku, tuple(moved))
         if old_sku is not None:
             held = await balance(tx, old_sku, lane_location(existing_id))
             if held != 0:
@@ -118,13 +129,14 @@ async def assign_lane(
         "assign_lane",
         {"lane_id": lane_id, "node_id": node_id, "lane_index": lane_index, "old_sku": old_sku, "sku": sku},
     )
+    moved = []
     if rows:  # the lane's sensor units are its new SKU's (a new lane has none)
-        await settle_lane(tx, lane_id, sku, actor=actor, cause="assign_lane")
+        moved = await settle_lane(tx, lane_id, sku, actor=actor, cause="assign_lane")
     if sku is not None:
         await resolve_if_open(
             tx, AlertKind.UNASSIGNED_LANE, str(Cause.lane(lane_id)), actor=actor, resolution=f"lane assigned to {sku}"
         )
-    return lane_id
+    return LaneAssigned(lane_id, sku, tuple(moved))
 
 
 async def replace_node(tx: TxCore, old: int, new: int, *, actor: str) -> list[str]:

@@ -43,11 +43,14 @@ _UNDER_NO_SKU = (
 )
 
 
-async def settle_lane(tx: TxCore, lane_id: str, sku: str | None, *, actor: str, cause: str) -> int:
+async def settle_lane(
+    tx: TxCore, lane_id: str, sku: str | None, *, actor: str, cause: str
+) -> list[tuple[str | None, int]]:
     """Move the units booked at lane ``lane_id``'s sensor location under any SKU but ``sku`` (the lane's SKU; None:
     unassigned), or under none, to ``sku`` (module docstring): per old SKU one posting ``lane_assigned`` (old -qty,
     ``sku`` +qty, at the transaction's time), and one audit entry ``move_lane_units`` naming ``cause`` (the action
-    that settled it). Returns the net units moved (0 and nothing written when all were ``sku``'s already)."""
+    that settled it). Returns the units moved per old SKU, ``(old SKU or None, units)`` (empty, nothing written, when
+    all were ``sku``'s already)."""
     location = sensor_location(lane_id)
     held: list[tuple[str | None, int]] = [(r[0], int(r[1])) for r in await tx.rows(_UNDER_OTHER_SKUS, (location, sku))]
     if sku is not None:
@@ -55,7 +58,7 @@ async def settle_lane(tx: TxCore, lane_id: str, sku: str | None, *, actor: str, 
         if without:
             held.insert(0, (None, without))
     if not held:
-        return 0
+        return []
     base = f"{LANE_ASSIGNED_KIND}:{lane_id}:{uuid.uuid4().hex[:12]}"  # unique across a restore's incarnations too
     refs = []
     for i, (old, qty) in enumerate(held):
@@ -71,7 +74,7 @@ async def settle_lane(tx: TxCore, lane_id: str, sku: str | None, *, actor: str, 
     by_sku = [[old, qty] for old, qty in held]
     details = {"lane_id": lane_id, "sku": sku, "units": moved, "by_sku": by_sku, "refs": refs, "cause": cause}
     await tx.audit(actor, "move_lane_units", details)
-    return moved
+    return held
 
 
 async def settle_lanes_of(tx: TxCore, locations: list[str], *, actor: str, cause: str) -> None:
