@@ -36,5 +36,6 @@ MIGRATIONS = ledger.compose(
     identity.IDENTITY,  # 14  the ledger's incarnation (a restore starts a new one)
     sold_hours.SOLD_TOTALS,  # 15  units sold per SKU and location: first and last hour, total (the reports)
     ledger.LANE_ASSIGNED,  # 16  movements: reason lane_assigned (a lane's sensor units follow its SKU)
+    web.LANE_ASSIGNMENTS,  # 17  lane assignment history from the audit, out-of-stock stretches by end (reports)
 )
 LATEST_VERSION = MIGRATIONS[-1].version

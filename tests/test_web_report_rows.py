@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import csv
 import io
+import math
+import random
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from hub.web import create_app
 from hub.web.filters import csv_text, iso_ms
@@ -78,9 +83,24 @@ def _report() -> reports.Report:
     return reports.Report(metrics.period(7, 1_700_000_000_000), shrink, flows, outages)
 
 
-def test_table_rows_are_what_the_template_wrote(tmp_path: Path) -> None:
+def _plain(text: str = "Z9") -> reports.Report:
+    """A report of plain SKUs, lane ids and names (the rows' fast path) but for one ``text``, as a SKU, a lane id
+    and a name at once."""
+    by_sku = [ShrinkLine("COLA", "COLA", 10, 1), ShrinkLine(text, text, 4, 0), ShrinkLine("T", "T", 0, 2)]
+    by_lane = [ShrinkLine("A1", "COLA", 7, 1), ShrinkLine(text, text, 3, 0), ShrinkLine("C3", None, 0, 0)]
+    outages = [LaneOutage("A1", "COLA", 61_000, 0, True), LaneOutage(text, text, 0, 2, False)]
+    flows = [SkuFlow("COLA", "Cola", 10, 5, 7), SkuFlow(text, text, 4, -1, 30), SkuFlow("T", "Tea 330", 0, 3, 90)]
+    shrink = ShrinkReport(by_sku, by_lane, ShrinkLine("", None, 0, 2), ShrinkLine("", None, 14, 3))
+    return reports.Report(metrics.period(30, 1_700_000_000_000), shrink, flows, outages)
+
+
+# one text that needs care among plain ones: markup, CSV quoting, a formula's first character, the search's separator
+TRICKY = ("Z9", "a&b", "<", "q'", 'q"', "a,b", "a\nb", "a\rb", "=1", "+1", "-1", "@x", "\tx", "\rx", "a\x1fb", "\x1f=")
+
+
+@pytest.mark.parametrize("report", [_report(), *(_plain(t) for t in TRICKY)], ids=["odd", *map(repr, TRICKY)])
+def test_table_rows_are_what_the_template_wrote(tmp_path: Path, report: reports.Report) -> None:
     app = create_app(tmp_path / "l.db", None, config={"TESTING": True})
-    report = _report()
     rows = reports.table_rows(report)
     with app.test_request_context("/reports"):
         for name, loop in OLD_LOOPS.items():
@@ -88,7 +108,14 @@ def test_table_rows_are_what_the_template_wrote(tmp_path: Path) -> None:
                 report=report, outages={o.lane_id: o for o in report.outages}
             )
             assert str(rows[name]) == old, name
-    assert "&lt;&amp;&gt;" in str(rows["by_lane"]) and "(out now)" in str(rows["by_lane"])
+    assert "(out now)" in str(rows["by_lane"])
+
+
+def test_markup_in_a_report_is_escaped() -> None:
+    rows = reports.table_rows(_report())
+    assert "&lt;&amp;&gt;" in str(rows["by_lane"])
+    assert "<td>a&amp;b</td>" in str(reports.table_rows(_plain("a&b"))["by_sku"])
+    assert "<td>Z9</td>" in str(reports.table_rows(_plain())["by_sku"])
 
 
 def _num(value: float | None, places: int = 2) -> Any:
@@ -131,13 +158,33 @@ def old_report_rows(report: reports.Report) -> Iterator[list[Any]]:
     yield ["store", "", "", t.sold, t.shrink, _num(t.rate_pct)] + [""] * 5 + [start, end]
 
 
-def test_report_csv_is_what_the_csv_writer_wrote() -> None:
-    report = _report()
+@pytest.mark.parametrize("report", [_report(), *(_plain(t) for t in TRICKY)], ids=["odd", *map(repr, TRICKY)])
+def test_report_csv_is_what_the_csv_writer_wrote(report: reports.Report) -> None:
     buf = io.StringIO()
     out = csv.writer(buf, lineterminator="\r\n")
     out.writerow(reports.CSV_HEADER)
     out.writerows(old_report_rows(report))
     assert reports.report_csv(report) == buf.getvalue()
+
+
+def test_report_csv_cells_read_back_whole() -> None:
+    report = _report()
     rows = list(csv.reader(io.StringIO(reports.report_csv(report), newline="")))
     assert len(rows) == 1 + 5 + 6 + 2 and {len(r) for r in rows} == {len(reports.CSV_HEADER)}
     assert rows[1 + 5 + 5][:3] == ["lane", "'=1,2", 'B\r\n"x",']  # read back whole
+
+
+def test_rounded_is_the_text_of_round() -> None:
+    """``reports.rounded(v, n)`` is ``str(round(v, n))`` (what the CSV wrote): ties, signs, zeros, every magnitude,
+    the threshold where it hands over to ``round``, random doubles of every kind."""
+    rng = random.Random(13)
+    values = [0.0, -0.0, 0.005, 0.015, 0.025, 0.05, 0.125, 0.375, 1.005, 2.675, -0.001, -0.05, -2.5, 99.995]
+    values += [1e12, 9_999_999_999_999.99, 1e13, -1e13, 1e16, 123_456_789_012.345, 2.0**52, 1e300]
+    values += [rng.randint(-(10**6), 10**6) / rng.choice((3, 7, 30, 90, 60_000, 1000)) for _ in range(20_000)]
+    values += [10 ** rng.uniform(-6, 15.5) * rng.choice((1, -1)) for _ in range(20_000)]
+    values += [struct.unpack("d", struct.pack("Q", rng.getrandbits(64)))[0] for _ in range(20_000)]
+    values += [math.inf, -math.inf, math.nan]
+    for value in values:
+        for places in (1, 2):
+            assert reports.rounded(value, places) == str(round(value, places)), (value, places)
+    assert (reports.rounded(2.5, 2), reports.rounded(0.001, 2), reports.rounded(-0.001, 1)) == ("2.5", "0.0", "-0.0")

@@ -81,3 +81,31 @@ _V12_BOOK_LOCATIONS = (
 BOOK_LOCATIONS = Migration(
     12, "status page: movements by book location (sensor ones by spans), lanes by SKU", _V12_BOOK_LOCATIONS
 )
+
+# Issue 13: the reports read a lane's assignment history (``pages/metrics.assignments``) from a table of its own
+# instead of the JSON of every ``assign_lane`` audit entry: one row per such entry, as ``json_extract`` reads its
+# lane and SKU (columns of any type: the audit's JSON is the record), in (time, entry) order. The audit is
+# append-only, so a trigger on its inserts keeps the table in the writing transaction (whatever writes the entry);
+# the migration fills it from the audit entries already there. And the reports' out-of-stock stretches of a lane and
+# SKU that reach into a period: those ending after its start, one index range (``pages/metrics._ENDED``).
+_V17_LANE_ASSIGNMENTS = (
+    """CREATE TABLE lane_assignments (
+        ts_ms INTEGER NOT NULL,
+        id INTEGER NOT NULL,
+        lane_id ANY,
+        sku ANY,
+        PRIMARY KEY (ts_ms, id)
+    ) STRICT, WITHOUT ROWID""",
+    "CREATE TRIGGER lane_assignments_kept AFTER INSERT ON audit WHEN NEW.action = 'assign_lane' BEGIN"
+    " INSERT INTO lane_assignments (ts_ms, id, lane_id, sku) VALUES (NEW.ts_ms, NEW.id,"
+    " json_extract(NEW.details, '$.lane_id'), json_extract(NEW.details, '$.sku')); END",
+    "INSERT INTO lane_assignments (ts_ms, id, lane_id, sku) SELECT ts_ms, id, json_extract(details, '$.lane_id'),"
+    " json_extract(details, '$.sku') FROM audit WHERE action = 'assign_lane'",
+    "CREATE INDEX lane_outages_lane_to ON lane_outages(location, sku, to_ts)",
+)
+
+LANE_ASSIGNMENTS = Migration(
+    17,
+    "reports: lane assignment history kept from the audit, out-of-stock stretches by lane and end",
+    _V17_LANE_ASSIGNMENTS,
+)

@@ -3,9 +3,9 @@
 **The ledger.** A fresh database migrated by the hub's own code (``schema.open_and_migrate``), then filled in one
 transaction with ``executemany``: 250 nodes x 8 lanes = 2,000 lanes over 1,000 SKUs, 1,000,000 movements over 30
 days (sensor picks and restocking puts per lane, with the book side a store posts beside them: sales out of the
-lane, restocks from the backroom, receipts into it), the balances kept by the schema's own trigger, 1,000 resolved
-and ~60 unresolved alerts, a manager and an API client (scopes ``read sales``). ``--quick``: 200 lanes, 20,000
-movements.
+lane, restocks from the backroom, receipts into it), the balances kept by the schema's own trigger, each lane's
+assignment to its SKU in the audit (as ``assign_lane`` audits it), 1,000 resolved and ~60 unresolved alerts, a
+manager and an API client (scopes ``read sales``). ``--quick``: 200 lanes, 20,000 movements.
 
 **The server.** What ``HubService`` runs: a ``LedgerService`` (``synchronous=FULL``) on an asyncio loop in its own
 thread, and ``WebServer.start`` (the hub's HTTP server, the Flask app, ``LoopWriter`` into that loop), on 127.0.0.1.
@@ -201,6 +201,17 @@ def build_ledger(path: Path, scale: Scale, seed: int = 1) -> Store:
         [(n, f"shelf {n}", start, now) for n in range(1, scale.nodes + 1)],
     )
     conn.executemany("INSERT INTO lanes (lane_id, node_id, lane_index, sku) VALUES (?, ?, ?, ?)", lanes)
+    # each lane assigned its SKU before the first stocking, audited as ``assign_lane`` audits it (the reports read
+    # the lanes' assignment history)
+    conn.executemany(
+        "INSERT INTO audit (ts_ms, actor, action, details, origin)"
+        " VALUES (?, 'bench', 'assign_lane', ?, 'cli:bench@hub')",
+        [
+            (start - 60_000, json.dumps({"lane_id": lane_id, "node_id": node, "lane_index": index, "old_sku": None,
+                                         "sku": sku}))
+            for lane_id, node, index, sku in lanes
+        ],
+    )  # fmt: skip
     # the movements' secondary indexes are built once after the rows (same definitions, read from the schema)
     indexes = conn.execute(
         "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'movements' AND sql IS NOT NULL"

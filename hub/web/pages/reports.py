@@ -85,44 +85,73 @@ def html_text(text: str) -> str:
     return text.translate(_ENTITIES) if _MARKUP(text) else text
 
 
+def _texts(report: Report) -> list[str]:
+    """Every text from the ledger a report's rows show (keys, SKUs, names; None and empty ones left out), read a
+    column of lines at a time."""
+    shrink = report.shrink
+    texts: list[str] = []
+    for lines in (shrink.by_sku, shrink.by_lane, report.flows):
+        for column in list(zip(*lines, strict=True))[:2]:  # key and SKU, or SKU and name
+            texts.extend(filter(None, column))
+    return texts
+
+
+def _escaped(texts: list[str]) -> dict[str | None, str]:
+    """The texts that ``html_text`` changes, escaped, each once (a cell is ``escaped.get(text, text)``): one search
+    of all of them together finds none in a report of plain SKUs and lane ids."""
+    if not _MARKUP("".join(texts)):
+        return {}
+    return {t: html_text(t) for t in set(texts)}
+
+
 def table_rows(report: Report) -> dict[str, Markup]:
     """The report's three long tables' rows (by SKU, by lane, flows), as the template wrote them cell by cell
     (``tests/test_web_report_rows.py`` compares them byte for byte): built here, a few thousand rows cost a fraction.
-    Every text from the ledger goes through ``html_text``; the figures are numbers or ``pct_text``."""
+    Every text from the ledger is escaped (``html_text``, through ``_escaped``); the figures are numbers, formatted
+    as ``pct_text`` and the lines' properties give them (``metrics.pct``, ``sell_through``, ``days_of_cover``),
+    computed here from the lines' fields (the rate of a line with no shrink, most lines, without a division): a call
+    per cell costs more than the cell."""
+    esc = _escaped(_texts(report)).get
+    by_sku = []
+    for key, _sku, sold, lost in report.shrink.by_sku:
+        rate = "no sales" if sold <= 0 else "0.00 %" if not lost else f"{100 * lost / sold:.2f} %"
+        by_sku.append(
+            f'<tr><td>{esc(key, key)}</td><td class="num">{sold}</td><td class="num">{lost}</td>'
+            f'<td class="num">{rate}</td></tr>\n'
+        )
     outages = {o.lane_id: o for o in report.outages}
-    by_sku = [
-        f'<tr><td>{html_text(line.key)}</td><td class="num">{line.sold}</td><td class="num">{line.shrink}</td>'
-        f'<td class="num">{pct_text(line.rate_pct)}</td></tr>\n'
-        for line in report.shrink.by_sku
-    ]
     lanes = []
-    for line in report.shrink.by_lane:
-        o = outages.get(line.key)
-        minutes = None if o is None else o.minutes
-        if minutes is None:
+    for key, sku, sold, lost in report.shrink.by_lane:
+        o = outages.get(key)
+        if o is None or o.out_ms is None:
             out = "no sensor data"
         else:
-            out = f"{minutes:.1f} (out now)" if o is not None and o.out_now else f"{minutes:.1f}"
-        key = html_text(line.key)
+            out = f"{o.out_ms / 60_000:.1f} (out now)" if o.out_now else f"{o.out_ms / 60_000:.1f}"
+        key = esc(key, key)
+        rate = "no sales" if sold <= 0 else "0.00 %" if not lost else f"{100 * lost / sold:.2f} %"
         lanes.append(
-            f'<tr id="lane-{key}"><td>{key}</td><td>{html_text(line.sku or "-")}</td><td class="num">{line.sold}</td>'
-            f'<td class="num">{line.shrink}</td><td class="num">{pct_text(line.rate_pct)}</td>\n'
-            f'<td class="num">{out}</td></tr>\n'
+            f'<tr id="lane-{key}"><td>{key}</td><td>{esc(sku, sku) or "-"}</td><td class="num">{sold}</td>'
+            f'<td class="num">{lost}</td><td class="num">{rate}</td>\n<td class="num">{out}</td></tr>\n'
         )
     flows = []
-    for f in report.flows:
-        through, cover = f.sell_through_pct, f.days_of_cover
-        sku = html_text(f.sku)
+    for sku, name, sold, on_hand, days in report.flows:
+        stock = max(on_hand, 0)
+        per_day = sold / days
+        through = "-" if sold + stock <= 0 else f"{100 * sold / (sold + stock):.1f} %"
+        cover = "no sales" if per_day <= 0 else f"{stock / per_day:.1f}"
+        sku = esc(sku, sku)
         flows.append(
-            f'<tr id="flow-{sku}"><td>{sku}<br><small>{html_text(f.name)}</small></td><td class="num">{f.sold}</td>'
-            f'<td class="num">{f.on_hand}</td>\n<td class="num">{"-" if through is None else f"{through:.1f} %"}</td>\n'
-            f'<td class="num">{f.per_day:.2f}</td>\n<td class="num">{"no sales" if cover is None else f"{cover:.1f}"}'
-            "</td></tr>\n"
+            f'<tr id="flow-{sku}"><td>{sku}<br><small>{esc(name, name)}</small></td><td class="num">{sold}</td>'
+            f'<td class="num">{on_hand}</td>\n<td class="num">{through}</td>\n<td class="num">{per_day:.2f}</td>\n'
+            f'<td class="num">{cover}</td></tr>\n'
         )
     return {"by_sku": Markup("".join(by_sku)), "by_lane": Markup("".join(lanes)), "flows": Markup("".join(flows))}
 
 
 _CSV_QUOTED = re.compile(r'[",\r\n]').search
+# a text that starts with a formula's first character, in the texts searched together, each after a \x1f (a \x1f in
+# a text only makes the search say so of a text that does not: ``_csv_cells`` then looks at each)
+_CSV_FORMULA = re.compile(r"\x1f[=+\-@\t\r]").search
 
 
 def _csv_cell(value: str | None) -> str:
@@ -132,32 +161,60 @@ def _csv_cell(value: str | None) -> str:
     return '"' + text.replace('"', '""') + '"' if _CSV_QUOTED(text) else text
 
 
+def _csv_cells(texts: list[str]) -> dict[str | None, str]:
+    """The text cells that ``_csv_cell`` changes, each once (a cell is ``cells.get(text, text)``): None, and in a
+    report of plain SKUs and lane ids nothing else (two searches of all the texts together)."""
+    joined = "\x1f" + "\x1f".join(texts)
+    if not _CSV_QUOTED(joined) and not _CSV_FORMULA(joined):
+        return {None: "", "": ""}
+    return {t: _csv_cell(t) for t in {None, "", *texts}}
+
+
+def rounded(value: float, places: int) -> str:
+    """``str(round(value, places))`` at a fraction of its cost (a report's CSV writes thousands): ``round`` keeps the
+    digits ``f"{value:.{places}f}"`` writes (both round the float's exact value correctly), and the shortest text of
+    the float those digits make is the digits without trailing zeros (one kept after the point) as long as two such
+    numbers are farther apart than the floats near them: below 1e13. Beyond (or not finite), ``round`` itself."""
+    if not -1e13 < value < 1e13:
+        return str(round(value, places))
+    text = f"{value:.{places}f}".rstrip("0")
+    return text + "0" if text[-1] == "." else text
+
+
 def _num(value: float | None, places: int = 2) -> str:
-    return "" if value is None else str(round(value, places))
+    return "" if value is None else rounded(value, places)
 
 
 def report_csv(report: Report) -> str:
     """The report as CSV: a row per SKU, per lane, "no lane" and the store, CRLF line ends, byte for byte what
     ``csv.writer`` wrote of those rows (``tests/test_web_report_rows.py`` compares them): each row one f-string
-    of its cells (the text cells quoted as needed, the figures numbers), a fraction of a writer's cost per cell."""
+    of its cells (the text cells quoted as needed, ``_csv_cells``; the figures as ``_num`` writes the lines'
+    properties, computed here from their fields, the rate of a line with no shrink without a division), a fraction
+    of a writer's cost per cell."""
     period = f"{iso_ms(report.period.start_ms)},{iso_ms(report.period.end_ms)}\r\n"
     lines = [",".join(CSV_HEADER) + "\r\n"]
+    shrink = report.shrink
+    cell = _csv_cells(_texts(report)).get
     flows = {f.sku: f for f in report.flows}
-    for line in report.shrink.by_sku:
-        f = flows.get(line.sku or "")
-        flow = (
-            ",,," if f is None else f"{f.on_hand},{_num(f.sell_through_pct)},{_num(f.per_day)},{_num(f.days_of_cover)}"
-        )
-        lines.append(f"sku,{_csv_cell(line.sku)},,{line.sold},{line.shrink},{_num(line.rate_pct)},{flow},,{period}")
+    for _key, sku, sold, lost in shrink.by_sku:
+        f = flows.get(sku or "")
+        if f is None:
+            flow = ",,,"
+        else:
+            stock = max(f.on_hand, 0)
+            per_day = f.sold / f.days
+            through = "" if f.sold + stock <= 0 else rounded(100 * f.sold / (f.sold + stock), 2)
+            cover = "" if per_day <= 0 else rounded(stock / per_day, 2)
+            flow = f"{f.on_hand},{through},{rounded(per_day, 2)},{cover}"
+        rate = "" if sold <= 0 else "0.0" if not lost else rounded(100 * lost / sold, 2)
+        lines.append(f"sku,{cell(sku, sku)},,{sold},{lost},{rate},{flow},,{period}")
     outages = {o.lane_id: o for o in report.outages}
-    for line in report.shrink.by_lane:
-        o = outages.get(line.key)
-        minutes = _num(None if o is None else o.minutes, 1)
-        lines.append(
-            f"lane,{_csv_cell(line.sku)},{_csv_cell(line.key)},{line.sold},{line.shrink},{_num(line.rate_pct)},,,,,"
-            f"{minutes},{period}"
-        )
-    for name, total in (("no lane", report.shrink.unattributed), ("store", report.shrink.total)):
+    for key, sku, sold, lost in shrink.by_lane:
+        o = outages.get(key)
+        minutes = "" if o is None or o.out_ms is None else rounded(o.out_ms / 60_000, 1)
+        rate = "" if sold <= 0 else "0.0" if not lost else rounded(100 * lost / sold, 2)
+        lines.append(f"lane,{cell(sku, sku)},{cell(key, key)},{sold},{lost},{rate},,,,,{minutes},{period}")
+    for name, total in (("no lane", shrink.unattributed), ("store", shrink.total)):
         lines.append(f"{name},,,{total.sold},{total.shrink},{_num(total.rate_pct)},,,,,,{period}")
     return "".join(lines)
 
