@@ -475,3 +475,39 @@ async def test_a_crash_between_accepting_a_frame_and_committing_it_never_books_t
         answers = run.summary.pop("answers")
         assert run.summary == {k: v for k, v in summary.items() if k != "answers"}, kill_at
         assert answers in ([(0,)], [(1,)]), (kill_at, answers)
+
+
+@pytest.mark.parametrize(("outbox_first", "last_event"), [(2**31, 2**31 - 1), (0, 2**31)])
+async def test_a_lane_state_naming_an_absurd_event_cannot_lift_the_outbox_skip(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, outbox_first: int, last_event: int
+) -> None:
+    """The events a node has shown include its lane states' ``last_event``: a corrupted one (2**31) is believed only
+    as far as an event could be admitted (``MAX_EVENTS_AHEAD`` above the mark), counted and logged once; the node's
+    real event 4 is still booked as a pick, and its honest lane state afterwards leaves the lane's stock right."""
+    hub = await start(tmp_path)
+    try:
+        assert hub.ledger is not None
+        await hub.ledger.add_sku(Sku("COLA", "Cola", 3500, 20), actor="setup")
+        await hub.ledger.assign_lane(NODE, 0, "COLA", actor="setup", lane_id="A1")
+        node, wire = Node(), Wire()
+        frames = [node.frame(Hello(1, 0, 0, 1, 4, 0))]
+        frames += [node.frame(Event(i, 0, KIND_PICK, -1, -3500, 90, 0)) for i in (1, 2, 3)]
+        frames.append(node.frame(LaneState(0, -3, 3, 0, 0, 0, last_event)))  # a corrupted counter
+        frames.append(node.frame(Health(60, 100_000, 8000, 5, 0, 0, 1, 0, outbox_first)))
+        frames.append(node.frame(LaneState(0, -3, 3, 0, 0, 0, last_event)))
+        feed(hub, wire, frames)
+        await settle(hub)
+        n = session(hub)
+        assert MAX_EVENTS_AHEAD <= n.max_last_event <= 3 + MAX_EVENTS_AHEAD and n.pending_skip <= n.max_last_event
+        assert n.dropped()["last_events_ahead"] == 2
+        feed(hub, wire, [node.frame(Event(4, 0, KIND_PICK, -1, -3500, 90, 0))])
+        await settle(hub)
+        feed(hub, wire, [node.frame(LaneState(0, -4, 4, 0, 0, 0, 4))])
+        await settle(hub)
+        db = hub.config.database
+        assert db_rows(db, "SELECT count(*) FROM movements WHERE reason = 'sensor_pick'") == [(4,)]
+        assert db_rows(db, "SELECT sum(qty) FROM movements WHERE location = 'sensor:A1'") == [(-4,)]
+        warned = [r for r in caplog.records if f"names event {last_event}" in r.getMessage()]
+        assert len(warned) == 1 and warned[0].levelno == logging.WARNING
+    finally:
+        await hub.stop()

@@ -73,6 +73,7 @@ class NodeStats:
     refused_ahead: int = 0  # events too far above the mark: not booked, not acknowledged
     implausible_counts: int = 0  # lane states whose count no lane can hold: not compared with the ledger
     outbox_claims: int = 0  # health reports whose outbox_first is beyond the events the node has shown: capped
+    last_events_ahead: int = 0  # lane states whose last_event no event could be admitted at: believed only that far
     first_seen_ns: int = 0
     last_seen_ns: int = 0
     last_seen_ms: int = 0
@@ -185,6 +186,7 @@ class NodeSession:
             "events_ahead": self.stats.refused_ahead,
             "implausible_counts": self.stats.implausible_counts,
             "outbox_claims": self.stats.outbox_claims,
+            "last_events_ahead": self.stats.last_events_ahead,
             "marks_forgotten": self.marks.forgotten,
             "jobs": self.jobs.dropped,
             "commands": self.commands.dropped,
@@ -229,8 +231,20 @@ class NodeSession:
         return rebooted
 
     def lane_state_received(self, msg: LaneState) -> None:
+        """Keep a lane state; its ``last_event`` counts as shown (an outbox skip may reach it: ``gaps.shown``) only
+        as far as an event could be admitted (``admits``): what a corrupted counter (2**31) can make the hub skip is
+        bounded as events ahead are, and an honest node that dropped more than that gets there a window at a time."""
         self.lane_states[msg.lane] = msg
-        self.max_last_event = max(self.max_last_event, msg.last_event)
+        last = msg.last_event
+        bound = max(self.marks.contiguous, self.pending_skip) + MAX_EVENTS_AHEAD
+        if last > bound:
+            self.stats.last_events_ahead += 1
+            self.warn_once(
+                "last_event", "lane %d names event %d, more than %d above its mark: taken as %d", msg.lane, last,
+                MAX_EVENTS_AHEAD, bound,
+            )  # fmt: skip
+            last = bound
+        self.max_last_event = max(self.max_last_event, last)
 
     def health_received(self, msg: Health, arrival_ms: int) -> None:
         # Answered with the (committed) mark: an idle node hears from the hub every health period, so it keeps its
