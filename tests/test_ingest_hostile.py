@@ -511,3 +511,39 @@ async def test_a_lane_state_naming_an_absurd_event_cannot_lift_the_outbox_skip(
         assert len(warned) == 1 and warned[0].levelno == logging.WARNING
     finally:
         await hub.stop()
+
+
+async def test_an_honest_node_that_dropped_more_than_the_admit_window_gets_there_a_window_at_a_time(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A node cut off long enough to drop events 4..8999 (more than ``MAX_EVENTS_AHEAD``) from its full outbox, which
+    holds 9000..9009: each health period (its health, lane state and unacknowledged events sent again) the skip
+    grows by at most a window, then the gap is booked and its events are picks; the stock is the node's count."""
+    hub = await start(tmp_path)
+    try:
+        assert hub.ledger is not None
+        await hub.ledger.add_sku(Sku("COLA", "Cola", 3500, 20), actor="setup")
+        await hub.ledger.assign_lane(NODE, 0, "COLA", actor="setup", lane_id="A1")
+        node, wire = Node(), Wire()
+        frames = [node.frame(Hello(1, 0, 0, 1, 4, 0))]
+        frames += [node.frame(Event(i, 0, KIND_PICK, -1, -3500, 90, 0)) for i in (1, 2, 3)]
+        feed(hub, wire, frames)
+        await settle(hub)
+        n = session(hub)
+        periods = 0
+        while n.marks.contiguous < 9009:
+            periods += 1
+            assert periods <= 6, (n.marks.contiguous, n.pending_skip, n.max_last_event)
+            again = [node.frame(Health(60, 100_000, 8000, 5, 0, 0, 1, 0, 9000))]
+            again.append(node.frame(LaneState(0, -9009, 9009, 0, 0, 0, 9009)))
+            again += [node.frame(Event(i, 0, KIND_PICK, -1, -3500, 90, 0)) for i in range(9000, 9010)]
+            feed(hub, wire, again)
+            await settle(hub)
+        assert periods >= 2  # the first period's skip stopped at the window
+        db = hub.config.database
+        assert db_rows(db, "SELECT count(*) FROM movements WHERE reason = 'sensor_pick'") == [(13,)]
+        assert db_rows(db, "SELECT qty FROM movements WHERE reason = 'sensor_gap'") == [(-8996,)]
+        assert db_rows(db, "SELECT sum(qty) FROM movements WHERE location = 'sensor:A1'") == [(-9009,)]
+        await assert_sound(hub, caplog)
+    finally:
+        await hub.stop()
