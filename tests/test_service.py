@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from hub.config.web import WebConfig
 from hub.service.install import BOARDS, NODES_FILE, RULES, UNIT
 from tools.mpy_runtime import REPO_ROOT
 
@@ -71,6 +72,8 @@ def test_install_service_writes_the_unit_rules_config_and_nodes_file_and_keeps_w
         assert line in text.splitlines(), line  # fmt: skip
     hub = tomllib.loads(config.read_text())["hub"]
     assert hub["nodes_files"] == [str(NODES_FILE)] and hub["database"].startswith("/var/lib/smartshelf/")
+    web = tomllib.loads(config.read_text())["web"]  # the page as the hub serves it: HTTPS on its default port
+    assert (web["host"], web["port"], web.get("tls", "auto")) == ("127.0.0.1", WebConfig().port, WebConfig().tls)
     for vid, pid, name, _ in BOARDS:
         (line,) = [x for x in rules.read_text().splitlines() if f'ATTRS{{idVendor}}=="{vid}"' in x]
         assert (f'ATTRS{{idProduct}}=="{pid}"' in line) == bool(pid)

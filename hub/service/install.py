@@ -128,8 +128,9 @@ backup_dir = "{STATE / "backups"}"
 nodes_files = ["{NODES_FILE}"]   # smartshelf flash --nodes-file {NODES_FILE} adds the nodes it provisions
 
 [web]
-host = "127.0.0.1"   # "0.0.0.0" serves the status page to the shop's network (plain HTTP until TLS exists)
-port = 8080
+host = "127.0.0.1"   # "0.0.0.0" serves the status page to the shop's network
+port = 8443          # HTTPS: a self-signed certificate made on first start (its fingerprint is logged), or
+                     # cert_file / key_file; tls = "off" (plain HTTP) is accepted only on a loopback host
 """
 
 
