@@ -311,8 +311,8 @@ async def test_lanes_keep_their_id_and_refuse_reassignment_while_stocked(
     with pytest.raises(LaneInUse, match="still holds 5"):
         await ledger.assign_lane(1, 1, "TEA", actor="manager")
     await ledger.transfer("COLA", 5, "lane:A2", "backroom", actor="clerk", ref="T1")
-    assert await ledger.assign_lane(1, 1, "TEA", actor="manager") == "A2"
-    assert await ledger.assign_lane(1, 1, "TEA", actor="manager", lane_id="A2") == "A2"
+    assert (await ledger.assign_lane(1, 1, "TEA", actor="manager")).lane_id == "A2"
+    assert (await ledger.assign_lane(1, 1, "TEA", actor="manager", lane_id="A2")).lane_id == "A2"
     lanes = {lane.lane_id: lane.sku for lane in await reader.lanes()}
     assert lanes == {"A1": "COLA", "A2": "TEA", "B1": "TEA"}
 
