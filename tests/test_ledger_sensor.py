@@ -104,6 +104,44 @@ async def test_the_same_event_twice_in_one_batch_is_applied_once(ledger: LedgerS
     assert rows(ledger, "SELECT count(*) FROM movements") == [(3,)]
 
 
+async def test_a_batch_numbers_movements_lane_by_lane_and_a_repeated_gap_names_its_movement(
+    ledger: LedgerService,
+) -> None:
+    await ledger.assign_lane(NODE, 1, "COLA", actor="setup", lane_id="B1")
+    gap = SensorGap(NODE, 0, -2, "g1", 1_700_000_000_050, note="lost")
+    items = [pick(1, lane=1), gap, pick(2, lane=0), gap, put(3, lane=1), pick(4, lane=5)]
+    futures = [ledger.submit(it) for it in items]
+    results = await asyncio.gather(*futures)
+    assert ledger.stats.sensor_batches == 1
+    assert [type(r) for r in results] == [Applied, Applied, Applied, Duplicate, Applied, Applied]
+    ids = [r.movement_ids for r in results]
+    # lane B1 first (its first item came first), then A1, then the lane registered for index 5: consecutive per lane
+    assert [ids[0], ids[4], ids[1], ids[2], ids[5]] == [(1,), (2,), (3,), (4,), (5,)]
+    assert ids[3] == ids[1]  # the gap again: a duplicate of the movement the batch booked for it
+    stored = rows(
+        ledger,
+        "SELECT id, ts_ms, sku, location, qty, reason, source_ref, actor, note, node_id, event_seq, weight_delta_dg,"
+        " confidence, leg, reverses_id, recorded_ms = (SELECT min(recorded_ms) FROM movements) FROM movements"
+        " ORDER BY id",
+    )
+    t0 = 1_700_000_000_000
+    assert stored == [
+        (1, t0 + 1, "COLA", "sensor:B1", -1, "sensor_pick", "node:7:ev:1", "node:7", None, 7, 1, -3500, 96, 0, None, 1),
+        (2, t0 + 3, "COLA", "sensor:B1", 1, "sensor_put", "node:7:ev:3", "node:7", None, 7, 3, 3500, 90, 0, None, 1),
+        (3, t0 + 50, "COLA", "sensor:A1", -2, "sensor_gap", "node:7:gap:g1", "node:7", "lost", 7, None, None, None, 0,
+         None, 1),
+        (4, t0 + 2, "COLA", "sensor:A1", -1, "sensor_pick", "node:7:ev:2", "node:7", None, 7, 2, -3500, 96, 0, None, 1),
+        (5, t0 + 4, None, "sensor:node7-lane5", -1, "sensor_pick", "node:7:ev:4", "node:7", None, 7, 4, -3500, 96, 0,
+         None, 1),
+    ]  # fmt: skip
+    spans = rows(ledger, "SELECT location, first_id, last_id, min_ts, max_ts, sku FROM sensor_spans ORDER BY first_id")
+    assert spans == [
+        ("sensor:B1", 1, 2, t0 + 1, t0 + 3, "COLA"),
+        ("sensor:A1", 3, 4, t0 + 2, t0 + 50, "COLA"),
+        ("sensor:node7-lane5", 5, 5, t0 + 4, t0 + 4, None),
+    ]
+
+
 async def test_marks_survive_a_restart(ledger: LedgerService) -> None:
     await asyncio.gather(*(ledger.submit(pick(s)) for s in (1, 2, 3, 5)))
     await ledger.submit(NodeUpdate(NODE, uplink_seq=900, fw_version="1.2.3", downlink_session=4, downlink_seq=17))

@@ -35,7 +35,7 @@ from typing import Any
 import aiosqlite
 
 from hub.ledger.bulk import json_insert, rows_param
-from hub.ledger.models import Applied, Duplicate
+from hub.ledger.models import SENSOR_PREFIX, Applied
 from hub.ledger.schema import Migration
 
 # (id, ts_ms, sku, location, qty) of movements at sensor locations, as inserted
@@ -129,36 +129,36 @@ def rebuild(conn: sqlite3.Connection) -> None:
 # ----------------------------------------------------------------------------------------------- the writer
 
 
-def by_lane(rows: list[tuple[Any, ...]], outcomes: list[Any], owners: list[int]) -> list[tuple[Any, ...]]:
-    """A batch's movement rows (id, ..., SKU at 3, location at 4, source ref at 7; ids consecutive) grouped by location
-    and SKU in the order each first appears, each group in its own order, and renumbered from the same first id, so
-    that every lane's movements of one batch have consecutive ids (one span). Sets the outcome of each row's item
-    (``owners``) to its ``Applied``; an outcome already naming a row of the batch (a gap twice in it) is renumbered."""
-    order: dict[tuple[str, str | None], list[int]] = {}
-    for k, r in enumerate(rows):
-        order.setdefault((r[4], r[3]), []).append(k)
-    first = rows[0][0]
-    grouped = [k for group in order.values() for k in group] if len(order) > 1 else range(len(rows))
-    out = []
-    new_id = {}
-    for mid, k in enumerate(grouped, first):
-        r = rows[k]
-        out.append((mid, *r[1:]) if mid != r[0] else r)
-        new_id[r[0]] = mid
-        outcomes[owners[k]] = Applied(r[7], (mid,))
-    for i, o in enumerate(outcomes):
-        if type(o) is Duplicate and o.movement_ids and o.movement_ids[0] >= first:
-            outcomes[i] = Duplicate(o.source_ref, tuple(new_id.get(m, m) for m in o.movement_ids))
-    return out
+# A sensor batch's movements by (lane id, SKU): the lane's node, the rows (ts_ms at 0, qty at 1, source ref at 3) and
+# the item of each row
+Lanes = dict[tuple[str, str | None], tuple[int, list[tuple[Any, ...]], list[int]]]
 
 
 async def insert(
-    conn: aiosqlite.Connection, sql: str, rows: list[tuple[Any, ...]], outcomes: list[Any], owners: list[int]
+    conn: aiosqlite.Connection, sql: str, lanes: Lanes, next_id: int, now_ms: int, outcomes: list[Any]
 ) -> None:
-    """Insert a sensor batch's movement rows (``sql``) grouped by lane (``by_lane``) and keep the tables."""
-    rows = by_lane(rows, outcomes, owners)
-    await conn.execute(sql, rows_param(rows))
-    await record(conn, [(r[0], r[1], r[3], r[4], r[5]) for r in rows])
+    """Insert a sensor batch's movements lane by lane with ids from ``next_id``, so that every lane's movements of
+    one batch have consecutive ids (one span): ``sql`` with ?1 the lanes as JSON [lane_id, sku, first id, node_id,
+    rows] and ?2 ``now_ms``. Sets each row's item's outcome to its ``Applied`` and keeps the tables."""
+    param: list[tuple[Any, ...]] = []
+    spans: list[tuple[Any, ...]] = []
+    groups: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    mid = next_id
+    for (lane_id, sku), (node_id, rows, owners) in lanes.items():
+        first = mid
+        for row, owner in zip(rows, owners, strict=True):
+            outcomes[owner] = Applied(row[3], (mid,))
+            mid += 1
+        param.append((lane_id, sku, first, node_id, rows))
+        location = SENSOR_PREFIX + lane_id
+        ts = [r[0] for r in rows]
+        spans.append((location, max(ts), first, mid - 1, min(ts), sku))
+        if sku is not None:
+            groups[(location, sku)] = [(r[0], r[1]) for r in rows]
+    await conn.execute(sql, (rows_param(param)[0], now_ms))
+    await conn.execute(_INSERT_SPANS, rows_param(spans))
+    if groups:
+        await _activity(conn, groups)
 
 
 def spans_of(rows: Sequence[SensorRow]) -> list[tuple[Any, ...]]:
@@ -218,8 +218,12 @@ async def record(conn: aiosqlite.Connection, rows: Sequence[SensorRow]) -> None:
     for _mid, ts, sku, location, qty in rows:
         if sku is not None:
             groups.setdefault((location, sku), []).append((ts, qty))
-    if not groups:
-        return
+    if groups:
+        await _activity(conn, groups)
+
+
+async def _activity(conn: aiosqlite.Connection, groups: dict[tuple[str, str], list[tuple[int, int]]]) -> None:
+    """Lane activity and stretches of the (location, SKU)s of movements just inserted: their (ts_ms, qty)."""
     keys = list(groups)
     known: dict[tuple[str, str], tuple[int, int, int | None]] = {}
     balance: dict[tuple[str, str], int] = {}

@@ -54,6 +54,7 @@ from hub.ledger import lane_activity, tag_booking
 from hub.ledger.bulk import json_insert, rows_param
 from hub.ledger.causes import Cause
 from hub.ledger.models import (
+    SENSOR_PREFIX,
     AlertKind,
     Applied,
     ApplyResult,
@@ -65,7 +66,6 @@ from hub.ledger.models import (
     Reason,
     SensorEvent,
     SensorGap,
-    sensor_location,
 )
 from hub.ledger.origin import AUTOMATIC
 from hub.ledger.tags import ReaderReport, TagEvent, TagRecheck
@@ -85,10 +85,18 @@ _KIND_REASON = {
 }
 _U32 = 0xFFFFFFFF
 
-_INSERT_MOVEMENT = json_insert(  # rows as _row makes them (leg 0, no reversal: the columns' defaults)
-    "INSERT INTO movements (id, ts_ms, recorded_ms, sku, location, qty, reason, source_ref, actor, note, node_id,"
-    " event_seq, weight_delta_dg, confidence)",
-    14,
+# A batch's movements as one JSON array of lanes [lane_id, sku, first id, node_id, rows], each row [ts_ms, qty,
+# reason, source_ref, note, event_seq, weight_delta_dg, confidence] (ids consecutive from the first; leg 0, no
+# reversal: the columns' defaults); recorded_ms is ?2. What a lane's rows share is sent once: fewer values to encode
+# and to extract (the hot path, hub.ledger.bulk). json_extract, not ->> (SQLite 3.38): schema.MIN_SQLITE is 3.37.
+_G = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(5))
+_R = [f"json_extract(r.value, '$[{i}]')" for i in range(8)]
+_INSERT_MOVEMENT = (
+    f"WITH g(lane_id, sku, first_id, node, rows) AS MATERIALIZED (SELECT {_G} FROM json_each(?1)) INSERT INTO"
+    " movements (id, ts_ms, recorded_ms, sku, location, qty, reason, source_ref, actor, note, node_id, event_seq,"
+    " weight_delta_dg, confidence)"
+    f" SELECT g.first_id + r.key, {_R[0]}, ?2, g.sku, '{SENSOR_PREFIX}' || g.lane_id, {_R[1]}, {_R[2]}, {_R[3]},"
+    f" 'node:' || g.node, {_R[4]}, g.node, {_R[5]}, {_R[6]}, {_R[7]} FROM g, json_each(g.rows) AS r"
 )
 _UPSERT_NODE = json_insert(
     "INSERT INTO nodes (node_id, fw_version, first_seen_ms, last_seen_ms, last_uplink_seq, downlink_session,"
@@ -275,24 +283,6 @@ def _validate(item: SensorItem) -> None:
                 _check_int(name, value, 0, 2**62)
 
 
-def _row(
-    movement_id: int,
-    now_ms: int,
-    item: SensorEvent | SensorGap,
-    sku: str | None,
-    lane_id: str,
-    reason: Reason,
-    ref: str,
-    note: str | None,
-    event: tuple[Any, Any, Any],
-) -> tuple[Any, ...]:
-    """One sensor movement's columns; ``event`` = (event_seq, weight_delta_dg, confidence), Nones for a gap."""
-    return (
-        movement_id, item.observed_ms, now_ms, sku, sensor_location(lane_id), item.count_delta, reason.value, ref,
-        f"node:{item.node_id}", note, item.node_id, *event,
-    )  # fmt: skip
-
-
 async def apply_batch(conn: aiosqlite.Connection, items: Sequence[SensorItem], now_ms: int) -> list[SensorOutcome]:
     """Apply ``items`` inside the caller's open write transaction; returns one outcome per item, in order."""
     outcomes: list[SensorOutcome] = [None] * len(items)
@@ -356,8 +346,10 @@ async def apply_batch(conn: aiosqlite.Connection, items: Sequence[SensorItem], n
 
     new_lanes: list[tuple[str, int, int]] = []
     unassigned: dict[str, tuple[int, int]] = {}
-    rows: list[tuple[Any, ...]] = []
-    owners: list[int] = []  # the item of each row
+    # each lane's node, movement rows (as _INSERT_MOVEMENT reads them) and the item of each row
+    by_lane: lane_activity.Lanes = {}
+    batch_gaps: dict[str, int] = {}  # the item of a gap booked in the batch, by source ref
+    repeats: list[tuple[int, str]] = []  # items that repeat a gap of the batch: their Duplicate names its movement
     readings: dict[tuple[str, int], tuple[str, int, int, int, int]] = {}  # (lane_id, ts_ms) -> row: last one wins
     # tag events (item index, event, lane id) and rechecks in item order: a restart's recheck before the tags the
     # node reads again after it, never after them
@@ -409,11 +401,15 @@ async def apply_batch(conn: aiosqlite.Connection, items: Sequence[SensorItem], n
             if item.event_seq <= node.contiguous or item.event_seq in node.above:
                 outcomes[i] = Duplicate(ref)
                 continue
-            lane_id, sku = lane_of(item.node_id, item.lane_index)
-            event = (item.event_seq, item.weight_delta_dg, item.confidence)
-            rows.append(_row(next_id, now_ms, item, sku, lane_id, _KIND_REASON[item.kind], ref, item.note, event))
-            owners.append(i)  # its outcome once its id is final (lane_activity.by_lane)
-            next_id += 1
+            lane = lane_of(item.node_id, item.lane_index)
+            group = by_lane.get(lane)
+            if group is None:
+                group = by_lane[lane] = (item.node_id, [], [])
+            group[1].append(
+                (item.observed_ms, item.count_delta, _KIND_REASON[item.kind].value, ref, item.note, item.event_seq,
+                 item.weight_delta_dg, item.confidence)
+            )  # fmt: skip
+            group[2].append(i)
             node.above.add(item.event_seq)
             node.advance()
         elif isinstance(item, SensorGap):
@@ -424,16 +420,21 @@ async def apply_batch(conn: aiosqlite.Connection, items: Sequence[SensorItem], n
             if ref in seen_refs:
                 outcomes[i] = Duplicate(ref, (seen_refs[ref],))
                 continue
+            if ref in batch_gaps:
+                repeats.append((i, ref))
+                continue
             if item.count_delta == 0 and item.skip_events_to is not None:  # a skip without units: no stock gap
                 details = {"ref": ref, "lane": item.lane_index, "to": item.skip_events_to, "note": item.note}
                 skips.append(_audit_row(now_ms, item.node_id, "event_skip", details))
                 outcomes[i] = Applied(ref, ())
                 continue
-            lane_id, sku = lane_of(item.node_id, item.lane_index)
-            rows.append(_row(next_id, now_ms, item, sku, lane_id, Reason.SENSOR_GAP, ref, item.note, (None,) * 3))
-            seen_refs[ref] = next_id
-            owners.append(i)
-            next_id += 1
+            lane = lane_of(item.node_id, item.lane_index)
+            batch_gaps[ref] = i
+            group = by_lane.setdefault(lane, (item.node_id, [], []))
+            group[1].append(
+                (item.observed_ms, item.count_delta, Reason.SENSOR_GAP.value, ref, item.note, None, None, None)
+            )
+            group[2].append(i)
         else:
             node.seen(item.seen_ms if item.seen_ms is not None else now_ms, item.uplink_seq)
             if item.fw_version is not None:
@@ -458,8 +459,12 @@ async def apply_batch(conn: aiosqlite.Connection, items: Sequence[SensorItem], n
         )
         for lane_id, n, li in new_lanes:
             skips.append(_audit_row(now_ms, n, "register_lane", {"lane_id": lane_id, "node_id": n, "lane_index": li}))
-    if rows:  # each lane's movements get consecutive ids: one span per lane and batch (hub.ledger.lane_activity)
-        await lane_activity.insert(conn, _INSERT_MOVEMENT, rows, outcomes, owners)
+    if by_lane:
+        await lane_activity.insert(conn, _INSERT_MOVEMENT, by_lane, next_id, now_ms, outcomes)
+        for i, ref in repeats:
+            booked = outcomes[batch_gaps[ref]]
+            assert isinstance(booked, Applied)
+            outcomes[i] = Duplicate(ref, booked.movement_ids)
     if tags:
         for i, outcome in await tag_booking.book_in_order(conn, tags, now_ms):
             outcomes[i] = outcome
