@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import http.client
 import http.cookiejar
@@ -582,3 +583,15 @@ def test_hub_config_limits_reach_the_server(tmp_path: Path) -> None:
         path.write_text("[web]\n" + bad)
         with pytest.raises(ConfigError, match=re.escape(setting)):
             load_config(path)
+
+
+def test_a_port_in_use_is_named_with_its_setting() -> None:
+    taken = bind("127.0.0.1", 0)
+    try:
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError) as err:
+            bind("127.0.0.1", port, setting="web.port")
+        assert err.value.errno == errno.EADDRINUSE
+        assert f"cannot listen on 127.0.0.1:{port} (web.port): Address already in use" in str(err.value)
+    finally:
+        taken.close()

@@ -171,7 +171,7 @@ class WebServer:
         pools = Pools.create(threads, max_live_clients, api_threads)
         sockets: list[socket.socket] = []
         try:
-            main = bind(host, port)
+            main = bind(host, port, setting="web.port")
             sockets.append(main)
             listeners: list[Listener] = []
             server = HttpServer(listeners, limits)
@@ -181,7 +181,7 @@ class WebServer:
             redirect_url = None
             bound_host, bound_port = listeners[0].address
             if tls is not None and http_port is not None:
-                plain = bind(host, http_port)
+                plain = bind(host, http_port, setting="web.http_port")
                 sockets.append(plain)
                 listeners.append(Listener(plain, RedirectToHttps(bound_port), None))
                 redirect_url = _url("http", *listeners[1].address)

@@ -81,7 +81,7 @@ class CentralWebServer:
                 body_timeout_s=web.body_timeout_s,
                 write_timeout_s=web.write_timeout_s,
             )
-            main = bind(web.host, web.port)
+            main = bind(web.host, web.port, setting="web.port")
             sockets.append(main)
             listeners: list[Listener] = []
             server = HttpServer(listeners, limits)
@@ -89,7 +89,7 @@ class CentralWebServer:
             listeners.append(Listener(main, bridge, context))
             redirect_url = None
             if tls is not None and web.http_port is not None:
-                plain = bind(web.host, web.http_port)
+                plain = bind(web.host, web.http_port, setting="web.http_port")
                 sockets.append(plain)
                 listeners.append(Listener(plain, RedirectToHttps(listeners[0].address[1]), None))
                 redirect_url = _url("http", *listeners[1].address)

@@ -42,14 +42,20 @@ class Listener:
         return str(name[0]), int(name[1])
 
 
-def bind(host: str, port: int, backlog: int = 128) -> socket.socket:
-    """A listening TCP socket on ``host`` (a name resolves to its first address; ``::`` takes IPv4 too)."""
-    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    if not infos:
-        raise OSError(f"{host}: no address to listen on")
-    family, _, _, _, address = infos[0]
-    dual = family == socket.AF_INET6 and host in ("::", "") and socket.has_dualstack_ipv6()
-    return socket.create_server(address[:2], family=family, backlog=backlog, dualstack_ipv6=dual)
+def bind(host: str, port: int, backlog: int = 128, setting: str = "") -> socket.socket:
+    """A listening TCP socket on ``host`` (a name resolves to its first address; ``::`` takes IPv4 too). An
+    ``OSError`` (its errno kept) names the address and the ``setting`` it comes from (``web.port``): "cannot listen
+    on 0.0.0.0:8443 (web.port): Address already in use"."""
+    where = f"{host}:{port}" + (f" ({setting})" if setting else "")
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        if not infos:
+            raise OSError(f"{host}: no address to listen on")
+        family, _, _, _, address = infos[0]
+        dual = family == socket.AF_INET6 and host in ("::", "") and socket.has_dualstack_ipv6()
+        return socket.create_server(address[:2], family=family, backlog=backlog, dualstack_ipv6=dual)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot listen on {where}: {exc.strerror or exc}") from None
 
 
 class HttpServer:
