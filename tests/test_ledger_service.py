@@ -22,7 +22,8 @@ SIGNATURES = {
     "add_sku": "(sku: 'Sku', *, actor: 'str') -> 'bool'",
     "register_node": "(node_id: 'int', *, actor: 'str', label: 'str' = '', key_id: 'str | None' = None) -> 'None'",
     "assign_lane": (
-        "(node_id: 'int', lane_index: 'int', sku: 'str | None', *, actor: 'str', lane_id: 'str | None' = None) -> 'LaneAssigned'"
+        "(node_id: 'int', lane_index: 'int', sku: 'str | None', *, actor: 'str', lane_id: 'str | None' = None)"
+        " -> 'LaneAssigned'"
     ),
     "record_sale": (
         "(sku: 'str', qty: 'int', *, actor: 'str', ref: 'str | None' = None, ts: 'Timestamp' = None, "
