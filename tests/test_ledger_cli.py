@@ -72,8 +72,14 @@ def test_backup_and_restore(db: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     rc, out, _ = run(capsys, "ledger", "restore", str(dest), "--db", str(db))
     assert rc == 0 and Path(str(db) + ".bak").is_file()
 
-    rc, _, err = run(capsys, "ledger", "backup", str(tmp_path / "x.db"), "--db", str(tmp_path / "absent.db"))
-    assert rc == 1 and "no ledger database" in err
+    absent = tmp_path / "absent.db"
+    rc, _, err = run(capsys, "ledger", "backup", str(tmp_path / "x.db"), "--db", str(absent))
+    assert (rc, err) == (
+        2,
+        f"smartshelf ledger: no ledger database at {absent}: create it with smartshelf ledger init --db {absent}"
+        " (or give --config hub.toml to use the hub's)\n",
+    )
+    assert not absent.exists() and not (tmp_path / "x.db").exists()
 
 
 def test_stock_and_the_default_database(
@@ -122,17 +128,17 @@ def test_assign_lane_says_which_sensor_units_moved_to_the_lanes_sku(
     assert run(capsys, "ledger", "add-sku", "TEA", "--unit-weight-dg", "1200", "--db", str(db))[0] == 0
     asyncio.run(counted(6))
     assert assign("--sku", "TEA") == [
-        "lane node3-lane0 (node 3, lane 0): TEA",
+        f"lane node3-lane0 (node 3, lane 0): TEA (ledger {db})",
         "moved 6 sensor unit(s) of lane node3-lane0 to TEA: 6 from COLA",
     ]
-    assert assign("--sku", "TEA") == ["lane node3-lane0 (node 3, lane 0): TEA"]  # nothing left to move
+    assert assign("--sku", "TEA") == [f"lane node3-lane0 (node 3, lane 0): TEA (ledger {db})"]  # nothing to move
     assert assign() == [
-        "lane node3-lane0 (node 3, lane 0): unassigned",
+        f"lane node3-lane0 (node 3, lane 0): unassigned (ledger {db})",
         "moved 6 sensor unit(s) of lane node3-lane0 to no SKU: 6 from TEA",
     ]
     asyncio.run(counted(-2))  # counted while unassigned: under no SKU
     assert assign("--sku", "COLA") == [
-        "lane node3-lane0 (node 3, lane 0): COLA",
+        f"lane node3-lane0 (node 3, lane 0): COLA (ledger {db})",
         "moved 4 sensor unit(s) of lane node3-lane0 to COLA: 4 from no SKU",
     ]
     with sqlite3.connect(db) as conn:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 from hub.cli import main
-from hub.ledger import LedgerService
+from hub.ledger import AlertKind, LedgerService
 from hub.schema import MIGRATIONS
 from tests.test_reconcile_alerts import Shop
 
@@ -60,15 +61,49 @@ def test_reconcile_run_alerts_and_resolve(db: Path, capsys: pytest.CaptureFixtur
     finally:
         conn.close()
     rc, out, _ = run(capsys, "reconcile", "alerts", "--db", str(db))
-    assert (rc, out) == (0, "")
+    assert (rc, out) == (0, f"no unresolved alerts in {db}\n")
     rc, out, _ = run(capsys, "reconcile", "alerts", "--all", "--db", str(db))
     assert "-> theft confirmed: 2 written off" in out
 
 
 def test_reconcile_refuses_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc, _, err = run(capsys, "reconcile", "--db", str(tmp_path / "none.db"))
-    assert rc == 1 and "no ledger database" in err
+    assert rc == 2 and "no ledger database" in err and not (tmp_path / "none.db").exists()
     with pytest.raises(SystemExit) as exc:
         main(["reconcile", "--now", "2025-11-27T10:00:00", "--db", str(tmp_path / "x.db")])
     assert exc.value.code == 2
     assert "has no timezone" in capsys.readouterr().err
+
+
+def test_alerts_lists_every_kind_the_ledger_defines(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``reconcile alerts`` / ``resolve`` know the kinds from ``AlertKind`` (tamper and unassigned_lane included):
+    none is left out of the list, and a tamper alert resolves with its documented outcome."""
+    rc, out, _ = run(capsys, "reconcile", "alerts", "--db", str(db))
+    assert (rc, out) == (0, f"no unresolved alerts in {db}\n")
+    rc, out, _ = run(capsys, "reconcile", "alerts", "--json", "--db", str(db))
+    assert (rc, json.loads(out)) == (0, [])
+
+    async def open_all() -> dict[str, int]:
+        async with LedgerService(db, migrations=MIGRATIONS) as ledger:
+            ids = {}
+            for kind in AlertKind:
+                evidence = {"tags_total": 1, "node_id": 9, "lane_index": 0}
+                opened = await ledger.open_alert(kind.value, f"lane:X/{kind.value}", evidence, actor="test")
+                ids[kind.value] = opened.alert_id
+            return ids
+
+    ids = asyncio.run(open_all())
+    rc, out, _ = run(capsys, "reconcile", "alerts", "--db", str(db))
+    listed = {line.split()[1]: int(line.split()[0]) for line in out.splitlines()}
+    assert rc == 0 and listed == ids and {"tamper", "unassigned_lane"} <= set(listed)
+    assert "1 tags left without a pick" in out and "events from node 9 lane 0, which has no SKU" in out
+    rc, out, _ = run(capsys, "reconcile", "alerts", "--json", "--db", str(db))
+    assert [(a["id"], a["kind"], a["status"]) for a in json.loads(out)] == [(i, k, "open") for k, i in ids.items()]
+
+    tamper = ids["tamper"]
+    rc, out, err = run(capsys, "reconcile", "resolve", str(tamper), "tag_removed", "--db", str(db))
+    assert (rc, err, out) == (0, "", f"alert {tamper} resolved: tag removed\n")
+    rc, out, _ = run(capsys, "reconcile", "alerts", "--db", str(db))
+    assert rc == 0 and "tamper" not in out and "unassigned_lane" in out
+    rc, out, _ = run(capsys, "reconcile", "alerts", "--all", "--db", str(db))
+    assert f"{tamper:>6}  tamper" in out and "-> tag removed" in out

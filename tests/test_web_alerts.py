@@ -552,6 +552,18 @@ def test_a_write_off_is_refused_when_the_evidence_grew_since_the_page(env: Env) 
             {"problem": "silent", "node_id": 2, "last_seen": "2026-11-27T15:00:00.000Z"},
             "Node 2 has not been heard from since 2026-11-27T15:00:00 UTC.",
         ),
+        (
+            "sensor",
+            {"problem": "uncalibrated", "lane_id": "A1", "sku": "COLA", "since": "2026-11-27T15:00:00.000Z"},
+            "Lane A1 (COLA) reports no calibration (tare it empty, then calibrate it with a known weight) since"
+            " 2026-11-27T15:00:00 UTC: its counts cannot be trusted.",
+        ),
+        (
+            "sensor",
+            {"problem": "overload", "lane_id": "B2", "sku": None, "since": "2026-11-27T15:00:00.000Z"},
+            "Lane B2 reports more weight than its cells can weigh (take weight off) since 2026-11-27T15:00:00 UTC:"
+            " its counts cannot be trusted.",
+        ),
         ("shrinkage", {"missing": 2}, ""),  # evidence without what the sentence needs: no sentence, no error
         ("custom", {"anything": 1}, ""),
     ],

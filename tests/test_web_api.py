@@ -715,6 +715,7 @@ def _cli(*args: str) -> tuple[int, str, str]:
 
 def test_api_clients_cli_add_list_disable(env: Env, tmp_path: Path) -> None:
     db = tmp_path / "fresh.db"
+    assert _cli("ledger", "init", "--db", str(db))[0] == 0  # api-clients add makes no ledger (hub.ledger.cli_common)
     rc, out, err = _cli("api-clients", "add", "pos-till-1", "--scopes", "sales,read", "--db", str(db))
     assert rc == 0, err
     issued = out.strip()

@@ -192,6 +192,7 @@ def test_login_is_throttled_per_username_and_ip(env: Env) -> None:
 
 def test_users_cli_hashes_the_password(env: Env, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     db = tmp_path / "fresh.db"
+    assert main(["ledger", "init", "--db", str(db)]) == 0  # users add makes no ledger (hub.ledger.cli_common)
     monkeypatch.setattr("sys.stdin", io.StringIO("s3cret-password\n"))
     assert main(["users", "add", "alice", "--role", "admin", "--password-stdin", "--db", str(db)]) == 0
     conn = sqlite3.connect(db)
@@ -217,6 +218,7 @@ def test_users_cli_hashes_the_password(env: Env, monkeypatch: pytest.MonkeyPatch
 def test_users_cli_prompts_twice(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     answers = iter(["first-password", "other-password"])
     monkeypatch.setattr("getpass.getpass", lambda prompt="": next(answers))
+    assert main(["ledger", "init", "--db", str(tmp_path / "u.db")]) == 0
     assert main(["users", "add", "carol", "--role", "viewer", "--db", str(tmp_path / "u.db")]) == 2
     answers = iter(["same-password", "same-password"])
     assert main(["users", "add", "carol", "--role", "viewer", "--db", str(tmp_path / "u.db")]) == 0

@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import os
 import sys
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,17 +35,23 @@ from hub.ledger.backup_signing import (
     signer_problem,
     signing_key,
 )
-from hub.ledger.cli_common import EXIT_OK, EXIT_REFUSED, default_actor, default_db, err
+from hub.ledger.cli_common import (
+    EXIT_OK,
+    EXIT_REFUSED,
+    Refused,
+    default_actor,
+    directory_problem,
+    err,
+    existing_ledger,
+    hub_database,
+    ledger_db,
+    read_hub_toml,
+)
 from hub.ledger.dblock import LedgerBusy
-from hub.ledger.models import LedgerError
 from hub.ledger.offsite import OtherHubsBackup, encrypted_backup, restore_encrypted
 from hub.ledger.service import LedgerService
 
 INSECURE = "--insecure-accept-unsigned"
-
-
-class Refused(LedgerError):
-    """A command's arguments or ``--config`` were refused; ``str()`` is the one line to show (exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -65,19 +70,10 @@ def this_hub(args: argparse.Namespace) -> ThisHub:
     hub_id, where = getattr(args, "hub_id", None), "--hub-id"
     signing: Path | None = getattr(args, "signing_key", None)
     trusted: tuple[str, ...] = ()
-    if args.config is not None:  # read here: hub.config imports subsystems the ledger must not (test_ledger_schema)
-        try:
-            with open(args.config, "rb") as f:
-                top = tomllib.load(f)
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise Refused(f"--config {args.config}: {exc}") from None
-        tables = {name: t if isinstance(t := top.get(name), dict) else {} for name in ("hub", "backup", "fleet")}
-        db = tables["hub"].get("database", "smartshelf.db")
-        if not isinstance(db, str):
-            raise Refused(f"{args.config}: hub.database: must be a string")
-        hub_db = args.config.parent / Path(os.path.expanduser(db))  # an absolute path stays as it is
-        if args.db is None:
-            args.db = hub_db
+    if args.config is not None:
+        top = read_hub_toml(args.config)
+        tables = {name: t if isinstance(t := top.get(name), dict) else {} for name in ("backup", "fleet")}
+        hub_db = hub_database(args.config, top)
         for table in ("backup", "fleet") if hub_id is None else ():
             if "hub_id" in tables[table]:
                 hub_id, where = tables[table]["hub_id"], f"{args.config}: {table}.hub_id"
@@ -95,8 +91,7 @@ def this_hub(args: argparse.Namespace) -> ThisHub:
             if (problem := signer_problem(key)) is not None:
                 raise Refused(f"{args.config}: backup.trusted_signers[{n}]: {problem}")
         trusted = tuple(keys)
-    if args.db is None:
-        args.db = default_db()
+    ledger_db(args)  # --db, else the config's, else the default
     if hub_id is not None and not (isinstance(hub_id, str) and HUB_ID_RE.fullmatch(hub_id)):
         raise Refused(f"{where}: must be 1..64 of A-Z a-z 0-9 _ -, not {hub_id!r}")
     return ThisHub(hub_id, signing or default_signing_key(args.db), trusted, args.config)
@@ -107,7 +102,11 @@ def _backup(args: argparse.Namespace) -> int:
     if raw.endswith(("/", os.sep)) and not args.dest.is_dir():  # Path() drops the slash: "into a directory" meant
         err(f"{raw}: no such directory")
         return EXIT_REFUSED
+    if not args.dest.is_dir() and (problem := directory_problem(args.dest)) is not None:
+        err(problem)
+        return EXIT_REFUSED
     hub = this_hub(args)
+    existing_ledger(args)
     keys = list(args.encrypt_to or [])
     if args.recipients_file is not None:
         lines = args.recipients_file.read_text().splitlines()
@@ -190,6 +189,9 @@ def _trusted(args: argparse.Namespace, hub: ThisHub) -> Trusted:
 
 def _restore(args: argparse.Namespace) -> int:
     hub = this_hub(args)
+    if (problem := directory_problem(args.db)) is not None:  # a restore may make the ledger, not its directory
+        err(problem)
+        return EXIT_REFUSED
     hub_id = hub.hub_id
     encrypted: dict[str, Any] = {}
     previous = Path(f"{args.db}.bak") if Path(args.db).exists() else None  # a restore into a new path replaces none
@@ -250,17 +252,15 @@ def _restore(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+CONFIG_HELP = (  # --db and --config are every ledger command's (hub.ledger.cli_common.add_db_options)
+    "this hub's hub.toml: its id ([backup] hub_id, else [fleet] hub_id), its backup signing key and trusted"
+    " signers ([backup] signing_key, trusted_signers) and, without --db, its database"
+)
+
+
 def _hub_args(p: argparse.ArgumentParser, what: str | None) -> None:
-    p.set_defaults(db=None)  # --db, else --config's database, else $SMARTSHELF_DB / ./smartshelf.db (this_hub)
     if what is not None:
         p.add_argument("--hub-id", default=None, help=f"this hub's id: {what}")
-    p.add_argument(
-        "--config",
-        type=Path,
-        metavar="HUB_TOML",
-        help="this hub's hub.toml: its id ([backup] hub_id, else [fleet] hub_id), its backup signing key and trusted"
-        " signers ([backup] signing_key, trusted_signers) and, without --db, its database",
-    )
 
 
 def _signing_key_arg(p: argparse.ArgumentParser) -> None:
@@ -274,8 +274,14 @@ def _signing_key_arg(p: argparse.ArgumentParser) -> None:
 
 
 def add_backup_commands(cmd: Any) -> None:
-    """``backup``, ``backup-key`` and ``restore``; ``cmd(name, help, func)`` makes a subcommand's parser."""
-    p = cmd("backup", "online backup (safe while the hub runs) to DEST (a file, or a directory)", _backup)
+    """``backup``, ``backup-key`` and ``restore``; ``cmd(name, help, func, config_help=...)`` makes a subcommand's
+    parser (with ``--db`` and ``--config``)."""
+    p = cmd(
+        "backup",
+        "online backup (safe while the hub runs) to DEST (a file, or a directory)",
+        _backup,
+        config_help=CONFIG_HELP,
+    )
     p.add_argument("dest", metavar="DEST")  # a str: a trailing slash (a directory meant) must survive parsing
     p.add_argument(
         "--encrypt-to",
@@ -288,7 +294,12 @@ def add_backup_commands(cmd: Any) -> None:
     _hub_args(p, "names the encrypted file and goes into its manifest (needed to encrypt)")
     _signing_key_arg(p)
 
-    p = cmd("backup-key", "create an age identity for encrypted backups, or show this hub's signing key", _backup_key)
+    p = cmd(
+        "backup-key",
+        "create an age identity for encrypted backups, or show this hub's signing key",
+        _backup_key,
+        config_help=CONFIG_HELP,
+    )
     p.add_argument(
         "identity", type=Path, nargs="?", metavar="IDENTITY_FILE", help="written 0600; an existing file is kept"
     )
@@ -301,7 +312,12 @@ def add_backup_commands(cmd: Any) -> None:
     _hub_args(p, None)
     _signing_key_arg(p)
 
-    p = cmd("restore", "replace the ledger with backup SRC after checking it (stop the hub first)", _restore)
+    p = cmd(
+        "restore",
+        "replace the ledger with backup SRC after checking it (stop the hub first)",
+        _restore,
+        config_help=CONFIG_HELP,
+    )
     p.add_argument("src", type=Path, metavar="SRC")
     p.add_argument(
         "--identity",

@@ -13,8 +13,9 @@ the hub writes, and that existing databases hold (the strings never change):
 * ``node:<node_id>/silent`` (``Cause.node_problem``): a node not heard from (reconciliation, kind ``sensor``).
 
 Lane ids never hold a ``/`` (``LANE_ID_RE``), so the lane is everything up to the first one; a SKU may (``SKU_RE``),
-so the rest is the SKU unless it is one of ``LANE_PROBLEMS``. The one ambiguity: a SKU literally named ``stuck`` or
-``drift`` on a lane parses as the lane's problem; both name the same lane, which is all a reader of the key uses.
+so the rest is the SKU unless it is one of ``LANE_PROBLEMS``. The one ambiguity: a SKU literally named like a problem
+(``stuck``, ``drift``, ...) on a lane parses as the lane's problem; both name the same lane, which is all a reader of
+the key uses.
 
 ``str(cause)`` is the stored key; ``Cause.parse(key)`` the value (``InvalidCause`` for anything else, e.g. a key
 opened by other code); ``str(Cause.parse(key)) == key`` for every key it accepts. A query that matches a lane's or
@@ -34,8 +35,11 @@ SKU = "sku:"
 NODE = "node:"
 STUCK = "stuck"
 DRIFT = "drift"
+UNCALIBRATED = "uncalibrated"  # the lane's readings flag it (hub.reconcile.lane_flags), as the next two
+SENSOR_FAULT = "sensor_fault"
+OVERLOAD = "overload"
 SILENT = "silent"
-LANE_PROBLEMS = frozenset({STUCK, DRIFT})
+LANE_PROBLEMS = frozenset({STUCK, DRIFT, UNCALIBRATED, SENSOR_FAULT, OVERLOAD})
 NODE_PROBLEMS = frozenset({SILENT})
 
 

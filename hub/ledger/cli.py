@@ -1,7 +1,9 @@
 """``smartshelf ledger ...``: create, back up, restore, import into and inspect the ledger database.
 
-The database is ``--db PATH``, else ``$SMARTSHELF_DB``, else ``./smartshelf.db``; its migrations (every subsystem's)
-are ``args.migrations``, set by the root command (``hub.cli``: ``hub.schema.MIGRATIONS``).
+The database is ``--db PATH``, else ``--config hub.toml``'s (the hub's), else ``$SMARTSHELF_DB``, else
+``./smartshelf.db``; only ``init`` (and ``restore``) make one: every other command refuses a missing database
+(``hub.ledger.cli_common.existing_ledger``). Its migrations (every subsystem's) are ``args.migrations``, set by the
+root command (``hub.cli``: ``hub.schema.MIGRATIONS``).
 ``backup``, ``backup-key`` and ``restore`` are ``hub.ledger.backup_cli``'s.
 Exit codes: 0 ok; 2 refused (a rejected import with its per-line report on stderr, a restore refused, bad
 arguments); 1 any other failure.
@@ -19,16 +21,22 @@ from typing import Any
 from hub.ledger import origin, schema
 from hub.ledger.agefile import AgeRefused
 from hub.ledger.backup import RestoreRefused
-from hub.ledger.backup_cli import Refused, add_backup_commands
+from hub.ledger.backup_cli import add_backup_commands
 from hub.ledger.backup_signing import SignerRefused
 from hub.ledger.cli_common import (
+    CONFIG_HELP,
     DB_ENV,
     DEFAULT_DB,
     EXIT_FAILED,
     EXIT_OK,
     EXIT_REFUSED,
+    Refused,
+    add_db_options,
     default_actor,
     default_db,
+    directory_problem,
+    existing_ledger,
+    ledger_db,
 )
 from hub.ledger.cli_common import err as _err
 from hub.ledger.dblock import LedgerBusy
@@ -51,6 +59,8 @@ __all__ = [  # the shared ones (hub.ledger.cli_common) stay importable from here
 
 def _init(args: argparse.Namespace) -> int:
 
+    if (problem := directory_problem(ledger_db(args))) is not None:
+        raise Refused(problem)
     old, new = schema.open_and_migrate(args.db, args.migrations)
     print(f"{args.db}: schema version {new}" + (f" (upgraded from {old})" if old and old != new else ""))
     return EXIT_OK
@@ -67,6 +77,7 @@ def _import(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     if args.url:
         return _import_remote(args, path)
+    existing_ledger(args)
 
     async def run() -> Any:
         async with LedgerService(args.db, migrations=args.migrations, origin=origin.cli()) as ledger:
@@ -78,7 +89,7 @@ def _import(args: argparse.Namespace) -> int:
             print(line, file=sys.stderr)
         print(report.summary(), file=sys.stderr)
         return EXIT_REFUSED
-    print(report.summary())
+    print(f"{report.summary()} (ledger {args.db})")
     return EXIT_OK
 
 
@@ -157,6 +168,7 @@ def _import_remote(args: argparse.Namespace, path: Path) -> int:
 
 def _add_sku(args: argparse.Namespace) -> int:
 
+    existing_ledger(args)
     sku = Sku(
         args.sku,
         args.name or args.sku,
@@ -172,18 +184,20 @@ def _add_sku(args: argparse.Namespace) -> int:
         async with LedgerService(args.db, migrations=args.migrations, origin=origin.cli()) as ledger:
             return await ledger.add_sku(sku, actor=args.actor)
 
-    print(f"SKU {args.sku}: {'saved' if asyncio.run(run()) else 'unchanged'}")
+    print(f"SKU {args.sku}: {'saved' if asyncio.run(run()) else 'unchanged'} (ledger {args.db})")
     return EXIT_OK
 
 
 def _assign_lane(args: argparse.Namespace) -> int:
+
+    existing_ledger(args)
 
     async def run() -> LaneAssigned:
         async with LedgerService(args.db, migrations=args.migrations, origin=origin.cli()) as ledger:
             return await ledger.assign_lane(args.node, args.lane, args.sku, actor=args.actor, lane_id=args.lane_id)
 
     done = asyncio.run(run())
-    print(f"lane {done.lane_id} (node {args.node}, lane {args.lane}): {done.sku or 'unassigned'}")
+    print(f"lane {done.lane_id} (node {args.node}, lane {args.lane}): {done.sku or 'unassigned'} (ledger {args.db})")
     if done.moved:  # a lane's sensor units are its SKU's (hub.ledger.postings.settle): the assignment moved them
         units = sum(qty for _old, qty in done.moved)
         sources = ", ".join(f"{qty} from {old or 'no SKU'}" for old, qty in done.moved)
@@ -193,9 +207,7 @@ def _assign_lane(args: argparse.Namespace) -> int:
 
 def _stock(args: argparse.Namespace) -> int:
 
-    if not Path(args.db).is_file():
-        _err(f"no ledger database at {args.db}")
-        return EXIT_FAILED
+    existing_ledger(args)
 
     async def run() -> None:
         async with await LedgerReader.open(args.db) as reader, reader.snapshot():
@@ -235,14 +247,9 @@ def add_ledger_parser(sub: Any) -> None:
     ledger.set_defaults(func=_ledger)
     cmds = ledger.add_subparsers(dest="ledger_command", required=True, metavar="LEDGER_COMMAND")
 
-    def cmd(name: str, help: str, func: Any) -> argparse.ArgumentParser:
+    def cmd(name: str, help: str, func: Any, config_help: str = CONFIG_HELP) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = cmds.add_parser(name, help=help, description=help)
-        p.add_argument(
-            "--db",
-            type=Path,
-            default=default_db(),
-            help=f"ledger database (default: ${DB_ENV} or ./{DEFAULT_DB})",
-        )
+        add_db_options(p, config_help=config_help)
         p.set_defaults(ledger_func=func)
         return p
 

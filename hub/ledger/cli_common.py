@@ -1,16 +1,29 @@
-"""What every ``smartshelf ledger ...`` command shares (``hub.ledger.cli``, ``hub.ledger.backup_cli``): the default
-database, the actor, exit codes, the error line."""
+"""What every command on the ledger shares (``smartshelf ledger``, ``reconcile``, ``users``, ``api-clients``): the
+database (``--db``, else ``--config hub.toml``'s ``[hub] database``, else ``$SMARTSHELF_DB``, else
+``./smartshelf.db``), the refusal of a missing one (only ``ledger init``, ``ledger restore`` and the hub create a
+ledger), the actor, exit codes, the error line."""
 
 from __future__ import annotations
 
+import argparse
 import getpass
 import os
 import sys
+import tomllib
 from pathlib import Path
+from typing import Any
+
+from hub.ledger.models import LedgerError
 
 DEFAULT_DB = "smartshelf.db"
 DB_ENV = "SMARTSHELF_DB"
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
+DB_HELP = f"ledger database (default: --config's, else ${DB_ENV}, else ./{DEFAULT_DB})"
+CONFIG_HELP = "the hub's hub.toml: use its database ([hub] database) when --db is not given"
+
+
+class Refused(LedgerError):
+    """A command's arguments, ``--config`` or database were refused; ``str()`` is the one line to show (exit 2)."""
 
 
 def default_db() -> Path:
@@ -27,3 +40,62 @@ def default_actor() -> str:
 
 def err(message: str) -> None:
     print(f"smartshelf ledger: {message}", file=sys.stderr)
+
+
+def add_db_options(p: argparse.ArgumentParser, *, inherit: bool = False, config_help: str = CONFIG_HELP) -> None:
+    """``--db`` and ``--config`` (read by ``ledger_db``). ``inherit``: a subcommand's copy of its group's options,
+    which leaves the group's value when not given."""
+    default = argparse.SUPPRESS if inherit else None
+    p.add_argument("--db", type=Path, default=default, help=DB_HELP)
+    p.add_argument("--config", type=Path, default=default, metavar="HUB_TOML", help=config_help)
+
+
+def read_hub_toml(config: Path) -> dict[str, Any]:
+    """``config`` as read with ``tomllib`` (not ``hub.config``: that imports subsystems the ledger must not)."""
+    try:
+        with open(config, "rb") as f:
+            return tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise Refused(f"--config {config}: {exc}") from None
+
+
+def hub_database(config: Path, top: dict[str, Any]) -> Path:
+    """The database a hub with this ``hub.toml`` (read as ``top``) opens: relative to the file's directory."""
+    hub = top.get("hub")
+    db = (hub if isinstance(hub, dict) else {}).get("database", DEFAULT_DB)
+    if not isinstance(db, str) or not db.strip():
+        raise Refused(f"{config}: hub.database: must be a file name")
+    return config.parent / Path(os.path.expanduser(db))  # an absolute path stays as it is
+
+
+def ledger_db(args: argparse.Namespace) -> Path:
+    """The database the command means (``args.db`` is set to it): ``--db``, else ``--config``'s, else the default.
+    ``args.db_given_as`` is how to name it again (``--config hub.toml`` or ``--db PATH``), for messages."""
+    if getattr(args, "db", None) is None:
+        config = getattr(args, "config", None)
+        if config is not None:
+            args.db, args.db_given_as = hub_database(config, read_hub_toml(config)), f"--config {config}"
+        else:
+            args.db = default_db()
+    if getattr(args, "db_given_as", None) is None:
+        args.db_given_as = f"--db {args.db}"
+    return Path(args.db)
+
+
+def directory_problem(path: Path) -> str | None:
+    """Why a file cannot be made at ``path`` (its directory is missing), as one line; None when it can."""
+    parent = Path(path).parent
+    if parent.is_dir():
+        return None
+    return f"{parent}: {'not a directory' if parent.exists() else 'no such directory'}"
+
+
+def existing_ledger(args: argparse.Namespace) -> Path:
+    """``ledger_db``, refused (``Refused``) when there is no ledger there: only ``ledger init`` makes one."""
+    db = ledger_db(args)
+    if (problem := directory_problem(db)) is not None:
+        raise Refused(problem)
+    if not db.is_file():
+        hint = "" if args.db_given_as.startswith("--config") else " (or give --config hub.toml to use the hub's)"
+        raise Refused(f"no ledger database at {db}: create it with smartshelf ledger init {args.db_given_as}{hint}")
+    return db

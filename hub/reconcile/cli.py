@@ -1,9 +1,11 @@
 """``smartshelf reconcile ...``: run reconciliation once, list its alerts, resolve one.
 
-``smartshelf reconcile [run] [--db PATH] [--now ISO8601]`` reconciles the ledger as of now (or ``--now``), prints
-what it did and the alerts it opened or resolved. ``alerts`` lists the unresolved reconciliation alerts (``--all``:
-resolved ones too), ``resolve ID OUTCOME`` closes one (outcomes per kind: ``hub/reconcile/README.md``).
-Exit codes as ``smartshelf ledger``: 0 ok, 2 refused (bad arguments, an outcome that does not fit), 1 failure.
+``smartshelf reconcile [run] [--db PATH | --config hub.toml] [--now ISO8601]`` reconciles the ledger as of now (or
+``--now``), prints what it did and the alerts it opened or resolved. ``alerts`` lists the unresolved alerts of every
+kind the ledger defines (``AlertKind``; ``--all``: resolved ones too; ``--json``: as a JSON array), ``resolve ID
+OUTCOME`` closes one (outcomes per kind: ``hub/reconcile/README.md``).
+Exit codes as ``smartshelf ledger``: 0 ok, 2 refused (bad arguments, an outcome that does not fit, no ledger at the
+database's path: only ``smartshelf ledger init`` makes one), 1 failure.
 The database's migrations are ``args.migrations``, set by the root command (``hub.cli``).
 """
 
@@ -11,16 +13,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sqlite3
 import sys
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from hub.ledger import origin
-from hub.ledger.cli import DB_ENV, DEFAULT_DB, EXIT_FAILED, EXIT_OK, EXIT_REFUSED, default_actor, default_db
-from hub.ledger.models import AlertStatus, InvalidArgument, LedgerError, SchemaError, UnknownAlert
+from hub.ledger.cli_common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_REFUSED,
+    Refused,
+    add_db_options,
+    default_actor,
+    existing_ledger,
+)
+from hub.ledger.models import Alert, AlertKind, AlertStatus, InvalidArgument, LedgerError, SchemaError, UnknownAlert
 from hub.ledger.reader import LedgerReader
 from hub.ledger.service import LedgerService
 from hub.reconcile.config import ReconcileConfig
@@ -28,7 +38,7 @@ from hub.reconcile.plan import ReconcileConflict
 from hub.reconcile.reconciler import Reconciler
 from hub.reconcile.resolve import resolve
 
-KINDS = ("shrinkage", "damage", "misplaced", "sensor", "reorder")
+KINDS = tuple(kind.value for kind in AlertKind)  # the ledger's list: a kind added there is listed here
 
 
 def _err(message: str) -> None:
@@ -53,9 +63,7 @@ def _config(args: argparse.Namespace) -> Any:
 
 def _run(args: argparse.Namespace) -> int:
 
-    if not Path(args.db).is_file():
-        _err(f"no ledger database at {args.db}")
-        return EXIT_FAILED
+    existing_ledger(args)
     cfg = _config(args)
 
     async def run() -> Any:
@@ -79,35 +87,43 @@ def _describe(kind: str, ev: dict[str, Any]) -> str:
         return f"{ev.get('events_total')} puts, likely {ev.get('likely_sku') or 'unknown item'}"
     if kind == "reorder":
         return f"available {ev.get('available')} <= {ev.get('reorder_point')}: order {ev.get('suggested_qty')}"
+    if kind == "tamper":
+        return f"{ev.get('tags_total')} tags left without a pick"
+    if kind == "unassigned_lane":
+        return f"events from node {ev.get('node_id')} lane {ev.get('lane_index')}, which has no SKU"
     return str(ev.get("problem", ""))
 
 
 def _alerts(args: argparse.Namespace) -> int:
 
-    if not Path(args.db).is_file():
-        _err(f"no ledger database at {args.db}")
-        return EXIT_FAILED
+    existing_ledger(args)
 
-    async def run() -> None:
+    async def run() -> list[Alert]:
         async with await LedgerReader.open(args.db) as reader, reader.snapshot():
             shown = []
             for kind in KINDS:
                 for a in await reader.alerts(kind=kind, limit=10_000):
                     if args.all or a.status != AlertStatus.RESOLVED:
                         shown.append(a)
-            for a in sorted(shown, key=lambda a: a.id):
-                line = f"{a.id:>6}  {a.kind:<10} {a.status:<13} {a.cause_key:<32} {_describe(a.kind, a.evidence)}"
-                if a.resolution:
-                    line += f"  -> {a.resolution}"
-                print(line)
-                if args.json:
-                    print(json.dumps(a.evidence, indent=2, sort_keys=True))
+            return sorted(shown, key=lambda a: a.id)
 
-    asyncio.run(run())
+    shown = asyncio.run(run())
+    if args.json:
+        print(json.dumps([dataclasses.asdict(a) for a in shown], indent=2, sort_keys=True))
+        return EXIT_OK
+    if not shown:
+        print(f"no {'' if args.all else 'unresolved '}alerts in {args.db}")
+    for a in shown:
+        line = f"{a.id:>6}  {a.kind:<15} {a.status:<13} {a.cause_key:<32} {_describe(a.kind, a.evidence)}"
+        if a.resolution:
+            line += f"  -> {a.resolution}"
+        print(line)
     return EXIT_OK
 
 
 def _resolve(args: argparse.Namespace) -> int:
+
+    existing_ledger(args)
 
     async def run() -> Any:
         async with LedgerService(args.db, migrations=args.migrations, origin=origin.cli()) as ledger:
@@ -131,7 +147,7 @@ def _main(args: argparse.Namespace) -> int:
 
     try:
         rc: int = args.reconcile_func(args)
-    except (InvalidArgument, UnknownAlert, SchemaError, ValueError) as exc:
+    except (Refused, InvalidArgument, UnknownAlert, SchemaError, ValueError) as exc:
         _err(str(exc))
         return EXIT_REFUSED
     except (LedgerError, ReconcileConflict, OSError, sqlite3.Error) as exc:
@@ -149,12 +165,7 @@ def add_reconcile_parser(sub: Any) -> None:
     )
 
     def db_option(p: argparse.ArgumentParser, sub_level: bool) -> None:
-        p.add_argument(
-            "--db",
-            type=Path,
-            default=argparse.SUPPRESS if sub_level else default_db(),
-            help=f"ledger database (default: ${DB_ENV} or ./{DEFAULT_DB})",
-        )
+        add_db_options(p, inherit=sub_level)
 
     def run_options(p: argparse.ArgumentParser, sub_level: bool) -> None:
         default = argparse.SUPPRESS if sub_level else None
@@ -179,7 +190,7 @@ def add_reconcile_parser(sub: Any) -> None:
     p = cmds.add_parser("alerts", help="list unresolved reconciliation alerts")
     db_option(p, True)
     p.add_argument("--all", action="store_true", help="resolved alerts too")
-    p.add_argument("--json", action="store_true", help="print each alert's evidence")
+    p.add_argument("--json", action="store_true", help="print the alerts (with their evidence) as a JSON array")
     p.set_defaults(reconcile_func=_alerts)
 
     p = cmds.add_parser("resolve", help="resolve an alert with an outcome (posting its write-off or count)")
@@ -187,8 +198,8 @@ def add_reconcile_parser(sub: Any) -> None:
     p.add_argument("alert_id", type=int, metavar="ALERT_ID")
     p.add_argument(
         "outcome",
-        help="shrinkage: theft|found|count; damage: damaged|no_damage; misplaced: moved|kept;"
-        " sensor: fixed; reorder: ordered|dismissed",
+        help="shrinkage: theft|found|count; damage: damaged|no_damage; tamper: tag_removed|no_tamper|theft;"
+        " misplaced: moved|kept; sensor: fixed; reorder: ordered|dismissed",
     )
     p.add_argument("--qty", type=int, default=None, help="units to write off (default: from the evidence)")
     p.add_argument("--counted", type=int, default=None, help="outcome count: units counted on the lane")

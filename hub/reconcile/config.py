@@ -32,6 +32,9 @@ class ReconcileConfig:
     stuck_min_units: int = 3  # ... once at least this many settled sale units of the SKU went unseen
     drift_s: float = 3600.0  # period over which low-confidence and anomaly events are counted per lane
     drift_min_events: int = 5  # this many in drift_s: the lane is drifting (cleared below half of it)
+    # A lane's latest reading flags it uncalibrated, faulty or overloaded (lane_flags.py): alerted while the reading is
+    # at most this old; 3900 s = a stored reading per 5 min of a quiet lane + the longest lane_state_s (3600 s).
+    lane_flags_max_age_s: float = 3900.0
 
     # RFID beside the weight (hub/reconcile/README.md, "Tags and weight"). Tag times come from the node's clock like
     # weight events' (age_ms), so a window of some seconds each side absorbs the delays between the two.

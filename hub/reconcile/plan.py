@@ -9,8 +9,8 @@ What the plan holds:
 * **late explanations**: units of picks already reported as unexplained (their shrinkage alert still
   unresolved) that a sale or put-back arriving since explains;
 * **findings**: damage and misplaced-item events among the sensor events not checked before;
-* **sensor health**: silent nodes, stuck and drifting lanes (to open), and sensor alerts whose cause is gone (to
-  resolve);
+* **sensor health**: silent nodes, stuck and drifting lanes, lanes flagged uncalibrated, faulty or overloaded
+  (``lane_flags``) to open, and sensor alerts whose cause is gone (to resolve);
 * **tags** (``tag_plan``): tag departures judged (tamper, cross-reads, the pick a tag left with), misplaced tags,
   and what the tags say about each open pick (a low-confidence count the tags settle is matched with their count).
 
@@ -32,6 +32,7 @@ from typing import Any
 from hub.ledger.causes import DRIFT, SILENT, STUCK, Cause
 from hub.ledger.models import Reason, Sku
 from hub.reconcile.config import ReconcileConfig
+from hub.reconcile.lane_flags import check_lane_flags
 from hub.reconcile.matching import PUT_BACK, Credit, Match, Pick, allocate
 from hub.reconcile.rules import check_damage, check_misplaced, put_fits_lane
 from hub.reconcile.tag_plan import TagPlan, TagPlanner
@@ -184,6 +185,9 @@ class _Planner:
         self._scan_events(plan, old_scanned)
         self._stuck_lanes(plan, sales, settled, silent)
         self._drifting_lanes(plan)
+        flagged, cleared = check_lane_flags(self.conn, self.now, cfg, self.lanes, silent)
+        plan.sensor_open += [AlertUpdate(SENSOR, cause, fields) for cause, fields in flagged]
+        plan.sensor_clear.update(cleared)
         plan.stats = {
             "picks_settled": len(plan.settled),
             "units_settled": sum(s.units for s in plan.settled),

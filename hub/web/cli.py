@@ -1,8 +1,11 @@
-"""smartshelf users add USERNAME --role ROLE [--password-stdin] [--db PATH]
+"""smartshelf users add USERNAME --role ROLE [--password-stdin] [--db PATH | --config hub.toml]
 
 smartshelf api-clients add NAME --scopes read,sales,... [--db PATH]   (prints the bearer token once, on stdout)
 smartshelf api-clients list [--db PATH]
 smartshelf api-clients disable NAME [--db PATH]
+
+Each takes ``--config hub.toml`` for the hub's database, and refuses (exit 2) a database that is not there: only
+``smartshelf ledger init`` (and the hub) make one (``hub.ledger.cli_common.existing_ledger``).
 """
 
 from __future__ import annotations
@@ -13,11 +16,10 @@ import getpass
 import sqlite3
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from hub.ledger import LedgerService, origin
-from hub.ledger.cli import DB_ENV, DEFAULT_DB, default_actor, default_db
+from hub.ledger.cli_common import add_db_options, default_actor, existing_ledger
 from hub.ledger.models import LedgerError
 from hub.web.accounts.clients import (
     SCOPES,
@@ -47,6 +49,7 @@ def _read_password(args: argparse.Namespace) -> str:
 
 def _add(args: argparse.Namespace) -> int:
     try:
+        existing_ledger(args)  # before the password is asked for
         password_hash = hash_password(_read_password(args))
 
         async def run() -> None:
@@ -59,7 +62,7 @@ def _add(args: argparse.Namespace) -> int:
     except (LedgerError, OSError, sqlite3.Error) as exc:
         print(f"smartshelf users: {exc}", file=sys.stderr)
         return 2
-    print(f"user {args.username} added with role {args.role}")
+    print(f"user {args.username} added with role {args.role} (ledger {args.db})")
     return 0
 
 
@@ -70,9 +73,7 @@ def add_users_parser(sub: Any) -> None:
     p.add_argument("username")
     p.add_argument("--role", choices=ROLES, required=True)
     p.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
-    p.add_argument(
-        "--db", type=Path, default=default_db(), help=f"ledger database (default: ${DB_ENV} or ./{DEFAULT_DB})"
-    )
+    add_db_options(p)
     p.add_argument("--actor", default=default_actor(), help="who is adding (default: cli:<login>)")
     p.set_defaults(func=_add)
 
@@ -88,6 +89,7 @@ def _api_err(exc: Exception) -> int:
 def _api_add(args: argparse.Namespace) -> int:
     token = new_token()
     try:
+        existing_ledger(args)
         scopes = parse_scopes(args.scopes)
 
         async def run() -> None:
@@ -100,8 +102,8 @@ def _api_add(args: argparse.Namespace) -> int:
     except (LedgerError, OSError, sqlite3.Error) as exc:
         return _api_err(exc)
     print(
-        f"API client {args.name} added with scopes {','.join(scopes)}. Its bearer token (shown only now; the ledger"
-        " keeps only its SHA-256):",
+        f"API client {args.name} added with scopes {','.join(scopes)} (ledger {args.db}). Its bearer token (shown"
+        " only now; the ledger keeps only its SHA-256):",
         file=sys.stderr,
     )
     print(token)
@@ -110,6 +112,7 @@ def _api_add(args: argparse.Namespace) -> int:
 
 def _api_disable(args: argparse.Namespace) -> int:
     try:
+        existing_ledger(args)
 
         async def run() -> None:
             async with LedgerService(args.db, migrations=args.migrations, origin=origin.cli()) as ledger:
@@ -118,7 +121,7 @@ def _api_disable(args: argparse.Namespace) -> int:
         asyncio.run(run())
     except (LedgerError, OSError, sqlite3.Error) as exc:
         return _api_err(exc)
-    print(f"API client {args.name} disabled: its token is refused from now on")
+    print(f"API client {args.name} disabled (ledger {args.db}): its token is refused from now on")
     return 0
 
 
@@ -127,9 +130,10 @@ def _fmt(ms: int | None) -> str:
 
 
 def _api_list(args: argparse.Namespace) -> int:
-    db = Path(args.db)
-    if not db.is_file():
-        return _api_err(OSError(f"no ledger at {db}"))
+    try:
+        db = existing_ledger(args)
+    except LedgerError as exc:
+        return _api_err(exc)
     try:
         conn = open_ro(db)
         try:
@@ -152,18 +156,17 @@ def _api_list(args: argparse.Namespace) -> int:
 def add_api_clients_parser(sub: Any) -> None:
     clients = sub.add_parser("api-clients", help="clients (POS, WMS) of the HTTP API and their bearer tokens")
     cmds = clients.add_subparsers(dest="api_clients_command", required=True, metavar="API_CLIENTS_COMMAND")
-    db_help = f"ledger database (default: ${DB_ENV} or ./{DEFAULT_DB})"
     p = cmds.add_parser("add", help="add a client and print its bearer token (once)")
     p.add_argument("name")
     p.add_argument("--scopes", required=True, help=f"comma-separated, from: {','.join(SCOPES)}")
-    p.add_argument("--db", type=Path, default=default_db(), help=db_help)
+    add_db_options(p)
     p.add_argument("--actor", default=default_actor(), help="who is adding (default: cli:<login>)")
     p.set_defaults(func=_api_add)
     p = cmds.add_parser("list", help="list the clients (never their tokens)")
-    p.add_argument("--db", type=Path, default=default_db(), help=db_help)
+    add_db_options(p)
     p.set_defaults(func=_api_list)
     p = cmds.add_parser("disable", help="disable a client: its token is refused from then on")
     p.add_argument("name")
-    p.add_argument("--db", type=Path, default=default_db(), help=db_help)
+    add_db_options(p)
     p.add_argument("--actor", default=default_actor(), help="who is disabling (default: cli:<login>)")
     p.set_defaults(func=_api_disable)

@@ -40,6 +40,14 @@ def _n(value: Any, one: str, many: str) -> str:
     return f"{value} {one if value == 1 else many}"
 
 
+# What a lane's node says of it in its readings (hub.reconcile.lane_flags), and what to do
+_FLAGGED = {
+    "uncalibrated": "reports no calibration (tare it empty, then calibrate it with a known weight)",
+    "sensor_fault": "reports a load-cell fault (check the cells and their wiring)",
+    "overload": "reports more weight than its cells can weigh (take weight off)",
+}
+
+
 def summary(kind: str, text: str) -> str:
     """One sentence a store manager reads before the evidence: what the alert says happened (from the evidence
     reconciliation writes, hub/reconcile/README.md); empty when the evidence lacks what the sentence needs."""
@@ -102,6 +110,9 @@ def summary(kind: str, text: str) -> str:
                     f"Lane {lane} ({sku}): {ev['events_in_period']} uncertain or unexplained weight changes in"
                     f" {ev['period_s'] / 60:.0f} min (threshold {ev['threshold']}): the load cell may drift."
                 )
+            if problem in _FLAGGED:
+                shelf = f"Lane {lane}" + (f" ({sku})" if sku else "")
+                return f"{shelf} {_FLAGGED[problem]} since {ev['since'][:19]} UTC: its counts cannot be trusted."
     except (KeyError, TypeError, ValueError, IndexError, AttributeError):
         return ""
     return ""

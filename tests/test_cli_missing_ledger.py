@@ -1,0 +1,112 @@
+"""Only ``smartshelf ledger init`` (and ``restore``, and the hub) make a ledger: every other command refuses a
+missing database with one line naming it and how to make it (exit 2), writes nothing, and names the database it
+wrote to; ``--config hub.toml`` means the hub's database; a missing directory is named as such, not through the
+names of the files a command would have made there (``hub.ledger.cli_common``)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from hub.cli import main
+
+TS = "2025-11-27T10:00:00Z"
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+WRITERS = [
+    ("users", "add", "bob", "--role", "clerk", "--password-stdin"),
+    ("api-clients", "add", "till", "--scopes", "sales"),
+    ("api-clients", "disable", "till"),
+    ("api-clients", "list"),
+    ("ledger", "add-sku", "TEA", "--unit-weight-dg", "1200"),
+    ("ledger", "import", "receipts", "r.csv"),
+    ("ledger", "assign-lane", "--node", "1", "--lane", "0", "--sku", "TEA"),
+    ("ledger", "stock"),
+    ("ledger", "backup", "copy.db"),
+    ("reconcile",),
+    ("reconcile", "run"),
+    ("reconcile", "alerts"),
+    ("reconcile", "resolve", "1", "found"),
+]
+
+
+@pytest.fixture
+def shop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty working directory (but for a CSV file), no $SMARTSHELF_DB, a password on stdin."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SMARTSHELF_DB", raising=False)
+    monkeypatch.setattr("sys.stdin", io.StringIO("a-long-password\n"))
+    (tmp_path / "r.csv").write_text(f"id,timestamp,sku,quantity\nR1,{TS},TEA,7\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("argv", WRITERS, ids=" ".join)
+def test_a_missing_ledger_is_refused_not_made(
+    shop: Path, argv: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    group = argv[0]
+    rc, out, err = run(capsys, *argv)
+    assert (rc, out) == (2, "")
+    assert err == (
+        f"smartshelf {group}: no ledger database at smartshelf.db: create it with smartshelf ledger init"
+        " --db smartshelf.db (or give --config hub.toml to use the hub's)\n"
+    )
+    assert sorted(p.name for p in shop.iterdir()) == ["r.csv"]  # no smartshelf.db (nor its -wal, .lock, .secret)
+
+    rc, out, err = run(capsys, *argv, "--db", "elsewhere/shop.db")
+    assert (rc, out, err) == (2, "", f"smartshelf {group}: elsewhere: no such directory\n")
+
+    (shop / "hub.toml").write_text('[hub]\ndatabase = "state/hub.db"\n')
+    (shop / "state").mkdir()
+    rc, out, err = run(capsys, *argv, "--config", "hub.toml")
+    assert (rc, out) == (2, "")
+    hint = "create it with smartshelf ledger init --config hub.toml"
+    assert err == f"smartshelf {group}: no ledger database at state/hub.db: {hint}\n"
+    assert list((shop / "state").iterdir()) == []
+
+
+def test_writes_go_to_the_ledger_named_and_say_which(shop: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (shop / "hub.toml").write_text('[hub]\ndatabase = "state/hub.db"\n')
+    (shop / "state").mkdir()
+    rc, out, _ = run(capsys, "ledger", "init", "--config", "hub.toml")
+    assert rc == 0 and out.startswith("state/hub.db: schema version ")
+    cfg = ("--config", "hub.toml")
+    assert run(capsys, "users", "add", "bob", "--role", "clerk", "--password-stdin", *cfg)[1] == (
+        "user bob added with role clerk (ledger state/hub.db)\n"
+    )
+    rc, _, err = run(capsys, "api-clients", "add", "till", "--scopes", "sales", *cfg)
+    assert rc == 0 and err.startswith("API client till added with scopes sales (ledger state/hub.db). ")
+    assert run(capsys, "ledger", "add-sku", "TEA", "--unit-weight-dg", "1200", *cfg)[1] == (
+        "SKU TEA: saved (ledger state/hub.db)\n"
+    )
+    rc, out, _ = run(capsys, "ledger", "import", "receipts", "r.csv", *cfg)
+    assert rc == 0 and out.endswith(" (ledger state/hub.db)\n")
+    rc, out, _ = run(capsys, "ledger", "stock", *cfg)
+    assert rc == 0 and out.split()[-3:] == ["TEA", "backroom", "7"]
+    rc, out, _ = run(capsys, "reconcile", "alerts", *cfg)
+    assert (rc, out) == (0, "no unresolved alerts in state/hub.db\n")
+    assert sorted(p.name for p in shop.iterdir()) == ["hub.toml", "r.csv", "state"]  # nothing beside it
+
+
+def test_a_missing_directory_is_named(shop: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "ledger", "init")[0] == 0
+    for argv, group in [
+        (("users", "add", "bob", "--role", "clerk", "--password-stdin", "--db", "nodir/x.db"), "users"),
+        (("ledger", "init", "--db", "nodir/x.db"), "ledger"),
+        (("ledger", "backup", "nodir/x.db"), "ledger"),
+        (("ledger", "restore", "smartshelf.db", "--db", "nodir/x.db"), "ledger"),
+    ]:
+        rc, out, err = run(capsys, *argv)
+        assert (rc, out, err) == (2, "", f"smartshelf {group}: nodir: no such directory\n"), argv
+    assert not (shop / "nodir").exists()
+    (shop / "afile").write_text("")
+    rc, _, err = run(capsys, "ledger", "backup", "afile/x.db")
+    assert (rc, err) == (2, "smartshelf ledger: afile: not a directory\n")
