@@ -378,6 +378,9 @@ def test_a_replacement_is_checked_before_the_board_is_touched(tmp_path: Path) ->
 
     asyncio.run(seed())
     layout, nodes = layout_file(tmp_path), tmp_path / "nodes.toml"
+    stray = tmp_path / "x" / "provisioned-nodes.toml"  # not a file the hub reads
+    nodes.write_text("")
+    cfg.write_text(f'[hub]\ndatabase = "{db}"\nnodes_files = ["nodes.toml"]\n')
     new = Request(node_id=8, layout=layout, nodes_file=nodes, hub_config=cfg, replaces=7)
     cases = [
         (Request(node_id=8, layout=layout, nodes_file=nodes, replaces=7), "needs the new node .* --config"),
@@ -385,6 +388,7 @@ def test_a_replacement_is_checked_before_the_board_is_touched(tmp_path: Path) ->
         (Request(node_id=7, layout=layout, nodes_file=nodes, hub_config=cfg, replaces=7), "an id of its own"),
         (Request(node_id=8, layout=layout, nodes_file=nodes, hub_config=cfg, replaces=9), "node 9 has no lanes"),
         (Request(node_id=8, layout=layout, nodes_file=nodes, hub_config=cfg, replaces=5), "node 5 has no lanes"),
+        (Request(node_id=8, layout=layout, nodes_file=stray, hub_config=cfg, replaces=7), "not listed in hub.nodes_"),
     ]
     for req, message in cases:
         with pytest.raises(UsageError, match=message):

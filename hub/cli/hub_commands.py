@@ -10,7 +10,9 @@
   over OLD's lanes (``smartshelf flash --replaces`` does this itself).
 
 Exit codes: 0 ok; 1 the command failed (the node answered with an error status, or did not answer in time);
-2 a configuration error (one line naming the setting), bad arguments, or no hub running / one already running.
+2 a configuration error (one line naming the setting), bad arguments (also those the running hub refuses before
+sending anything, such as a lane beyond the lanes the node reported in its hello), or no hub running / one already
+running. ``set-lane`` assigns the SKU in the ledger only once the node has taken it.
 """
 
 from __future__ import annotations
@@ -146,7 +148,7 @@ def _ask(cfg: HubConfig, payload: dict[str, Any], timeout_s: float, retry: str =
         return EXIT_FAILED
     if not reply.get("ok"):
         _err(str(reply.get("error")))
-        return EXIT_FAILED
+        return EXIT_REFUSED if reply.get("bad_args") else EXIT_FAILED
     return reply
 
 
@@ -220,7 +222,8 @@ def add_hub_parser(sub: Any) -> None:
     cmd = verbs.add_parser(
         "command",
         help="send a command to a node through the running hub and print its answer",
-        description="tare LANE | calibrate LANE GRAMS | set-lane LANE SKU (assigns the SKU in the ledger too) | "
+        description="tare LANE | calibrate LANE GRAMS | set-lane LANE SKU (assigns the SKU in the ledger too, once "
+        "the node has taken it; a lane the node does not have is refused) | "
         "identify SECONDS | set-count LANE COUNT (the units staff counted on the lane: the node's count, and a "
         "physical count of the lane's book stock)",
     )

@@ -15,13 +15,16 @@
 6. The node's ``hello`` with the installed version, read from the port with its key; one line says what was
    installed where. A new firmware that installs but says no hello is switched back to the one the board ran.
    Every failure is one line too, and leaves the board booting what it booted before.
-7. ``--replaces OLD`` (a board replaced, or wiped and provisioned again): the new node takes over OLD's lanes in
+7. With ``--config``: the nodes file must be one ``hub.toml`` lists in ``hub.nodes_files`` (refused before the board
+   is touched), and a running hub reloads its nodes files after every flash (``reload-nodes``): a node it still
+   does not serve is a failure (exit status 1), not a success the hub never hears of.
+8. ``--replaces OLD`` (a board replaced, or wiped and provisioned again): the new node takes over OLD's lanes in
    the ledger (``Tx.replace_node``, through the running hub, or directly when none runs), and OLD leaves the nodes
    file. The new identity starts afresh on the board (``firmware/identity.py``): its first report of each lane books
    the lane down to its count as a sensor gap (nothing of OLD's, delivered or not, is merged into its events).
 
 The command line is ``hub/cli/flash_command.py``; exit status 0 installed and heard, 1 the board or the install
-failed, 2 bad arguments, layout or nodes file.
+failed (or the running hub does not serve the node), 2 bad arguments, layout or nodes file.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from hub.provisioning import image as images
 from hub.provisioning.device import PROBE_TIMEOUT_S, Device, DeviceError, Probe
 from hub.provisioning.image import MPY_VERSION, ImageError
 from hub.provisioning.ports import check_port, choose_port, stable_name
-from hub.provisioning.registry import known_key, known_to_ledger, register, unregister
+from hub.provisioning.registry import known_key, known_to_ledger, read_by_hub, register, unregister
 from hub.schema import MIGRATIONS
 from hub.service.control import HubNotRunning, request
 from hub.service.control_requests import MAX_RELEASE_S
@@ -155,23 +158,33 @@ def flash(port: str | None, req: Request, out: Any = print) -> None:
         raise UsageError("a new node needs both --node-id and --layout")
     if req.replaces is not None:
         check_replacement(req, req.replaces)
+    if req.hub_config is not None and req.nodes_file is not None and not read_by_hub(req.nodes_file, req.hub_config):
+        raise UsageError(
+            f"--nodes-file {req.nodes_file} is not listed in hub.nodes_files of {req.hub_config}: the hub would never "
+            "learn the node's key (add it there, or give a nodes file listed there)"
+        )
     port = choose_port(port)
     hub = RunningHub(load_config(req.hub_config).control_socket) if req.hub_config is not None else None
     lease = PROBE_TIMEOUT_S + 2 * req.timeout_s + (req.wait_s or 0.0) + 60.0  # probe, install, restart, hello
     borrowed = hub is not None and hub.borrow(port, lease)
     try:
-        added = _install(port, hub, req, out)
+        node_id, registered = _install(port, hub, req, out)
     finally:
         if borrowed:
             assert hub is not None
             hub.give_back(port)
     served = False
-    if added is not None and req.replaces is not None:
-        served = take_over(hub, req, req.replaces, added, out)
-    if added is not None and hub is not None and hub.running:
+    if registered and req.replaces is not None:
+        served = take_over(hub, req, req.replaces, node_id, out)
+    if hub is not None and hub.running:  # a new node, or one the hub did not serve yet (its nodes file newly listed)
         reloaded = hub.reload_nodes()
-        if added in reloaded or served:
-            out(f"the running hub serves node {added} now")
+        if hub.serves(node_id) is False:
+            raise DeviceError(
+                f"node {node_id} is installed, but the running hub does not serve it even after reloading its nodes "
+                f"files: its key must be in {req.hub_config} or a file listed in its hub.nodes_files"
+            )
+        if node_id in reloaded or served:
+            out(f"the running hub serves node {node_id} now")
 
 
 def take_over(hub: RunningHub | None, req: Request, old: int, new: int, out: Any) -> bool:
@@ -218,8 +231,8 @@ async def replace_in_ledger(hub_config: Path, old: int, new: int) -> list[str]:
         return await ledger.replace_node(old, new, actor="smartshelf flash")
 
 
-def _install(port: str, hub: RunningHub | None, req: Request, out: Any) -> int | None:
-    """The install on a port nobody else holds; the id of a node it registered (None: none)."""
+def _install(port: str, hub: RunningHub | None, req: Request, out: Any) -> tuple[int, bool]:
+    """The install on a port nobody else holds: the node's id, and whether it was registered (a new node)."""
     check_port(port, hub_running=hub is not None and hub.running)
     device = Device(port, timeout_s=req.timeout_s)
     try:
@@ -235,7 +248,7 @@ def _install(port: str, hub: RunningHub | None, req: Request, out: Any) -> int |
         raise
 
 
-def _provision(device: Device, probe: Probe, req: Request, out: Any) -> int | None:
+def _provision(device: Device, probe: Probe, req: Request, out: Any) -> tuple[int, bool]:
     port = device.port
     image = images.build(check_board(port, probe, req.compiled, req.arch), compiled=req.compiled, source=req.source)
     nodes_file, hub_config = req.nodes_file, req.hub_config
@@ -289,7 +302,7 @@ def _provision(device: Device, probe: Probe, req: Request, out: Any) -> int | No
         f"node {node_id}: firmware {image.image_id} ({kind}, {len(image.files) - 1} modules) installed on {stable}: "
         f"{sent_files} files sent ({sent_bytes / 1024:.1f} KiB){heard}"
     )
-    return node_id if config is not None else None
+    return node_id, config is not None
 
 
 class RunningHub:
@@ -334,6 +347,13 @@ class RunningHub:
         if not reply["ok"]:
             raise ConfigError(f"the running hub did not hand node {old}'s lanes to node {new}: {reply['error']}")
         return [str(lane) for lane in reply["lanes"]]
+
+    def serves(self, node_id: int) -> bool | None:
+        """Whether the running hub serves ``node_id`` (None: no hub answers any more, nothing to tell)."""
+        reply = self._ask({"op": "status"})
+        if not reply["ok"]:
+            return None
+        return any(n.get("node_id") == node_id for n in reply["status"].get("nodes", []))
 
     def reload_nodes(self) -> list[int]:
         reply = self._ask({"op": "reload-nodes"})

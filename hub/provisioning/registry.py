@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hub.config import ConfigError, load_config
+from hub.config.checks import under
 from hub.private_files import make_private_dirs
 
 
@@ -40,6 +41,18 @@ def known_key(node_id: int, nodes_file: Path | None, hub_config: Path | None) ->
             if nc.node_id == node_id:
                 return nc.key
     return None
+
+
+def read_by_hub(nodes_file: Path, hub_config: Path) -> bool:
+    """Whether ``nodes_file`` is one of the files ``hub.toml`` lists in ``hub.nodes_files`` (the only nodes files
+    the hub learns keys from). ``ConfigError`` when the hub would refuse its ``hub.toml``."""
+    load_config(hub_config)
+    try:
+        listed = tomllib.loads(hub_config.read_text()).get("hub", {}).get("nodes_files", [])
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"{hub_config}: cannot read it: {err}") from None
+    target = Path(os.path.expanduser(nodes_file)).resolve()
+    return any(under(hub_config.parent, str(name)).resolve() == target for name in listed)
 
 
 def known_to_ledger(node_id: int, hub_config: Path | None, *, with_lanes: bool = False) -> bool:

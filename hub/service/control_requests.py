@@ -1,5 +1,7 @@
 """What the control socket's requests do (``smartshelf hub command`` / ``status``): parse one request, call the
-running hub, answer one JSON object (``{"ok": false, "error": "<one line>"}`` for anything refused)."""
+running hub, answer one JSON object (``{"ok": false, "error": "<one line>"}`` for anything refused, with
+``"bad_args": true`` when an argument was refused before anything was sent or written: a lane the node does not
+have, a calibration weight out of range)."""
 
 from __future__ import annotations
 
@@ -80,6 +82,8 @@ async def handle_request(hub: Hub, request: dict[str, Any]) -> dict[str, Any]:
             outcome = counted.command
         else:
             outcome = await hub.command(node_id, _message(name, request), timeout_s=timeout_s, actor=actor)
+    except InvalidArgument as exc:  # refused before anything was sent or written: a bad argument (the CLI exits 2)
+        return {"ok": False, "error": str(exc), "bad_args": True}
     except (CommandError, LedgerError, ProtocolError, ValueError, TypeError) as exc:
         return {"ok": False, "error": str(exc)}
     answer = _answer(outcome)

@@ -31,7 +31,7 @@ from typing import Any
 from hub.config import HubConfig, NodeConfig, load_config
 from hub.fleet.publisher import FleetPublisher
 from hub.homeassistant.bridge import HomeAssistantBridge
-from hub.ledger.models import CountResult, LedgerError, lane_location
+from hub.ledger.models import CountResult, InvalidArgument, LedgerError, lane_location
 from hub.ledger.postings import Tx
 from hub.ledger.reader import SENSOR_TALLIES, LedgerReader, sensor_tallies_of
 from hub.ledger.service import LedgerService
@@ -56,6 +56,10 @@ log = logging.getLogger(__name__)
 
 class UnknownPort(LookupError):
     """No node of this hub is on that port."""
+
+
+class _Trial(Exception):
+    """Rolls back a trial transaction (``set_lane``: would the ledger take the assignment?)."""
 
 
 class HubService:
@@ -338,18 +342,48 @@ class HubService:
     async def set_lane(
         self, node_id: int, lane: int, sku: str, *, actor: str, lane_id: str | None = None, timeout_s: float = 10.0
     ) -> CommandOutcome:
-        """Assign ``sku`` to the lane in the ledger (the source of truth, re-sent after every hello), then send
-        the node its unit weight and spread."""
-        if self.ledger is None or self.reader is None:
+        """Send the node the unit weight and spread of ``sku`` for the lane, and once it has taken them assign ``sku``
+        to the lane in the ledger (the source of truth, re-sent after every hello): the ledger never holds a lane the
+        node refused. A lane beyond the lanes the node reported in its hello is refused first (``InvalidArgument``;
+        before its first hello since the hub started, its answer decides: nothing is written unless it is OK); so is
+        what the ledger would refuse (a lane that still holds book stock of its old SKU, a lane id in use), in a trial
+        transaction that writes nothing. A node that refuses, or does not answer in time, leaves the ledger
+        as it was (the next hello sends the node the ledger's assignment again)."""
+        if self.ledger is None or self.reader is None or self.ingest is None:
             raise CommandError("the hub is not running")
         if self.config.node(node_id) is None:
             raise UnknownNode(f"node {node_id} is not configured")
+        session = self.ingest.nodes.get(node_id)
+        hello = session.hello if session is not None else None
+        if hello is not None and not 0 <= lane < hello.lane_count:
+            raise InvalidArgument(
+                f"node {node_id} has {hello.lane_count} lanes (0..{hello.lane_count - 1}): there is no lane {lane}"
+            )
         record = await self.reader.sku(sku)
         if record is None:
             raise CommandError(f"unknown SKU {sku!r}: add it first (smartshelf ledger add-sku)")
-        await self.ledger.assign_lane(node_id, lane, sku, actor=actor, lane_id=lane_id)
+
+        async def trial(tx: Tx) -> None:  # the ledger's refusals before the node hears anything; rolled back
+            await tx.assign_lane(node_id, lane, sku, actor=actor, lane_id=lane_id)
+            raise _Trial
+
+        with contextlib.suppress(_Trial):
+            await self.ledger.transact(trial)
         message = SetLane(lane, record.unit_weight_dg, record.spread_permille, sku)
-        return await self.command(node_id, message, timeout_s=timeout_s, actor=actor)
+        hello = session.hello if session is not None else None
+        try:
+            outcome = await self.command(node_id, message, timeout_s=timeout_s, actor=actor)
+        except CommandTimeout as exc:
+            raise CommandTimeout(f"{exc}; lane {lane} is not assigned in the ledger: run set-lane again") from exc
+        if outcome.ok:
+            try:
+                await self.ledger.assign_lane(node_id, lane, sku, actor=actor, lane_id=lane_id)
+            except LedgerError as exc:
+                raise CommandError(f"the node took the lane, the ledger did not ({exc}): run set-lane again") from exc
+            if session is not None and session.hello is not hello:  # a hello's assignments may predate this one
+                session.commands.internal(message)
+                session.transmit()
+        return outcome
 
     async def set_count(
         self, node_id: int, lane: int, count: int, *, actor: str, timeout_s: float = 10.0

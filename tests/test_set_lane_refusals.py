@@ -1,0 +1,112 @@
+"""``set-lane`` a node cannot take leaves the ledger as it was: a lane beyond those the node reported in its hello is
+refused before anything is sent (the CLI exits 2), and a lane the node refuses, or does not answer for, is not
+assigned in the ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hub.ledger import Sku
+from hub.ledger.models import InvalidArgument
+from hub.link.commands import STATUS_NAMES, CommandTimeout
+from hub.service import HubService
+from shared_protocol.messages import STATUS_BAD_ARGS, STATUS_FAILED, RequestState, SetLane
+from tests.hub_support import KEY1, FakeNode, db_rows, short_dir, start_hub, write_config
+
+
+@pytest.fixture
+def sockdir() -> Any:
+    with short_dir() as d:
+        yield d
+
+
+@pytest.fixture
+async def node(tmp_path: Path) -> AsyncIterator[FakeNode]:
+    n = FakeNode(1, KEY1, tmp_path / "node-1")  # 4 lanes
+    n.plug()
+    yield n
+    n.unplug()
+
+
+@pytest.fixture
+def config(tmp_path: Path, sockdir: Path, node: FakeNode) -> Path:
+    return write_config(tmp_path, sockdir, [node])
+
+
+@pytest.fixture
+async def hub(config: Path) -> AsyncIterator[HubService]:
+    service = await start_hub(config)
+    assert service.ledger is not None
+    for sku, weight in (("COLA-330", 3500), ("TEA", 420)):
+        await service.ledger.add_sku(Sku(sku, sku.title(), weight, 20), actor="setup")
+    yield service
+    await service.stop()
+
+
+def lanes(config: Path) -> list[tuple[Any, ...]]:
+    return db_rows(config.parent / "hub.db", "SELECT lane_index, sku FROM lanes WHERE node_id = 1 ORDER BY lane_index")
+
+
+def audit_actions(config: Path) -> list[str]:
+    return [r[0] for r in db_rows(config.parent / "hub.db", "SELECT action FROM audit ORDER BY id")]
+
+
+async def test_a_lane_the_node_does_not_have_is_refused_before_anything_is_sent_or_written(
+    hub: HubService, node: FakeNode, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hub.cli import main
+
+    node.hello()
+    await node.wait_for(lambda: node.messages(RequestState))
+    capsys.readouterr()
+    rc = await asyncio.to_thread(main, ["hub", "command", "--config", str(config), "1", "set-lane", "9", "COLA-330"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err == "smartshelf hub: node 1 has 4 lanes (0..3): there is no lane 9\n"
+    assert lanes(config) == [] and node.messages(SetLane) == []
+    assert "assign_lane" not in audit_actions(config)
+    with pytest.raises(InvalidArgument, match="no lane 4"):
+        await hub.set_lane(1, 4, "TEA", actor="setup")
+    rc = await asyncio.to_thread(main, ["hub", "command", "--config", str(config), "1", "set-lane", "3", "TEA"])
+    assert rc == 0 and lanes(config) == [(3, "TEA")]  # the last lane is the node's
+
+
+@pytest.mark.parametrize("status", [STATUS_BAD_ARGS, STATUS_FAILED])
+async def test_a_set_lane_the_node_refuses_leaves_the_ledger_as_it_was(
+    hub: HubService, node: FakeNode, config: Path, capsys: pytest.CaptureFixture[str], status: int
+) -> None:
+    from hub.cli import main
+
+    node.hello()
+    await node.wait_for(lambda: node.messages(RequestState))
+    assert (await hub.set_lane(1, 0, "COLA-330", actor="setup")).ok
+    node.answers["set_lane"] = (status, 0)
+    rc = await asyncio.to_thread(main, ["hub", "command", "--config", str(config), "1", "set-lane", "0", "TEA"])
+    assert rc == 1 and ": set_lane " in capsys.readouterr().out
+    rc = await asyncio.to_thread(main, ["hub", "command", "--config", str(config), "1", "set-lane", "2", "TEA"])
+    assert rc == 1
+    assert lanes(config) == [(0, "COLA-330")]  # neither the other SKU nor a new lane
+    assert node.messages(SetLane)[-2:] == [SetLane(0, 420, 20, "TEA"), SetLane(2, 420, 20, "TEA")]
+    await asyncio.sleep(0.2)  # the refusals are audited in the background
+    audit = db_rows(config.parent / "hub.db", "SELECT action, details FROM audit ORDER BY id")
+    assigned = [json.loads(d)["sku"] for a, d in audit if a == "assign_lane"]
+    answers = [json.loads(d)["status"] for a, d in audit if a == "command" and json.loads(d)["command"] == "set_lane"]
+    assert assigned == ["COLA-330"]
+    assert answers == ["ok", STATUS_NAMES[status], STATUS_NAMES[status]]  # the node's answers are audited
+
+
+async def test_a_set_lane_the_node_does_not_answer_is_not_assigned(
+    hub: HubService, node: FakeNode, config: Path
+) -> None:
+    node.hello()
+    await node.wait_for(lambda: node.messages(RequestState))
+    node.answer_commands = False
+    with pytest.raises(CommandTimeout, match="lane 1 is not assigned in the ledger: run set-lane again"):
+        await hub.set_lane(1, 1, "TEA", actor="setup", timeout_s=0.3)
+    assert lanes(config) == []
