@@ -216,6 +216,7 @@ async def test_references_make_resubmission_harmless(ledger: LedgerService, read
         (lambda s: s.record_count("COLA", -1, actor="c", ref="C"), InvalidArgument),
         (lambda s: s.add_sku(Sku("BAD\n", "x", 1), actor="a"), InvalidArgument),
         (lambda s: s.add_sku(Sku("X", "x", 0), actor="a"), InvalidArgument),
+        (lambda s: s.add_sku(Sku("overload", "x", 10), actor="a"), InvalidArgument),  # reads as a lane's problem
         (lambda s: s.assign_lane(1, 32, "COLA", actor="a"), InvalidArgument),
         (lambda s: s.assign_lane(2, 0, "COLA", actor="a", lane_id="node3-lane0"), InvalidArgument),
         (lambda s: s.assign_lane(2, 0, "COLA", actor="a", lane_id="A1"), InvalidArgument),

@@ -86,6 +86,8 @@ async def test_a_set_lane_the_node_refuses_leaves_the_ledger_as_it_was(
     node.hello()
     await node.wait_for(lambda: node.messages(RequestState))
     assert (await hub.set_lane(1, 0, "COLA-330", actor="setup")).ok
+    cola = SetLane(0, 3500, 20, "COLA-330")
+    await node.wait_for(lambda: node.messages(SetLane).count(cola) == 2)  # and the ledger's assignments again
     node.answers["set_lane"] = (status, 0)
     rc = await asyncio.to_thread(main, ["hub", "command", "--config", str(config), "1", "set-lane", "0", "TEA"])
     assert rc == 1 and ": set_lane " in capsys.readouterr().out
@@ -106,7 +108,46 @@ async def test_a_set_lane_the_node_does_not_answer_is_not_assigned(
 ) -> None:
     node.hello()
     await node.wait_for(lambda: node.messages(RequestState))
+    assert (await hub.set_lane(1, 0, "COLA-330", actor="setup")).ok
     node.answer_commands = False
-    with pytest.raises(CommandTimeout, match="lane 1 is not assigned in the ledger: run set-lane again"):
-        await hub.set_lane(1, 1, "TEA", actor="setup", timeout_s=0.3)
-    assert lanes(config) == []
+    states = len(node.messages(RequestState))
+    with pytest.raises(CommandTimeout, match="lane 0 is not assigned in the ledger: run set-lane again"):
+        await hub.set_lane(1, 0, "TEA", actor="setup", timeout_s=0.3)
+    assert lanes(config) == [(0, "COLA-330")]
+    # the node may have taken TEA, only its answer lost: it is sent the ledger's assignments again, COLA last
+    node.answer_commands = True
+    await node.wait_for(lambda: len(node.messages(RequestState)) > states)
+    await node.wait_for(
+        lambda: [m for m in node.messages(SetLane) if m.lane == 0][-1] == SetLane(0, 3500, 20, "COLA-330")
+    )
+
+
+async def test_the_ledgers_assignment_is_the_last_the_node_hears_even_with_a_hello_meanwhile(
+    hub: HubService, node: FakeNode, config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hello's job reads the ledger's assignments (COLA) before set-lane writes TEA, and queues them only after
+    set-lane is done: the assignments sent after the write follow them, so the node ends on what the ledger says."""
+    node.hello()
+    await node.wait_for(lambda: node.messages(RequestState))
+    assert (await hub.set_lane(1, 0, "COLA-330", actor="setup")).ok
+    await node.wait_for(lambda: node.messages(SetLane).count(SetLane(0, 3500, 20, "COLA-330")) == 2)
+    assert hub.ingest is not None
+    reader = hub.ingest.reader
+    read, gate = asyncio.Event(), asyncio.Event()
+    original = reader.assigned_lanes
+
+    async def held(node_id: int) -> Any:
+        lanes = await original(node_id)
+        if not gate.is_set():  # the hello's read: held until set-lane is done
+            read.set()
+            await gate.wait()
+        return lanes
+
+    monkeypatch.setattr(reader, "assigned_lanes", held)
+    node.hello()
+    await asyncio.wait_for(read.wait(), 10)
+    assert (await hub.set_lane(1, 0, "TEA", actor="setup")).ok
+    gate.set()
+    assert lanes(config) == [(0, "TEA")]
+    await node.wait_for(lambda: node.messages(SetLane).count(SetLane(0, 3500, 20, "COLA-330")) == 3)  # the stale one
+    await node.wait_for(lambda: [m for m in node.messages(SetLane) if m.lane == 0][-1].sku == "TEA")

@@ -241,6 +241,14 @@ class Ingest:
         if not node.assignments_queued:  # a storm of hellos: one job sends the assignments of the latest
             node.assignments_queued = node.jobs.add(lambda: self._send_assignments(node))
 
+    def resend_assignments(self, node_id: int) -> None:
+        """Send the node the ledger's lane assignments again, as after a hello, from a job that reads them once
+        everything queued before it is done (``HubService.set_lane``: after its ledger write, or when the node may
+        have taken what the ledger did not)."""
+        node = self.nodes.get(node_id)
+        if node is not None and not node.assignments_queued:
+            node.assignments_queued = node.jobs.add(lambda: self._send_assignments(node))
+
     async def _send_assignments(self, node: NodeSession) -> None:
         """After a hello: the ledger's lane assignments (re-sent after every hello, since a node re-hellos after 5
         idle minutes: audited only if refused), then a request for every lane's state."""

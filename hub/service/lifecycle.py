@@ -347,8 +347,9 @@ class HubService:
         node refused. A lane beyond the lanes the node reported in its hello is refused first (``InvalidArgument``;
         before its first hello since the hub started, its answer decides: nothing is written unless it is OK); so is
         what the ledger would refuse (a lane that still holds book stock of its old SKU, a lane id in use), in a trial
-        transaction that writes nothing. A node that refuses, or does not answer in time, leaves the ledger
-        as it was (the next hello sends the node the ledger's assignment again)."""
+        transaction that writes nothing. A node that refuses, or does not answer in time, leaves the ledger as it was;
+        after an OK (and after no answer: the node may have taken it) the node is sent the ledger's assignments again
+        once everything queued for it is done, so a hello's assignments read before the write cannot be its last."""
         if self.ledger is None or self.reader is None or self.ingest is None:
             raise CommandError("the hub is not running")
         if self.config.node(node_id) is None:
@@ -370,19 +371,22 @@ class HubService:
         with contextlib.suppress(_Trial):
             await self.ledger.transact(trial)
         message = SetLane(lane, record.unit_weight_dg, record.spread_permille, sku)
-        hello = session.hello if session is not None else None
         try:
             outcome = await self.command(node_id, message, timeout_s=timeout_s, actor=actor)
-        except CommandTimeout as exc:
+        except CommandTimeout as exc:  # it may have taken it, its answer lost: it gets the ledger's back
+            self.ingest.resend_assignments(node_id)
             raise CommandTimeout(f"{exc}; lane {lane} is not assigned in the ledger: run set-lane again") from exc
         if outcome.ok:
             try:
                 await self.ledger.assign_lane(node_id, lane, sku, actor=actor, lane_id=lane_id)
             except LedgerError as exc:
-                raise CommandError(f"the node took the lane, the ledger did not ({exc}): run set-lane again") from exc
-            if session is not None and session.hello is not hello:  # a hello's assignments may predate this one
-                session.commands.internal(message)
-                session.transmit()
+                raise CommandError(
+                    f"the node took the lane, the ledger did not ({exc}): the node gets the ledger's assignment back"
+                ) from exc
+            finally:
+                # Whatever a hello meanwhile sent the node from the ledger as it was, the ledger's assignments as
+                # they are now go after it (read by a job that runs once the jobs before it are done).
+                self.ingest.resend_assignments(node_id)
         return outcome
 
     async def set_count(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from hub.ledger.causes import LANE_PROBLEMS
 from hub.ledger.epc import InvalidCode, normalise_gtin
 from hub.ledger.models import SKU_RE, InvalidArgument, Sku, UnknownSku
 from hub.ledger.postings.checks import check_actor
@@ -24,6 +25,9 @@ async def add_sku(tx: TxCore, sku: Sku, *, actor: str) -> bool:
     actor = check_actor(actor)
     if not SKU_RE.fullmatch(sku.sku) or sku.sku != sku.sku.strip():
         raise InvalidArgument(f"SKU {sku.sku!r} must be 1..32 printable ASCII characters")
+    if sku.sku in LANE_PROBLEMS:  # lane:<id>/<sku> and lane:<id>/<problem> would read alike (hub.ledger.causes)
+        problems = ", ".join(sorted(LANE_PROBLEMS))
+        raise InvalidArgument(f"SKU {sku.sku!r} is reserved: alerts name a lane's sensor problems so ({problems})")
     if not 1 <= sku.unit_weight_dg <= 1_000_000:
         raise InvalidArgument("unit weight must be 1..1,000,000 dg (0.1 g .. 100 kg)")
     if not 0 <= sku.spread_permille <= 1000:

@@ -49,8 +49,11 @@ def bind(host: str, port: int, backlog: int = 128, setting: str = "") -> socket.
     where = f"{host}:{port}" + (f" ({setting})" if setting else "")
     try:
         infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        if not infos:
-            raise OSError(f"{host}: no address to listen on")
+    except OSError as exc:  # the host, not the port
+        raise OSError(exc.errno, f"cannot listen on {host!r}: {exc.strerror or exc}") from None
+    if not infos:
+        raise OSError(f"{host}: no address to listen on")
+    try:
         family, _, _, _, address = infos[0]
         dual = family == socket.AF_INET6 and host in ("::", "") and socket.has_dualstack_ipv6()
         return socket.create_server(address[:2], family=family, backlog=backlog, dualstack_ipv6=dual)
