@@ -109,6 +109,15 @@ async def start(directory: Path) -> HubService:
     return hub
 
 
+async def start_with_lane(directory: Path) -> HubService:
+    """``start`` with SKU COLA on the node's lane 0 (lane id A1)."""
+    hub = await start(directory)
+    assert hub.ledger is not None
+    await hub.ledger.add_sku(Sku("COLA", "Cola", 3500, 20), actor="setup")
+    await hub.ledger.assign_lane(NODE, 0, "COLA", actor="setup", lane_id="A1")
+    return hub
+
+
 def feed(hub: HubService, wire: Wire, frames: Iterable[bytes], spacing_ns: int = 0) -> None:
     assert hub.ingest is not None
     now = time.monotonic_ns()
@@ -194,11 +203,9 @@ def test_signed_hostile_frames_leave_the_ledger_consistent_and_the_hub_bounded(
     caplog: pytest.LogCaptureFixture, messages: list[Message]
 ) -> None:
     async def run(directory: Path) -> None:
-        hub = await start(directory)
+        hub = await start_with_lane(directory)
         try:
             assert hub.ledger is not None
-            await hub.ledger.add_sku(Sku("COLA", "Cola", 3500, 20), actor="setup")
-            await hub.ledger.assign_lane(NODE, 0, "COLA", actor="setup", lane_id="A1")
             node, wire = Node(), Wire()
             feed(hub, wire, [node.frame(m) for m in messages])
             await settle(hub)
@@ -305,11 +312,9 @@ async def test_an_outbox_start_far_above_what_the_node_produced_skips_no_later_e
     """A keyed node says its outbox starts at event 2**31 though it has shown events only up to 3 (its events and
     its lane's ``last_event``): the skip stops at 3, so its real event 4 is booked, not taken as dropped; the claim is
     counted and logged once however often it comes."""
-    hub = await start(tmp_path)
+    hub = await start_with_lane(tmp_path)
     try:
         assert hub.ledger is not None
-        await hub.ledger.add_sku(Sku("COLA", "Cola", 3500, 20), actor="setup")
-        await hub.ledger.assign_lane(NODE, 0, "COLA", actor="setup", lane_id="A1")
         node, wire = Node(), Wire()
         frames = [node.frame(Hello(1, 0, 0, 1, 4, 0))]
         frames += [node.frame(Event(i, 0, KIND_PICK, -1, -3500, 90, 0)) for i in (1, 2, 3)]
@@ -484,11 +489,9 @@ async def test_a_lane_state_naming_an_absurd_event_cannot_lift_the_outbox_skip(
     """The events a node has shown include its lane states' ``last_event``: a corrupted one (2**31) is believed only
     as far as an event could be admitted (``MAX_EVENTS_AHEAD`` above the mark), counted and logged once; the node's
     real event 4 is still booked as a pick, and its honest lane state afterwards leaves the lane's stock right."""
-    hub = await start(tmp_path)
+    hub = await start_with_lane(tmp_path)
     try:
         assert hub.ledger is not None
-        await hub.ledger.add_sku(Sku("COLA", "Cola", 3500, 20), actor="setup")
-        await hub.ledger.assign_lane(NODE, 0, "COLA", actor="setup", lane_id="A1")
         node, wire = Node(), Wire()
         frames = [node.frame(Hello(1, 0, 0, 1, 4, 0))]
         frames += [node.frame(Event(i, 0, KIND_PICK, -1, -3500, 90, 0)) for i in (1, 2, 3)]
@@ -519,11 +522,9 @@ async def test_an_honest_node_that_dropped_more_than_the_admit_window_gets_there
     """A node cut off long enough to drop events 4..8999 (more than ``MAX_EVENTS_AHEAD``) from its full outbox, which
     holds 9000..9009: each health period (its health, lane state and unacknowledged events sent again) the skip
     grows by at most a window, then the gap is booked and its events are picks; the stock is the node's count."""
-    hub = await start(tmp_path)
+    hub = await start_with_lane(tmp_path)
     try:
         assert hub.ledger is not None
-        await hub.ledger.add_sku(Sku("COLA", "Cola", 3500, 20), actor="setup")
-        await hub.ledger.assign_lane(NODE, 0, "COLA", actor="setup", lane_id="A1")
         node, wire = Node(), Wire()
         frames = [node.frame(Hello(1, 0, 0, 1, 4, 0))]
         frames += [node.frame(Event(i, 0, KIND_PICK, -1, -3500, 90, 0)) for i in (1, 2, 3)]
