@@ -14,15 +14,16 @@ trusted until someone acts:
 ``FLAG_UNSTABLE`` is normal while a hand is on the shelf and raises nothing.
 
 Per lane and problem: the lane's latest reading (at or before the run's ``now``) carries the flag: open (or keep) the
-alert, with the latest reading's flags, weight and count and since when the run of readings carrying the flag goes
+alert, with the latest reading's flags and since when the run of readings carrying the flag goes
 (the first reading after the last one without it; pruned readings shorten the run). The latest reading does not
 carry it: the alert clears itself, as the other sensor checks' do. Neither happens for a lane of a silent node (its
 own alert covers it, and its last reading says nothing about now) or whose latest reading is older than
 ``lane_flags_max_age_s`` (3900 s: a running node's lane has a stored reading at least every 5 minutes plus its
 ``lane_state_s``, at most 3600 s): the alert, if any, stays as it is.
 
-The evidence holds no reading time, only what the reading says: a quiet flagged lane stores a reading every 5
-minutes, and an evidence changed by each would be an alert update and an audit entry every 5 minutes.
+The evidence holds neither the reading's time nor its weight and count, only its flags and the run's start: a quiet
+flagged lane stores a reading every 5 minutes and one in use at every change of weight, and an evidence changed by
+each would be an alert update, an audit entry and a fleet message at every run (the page shows the weight live).
 
 The cause keys are ``Cause.lane_problem(lane, problem)``: ``lane:<lane>/uncalibrated`` and so on.
 """
@@ -50,10 +51,7 @@ FLAG_NAMES: tuple[tuple[int, str], ...] = (
     (FLAG_OVERLOAD, OVERLOAD),
 )
 
-_LATEST_SQL = (
-    "SELECT ts_ms, weight_dg, count, flags FROM lane_readings WHERE lane_id = ? AND ts_ms <= ?"
-    " ORDER BY ts_ms DESC LIMIT 1"
-)
+_LATEST_SQL = "SELECT ts_ms, flags FROM lane_readings WHERE lane_id = ? AND ts_ms <= ? ORDER BY ts_ms DESC LIMIT 1"
 # The first reading of the run carrying the flag: after the latest one without it (a primary-key range, read
 # backwards from the latest reading until a reading without the flag).
 _SINCE_SQL = (
@@ -97,7 +95,7 @@ def check_lane_flags(
         latest = conn.execute(_LATEST_SQL, (lane_id, now_ms)).fetchone()
         if latest is None or latest[0] < oldest:
             continue
-        ts, weight, count, flags = latest
+        ts, flags = latest
         for problem, bit in PROBLEMS:
             cause = flag_cause(lane_id, problem)
             if not flags & bit:
@@ -113,8 +111,6 @@ def check_lane_flags(
                 "flag_names": flag_names(flags),
                 "since_ms": since,
                 "since": _iso(since),
-                "weight_dg": weight,
-                "count": count,
             }
             opens.append((cause, fields))
     return opens, clears
