@@ -51,7 +51,7 @@ from tests.faults.harness import (
     unacked_on_flash,
     write_ble_hub_config,
 )
-from tests.faults.rig import Rig, shoppers, status_nodes
+from tests.faults.rig import Rig, shelf_quiet, shoppers, status_nodes
 from tools.emulation.host import Emulator
 from tools.emulation.radio.air import static_address
 from tools.emulation.radio.host import Radio
@@ -69,7 +69,6 @@ STRANGER_TARGET = 3
 BEACON_TARGET = 2
 EVENT_ACTIONS = {"pick", "put_back", "restock", "theft", "damage", "misplaced"}
 SETTLE_TIMEOUT_S = 150.0
-REBOOT_QUIET_S = 5.5  # nothing on the rebooted node's shelf for this long: its restart (2 s) and boot fit in
 
 
 async def _stranger(radio: Radio, address: str, key: bytes, node_id: int) -> int:
@@ -171,12 +170,9 @@ def test_exactly_once_over_ble_under_hub_kills_a_node_reboot_strangers_and_forge
         hub.kill()
         rig.note(f"hub SIGKILLed at {emu.elapsed():.1f} s")
         node = by_id[REBOOTED]
-        actions = [r for r in scenario.truth if r.node == REBOOTED and r.action != "initial"]
 
         def quiet_with_events_waiting() -> bool:
-            t = emu.elapsed()
-            # 3 s after a shelf action ends: its event is journaled (the detector settles, slower on a loaded machine)
-            calm = all(r.t_end + 3.0 < t or r.t > t + REBOOT_QUIET_S for r in actions)
+            calm = shelf_quiet(scenario, REBOOTED, emu.elapsed())
             return calm and unacked_on_flash(node.flash_dir, contiguous(db, REBOOTED)) >= 1
 
         rig.wait(quiet_with_events_waiting, 60.0, "an unacknowledged event in node 1's outbox, its shelf quiet")

@@ -427,8 +427,9 @@ def test_publishes_in_order_and_the_cursor_follows_the_pubacks(tmp_path: Path, b
             alert = await s.ledger.open_alert("shrinkage", "lane:7:0/COLA-330", {}, actor="recon")
             pub = await publisher(fleet_config(broker), s).start()
             try:
-                await until(lambda: s.cursor() == 1234, what="the cursor at the last movement")
-                assert pub.committed == pub.acked == 1234 and pub.counters.movement_batches == 13
+                # the row is visible to another connection before the writer's await returns and sets `committed`
+                await until(lambda: s.cursor() == 1234 == pub.committed, what="the cursor at the last movement")
+                assert pub.acked == 1234 and pub.counters.movement_batches == 13
                 await until(lambda: not s.sql("SELECT * FROM fleet_outbox"), what="the outbox emptied")
                 await s.movements(10)  # published when the commit wakes the publisher (or at its next poll)
                 await until(lambda: s.cursor() == 1244, 20, "new movements published")

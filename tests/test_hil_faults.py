@@ -53,7 +53,7 @@ from tests.faults.harness import (
     contiguous as harness_contiguous,
 )
 from tests.faults.relay import FaultRelay, Faults
-from tests.faults.rig import Rig, shoppers, status_nodes
+from tests.faults.rig import Rig, shelf_quiet, shoppers, status_nodes
 from tools.emulation.host import Emulator
 from tools.emulation.scenarios import FIRST_ACTION_S, ScenarioBuilder
 from tools.emulation.store import expected_outcome, lane_id
@@ -111,9 +111,16 @@ def test_exactly_once_under_line_faults_hub_kills_and_node_reboot(tmp_path: Path
             rig.note(f"hub SIGKILLed at {emu.elapsed():.1f} s (kill {hub.kills}{where})")
             if reboot:
                 node = by_id[REBOOTED]
-                # Reboot mid-outbox: wait until the node's flash holds events the hub has not acknowledged.
-                rig.wait(lambda: unacked_on_flash(node.flash_dir, contiguous(REBOOTED)) >= 2, 60.0,
-                         "unacknowledged events in node 1's outbox")  # fmt: skip
+                # Reboot mid-outbox: wait until the node's flash holds events the hub has not acknowledged, at a
+                # moment when its shelf is quiet (a pick while the board is off or booting is lost to any firmware).
+                rig.wait(
+                    lambda: (
+                        unacked_on_flash(node.flash_dir, contiguous(REBOOTED)) >= 2
+                        and shelf_quiet(scenario, REBOOTED, emu.elapsed())
+                    ),
+                    60.0,
+                    "unacknowledged events in node 1's outbox, its shelf quiet",
+                )
                 pending = unacked_on_flash(node.flash_dir, contiguous(REBOOTED))
                 proc = node.process
                 assert proc is not None and proc.proc is not None

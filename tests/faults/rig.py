@@ -14,6 +14,20 @@ from tools.emulation.host import Emulator
 from tools.emulation.scenarios import FIRST_ACTION_S, Scenario, ScenarioBuilder
 
 MEAN_GAP_S = 25.0  # busier than the named scenario (45 s per lane): more events in flight at every fault
+REBOOT_QUIET_S = 5.5  # nothing on a rebooted node's shelf for this long: its restart (2 s) and boot fit in
+JOURNALED_S = 3.0  # a shelf action's event is journaled this long after it ends (the detector settles; slower loaded)
+
+
+def shelf_quiet(scenario: Scenario, node_id: int, t: float) -> bool:
+    """Whether a node's board may be killed at scenario time ``t``: every action on its shelf that ended has had time
+    to be journaled, and none starts before the board is back. A board that is off sees nothing: a pick during its
+    restart, or made before the restarted firmware has its first level, is lost to any firmware (a crash leaves no
+    level to compare with), and is not what the fault tests are about."""
+    return all(
+        r.t_end + JOURNALED_S < t or r.t > t + REBOOT_QUIET_S
+        for r in scenario.truth
+        if r.node == node_id and r.action != "initial"
+    )
 
 
 def shoppers(node_ids: list[int], seed: int, duration_s: float) -> Scenario:
