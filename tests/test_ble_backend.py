@@ -16,7 +16,7 @@ import struct
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -135,7 +135,14 @@ async def find(
             found.set_result((device, adv))
 
     async with BleakScanner(seen, scanning_mode=mode, backend=backend.scanner):
-        return await asyncio.wait_for(found, 2.0)
+        return await asyncio.wait_for(found, 10.0)  # adverts every 20 ms: seconds only on a loaded machine
+
+
+async def until_true(check: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"not within {timeout_s} s: {what}"
+        await asyncio.sleep(0.01)
 
 
 async def connect(backend: BleBackend, address: str, **kwargs: Any) -> BleakClient:
@@ -180,12 +187,11 @@ async def test_scanners_see_the_advert_with_its_manufacturer_data(air: Air, back
     b = BleakScanner(lambda d, _: counts.__setitem__("b", counts["b"] + 1), backend=backend.scanner)
     await a.start()
     await b.start()
-    await asyncio.sleep(0.15)
+    await until_true(lambda: counts["a"] > 0 and counts["b"] > 0, "both scanners saw the advert")
     await a.stop()
     seen_a, seen_b = counts["a"], counts["b"]
-    assert seen_a > 0 and seen_b > 0
-    await asyncio.sleep(0.15)
-    assert counts["a"] == seen_a and counts["b"] > seen_b
+    await until_true(lambda: counts["b"] >= seen_b + 5, "b kept scanning")  # a's window: five adverts to b
+    assert counts["a"] == seen_a
     await b.stop()
 
 
@@ -236,13 +242,13 @@ async def test_connect_exchanges_mtu_notifies_and_writes(air: Air, backend: BleB
         received: asyncio.Queue[bytearray] = asyncio.Queue()
         await client.start_notify(notify_char, lambda _c, data: received.put_nowait(data))
         await peripheral.device.notify_subscriber(peripheral.connection(), peripheral.notify_char, b"\xab" * 244)
-        value = await asyncio.wait_for(received.get(), 1.0)
+        value = await asyncio.wait_for(received.get(), 10.0)
         assert isinstance(value, bytearray) and value == b"\xab" * 244
 
         await client.write_gatt_char(write_char, b"with-response", response=True)
-        assert await asyncio.wait_for(peripheral.writes.get(), 1.0) == b"with-response"
+        assert await asyncio.wait_for(peripheral.writes.get(), 10.0) == b"with-response"
         await client.write_gatt_char(write_char, b"\x01" * 244, response=False)
-        assert await asyncio.wait_for(peripheral.writes.get(), 1.0) == b"\x01" * 244
+        assert await asyncio.wait_for(peripheral.writes.get(), 10.0) == b"\x01" * 244
         with pytest.raises(BleakError, match="do not fit"):
             await client.write_gatt_char(write_char, b"\x01" * 245, response=False)
 
@@ -250,7 +256,7 @@ async def test_connect_exchanges_mtu_notifies_and_writes(air: Air, backend: BleB
     finally:
         await client.disconnect()
     assert not client.is_connected
-    assert await asyncio.wait_for(peripheral.disconnects.get(), 1.0) == 0x13  # remote user terminated
+    assert await asyncio.wait_for(peripheral.disconnects.get(), 10.0) == 0x13  # remote user terminated
 
 
 async def test_mtu_is_what_the_peripheral_accepts(air: Air, backend: BleBackend) -> None:
@@ -270,7 +276,7 @@ async def test_absent_node_times_out_and_the_adapter_still_connects(air: Air, ba
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(5):  # fail rather than hang if the controller never ends the connect
             await absent.connect()
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 3.0  # its own 0.5 s (plus a loaded machine's delays), not the guard's 5 s
     assert air.hub.pending_le_connection is None  # cancelled on the controller, not just given up on the host
     client = await connect(backend, node_address(1))
     assert client.is_connected
@@ -318,9 +324,9 @@ async def test_a_node_leaving_the_air_fires_the_disconnected_callback(air: Air, 
     lost: asyncio.Future[BleakClient] = asyncio.get_running_loop().create_future()
     client = await connect(backend, node_address(1), disconnected_callback=lost.set_result)
     air.remove(air.controller("n1"))  # the board resets: its radio is gone
-    assert await asyncio.wait_for(lost, 1.0) is client
+    assert await asyncio.wait_for(lost, 10.0) is client
     assert not client.is_connected
-    assert await asyncio.wait_for(peripheral.disconnects.get(), 1.0) == 0x08  # supervision timeout, on its side too
+    assert await asyncio.wait_for(peripheral.disconnects.get(), 10.0) == 0x08  # supervision timeout, on its side too
     with pytest.raises(BleakError):
         await client.read_gatt_char(NOTIFY)
 
@@ -330,13 +336,13 @@ async def test_the_emulator_going_away_ends_every_link(air: Air, backend: BleBac
     lost: asyncio.Future[BleakClient] = asyncio.get_running_loop().create_future()
     await connect(backend, node_address(1), disconnected_callback=lost.set_result)
     await air.close()  # the emulator exits: the hub's HCI transport is lost
-    await asyncio.wait_for(lost, 1.0)
+    await asyncio.wait_for(lost, 10.0)
     assert not backend.is_open
     with pytest.raises(BleakError, match="not open"):
         await BleakScanner(backend=backend.scanner).start()
     started = time.monotonic()
     await backend.close()
-    assert time.monotonic() - started < 0.5  # nothing left to wait for on a lost transport
+    assert time.monotonic() - started < 2.0  # nothing left to wait for on a lost transport (not CLOSE_TIMEOUT_S, 3 s)
 
 
 # -- across processes ---------------------------------------------------------------------------------------------
@@ -349,7 +355,7 @@ from hub.transport.ble.backend import open_backend
 
 async def main(path, address, notify):
     backend = await open_backend("bumble:unix:" + path)
-    device = await BleakScanner.find_device_by_address(address, timeout=3, backend=backend.scanner)
+    device = await BleakScanner.find_device_by_address(address, timeout=10, backend=backend.scanner)
     client = await establish_connection(BleakClient, device, "n1", backend=backend.client)
     value = await client.read_gatt_char(notify)
     print(json.dumps({"mtu": client.mtu_size, "value": value.hex()}), flush=True)
@@ -374,7 +380,7 @@ async def test_hub_in_another_process_then_a_restarted_hub(air: Air, socket_path
     )
     try:
         assert hub.stdout is not None
-        line = await asyncio.wait_for(hub.stdout.readline(), 15.0)
+        line = await asyncio.wait_for(hub.stdout.readline(), 60.0)  # a process start: slow when loaded
         assert json.loads(line) == {"mtu": 247, "value": b"hi".hex()}
         with pytest.raises(BleAdapterError, match="another hub"):  # one hub on the controller at a time
             await open_backend(f"bumble:unix:{socket_path}")
@@ -382,7 +388,7 @@ async def test_hub_in_another_process_then_a_restarted_hub(air: Air, socket_path
         hub.kill()
         await hub.wait()
     # the dead hub's link ends on the node's side; a new hub gets a clean controller and connects again
-    assert await asyncio.wait_for(peripheral.disconnects.get(), 2.0) == 0x08
+    assert await asyncio.wait_for(peripheral.disconnects.get(), 10.0) == 0x08
     for _ in range(2):
         backend = await open_backend(f"bumble:unix:{socket_path}")
         try:
@@ -390,4 +396,4 @@ async def test_hub_in_another_process_then_a_restarted_hub(air: Air, socket_path
             assert client.mtu_size == 247
         finally:
             await backend.close()  # ends the link: the next open finds the node advertising again
-        assert await asyncio.wait_for(peripheral.disconnects.get(), 2.0) in (0x08, 0x13)
+        assert await asyncio.wait_for(peripheral.disconnects.get(), 10.0) in (0x08, 0x13)

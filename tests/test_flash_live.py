@@ -87,7 +87,7 @@ def test_a_counting_node_is_reflashed_mid_traffic_and_every_event_is_booked_once
         (mine,) = [n for n in status["nodes"] if n["node_id"] == 1]
         assert mine["firmware"] == "0.1.7", mine
         # The new image reached the hub: its trial is over (the loader will not switch back).
-        wait_until(lambda: not (node.flash_dir / "fw" / "trial").exists(), emu, 10.0, "the trial to end")
+        wait_until(lambda: not (node.flash_dir / "fw" / "trial").exists(), emu, 30.0, "the trial to end")
         dupes = query(db, "SELECT event_seq, count(*) FROM movements WHERE event_seq IS NOT NULL GROUP BY event_seq"
                           " HAVING count(*) > 1")  # fmt: skip
         assert dupes == []

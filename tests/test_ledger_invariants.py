@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -124,11 +125,13 @@ async def test_readers_see_consistent_snapshots_while_the_writer_runs(tmp_path: 
         await ledger.assign_lane(1, 0, "COLA", actor="setup", lane_id="A1")
         await ledger.record_receipt("COLA", 1000, actor="setup", ref="R0")
         stop = asyncio.Event()
+        done = [0, 0, 0, 0]  # how far each task got (the writer's transfers, each reader's checks), for the wait below
 
         async def writer() -> int:
             n = 0
             while not stop.is_set():
                 n += 1
+                done[0] = n
                 # Book total stays 1000; the sensor ledger gets balanced pick/put pairs in one batch.
                 await ledger.transfer("COLA", 1 + n % 5, "backroom", "lane:A1", actor="w", ref=f"T{n}")
                 await asyncio.gather(
@@ -137,7 +140,7 @@ async def test_readers_see_consistent_snapshots_while_the_writer_runs(tmp_path: 
                 )
             return n
 
-        async def read_snapshots() -> int:
+        async def read_snapshots(i: int) -> int:
             checks = 0
             async with await ledger.reader() as reader:
                 while not stop.is_set():
@@ -149,11 +152,17 @@ async def test_readers_see_consistent_snapshots_while_the_writer_runs(tmp_path: 
                         await asyncio.sleep(0.005)  # the writer commits meanwhile
                         assert await reader.movement_count() == count  # still the same snapshot
                     checks += 1
+                    done[1 + i] = checks
             return checks
 
         writer_task = asyncio.create_task(writer())
-        readers = [asyncio.create_task(read_snapshots()) for _ in range(3)]
-        await asyncio.sleep(0.6)
+        readers = [asyncio.create_task(read_snapshots(i)) for i in range(3)]
+        # at least 0.6 s of both running, and until each has done enough (longer on a loaded machine)
+        started = time.monotonic()
+        while time.monotonic() - started < 0.6 or done[0] <= 10 or min(done[1:]) <= 5:
+            if time.monotonic() - started > 60 or writer_task.done() or any(r.done() for r in readers):
+                break  # a task that failed (its assertion is raised below) or one that never gets on
+            await asyncio.sleep(0.05)
         stop.set()
         transfers = await writer_task
         checks = await asyncio.gather(*readers)

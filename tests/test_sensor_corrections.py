@@ -9,7 +9,6 @@ node's counter to what was counted and absorbs the corrections, so the lane's ob
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -45,14 +44,23 @@ def gaps(db: Path) -> list[tuple[Any, ...]]:
     return db_rows(db, "SELECT qty, note FROM movements WHERE reason = 'sensor_gap' ORDER BY id")
 
 
+async def settled(hub: HubService, node: FakeNode) -> None:
+    """Wait until the hub has read every frame the node sent and run the checks they queued (a lane state's
+    comparison with the ledger runs once what came before it has committed, then books any gap)."""
+    ingest = hub.ingest
+    assert ingest is not None
+    session = ingest.nodes[node.node_id]
+    await eventually(
+        lambda: ingest.receiver.last_seq.get(node.node_id, 0) >= node.seq and session.jobs.idle,
+        timeout=15,
+        what="the node's frames read and checked",
+    )
+
+
 async def compared(hub: HubService, node: FakeNode) -> None:
     """The node reports lane 0's counters; wait until the hub has compared them with the ledger."""
-    assert hub.ingest is not None
-    session = hub.ingest.nodes[node.node_id]
-    before = session.stats.frames
     node.send(node.lane_state(0))
-    await eventually(lambda: session.stats.frames > before, what="the lane state")
-    await asyncio.sleep(0.3)  # its check runs once what came before it has committed
+    await settled(hub, node)
 
 
 async def test_a_reversal_of_a_sensor_movement_holds_through_events_a_node_reboot_and_a_hub_restart(
@@ -84,7 +92,7 @@ async def test_a_reversal_of_a_sensor_movement_holds_through_events_a_node_reboo
         node.reboot(2)  # the node restarts (its counters are on its flash) and reports every lane
         node.hello()
         await node.wait_for(lambda: len(node.messages(RequestState)) >= 2)
-        await asyncio.sleep(0.3)
+        await settled(hub, node)  # the states it answered with, compared
         assert observed(db) == 9 and gaps(db) == []
     finally:
         await hub.stop()
@@ -161,7 +169,7 @@ async def test_a_node_that_counted_before_its_lane_had_a_sku_hands_its_count_to_
         node.reboot(2)
         node.hello()
         await node.wait_for(lambda: len(node.messages(RequestState)) >= 2)
-        await asyncio.sleep(0.3)
+        await settled(hub, node)  # the states it answered with, compared
         assert lane_stock(db) == {"COLA": 9} and len(gaps(db)) == 1
     finally:
         await hub.stop()
