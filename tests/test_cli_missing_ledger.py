@@ -23,6 +23,10 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 WRITERS = [
     ("users", "add", "bob", "--role", "clerk", "--password-stdin"),
+    ("users", "list"),
+    ("users", "disable", "bob"),
+    ("users", "enable", "bob"),
+    ("users", "reset-password", "bob", "--password-stdin"),
     ("api-clients", "add", "till", "--scopes", "sales"),
     ("api-clients", "disable", "till"),
     ("api-clients", "list"),

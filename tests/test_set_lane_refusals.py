@@ -1,6 +1,7 @@
 """``set-lane`` a node cannot take leaves the ledger as it was: a lane beyond those the node reported in its hello is
-refused before anything is sent (the CLI exits 2), and a lane the node refuses, or does not answer for, is not
-assigned in the ledger."""
+refused before anything is sent (the CLI exits 2), so is a node the hub has not heard since it started (its lanes are
+not known) and a node the hub does not have, and a lane the node refuses, or does not answer for, is not assigned
+in the ledger."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from hub.ledger import Sku
 from hub.ledger.models import InvalidArgument
 from hub.link.commands import STATUS_NAMES, CommandTimeout
 from hub.service import HubService
+from hub.service.node_lanes import check_lane
+from hub.transport.ble.beacons import NodeBeacon
 from shared_protocol.messages import STATUS_BAD_ARGS, STATUS_FAILED, RequestState, SetLane
 from tests.hub_support import KEY1, FakeNode, db_rows, short_dir, start_hub, write_config
 
@@ -151,3 +154,97 @@ async def test_the_ledgers_assignment_is_the_last_the_node_hears_even_with_a_hel
     assert lanes(config) == [(0, "TEA")]
     await node.wait_for(lambda: node.messages(SetLane).count(SetLane(0, 3500, 20, "COLA-330")) == 3)  # the stale one
     await node.wait_for(lambda: [m for m in node.messages(SetLane) if m.lane == 0][-1].sku == "TEA")
+
+
+# ------------------------------------------------------------------ a node the hub has not heard since it started
+
+
+async def test_a_node_not_heard_since_the_hub_started_is_refused_with_what_to_do_instead(
+    hub: HubService, node: FakeNode, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its lanes are not known (no hello, no beacon), so the lane cannot be checked: refused at once (exit 2),
+    nothing queued or written. The line's two ways out both work: the ledger only (beside the running hub), sent
+    to the node after its hello; or set-lane again once the node is heard."""
+    from hub.cli import main
+
+    argv = ["hub", "command", "--config", str(config), "--timeout", "2", "1", "set-lane", "0", "COLA-330"]
+    rc = await asyncio.to_thread(main, argv)
+    assert (rc, capsys.readouterr().err) == (
+        2,
+        "smartshelf hub: node 1 has not been heard since the hub started, so its lanes are not known: nothing sent."
+        f" Power it and check its link (smartshelf hub status --config {config}), then set-lane again; or book the"
+        f" assignment in the ledger only (smartshelf ledger assign-lane --config {config} --node 1 --lane 0 --sku"
+        " COLA-330): the hub sends it to the node after its next hello\n",
+    )
+    assert lanes(config) == [] and "assign_lane" not in audit_actions(config)
+    node.hello()  # powered on: nothing was left queued for it
+    await node.wait_for(lambda: node.messages(RequestState))
+    await asyncio.sleep(0.2)
+    assert node.messages(SetLane) == []
+
+    rc = await asyncio.to_thread(
+        main, ["ledger", "assign-lane", "--config", str(config), "--node", "1", "--lane", "0", "--sku", "COLA-330"]
+    )
+    assert rc == 0 and lanes(config) == [(0, "COLA-330")]
+    node.hello()  # its next hello (a reboot, or 5 quiet minutes) brings the ledger's assignment
+    await node.wait_for(lambda: node.messages(SetLane) == [SetLane(0, 3500, 20, "COLA-330")])
+
+    rc = await asyncio.to_thread(main, [*argv[:-3], "set-lane", "1", "TEA"])  # heard now: sent, and assigned
+    assert rc == 0 and lanes(config) == [(0, "COLA-330"), (1, "TEA")]
+
+
+async def test_a_node_heard_without_a_hello_after_a_hub_restart_still_takes_set_lane(
+    config: Path, node: FakeNode
+) -> None:
+    """A hub restarted under a running node: the node did not reboot, so it says no hello (the hub keeps answering
+    it in the restored session) and its lane count is not known. It is heard, so set-lane goes to it and its answer
+    decides, as before: a lane it does not have is its STATUS_BAD_ARGS, and nothing is written."""
+    hub = await start_hub(config)
+    try:
+        assert hub.ledger is not None
+        await hub.ledger.add_sku(Sku("TEA", "Tea", 420, 20), actor="setup")
+        node.hello()
+        await node.wait_for(lambda: node.messages(RequestState))
+    finally:
+        await hub.stop()
+    hub = await start_hub(config)
+    try:
+        assert hub.ingest is not None
+        session = hub.ingest.nodes[1]
+        node.send(node.lane_state(0))
+        await node.wait_for(lambda: session.stats.frames)
+        assert session.hello is None
+        assert (await hub.set_lane(1, 0, "TEA", actor="setup")).ok
+        node.answers["set_lane"] = (STATUS_BAD_ARGS, 0)
+        refused = await hub.set_lane(1, 6, "TEA", actor="setup")
+        assert refused.status == STATUS_BAD_ARGS and node.messages(SetLane)[-1] == SetLane(6, 420, 20, "TEA")
+        assert lanes(config) == [(0, "TEA")]
+    finally:
+        await hub.stop()
+
+
+def test_a_ble_nodes_beacon_says_its_lanes_and_that_it_is_there() -> None:
+    """A BLE node is connected only when there is something to carry, so after a hub start it may have said no
+    hello yet: its beacon (signed with its key) tells the hub it is there and how many lanes it has."""
+    beacon = NodeBeacon(accepted=1, lane_count=2)
+    check_lane(5, 1, "TEA", None, beacon, Path("hub.toml"))  # heard by its beacon: sent (a connection follows)
+    with pytest.raises(InvalidArgument, match=r"^node 5 has 2 lanes \(0\.\.1\): there is no lane 2$"):
+        check_lane(5, 2, "TEA", None, beacon, Path("hub.toml"))
+    with pytest.raises(InvalidArgument, match="not been heard since the hub started") as refused:
+        check_lane(5, 0, "ICED TEA", None, NodeBeacon(), Path("/etc/smart shelf/hub.toml"))  # none accepted yet
+    assert "assign-lane --config '/etc/smart shelf/hub.toml' --node 5 --lane 0 --sku 'ICED TEA')" in str(refused.value)
+
+
+async def test_a_node_this_hub_does_not_have_is_bad_input(
+    hub: HubService, node: FakeNode, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 2 (bad arguments), like set-lane's refusals, whatever the command; nothing is sent or written."""
+    from hub.cli import main
+
+    node.hello()
+    await node.wait_for(lambda: node.messages(RequestState))
+    sent = len(node.received)
+    for verb in (["tare", "0"], ["set-lane", "0", "TEA"], ["set-count", "0", "3"], ["identify", "2"]):
+        rc = await asyncio.to_thread(main, ["hub", "command", "--config", str(config), "9", *verb])
+        assert (rc, capsys.readouterr().err) == (2, "smartshelf hub: node 9 is not configured\n"), verb
+    assert len(node.received) == sent and lanes(config) == []

@@ -1,7 +1,8 @@
 """``smartshelf hub ...``: run the hub service, and talk to the running one.
 
 * ``smartshelf hub run --config hub.toml [--status-interval S] [--log-level L]``: runs until SIGINT / SIGTERM,
-  then stops reading, flushes the ledger, closes the ports and exits 0.
+  then stops reading, flushes the ledger, closes the ports and exits 0. ``hub run hub.toml`` is the same (a path
+  given both ways must name the same file).
 * ``smartshelf hub command --config hub.toml NODE tare LANE | calibrate LANE GRAMS | set-lane LANE SKU |
   identify SECONDS | set-count LANE COUNT``: sends the command through the running hub's control socket and prints
   the node's answer (for set-count also the physical count booked: book vs counted).
@@ -11,8 +12,9 @@
 
 Exit codes: 0 ok; 1 the command failed (the node answered with an error status, or did not answer in time);
 2 a configuration error (one line naming the setting), bad arguments (also those the running hub refuses before
-sending anything, such as a lane beyond the lanes the node reported in its hello), or no hub running / one already
-running. ``set-lane`` assigns the SKU in the ledger only once the node has taken it.
+sending anything: a node it does not have, a lane beyond the lanes the node reported in its hello, a set-lane for a
+node not heard since the hub started), or no hub running / one already running. ``set-lane`` assigns the SKU in the
+ledger only once the node has taken it.
 """
 
 from __future__ import annotations
@@ -89,7 +91,22 @@ async def _serve(cfg: HubConfig, status_interval_s: float | None) -> int:
     return EXIT_OK
 
 
+def _run_config(args: argparse.Namespace) -> bool:
+    """``hub run hub.toml`` means ``--config hub.toml``; both at once only when they name the same file."""
+    given = args.config_file
+    if given is None:
+        args.config = args.config or Path(DEFAULT_CONFIG)
+        return True
+    if args.config is not None and args.config.resolve() != given.resolve():
+        _err(f"run: {given} and --config {args.config} are two different files: give the hub's configuration once")
+        return False
+    args.config = given
+    return True
+
+
 def _run(args: argparse.Namespace) -> int:
+    if not _run_config(args):
+        return EXIT_REFUSED
     cfg = _config(args)
     if cfg is None:
         return EXIT_REFUSED
@@ -214,7 +231,8 @@ def add_hub_parser(sub: Any) -> None:
         "node's hello, "
         "books verified events in the ledger and acknowledges them after commit. Stops cleanly on SIGINT/SIGTERM.",
     )
-    with_config(run)
+    run.add_argument("--config", type=Path, help="hub.toml (default ./hub.toml)")
+    run.add_argument("config_file", nargs="?", type=Path, metavar="HUB_TOML", help="the same as --config HUB_TOML")
     run.add_argument("--status-interval", type=_positive, metavar="S", help="log a status line every S seconds")
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="overrides hub.log_level")
     run.set_defaults(func=_run)

@@ -1,7 +1,8 @@
 """What the control socket's requests do (``smartshelf hub command`` / ``status``): parse one request, call the
 running hub, answer one JSON object (``{"ok": false, "error": "<one line>"}`` for anything refused, with
-``"bad_args": true`` when an argument was refused before anything was sent or written: a lane the node does not
-have, a calibration weight out of range)."""
+``"bad_args": true`` when an argument was refused before anything was sent or written: a node this hub does not
+have, a lane the node does not have, a calibration weight out of range, a set-lane for a node not heard since the
+hub started)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any, Protocol
 
 from hub.config import ConfigError
 from hub.ledger.models import InvalidArgument, LedgerError
-from hub.link.commands import CommandError, CommandOutcome
+from hub.link.commands import CommandError, CommandOutcome, UnknownNode
 from hub.service.counting import SetCountOutcome
 from shared_protocol.errors import ProtocolError
 from shared_protocol.messages import Calibrate, Identify, Message, Tare
@@ -82,7 +83,7 @@ async def handle_request(hub: Hub, request: dict[str, Any]) -> dict[str, Any]:
             outcome = counted.command
         else:
             outcome = await hub.command(node_id, _message(name, request), timeout_s=timeout_s, actor=actor)
-    except InvalidArgument as exc:  # refused before anything was sent or written: a bad argument (the CLI exits 2)
+    except (InvalidArgument, UnknownNode) as exc:  # refused before anything was sent or written (the CLI exits 2)
         return {"ok": False, "error": str(exc), "bad_args": True}
     except (CommandError, LedgerError, ProtocolError, ValueError, TypeError) as exc:
         return {"ok": False, "error": str(exc)}

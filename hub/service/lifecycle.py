@@ -31,7 +31,7 @@ from typing import Any
 from hub.config import HubConfig, NodeConfig, load_config
 from hub.fleet.publisher import FleetPublisher
 from hub.homeassistant.bridge import HomeAssistantBridge
-from hub.ledger.models import CountResult, InvalidArgument, LedgerError, lane_location
+from hub.ledger.models import CountResult, LedgerError, lane_location
 from hub.ledger.postings import Tx
 from hub.ledger.reader import SENSOR_TALLIES, LedgerReader, sensor_tallies_of
 from hub.ledger.service import LedgerService
@@ -46,6 +46,7 @@ from hub.service import status
 from hub.service.control import ControlServer, claim
 from hub.service.control_requests import handle_request
 from hub.service.counting import SetCountOutcome
+from hub.service.node_lanes import check_lane
 from hub.transport.ble.central import BleCentral
 from hub.transport.serial import SerialLink
 from hub.web.server import WebServer, start_web
@@ -344,8 +345,9 @@ class HubService:
     ) -> CommandOutcome:
         """Send the node the unit weight and spread of ``sku`` for the lane, and once it has taken them assign ``sku``
         to the lane in the ledger (the source of truth, re-sent after every hello): the ledger never holds a lane the
-        node refused. A lane beyond the lanes the node reported in its hello is refused first (``InvalidArgument``;
-        before its first hello since the hub started, its answer decides: nothing is written unless it is OK); so is
+        node refused. A lane beyond the lanes the node reported (its hello, or a BLE node's beacon) is refused first
+        (``InvalidArgument``), and so is a node not heard at all since the hub started (``node_lanes.check_lane``; one
+        heard without a hello, its session going on across a hub restart, decides by its answer); so is
         what the ledger would refuse (a lane that still holds book stock of its old SKU, a lane id in use), in a trial
         transaction that writes nothing. A node that refuses, or does not answer in time, leaves the ledger as it was;
         after an OK (and after no answer: the node may have taken it) the node is sent the ledger's assignments again
@@ -354,12 +356,8 @@ class HubService:
             raise CommandError("the hub is not running")
         if self.config.node(node_id) is None:
             raise UnknownNode(f"node {node_id} is not configured")
-        session = self.ingest.nodes.get(node_id)
-        hello = session.hello if session is not None else None
-        if hello is not None and not 0 <= lane < hello.lane_count:
-            raise InvalidArgument(
-                f"node {node_id} has {hello.lane_count} lanes (0..{hello.lane_count - 1}): there is no lane {lane}"
-            )
+        beacon = self.ble.book.nodes.get(node_id) if self.ble is not None else None
+        check_lane(node_id, lane, sku, self.ingest.nodes.get(node_id), beacon, self.config.path)
         record = await self.reader.sku(sku)
         if record is None:
             raise CommandError(f"unknown SKU {sku!r}: add it first (smartshelf ledger add-sku)")

@@ -1,4 +1,7 @@
 """smartshelf users add USERNAME --role ROLE [--password-stdin] [--db PATH | --config hub.toml]
+smartshelf users list [--json] [--db PATH | --config hub.toml]
+smartshelf users disable USERNAME | enable USERNAME [--db PATH | --config hub.toml]
+smartshelf users reset-password USERNAME [--password-stdin] [--db PATH | --config hub.toml]
 
 smartshelf api-clients add NAME --scopes read,sales,... [--db PATH]   (prints the bearer token once, on stdout)
 smartshelf api-clients list [--db PATH]
@@ -6,6 +9,14 @@ smartshelf api-clients disable NAME [--db PATH]
 
 Each takes ``--config hub.toml`` for the hub's database, and refuses (exit 2) a database that is not there: only
 ``smartshelf ledger init`` (and the hub) make one (``hub.ledger.cli_common.existing_ledger``).
+
+``users disable | enable | reset-password`` are the users page's admin actions from the Pi's shell (the only admin
+forgot the password, or is gone): the same functions (``hub.web.accounts.users.update_user``) in one transaction of
+the ledger's writer, with the same rules (the last enabled admin is never disabled) and the same effect (every
+session of the user ends, a live stream within seconds, since each request and stream re-reads the user's session
+epoch from the ledger), audited with the actor ``cli:<login>`` (``--actor``) and the origin ``cli:<user>@<host>``.
+Exit codes of these: 0 done; 1 the ledger could not be read or written; 2 refused (no such user, the last enabled
+admin, a short password, no ledger), said in one line.
 """
 
 from __future__ import annotations
@@ -13,10 +24,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import json
 import sqlite3
 import sys
+from collections.abc import Callable
+from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from hub.ledger import LedgerService, origin
 from hub.ledger.cli_common import add_db_options, default_actor, existing_ledger
@@ -30,8 +44,19 @@ from hub.web.accounts.clients import (
     parse_scopes,
     token_sha256,
 )
-from hub.web.accounts.users import ROLES, add_user, hash_password
+from hub.web.accounts.users import (
+    ROLES,
+    UnknownUser,
+    User,
+    add_user,
+    get_user,
+    hash_password,
+    list_users,
+    update_user,
+)
 from hub.web.db import open_ro
+
+T = TypeVar("T")
 
 
 def _read_password(args: argparse.Namespace) -> str:
@@ -66,6 +91,108 @@ def _add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fmt(ms: int | None) -> str:
+    return "-" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _users_err(exc: Exception | str) -> None:
+    print(f"smartshelf users: {exc}", file=sys.stderr)
+
+
+def _users_command(command: Callable[[argparse.Namespace], str]) -> Callable[[argparse.Namespace], int]:
+    """Run ``command`` (it returns the line to print): a refusal is one line and exit 2, a ledger that could not be
+    read or written one line and exit 1."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            line = command(args)
+        except LedgerError as exc:  # Refused (no ledger), InvalidArgument (no such user, the last admin, ...)
+            _users_err(exc)
+            return 2
+        except OSError as exc:
+            _users_err(exc)
+            return 1
+        except sqlite3.Error as exc:
+            _users_err(f"ledger {getattr(args, 'db', '?')}: {exc}")
+            return 1
+        print(line)
+        return 0
+
+    return run
+
+
+def _read_users(args: argparse.Namespace, read: Callable[[sqlite3.Connection], T]) -> T:
+    """``read(conn)`` on a read-only connection to the ledger (never made here)."""
+    db = existing_ledger(args)
+    conn = open_ro(db)
+    try:
+        return read(conn)
+    except sqlite3.OperationalError as exc:
+        if "no such" not in str(exc):  # locked, I/O: said as it is
+            raise
+        raise sqlite3.OperationalError(f"{exc} (an older ledger: open it with the hub once to upgrade it)") from None
+    finally:
+        conn.close()
+
+
+def _list(args: argparse.Namespace) -> str:
+    users = _read_users(args, list_users)
+    if args.json:
+        return json.dumps([{**asdict(u), "enabled": u.disabled_ms is None} for u in users], indent=2, sort_keys=True)
+    if not users:
+        return f"no users in {args.db}: add one with smartshelf users add NAME --role admin {args.db_given_as}"
+    lines = [f"{'username':<24} {'role':<8} {'status':<27} last sign-in"]
+    for u in users:
+        status = "enabled" if u.disabled_ms is None else f"disabled {_fmt(u.disabled_ms)}"
+        lines.append(f"{u.username:<24} {u.role:<8} {status:<27} {_fmt(u.last_login_ms)}")
+    return "\n".join(lines)
+
+
+def _change(args: argparse.Namespace, action: str, password_hash: str | None = None) -> list[str]:
+    """One of the users page's admin actions (``update_user``), by the command line: one audited transaction."""
+
+    async def run() -> list[str]:
+        async with LedgerService(args.db, migrations=args.migrations, origin=origin.cli()) as ledger:
+            return await ledger.transact(
+                lambda tx: update_user(
+                    tx, args.username, actor=args.actor, by=None, action=action, password_hash=password_hash
+                )
+            )
+
+    return asyncio.run(run())
+
+
+def _known_user(args: argparse.Namespace) -> User:
+    """The user named, from the ledger (refused when there is none: before a password is asked for)."""
+    user = _read_users(args, lambda conn: get_user(conn, args.username))
+    if user is None:
+        raise UnknownUser(f"no user {args.username!r} in {args.db} (smartshelf users list {args.db_given_as})")
+    return user
+
+
+def _disable(args: argparse.Namespace) -> str:
+    _known_user(args)
+    _change(args, "disable")
+    return (
+        f"user {args.username} disabled (ledger {args.db}): signed out everywhere (a live page within seconds),"
+        " and cannot sign in until enabled"
+    )
+
+
+def _enable(args: argparse.Namespace) -> str:
+    _known_user(args)
+    _change(args, "enable")
+    return f"user {args.username} enabled (ledger {args.db}): they can sign in again"
+
+
+def _reset_password(args: argparse.Namespace) -> str:
+    user = _known_user(args)
+    password_hash = hash_password(_read_password(args))
+    _change(args, "reset_password", password_hash)
+    still = f"; still disabled: smartshelf users enable {args.username}" if user.disabled else ""
+    return f"user {args.username}: password reset (ledger {args.db}), signed out everywhere{still}"
+
+
 def add_users_parser(sub: Any) -> None:
     users = sub.add_parser("users", help="staff accounts of the status page")
     cmds = users.add_subparsers(dest="users_command", required=True, metavar="USERS_COMMAND")
@@ -76,6 +203,24 @@ def add_users_parser(sub: Any) -> None:
     add_db_options(p)
     p.add_argument("--actor", default=default_actor(), help="who is adding (default: cli:<login>)")
     p.set_defaults(func=_add)
+    p = cmds.add_parser("list", help="list the users: role, enabled or disabled, last sign-in")
+    p.add_argument("--json", action="store_true", help="print the users as a JSON array (times in ms since 1970)")
+    add_db_options(p)
+    p.set_defaults(func=_users_command(_list))
+    for name, command, what in (
+        ("disable", _disable, "disable a user: signed out everywhere, cannot sign in (never the last enabled admin)"),
+        ("enable", _enable, "enable a disabled user again"),
+        ("reset-password", _reset_password, "set a new password (prompts twice) and sign the user out everywhere"),
+    ):
+        p = cmds.add_parser(name, help=what)
+        p.add_argument("username")
+        if name == "reset-password":
+            p.add_argument(
+                "--password-stdin", action="store_true", help="read the password from the first line of stdin"
+            )
+        add_db_options(p)
+        p.add_argument("--actor", default=default_actor(), help="who does it, for the audit (default: cli:<login>)")
+        p.set_defaults(func=_users_command(command))
 
 
 # ------------------------------------------------------------------------------------------------ api-clients
@@ -123,10 +268,6 @@ def _api_disable(args: argparse.Namespace) -> int:
         return _api_err(exc)
     print(f"API client {args.name} disabled (ledger {args.db}): its token is refused from now on")
     return 0
-
-
-def _fmt(ms: int | None) -> str:
-    return "-" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _api_list(args: argparse.Namespace) -> int:
