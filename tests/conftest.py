@@ -47,6 +47,8 @@ from tests.xdist_support import (  # noqa: F401 (hooks)
 )
 from tools.mpy_runtime import REPO_ROOT, MicroPythonRuntime, MicroPythonUnavailable, find_node
 
+pytest_plugins = ["tests.hub_fixtures"]  # sockdir, node, config of the hub-service tests (a module's own win)
+
 PORTABLE_PACKAGES = (
     "shared_protocol",
     "firmware",

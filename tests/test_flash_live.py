@@ -54,9 +54,9 @@ def test_a_counting_node_is_reflashed_mid_traffic_and_every_event_is_booked_once
     b = ScenarioBuilder([1], seed=3, start_s=8.0)
     b.pick(1, 0, 8.0, 1)
     b.pick(1, 1, 10.0, 2)
-    b.pick(1, 0, 17.0, 1)  # while the hub has let go of the port: counted, not yet acknowledged
-    b.pick(1, 2, 44.0, 1)  # after the new firmware is in
-    b.pick(1, 3, 46.0, 2)
+    b.pick(1, 0, 20.0, 1)  # while the hub has let go of the port (6 s after it is asked to): counted, not acknowledged
+    b.pick(1, 2, 47.0, 1)  # after the new firmware is in
+    b.pick(1, 3, 49.0, 2)
     scenario = b.build("reflash")
     db = tmp_path / "ledger.db"
     with counting_beside_hub(tmp_path, scenario) as (emu, cfg, hub):
@@ -67,7 +67,7 @@ def test_a_counting_node_is_reflashed_mid_traffic_and_every_event_is_booked_once
         reply = asyncio.run(request(tmp_path / "hub.sock", {"op": "release", "port": str(node.port), "seconds": 600},
                                     timeout_s=10.0))  # fmt: skip
         assert reply == {"ok": True}, reply
-        wait_until(lambda: emu.elapsed() >= 19.5, emu, 20.0, "the pick at 17 s counted by the node")
+        wait_until(lambda: emu.elapsed() >= 22.5, emu, 20.0, "the pick at 20 s counted by the node")
         assert events_booked(db) == 2  # the hub heard nothing of it
 
         r = smartshelf_flash(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +19,7 @@ from hub.provisioning.device import DeviceError
 from hub.provisioning.flash import Request, UsageError, flash
 from hub.provisioning.registry import register
 from hub.service import HubService
-from tests.hub_support import KEY1, FakeNode, short_dir, start_hub, write_config
-
-
-@pytest.fixture
-def sockdir() -> Iterator[Path]:
-    with short_dir() as d:
-        yield d
+from tests.hub_support import KEY1, FakeNode, start_hub, write_config
 
 
 @pytest.fixture

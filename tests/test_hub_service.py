@@ -40,26 +40,7 @@ from shared_protocol.messages import (
     Tare,
 )
 from shared_protocol.serial_framing import encode_serial
-from tests.hub_support import KEY1, KEY2, FakeNode, db_rows, eventually, short_dir, start_hub, write_config
-
-
-@pytest.fixture
-def sockdir() -> Any:
-    with short_dir() as d:
-        yield d
-
-
-@pytest.fixture
-async def node(tmp_path: Path) -> AsyncIterator[FakeNode]:
-    n = FakeNode(1, KEY1, tmp_path / "node-1")
-    n.plug()
-    yield n
-    n.unplug()
-
-
-@pytest.fixture
-def config(tmp_path: Path, sockdir: Path, node: FakeNode) -> Path:
-    return write_config(tmp_path, sockdir, [node])
+from tests.hub_support import KEY2, FakeNode, db_rows, eventually, start_hub
 
 
 @pytest.fixture

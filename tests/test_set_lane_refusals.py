@@ -20,26 +20,7 @@ from hub.service import HubService
 from hub.service.node_lanes import check_lane
 from hub.transport.ble.beacons import NodeBeacon
 from shared_protocol.messages import STATUS_BAD_ARGS, STATUS_FAILED, RequestState, SetLane
-from tests.hub_support import KEY1, FakeNode, db_rows, short_dir, start_hub, write_config
-
-
-@pytest.fixture
-def sockdir() -> Any:
-    with short_dir() as d:
-        yield d
-
-
-@pytest.fixture
-async def node(tmp_path: Path) -> AsyncIterator[FakeNode]:
-    n = FakeNode(1, KEY1, tmp_path / "node-1")  # 4 lanes
-    n.plug()
-    yield n
-    n.unplug()
-
-
-@pytest.fixture
-def config(tmp_path: Path, sockdir: Path, node: FakeNode) -> Path:
-    return write_config(tmp_path, sockdir, [node])
+from tests.hub_support import FakeNode, db_rows, start_hub
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
@@ -20,13 +19,7 @@ from werkzeug.security import generate_password_hash
 
 from hub.config import ConfigError, load_config
 from hub.web.accounts.users import add_user
-from tests.hub_support import FakeNode, short_dir, start_hub, write_config
-
-
-@pytest.fixture
-def sockdir() -> Iterator[Path]:
-    with short_dir() as d:
-        yield d
+from tests.hub_support import FakeNode, start_hub, write_config
 
 
 def _config(tmp_path: Path, sockdir: Path, web: str) -> Path:

@@ -242,7 +242,9 @@ def _restore(args: argparse.Namespace) -> int:
 
     async def record() -> None:  # in the restored ledger's own trail: it was replaced by a backup, by whom, from where
         async with LedgerService(args.db, migrations=args.migrations, origin=origin.cli()) as ledger:
-            await ledger.record_audit(args.actor, "restore", details)
+            async with await ledger.reader() as reader:  # the restore point: each node's mark as the backup held it
+                marks = {str(n.node_id): n.highest_contiguous_event_seq for n in await reader.nodes()}
+            await ledger.record_audit(args.actor, "restore", details | {"node_marks": marks})
 
     asyncio.run(record())
     print(

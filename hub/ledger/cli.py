@@ -4,21 +4,23 @@ The database is ``--db PATH``, else ``--config hub.toml``'s (the hub's), else ``
 ``./smartshelf.db``; only ``init`` (and ``restore``) make one: every other command refuses a missing database
 (``hub.ledger.cli_common.existing_ledger``). Its migrations (every subsystem's) are ``args.migrations``, set by the
 root command (``hub.cli``: ``hub.schema.MIGRATIONS``).
-``backup``, ``backup-key`` and ``restore`` are ``hub.ledger.backup_cli``'s.
-Exit codes: 0 ok; 2 refused (a rejected import with its per-line report on stderr, a restore refused, bad
-arguments); 1 any other failure.
+``backup``, ``backup-key`` and ``restore`` are ``hub.ledger.backup_cli``'s. ``import --url`` goes through a running
+hub's HTTP API (``hub.ledger.hub_api``); without it, an import into a ledger a running hub has open is refused.
+Exit codes: 0 ok; 2 refused (a rejected import with its per-line report on stderr, an import beside a running hub,
+a hub certificate not trusted, a restore refused, bad arguments); 1 any other failure (the hub not reached, an HTTP
+error other than the file's).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from hub.ledger import origin, schema
+from hub.ledger import hub_api, origin, schema
 from hub.ledger.agefile import AgeRefused
 from hub.ledger.backup import RestoreRefused
 from hub.ledger.backup_cli import add_backup_commands
@@ -39,7 +41,8 @@ from hub.ledger.cli_common import (
     ledger_db,
 )
 from hub.ledger.cli_common import err as _err
-from hub.ledger.dblock import LedgerBusy
+from hub.ledger.dblock import DbLock, LedgerBusy
+from hub.ledger.hub_api import TOKEN_ENV
 from hub.ledger.models import LedgerError, SchemaError, Sku
 from hub.ledger.postings.lanes import LaneAssigned
 from hub.ledger.reader import LedgerReader
@@ -66,9 +69,6 @@ def _init(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-TOKEN_ENV = "SMARTSHELF_API_TOKEN"
-
-
 def _import(args: argparse.Namespace) -> int:
 
     path = Path(args.file)
@@ -78,6 +78,7 @@ def _import(args: argparse.Namespace) -> int:
     if args.url:
         return _import_remote(args, path)
     existing_ledger(args)
+    _no_hub_running(args)
 
     async def run() -> Any:
         async with LedgerService(args.db, migrations=args.migrations, origin=origin.cli()) as ledger:
@@ -93,77 +94,102 @@ def _import(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _no_hub_running(args: argparse.Namespace) -> None:
+    """Refuse (``Refused``) an import into a ledger a running hub has open (it holds ``<db>.lock``, as every writer
+    does; ``hub.ledger.dblock``): the hub is the one writer while it runs, and a file imported beside it would hold
+    SQLite's write lock for the whole file (the hub's batches, acks and page wait behind it), as an API client it is
+    not, without the page's live updates. The check takes the lock exclusively and lets go before the import opens
+    the ledger (as ``flash --replaces`` does): a hub started in between runs beside the import, which SQLite's
+    locking keeps consistent (one transaction)."""
+    try:
+        DbLock(args.db).acquire(exclusive=True).release()
+    except LedgerBusy:
+        raise Refused(
+            f"{args.db} is open by a running hub (or another smartshelf command): while the hub runs, import"
+            f" through it: --url https://<hub>:8443/ --token-file TOKEN --cafile {args.db}.tls/cert.pem (an API"
+            " client's token: smartshelf api-clients add), or stop the hub first; nothing was imported"
+        ) from None
+
+
 def _import_remote(args: argparse.Namespace, path: Path) -> int:
     """POST the file to a running hub's HTTP API (``/api/v1/imports/<kind>``): its single writer imports it, all or
-    nothing, as the API client the token belongs to."""
-    import json
-    import ssl
-    import urllib.error
-    import urllib.parse
-    import urllib.request
-
-    if args.token_file is not None:
-        try:
-            token = args.token_file.read_text().strip()
-        except OSError as exc:
-            _err(f"cannot read the token: {exc}")
-            return EXIT_FAILED
-    else:
-        token = os.environ.get(TOKEN_ENV, "").strip()
+    nothing, as the API client the token belongs to (``hub.ledger.hub_api``: TLS, errors as one line)."""
+    try:
+        token = hub_api.read_token(args.token_file)
+    except OSError as exc:
+        _err(f"--token-file {args.token_file}: cannot be read ({exc.strerror or exc})")
+        return EXIT_REFUSED
     if not token:
         _err(f"--url needs an API client's token: --token-file PATH or ${TOKEN_ENV} (smartshelf api-clients add)")
         return EXIT_REFUSED
     parts = urllib.parse.urlsplit(args.url)
-    if parts.scheme != "https" and not origin.is_loopback(parts.hostname or ""):
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        _err(f"--url {args.url}: not the hub's address (e.g. https://hub.local:8443/)")
+        return EXIT_REFUSED
+    if parts.scheme != "https" and not origin.is_loopback(parts.hostname):
         _err(f"{args.url}: the token would cross the network in clear text: use the hub's https:// address")
         return EXIT_REFUSED
-    try:
-        tls = ssl.create_default_context(cafile=str(args.cafile) if args.cafile is not None else None)
-    except (OSError, ssl.SSLError) as exc:
-        _err(f"--cafile {args.cafile}: {exc}")
-        return EXIT_FAILED
     query = urllib.parse.urlencode({"name": path.name})
     url = urllib.parse.urljoin(args.url if args.url.endswith("/") else args.url + "/", f"api/v1/imports/{args.kind}")
-    request = urllib.request.Request(
-        f"{url}?{query}",
-        data=path.read_bytes(),
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "text/csv"},
-        method="POST",
-    )
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "text/csv"}
     try:
-        with urllib.request.urlopen(request, timeout=args.timeout, context=tls) as resp:
-            report = json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        try:
-            problems = json.loads(exc.read()).get("errors", [])
-        except ValueError:
-            problems = []
-        if exc.code == 422:
-            for e in problems:
-                line = str(e.get("field", "")).removeprefix("line ")
-                print(f"{path.name}:{line}: {e.get('message')}", file=sys.stderr)
-            n = len(problems)
-            print(f"{path.name}: rejected, nothing was written ({n} problem{'s' if n != 1 else ''})", file=sys.stderr)
-            return EXIT_REFUSED
-        detail = "; ".join(f"{e.get('field')}: {e.get('message')}" for e in problems) or exc.reason
-        if exc.code == 400:  # the request itself refused (an empty file, a bad name): nothing was written
-            _err(f"{path.name}: refused by the hub, nothing was written: {detail}")
-            return EXIT_REFUSED
-        if exc.code == 413:
-            _err(f"{path.name}: too large for one import through the hub, nothing was written: {detail}")
-            _err(f"split {path.name} into smaller files (each with the header row) and import them one by one")
-            return EXIT_REFUSED
-        _err(f"{url}: HTTP {exc.code}: {detail}")
+        tls = hub_api.client_context(args.cafile)
+        report = hub_api.post(
+            f"{url}?{query}",
+            path.read_bytes(),
+            headers=headers,
+            tls=tls,
+            timeout=args.timeout,
+            cafile=args.cafile,
+            local_cert=_local_cert(args),
+        )
+    except hub_api.ClientRefused as exc:
+        _err(f"{exc}; nothing was sent")
+        return EXIT_REFUSED
+    except hub_api.HubUnreachable as exc:
+        _err(str(exc))
         return EXIT_FAILED
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        _err(f"{url}: {exc}")
-        return EXIT_FAILED
+    except hub_api.HubError as exc:
+        return _import_refused(exc, path, url)
     rows, applied, dup = report["rows"], report["applied"], report["duplicates"]
     if rows and applied == 0:
         print(f"{path.name}: {rows} {args.kind} rows, all already in the ledger: nothing changed")
     else:
         print(f"{path.name}: {rows} {args.kind} rows: {applied} applied, {dup} already in the ledger")
     return EXIT_OK
+
+
+def _import_refused(exc: hub_api.HubError, path: Path, url: str) -> int:
+    """The hub's error answer to an import, as the local import reports it (exit 2: nothing was written)."""
+    if exc.status == 422:  # the file's problems, by line
+        for e in exc.problems:
+            line = str(e.get("field", "")).removeprefix("line ")
+            print(f"{path.name}:{line}: {e.get('message')}", file=sys.stderr)
+        n = len(exc.problems)
+        print(f"{path.name}: rejected, nothing was written ({n} problem{'s' if n != 1 else ''})", file=sys.stderr)
+        return EXIT_REFUSED
+    if exc.status == 400:  # the request itself refused (an empty file, a bad name): nothing was written
+        _err(f"{path.name}: refused by the hub, nothing was written: {exc.detail()}")
+        return EXIT_REFUSED
+    if exc.status == 413:
+        _err(f"{path.name}: too large for one import through the hub, nothing was written: {exc.detail()}")
+        _err(f"split {path.name} into smaller files (each with the header row) and import them one by one")
+        return EXIT_REFUSED
+    _err(str(exc))
+    return EXIT_FAILED
+
+
+def _local_cert(args: argparse.Namespace) -> Path | None:
+    """The hub certificate on this machine, for the hint when the hub's is not trusted: the command's ledger's
+    (``--config`` / ``--db``, else the default), else a Pi's; None when neither is here."""
+    try:
+        db = ledger_db(args)
+    except Refused:
+        db = None
+    for cert in (Path(f"{db}.tls") / "cert.pem" if db is not None else None, hub_api.PI_CERT):
+        if cert is not None and cert.is_file():
+            return cert
+    return None
 
 
 def _add_sku(args: argparse.Namespace) -> int:
@@ -273,8 +299,8 @@ def add_ledger_parser(sub: Any) -> None:
     p.add_argument(
         "--cafile",
         type=Path,
-        help="the certificate to trust for --url (the hub's self-signed cert.pem, which it generates beside its"
-        " database as <db>.tls/cert.pem); default: the system's trusted authorities",
+        help="the hub's certificate, to trust for --url: a hub's own self-signed one is <ledger db>.tls/cert.pem"
+        f" ({hub_api.PI_CERT} on a Pi; the hub logs its SHA-256 at every start); default: the system's authorities",
     )
     p.add_argument("--token-file", type=Path, help=f"file holding the API client's token (default: ${TOKEN_ENV})")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the hub (default 120)")

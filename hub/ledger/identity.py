@@ -13,13 +13,24 @@ store, ``hub/fleet/README.md``) must therefore know that the ids start a new lif
   does one backup restored on two Pis at different times (the replaced ledger lost with the first). A backup file
   keeps the incarnation it had.
 * The row cannot be deleted and the incarnation never goes down (triggers).
+* **The restore point** (``RestorePoint``): ``smartshelf ledger restore`` records, in its ``restore`` audit entry of
+  the restored ledger, each node's contiguous event mark as the backup held it (``node_marks``) with the new
+  incarnation. A running hub reads it at start (``LedgerReader.restore_point``): a node whose outbox starts above
+  that mark had delivered the events in between before the restore (the hub acknowledged them, so the node let them
+  go), and they are not in the restored ledger. The hub books them from the node's counters as it books what a full
+  outbox dropped, and says which of the two it was (``hub.link.gaps.skip_cause``).
 
 The ledger knows nothing of who reads it: the fleet publisher (``hub.fleet``) compares it with its own cursor's.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 from hub.ledger.schema import Migration
 
@@ -78,3 +89,41 @@ def new_incarnation(conn: sqlite3.Connection, *, at_least: int | None, restored_
             conn.execute("ROLLBACK")
         raise
     return incarnation
+
+
+# The ledger's incarnation when a restore began it, and the newest restore's audit entry (audit_action's index).
+RESTORED_SQL = (
+    "SELECT incarnation, since_ms, restored_from FROM ledger_identity WHERE id = 1 AND restored_from IS NOT NULL"
+)
+LAST_RESTORE_SQL = "SELECT details FROM audit WHERE action = 'restore' ORDER BY id DESC LIMIT 1"
+
+
+@dataclass(frozen=True, slots=True)
+class RestorePoint:
+    """The restore from a backup that began this incarnation: when, from what, and each node's contiguous event mark
+    in the backup (nodes the backup did not know are not in ``marks``)."""
+
+    since_ms: int
+    source: str
+    marks: dict[int, int]
+
+    def describe(self) -> str:
+        when = datetime.fromtimestamp(self.since_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+        return f"the ledger's restore from {self.source} ({when})"
+
+
+def restore_point(identity: Sequence[Any] | None, details: str | None) -> RestorePoint | None:
+    """The restore point from ``RESTORED_SQL``'s row and ``LAST_RESTORE_SQL``'s details; None when the ledger was
+    never restored, or its last restore recorded no marks for this incarnation (a restore made by an older version,
+    or one whose audit entry was never written)."""
+    if identity is None or details is None:
+        return None
+    try:
+        entry = json.loads(details)
+        raw = entry["node_marks"]
+        if entry.get("incarnation") != identity[0] or not isinstance(raw, dict):
+            return None
+        marks = {int(node): int(mark) for node, mark in raw.items()}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return RestorePoint(int(identity[1]), str(identity[2]), marks)

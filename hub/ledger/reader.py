@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 
 import aiosqlite
 
+from hub.ledger.identity import LAST_RESTORE_SQL, RESTORED_SQL, RestorePoint, restore_point
 from hub.ledger.models import (
     Alert,
     AlertStatus,
@@ -349,6 +350,13 @@ class LedgerReader:
             (node_id,),
         )
         return [AssignedLane(*r) for r in rows]
+
+    async def restore_point(self) -> RestorePoint | None:
+        """The restore from a backup that began this incarnation, with each node's mark in the backup (``identity``);
+        None when there is none."""
+        identity = await self._all(RESTORED_SQL)
+        details = await self._all(LAST_RESTORE_SQL) if identity else []
+        return restore_point(identity[0] if identity else None, details[0][0] if details else None)
 
     async def sensor_tallies(self) -> dict[tuple[int, int], tuple[int, int]]:
         """``SENSOR_TALLIES``, read: run it at start, then keep the figures up to date from committed outcomes."""

@@ -15,6 +15,11 @@ pending) to a decision, with no I/O, so they are tested on their own (tests/test
 * ``lane_gap``: a ``lane_state`` whose ``count`` (up to ``last_event``) disagrees with the lane's tally is a gap
   for the difference — the first report of a lane included; with a skip pending, the gap also carries the skip
   (``skip_to``), so booking it moves the mark past the dropped events.
+* ``skip_cause``: why the skipped events will never arrive, as the log and the gap's note say it. The same
+  ``outbox_first`` above the mark also follows a **restore**: the ledger went back to a backup, the node had
+  delivered the events after the backup's mark (the hub acknowledged them, so its outbox let them go), and they are
+  not in the restored ledger. The hub tells the two apart by the restore point (``hub.ledger.identity``): a skip
+  from the very mark the backup held for the node (``RestoreMark``) is the restore's; any other is an overflow.
 """
 
 from __future__ import annotations
@@ -33,7 +38,26 @@ class Gap:
     diff: int
     ref: str
     note: str
-    skip_to: int = 0  # > 0: the node's full outbox dropped the events up to this one; the mark skips past them
+    skip_to: int = 0  # > 0: the events up to this one never arrive (skip_cause); the mark skips past them
+
+
+OVERFLOW = "were dropped by the node's full outbox"
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreMark:
+    """A node's contiguous event mark in the backup the ledger was restored from, and that restore (described)."""
+
+    contiguous: int
+    restore: str  # e.g. "the ledger's restore from backups/x.db (2026-12-07 10:02 UTC)"
+
+
+def skip_cause(marks: EventMarks, restored: RestoreMark | None) -> str:
+    """Why the events after the contiguous mark that a skip passes will never arrive: delivered before the ledger's
+    restore when the mark is still the one the backup held for the node, else dropped by its full outbox."""
+    if restored is not None and marks.contiguous == restored.contiguous:
+        return f"were delivered before {restored.restore}, so the restored ledger lacks them (no outbox overflow)"
+    return OVERFLOW
 
 
 def shown(marks: EventMarks, max_last_event: int) -> int:
@@ -61,10 +85,12 @@ def outbox_skip(outbox_first: int, marks: EventMarks, max_last_event: int, pendi
     return target if target > max(c, pending) else pending
 
 
-def lane_gap(state: LaneState, tally: LaneTally, marks: EventMarks, pending_skip: int, frame_seq: int) -> Gap | None:
+def lane_gap(
+    state: LaneState, tally: LaneTally, marks: EventMarks, pending_skip: int, frame_seq: int, cause: str = OVERFLOW
+) -> Gap | None:
     """The gap a lane's counters show, or None: when they match the ledger, when they count events the hub has
     not received yet (compared again at the next report), or when the ledger already holds a later event of the
-    lane than they do."""
+    lane than they do. ``cause``: why the events of a pending skip never arrive (``skip_cause``), for the note."""
     c = marks.contiguous
     skip = pending_skip if pending_skip > c else 0
     if marks.after_skip(skip) < state.last_event:
@@ -78,5 +104,5 @@ def lane_gap(state: LaneState, tally: LaneTally, marks: EventMarks, pending_skip
     note = f"lane counters say {state.count} (up to event {state.last_event}), the ledger had {tally.total}"
     if skip:
         ref = f"ev{c + 1}-{skip}:{ref}"
-        note += f"; events {c + 1}..{skip} were dropped by the node's full outbox"
+        note += f"; events {c + 1}..{skip} {cause}"
     return Gap(state.lane, diff, ref, note, skip)

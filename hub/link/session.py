@@ -43,6 +43,7 @@ from typing import Any
 from hub.ledger.models import NodeUpdate
 from hub.ledger.service import LedgerService
 from hub.link.commands import CommandQueue, NodeRebooted
+from hub.link.gaps import OVERFLOW, RestoreMark, skip_cause
 from hub.link.jobs import NodeJobs
 from hub.link.marks import EventMarks, LaneTally
 from hub.link.rfid import NodeRfid
@@ -88,6 +89,7 @@ class StoredState:
     downlink_session: int = 0
     downlink_seq: int = 0
     tallies: dict[int, LaneTally] = field(default_factory=dict)
+    restored: RestoreMark | None = None  # the node's mark in the backup this ledger was restored from
 
 
 class NodeSession:
@@ -111,6 +113,8 @@ class NodeSession:
         self.ack_wanted = False
         self.commands = CommandQueue()
         self.pending_skip = 0  # outbox overflow: events up to this one will never arrive (protocol section 11)
+        self.skip_cause = OVERFLOW  # ... why (gaps.skip_cause: a full outbox, or the ledger's restore)
+        self.restored = stored.restored
         self.max_last_event = 0  # highest lane_state.last_event seen
         self.hello: Hello | None = None
         self.health: Health | None = None
@@ -289,6 +293,7 @@ class NodeSession:
         if upto == self.pending_skip:
             return False
         self.pending_skip = upto
+        self.skip_cause = skip_cause(self.marks, self.restored)
         return True
 
     def gap_booked(self, lane: int, diff: int, *, duplicate: bool, skip_to: int) -> None:

@@ -199,7 +199,8 @@ def add_reconcile_parser(sub: Any) -> None:
     p.add_argument(
         "outcome",
         help="shrinkage: theft|found|count; damage: damaged|no_damage; tamper: tag_removed|no_tamper|theft;"
-        " misplaced: moved|kept; sensor: fixed; reorder: ordered|dismissed",
+        " misplaced: moved|kept; sensor: fixed; reorder: ordered|dismissed; unassigned_lane: none (it resolves"
+        " itself when the lane is assigned a SKU: hub command ... set-lane, or ledger assign-lane)",
     )
     p.add_argument("--qty", type=int, default=None, help="units to write off (default: from the evidence)")
     p.add_argument("--counted", type=int, default=None, help="outcome count: units counted on the lane")

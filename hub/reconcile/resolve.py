@@ -16,6 +16,11 @@
 | reorder | ``ordered`` | none: the suggestion is *acknowledged* and resolves itself when stock recovers |
 | reorder | ``dismissed`` | none (it is raised again next run while stock stays at or below the reorder point) |
 
+An ``unassigned_lane`` alert (the hub booked events of a lane that has no SKU) is not resolved here, nor on the page:
+it resolves itself when the lane is assigned a SKU (``Tx.assign_lane``, in the same transaction), and closed by hand
+it would open again at the lane's next event, with its units still in no SKU's stock. ``assign_instead`` says so and
+names the commands that assign the lane (the same line on the page and from ``smartshelf reconcile resolve``).
+
 The resolution text and the movement it posted are stored on the alert (``resolution``,
 ``resolution_movement_id``); the write-off's source reference is ``writeoff:alert<id>``, the count's
 ``resolution:alert<id>`` (a reference kind no API / CSV client can produce, so none can pre-empt it).
@@ -25,7 +30,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hub.ledger.models import Alert, AlertStatus, InvalidArgument, Reason, UnknownAlert
+from hub.ledger.models import Alert, AlertKind, AlertStatus, InvalidArgument, Reason, UnknownAlert
 from hub.ledger.postings import RESOLUTION_KIND, Tx, WriteOff
 from hub.ledger.reader import ALERT_COLUMNS, alert_from_row
 from hub.ledger.service import LedgerService
@@ -61,6 +66,8 @@ async def resolve(
         if not rows:
             raise UnknownAlert(f"no alert {alert_id}")
         alert = alert_from_row(rows[0])
+        if (instead := assign_instead(alert.kind, alert.evidence)) is not None:
+            raise InvalidArgument(f"alert {alert_id} is not resolved by hand: {instead}")
         allowed = OUTCOMES.get(alert.kind)
         if allowed is None:
             raise InvalidArgument(f"alert {alert_id} is a {alert.kind} alert, not one of reconciliation's")
@@ -105,6 +112,20 @@ async def resolve(
         )
 
     return await ledger.transact(run)
+
+
+def assign_instead(kind: str, evidence: dict[str, Any]) -> str | None:
+    """For an ``unassigned_lane`` alert, why it is not resolved by hand and what resolves it (assigning the lane a
+    SKU), as one line; None for every other kind."""
+    if kind != AlertKind.UNASSIGNED_LANE:
+        return None
+    node, lane = evidence.get("node_id", "NODE"), evidence.get("lane_index", "LANE")
+    return (
+        f"lane {evidence.get('lane_id') or f'{lane} of node {node}'} has no SKU, and the alert resolves itself when"
+        " the lane gets one (closed by hand, it would open again at the lane's next event): while the hub runs,"
+        f" smartshelf hub command --config hub.toml {node} set-lane {lane} SKU; with the hub stopped, smartshelf"
+        f" ledger assign-lane --node {node} --lane {lane} --sku SKU"
+    )
 
 
 def _units(value: Any) -> int:

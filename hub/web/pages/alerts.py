@@ -2,7 +2,9 @@
 
 Reconciliation's alert kinds are resolved through ``hub.reconcile.resolve`` with one of its ``OUTCOMES`` (the
 write-off or count it implies is posted in the same transaction); any other kind (opened by other code) has one
-plain outcome, ``resolved``, which closes it through ``LedgerService.resolve_alert`` with the note as resolution.
+plain outcome, ``resolved``, which closes it through ``LedgerService.resolve_alert`` with the note as resolution. An
+``unassigned_lane`` alert has none: it resolves itself when its lane is assigned a SKU, and the page says how
+(``hub.reconcile.resolve.assign_instead``, the line ``smartshelf reconcile resolve`` refuses it with).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 from flask import Blueprint, abort, flash, g, redirect, render_template, request
 from werkzeug.wrappers.response import Response
@@ -18,7 +21,7 @@ from werkzeug.wrappers.response import Response
 from hub.ledger.causes import Cause
 from hub.ledger.models import MAX_QTY, Alert, AlertStatus, InvalidArgument, LedgerError, UnknownAlert
 from hub.ledger.reader import ALERT
-from hub.reconcile.resolve import OUTCOMES
+from hub.reconcile.resolve import OUTCOMES, assign_instead
 from hub.reconcile.resolve import resolve as resolve_reconciliation
 from hub.web.access import requires
 from hub.web.db import fetch_one, get_db, get_writer
@@ -54,6 +57,8 @@ OUTCOME_LABELS: dict[str, str] = {
 def outcomes(kind: str) -> tuple[str, ...]:
     """The outcomes an alert of ``kind`` can be resolved with, those that post no ledger entry first (the form's
     default choice never writes stock off)."""
+    if assign_instead(kind, {}) is not None:
+        return ()
     return tuple(sorted(OUTCOMES.get(kind, (PLAIN,)), key=lambda o: (o in WRITE_OFFS, o in COUNTS)))
 
 
@@ -121,6 +126,7 @@ class AlertRow:
     takes_qty: bool  # one of its outcomes writes off (qty)
     takes_counted: bool  # one of its outcomes is a count (counted)
     default_qty: int | None  # what a write-off takes from the evidence when qty is empty
+    instead: str | None  # an alert not resolved by hand (unassigned_lane): what resolves it
 
 
 def alert_row(r: AlertRecord) -> AlertRow:
@@ -133,6 +139,7 @@ def alert_row(r: AlertRecord) -> AlertRow:
         qty = int(r.posted_qty or 0)
         movement = f"{qty:+d} {r.posted_sku or ''} at {r.posted_location} ({r.posted_reason})".replace("  ", " ")
     default_qty = None
+    instead = assign_instead(kind, _evidence(r.evidence))
     write_offs = [o for o in kinds_outcomes if o in WRITE_OFFS]
     if write_offs:
         try:
@@ -161,7 +168,16 @@ def alert_row(r: AlertRecord) -> AlertRow:
         takes_qty=bool(write_offs),
         takes_counted=any(o in COUNTS for o in kinds_outcomes),
         default_qty=default_qty,
+        instead=instead,
     )
+
+
+def _evidence(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _kinds() -> list[str]:
@@ -295,6 +311,9 @@ def resolve(alert_id: int) -> Response:
         abort(404)
     kind, status = found.kind, str(found.status)
     actor = f"web:{g.user.username}"
+    if (instead := assign_instead(kind, found.evidence)) is not None:
+        flash(f"Alert {alert_id} not resolved: {instead}")
+        return redirect(_back())
     try:
         res = parse_resolution(kind, request.form)
         if res.outcome == PLAIN:
