@@ -10,7 +10,7 @@ import io
 import socket
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import closing, redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from hub.ledger import Sku
 from hub.service import HubService
 from hub.web.accounts.clients import TOKEN_PREFIX, add_client, token_sha256
 from hub.web.serving.tls import TlsFiles, ensure_self_signed
-from tests.hub_support import FakeNode, short_dir, start_hub, write_config
+from tests.hub_support import FakeNode, start_hub, write_config
 
 RECEIPTS = "id,timestamp,sku,quantity\nd1,2026-11-27T08:00:00Z,COLA,6\n"
 
@@ -41,12 +41,6 @@ async def cli_beside(*args: str) -> tuple[int, str, str]:
 def receipts(db: Path) -> list[tuple[object, ...]]:
     with closing(sqlite3.connect(db)) as conn:
         return conn.execute("SELECT source_ref, qty, actor FROM movements WHERE reason = 'receipt'").fetchall()
-
-
-@pytest.fixture
-def sockdir() -> Iterator[Path]:
-    with short_dir() as d:
-        yield d
 
 
 async def hub_with_web(tmp_path: Path, sockdir: Path) -> HubService:

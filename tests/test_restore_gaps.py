@@ -10,7 +10,6 @@ import asyncio
 import io
 import json
 import logging
-from collections.abc import Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -22,13 +21,7 @@ from hub.ledger.identity import restore_point
 from hub.link.gaps import OVERFLOW, RestoreMark, skip_cause
 from hub.link.marks import EventMarks
 from shared_protocol.messages import RequestState
-from tests.hub_support import KEY1, FakeNode, db_rows, eventually, short_dir, start_hub, write_config
-
-
-@pytest.fixture
-def sockdir() -> Iterator[Path]:
-    with short_dir() as d:
-        yield d
+from tests.hub_support import KEY1, FakeNode, db_rows, eventually, start_hub, write_config
 
 
 def cli(*args: str) -> tuple[int, str, str]:

@@ -130,7 +130,7 @@ nodes_files = ["{NODES_FILE}"]   # smartshelf flash --nodes-file {NODES_FILE} ad
 [web]
 host = "127.0.0.1"   # "0.0.0.0" serves the status page to the shop's network
 port = 8443          # HTTPS: a self-signed certificate made on first start (its fingerprint is logged), or
-                     # cert_file / key_file; tls = "off" (plain HTTP) is accepted only on a loopback host
+                     # certificate / private_key (PEM); tls = "off" (plain HTTP) is accepted only on loopback
 """
 
 
