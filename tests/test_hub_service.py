@@ -16,9 +16,9 @@ from typing import Any, cast
 import pytest
 
 from hub.ledger import LaneReading, LedgerService, SensorEvent, Sku
-from hub.ledger.models import Reason
+from hub.ledger.models import InvalidArgument, Reason
 from hub.link.booking import SensorBooking
-from hub.link.commands import CommandError, CommandTimeout
+from hub.link.commands import CommandTimeout
 from hub.link.session import RESERVE_BLOCK
 from hub.schema import MIGRATIONS
 from hub.service import HubService
@@ -423,7 +423,7 @@ async def test_set_count_books_the_counted_quantity_not_a_sensor_gap(
     assert busy.command.status_name == "busy" and busy.count is None
     assert len(db_rows(db, "SELECT * FROM physical_counts")) == 1
     del node.answers["set_count"]
-    with pytest.raises(CommandError, match="lane 3 of node 1 is not in the ledger: assign a SKU first"):
+    with pytest.raises(InvalidArgument, match="lane 3 of node 1 is not in the ledger: assign a SKU first"):  # exit 2
         await hub.set_count(1, 3, 5, actor="alice")
     # A node that does not answer in time may still take the count: the error says to send it again.
     node.answer_commands = False

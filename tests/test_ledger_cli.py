@@ -144,3 +144,29 @@ def test_assign_lane_says_which_sensor_units_moved_to_the_lanes_sku(
     with sqlite3.connect(db) as conn:
         held = conn.execute("SELECT sku, qty FROM observed_stock WHERE lane_id = 'node3-lane0' AND qty != 0").fetchall()
     assert held == [("COLA", 4)]
+
+
+def test_assign_lane_with_a_config_refuses_a_node_the_hub_does_not_have(
+    db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With ``--config``, the nodes are known (hub.toml's [[node]] tables and its nodes_files): a typo in --node is
+    refused instead of leaving a lane no node fills; with ``--db`` alone they are not known, and it is assigned."""
+    (tmp_path / "more.toml").write_text('[[node]]\nid = 7\nkey = "00"\nport = "/dev/null"\n')
+    config = tmp_path / "hub.toml"
+    config.write_text(
+        f'[hub]\ndatabase = "{db.name}"\nnodes_files = ["more.toml"]\n\n[[node]]\nid = 3\nkey = "00"\nport = "x"\n'
+    )
+    for node in ("3", "7"):
+        argv = ["ledger", "assign-lane", "--config", str(config), "--node", node, "--lane", "1", "--sku", "COLA"]
+        assert run(capsys, *argv)[0] == 0
+    rc, out, err = run(capsys, "ledger", "assign-lane", "--config", str(config), "--node", "42", "--lane", "0",
+                       "--sku", "COLA")  # fmt: skip
+    assert (rc, out) == (2, "")
+    assert err == (
+        f"smartshelf ledger: node 42 is not one of {config}'s nodes (its [[node]] tables and hub.nodes_files: 3, 7):"
+        " nothing assigned\n"
+    )
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM lanes WHERE node_id = 42").fetchone() == (0,)
+    rc, _, _ = run(capsys, "ledger", "assign-lane", "--db", str(db), "--node", "42", "--lane", "0", "--sku", "COLA")
+    assert rc == 0

@@ -188,3 +188,65 @@ def test_a_name_the_certificate_does_not_cover_and_a_closed_port_are_one_line_ea
         f"smartshelf ledger: https://127.0.0.1:{port}/: nothing answers there (connection refused): is the hub"
         f" running, with [web] port = {port}?\n",
     )
+
+
+def test_the_token_goes_only_to_url_never_through_a_proxy_or_a_redirect(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain-HTTP loopback --url (allowed) with $http_proxy set: the request goes to --url itself, not the proxy;
+    the hub's address answering a redirect is not followed (urllib would re-send the token as a GET to any host); an
+    answer that is not the import report, and an empty token file, are one line each."""
+    from werkzeug.serving import make_server
+
+    seen: dict[str, list[str]] = {"url": [], "elsewhere": []}
+
+    def elsewhere(env: dict[str, object], start: object) -> list[bytes]:
+        seen["elsewhere"].append(f"{env['REQUEST_METHOD']} {env['PATH_INFO']} {env.get('HTTP_AUTHORIZATION')}")
+        start("200 OK", [("Content-Type", "application/json")])  # type: ignore[operator]
+        return [b'{"rows": 1, "applied": 1, "duplicates": 0}']
+
+    other = make_server("127.0.0.1", 0, elsewhere)
+
+    def hub_address(env: dict[str, object], start: object) -> list[bytes]:
+        seen["url"].append(f"{env['REQUEST_METHOD']} {env['PATH_INFO']}")
+        if str(env["QUERY_STRING"]).endswith("odd.csv"):
+            start("200 OK", [("Content-Type", "application/json")])  # type: ignore[operator]
+            return [b'{"hello": "world"}']
+        start("302 Found", [("Location", f"http://127.0.0.1:{other.server_port}/steal")])  # type: ignore[operator]
+        return [b""]
+
+    server = make_server("127.0.0.1", 0, hub_address)
+    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in (server, other)]
+    for t in threads:
+        t.start()
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{other.server_port}")
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{other.server_port}")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    token = tmp_path / "token"
+    token.write_text("ssk_secret\n")
+    url = f"http://127.0.0.1:{server.server_port}/"
+    try:
+        for name in ("delivery.csv", "odd.csv"):
+            (tmp_path / name).write_text(RECEIPTS)
+        rc, out, err = cli("ledger", "import", "receipts", str(tmp_path / "delivery.csv"), "--url", url,
+                           "--token-file", str(token))  # fmt: skip
+        assert (rc, out) == (1, "") and err.count("\n") == 1, err
+        assert f"answered HTTP 302 Found, a redirect to http://127.0.0.1:{other.server_port}/steal: not followed" in err
+        rc, out, err = cli("ledger", "import", "receipts", str(tmp_path / "odd.csv"), "--url", url,
+                           "--token-file", str(token))  # fmt: skip
+        assert (rc, out) == (1, "") and "is not the hub's import report" in err and err.count("\n") == 1, err
+        assert seen == {"url": ["POST /api/v1/imports/receipts"] * 2, "elsewhere": []}  # never the proxy, nor Location
+        token.write_text("\n")
+        rc, _, err = cli("ledger", "import", "receipts", str(tmp_path / "delivery.csv"), "--url", url,
+                         "--token-file", str(token))  # fmt: skip
+        assert (rc, err) == (
+            2,
+            f"smartshelf ledger: --token-file {token}: empty (it holds the token smartshelf api-clients add printed)\n",
+        )
+        assert len(seen["url"]) == 2  # nothing sent
+    finally:
+        for s in (server, other):
+            s.shutdown()
+        for t in threads:
+            t.join(5)

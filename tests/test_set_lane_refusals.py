@@ -152,7 +152,8 @@ async def test_a_node_not_heard_since_the_hub_started_is_refused_with_what_to_do
     rc = await asyncio.to_thread(main, argv)
     assert (rc, capsys.readouterr().err) == (
         2,
-        "smartshelf hub: node 1 has not been heard since the hub started, so its lanes are not known: nothing sent."
+        "smartshelf hub: node 1 has not been heard since the hub started (nor while set-lane waited for it), so its"
+        " lanes are not known: nothing sent."
         f" Power it and check its link (smartshelf hub status --config {config}), then set-lane again; or book the"
         f" assignment in the ledger only (smartshelf ledger assign-lane --config {config} --node 1 --lane 0 --sku"
         " COLA-330): the hub sends it to the node after its next hello\n",
@@ -172,6 +173,29 @@ async def test_a_node_not_heard_since_the_hub_started_is_refused_with_what_to_do
 
     rc = await asyncio.to_thread(main, [*argv[:-3], "set-lane", "1", "TEA"])  # heard now: sent, and assigned
     assert rc == 0 and lanes(config) == [(0, "COLA-330"), (1, "TEA")]
+
+
+async def test_a_node_heard_within_the_timeout_takes_set_lane_and_an_unknown_sku_is_bad_input(
+    hub: HubService, node: FakeNode, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A board just flashed: ``smartshelf flash`` read its first hello, gave the port back, and the node says its next
+    hello seconds later. A set-lane typed at once waits for it (within its timeout), then checks the lane and sends.
+    An unknown SKU is refused before anything else (exit 2, nothing sent)."""
+    from hub.cli import main
+
+    argv = ["hub", "command", "--config", str(config), "--timeout", "10", "1", "set-lane"]
+    rc = await asyncio.to_thread(main, [*argv, "0", "NOPE"])
+    assert (rc, capsys.readouterr().err) == (
+        2,
+        "smartshelf hub: unknown SKU 'NOPE': add it first (smartshelf ledger add-sku); nothing sent\n",
+    )
+    loop = asyncio.get_running_loop()
+    loop.call_later(1.5, node.hello)  # its next hello, 1.5 s after the command
+    rc = await asyncio.to_thread(main, [*argv, "9", "TEA"])  # its lanes are known by then: 9 is beyond them
+    assert rc == 2 and "node 1 has 4 lanes (0..3): there is no lane 9" in capsys.readouterr().err
+    assert node.messages(SetLane) == []
+    rc = await asyncio.to_thread(main, [*argv, "2", "TEA"])
+    assert rc == 0 and lanes(config) == [(2, "TEA")]
 
 
 async def test_a_node_heard_without_a_hello_after_a_hub_restart_still_takes_set_lane(

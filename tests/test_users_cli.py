@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-import http.client
 import io
 import json
 import re
+import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +23,7 @@ from hub.cli import main
 from hub.ledger import origin
 from hub.ledger.cli_common import default_actor
 from hub.web.server import WebServer
-from tests.web_support import PASSWORD, Env
+from tests.web_support import PASSWORD, Env, EventStream, login
 
 NEW_PASSWORD = "a-brand-new-passphrase"
 CLI = origin.cli()  # this process: cli:<login>@<host>
@@ -40,15 +40,6 @@ def _hub_toml(env: Env) -> str:
     cfg = env.db.parent / "hub.toml"
     cfg.write_text(f'[hub]\ndatabase = "{env.db.name}"\n')
     return str(cfg)
-
-
-def _login(env: Env, username: str, password: str) -> int:
-    client = env.app.test_client()
-    client.get("/login")
-    resp = client.post(
-        "/login", data={"username": username, "password": password, "csrf_token": env.csrf(client), "next": "/"}
-    )
-    return resp.status_code
 
 
 def _fingerprint(env: Env) -> list[tuple[Any, ...]]:
@@ -70,7 +61,7 @@ def test_list_shows_role_status_and_last_sign_in_as_a_table_and_as_json(
     env: Env, capsys: pytest.CaptureFixture[str]
 ) -> None:
     cfg = _hub_toml(env)
-    assert _login(env, "clerk", PASSWORD) == 302
+    assert login(env, "clerk", PASSWORD) == 302
     assert run(capsys, "users", "disable", "viewer", "--config", cfg)[0] == 0
     rc, out, err = run(capsys, "users", "list", "--config", cfg)
     assert (rc, err) == (0, "")
@@ -89,26 +80,6 @@ def test_list_shows_role_status_and_last_sign_in_as_a_table_and_as_json(
     assert users["clerk"]["enabled"] is True and isinstance(users["clerk"]["last_login_ms"], int)
     assert users["viewer"]["enabled"] is False and isinstance(users["viewer"]["disabled_ms"], int)
     assert users["admin"]["last_login_ms"] is None
-
-
-class _Stream:
-    """A live stream (``/events``) of a signed-in browser, read event by event."""
-
-    def __init__(self, port: int, cookie: str) -> None:
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10.0)
-        self.conn.request("GET", "/events", headers={"Cookie": cookie, "Accept": "text/event-stream"})
-        self.resp = self.conn.getresponse()
-
-    def next_event(self) -> str | None:
-        name = ""
-        while True:
-            line = self.resp.readline().decode()
-            if not line:
-                return None
-            if line.startswith("event: "):
-                name = line[7:].strip()
-            elif line == "\n" and name:
-                return name
 
 
 @contextmanager
@@ -132,7 +103,9 @@ def test_disable_ends_the_users_sessions_and_live_stream_like_the_pages_action_a
     with _serving(env) as (web, port):
         serializer = web.app.session_interface.get_signing_serializer(web.app)  # type: ignore[attr-defined]
         epoch = env.sql("SELECT session_epoch FROM users WHERE username = 'clerk'")[0][0]
-        stream = _Stream(port, f"smartshelf_session={serializer.dumps({'user': 'clerk', 'epoch': epoch, 'sid': 's'})}")
+        stream = EventStream(
+            port, f"smartshelf_session={serializer.dumps({'user': 'clerk', 'epoch': epoch, 'sid': 's'})}"
+        )
         assert stream.resp.status == 200 and stream.next_event() == "snapshot"
         last = _last(env)
         rc, out, err = run(capsys, "users", "disable", "clerk", "--config", cfg)
@@ -144,14 +117,14 @@ def test_disable_ends_the_users_sessions_and_live_stream_like_the_pages_action_a
         stream.conn.close()
     resp = clerk.get("/alerts")
     assert resp.status_code == 302 and resp.headers["Location"].startswith("/login")
-    assert _login(env, "clerk", PASSWORD) == 401
+    assert login(env, "clerk", PASSWORD) == 401
     actor = default_actor()
     assert _audit_since(env, last) == [(actor, "disable_user", CLI, '{"username":"clerk"}')]
 
     last = _last(env)
     rc, out, _ = run(capsys, "users", "enable", "clerk", "--config", cfg, "--actor", "cli:it-desk")
     assert rc == 0 and out == f"user clerk enabled (ledger {env.db}): they can sign in again\n"
-    assert _login(env, "clerk", PASSWORD) == 302
+    assert login(env, "clerk", PASSWORD) == 302
     assert _audit_since(env, last)[0] == ("cli:it-desk", "enable_user", CLI, '{"username":"clerk"}')
 
 
@@ -167,7 +140,7 @@ def test_reset_password_for_the_admin_who_forgot_it(
     assert (rc, err) == (0, "")
     assert out == f"user admin: password reset (ledger {env.db}), signed out everywhere\n"
     assert admin.get("/users").status_code == 302  # every session of theirs ended
-    assert _login(env, "admin", PASSWORD) == 401 and _login(env, "admin", NEW_PASSWORD) == 302
+    assert login(env, "admin", PASSWORD) == 401 and login(env, "admin", NEW_PASSWORD) == 302
     audit = _audit_since(env, last)
     assert audit[0] == (default_actor(), "reset_password", CLI, '{"username":"admin"}')
     assert NEW_PASSWORD.encode() not in b"".join(p.read_bytes() for p in env.db.parent.glob(env.db.name + "*"))
@@ -182,7 +155,7 @@ def test_reset_password_for_the_admin_who_forgot_it(
     )
     answers = iter(["manager-passphrase", "manager-passphrase"])
     assert run(capsys, "users", "reset-password", "manager", "--config", cfg)[0] == 0
-    assert _login(env, "manager", "manager-passphrase") == 302
+    assert login(env, "manager", "manager-passphrase") == 302
     assert before != _fingerprint(env)
 
 
@@ -194,7 +167,7 @@ def test_a_disabled_users_password_reset_says_they_stay_disabled(
     monkeypatch.setattr("sys.stdin", io.StringIO(NEW_PASSWORD + "\n"))
     rc, out, _ = run(capsys, "users", "reset-password", "viewer", "--password-stdin", "--config", cfg)
     assert rc == 0 and out.endswith("signed out everywhere; still disabled: smartshelf users enable viewer\n")
-    assert _login(env, "viewer", NEW_PASSWORD) == 401
+    assert login(env, "viewer", NEW_PASSWORD) == 401
 
 
 @pytest.mark.parametrize(
@@ -241,8 +214,6 @@ def test_another_admin_makes_the_first_one_disableable(env: Env, capsys: pytest.
 
 
 def test_an_older_ledger_is_named_not_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import sqlite3
-
     db = tmp_path / "old.db"
     conn = sqlite3.connect(db)  # a database without the users table
     conn.execute("CREATE TABLE movements (id INTEGER)")
@@ -254,3 +225,28 @@ def test_an_older_ledger_is_named_not_a_traceback(tmp_path: Path, capsys: pytest
         f"smartshelf users: ledger {db}: no such table: users (an older ledger: open it with the hub once to upgrade"
         " it)\n"
     )
+
+
+FAILING = [  # what fails (a function of hub.web.cli), then the command
+    ("add_user", "users", "add", "erin", "--role", "clerk", "--password-stdin"),
+    ("add_client", "api-clients", "add", "till", "--scopes", "sales"),
+    ("disable_client", "api-clients", "disable", "till"),
+    ("list_clients", "api-clients", "list"),
+]
+
+
+@pytest.mark.parametrize("case", FAILING, ids=lambda case: " ".join(case[1:3]))
+def test_a_ledger_that_cannot_be_read_or_written_is_exit_1_for_every_command(
+    env: Env, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, case: tuple[str, ...]
+) -> None:
+    """As ``users list | disable | enable | reset-password``: 2 is a refusal, 1 a ledger that failed (users add and
+    api-clients said 2 for both)."""
+    for failure in (sqlite3.OperationalError("disk I/O error"), OSError(5, "Input/output error")):
+
+        def fail(*args: object, failure: Exception = failure, **kwargs: object) -> None:
+            raise failure
+
+        monkeypatch.setattr(f"hub.web.cli.{case[0]}", fail)
+        monkeypatch.setattr("sys.stdin", io.StringIO(f"{NEW_PASSWORD}\n"))
+        rc, out, err = run(capsys, *case[1:], "--config", _hub_toml(env))
+        assert (rc, out) == (1, "") and str(failure) in err and err.count("\n") == 1, (failure, err)

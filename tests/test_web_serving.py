@@ -49,7 +49,7 @@ from hub.web.serving.tls import (
     server_context,
 )
 from hub.web.serving.wsgi_bridge import LARGE_BODIES, BodyLimit, Pools, WsgiBridge
-from tests.web_support import PASSWORD, Env
+from tests.web_support import PASSWORD, Env, EventStream
 
 DEADLINE_S = 10.0
 
@@ -496,24 +496,6 @@ def test_api_requests_have_threads_pages_cannot_take() -> None:
 # ------------------------------------------------------------------------------------------------ live streams
 
 
-class _Stream:
-    def __init__(self, port: int, cookie: str) -> None:
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE_S)
-        self.conn.request("GET", "/events", headers={"Cookie": cookie, "Accept": "text/event-stream"})
-        self.resp = self.conn.getresponse()
-
-    def next_event(self) -> str | None:
-        name = ""
-        while True:
-            line = self.resp.readline().decode()
-            if not line:
-                return None
-            if line.startswith("event: "):
-                name = line[7:].strip()
-            elif line == "\n" and name:
-                return name
-
-
 def _cookie(web: WebServer, user: str, env: Env, sid: str) -> str:
     serializer = web.app.session_interface.get_signing_serializer(web.app)  # type: ignore[attr-defined]
     assert serializer is not None
@@ -524,7 +506,7 @@ def _cookie(web: WebServer, user: str, env: Env, sid: str) -> str:
 @pytest.mark.parametrize("change", ["disabled", "demoted", "signed out"])
 def test_an_open_stream_ends_within_seconds_when_its_session_no_longer_stands(env: Env, change: str) -> None:
     with _serving(env, live={"LIVE_RECHECK_S": 0.3, "LIVE_HEARTBEAT_S": 60.0}) as web:
-        stream = _Stream(_port(web.url), _cookie(web, "clerk", env, "s1"))
+        stream = EventStream(_port(web.url), _cookie(web, "clerk", env, "s1"), DEADLINE_S)
         assert stream.resp.status == 200 and stream.next_event() == "snapshot"
         if change == "disabled":
             env.write(lambda ledger: ledger.transact(lambda tx: set_disabled(tx, "clerk", True, actor="web:admin")))
@@ -548,15 +530,15 @@ def test_one_session_or_user_cannot_take_every_live_stream(env: Env) -> None:
     with _serving(env, max_live_clients=10, live=settings) as web:
         port = _port(web.url)
         first, second = _cookie(web, "viewer", env, "browser-1"), _cookie(web, "viewer", env, "browser-2")
-        held = [_Stream(port, first), _Stream(port, first)]
+        held = [EventStream(port, first, DEADLINE_S), EventStream(port, first, DEADLINE_S)]
         assert [s.resp.status for s in held] == [200, 200]
-        refused = _Stream(port, first)
+        refused = EventStream(port, first, DEADLINE_S)
         assert refused.resp.status == 503 and "this browser already holds 2" in refused.resp.read().decode()
-        held.append(_Stream(port, second))
+        held.append(EventStream(port, second, DEADLINE_S))
         assert held[-1].resp.status == 200
-        refused = _Stream(port, second)
+        refused = EventStream(port, second, DEADLINE_S)
         assert refused.resp.status == 503 and "viewer already holds 3" in refused.resp.read().decode()
-        other = _Stream(port, _cookie(web, "clerk", env, "browser-3"))  # another user still gets one
+        other = EventStream(port, _cookie(web, "clerk", env, "browser-3"), DEADLINE_S)  # another user still gets one
         assert other.resp.status == 200
         for stream in [*held, other]:
             stream.conn.close()

@@ -15,7 +15,7 @@ from werkzeug.test import TestResponse
 from hub.ledger.models import InvalidArgument
 from hub.ledger.postings import Tx
 from hub.web.accounts.users import add_user, set_disabled, set_password, set_role, update_user
-from tests.web_support import PASSWORD, Env
+from tests.web_support import PASSWORD, Env, login
 
 NEW_PASSWORD = "a-brand-new-passphrase"
 
@@ -34,15 +34,6 @@ def _post(env: Env, client: FlaskClient, url: str, **form: str) -> TestResponse:
 
 def _text(resp: TestResponse) -> str:
     return html.unescape(resp.get_data(as_text=True))
-
-
-def _login(env: Env, username: str, password: str) -> int:
-    client = env.app.test_client()
-    client.get("/login")
-    resp = client.post(
-        "/login", data={"username": username, "password": password, "csrf_token": env.csrf(client), "next": "/"}
-    )
-    return resp.status_code
 
 
 def _audit(env: Env, action: str) -> list[tuple[str, dict[str, Any]]]:
@@ -85,7 +76,7 @@ def test_add_user_hashes_the_password_and_audits(env: Env) -> None:
     assert role == "clerk" and password_hash.startswith("scrypt:") and NEW_PASSWORD not in password_hash
     assert NEW_PASSWORD.encode() not in _db_bytes(env)
     assert _audit(env, "add_user")[-1] == ("web:admin", {"username": "dana", "role": "clerk"})
-    assert _login(env, "dana", NEW_PASSWORD) == 302
+    assert login(env, "dana", NEW_PASSWORD) == 302
 
 
 @pytest.mark.parametrize(
@@ -135,9 +126,9 @@ def test_disable_ends_the_session_and_enable_restores(env: Env) -> None:
     assert _user(env, "clerk") == ("clerk", 1)
     resp = clerk.get("/alerts")
     assert resp.status_code == 302 and resp.headers["Location"].startswith("/login")
-    assert _login(env, "clerk", PASSWORD) == 401
+    assert login(env, "clerk", PASSWORD) == 401
     assert _post(env, admin, "/users/clerk", action="enable").status_code == 302
-    assert _user(env, "clerk") == ("clerk", 0) and _login(env, "clerk", PASSWORD) == 302
+    assert _user(env, "clerk") == ("clerk", 0) and login(env, "clerk", PASSWORD) == 302
     assert [d for _, d in _audit(env, "disable_user")] == [{"username": "clerk"}]
     assert [a for a, _ in _audit(env, "enable_user")] == ["web:admin"]
 
@@ -150,12 +141,12 @@ def test_reset_password(env: Env) -> None:
     new_hash = env.sql("SELECT password_hash FROM users WHERE username = 'manager'")[0][0]
     assert new_hash != old_hash and new_hash.startswith("scrypt:")
     assert NEW_PASSWORD.encode() not in _db_bytes(env)
-    assert _login(env, "manager", PASSWORD) == 401 and _login(env, "manager", NEW_PASSWORD) == 302
+    assert login(env, "manager", PASSWORD) == 401 and login(env, "manager", NEW_PASSWORD) == 302
     assert _audit(env, "reset_password") == [("web:admin", {"username": "manager"})]
     # an admin may reset their own password
     resp = _post(env, admin, "/users/admin", action="reset_password", password=NEW_PASSWORD, confirm=NEW_PASSWORD)
     assert resp.status_code == 302
-    assert _login(env, "admin", NEW_PASSWORD) == 302
+    assert login(env, "admin", NEW_PASSWORD) == 302
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import sqlite3
 import threading
 from collections.abc import Awaitable, Callable, Iterator
@@ -57,6 +58,38 @@ class Env:
         with client.session_transaction() as sess:
             token = sess.setdefault("csrf", "t" * 43)
         return str(token)
+
+
+def login(env: Env, username: str, password: str) -> int:
+    """Sign in through the login form on a fresh client; the answer's status (302: signed in, 401: refused)."""
+    client = env.app.test_client()
+    client.get("/login")
+    resp = client.post(
+        "/login", data={"username": username, "password": password, "csrf_token": env.csrf(client), "next": "/"}
+    )
+    return resp.status_code
+
+
+class EventStream:
+    """A live stream (``/events``) of a signed-in browser (its session ``cookie``) on a served app, read event by
+    event."""
+
+    def __init__(self, port: int, cookie: str, timeout: float = 10.0) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        self.conn.request("GET", "/events", headers={"Cookie": cookie, "Accept": "text/event-stream"})
+        self.resp = self.conn.getresponse()
+
+    def next_event(self) -> str | None:
+        """The next event's name; None when the stream ended."""
+        name = ""
+        while True:
+            line = self.resp.readline().decode()
+            if not line:
+                return None
+            if line.startswith("event: "):
+                name = line[7:].strip()
+            elif line == "\n" and name:
+                return name
 
 
 def _fast_hash(password: str) -> str:

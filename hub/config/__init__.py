@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
@@ -305,7 +305,7 @@ def load_config(path: Path | str) -> HubConfig:
         if not isinstance(raw_web, dict):
             raise f.fail("web", "must be a table ([web])")
         f.unknown(raw_web, WEB_KEYS, "web.")
-        web = parse_web(f, raw_web, path.parent)
+        web = replace(parse_web(f, raw_web, path.parent), hub_config=path.absolute())
 
     ble = _ble(f, top.get("ble", {}))
 

@@ -53,6 +53,7 @@ class WebConfig:
     header_timeout_s: float = 10.0  # a request head (or a TLS handshake) not complete by then: dropped
     body_timeout_s: float = 30.0  # a request body not complete by then: 408
     write_timeout_s: float = 30.0  # a response the client does not read for this long: connection cut
+    hub_config: Path | None = None  # the hub.toml this was read from (load_config): the page names it in commands
 
 
 def parse_web(f: FileChecks, raw: Mapping[str, Any], base: Path) -> WebConfig:

@@ -13,9 +13,10 @@
   smartshelf ledger, has a newer schema than this version, or whose balances disagree with its movements. It then
   takes the database's lock exclusively (refusing while a hub has it open), copies ``src`` beside the target,
   upgrades the copy to this version's schema (an older-schema backup is accepted), starts a new incarnation of the
-  ledger in it (``hub.ledger.identity``: its movement ids will repeat ids the lost ledger had given), moves the
-  current database (with its ``-wal``) to ``<db>.bak`` and renames the copy into place. The backup file itself is
-  never written: it keeps the incarnation it had.
+  ledger in it (``hub.ledger.identity``: its movement ids will repeat ids the lost ledger had given), reads each
+  node's event mark from it (``BackupInfo.node_marks``, for the restore's audit entry: read under the lock, before a
+  hub can move them), moves the current database (with its ``-wal``) to ``<db>.bak`` and renames the copy into
+  place. The backup file itself is never written: it keeps the incarnation it had.
 
 Backups hold what the ledger holds (password and API token hashes): every copy is created 0600 and a backup
 directory this module creates is 0700 (``hub.private_files``); the ``<db>.bak`` a restore leaves is made 0600 too.
@@ -41,6 +42,7 @@ from hub.ledger.schema import Migration, check_sqlite_version, current_version, 
 from hub.private_files import make_private_dirs, open_private, tighten
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
+NODE_MARKS_SQL = "SELECT node_id, highest_contiguous_event_seq FROM nodes"
 BACKUP_NAME_RE = re.compile(r"smartshelf-\d{8}T\d{6}\.\d{3}Z\.db")
 HUB_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -60,6 +62,8 @@ class BackupInfo:
     movements: int
     size_bytes: int
     incarnation: int | None = None  # the ledger's (hub.ledger.identity); None: a schema older than step 14
+    # a restore's: each node's contiguous event mark in the restored copy, read before it was renamed into place
+    node_marks: dict[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -245,6 +249,7 @@ def restore_database(
                 src_conn.close()
             try:
                 incarnation = _new_life(copy, db, migrations, source_name or str(src))
+                marks = {int(n): int(c) for n, c in copy.execute(NODE_MARKS_SQL)}  # no hub can move them yet
             finally:
                 copy.close()
             _fsync_file(tmp)
@@ -266,7 +271,7 @@ def restore_database(
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
             raise
-    return BackupInfo(db, info.schema_version, info.movements, db.stat().st_size, incarnation)
+    return BackupInfo(db, info.schema_version, info.movements, db.stat().st_size, incarnation, marks)
 
 
 def _new_life(copy: sqlite3.Connection, db: Path, migrations: Sequence[Migration], source: str) -> int | None:

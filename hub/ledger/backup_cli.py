@@ -240,10 +240,12 @@ def _restore(args: argparse.Namespace) -> int:
     details = {"source": str(args.src), "movements": info.movements, "previous_kept_as": previous and str(previous),
                "incarnation": info.incarnation, **encrypted}  # fmt: skip
 
+    # the restore point: each node's mark as the backup held it, read from the copy under the restore's lock (a hub
+    # started since may already have moved the marks in the ledger)
+    marks = {str(node): mark for node, mark in (info.node_marks or {}).items()}
+
     async def record() -> None:  # in the restored ledger's own trail: it was replaced by a backup, by whom, from where
         async with LedgerService(args.db, migrations=args.migrations, origin=origin.cli()) as ledger:
-            async with await ledger.reader() as reader:  # the restore point: each node's mark as the backup held it
-                marks = {str(n.node_id): n.highest_contiguous_event_seq for n in await reader.nodes()}
             await ledger.record_audit(args.actor, "restore", details | {"node_marks": marks})
 
     asyncio.run(record())

@@ -34,11 +34,13 @@ from hub.ledger.cli_common import (
     EXIT_REFUSED,
     Refused,
     add_db_options,
+    configured_nodes,
     default_actor,
     default_db,
     directory_problem,
     existing_ledger,
     ledger_db,
+    read_hub_toml,
 )
 from hub.ledger.cli_common import err as _err
 from hub.ledger.dblock import DbLock, LedgerBusy
@@ -106,9 +108,16 @@ def _no_hub_running(args: argparse.Namespace) -> None:
     except LedgerBusy:
         raise Refused(
             f"{args.db} is open by a running hub (or another smartshelf command): while the hub runs, import"
-            f" through it: --url https://<hub>:8443/ --token-file TOKEN --cafile {args.db}.tls/cert.pem (an API"
+            f" through it: --url {_hub_url(args)} --token-file TOKEN --cafile {args.db}.tls/cert.pem (an API"
             " client's token: smartshelf api-clients add), or stop the hub first; nothing was imported"
         ) from None
+
+
+def _hub_url(args: argparse.Namespace) -> str:
+    """The running hub's address for the hint: ``--config``'s ``[web] port`` (the hub's default 8443)."""
+    web = read_hub_toml(args.config).get("web") if getattr(args, "config", None) is not None else None
+    port = web.get("port", 8443) if isinstance(web, dict) else 8443
+    return f"https://<hub>:{port if isinstance(port, int) and port > 0 else 8443}/"
 
 
 def _import_remote(args: argparse.Namespace, path: Path) -> int:
@@ -118,6 +127,9 @@ def _import_remote(args: argparse.Namespace, path: Path) -> int:
         token = hub_api.read_token(args.token_file)
     except OSError as exc:
         _err(f"--token-file {args.token_file}: cannot be read ({exc.strerror or exc})")
+        return EXIT_REFUSED
+    if not token and args.token_file is not None:
+        _err(f"--token-file {args.token_file}: empty (it holds the token smartshelf api-clients add printed)")
         return EXIT_REFUSED
     if not token:
         _err(f"--url needs an API client's token: --token-file PATH or ${TOKEN_ENV} (smartshelf api-clients add)")
@@ -151,7 +163,11 @@ def _import_remote(args: argparse.Namespace, path: Path) -> int:
         return EXIT_FAILED
     except hub_api.HubError as exc:
         return _import_refused(exc, path, url)
-    rows, applied, dup = report["rows"], report["applied"], report["duplicates"]
+    try:
+        rows, applied, dup = (int(report[k]) for k in ("rows", "applied", "duplicates"))
+    except (TypeError, KeyError, ValueError):
+        _err(f"{url}: the answer is not the hub's import report: is --url the hub's address? ({str(report)[:80]})")
+        return EXIT_FAILED
     if rows and applied == 0:
         print(f"{path.name}: {rows} {args.kind} rows, all already in the ledger: nothing changed")
     else:
@@ -217,6 +233,12 @@ def _add_sku(args: argparse.Namespace) -> int:
 def _assign_lane(args: argparse.Namespace) -> int:
 
     existing_ledger(args)
+    if getattr(args, "config", None) is not None and args.node not in (nodes := configured_nodes(args.config)):
+        have = ", ".join(map(str, sorted(nodes))) or "none"
+        raise Refused(
+            f"node {args.node} is not one of {args.config}'s nodes (its [[node]] tables and hub.nodes_files: {have}):"
+            " nothing assigned"
+        )
 
     async def run() -> LaneAssigned:
         async with LedgerService(args.db, migrations=args.migrations, origin=origin.cli()) as ledger:

@@ -68,6 +68,19 @@ def hub_database(config: Path, top: dict[str, Any]) -> Path:
     return config.parent / Path(os.path.expanduser(db))  # an absolute path stays as it is
 
 
+def configured_nodes(config: Path) -> set[int]:
+    """The node ids a hub with this ``hub.toml`` serves: its ``[[node]]`` tables and those of its ``nodes_files``
+    (read as the hub reads them, relative to the file; one the hub would refuse is ``Refused``)."""
+    top = read_hub_toml(config)
+    hub = top.get("hub")
+    files = (hub if isinstance(hub, dict) else {}).get("nodes_files", [])
+    tables = [top.get("node", [])]
+    for name in files if isinstance(files, list) else []:
+        if isinstance(name, str):
+            tables.append(read_hub_toml(config.parent / Path(os.path.expanduser(name))).get("node", []))
+    return {n["id"] for t in tables if isinstance(t, list) for n in t if isinstance(n, dict) and "id" in n}
+
+
 def ledger_db(args: argparse.Namespace) -> Path:
     """The database the command means (``args.db`` is set to it): ``--db``, else ``--config``'s, else the default.
     ``args.db_given_as`` is how to name it again (``--config hub.toml`` or ``--db PATH``), for messages."""

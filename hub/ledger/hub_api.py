@@ -15,6 +15,10 @@
   HTTP/1.1 server (hypercorn on h11) sends its status lines without a reason phrase (``HTTP/1.1 403``; HTTP/1.1
   makes it optional): the standard phrase of the status is shown then.
 * **No answer** (``HubUnreachable``: nothing listening, an unknown host, a timeout, a TLS handshake that fails).
+* **Where the token goes.** The request goes to ``--url`` itself: no proxy from the environment (``https_proxy``
+  would carry the bearer token, and for a plain-HTTP loopback URL ``http_proxy`` would carry it in clear text) and
+  no redirect (urllib would follow a 301-303 to any host, as a GET with the token): a redirect is ``HubUnreachable``
+  naming where it pointed. An answer that is not the hub's import report is refused the same way.
 """
 
 from __future__ import annotations
@@ -111,10 +115,19 @@ def post(
     certificate not trusted: ``cafile`` as given, ``local_cert`` the hub certificate on this machine, for the hint) or
     ``HubUnreachable``, each with its one line."""
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=tls), _NoRedirect()
+    )
     try:
-        with urllib.request.urlopen(request, timeout=timeout, context=tls) as resp:
+        with opener.open(request, timeout=timeout) as resp:
             return json.loads(resp.read())
     except urllib.error.HTTPError as exc:
+        if 300 <= exc.code < 400:
+            where = exc.headers.get("Location", "?") if exc.headers is not None else "?"
+            raise HubUnreachable(
+                f"{url.split('?', 1)[0]}: answered HTTP {exc.code} {_phrase(exc)}, a redirect to {where}: not followed"
+                " (the token goes only to --url): give the hub's own address with --url"
+            ) from None
         raise HubError(url.split("?", 1)[0], exc.code, _phrase(exc), _problems(exc)) from None
     except urllib.error.URLError as exc:
         raise _failure(url, exc.reason, timeout, cafile, local_cert) from None
@@ -122,6 +135,13 @@ def post(
         raise _failure(url, exc, timeout, cafile, local_cert) from None
     except ValueError as exc:
         raise HubUnreachable(f"{url}: the answer is not the hub's JSON ({exc}): is --url the hub's address?") from None
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A 3xx is not followed: urllib raises it as an ``HTTPError``."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
 
 
 def _phrase(exc: urllib.error.HTTPError) -> str:

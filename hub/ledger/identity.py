@@ -18,7 +18,8 @@ store, ``hub/fleet/README.md``) must therefore know that the ids start a new lif
   incarnation. A running hub reads it at start (``LedgerReader.restore_point``): a node whose outbox starts above
   that mark had delivered the events in between before the restore (the hub acknowledged them, so the node let them
   go), and they are not in the restored ledger. The hub books them from the node's counters as it books what a full
-  outbox dropped, and says which of the two it was (``hub.link.gaps.skip_cause``).
+  outbox dropped, and says which of the two it was, or that it may be either when the node says its outbox has
+  dropped events (``hub.link.gaps.skip_cause``).
 
 The ledger knows nothing of who reads it: the fleet publisher (``hub.fleet``) compares it with its own cursor's.
 """

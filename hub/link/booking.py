@@ -11,9 +11,9 @@
   counters show (``gaps.lane_gap``).
 * ``health`` -> a per-node job that, once everything before it has committed, notes events a full outbox dropped
   (``gaps.outbox_skip``; or that the node had delivered before the ledger's restore from a backup, told apart by the
-  restore point: ``gaps.skip_cause``) and asks for the lane states whose counters then book them. An
-  ``outbox_first`` beyond the events the node has shown it produced skips only up to those (counted in
-  ``outbox_claims``, logged once).
+  restore point and the node's own ``outbox_dropped``: ``gaps.skip_cause``) and asks for the lane states whose
+  counters then book them. An ``outbox_first`` beyond the events the node has shown it produced skips only up to
+  those (counted in ``outbox_claims``, logged once).
 * ``tag_seen`` / ``tag_lost`` (v1.2) -> ``ledger.submit(TagEvent)``: events of the node (the same event_seq), so
   exactly the path of ``event``: deduplicated by the ledger, the mark advanced and the ack sent only from the
   committed outcome, coalesced with the weight events'. Time = arrival - ``age_ms`` (the arrival for a seen tag,
@@ -231,7 +231,7 @@ class SensorBooking:
                 shown(node.marks, last_event),
             )
         skip = outbox_skip(msg.outbox_first, node.marks, last_event, node.pending_skip)
-        if node.outbox_dropped(skip):  # a full outbox, or events lost with the ledger's restore (gaps.skip_cause)
+        if node.outbox_dropped(skip, msg.outbox_dropped):  # a full outbox, or lost with a restore (gaps.skip_cause)
             log.warning(
                 "node %d: events %d..%d %s: booking a sensor gap from its lane counters",
                 node.node_id,

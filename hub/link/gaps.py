@@ -18,8 +18,10 @@ pending) to a decision, with no I/O, so they are tested on their own (tests/test
 * ``skip_cause``: why the skipped events will never arrive, as the log and the gap's note say it. The same
   ``outbox_first`` above the mark also follows a **restore**: the ledger went back to a backup, the node had
   delivered the events after the backup's mark (the hub acknowledged them, so its outbox let them go), and they are
-  not in the restored ledger. The hub tells the two apart by the restore point (``hub.ledger.identity``): a skip
-  from the very mark the backup held for the node (``RestoreMark``) is the restore's; any other is an overflow.
+  not in the restored ledger. The restore point (``hub.ledger.identity``) holds for the whole incarnation, so a skip
+  from the very mark the backup held for the node (``RestoreMark``) may still be an overflow (a node unplugged
+  before the backup whose outbox filled later): the node's own ``outbox_dropped`` (kept on flash across boots) tells
+  them apart. The restore's wording when it dropped nothing, both when it dropped some; any other skip is an overflow.
 """
 
 from __future__ import annotations
@@ -52,12 +54,17 @@ class RestoreMark:
     restore: str  # e.g. "the ledger's restore from backups/x.db (2026-12-07 10:02 UTC)"
 
 
-def skip_cause(marks: EventMarks, restored: RestoreMark | None) -> str:
-    """Why the events after the contiguous mark that a skip passes will never arrive: delivered before the ledger's
-    restore when the mark is still the one the backup held for the node, else dropped by its full outbox."""
-    if restored is not None and marks.contiguous == restored.contiguous:
+def skip_cause(marks: EventMarks, restored: RestoreMark | None, dropped: int) -> str:
+    """Why the events after the contiguous mark that a skip passes will never arrive, ``dropped`` being the count of
+    events the node says its outbox ever dropped (``health.outbox_dropped``). With the mark still the one the backup
+    held for the node: delivered before the ledger's restore when the node dropped nothing, else either (the
+    restore point holds for the whole incarnation: the mark may not have moved since). Otherwise: dropped by its
+    full outbox."""
+    if restored is None or marks.contiguous != restored.contiguous:
+        return OVERFLOW
+    if dropped == 0:
         return f"were delivered before {restored.restore}, so the restored ledger lacks them (no outbox overflow)"
-    return OVERFLOW
+    return f"were delivered before {restored.restore} or dropped by the node's full outbox"
 
 
 def shown(marks: EventMarks, max_last_event: int) -> int:

@@ -3,7 +3,8 @@
 From the ``nodes`` table: the last accepted uplink seq (replay protection), the downlink session and its committed
 reservation, the contiguous event mark; from the movements: the events stored above the mark and each lane's tally;
 from the ledger's last restore from a backup (``LedgerReader.restore_point``), each node's mark in that backup, so
-that events the node delivered before the restore are not taken for an outbox overflow (``gaps.skip_cause``).
+that events the node delivered before the restore are not taken for an outbox overflow (``gaps.skip_cause``, with
+the node's own ``outbox_dropped``: the mark may also sit there because the node was away since the backup).
 """
 
 from __future__ import annotations

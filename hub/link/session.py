@@ -287,13 +287,14 @@ class NodeSession:
         self.marks.add(event_seq)
         self.ack_wanted = True
 
-    def outbox_dropped(self, upto: int) -> bool:
+    def outbox_dropped(self, upto: int, dropped: int) -> bool:
         """A health report shows events up to ``upto`` will never arrive (``gaps.outbox_skip``); True when that
-        is news. The lane states requested next book them as a gap that skips the mark past them."""
+        is news. The lane states requested next book them as a gap that skips the mark past them. ``dropped``: the
+        report's ``outbox_dropped``, which says why (``gaps.skip_cause``)."""
         if upto == self.pending_skip:
             return False
         self.pending_skip = upto
-        self.skip_cause = skip_cause(self.marks, self.restored)
+        self.skip_cause = skip_cause(self.marks, self.restored, dropped)
         return True
 
     def gap_booked(self, lane: int, diff: int, *, duplicate: bool, skip_to: int) -> None:

@@ -124,6 +124,8 @@ def _alerts(args: argparse.Namespace) -> int:
 def _resolve(args: argparse.Namespace) -> int:
 
     existing_ledger(args)
+    given = getattr(args, "config", None)
+    config = str(given) if given is not None else None  # named in an unassigned_lane alert's refusal
 
     async def run() -> Any:
         async with LedgerService(args.db, migrations=args.migrations, origin=origin.cli()) as ledger:
@@ -135,6 +137,7 @@ def _resolve(args: argparse.Namespace) -> int:
                 qty=args.qty,
                 counted=args.counted,
                 note=args.note,
+                config=config,
             )
 
     alert = asyncio.run(run())

@@ -55,26 +55,28 @@ async def resolve(
     counted: int | None = None,
     note: str | None = None,
     expected_units: int | None = None,
+    config: str | None = None,
 ) -> Alert:
     """Close (or, for ``reorder``/``ordered``, acknowledge) a reconciliation alert with ``outcome``, posting the
     entry it implies from the evidence as it is at that moment (later evidence cannot slip past).
     ``expected_units``: for a write-off without ``qty``, the units the person resolving was shown; refused when the
-    evidence says otherwise by the time the transaction runs (it grew since the page was loaded)."""
+    evidence says otherwise by the time the transaction runs (it grew since the page was loaded). ``config``: the
+    hub's hub.toml, named in the refusal of an ``unassigned_lane`` alert (``assign_instead``)."""
 
     async def run(tx: Tx) -> Alert:
         rows = list(await tx.conn.execute_fetchall(f"SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?", (alert_id,)))
         if not rows:
             raise UnknownAlert(f"no alert {alert_id}")
         alert = alert_from_row(rows[0])
-        if (instead := assign_instead(alert.kind, alert.evidence)) is not None:
+        if alert.status == AlertStatus.RESOLVED:  # first: a lane assigned since resolved its own alert
+            raise InvalidArgument(f"alert {alert_id} is already resolved ({alert.resolution})")
+        if (instead := assign_instead(alert.kind, alert.evidence, config)) is not None:
             raise InvalidArgument(f"alert {alert_id} is not resolved by hand: {instead}")
         allowed = OUTCOMES.get(alert.kind)
         if allowed is None:
             raise InvalidArgument(f"alert {alert_id} is a {alert.kind} alert, not one of reconciliation's")
         if outcome not in allowed:
             raise InvalidArgument(f"a {alert.kind} alert is resolved as one of: {', '.join(allowed)}")
-        if alert.status == AlertStatus.RESOLVED:
-            raise InvalidArgument(f"alert {alert_id} is already resolved ({alert.resolution})")
         ev = alert.evidence
         suffix = f" ({note.strip()})" if note and note.strip() else ""
         if alert.kind == "reorder" and outcome == "ordered":
@@ -114,17 +116,21 @@ async def resolve(
     return await ledger.transact(run)
 
 
-def assign_instead(kind: str, evidence: dict[str, Any]) -> str | None:
+def assign_instead(kind: str, evidence: dict[str, Any], config: str | None = None) -> str | None:
     """For an ``unassigned_lane`` alert, why it is not resolved by hand and what resolves it (assigning the lane a
-    SKU), as one line; None for every other kind."""
+    SKU), as one line; None for every other kind. ``config``: the hub's hub.toml, when the caller knows it (else
+    ``hub.toml`` stands for it). ``ledger assign-lane`` works beside the running hub, which sends the node the
+    assignment after its next hello (``hub.service.node_lanes``)."""
     if kind != AlertKind.UNASSIGNED_LANE:
         return None
     node, lane = evidence.get("node_id", "NODE"), evidence.get("lane_index", "LANE")
+    toml = config or "hub.toml"
     return (
         f"lane {evidence.get('lane_id') or f'{lane} of node {node}'} has no SKU, and the alert resolves itself when"
-        " the lane gets one (closed by hand, it would open again at the lane's next event): while the hub runs,"
-        f" smartshelf hub command --config hub.toml {node} set-lane {lane} SKU; with the hub stopped, smartshelf"
-        f" ledger assign-lane --node {node} --lane {lane} --sku SKU"
+        " the lane gets one (closed by hand, it would open again at the lane's next event):"
+        f" smartshelf hub command --config {toml} {node} set-lane {lane} SKU while the node is connected; or"
+        f" smartshelf ledger assign-lane --config {toml} --node {node} --lane {lane} --sku SKU, which the hub sends"
+        " the node after its next hello"
     )
 
 

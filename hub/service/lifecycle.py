@@ -31,13 +31,14 @@ from typing import Any
 from hub.config import HubConfig, NodeConfig, load_config
 from hub.fleet.publisher import FleetPublisher
 from hub.homeassistant.bridge import HomeAssistantBridge
-from hub.ledger.models import CountResult, LedgerError, lane_location
+from hub.ledger.models import CountResult, InvalidArgument, LedgerError, lane_location
 from hub.ledger.postings import Tx
 from hub.ledger.reader import SENSOR_TALLIES, LedgerReader, sensor_tallies_of
 from hub.ledger.service import LedgerService
 from hub.link.commands import CommandError, CommandOutcome, CommandTimeout, UnknownNode
 from hub.link.ingest import Ingest
 from hub.link.restore import lane_tallies, restore_sessions
+from hub.link.session import NodeSession
 from hub.private_files import check_key_files, make_private_dirs
 from hub.reconcile.config import ReconcileConfig
 from hub.reconcile.reconciler import Reconciler
@@ -46,7 +47,8 @@ from hub.service import status
 from hub.service.control import ControlServer, claim
 from hub.service.control_requests import handle_request
 from hub.service.counting import SetCountOutcome
-from hub.service.node_lanes import check_lane
+from hub.service.node_lanes import check_lane, wait_heard
+from hub.transport.ble.beacons import NodeBeacon
 from hub.transport.ble.central import BleCentral
 from hub.transport.serial import SerialLink
 from hub.web.server import WebServer, start_web
@@ -346,7 +348,8 @@ class HubService:
         """Send the node the unit weight and spread of ``sku`` for the lane, and once it has taken them assign ``sku``
         to the lane in the ledger (the source of truth, re-sent after every hello): the ledger never holds a lane the
         node refused. A lane beyond the lanes the node reported (its hello, or a BLE node's beacon) is refused first
-        (``InvalidArgument``), and so is a node not heard at all since the hub started (``node_lanes.check_lane``; one
+        (``InvalidArgument``), and so are an unknown SKU and a node not heard since the hub started, waited for within
+        ``timeout_s`` (a board just flashed says its next hello seconds later: ``node_lanes``; one
         heard without a hello, its session going on across a hub restart, decides by its answer); so is
         what the ledger would refuse (a lane that still holds book stock of its old SKU, a lane id in use), in a trial
         transaction that writes nothing. A node that refuses, or does not answer in time, leaves the ledger as it was;
@@ -356,11 +359,18 @@ class HubService:
             raise CommandError("the hub is not running")
         if self.config.node(node_id) is None:
             raise UnknownNode(f"node {node_id} is not configured")
-        beacon = self.ble.book.nodes.get(node_id) if self.ble is not None else None
-        check_lane(node_id, lane, sku, self.ingest.nodes.get(node_id), beacon, self.config.path)
         record = await self.reader.sku(sku)
         if record is None:
-            raise CommandError(f"unknown SKU {sku!r}: add it first (smartshelf ledger add-sku)")
+            raise InvalidArgument(f"unknown SKU {sku!r}: add it first (smartshelf ledger add-sku); nothing sent")
+        ingest, ble = self.ingest, self.ble
+
+        def lookup() -> tuple[NodeSession | None, NodeBeacon | None]:
+            return ingest.nodes.get(node_id), ble.book.nodes.get(node_id) if ble is not None else None
+
+        started = asyncio.get_running_loop().time()
+        await wait_heard(lookup, timeout_s)  # a board just flashed says its next hello seconds later
+        check_lane(node_id, lane, sku, *lookup(), self.config.path)
+        timeout_s = max(1.0, timeout_s - (asyncio.get_running_loop().time() - started))
 
         async def trial(tx: Tx) -> None:  # the ledger's refusals before the node hears anything; rolled back
             await tx.assign_lane(node_id, lane, sku, actor=actor, lane_id=lane_id)
@@ -405,7 +415,7 @@ class HubService:
         record = next((x for x in await self.reader.lanes(node_id) if x.lane_index == lane), None)
         if record is None or record.sku is None:
             what = "is not in the ledger" if record is None else "has no SKU"
-            raise CommandError(
+            raise InvalidArgument(
                 f"lane {lane} of node {node_id} {what}: assign a SKU first (set-lane); the count is booked on it"
             )
         try:

@@ -12,11 +12,12 @@ Each takes ``--config hub.toml`` for the hub's database, and refuses (exit 2) a 
 
 ``users disable | enable | reset-password`` are the users page's admin actions from the Pi's shell (the only admin
 forgot the password, or is gone): the same functions (``hub.web.accounts.users.update_user``) in one transaction of
-the ledger's writer, with the same rules (the last enabled admin is never disabled) and the same effect (every
-session of the user ends, a live stream within seconds, since each request and stream re-reads the user's session
-epoch from the ledger), audited with the actor ``cli:<login>`` (``--actor``) and the origin ``cli:<user>@<host>``.
-Exit codes of these: 0 done; 1 the ledger could not be read or written; 2 refused (no such user, the last enabled
-admin, a short password, no ledger), said in one line.
+the command's own writer (beside a running hub's: SQLite's locking keeps them apart), with the same rules (the last
+enabled admin is never disabled) and the same effect (every session of the user ends, a live stream within seconds,
+since each request and stream re-reads the user's session epoch from the ledger), audited with the actor
+``cli:<login>`` (``--actor``) and the origin ``cli:<user>@<host>``.
+Exit codes of every ``users`` and ``api-clients`` command: 0 done; 1 the ledger could not be read or written; 2
+refused (no such user, the last enabled admin, a short password, an unknown scope, no ledger), said in one line.
 """
 
 from __future__ import annotations
@@ -86,9 +87,15 @@ def _add(args: argparse.Namespace) -> int:
         asyncio.run(run())
     except (LedgerError, OSError, sqlite3.Error) as exc:
         print(f"smartshelf users: {exc}", file=sys.stderr)
-        return 2
+        return _exit_code(exc)
     print(f"user {args.username} added with role {args.role} (ledger {args.db})")
     return 0
+
+
+def _exit_code(exc: Exception) -> int:
+    """2: refused (a ``LedgerError``: no ledger, bad input, the rules); 1: the ledger could not be read or written
+    (``OSError``, ``sqlite3.Error``)."""
+    return 2 if isinstance(exc, LedgerError) else 1
 
 
 def _fmt(ms: int | None) -> str:
@@ -228,7 +235,7 @@ def add_users_parser(sub: Any) -> None:
 
 def _api_err(exc: Exception) -> int:
     print(f"smartshelf api-clients: {exc}", file=sys.stderr)
-    return 2
+    return _exit_code(exc)
 
 
 def _api_add(args: argparse.Namespace) -> int:
@@ -281,8 +288,9 @@ def _api_list(args: argparse.Namespace) -> int:
             clients = list_clients(conn)
         finally:
             conn.close()
-    except sqlite3.Error as exc:
-        return _api_err(OSError(f"{db}: {exc} (an older ledger: open it with the hub once to upgrade it)"))
+    except (OSError, sqlite3.Error) as exc:
+        older = " (an older ledger: open it with the hub once to upgrade it)" if "no such" in str(exc) else ""
+        return _api_err(OSError(f"{db}: {exc}{older}"))
     if not clients:
         print("no API clients")
         return 0

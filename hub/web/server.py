@@ -144,11 +144,13 @@ class WebServer:
         live: Mapping[str, Any] | None = None,
         status: Callable[[], dict[str, Any]] | None = None,
         count_lane: Callable[[int, int, int, str], Coroutine[Any, Any, tuple[bool, str]]] | None = None,
+        hub_config: Path | None = None,
     ) -> WebServer:
         """``tls``: the certificate and key (None: plain HTTP, refused unless ``host`` is a loopback address);
         ``http_port``: with TLS, a plain-HTTP port that redirects to it. ``live``: LIVE_* settings of the feed
         (``lane_feed.DEFAULTS``). ``status``: the hub's ``status()`` (runs on ``loop`` for the nodes page);
-        ``count_lane``: the hub's ``count_lane`` (a manager's count on the shelf page)."""
+        ``count_lane``: the hub's ``count_lane`` (a manager's count on the shelf page); ``hub_config``: the hub's
+        hub.toml, named in the commands the pages suggest (``HUB_CONFIG``)."""
         if tls is None and not is_loopback(host):
             raise ValueError(
                 f"web: plain HTTP on {host} would send passwords and API tokens in clear text: serve TLS, or bind "
@@ -164,6 +166,7 @@ class WebServer:
                 **(live or {}),
                 "TLS_ENABLED": tls is not None,
                 "SESSION_COOKIE_SECURE": tls is not None,
+                **({"HUB_CONFIG": str(hub_config)} if hub_config is not None else {}),
             },
             status=loop_status(status, loop) if status is not None else None,
             count_lane=loop_count_lane(count_lane, loop) if count_lane is not None else None,
@@ -270,4 +273,5 @@ def start_web(
         live={"LIVE_MAX_PER_SESSION": cfg.max_live_per_session, "LIVE_MAX_PER_USER": cfg.max_live_per_user},
         status=status,
         count_lane=count_lane,
+        hub_config=cfg.hub_config,
     )

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from flask import Blueprint, abort, flash, g, redirect, render_template, request
+from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request
 from werkzeug.wrappers.response import Response
 
 from hub.ledger.causes import Cause
@@ -52,6 +52,12 @@ OUTCOME_LABELS: dict[str, str] = {
     "dismissed": "dismissed",
     PLAIN: "resolved",
 }
+
+
+def _hub_config() -> str | None:
+    """The running hub's hub.toml (``HUB_CONFIG``, set by ``WebServer.start``), for the commands the page names."""
+    value = current_app.config.get("HUB_CONFIG")
+    return str(value) if value else None
 
 
 def outcomes(kind: str) -> tuple[str, ...]:
@@ -139,7 +145,8 @@ def alert_row(r: AlertRecord) -> AlertRow:
         qty = int(r.posted_qty or 0)
         movement = f"{qty:+d} {r.posted_sku or ''} at {r.posted_location} ({r.posted_reason})".replace("  ", " ")
     default_qty = None
-    instead = assign_instead(kind, _evidence(r.evidence))
+    resolved = str(r.status) == AlertStatus.RESOLVED
+    instead = None if resolved else assign_instead(kind, _evidence(r.evidence), _hub_config())
     write_offs = [o for o in kinds_outcomes if o in WRITE_OFFS]
     if write_offs:
         try:
@@ -311,7 +318,10 @@ def resolve(alert_id: int) -> Response:
         abort(404)
     kind, status = found.kind, str(found.status)
     actor = f"web:{g.user.username}"
-    if (instead := assign_instead(kind, found.evidence)) is not None:
+    if status == AlertStatus.RESOLVED:  # a lane assigned since resolved its own unassigned_lane alert, say
+        flash(f"Alert {alert_id} not resolved: alert {alert_id} is already resolved ({found.resolution})")
+        return redirect(_back())
+    if (instead := assign_instead(kind, found.evidence, _hub_config())) is not None:
         flash(f"Alert {alert_id} not resolved: {instead}")
         return redirect(_back())
     try:
@@ -330,6 +340,7 @@ def resolve(alert_id: int) -> Response:
                     counted=res.counted,
                     note=res.note or None,
                     expected_units=res.shown_qty,
+                    config=_hub_config(),
                 )
             )
     except UnknownAlert:
