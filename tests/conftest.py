@@ -148,3 +148,19 @@ def env(tmp_path: Any) -> Iterator[Any]:
     from tests.web_support import run_env
 
     yield from run_env(tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def root_logging() -> Iterator[None]:
+    """Put the root logger back after each test: a command run in process (``hub run``, ``central run``) sets it up
+    with ``basicConfig(force=True)`` on that test's captured stderr, which is closed afterwards (a later test logging
+    there writes "--- Logging error ---" into its own stderr)."""
+    import logging
+
+    root = logging.getLogger()
+    before, level = set(root.handlers), root.level
+    yield
+    for handler in root.handlers[:]:  # basicConfig's own (pytest's capture handlers are its subclasses: left alone)
+        if type(handler) is logging.StreamHandler and handler not in before:
+            root.removeHandler(handler)
+    root.setLevel(level)

@@ -3,8 +3,6 @@ as ``--config hub.toml`` does; the two ways at once must name the same file, els
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,17 +10,6 @@ import pytest
 from hub.cli import hub_commands, main
 from hub.config import HubConfig
 from tests.hub_support import short_dir, write_config
-
-
-@pytest.fixture(autouse=True)
-def root_logging() -> Iterator[None]:
-    """``hub run`` sets up the root logger (``basicConfig(force=True)`` on this test's captured stderr): put back what
-    was there, so no later test logs to a stream this one's capture closed."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.fixture
