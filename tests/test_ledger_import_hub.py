@@ -128,6 +128,12 @@ async def test_the_hubs_http_errors_show_the_status_its_reason_and_the_hubs_mess
         1,
         f"smartshelf ledger: {url}not-the-api/api/v1/imports/receipts: HTTP 404 Not Found: the hub gave no message\n",
     )
+    (tmp_path / "wrong").write_text("ssk_not-a-client\n")
+    rc, _, err = await cli_beside("ledger", "import", "receipts", str(f), "--url", url,
+                                  "--token-file", str(tmp_path / "wrong"), "--cafile", cafile)  # fmt: skip
+    assert rc == 1 and err.startswith(f"smartshelf ledger: {url}api/v1/imports/receipts: HTTP 401 Unauthorized: "), err
+    assert err.endswith(": check the token (--token-file or $SMARTSHELF_API_TOKEN) against smartshelf api-clients"
+                        " list\n")  # fmt: skip
     assert receipts(hub.config.database) == []
 
 

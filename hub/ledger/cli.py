@@ -191,6 +191,9 @@ def _import_refused(exc: hub_api.HubError, path: Path, url: str) -> int:
         _err(f"{path.name}: too large for one import through the hub, nothing was written: {exc.detail()}")
         _err(f"split {path.name} into smaller files (each with the header row) and import them one by one")
         return EXIT_REFUSED
+    if exc.status == 401:  # the token: not one of the hub's clients, or a disabled one
+        _err(f"{exc}: check the token (--token-file or ${TOKEN_ENV}) against smartshelf api-clients list")
+        return EXIT_FAILED
     _err(str(exc))
     return EXIT_FAILED
 
