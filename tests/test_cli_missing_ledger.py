@@ -77,6 +77,36 @@ def test_a_missing_ledger_is_refused_not_made(
     assert list((shop / "state").iterdir()) == []
 
 
+@pytest.mark.parametrize("argv", WRITERS, ids=" ".join)
+def test_a_nodes_file_given_as_config_is_not_advised_to_get_a_ledger(
+    shop: Path, argv: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A nodes file (only [[node]] tables, the kind hub.toml lists in [hub] nodes_files) given as --config by mistake:
+    following "ledger init --config" with it would make a stray ledger beside it. A hub.toml that keeps every default
+    is only [[node]] tables too (the hub runs on one), so it is not refused: the line says to check it instead."""
+    (shop / "emu").mkdir()
+    (shop / "emu" / "nodes.toml").write_text('[[node]]\nid = 1\nkey = "00112233445566778899aabbccddeeff"\nport = "x"\n')
+    rc, out, err = run(capsys, *argv, "--config", "emu/nodes.toml")
+    assert (rc, out) == (2, "")
+    assert err == (
+        f"smartshelf {argv[0]}: no ledger database at emu/smartshelf.db, and --config emu/nodes.toml holds only"
+        " [[node]] tables, like a nodes file (the kind hub.toml lists in [hub] nodes_files): check that --config is"
+        " the hub's hub.toml; if it is, create its ledger with smartshelf ledger init\n"
+    )
+    assert [p.name for p in (shop / "emu").iterdir()] == ["nodes.toml"]
+
+
+def test_a_hub_toml_of_node_tables_alone_still_works(shop: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every [hub] setting has a default: a hub.toml of [[node]] tables alone is the hub's (its ledger beside it)."""
+    (shop / "hub.toml").write_text('[[node]]\nid = 1\nkey = "00112233445566778899aabbccddeeff"\nport = "x"\n')
+    rc, out, _ = run(capsys, "ledger", "init", "--config", "hub.toml")
+    assert rc == 0 and out.startswith("smartshelf.db: schema version ")
+    rc, out, err = run(capsys, "users", "add", "bob", "--role", "clerk", "--password-stdin", "--config", "hub.toml")
+    assert (rc, out, err) == (0, "user bob added with role clerk (ledger smartshelf.db)\n", "")
+    rc, out, err = run(capsys, "ledger", "assign-lane", "--node", "1", "--lane", "0", "--config", "hub.toml")
+    assert (rc, err) == (0, "") and out.startswith("lane node1-lane0 (node 1, lane 0): unassigned")
+
+
 def test_writes_go_to_the_ledger_named_and_say_which(shop: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (shop / "hub.toml").write_text('[hub]\ndatabase = "state/hub.db"\n')
     (shop / "state").mkdir()

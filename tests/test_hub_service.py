@@ -379,7 +379,7 @@ async def test_hub_command_cli_over_the_control_socket(
     lanes = db_rows(config.parent / "hub.db", "SELECT lane_index, sku FROM lanes WHERE node_id = 1")
     assert lanes == [(3, "TEA")]
     rc = await asyncio.to_thread(main, ["hub", "command", "--config", str(config), "7", "tare", "0"])
-    assert rc == 2 and "node 7 is not configured" in capsys.readouterr().err  # bad input, like set-lane's refusals
+    assert rc == 2 and "node 7 is not configured (this hub has node 1: " in capsys.readouterr().err  # bad input
     rc = await asyncio.to_thread(main, ["hub", "status", "--config", str(config)])
     status = json.loads(capsys.readouterr().out)
     assert rc == 0 and status["nodes"][0]["node_id"] == 1 and status["nodes"][0]["up"] is True

@@ -170,3 +170,35 @@ def test_assign_lane_with_a_config_refuses_a_node_the_hub_does_not_have(
         assert conn.execute("SELECT count(*) FROM lanes WHERE node_id = 42").fetchone() == (0,)
     rc, _, _ = run(capsys, "ledger", "assign-lane", "--db", str(db), "--node", "42", "--lane", "0", "--sku", "COLA")
     assert rc == 0
+
+
+def test_stock_shows_the_units_of_lanes_with_no_sku(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A node counting on a lane nobody assigned books its units under no SKU (in no balance): ``ledger stock``
+    shows them as ``(no SKU)`` with the lane, says what that means, and leaves them out when filtering by a SKU."""
+    import asyncio
+
+    from hub.ledger import LedgerService, SensorGap
+    from hub.schema import MIGRATIONS
+
+    async def counted() -> None:
+        async with LedgerService(db, migrations=MIGRATIONS) as ledger:
+            await ledger.submit(SensorGap(3, 0, 4, "f4:lane0", 1_700_000_000_000))  # lane 0 is COLA's
+            await ledger.submit(SensorGap(5, 2, 6, "f6:lane2", 1_700_000_000_000))  # unassigned: no SKU
+            await ledger.submit(SensorGap(5, 2, -1, "f-1:lane2", 1_700_000_000_001))
+            await ledger.submit(SensorGap(5, 3, 0, "f0:lane3", 1_700_000_000_000))  # unassigned, nothing on it
+
+    asyncio.run(counted())
+    rc, out, err = run(capsys, "ledger", "stock", "--db", str(db))
+    observed = out.split("\n\n")[1].splitlines()
+    assert (rc, err) == (0, "") and [line.split() for line in observed] == [
+        ["sku", "lane", "(sensor", "ledger)", "observed"],
+        ["COLA", "node3-lane0", "4"],
+        ["(no", "SKU)", "node5-lane2", "5"],
+    ]
+    assert out.splitlines()[-1].startswith("(no SKU): units counted on a lane with no SKU, in no product's stock")
+    rc, out, err = run(capsys, "ledger", "stock", "--sku", "COLA", "--db", str(db))
+    assert (rc, err) == (0, "") and "node5-lane2" not in out and "no SKU" not in out and "node3-lane0" in out
+    # assigned, the lane's units are its SKU's: no line without a SKU is left
+    assert run(capsys, "ledger", "assign-lane", "--node", "5", "--lane", "2", "--sku", "COLA", "--db", str(db))[0] == 0
+    rc, out, err = run(capsys, "ledger", "stock", "--db", str(db))
+    assert (rc, err) == (0, "") and "no SKU" not in out and "node5-lane2" in out and out.split()[-1] == "5"

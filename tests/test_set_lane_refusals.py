@@ -15,7 +15,7 @@ import pytest
 
 from hub.ledger import Sku
 from hub.ledger.models import InvalidArgument
-from hub.link.commands import STATUS_NAMES, CommandTimeout
+from hub.link.commands import STATUS_NAMES, CommandTimeout, UnknownNode
 from hub.service import HubService
 from hub.service.node_lanes import check_lane
 from hub.transport.ble.beacons import NodeBeacon
@@ -243,7 +243,8 @@ def test_a_ble_nodes_beacon_says_its_lanes_and_that_it_is_there() -> None:
 async def test_a_node_this_hub_does_not_have_is_bad_input(
     hub: HubService, node: FakeNode, config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Exit 2 (bad arguments), like set-lane's refusals, whatever the command; nothing is sent or written."""
+    """Exit 2 (bad arguments), like set-lane's refusals, whatever the command; nothing is sent or written. The line
+    names the nodes the hub has and where nodes are configured (one line for every refusal: ``UnknownNode.of``)."""
     from hub.cli import main
 
     node.hello()
@@ -251,5 +252,25 @@ async def test_a_node_this_hub_does_not_have_is_bad_input(
     sent = len(node.received)
     for verb in (["tare", "0"], ["set-lane", "0", "TEA"], ["set-count", "0", "3"], ["identify", "2"]):
         rc = await asyncio.to_thread(main, ["hub", "command", "--config", str(config), "9", *verb])
-        assert (rc, capsys.readouterr().err) == (2, "smartshelf hub: node 9 is not configured\n"), verb
+        assert (rc, capsys.readouterr().err) == (
+            2,
+            f"smartshelf hub: node 9 is not configured (this hub has node 1: {config}'s [[node]] tables and its"
+            " nodes_files)\n",
+        ), verb
     assert len(node.received) == sent and lanes(config) == []
+
+
+@pytest.mark.parametrize(
+    ("nodes", "has"),
+    [
+        ([], "no nodes"),
+        ([3], "node 3"),
+        ([2, 1], "nodes 1, 2"),
+        ([*range(1, 13), 15, 20, 21], "nodes 1..12, 15, 20, 21"),
+    ],
+)
+def test_the_unknown_node_line_names_the_nodes_the_hub_has(nodes: list[int], has: str) -> None:
+    assert str(UnknownNode.of(42, nodes, Path("/etc/smartshelf/hub.toml"))) == (
+        f"node 42 is not configured (this hub has {has}: /etc/smartshelf/hub.toml's [[node]] tables and its"
+        " nodes_files)"
+    )

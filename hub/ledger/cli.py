@@ -61,6 +61,12 @@ __all__ = [  # the shared ones (hub.ledger.cli_common) stay importable from here
     "default_db",
 ]
 
+NO_SKU = "(no SKU)"  # ledger stock's sku for units a node counted on a lane nobody assigned
+NO_SKU_NOTE = (
+    "units counted on a lane with no SKU, in no product's stock until the lane gets one"
+    " (smartshelf hub command ... set-lane, or smartshelf ledger assign-lane)"
+)
+
 
 def _init(args: argparse.Namespace) -> int:
 
@@ -265,11 +271,17 @@ def _stock(args: argparse.Namespace) -> int:
             print(f"{'sku':<20}{'location':<28}{'book':>8}")
             for b in await reader.book_stock(sku=args.sku):
                 print(f"{b.sku:<20}{b.location:<28}{b.qty:>8}")
-            observed = await reader.observed_stock(sku=args.sku)
+            observed: list[tuple[str, str | None, int]] = [
+                (o.lane_id, o.sku, o.qty) for o in await reader.observed_stock(sku=args.sku)
+            ]
+            if args.sku is None:  # units counted on a lane nobody assigned are of no SKU: not one --sku names
+                observed += [(lane, None, units) for lane, units in await reader.no_sku_stock()]
             if observed:
                 print(f"\n{'sku':<20}{'lane (sensor ledger)':<28}{'observed':>8}")
-                for o in observed:
-                    print(f"{o.sku:<20}{o.lane_id:<28}{o.qty:>8}")
+                for lane, sku, qty in sorted(observed, key=lambda row: row[0]):  # stable: a lane's SKUs stay sorted
+                    print(f"{sku or NO_SKU:<20}{lane:<28}{qty:>8}")
+            if any(sku is None for _lane, sku, _qty in observed):
+                print(f"\n{NO_SKU}: {NO_SKU_NOTE}")
             bad = await reader.consistency_errors()
             if bad:
                 print(f"\nINCONSISTENT: {len(bad)} balances differ from their movements", file=sys.stderr)
@@ -350,5 +362,5 @@ def add_ledger_parser(sub: Any) -> None:
     p.add_argument("--lane-id", default=None, help="a name for a new lane (default node<N>-lane<I>)")
     p.add_argument("--actor", default=default_actor())
 
-    p = cmd("stock", "print book stock per location and observed stock per lane", _stock)
-    p.add_argument("--sku", default=None)
+    p = cmd("stock", "print book stock per location and observed stock per lane (and lanes with no SKU)", _stock)
+    p.add_argument("--sku", default=None, help="only this SKU's stock (lanes with no SKU left out)")

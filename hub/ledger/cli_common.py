@@ -109,6 +109,20 @@ def existing_ledger(args: argparse.Namespace) -> Path:
     if (problem := directory_problem(db)) is not None:
         raise Refused(problem)
     if not db.is_file():
-        hint = "" if args.db_given_as.startswith("--config") else " (or give --config hub.toml to use the hub's)"
-        raise Refused(f"no ledger database at {db}: create it with smartshelf ledger init {args.db_given_as}{hint}")
+        given = args.db_given_as
+        if given.startswith("--config") and looks_like_nodes_file(read_hub_toml(args.config)):
+            raise Refused(
+                f"no ledger database at {db}, and {given} holds only [[node]] tables, like a nodes file (the kind"
+                " hub.toml lists in [hub] nodes_files): check that --config is the hub's hub.toml; if it is, create"
+                " its ledger with smartshelf ledger init"
+            )
+        hint = "" if given.startswith("--config") else " (or give --config hub.toml to use the hub's)"
+        raise Refused(f"no ledger database at {db}: create it with smartshelf ledger init {given}{hint}")
     return db
+
+
+def looks_like_nodes_file(top: dict[str, Any]) -> bool:
+    """``[[node]]`` tables and nothing else a hub.toml has: a nodes file (``[hub] nodes_files``), or a hub.toml that
+    keeps every default (the hub runs on one: ``hub.config``), so it is not refused, but a missing ledger beside it
+    is not advised to be made there without a look (a nodes file given as --config would make a stray ledger)."""
+    return set(top) == {"node"}

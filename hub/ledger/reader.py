@@ -18,6 +18,7 @@ from typing import Any, Generic, TypeVar
 import aiosqlite
 
 from hub.ledger.identity import LAST_RESTORE_SQL, RESTORED_SQL, RestorePoint, restore_point
+from hub.ledger.lane_activity import MAX_TS, lane_rows_sql
 from hub.ledger.models import (
     Alert,
     AlertStatus,
@@ -31,6 +32,7 @@ from hub.ledger.models import (
     PhysicalCount,
     Reason,
     Sku,
+    sensor_location,
 )
 
 MOVEMENT_COLUMNS = (
@@ -172,6 +174,15 @@ BOOK_STOCK = Query("SELECT sku, location, qty FROM book_stock{where} ORDER BY sk
 OBSERVED_STOCK = Query(
     "SELECT lane_id, sku, qty FROM observed_stock{where} ORDER BY lane_id, sku", lambda r: ObservedBalance(*r)
 )
+# The units booked at a lane's sensor location under no SKU (what a node counted on a lane nobody assigned: in no
+# balance, so not in observed_stock), read through the lane's spans; parameters ``no_sku_params(lane_id)``. The
+# shelf page and ``ledger stock`` (``LedgerReader.no_sku_stock``) read it.
+NO_SKU_UNITS = Query(lane_rows_sql("coalesce(sum(m.qty), 0)", " AND m.sku IS NULL"), _int)
+
+
+def no_sku_params(lane_id: str) -> tuple[str, int, int]:
+    """``NO_SKU_UNITS``' parameters: the lane's sensor location, all of time."""
+    return sensor_location(lane_id), -MAX_TS, MAX_TS
 
 
 class LedgerReader:
@@ -229,6 +240,16 @@ class LedgerReader:
     async def observed_stock(self, lane_id: str | None = None, sku: str | None = None) -> list[ObservedBalance]:
         """What the sensors observe per lane (the separate sensor ledger), per SKU the lane has held."""
         return await self._run(OBSERVED_STOCK, lane_id=lane_id, sku=sku)
+
+    async def no_sku_stock(self) -> list[tuple[str, int]]:
+        """``(lane_id, units)`` of the lanes with no SKU whose nodes counted units on them (booked under no SKU, so
+        in no ``observed_stock``), by node and lane index; a lane at 0 is left out. Assigning the lane moves them to
+        its SKU (``hub.ledger.postings.settle``)."""
+        out = []
+        for lane in await self._run(LANES):
+            if lane.sku is None and (units := (await self._run(NO_SKU_UNITS, no_sku_params(lane.lane_id)))[0]):
+                out.append((lane.lane_id, units))
+        return out
 
     async def balance(self, sku: str, location: str) -> int:
         rows = await self._run(BALANCE, (sku, location))

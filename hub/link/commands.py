@@ -22,7 +22,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -61,7 +61,31 @@ class CommandError(Exception):
 
 
 class UnknownNode(CommandError):
-    pass
+    """A command for a node the hub does not have; ``UnknownNode.of`` makes its line (the only place that does)."""
+
+    @classmethod
+    def of(cls, node_id: int, configured: Iterable[int], config: object = "hub.toml") -> UnknownNode:
+        """``node 42 is not configured (this hub has nodes 1, 2: hub.toml's [[node]] tables and its nodes_files)``:
+        the nodes the hub has (``configured``) and where nodes are configured (``config``: the hub's hub.toml)."""
+        return cls(
+            f"node {node_id} is not configured (this hub has {node_list(configured)}:"
+            f" {config}'s [[node]] tables and its nodes_files)"
+        )
+
+
+def node_list(node_ids: Iterable[int]) -> str:
+    """``no nodes``, ``node 3``, ``nodes 1, 2``, ``nodes 1..12, 15``: runs of three or more as ``first..last``."""
+    ids = sorted(set(node_ids))
+    if not ids:
+        return "no nodes"
+    runs: list[list[int]] = []
+    for i in ids:
+        if runs and i == runs[-1][-1] + 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    parts = [f"{r[0]}..{r[-1]}" if len(r) > 2 else ", ".join(map(str, r)) for r in runs]
+    return f"node{'s' if len(ids) > 1 else ''} {', '.join(parts)}"
 
 
 class CommandTimeout(CommandError):

@@ -91,8 +91,16 @@ class Totals:
 
 
 class Ingest:
-    def __init__(self, ledger: LedgerService, reader: LedgerReader, nodes: Iterable[NodeSession]) -> None:
+    def __init__(
+        self,
+        ledger: LedgerService,
+        reader: LedgerReader,
+        nodes: Iterable[NodeSession],
+        *,
+        config_path: object = "hub.toml",
+    ) -> None:
         self.ledger = ledger
+        self.config_path = config_path  # the hub's hub.toml, for messages
         self.reader = reader
         self.nodes: dict[int, NodeSession] = {n.node_id: n for n in nodes}
         self.receiver = FastUplinkReceiver({n.node_id: n.key for n in self.nodes.values()})  # the shared code's rules
@@ -292,7 +300,7 @@ class Ingest:
         that is not configured."""
         node = self.nodes.get(node_id)
         if node is None:
-            raise UnknownNode(f"node {node_id} is not configured")
+            raise UnknownNode.of(node_id, self.nodes, self.config_path)
         return await self.desk.call(node, message, timeout_s=timeout_s, actor=actor)
 
     # ---------------------------------------------------------------------------------------------- status

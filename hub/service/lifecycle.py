@@ -125,7 +125,7 @@ class HubService:
         try:
             self.reader = reader = await LedgerReader.open(cfg.database)
             sessions, uplink_seqs = await restore_sessions(ledger, reader, cfg.nodes)
-            self.ingest = ingest = Ingest(ledger, reader, sessions)
+            self.ingest = ingest = Ingest(ledger, reader, sessions, config_path=cfg.path)
             for node_id, seq in uplink_seqs.items():
                 ingest.restore_uplink_seq(node_id, seq)
             ingest.start()
@@ -358,7 +358,7 @@ class HubService:
         if self.ledger is None or self.reader is None or self.ingest is None:
             raise CommandError("the hub is not running")
         if self.config.node(node_id) is None:
-            raise UnknownNode(f"node {node_id} is not configured")
+            raise UnknownNode.of(node_id, (n.node_id for n in self.config.nodes), self.config.path)
         record = await self.reader.sku(sku)
         if record is None:
             raise InvalidArgument(f"unknown SKU {sku!r}: add it first (smartshelf ledger add-sku); nothing sent")
@@ -411,7 +411,7 @@ class HubService:
         if self.ledger is None or self.reader is None:
             raise CommandError("the hub is not running")
         if self.config.node(node_id) is None:
-            raise UnknownNode(f"node {node_id} is not configured")
+            raise UnknownNode.of(node_id, (n.node_id for n in self.config.nodes), self.config.path)
         record = next((x for x in await self.reader.lanes(node_id) if x.lane_index == lane), None)
         if record is None or record.sku is None:
             what = "is not in the ledger" if record is None else "has no SKU"

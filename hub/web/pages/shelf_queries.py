@@ -22,7 +22,7 @@ from typing import Any
 from hub.ledger.causes import Cause
 from hub.ledger.lane_activity import MAX_TS, lane_rows_sql
 from hub.ledger.models import lane_location, sensor_location
-from hub.ledger.reader import BALANCE, BOOK_TOTAL, LANES_WITH_SKU
+from hub.ledger.reader import BALANCE, BOOK_TOTAL, LANES_WITH_SKU, NO_SKU_UNITS, no_sku_params
 from hub.ledger.sensor import READING_INTERVAL_MS
 from hub.web.db import fetch_one
 from hub.web.lanes import TROUBLE_KINDS, lane_state
@@ -118,8 +118,7 @@ def lane_info(conn: sqlite3.Connection, lane_id: str) -> LaneInfo | None:
         book_total = fetch_one(conn, BOOK_TOTAL, (sku,)) or 0
         book_lane = fetch_one(conn, BALANCE, (sku, lane_location(lane_id))) or 0
     else:
-        every = (location, -MAX_TS, MAX_TS)
-        observed = int(_one(conn, lane_rows_sql("coalesce(sum(m.qty), 0)", " AND m.sku IS NULL"), every))
+        observed = fetch_one(conn, NO_SKU_UNITS, no_sku_params(lane_id)) or 0
     trouble = bool(
         _one(
             conn,
