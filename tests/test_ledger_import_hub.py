@@ -13,6 +13,7 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import closing, redirect_stderr, redirect_stdout
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -206,22 +207,24 @@ def test_the_token_goes_only_to_url_never_through_a_proxy_or_a_redirect(
 
     seen: dict[str, list[str]] = {"url": [], "elsewhere": []}
 
-    def elsewhere(env: dict[str, object], start: object) -> list[bytes]:
+    def answer(env: dict[str, Any], start: Any, status: str, body: bytes, *headers: tuple[str, str]) -> list[bytes]:
+        env["wsgi.input"].read(int(env.get("CONTENT_LENGTH") or 0))  # the request read whole, the answer sized
+        start(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *headers])
+        return [body]
+
+    def elsewhere(env: dict[str, Any], start: Any) -> list[bytes]:
         seen["elsewhere"].append(f"{env['REQUEST_METHOD']} {env['PATH_INFO']} {env.get('HTTP_AUTHORIZATION')}")
-        start("200 OK", [("Content-Type", "application/json")])  # type: ignore[operator]
-        return [b'{"rows": 1, "applied": 1, "duplicates": 0}']
+        return answer(env, start, "200 OK", b'{"rows": 1, "applied": 1, "duplicates": 0}')
 
-    other = make_server("127.0.0.1", 0, elsewhere)
+    other = make_server("127.0.0.1", 0, elsewhere, threaded=True)
 
-    def hub_address(env: dict[str, object], start: object) -> list[bytes]:
+    def hub_address(env: dict[str, Any], start: Any) -> list[bytes]:
         seen["url"].append(f"{env['REQUEST_METHOD']} {env['PATH_INFO']}")
         if str(env["QUERY_STRING"]).endswith("odd.csv"):
-            start("200 OK", [("Content-Type", "application/json")])  # type: ignore[operator]
-            return [b'{"hello": "world"}']
-        start("302 Found", [("Location", f"http://127.0.0.1:{other.server_port}/steal")])  # type: ignore[operator]
-        return [b""]
+            return answer(env, start, "200 OK", b'{"hello": "world"}')
+        return answer(env, start, "302 Found", b"", ("Location", f"http://127.0.0.1:{other.server_port}/steal"))
 
-    server = make_server("127.0.0.1", 0, hub_address)
+    server = make_server("127.0.0.1", 0, hub_address, threaded=True)
     threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in (server, other)]
     for t in threads:
         t.start()

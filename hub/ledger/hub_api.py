@@ -124,6 +124,7 @@ def post(
     except urllib.error.HTTPError as exc:
         if 300 <= exc.code < 400:
             where = exc.headers.get("Location", "?") if exc.headers is not None else "?"
+            exc.close()
             raise HubUnreachable(
                 f"{url.split('?', 1)[0]}: answered HTTP {exc.code} {_phrase(exc)}, a redirect to {where}: not followed"
                 " (the token goes only to --url): give the hub's own address with --url"
