@@ -260,6 +260,11 @@ def test_exactly_once_over_ble_under_hub_kills_a_node_reboot_strangers_and_forge
             return beacon is not None and not beacon["waiting"]
 
         rig.wait(node2_beacon_current, 60.0, "node 2's own beacon", 1.0)
+
+        def stranger_target_health() -> bool:  # this hub process (restarted) has heard that node's health again
+            return bool(status_nodes(hub.status()).get(STRANGER_TARGET, {}).get("health"))
+
+        rig.wait(stranger_target_health, 60.0, f"node {STRANGER_TARGET}'s health since the hub's restart", 1.0)
         final: dict[str, Any] | None = hub.status()
         assert final is not None, report
         (tmp_path / "final-status.json").write_text(json.dumps(final, indent=1, sort_keys=True))

@@ -305,9 +305,11 @@ async def _step(
             for tick in range(int(paced_s / TICK_S)):
                 await asyncio.sleep(max(0.0, start + offset + tick * TICK_S - loop.time()))
                 now = int(time.time() * 1000)
-                payload = encode_movements(h.hub_id, rows(h.hub_id, h.next_id, h.next_id + k - 1, base_ms), now)
-                h.stamps.append((h.hub_id, h.next_id, time.time() * 1000))
-                acks.append(h.client.send(topic(PREFIX, h.hub_id, "movements"), payload))
+                for first in range(h.next_id, h.next_id + k, BATCH):  # a fast run's k can pass a message's MAX_ROWS
+                    last = min(first + BATCH, h.next_id + k) - 1
+                    payload = encode_movements(h.hub_id, rows(h.hub_id, first, last, base_ms), now)
+                    h.stamps.append((h.hub_id, first, time.time() * 1000))
+                    acks.append(h.client.send(topic(PREFIX, h.hub_id, "movements"), payload))
                 h.next_id += k
             for ack in acks:
                 _check(await ack, h.hub_id)
