@@ -157,10 +157,15 @@ def root_logging() -> Iterator[None]:
     there writes "--- Logging error ---" into its own stderr)."""
     import logging
 
+    from _pytest.logging import LogCaptureHandler
+
     root = logging.getLogger()
     before, level = set(root.handlers), root.level
     yield
     for handler in root.handlers[:]:  # basicConfig's own (pytest's capture handlers are its subclasses: left alone)
         if type(handler) is logging.StreamHandler and handler not in before:
             root.removeHandler(handler)
+    for handler in before - set(root.handlers):  # pytest's session-wide ones force=True removed (--log-cli-level,
+        if not isinstance(handler, LogCaptureHandler):  # --log-file); its per-phase capture handlers are its own
+            root.addHandler(handler)
     root.setLevel(level)

@@ -91,7 +91,7 @@ def test_a_nodes_file_given_as_config_is_not_advised_to_get_a_ledger(
     assert err == (
         f"smartshelf {argv[0]}: no ledger database at emu/smartshelf.db, and --config emu/nodes.toml holds only"
         " [[node]] tables, like a nodes file (the kind hub.toml lists in [hub] nodes_files): check that --config is"
-        " the hub's hub.toml; if it is, create its ledger with smartshelf ledger init\n"
+        " the hub's hub.toml; if it is, create its ledger with smartshelf ledger init --config emu/nodes.toml\n"
     )
     assert [p.name for p in (shop / "emu").iterdir()] == ["nodes.toml"]
 

@@ -205,6 +205,26 @@ async def test_units_booked_before_the_lane_had_a_sku_become_its_skus_when_assig
         await ledger.close()
 
 
+async def test_the_units_under_no_sku_are_read_through_the_lanes_spans_not_every_no_sku_movement(
+    ledger: LedgerService,
+) -> None:
+    """assign_lane sums a lane's units under no SKU inside its write transaction (the hub's writer waits), and the
+    shelf page and ``ledger stock`` read the same sum: through each no-SKU span's id range. SQLite chose the
+    (sku, ts) index for ``sku IS NULL`` instead, every no-SKU movement of the ledger per span (seconds at tens of
+    thousands of them)."""
+    from hub.ledger.lane_activity import UNDER_NO_SKU
+    from hub.ledger.reader import NO_SKU_UNITS, no_sku_params
+
+    node = Node(ledger, count=3)
+    await node.report()
+    lane = await lane_of(ledger)
+    with sqlite3.connect(ledger.path) as conn:
+        plan = [r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {UNDER_NO_SKU}", no_sku_params(lane))]
+        assert any("m USING INTEGER PRIMARY KEY" in step for step in plan), plan
+        assert not any("movements_sku_ts" in step for step in plan), plan
+        assert conn.execute(NO_SKU_UNITS.sql, no_sku_params(lane)).fetchone() == (3,)
+
+
 async def test_a_lane_reassigned_from_one_sku_to_another_takes_the_nodes_count_with_it(ledger: LedgerService) -> None:
     """SKU A -> SKU B: the node goes on counting the lane (set_lane only changes its unit weight), so the units it
     counts are B's; A's observed stock on the lane ends (0), B's is the node's count at once."""

@@ -114,7 +114,7 @@ def existing_ledger(args: argparse.Namespace) -> Path:
             raise Refused(
                 f"no ledger database at {db}, and {given} holds only [[node]] tables, like a nodes file (the kind"
                 " hub.toml lists in [hub] nodes_files): check that --config is the hub's hub.toml; if it is, create"
-                " its ledger with smartshelf ledger init"
+                f" its ledger with smartshelf ledger init {given}"
             )
         hint = "" if given.startswith("--config") else " (or give --config hub.toml to use the hub's)"
         raise Refused(f"no ledger database at {db}: create it with smartshelf ledger init {given}{hint}")

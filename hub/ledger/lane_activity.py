@@ -110,6 +110,14 @@ LANE_ROWS = (
     " AND m.ts_ms BETWEEN ?2 AND ?3{where}"
 )
 MAX_TS = 2**62  # later than any movement (ts_ms is checked to be at most this)
+# The units booked at a sensor location (?1) under no SKU, of all time: its no-SKU spans, then their ids. NOT INDEXED:
+# without it SQLite walks movements_sku_ts for ``sku IS NULL`` (every no-SKU movement of the ledger, per span: seconds
+# on a ledger of tens of thousands, inside assign_lane's write transaction) instead of each span's id range.
+UNDER_NO_SKU = (
+    "SELECT coalesce(sum(m.qty), 0) FROM sensor_spans AS s CROSS JOIN movements AS m NOT INDEXED"
+    " ON m.id BETWEEN s.first_id AND s.last_id WHERE s.location = ?1 AND s.sku IS NULL"
+    " AND m.location = ?1 AND m.sku IS NULL"
+)
 
 
 def lane_rows_sql(columns: str, where: str = "", order: str = "") -> str:

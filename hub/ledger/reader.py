@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 import aiosqlite
 
 from hub.ledger.identity import LAST_RESTORE_SQL, RESTORED_SQL, RestorePoint, restore_point
-from hub.ledger.lane_activity import MAX_TS, lane_rows_sql
+from hub.ledger.lane_activity import UNDER_NO_SKU
 from hub.ledger.models import (
     Alert,
     AlertStatus,
@@ -177,12 +177,12 @@ OBSERVED_STOCK = Query(
 # The units booked at a lane's sensor location under no SKU (what a node counted on a lane nobody assigned: in no
 # balance, so not in observed_stock), read through the lane's spans; parameters ``no_sku_params(lane_id)``. The
 # shelf page and ``ledger stock`` (``LedgerReader.no_sku_stock``) read it.
-NO_SKU_UNITS = Query(lane_rows_sql("coalesce(sum(m.qty), 0)", " AND m.sku IS NULL"), _int)
+NO_SKU_UNITS = Query(UNDER_NO_SKU, _int)
 
 
-def no_sku_params(lane_id: str) -> tuple[str, int, int]:
-    """``NO_SKU_UNITS``' parameters: the lane's sensor location, all of time."""
-    return sensor_location(lane_id), -MAX_TS, MAX_TS
+def no_sku_params(lane_id: str) -> tuple[str]:
+    """``NO_SKU_UNITS``' parameters: the lane's sensor location."""
+    return (sensor_location(lane_id),)
 
 
 class LedgerReader:

@@ -367,17 +367,18 @@ class HubService:
         def lookup() -> tuple[NodeSession | None, NodeBeacon | None]:
             return ingest.nodes.get(node_id), ble.book.nodes.get(node_id) if ble is not None else None
 
-        started = asyncio.get_running_loop().time()
-        await wait_heard(lookup, timeout_s)  # a board just flashed says its next hello seconds later
-        check_lane(node_id, lane, sku, *lookup(), self.config.path)
-        timeout_s = max(1.0, timeout_s - (asyncio.get_running_loop().time() - started))
-
         async def trial(tx: Tx) -> None:  # the ledger's refusals before the node hears anything; rolled back
             await tx.assign_lane(node_id, lane, sku, actor=actor, lane_id=lane_id)
             raise _Trial
 
         with contextlib.suppress(_Trial):
             await self.ledger.transact(trial)
+        # A board just flashed says its next hello seconds later: wait for it within the timeout, keeping at least
+        # half of it (up to 5 s) for the command itself.
+        started, keep = asyncio.get_running_loop().time(), min(timeout_s / 2, 5.0)
+        await wait_heard(lookup, timeout_s - keep)
+        check_lane(node_id, lane, sku, *lookup(), self.config.path)
+        timeout_s = max(keep, timeout_s - (asyncio.get_running_loop().time() - started))
         message = SetLane(lane, record.unit_weight_dg, record.spread_permille, sku)
         try:
             outcome = await self.command(node_id, message, timeout_s=timeout_s, actor=actor)

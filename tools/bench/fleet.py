@@ -344,7 +344,8 @@ async def _step(
         "latency_p95_ms": _pct(lat, 0.95),
         "paced": {
             "offered_per_s": round(k * n_hubs / TICK_S),
-            "batch_rows": k,
+            "batch_rows": min(k, BATCH),  # rows per message (a tick of k rows is split into these)
+            "rows_per_tick": k,
             "batches": len(paced_lat),
             "p50_ms": _pct(paced_lat, 0.50),
             "p95_ms": _pct(paced_lat, 0.95),

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import uuid
 
+from hub.ledger.lane_activity import UNDER_NO_SKU
 from hub.ledger.models import SENSOR_PREFIX, Reason, sensor_location
 from hub.ledger.postings.core import TxCore
 from hub.ledger.postings.legs import Leg, post
@@ -35,11 +36,6 @@ LANE_ASSIGNED_KIND = "lane_assigned"  # lane_assigned:<lane id>:<random>: the la
 _UNDER_OTHER_SKUS = (
     "SELECT b.sku, b.qty FROM lane_activity AS a JOIN balances AS b ON b.sku = a.sku AND b.location = a.location"
     " WHERE a.location = ?1 AND a.sku IS NOT ?2 AND b.qty != 0 ORDER BY a.sku"
-)
-_UNDER_NO_SKU = (
-    "SELECT coalesce(sum(m.qty), 0) FROM sensor_spans AS s CROSS JOIN movements AS m"
-    " ON m.id BETWEEN s.first_id AND s.last_id WHERE s.location = ?1 AND s.sku IS NULL"
-    " AND m.location = ?1 AND m.sku IS NULL"
 )
 
 
@@ -54,7 +50,7 @@ async def settle_lane(
     location = sensor_location(lane_id)
     held: list[tuple[str | None, int]] = [(r[0], int(r[1])) for r in await tx.rows(_UNDER_OTHER_SKUS, (location, sku))]
     if sku is not None:
-        without = int((await tx.rows(_UNDER_NO_SKU, (location,)))[0][0])
+        without = int((await tx.rows(UNDER_NO_SKU, (location,)))[0][0])
         if without:
             held.insert(0, (None, without))
     if not held:
