@@ -243,6 +243,19 @@ async def eventually(predicate: Callable[[], Any], timeout: float = 5.0, what: s
         await asyncio.sleep(0.01)
 
 
+async def settled(hub: HubService, node: FakeNode, timeout: float = 5.0) -> None:
+    """Wait until the hub has read every frame the node sent and run the checks they queued (a lane state's
+    comparison with the ledger runs once what came before it has committed, then books any gap)."""
+    ingest = hub.ingest
+    assert ingest is not None
+    session = ingest.nodes[node.node_id]
+    await eventually(
+        lambda: ingest.receiver.last_seq.get(node.node_id, 0) >= node.seq and session.jobs.idle,
+        timeout=timeout,
+        what="the node's frames read and checked",
+    )
+
+
 @contextlib.contextmanager
 def short_dir() -> Iterator[Path]:
     """A short directory for Unix sockets (sun_path is 108 bytes; pytest's tmp_path can be longer)."""

@@ -40,7 +40,7 @@ from shared_protocol.messages import (
     Tare,
 )
 from shared_protocol.serial_framing import encode_serial
-from tests.hub_support import KEY2, FakeNode, db_rows, eventually, start_hub
+from tests.hub_support import KEY2, FakeNode, db_rows, eventually, settled, start_hub
 
 
 @pytest.fixture
@@ -539,12 +539,7 @@ async def test_a_health_that_says_empty_then_a_burst_of_later_events_books_no_ga
     burst.append(node.frame(node.lane_state(0)))
     node.write(b"".join(encode_serial(f) for f in burst))
     await node.wait_ack(31)
-    ingest = hub.ingest
-    assert ingest is not None
-    await eventually(
-        lambda: ingest.receiver.last_seq.get(1, 0) >= node.seq and ingest.nodes[1].jobs.idle,
-        what="the burst read and the health's and the lane state's checks run",
-    )
+    await settled(hub, node)  # the burst read, and the health's and the lane state's checks run
     assert db_rows(tmp_path / "hub.db", "SELECT qty, note FROM movements WHERE reason = 'sensor_gap'") == []
     observed = db_rows(tmp_path / "hub.db", "SELECT lane_id, qty FROM observed_stock WHERE lane_id = 'A1'")
     assert observed == [("A1", node.counters[0].count)]

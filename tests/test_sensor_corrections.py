@@ -18,7 +18,7 @@ import pytest
 from hub.ledger import Sku
 from hub.service import HubService
 from shared_protocol.messages import RequestState
-from tests.hub_support import KEY1, FakeNode, db_rows, eventually, short_dir, start_hub, write_config
+from tests.hub_support import KEY1, FakeNode, db_rows, eventually, settled, short_dir, start_hub, write_config
 
 
 @pytest.fixture
@@ -44,23 +44,10 @@ def gaps(db: Path) -> list[tuple[Any, ...]]:
     return db_rows(db, "SELECT qty, note FROM movements WHERE reason = 'sensor_gap' ORDER BY id")
 
 
-async def settled(hub: HubService, node: FakeNode) -> None:
-    """Wait until the hub has read every frame the node sent and run the checks they queued (a lane state's
-    comparison with the ledger runs once what came before it has committed, then books any gap)."""
-    ingest = hub.ingest
-    assert ingest is not None
-    session = ingest.nodes[node.node_id]
-    await eventually(
-        lambda: ingest.receiver.last_seq.get(node.node_id, 0) >= node.seq and session.jobs.idle,
-        timeout=15,
-        what="the node's frames read and checked",
-    )
-
-
 async def compared(hub: HubService, node: FakeNode) -> None:
     """The node reports lane 0's counters; wait until the hub has compared them with the ledger."""
     node.send(node.lane_state(0))
-    await settled(hub, node)
+    await settled(hub, node, timeout=15)
 
 
 async def test_a_reversal_of_a_sensor_movement_holds_through_events_a_node_reboot_and_a_hub_restart(
@@ -92,7 +79,7 @@ async def test_a_reversal_of_a_sensor_movement_holds_through_events_a_node_reboo
         node.reboot(2)  # the node restarts (its counters are on its flash) and reports every lane
         node.hello()
         await node.wait_for(lambda: len(node.messages(RequestState)) >= 2)
-        await settled(hub, node)  # the states it answered with, compared
+        await settled(hub, node, timeout=15)  # the states it answered with, compared
         assert observed(db) == 9 and gaps(db) == []
     finally:
         await hub.stop()
@@ -169,7 +156,7 @@ async def test_a_node_that_counted_before_its_lane_had_a_sku_hands_its_count_to_
         node.reboot(2)
         node.hello()
         await node.wait_for(lambda: len(node.messages(RequestState)) >= 2)
-        await settled(hub, node)  # the states it answered with, compared
+        await settled(hub, node, timeout=15)  # the states it answered with, compared
         assert lane_stock(db) == {"COLA": 9} and len(gaps(db)) == 1
     finally:
         await hub.stop()
